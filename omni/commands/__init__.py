@@ -1,0 +1,1 @@
+"""Subcommands of the `omni` command line (see omni/cli.py)."""

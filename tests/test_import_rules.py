@@ -1,0 +1,106 @@
+"""Enforces the package boundaries of ARCHITECTURE.md by reading every import.
+
+Static imports only: the `omni` command line resolves subcommands by module
+name at run time (omni/cli.py) and is the one documented exception.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"omni", "encoders", "speech", "streaming", "mdp", "demo"}
+BASE = ("omni.config", "omni.nn")
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: list[str] = []
+    pkg_parts = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against the file's package
+                base = list(pkg_parts[: len(pkg_parts) - node.level + 1])
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append(mod)
+            # `from omni import model` imports omni.model
+            out.extend(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def _zone(path: Path) -> str:
+    rel = path.relative_to(ROOT).as_posix()
+    if rel == "omni/config.py" or rel.startswith("omni/nn/"):
+        return "base"
+    if rel.startswith("omni/llm/"):
+        return "llm"
+    return rel.split("/")[0]
+
+
+def _allowed(zone: str, mod: str, rel: str) -> bool:
+    top = mod.split(".")[0]
+    if top not in PROJECT:
+        if mod == "torch.distributed" or mod.startswith("torch.distributed."):
+            return zone == "mdp"
+        return True
+    in_base = any(mod == b or mod.startswith(b + ".") for b in BASE) or mod == "omni"
+    if zone in ("base", "llm", "encoders", "speech"):
+        if zone == "llm" and (mod.startswith("omni.llm")):
+            return True
+        if zone in ("encoders", "speech") and top == zone:
+            return True
+        return in_base
+    if zone == "omni":
+        return top in {"omni", "encoders", "speech"}
+    if zone == "streaming":
+        return top in {"omni", "encoders", "speech", "streaming"}
+    if zone == "mdp":
+        return top != "demo"
+    if zone == "demo":
+        return top == "demo" or mod in {"streaming", "streaming.protocol", "streaming.client"} or mod.startswith(
+            ("streaming.protocol.", "streaming.client.")
+        )
+    return True
+
+
+def _files() -> list[Path]:
+    files = []
+    for pkg in sorted(PROJECT):
+        files.extend(sorted((ROOT / pkg).rglob("*.py")))
+    return files
+
+
+def test_there_are_files_to_check() -> None:
+    assert len(_files()) > 5
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_imports_respect_package_boundaries(path: Path) -> None:
+    zone = _zone(path)
+    rel = path.relative_to(ROOT).as_posix()
+    bad = [m for m in _imports(path) if not _allowed(zone, m, rel)]
+    assert not bad, f"{rel} ({zone}) imports {bad}, which ARCHITECTURE.md forbids"
+
+
+def test_nothing_imports_mdp() -> None:
+    offenders = [
+        p.relative_to(ROOT).as_posix()
+        for p in _files()
+        if _zone(p) != "mdp" and any(m.split(".")[0] == "mdp" for m in _imports(p))
+    ]
+    assert not offenders
+
+
+def test_rule_checker_catches_a_violation(tmp_path: Path) -> None:
+    # The checker itself must be able to fail: an encoder importing the LLM is caught.
+    assert not _allowed("encoders", "omni.llm.model", "encoders/x.py")
+    assert not _allowed("demo", "omni.model", "demo/app.py")
+    assert not _allowed("streaming", "torch.distributed", "streaming/x.py")
+    assert _allowed("demo", "streaming.protocol", "demo/app.py")
