@@ -94,6 +94,26 @@ class VisionConfig:
     min_video_frames: int = 16
     max_video_frames: int = 256
     max_video_tokens: int = 16384  # after the projector, over all frames of a request
+    min_video_pair_tokens: int = 64  # patches per frame pair never shrink below this
+    attention_backend: str = "auto"  # packed attention: "auto" | "varlen" (flash, CUDA) | "sdpa"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_inner_size(self) -> int:
+        """SwiGLU inner width of the checkpoint: int(2/3 of intermediate_size)."""
+        return int(self.intermediate_size * 2 / 3)
+
+    @property
+    def patch_dim(self) -> int:
+        """Length of one flattened patch row: channels x time x patch x patch."""
+        return self.num_channels * self.temporal_patch_size * self.patch_size**2
+
+    @property
+    def resize_multiple(self) -> int:
+        return self.patch_size * self.resize_factor
 
 
 @dataclass
@@ -113,12 +133,37 @@ class AudioEncoderConfig:
     num_right_layers: int = 6  # the last layers see one frame of look-ahead
     left_order: int = 10
     right_order: int = 1
+    memory_dilation: int = 1  # FSMN memory conv dilation (left_stride = right_stride)
+    dropout: float = 0.1  # inside FSMN layers, training only
     ctc_vocab_size: int = 5252
     out_dim: int = 6144  # LLM width
+    # Kaldi fbank options (audio/preprocessor_config.json of a release may override)
+    preemphasis: float = 0.97
+    low_freq: float = 40.0
+    high_freq: float = -200.0  # <= 0 means nyquist + high_freq
+    remove_dc_offset: bool = False
 
     @property
     def input_size(self) -> int:
         return self.num_mel_bins * (self.splice_left + self.splice_right + 1)
+
+    @property
+    def window_samples(self) -> int:
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def hop_samples(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Samples per encoder frame (80 ms = 1280 at 16 kHz)."""
+        return self.hop_samples * self.splice_stride
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Encoder frames of look-ahead accumulated by the right-context FSMN layers."""
+        return self.num_right_layers * self.right_order * self.memory_dilation
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""The streaming audio encoder as the rest of the system uses it:
+PCM -> fbank/CMVN/splice -> DFSMN -> projector, whole or chunk by chunk.
+
+    enc = StreamingAudioEncoder(get_flavor("audio", "debug")).eval()
+    emb, lens = enc(pcm)                        # full pass: [B, F, out_dim], [B]
+    state = enc.init_state(batch_size=B)
+    for chunk in chunks:                        # any sizes (20 ms, 1 s, uneven...)
+        frames = enc.step(chunk, state)         # [B, m, out_dim], m >= 0
+    frames = enc.flush(state)                   # the tail; state.reset() to reuse
+
+Chunked output equals the full pass (fp32 tolerance). Rows of one state advance
+together (one chunk length per call): keep one state per session, or batch
+sessions whose streams are aligned. Encoder frame j (the 80 ms slot starting at
+sample 1280 j) is emitted as soon as `samples_needed(j)` samples have arrived:
+its fbank window and splice context (15 ms past the slot) plus one frame of
+look-ahead in each of the last `num_right_layers` FSMN layers (6 x 80 ms), i.e.
+`lookahead_ms` = 495 ms after the end of its slot with the `longcat` config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders.frontend import AudioFrontend, FrontendState
+from encoders.fsmn import DFSMNEncoder, FSMNStreamState
+from omni.config import AudioEncoderConfig
+from omni.nn import StreamingModule, StreamingState
+
+
+class AudioProjector(nn.Sequential):
+    """Linear -> GELU -> Linear (keys `0.*`, `2.*` of audio/audio_projector.pt)."""
+
+    def __init__(self, cfg: AudioEncoderConfig) -> None:
+        super().__init__(nn.Linear(cfg.hidden_size, cfg.out_dim), nn.GELU(), nn.Linear(cfg.out_dim, cfg.out_dim))
+
+
+@dataclasses.dataclass
+class AudioStreamState(StreamingState):
+    frontend: FrontendState
+    encoder: FSMNStreamState
+    num_samples: int = 0
+    num_frames: int = 0  # encoder frames emitted so far
+
+    def reset(self) -> None:
+        self.frontend.reset()
+        self.encoder.reset()
+        self.num_samples = self.num_frames = 0
+
+
+class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
+    """Submodules: `frontend` (fbank + CMVN buffers), `encoder` (official
+    audio_encoder.pt keys), `projector` (official audio_projector.pt keys)."""
+
+    def __init__(self, cfg: AudioEncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = AudioFrontend(cfg)
+        self.encoder = DFSMNEncoder(cfg)
+        self.projector = AudioProjector(cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return self.projector[0].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector[0].weight.dtype
+
+    # --- timing ---------------------------------------------------------------
+
+    def num_frames(self, num_samples: int) -> int:
+        """Encoder frames (= LLM audio tokens, 12.5 / s) for a whole clip of N samples."""
+        return self.frontend.num_frames(num_samples)
+
+    def samples_needed(self, j: int) -> int:
+        """Samples that must have arrived before `step` emits encoder frame j."""
+        return self.frontend.samples_for_frame(j + self.encoder.lookahead_frames)
+
+    @property
+    def lookahead_ms(self) -> float:
+        """Delay from the end of a frame's 80 ms slot until it is emitted."""
+        c = self.cfg
+        return (self.samples_needed(0) - c.samples_per_frame) * 1000.0 / c.sample_rate
+
+    # --- full pass ----------------------------------------------------------------
+
+    def _pcm(self, pcm) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(pcm) if not isinstance(pcm, torch.Tensor) else pcm)
+        if x.dim() == 1:
+            x = x[None]
+        if x.dim() != 2:
+            raise ValueError(f"audio must be [samples] or [batch, samples], got shape {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise ValueError(f"audio must be float PCM in [-1, 1], got dtype {x.dtype}")
+        return x.to(self.frontend.cmvn.mean.device, torch.float32)
+
+    def features(self, pcm, num_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spliced 1200-dim features [B, F, input_size] and frame lengths [B]."""
+        return self.frontend(self._pcm(pcm), num_samples)
+
+    def forward(self, pcm, num_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """PCM [B, samples] (float, 16 kHz) -> projected [B, F, out_dim], frame lengths [B]."""
+        feats, lens = self.features(pcm, num_samples)
+        hidden = self.encoder(feats.to(self.dtype), lens)
+        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lens.to(hidden.device)[:, None])
+        return self.projector(hidden) * mask[..., None].to(hidden.dtype), lens
+
+    # --- streaming -------------------------------------------------------------------
+
+    def init_state(self, batch_size: int = 1, device=None) -> AudioStreamState:
+        device = device or self.device
+        return AudioStreamState(
+            frontend=self.frontend.init_state(batch_size, device),
+            encoder=self.encoder.init_state(batch_size, device, self.dtype),
+        )
+
+    def step(self, pcm, state: AudioStreamState) -> torch.Tensor:
+        """New samples [B, n] (or [n] for B = 1) -> projected frames [B, m, out_dim]."""
+        x = self._pcm(pcm)
+        b = state.frontend.pcm.shape[0]
+        if x.shape[0] != b:
+            raise ValueError(f"chunk has batch {x.shape[0]} but the state was made for {b}")
+        state.num_samples += x.shape[1]
+        feats = self.frontend.step(x, state.frontend)
+        return self._finish(self.encoder.step(feats.to(self.dtype), state.encoder), state)
+
+    def flush(self, state: AudioStreamState) -> torch.Tensor:
+        """End of stream: every frame not yet emitted."""
+        feats = self.frontend.flush(state.frontend)
+        return self._finish(self.encoder.flush(state.encoder, feats.to(self.dtype)), state)
+
+    def _finish(self, hidden: torch.Tensor, state: AudioStreamState) -> torch.Tensor:
+        state.num_frames += hidden.shape[1]
+        return self.projector(hidden)
+
+
+def ctc_loss(model: StreamingAudioEncoder, feats, feat_lengths, targets, target_lengths) -> torch.Tensor:
+    """CTC loss (blank = 0) of the encoder's CTC head on spliced features."""
+    hidden = model.encoder(feats.to(model.dtype), feat_lengths)
+    logp = F.log_softmax(model.encoder.ctc_logits(hidden).float(), dim=-1)
+    return F.ctc_loss(
+        logp.transpose(0, 1), targets, feat_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True
+    )
+
+
+def ctc_training_step(
+    model: StreamingAudioEncoder,
+    optimizer: torch.optim.Optimizer,
+    feats: torch.Tensor,
+    feat_lengths: torch.Tensor,
+    targets: torch.Tensor,
+    target_lengths: torch.Tensor,
+    max_grad_norm: float | None = 1.0,
+) -> float:
+    """One optimizer step of CTC training of the encoder (features from
+    `model.features`; targets [B, S] int ids in 1..vocab-1). Returns the loss."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= model.cfg.ctc_vocab_size):
+        raise ValueError(f"CTC targets must lie in [1, {model.cfg.ctc_vocab_size - 1}] (0 is blank)")
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = ctc_loss(model, feats, feat_lengths, targets, target_lengths)
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), max_grad_norm)
+    optimizer.step()
+    return float(loss.detach())

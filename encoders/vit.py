@@ -1,0 +1,203 @@
+"""LongCat-ViT: the native-resolution vision transformer of LongCat-Flash-Omni.
+
+Conv3d patch embedding over (time 2, 14, 14) patches (a still image is two
+identical frames), 2D rotary position embedding on (row, col) patch ids, then
+pre-norm layers with LayerScale: RMSNorm -> attention (qkv without bias, RoPE
+then QK-RMSNorm over the full width, packed non-causal attention) and
+RMSNorm -> SwiGLU with an inner RMSNorm. No final norm.
+
+Parameter names are the keys of the official ``vision/vision_model.pt``
+(``embeddings.patch_embedding.*``, ``encoder.layers.{i}.{norm1,norm2,attn.*,mlp.*,ls1,ls2}``),
+so it loads with ``strict=True``.
+
+Input is packed: ``patches`` [total, 3*2*14*14] rows in (channel, time, y, x)
+order, raster order of patches within each unit, and one (h, w) grid per unit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoders.attention import PackInfo, packed_attention, padded_attention
+from omni.config import VisionConfig
+from omni.nn import RMSNorm
+
+
+class VisionRotaryEmbedding2D(nn.Module):
+    """cos/sin tables for (row, col) patch positions.
+
+    `dim` = head_dim / 2 frequencies per axis pair: row and column angles are
+    concatenated (head_dim / 2 values) and duplicated to head_dim, so the
+    rotate-half convention pairs channel i with i + head_dim / 2. Computed in fp32.
+    """
+
+    def __init__(self, dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, grids: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, cols = [], []
+        for h, w in grids:
+            rows.append(torch.arange(h, device=device).repeat_interleave(w))
+            cols.append(torch.arange(w, device=device).repeat(h))
+        r = torch.cat(rows).float()[:, None] * self.inv_freq.to(device)
+        c = torch.cat(cols).float()[:, None] * self.inv_freq.to(device)
+        freqs = torch.cat([r, c], dim=-1)
+        emb = torch.cat([freqs, freqs], dim=-1)  # [total, head_dim]
+        return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([-b, a], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., tokens, heads, head_dim]; cos/sin [..., tokens, head_dim] (fp32)."""
+    xf = x.float()
+    out = xf * cos.unsqueeze(-2) + _rotate_half(xf) * sin.unsqueeze(-2)
+    return out.to(x.dtype)
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.backend = cfg.attention_backend
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=True)
+        if cfg.qk_normalization:
+            self.q_norm = RMSNorm(d, eps=cfg.norm_eps)
+            self.k_norm = RMSNorm(d, eps=cfg.norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        lead = x.shape[:-1]
+        q, k, v = self.qkv(x).view(*lead, 3, self.num_heads, self.head_dim).unbind(-3)
+        # RoPE first, then QK-norm over the flattened width (the checkpoint's order)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.q_norm is not None:
+            q = self.q_norm(q.reshape(*lead, -1)).view_as(v)
+            k = self.k_norm(k.reshape(*lead, -1)).view_as(v)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pack: PackInfo) -> torch.Tensor:
+        q, k, v = self._qkv(x, cos, sin)
+        o = packed_attention(q, k, v, pack, self.backend)
+        return self.proj(o.reshape(x.shape))
+
+    def forward_padded(self, x, cos, sin, key_mask):
+        q, k, v = self._qkv(x, cos, sin)
+        return self.proj(padded_attention(q, k, v, key_mask).reshape(x.shape))
+
+
+class VisionMLP(nn.Module):
+    """fc2(RMSNorm(silu(fc1 x) * fc3 x)), all Linears with bias."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        d, inner = cfg.hidden_size, cfg.mlp_inner_size
+        self.fc1 = nn.Linear(d, inner)
+        self.fc3 = nn.Linear(d, inner)
+        self.norm = RMSNorm(inner, eps=cfg.norm_eps)
+        self.fc2 = nn.Linear(inner, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.norm(F.silu(self.fc1(x)) * self.fc3(x)))
+
+
+class VisionLayer(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        d = cfg.hidden_size
+        self.norm1 = RMSNorm(d, eps=cfg.norm_eps)
+        self.attn = VisionAttention(cfg)
+        self.norm2 = RMSNorm(d, eps=cfg.norm_eps)
+        self.mlp = VisionMLP(cfg)
+        self.ls1 = nn.Parameter(torch.full((d,), cfg.layerscale_init))
+        self.ls2 = nn.Parameter(torch.full((d,), cfg.layerscale_init))
+
+    def forward(self, x, cos, sin, pack: PackInfo) -> torch.Tensor:
+        x = x + self.ls1 * self.attn(self.norm1(x), cos, sin, pack)
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+    def forward_padded(self, x, cos, sin, key_mask) -> torch.Tensor:
+        x = x + self.ls1 * self.attn.forward_padded(self.norm1(x), cos, sin, key_mask)
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+
+class VisionEmbeddings(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        k = (cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
+        self.patch_embedding = nn.Conv3d(cfg.num_channels, cfg.hidden_size, kernel_size=k, stride=k, bias=True)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        # kernel == stride over one patch: the Conv3d is exactly a Linear on the
+        # flattened (c, t, y, x) row; run it as one GEMM.
+        w = self.patch_embedding.weight
+        return F.linear(patches.to(w.dtype), w.reshape(w.shape[0], -1), self.patch_embedding.bias)
+
+
+class VisionTransformerEncoder(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.rotary_pos_emb = VisionRotaryEmbedding2D(cfg.head_dim // 2, cfg.rope_theta)
+        self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.num_layers))
+
+
+class LongCatViT(nn.Module):
+    """Packed native-resolution ViT. forward(patches [total, patch_dim], grids) -> [total, D]."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        if cfg.hidden_size % cfg.num_heads or cfg.head_dim % 4:
+            raise ValueError(
+                f"VisionConfig: hidden_size {cfg.hidden_size} / num_heads {cfg.num_heads} "
+                "must give a head_dim divisible by 4 (2D RoPE)"
+            )
+        self.cfg = cfg
+        self.embeddings = VisionEmbeddings(cfg)
+        self.encoder = VisionTransformerEncoder(cfg)
+
+    def _check(self, patches: torch.Tensor, grids: list[tuple[int, int]]) -> None:
+        if patches.dim() != 2 or patches.shape[1] != self.cfg.patch_dim:
+            raise ValueError(f"patches must be [total, {self.cfg.patch_dim}], got {tuple(patches.shape)}")
+        total = sum(h * w for h, w in grids)
+        if total != patches.shape[0]:
+            raise ValueError(f"grids cover {total} patches but {patches.shape[0]} were given")
+
+    def forward(self, patches: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
+        self._check(patches, grids)
+        pack = PackInfo.from_lengths([h * w for h, w in grids], patches.device)
+        x = self.embeddings(patches)
+        cos, sin = self.encoder.rotary_pos_emb(grids, patches.device)
+        for layer in self.encoder.layers:
+            x = layer(x, cos, sin, pack)
+        return x
+
+    def forward_padded(self, patches: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
+        """Baseline batching: every unit padded to the longest (pads cost full compute).
+
+        Same input/output layout as `forward` (packed rows), so the two are comparable.
+        """
+        self._check(patches, grids)
+        lens = [h * w for h, w in grids]
+        b, m, dev = len(lens), max(lens), patches.device
+        key_mask = torch.arange(m, device=dev)[None, :] < torch.tensor(lens, device=dev)[:, None]
+        padded = patches.new_zeros(b, m, patches.shape[1])
+        padded[key_mask] = patches
+        x = self.embeddings(padded)
+        cos, sin = self.encoder.rotary_pos_emb(grids, dev)
+        cpad = cos.new_zeros(b, m, cos.shape[-1])
+        spad = sin.new_zeros(b, m, sin.shape[-1])
+        cpad[key_mask], spad[key_mask] = cos, sin
+        for layer in self.encoder.layers:
+            x = layer.forward_padded(x, cpad, spad, key_mask)
+        return x[key_mask]
