@@ -1,0 +1,11 @@
+"""Real-time serving: wire protocol, turn-taking, batched engine, websocket server, client.
+
+Layout:
+  protocol/   OpenAI-Realtime-compatible events, session config, pcm16 + resampling (no torch)
+  vad.py      silero-vad batched over sessions + the two-threshold endpointer
+  frames.py   video frame sampling (dense while the user speaks, sparse while answering)
+  engine.py   the worker thread that owns the model and batches prefill/decode
+  session.py  per-connection state machine (listen, speculate, respond, interrupted)
+  server.py   websockets transport, security, admission control, /metrics
+  client.py   asyncio reference client (used by `omni client`, the demo and the benchmark)
+"""

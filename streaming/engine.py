@@ -1,0 +1,333 @@
+"""The engine: one worker thread that owns the model and batches all sessions.
+
+Sessions (on the asyncio loop) never touch the model; they submit commands and
+receive `EngineEvent`s through a callback that the engine calls from its thread
+(the session hops back to its loop with call_soon_threadsafe). Each iteration:
+
+  1. take new commands; control commands (confirm, rollback, interrupt,
+     truncate) act at once, the others queue per slot in order;
+  2. stage 2+3: encode every slot's next queued packet and prefill them in ONE
+     batched call, repeated while packets wait (prefill never waits for a turn
+     to end, so the context is ready when the user stops talking);
+  3. stage 3: one batched decode step for every slot that is answering;
+  4. stage 4: one batched codec-decoder call for the frames that step produced.
+
+Speculation: `respond(speculative=True)` snapshots the slot length, then
+decodes. `rollback` truncates back to the snapshot (the cache is then exactly
+what it was before), discards the output and returns to prefill. A response that
+finished while still speculative is closed only once it is confirmed.
+Barge-in (`interrupt`): decoding stops before the next step; the reply is cut
+to the text whose audio was delivered, at its last punctuation; a later
+`truncate` (what the client reports it played) may shorten it further until the
+next packet of the new user turn is prefilled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from omni.realtime_api import RealtimeModel, UserChunk
+from streaming.metrics import Metrics
+
+log = logging.getLogger(__name__)
+PUNCTUATION = set(".!?,;:\u3002\uff01\uff1f\uff0c\uff1b\uff1a")
+CONTROL = {"confirm", "rollback", "interrupt", "truncate", "close"}
+
+
+@dataclass
+class EngineEvent:
+    kind: str  # opened | delta | done | rolled_back | interrupted | truncated | error
+    epoch: int = 0
+    text: str = ""
+    audio: np.ndarray | None = None  # float32 at the model's output rate
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Step:
+    length: int  # slot length after this step
+    chars: int  # cumulative text characters through this step
+    frames: int  # cumulative codec frames through this step
+
+
+@dataclass
+class _Slot:
+    slot: int
+    sink: Callable[[EngineEvent], None]
+    queue: deque = field(default_factory=deque)
+    mode: str = "idle"  # idle | decoding | finished
+    epoch: int = -1
+    confirmed: bool = False
+    mark: int = 0  # length before begin_response (the rollback snapshot)
+    base: int = 0  # length right after begin_response
+    max_steps: int = 0
+    steps: list[_Step] = field(default_factory=list)
+    text: str = ""
+    frames: int = 0
+    audio_state: Any = None
+    pending_close: bool = False  # interrupted reply: end_response deferred (truncate may shorten it)
+    decode_time: float = 0.0
+    t_begin: float = 0.0
+    closed: bool = False
+
+
+class Engine:
+    """Owns `model` on a dedicated thread. All public methods are thread-safe."""
+
+    def __init__(self, model: RealtimeModel, metrics: Metrics | None = None, max_steps: int = 1000) -> None:
+        self.model = model
+        self.metrics = metrics or Metrics()
+        self.max_steps = max_steps
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.slots: dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
+        self._thread = threading.Thread(target=self._run, name="omni-engine", daemon=True)
+        self._stop = False
+        self.out_rate = model.output_sample_rate
+        self.frame_samples = model.codec_frame_samples
+        self.thread_id: int | None = None
+
+    # ---- public, any thread ------------------------------------------------
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop = True
+        self.inbox.put(("_wake", None, ()))
+        self._thread.join(timeout=10)
+
+    def open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None = None) -> Future:
+        fut: Future = Future()
+        self.inbox.put(("open", None, (sink, system_prompt, fut)))
+        return fut
+
+    def submit(self, slot: int, kind: str, *args: Any) -> None:
+        self.inbox.put((kind, slot, args))
+
+    # ---- worker thread -----------------------------------------------------
+    def _run(self) -> None:
+        self.thread_id = threading.get_ident()
+        import torch
+
+        with torch.inference_mode():
+            while not self._stop:
+                try:
+                    busy = any(s.mode == "decoding" or s.queue for s in self.slots.values())
+                    self._take(block=not busy)
+                    self._prefill_and_control()
+                    self._decode()
+                except Exception as e:  # one bad step must not kill every session
+                    log.exception("engine iteration failed")
+                    for s in list(self.slots.values()):
+                        if s.mode != "idle":
+                            s.mode = "idle"
+                            s.sink(EngineEvent("error", s.epoch, info={"message": f"engine error: {e}"}))
+
+    def _take(self, block: bool) -> None:
+        items = []
+        if block:
+            items.append(self.inbox.get())
+        while True:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        for kind, slot, args in items:
+            if kind == "_wake":
+                continue
+            if kind == "open":
+                self._open(*args)
+                continue
+            s = self.slots.get(slot)
+            if s is None or s.closed:
+                continue
+            if kind in CONTROL:
+                getattr(self, "_" + kind)(s, *args)
+            else:
+                s.queue.append((kind, args))
+
+    def _open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None, fut: Future) -> None:
+        try:
+            slot = self.model.open_slot(system_prompt)
+        except Exception as e:
+            fut.set_exception(e)
+            return
+        self.slots[slot] = _Slot(slot, sink)
+        fut.set_result(slot)
+
+    def _close(self, s: _Slot) -> None:
+        s.closed = True
+        self.slots.pop(s.slot, None)
+        self.model.close_slot(s.slot)
+        self.metrics.inc("omni_engine_slots_closed_total")
+
+    def _prefill_and_control(self) -> None:
+        """Drain per-slot queues: batched prefill of packets, in-order control."""
+        while True:
+            batch: list[tuple[_Slot, UserChunk]] = []
+            progressed = False
+            for s in list(self.slots.values()):
+                while s.queue and s.mode == "idle":
+                    kind, args = s.queue[0]
+                    if kind == "chunk":
+                        batch.append((s, args[0]))
+                        s.queue.popleft()
+                        break  # one packet per slot per batch keeps the batch fair
+                    s.queue.popleft()
+                    progressed = True
+                    getattr(self, "_" + kind)(s, *args)
+            if batch:
+                self._prefill(batch)
+            if not batch and not progressed:
+                return
+
+    def _close_reply(self, s: _Slot) -> None:
+        if s.pending_close:
+            s.pending_close = False
+            self.model.end_response(s.slot)
+
+    def _prefill(self, batch: list[tuple[_Slot, UserChunk]]) -> None:
+        t0 = time.perf_counter()
+        items = []
+        for s, chunk in batch:
+            self._close_reply(s)
+            items.append((s.slot, self.model.encode_chunk(s.slot, chunk)))
+        self.model.prefill(items)
+        dt = time.perf_counter() - t0
+        self.metrics.observe("omni_prefill_packet_seconds", dt / len(batch))
+        self.metrics.observe("omni_prefill_batch_size", len(batch))
+
+    def _text(self, s: _Slot, role: str, text: str) -> None:
+        self._close_reply(s)
+        self.model.prefill_text(s.slot, role, text)
+
+    def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None) -> None:
+        self._close_reply(s)
+        s.mark = self.model.slot_length(s.slot)
+        self.model.begin_response(s.slot)
+        s.base = self.model.slot_length(s.slot)
+        s.epoch, s.confirmed, s.mode = epoch, not speculative, "decoding"
+        s.max_steps = min(max_steps or self.max_steps, self.max_steps)
+        s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
+        s.audio_state = self.model.new_audio_state()
+        s.t_begin = time.perf_counter()
+
+    def _drop_queued_respond(self, s: _Slot, epoch: int) -> bool:
+        for i, (kind, args) in enumerate(s.queue):
+            if kind == "respond" and args[0] == epoch:
+                del s.queue[i]
+                return True
+        return False
+
+    def _confirm(self, s: _Slot, epoch: int) -> None:
+        if s.epoch == epoch and s.mode != "idle":
+            s.confirmed = True
+            if s.mode == "finished":
+                self._finish(s)
+        else:  # not started yet: it starts confirmed
+            for i, (kind, args) in enumerate(s.queue):
+                if kind == "respond" and args[0] == epoch:
+                    s.queue[i] = (kind, (epoch, False, args[2]))
+
+    def _rollback(self, s: _Slot, epoch: int) -> None:
+        if s.epoch == epoch and s.mode != "idle" and not s.confirmed:
+            self.model.truncate(s.slot, s.mark)
+            s.mode, s.audio_state = "idle", None
+            self.metrics.inc("omni_rollbacks_total")
+            s.sink(EngineEvent("rolled_back", epoch, info={"length": s.mark, "steps": len(s.steps)}))
+        elif self._drop_queued_respond(s, epoch):
+            s.sink(EngineEvent("rolled_back", epoch, info={"length": self.model.slot_length(s.slot), "steps": 0}))
+
+    def _cut(self, s: _Slot, heard_samples: int | None, delivered_chars: int | None) -> tuple[int, str]:
+        """Slot length and text to keep: what was heard, cut at the last punctuation."""
+        if heard_samples is not None:
+            frames = heard_samples // self.frame_samples
+            n = sum(1 for st in s.steps if st.frames <= frames)
+        else:
+            n = sum(1 for st in s.steps if st.chars <= (delivered_chars or 0))
+        heard_text = s.text[: s.steps[n - 1].chars] if n else ""
+        cut = max((i for i, ch in enumerate(heard_text) if ch in PUNCTUATION), default=-1) + 1
+        if cut == 0:
+            return s.base, ""
+        # the first step whose cumulative text reaches the punctuation
+        for st in s.steps:
+            if st.chars >= cut:
+                return st.length, s.text[: st.chars]
+        return s.base, ""
+
+    def _interrupt(self, s: _Slot, epoch: int, heard_samples: int | None, delivered_chars: int | None,
+                   reason: str) -> None:
+        if s.epoch != epoch or s.mode == "idle":
+            if self._drop_queued_respond(s, epoch):
+                s.sink(EngineEvent("interrupted", epoch, info={"kept_text": "", "reason": reason}))
+            return
+        length, kept = self._cut(s, heard_samples, delivered_chars)
+        self.model.truncate(s.slot, length)
+        s.mode, s.audio_state, s.pending_close = "idle", None, True
+        self.metrics.inc("omni_interruptions_total" if reason == "barge_in" else "omni_cancellations_total")
+        s.sink(EngineEvent("interrupted", epoch, text=kept, info={"length": length, "reason": reason}))
+
+    def _truncate(self, s: _Slot, epoch: int, heard_samples: int) -> None:
+        if s.epoch == epoch and s.pending_close and s.mode == "idle":
+            length, kept = self._cut(s, heard_samples, None)
+            if length < self.model.slot_length(s.slot):
+                self.model.truncate(s.slot, length)
+            s.sink(EngineEvent("truncated", epoch, text=kept, info={"applied": True}))
+        else:
+            s.sink(EngineEvent("truncated", epoch, info={"applied": False}))
+
+    def _finish(self, s: _Slot) -> None:
+        """A finished, confirmed reply. Its turn is closed lazily (before the next
+        prefill), so a truncate for what the client actually played can still
+        shorten it while the user barges in over the playback."""
+        s.mode, s.pending_close = "idle", True
+
+    def _decode(self) -> None:
+        active = [s for s in self.slots.values() if s.mode == "decoding"]
+        if not active:
+            return
+        t0 = time.perf_counter()
+        outs = self.model.decode_step([s.slot for s in active])
+        audio_items, audio_slots = [], []
+        for s, out in zip(active, outs):
+            s.text += out.text
+            if out.codec_frame is not None:
+                s.frames += 1
+                audio_items.append((s.audio_state, out.codec_frame))
+                audio_slots.append(s)
+            s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames))
+        pieces = self.model.decode_audio(audio_items) if audio_items else []
+        audio_of = {id(s): p for s, p in zip(audio_slots, pieces)}
+        dt = time.perf_counter() - t0
+        self.metrics.observe("omni_decode_step_seconds", dt)
+        self.metrics.observe("omni_decode_batch_size", len(active))
+        for s, out in zip(active, outs):
+            s.decode_time += dt
+            audio = audio_of.get(id(s))
+            if out.text or (audio is not None and len(audio)):
+                s.sink(EngineEvent("delta", s.epoch, text=out.text, audio=audio))
+            if out.done or len(s.steps) >= s.max_steps:
+                tail = self.model.flush_audio(s.audio_state)
+                s.mode = "finished"
+                info = {
+                    "status": "completed" if out.done else "incomplete",
+                    "steps": len(s.steps),
+                    "frames": s.frames,
+                    "decode_seconds": s.decode_time,
+                    "wall_seconds": time.perf_counter() - s.t_begin,
+                    "audio_seconds": s.frames * self.frame_samples / self.out_rate,
+                }
+                s.sink(EngineEvent("done", s.epoch, audio=tail, info=info))
+                if s.confirmed:
+                    self._finish(s)

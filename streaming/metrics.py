@@ -1,0 +1,105 @@
+"""Server metrics in the Prometheus text exposition format (served at /metrics).
+
+Counters, gauges and histograms with fixed buckets, written from the engine
+thread and the event loop (hence the lock). Latency names, all in seconds:
+
+  omni_first_audio_after_confirm_seconds     first audio byte out - end-of-turn confirmation
+  omni_first_audio_after_speech_end_seconds  first audio byte out - end of user speech
+  omni_confirm_after_speech_end_seconds      end-of-turn confirmation - end of user speech
+  omni_speculative_lead_seconds              confirmation - speculative decode start
+  omni_response_rtf                          decode wall time / audio seconds produced
+  omni_prefill_packet_seconds, omni_decode_step_seconds
+Counters: omni_rollbacks_total, omni_interruptions_total, omni_responses_total,
+omni_sessions_total, omni_sessions_rejected_total, omni_protocol_errors_total.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import defaultdict
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
+COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+HELP = {
+    "omni_first_audio_after_confirm_seconds": "first audio byte out minus end-of-turn confirmation",
+    "omni_first_audio_after_speech_end_seconds": "first audio byte out minus end of user speech",
+    "omni_confirm_after_speech_end_seconds": "end-of-turn confirmation minus end of user speech",
+    "omni_speculative_lead_seconds": "end-of-turn confirmation minus speculative decode start",
+    "omni_response_rtf": "decode wall time per second of produced audio",
+    "omni_prefill_packet_seconds": "encode + prefill time per 1 s packet",
+    "omni_decode_step_seconds": "one batched decode step (LLM + codec decoder)",
+    "omni_rollbacks_total": "speculative responses rolled back because the user resumed",
+    "omni_interruptions_total": "responses stopped by user speech (barge-in)",
+    "omni_cancellations_total": "responses stopped by response.cancel",
+    "omni_responses_total": "responses delivered",
+    "omni_sessions_total": "sessions admitted",
+    "omni_sessions_rejected_total": "connections refused because the server was full",
+    "omni_sessions_active": "sessions currently open",
+    "omni_protocol_errors_total": "error events sent for bad client input",
+}
+
+
+def _buckets(name: str) -> tuple:
+    if name.endswith("_rtf"):
+        return RATIO_BUCKETS
+    if name.endswith("_size"):
+        return COUNT_BUCKETS
+    return LATENCY_BUCKETS
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counters: dict[str, float] = defaultdict(float)
+        self.gauges: dict[str, float] = defaultdict(float)
+        self.hist: dict[str, list] = {}  # name -> [bucket counts, sum, count, raw samples]
+
+    def inc(self, name: str, value: float = 1.0) -> None:
+        with self.lock:
+            self.counters[name] += value
+
+    def set(self, name: str, value: float) -> None:
+        with self.lock:
+            self.gauges[name] = value
+
+    def observe(self, name: str, value: float) -> None:
+        with self.lock:
+            h = self.hist.get(name)
+            if h is None:
+                h = self.hist[name] = [[0] * (len(_buckets(name)) + 1), 0.0, 0, []]
+            h[0][bisect.bisect_left(_buckets(name), value)] += 1
+            h[1] += value
+            h[2] += 1
+            if len(h[3]) < 100000:  # raw samples for percentiles in benchmarks
+                h[3].append(value)
+
+    def samples(self, name: str) -> list[float]:
+        with self.lock:
+            return list(self.hist.get(name, [None, 0, 0, []])[3])
+
+    def counter(self, name: str) -> float:
+        with self.lock:
+            return self.counters.get(name, 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        with self.lock:
+            for name in sorted(self.counters):
+                lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} counter",
+                          f"{name} {self.counters[name]:g}"]
+            for name in sorted(self.gauges):
+                lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} gauge",
+                          f"{name} {self.gauges[name]:g}"]
+            for name in sorted(self.hist):
+                counts, total, n, _ = self.hist[name]
+                lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} histogram"]
+                acc = 0
+                for b, c in zip(_buckets(name), counts):
+                    acc += c
+                    lines.append(f'{name}_bucket{{le="{b:g}"}} {acc}')
+                lines.append(f'{name}_bucket{{le="+Inf"}} {n}')
+                lines += [f"{name}_sum {total:.6g}", f"{name}_count {n}"]
+        return "\n".join(lines) + "\n"

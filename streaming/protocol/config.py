@@ -1,0 +1,208 @@
+"""Session configuration negotiated by `session.update`.
+
+Accepts both shapes the `openai` SDK has sent: the GA shape
+(`session.audio.input.format`, `session.audio.input.turn_detection`,
+`session.output_modalities`) and the older beta shape (`input_audio_format:
+"pcm16"`, top-level `turn_detection`, `modalities`). Unknown fields are ignored,
+as the OpenAI server does; known fields with bad values raise a ProtocolError
+that names the field.
+
+Extensions (ignored by OpenAI clients that do not send them):
+- `turn_detection.speculative_silence_ms`: the early silence point at which the
+  engine starts decoding speculatively (null disables speculation). The other
+  threshold, `silence_duration_ms`, confirms the end of the turn.
+- audio format `{"type": "audio/pcm", "rate": 16000}` on input or output.
+- `session.omni`: `{"debug_events": bool, "dense_fps": 2.0, "sparse_fps": 0.5}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.protocol.events import ProtocolError
+
+SUPPORTED_RATES = (24000, 16000)
+
+
+@dataclass
+class AudioFormat:
+    type: str = "audio/pcm"
+    rate: int = 24000
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "rate": self.rate}
+
+
+@dataclass
+class TurnDetection:
+    type: str = "server_vad"
+    threshold: float = 0.5
+    prefix_padding_ms: int = 300
+    silence_duration_ms: int = 600  # end of turn confirmed (LongCat: 600-700 ms)
+    speculative_silence_ms: int | None = 200  # start decoding early; None: never
+    create_response: bool = True
+    interrupt_response: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SessionConfig:
+    id: str = ""
+    model: str = "omni"
+    instructions: str | None = None
+    output_modalities: list[str] = field(default_factory=lambda: ["audio"])
+    input_format: AudioFormat = field(default_factory=AudioFormat)
+    output_format: AudioFormat = field(default_factory=AudioFormat)
+    turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
+    voice: str = "default"
+    max_output_tokens: int | None = None  # decode steps; None: the server's cap
+    debug_events: bool = False
+    dense_fps: float = 2.0
+    sparse_fps: float = 0.5
+
+    def to_json(self) -> dict[str, Any]:
+        td = self.turn_detection.to_json() if self.turn_detection else None
+        return {
+            "type": "realtime",
+            "object": "realtime.session",
+            "id": self.id,
+            "model": self.model,
+            "instructions": self.instructions or "",
+            "output_modalities": list(self.output_modalities),
+            "max_output_tokens": self.max_output_tokens if self.max_output_tokens else "inf",
+            "audio": {
+                "input": {"format": self.input_format.to_json(), "turn_detection": td},
+                "output": {"format": self.output_format.to_json(), "voice": self.voice},
+            },
+            "omni": {
+                "debug_events": self.debug_events,
+                "dense_fps": self.dense_fps,
+                "sparse_fps": self.sparse_fps,
+            },
+        }
+
+
+def _err(param: str, message: str, code: str = "invalid_value") -> ProtocolError:
+    return ProtocolError(code, message, param=param)
+
+
+def _format(value: Any, param: str) -> AudioFormat:
+    if value == "pcm16":  # beta shape: pcm16 at 24 kHz
+        return AudioFormat("audio/pcm", 24000)
+    if isinstance(value, str):
+        raise _err(param, f"unsupported audio format {value!r}; use pcm16 or audio/pcm", "unsupported_audio_format")
+    if not isinstance(value, dict):
+        raise _err(param, f"audio format must be an object, got {type(value).__name__}")
+    kind = value.get("type", "audio/pcm")
+    if kind != "audio/pcm":
+        raise _err(param, f"unsupported audio format {kind!r}; only audio/pcm (pcm16 mono)", "unsupported_audio_format")
+    rate = value.get("rate", 24000)
+    if rate not in SUPPORTED_RATES:
+        raise _err(param + ".rate", f"unsupported sample rate {rate!r}; supported: {list(SUPPORTED_RATES)}",
+                   "unsupported_audio_format")
+    return AudioFormat("audio/pcm", int(rate))
+
+
+def _num(d: dict, key: str, param: str, lo: float, hi: float, integer: bool = False) -> Any:
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+        raise _err(f"{param}.{key}", f"{key} must be a number in [{lo}, {hi}], got {v!r}")
+    return int(v) if integer else float(v)
+
+
+def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _err(param, "turn_detection must be an object or null")
+    kind = value.get("type", "server_vad")
+    td = dataclasses.replace(current) if current else TurnDetection()
+    if kind == "semantic_vad":  # no semantic model here: map eagerness onto the silence threshold
+        eager = value.get("eagerness", "auto")
+        td.silence_duration_ms = {"low": 1000, "medium": 600, "auto": 600, "high": 400}.get(eager, 600)
+    elif kind != "server_vad":
+        raise _err(param + ".type", f"unknown turn_detection type {kind!r}; use server_vad or semantic_vad")
+    if "threshold" in value:
+        td.threshold = _num(value, "threshold", param, 0.05, 0.99)
+    if "prefix_padding_ms" in value:
+        td.prefix_padding_ms = _num(value, "prefix_padding_ms", param, 0, 2000, True)
+    if "silence_duration_ms" in value:
+        td.silence_duration_ms = _num(value, "silence_duration_ms", param, 100, 10000, True)
+    if "speculative_silence_ms" in value:
+        if value["speculative_silence_ms"] is None:
+            td.speculative_silence_ms = None
+        else:
+            td.speculative_silence_ms = _num(value, "speculative_silence_ms", param, 32, 10000, True)
+    for key in ("create_response", "interrupt_response"):
+        if key in value and value[key] is not None:
+            if not isinstance(value[key], bool):
+                raise _err(f"{param}.{key}", f"{key} must be true or false")
+            setattr(td, key, value[key])
+    if td.speculative_silence_ms is not None and td.speculative_silence_ms >= td.silence_duration_ms:
+        raise _err(param + ".speculative_silence_ms",
+                   f"speculative_silence_ms ({td.speculative_silence_ms}) must be below "
+                   f"silence_duration_ms ({td.silence_duration_ms})")
+    return td
+
+
+def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
+    """A new SessionConfig with the fields present in `session` applied."""
+    if not isinstance(session, dict):
+        raise _err("session", "session must be an object")
+    new = dataclasses.replace(cfg)
+    if "instructions" in session:
+        if session["instructions"] is not None and not isinstance(session["instructions"], str):
+            raise _err("session.instructions", "instructions must be a string")
+        new.instructions = session["instructions"] or None
+    mods = session.get("output_modalities", session.get("modalities"))
+    if mods is not None:
+        if not isinstance(mods, list) or not mods or any(m not in ("text", "audio") for m in mods):
+            raise _err("session.output_modalities", f"output_modalities must list 'text' and/or 'audio', got {mods!r}")
+        new.output_modalities = list(mods)
+    if "max_output_tokens" in session or "max_response_output_tokens" in session:
+        v = session.get("max_output_tokens", session.get("max_response_output_tokens"))
+        if v in (None, "inf"):
+            new.max_output_tokens = None
+        elif isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100000:
+            new.max_output_tokens = v
+        else:
+            raise _err("session.max_output_tokens", f"max_output_tokens must be 1..100000 or 'inf', got {v!r}")
+    # beta shape
+    if "input_audio_format" in session:
+        new.input_format = _format(session["input_audio_format"], "session.input_audio_format")
+    if "output_audio_format" in session:
+        new.output_format = _format(session["output_audio_format"], "session.output_audio_format")
+    if "turn_detection" in session:
+        new.turn_detection = _turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection")
+    if isinstance(session.get("voice"), str):
+        new.voice = session["voice"]
+    # GA shape
+    audio = session.get("audio")
+    if audio is not None:
+        if not isinstance(audio, dict):
+            raise _err("session.audio", "audio must be an object")
+        inp, out = audio.get("input") or {}, audio.get("output") or {}
+        if "format" in inp:
+            new.input_format = _format(inp["format"], "session.audio.input.format")
+        if "turn_detection" in inp:
+            new.turn_detection = _turn_detection(
+                inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection")
+        if "format" in out:
+            new.output_format = _format(out["format"], "session.audio.output.format")
+        if isinstance(out.get("voice"), str):
+            new.voice = out["voice"]
+    omni = session.get("omni")
+    if omni is not None:
+        if not isinstance(omni, dict):
+            raise _err("session.omni", "omni must be an object")
+        if "debug_events" in omni:
+            new.debug_events = bool(omni["debug_events"])
+        if "dense_fps" in omni:
+            new.dense_fps = _num(omni, "dense_fps", "session.omni", 0.1, 10)
+        if "sparse_fps" in omni:
+            new.sparse_fps = _num(omni, "sparse_fps", "session.omni", 0.05, 10)
+    return new

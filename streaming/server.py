@@ -1,0 +1,189 @@
+"""The websocket server: transport, security and admission around `Session`.
+
+Endpoints (one port):
+  ws   /v1/realtime (also /realtime and /)   the realtime protocol
+  GET  /metrics                              Prometheus text
+  GET  /healthz                              "ok"
+
+Security: binds 127.0.0.1 unless told otherwise; with an API key configured a
+connection needs `Authorization: Bearer KEY` (what the openai SDK sends) or
+the browser form, subprotocol `openai-insecure-api-key.KEY`; browser origins
+must be on the allow-list (loopback origins are allowed by default; clients
+that send no Origin header are not browsers and are not restricted). Messages
+over `max_message_bytes` get an `error` event; messages over 4x that close the
+connection (code 1009). At `max_sessions` a new connection gets a
+`too_many_sessions` error event and is closed with code 1013 (try again later).
+A connection idle for `idle_timeout_s` is closed after a `session_idle_timeout`
+error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from omni.realtime_api import RealtimeModel
+from streaming.engine import Engine
+from streaming.input import InputWorker
+from streaming.metrics import Metrics
+from streaming.protocol import ProtocolError, parse_client_event
+from streaming.protocol.events import ServerEvents, dumps
+from streaming.session import Limits, Session
+
+log = logging.getLogger(__name__)
+WS_PATHS = ("/v1/realtime", "/realtime", "/")
+LOOPBACK_ORIGIN = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str | None = None
+    allowed_origins: list[str] = field(default_factory=list)  # exact origins, besides loopback ones
+    max_message_bytes: int = 1 << 20
+    max_sessions: int | None = None  # default: the model's slots
+    idle_timeout_s: float = 300.0
+    max_steps: int = 1000
+    model_name: str = "omni"
+
+
+class OmniServer:
+    def __init__(self, model: RealtimeModel, cfg: ServerConfig | None = None) -> None:
+        self.cfg = cfg or ServerConfig()
+        self.metrics = Metrics()
+        self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps).start()
+        self.inputs = InputWorker()
+        slots = getattr(model, "max_slots", 1)
+        self.max_sessions = min(self.cfg.max_sessions or slots, slots)
+        self.active = 0
+        self.server: Any = None
+
+    # ---- lifecycle ---------------------------------------------------------
+    async def start(self) -> "OmniServer":
+        self.server = await serve(
+            self._handler, self.cfg.host, self.cfg.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=4 * self.cfg.max_message_bytes,
+            compression=None,  # audio is incompressible; deflate only costs CPU
+        )
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info("serving on ws://%s:%d/v1/realtime", self.cfg.host, self.port)
+        return self
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        self.engine.stop()
+        self.inputs.stop()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.cfg.host}:{self.port}/v1/realtime"
+
+    # ---- handshake ---------------------------------------------------------
+    def _key_ok(self, headers: Headers) -> bool:
+        if not self.cfg.api_key:
+            return True
+        want = self.cfg.api_key.encode()
+        auth = headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), want):
+            return True
+        for proto in ",".join(headers.get_all("Sec-WebSocket-Protocol")).split(","):
+            proto = proto.strip()
+            if proto.startswith("openai-insecure-api-key.") and hmac.compare_digest(
+                    proto.split(".", 1)[1].encode(), want):
+                return True
+        return False
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/metrics":
+            self.metrics.set("omni_sessions_active", self.active)
+            resp = conn.respond(http.HTTPStatus.OK, self.metrics.render())
+            resp.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return resp
+        if path == "/healthz":
+            return conn.respond(http.HTTPStatus.OK, "ok\n")
+        if path not in WS_PATHS:
+            return conn.respond(http.HTTPStatus.NOT_FOUND, f"no such endpoint {path}; use /v1/realtime\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and not (LOOPBACK_ORIGIN.match(origin) or origin in self.cfg.allowed_origins):
+            return conn.respond(http.HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed (see --allow-origin)\n")
+        if not self._key_ok(request.headers):
+            return conn.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong API key (Authorization: Bearer)\n")
+        return None
+
+    @staticmethod
+    def _select_subprotocol(conn: ServerConnection, offered: Any) -> Any:
+        return "realtime" if "realtime" in offered else None
+
+    # ---- one connection ----------------------------------------------------
+    async def _handler(self, ws: ServerConnection) -> None:
+        beta = "realtime=v1" in (ws.request.headers.get("OpenAI-Beta") or "")
+        if self.active >= self.max_sessions:
+            self.metrics.inc("omni_sessions_rejected_total")
+            err = ProtocolError("too_many_sessions", f"the server is full ({self.max_sessions} sessions); "
+                                "try again later", type="server_error")
+            await ws.send(dumps(ServerEvents(beta).error(err)))
+            await ws.close(1013, "server full")
+            return
+        self.active += 1
+        self.metrics.inc("omni_sessions_total")
+        out: asyncio.Queue = asyncio.Queue()
+        session = Session(out.put_nowait, self.engine, self.inputs, self.metrics,
+                          Limits(max_steps=self.cfg.max_steps), beta=beta, model_name=self.cfg.model_name)
+        writer = asyncio.create_task(self._writer(ws, out))
+        try:
+            out.put_nowait(session.ev.make("session.created", session=session.cfg.to_json()))
+            while True:
+                try:
+                    async with asyncio.timeout(self.cfg.idle_timeout_s):
+                        raw = await ws.recv()
+                except TimeoutError:
+                    session.error(ProtocolError("session_idle_timeout",
+                                                f"no message for {self.cfg.idle_timeout_s:g} s; closing"))
+                    await asyncio.sleep(0)
+                    break
+                try:
+                    event = parse_client_event(raw, self.cfg.max_message_bytes)
+                except ProtocolError as err:
+                    session.error(err)
+                    continue
+                await session.handle(event)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("session failed")
+        finally:
+            session.close()
+            self.active -= 1
+            out.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, 2)
+            except (asyncio.TimeoutError, ConnectionClosed):
+                writer.cancel()
+            await ws.close()
+
+    @staticmethod
+    async def _writer(ws: ServerConnection, out: asyncio.Queue) -> None:
+        try:
+            while True:
+                event = await out.get()
+                if event is None:
+                    return
+                await ws.send(dumps(event))
+        except ConnectionClosed:
+            return

@@ -1,0 +1,529 @@
+"""One connection's state machine: listen, speculate, respond, interrupted.
+
+Runs on the asyncio loop and never touches the model. Input audio goes through
+stage 1 (`InputWorker`: resampling to 16 kHz + batched silero-vad, off the
+loop); the endpointer's events drive the turn:
+
+  listening --speech_started--> user turn: every full 1 s packet (audio + the
+      frames sampled inside it) goes to the engine at once (streaming prefill)
+  user turn --speculate--> the partial packet is flushed and a SPECULATIVE
+      response starts decoding; its output is held back
+  speculative --resumed--> rollback (engine truncates to the snapshot)
+  speculative --end_of_turn--> confirmed: held output is released, response.*
+      events start; audio is never delivered before this point
+  responding --speech_started--> barge-in: the engine stops at once, the reply
+      is cut to what was delivered (at its last punctuation); the interrupting
+      speech, with its pre-roll, starts the next user turn
+
+Output events leave through one writer task, in order. Engine events carry the
+response epoch; anything from an older epoch is dropped (output fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+
+from omni.realtime_api import UserChunk
+from streaming.engine import Engine, EngineEvent
+from streaming.frames import FrameSampler, parse_frame
+from streaming.input import InputWorker, InputState
+from streaming.metrics import Metrics
+from streaming.protocol import ProtocolError, SessionConfig, StreamingResampler, apply_session_update, decode_pcm16
+from streaming.protocol.audio import AudioDecodeError, encode_pcm16
+from streaming.protocol.events import ClientEvent, ServerEvents, new_id
+from streaming.vad import Endpointer, TurnEvent
+
+log = logging.getLogger(__name__)
+SR = 16000
+PACKET = SR  # 1 s packets, as LongCat-Flash-Omni streams them
+
+
+@dataclass
+class Limits:
+    max_steps: int = 1000  # decode steps per response (60 ms each)
+    max_image_bytes: int = 2 << 20
+    max_pending_seconds: float = 120.0  # manual-mode input buffer cap
+
+
+@dataclass
+class Response:
+    epoch: int
+    id: str
+    item_id: str
+    speculative: bool
+    modalities: list[str]
+    confirmed: bool = False
+    finished: bool = False  # engine reported done
+    closed: bool = False  # response.done sent
+    held: list[EngineEvent] = field(default_factory=list)
+    transcript: str = ""
+    delivered_model_samples: int = 0
+    delivered_out_samples: int = 0
+    resampler: StreamingResampler | None = None
+    t_speech_end: float | None = None
+    t_spec: float | None = None
+    t_confirm: float | None = None
+    t_first_audio: float | None = None
+    done_info: dict[str, Any] = field(default_factory=dict)
+
+
+class Session:
+    def __init__(self, send: Callable[[dict], None], engine: Engine, inputs: InputWorker, metrics: Metrics,
+                 limits: Limits | None = None, beta: bool = False, model_name: str = "omni") -> None:
+        self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
+        self.limits = limits or Limits()
+        self.ev = ServerEvents(beta=beta)
+        self.cfg = SessionConfig(id=new_id("sess"), model=model_name)
+        self.loop = asyncio.get_running_loop()
+        self.slot: int | None = None
+        self.configured = False
+        self.istate = InputState()
+        self.resampler_in: StreamingResampler | None = None
+        self.endpointer = Endpointer()
+        self.frames = FrameSampler()
+        self.audio = np.zeros(0, dtype=np.float32)  # 16 kHz input not yet consumed
+        self.audio_start = 0  # sample index of self.audio[0]
+        self.total = 0  # 16 kHz samples received
+        self.clock: deque = deque(maxlen=256)  # (end sample, wall time) per append
+        self.turn_active = False
+        self.packet_start = 0
+        self.user_item: str | None = None
+        self.manual_buffer: list[np.ndarray] = []
+        self.resp: Response | None = None
+        self.last_resp: Response | None = None
+        self.epochs = iter(range(1, 1 << 62))
+        self.speech_end_time: float | None = None
+        self.items: dict[str, Response] = {}
+
+    # ---- engine side -------------------------------------------------------
+    def engine_sink(self, event: EngineEvent) -> None:
+        """Called on the engine thread."""
+        self.loop.call_soon_threadsafe(self._on_engine, event)
+
+    async def open(self) -> None:
+        fut = self.engine.open(self.engine_sink, self.cfg.instructions)
+        self.slot = await asyncio.wrap_future(fut)
+
+    def close(self) -> None:
+        if self.slot is not None:
+            self.engine.submit(self.slot, "close")
+            self.slot = None
+
+    # ---- client events -----------------------------------------------------
+    async def handle(self, e: ClientEvent) -> None:
+        try:
+            await self._dispatch(e)
+        except ProtocolError as err:
+            if err.event_id is None:
+                err.event_id = e.event_id
+            self.error(err)
+
+    def error(self, err: ProtocolError) -> None:
+        self.metrics.inc("omni_protocol_errors_total")
+        self.send(self.ev.error(err))
+
+    async def _dispatch(self, e: ClientEvent) -> None:
+        d = e.data
+        if e.type == "session.update":
+            return await self._session_update(d)
+        if not self.configured:
+            raise ProtocolError("session_not_configured",
+                                f"send session.update before {e.type} (audio format and turn detection)")
+        if e.type == "input_audio_buffer.append":
+            return await self._append(d["audio"])
+        if e.type == "input_image_buffer.append":
+            t = d.get("time_ms")
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
+                raise ProtocolError("invalid_value", "time_ms must be a non-negative number", param="time_ms")
+            t_s = t / 1000 if t is not None else self.total / SR
+            self.frames.add(parse_frame(d["image"], t_s, self.limits.max_image_bytes), answering=self._answering())
+            return
+        if e.type == "input_audio_buffer.commit":
+            return self._commit()
+        if e.type == "input_audio_buffer.clear":
+            self.manual_buffer = []
+            if self.turn_active:  # drop the not yet prefilled part of the turn
+                self.packet_start = self.total
+            self.send(self.ev.make("input_audio_buffer.cleared"))
+            return
+        if e.type == "conversation.item.create":
+            return self._item_create(d["item"])
+        if e.type == "response.create":
+            if self.resp is not None and not self.resp.closed:
+                raise ProtocolError("conversation_already_has_active_response",
+                                    f"response {self.resp.id} is still in progress; cancel it first")
+            r = d.get("response") or {}
+            mods = r.get("output_modalities") or r.get("modalities") or self.cfg.output_modalities
+            self._start_response(speculative=False, modalities=mods)
+            return
+        if e.type == "response.cancel":
+            r = self.resp
+            if r is None or r.closed or (d.get("response_id") not in (None, r.id)):
+                raise ProtocolError("response_cancel_not_active", "there is no active response to cancel",
+                                    param="response_id")
+            return self._interrupt(r, reason="cancel")
+        if e.type == "conversation.item.truncate":
+            return self._truncate(d)
+        if e.type == "output_audio_buffer.clear":
+            self.send(self.ev.make("output_audio_buffer.cleared", response_id=getattr(self.resp, "id", None)))
+
+    async def _session_update(self, d: dict) -> None:
+        new = apply_session_update(self.cfg, d.get("session"))
+        first = not self.configured
+        if not first and new.input_format.rate != self.cfg.input_format.rate and self.total:
+            raise ProtocolError("invalid_value", "the input sample rate cannot change after audio was sent",
+                                param="session.audio.input.format.rate")
+        self.cfg = new
+        td = new.turn_detection
+        if td is not None:
+            self.endpointer.configure(td.threshold, td.silence_duration_ms, td.speculative_silence_ms)
+        self.frames.dense_fps, self.frames.sparse_fps = new.dense_fps, new.sparse_fps
+        self.resampler_in = StreamingResampler(new.input_format.rate, SR) if first or self.resampler_in is None \
+            else self.resampler_in
+        if first:
+            self.configured = True
+            await self.open()
+        elif "instructions" in (d.get("session") or {}) and new.instructions:
+            self.engine.submit(self.slot, "text", "system", new.instructions)
+        self.send(self.ev.make("session.updated", session=new.to_json()))
+
+    # ---- audio in ----------------------------------------------------------
+    async def _append(self, b64: Any) -> None:
+        try:
+            samples = decode_pcm16(b64)
+        except AudioDecodeError as err:
+            raise ProtocolError("invalid_audio", str(err), param="audio") from None
+        if not len(samples):
+            return
+        vad = self.cfg.turn_detection is not None
+        audio, probs = await self.inputs.process(self.istate, self.resampler_in, samples, vad)
+        now = time.perf_counter()
+        start = self.total
+        self.total += len(audio)
+        self.clock.append((self.total, now))
+        if not vad:
+            self.manual_buffer.append(audio)
+            if sum(len(a) for a in self.manual_buffer) > self.limits.max_pending_seconds * SR:
+                self.manual_buffer = []
+                raise ProtocolError("input_buffer_overflow",
+                                    f"more than {self.limits.max_pending_seconds:g} s of audio without commit; "
+                                    "buffer cleared")
+            return
+        self.audio = np.concatenate([self.audio, audio])
+        for ev in self.endpointer.feed(probs):
+            self._on_turn(ev)
+        self._emit_packets()
+        # outside a turn keep only the pre-roll
+        if not self.turn_active:
+            keep = int(SR * max(0.5, self.cfg.turn_detection.prefix_padding_ms / 1000 + 0.1))
+            cut = max(0, len(self.audio) - keep)
+            self.audio, self.audio_start = self.audio[cut:], self.audio_start + cut
+        del start
+
+    def _wall(self, sample: int) -> float:
+        for end, t in self.clock:
+            if end >= sample:
+                return t - (end - sample) / SR
+        return time.perf_counter()
+
+    def _answering(self) -> bool:
+        return self.resp is not None and not self.resp.closed
+
+    def _packet(self, a: int, b: int) -> UserChunk | None:
+        a = max(a, self.audio_start)
+        if b <= a:
+            return None
+        seg = self.audio[a - self.audio_start:b - self.audio_start].copy()
+        return UserChunk(audio=seg, frames=self.frames.take(a / SR, b / SR), start_time=a / SR, speaking=True)
+
+    def _submit(self, chunk: UserChunk | None) -> None:
+        if chunk is not None and len(chunk.audio):
+            self.engine.submit(self.slot, "chunk", chunk)
+
+    def _emit_packets(self) -> None:
+        while self.turn_active and self.total - self.packet_start >= PACKET:
+            self._submit(self._packet(self.packet_start, self.packet_start + PACKET))
+            self.packet_start += PACKET
+        if self.turn_active:  # the consumed audio is no longer needed
+            cut = max(0, self.packet_start - self.audio_start - int(0.1 * SR))
+            self.audio, self.audio_start = self.audio[cut:], self.audio_start + cut
+
+    def _flush_partial(self, upto: int) -> None:
+        upto = min(upto, self.total)
+        self._emit_packets()
+        if upto > self.packet_start:
+            self._submit(self._packet(self.packet_start, upto))
+            self.packet_start = upto
+
+    def _on_turn(self, ev: TurnEvent) -> None:
+        td = self.cfg.turn_detection
+        if ev.kind == "speech_started":
+            r = self.resp
+            if r is not None and not r.closed and r.confirmed and td.interrupt_response:
+                self._send_speech_started(ev)
+                self._interrupt(r, reason="barge_in")
+            else:
+                if r is None or r.closed:
+                    self._playback_truncate()
+                self._send_speech_started(ev)
+            self.turn_active = True
+            self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
+        elif ev.kind == "speculate" and td.create_response and not self._answering():
+            self._flush_partial(ev.sample)
+            self.speech_end_time = self._wall(ev.speech_end)
+            self._start_response(speculative=True, modalities=self.cfg.output_modalities)
+        elif ev.kind == "resumed":
+            r = self.resp
+            if r is not None and r.speculative and not r.confirmed:
+                self.engine.submit(self.slot, "rollback", r.epoch)
+                self.resp = None
+                self._debug("rolled_back", r)
+        elif ev.kind == "end_of_turn":
+            self.speech_end_time = self._wall(ev.speech_end)
+            self.send(self.ev.make("input_audio_buffer.speech_stopped", audio_end_ms=ev.speech_end * 1000 // SR,
+                                   item_id=self.user_item))
+            r = self.resp
+            spec = r is not None and r.speculative and not r.confirmed
+            if not spec:
+                self._flush_partial(ev.sample)
+            self.turn_active = False
+            self._committed()
+            if spec:
+                self._confirm(r)
+            elif td.create_response and not self._answering():
+                self._start_response(speculative=False, modalities=self.cfg.output_modalities)
+
+    def _send_speech_started(self, ev: TurnEvent) -> None:
+        self.user_item = new_id("item")
+        self.send(self.ev.make("input_audio_buffer.speech_started", audio_start_ms=ev.sample * 1000 // SR,
+                               item_id=self.user_item))
+
+    def _committed(self, content: list[dict] | None = None) -> None:
+        item_id = self.user_item or new_id("item")
+        prev = self.last_resp.item_id if self.last_resp else None
+        self.send(self.ev.make("input_audio_buffer.committed", item_id=item_id, previous_item_id=prev))
+        item = ServerEvents.user_item(item_id, content or [{"type": "input_audio", "transcript": None}])
+        self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=prev))
+        self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=prev))
+        self.user_item = None
+
+    def _commit(self) -> None:
+        if self.cfg.turn_detection is None:
+            audio = np.concatenate(self.manual_buffer) if self.manual_buffer else np.zeros(0, np.float32)
+            if not len(audio):
+                raise ProtocolError("input_audio_buffer_commit_empty", "the input audio buffer is empty")
+            self.manual_buffer = []
+            t0 = self.total - len(audio)
+            for a in range(0, len(audio), PACKET):
+                seg = audio[a:a + PACKET]
+                s0 = t0 + a
+                self._submit(UserChunk(seg, self.frames.take(s0 / SR, (s0 + len(seg)) / SR), s0 / SR, True))
+        else:
+            self._flush_partial(self.total)
+            self.turn_active = False
+            self.endpointer.reset()
+        self._committed()
+
+    def _item_create(self, item: Any) -> None:
+        if not isinstance(item, dict) or item.get("type", "message") != "message":
+            raise ProtocolError("invalid_value", "only message items are supported", param="item.type")
+        role = item.get("role")
+        if role not in ("user", "system", "assistant"):
+            raise ProtocolError("invalid_value", f"unsupported role {role!r}", param="item.role")
+        content = item.get("content")
+        if not isinstance(content, list) or not content:
+            raise ProtocolError("invalid_value", "item.content must be a non-empty list", param="item.content")
+        for i, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in ("input_text", "text", "output_text"):
+                if not isinstance(part.get("text"), str):
+                    raise ProtocolError("invalid_value", "text part needs a string 'text'",
+                                        param=f"item.content[{i}].text")
+                self.engine.submit(self.slot, "text", role, part["text"])
+            elif kind == "input_audio" and role == "user":
+                try:
+                    audio = decode_pcm16(part.get("audio"))
+                except AudioDecodeError as err:
+                    raise ProtocolError("invalid_audio", str(err), param=f"item.content[{i}].audio") from None
+                r = StreamingResampler(self.cfg.input_format.rate, SR)
+                a16 = np.concatenate([r.process(audio), r.flush()])
+                for a in range(0, len(a16), PACKET):
+                    self._submit(UserChunk(a16[a:a + PACKET], [], a / SR, True))
+            else:
+                raise ProtocolError("invalid_value", f"unsupported content type {kind!r} for role {role}",
+                                    param=f"item.content[{i}].type")
+        item_id = item.get("id") or new_id("item")
+        body = {**item, "id": item_id, "object": "realtime.item", "status": "completed"}
+        self.send(self.ev.make("conversation.item.added", item=body, previous_item_id=None))
+        self.send(self.ev.make("conversation.item.done", item=body, previous_item_id=None))
+
+    # ---- responses ---------------------------------------------------------
+    def _start_response(self, speculative: bool, modalities: list[str]) -> None:
+        r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
+        r.t_speech_end = self.speech_end_time
+        r.t_spec = time.perf_counter()
+        if self.engine.out_rate != self.cfg.output_format.rate:
+            r.resampler = StreamingResampler(self.engine.out_rate, self.cfg.output_format.rate)
+        self.resp = r
+        self.items[r.item_id] = r
+        self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens)
+        if speculative:
+            self._debug("speculating", r)
+        else:
+            self._confirm(r)
+
+    def _confirm(self, r: Response) -> None:
+        r.confirmed = True
+        r.t_confirm = time.perf_counter()
+        if r.speculative:
+            self.engine.submit(self.slot, "confirm", r.epoch)
+            self._debug("confirmed", r)
+        self.metrics.inc("omni_responses_total")
+        fmt = self.cfg.output_format.to_json()
+        self.send(self.ev.make("response.created", response=ServerEvents.response(
+            r.id, "in_progress", modalities=r.modalities, out_format=fmt)))
+        item = ServerEvents.assistant_item(r.item_id, "in_progress")
+        self.send(self.ev.make("response.output_item.added", response_id=r.id, output_index=0, item=item))
+        self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=None))
+        self.send(self.ev.make("response.content_part.added", response_id=r.id, item_id=r.item_id,
+                               output_index=0, content_index=0, part={"type": "audio", "transcript": ""}))
+        held, r.held = r.held, []
+        for e in held:
+            self._deliver(r, e)
+
+    def _debug(self, state: str, r: Response) -> None:
+        if self.cfg.debug_events:
+            self.send(self.ev.make("omni.turn", state=state, response_id=r.id))
+
+    def _on_engine(self, e: EngineEvent) -> None:
+        r = self.resp
+        if e.kind == "truncated":
+            return self._on_truncated(e)
+        if r is None or e.epoch != r.epoch or r.closed:
+            return  # fenced: output of a rolled-back or cancelled response
+        if e.kind == "error":
+            return self._finish(r, "failed", {"type": "failed", "error": e.info})
+        if e.kind in ("rolled_back", "interrupted"):
+            return
+        if not r.confirmed:
+            r.held.append(e)
+            return
+        self._deliver(r, e)
+
+    def _deliver(self, r: Response, e: EngineEvent) -> None:
+        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
+        if e.text:
+            r.transcript += e.text
+            self.send(self.ev.make("response.output_audio_transcript.delta", delta=e.text, **base))
+        has_audio = e.audio is not None and len(e.audio) > 0
+        if "audio" in r.modalities and (has_audio or (e.kind == "done" and r.resampler)):
+            audio = e.audio if has_audio else np.zeros(0, np.float32)
+            out = r.resampler.process(audio) if r.resampler else audio
+            if e.kind == "done" and r.resampler:
+                out = np.concatenate([out, r.resampler.flush()])
+            if len(out):
+                if r.t_first_audio is None:
+                    r.t_first_audio = time.perf_counter()
+                r.delivered_model_samples += len(audio)
+                r.delivered_out_samples += len(out)
+                self.send(self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base))
+        if e.kind == "done":
+            r.finished = True
+            r.done_info = e.info
+            self._finish(r, e.info.get("status", "completed"), None)
+
+    def _metrics_of(self, r: Response) -> dict[str, Any]:
+        m: dict[str, Any] = {"speculative": r.speculative}
+        if r.t_first_audio is not None and r.t_confirm is not None:
+            m["first_audio_after_confirm_s"] = r.t_first_audio - r.t_confirm
+            self.metrics.observe("omni_first_audio_after_confirm_seconds", m["first_audio_after_confirm_s"])
+        if r.t_first_audio is not None and r.t_speech_end is not None:
+            m["first_audio_after_speech_end_s"] = r.t_first_audio - r.t_speech_end
+            self.metrics.observe("omni_first_audio_after_speech_end_seconds", m["first_audio_after_speech_end_s"])
+        if r.t_confirm is not None and r.t_speech_end is not None:
+            m["confirm_after_speech_end_s"] = r.t_confirm - r.t_speech_end
+            self.metrics.observe("omni_confirm_after_speech_end_seconds", m["confirm_after_speech_end_s"])
+        if r.speculative and r.t_spec is not None and r.t_confirm is not None:
+            m["speculative_lead_s"] = r.t_confirm - r.t_spec
+            self.metrics.observe("omni_speculative_lead_seconds", m["speculative_lead_s"])
+        info = r.done_info
+        if info.get("audio_seconds"):
+            m["rtf"] = info["decode_seconds"] / info["audio_seconds"]
+            self.metrics.observe("omni_response_rtf", m["rtf"])
+            m["decode_steps_per_s"] = info["steps"] / max(info["wall_seconds"], 1e-9)
+        m.update({k: info[k] for k in ("steps", "audio_seconds", "decode_seconds") if k in info})
+        return m
+
+    def _finish(self, r: Response, status: str, details: dict | None) -> None:
+        r.closed = True
+        self.last_resp = r
+        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
+        if "audio" in r.modalities:
+            self.send(self.ev.make("response.output_audio.done", **base))
+        self.send(self.ev.make("response.output_audio_transcript.done", transcript=r.transcript, **base))
+        self.send(self.ev.make("response.content_part.done", part={"type": "audio", "transcript": r.transcript},
+                               **base))
+        item = ServerEvents.assistant_item(r.item_id, "completed" if status == "completed" else "incomplete",
+                                           r.transcript)
+        self.send(self.ev.make("response.output_item.done", response_id=r.id, output_index=0, item=item))
+        self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=None))
+        self.send(self.ev.make("response.done", response=ServerEvents.response(
+            r.id, status, [item], r.modalities, details, self._metrics_of(r), self.cfg.output_format.to_json())))
+
+    def _interrupt(self, r: Response, reason: str) -> None:
+        """Barge-in and response.cancel share this path: stop at once, one terminal event."""
+        heard = r.delivered_model_samples if "audio" in r.modalities else None
+        self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason)
+        detail_reason = "turn_detected" if reason == "barge_in" else "client_cancelled"
+        self._finish(r, "cancelled", {"type": "cancelled", "reason": detail_reason})
+
+    def _playback_truncate(self) -> None:
+        """Speech while the client may still be playing a finished reply: assume
+        real-time playback from the first audio byte and cut the reply there;
+        conversation.item.truncate from the client refines it."""
+        r = self.last_resp
+        if r is None or r.t_first_audio is None or not r.finished or r.done_info.get("truncated"):
+            return
+        played = (time.perf_counter() - r.t_first_audio) * self.engine.out_rate
+        if played < r.delivered_model_samples:
+            r.done_info["truncated"] = True
+            self.engine.submit(self.slot, "truncate", r.epoch, int(played))
+
+    def _truncate(self, d: dict) -> None:
+        r = self.items.get(d.get("item_id"))
+        if r is None:
+            raise ProtocolError("item_not_found", f"no assistant item {d.get('item_id')!r}", param="item_id")
+        ms = d.get("audio_end_ms")
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+            raise ProtocolError("invalid_value", "audio_end_ms must be a non-negative integer", param="audio_end_ms")
+        total_ms = r.delivered_out_samples * 1000 // self.cfg.output_format.rate
+        if ms > total_ms + 1:
+            raise ProtocolError("invalid_value", f"audio_end_ms {ms} is past the {total_ms} ms of audio sent",
+                                param="audio_end_ms")
+        heard = ms * self.engine.out_rate // 1000
+        r.done_info["truncate_ms"] = ms
+        r.done_info["truncate_item"] = d.get("content_index", 0)
+        if not r.closed:
+            r.delivered_model_samples = min(r.delivered_model_samples, heard)
+            self._interrupt(r, reason="cancel")
+            self._emit_truncated(r)
+        else:
+            self.engine.submit(self.slot, "truncate", r.epoch, heard)
+
+    def _on_truncated(self, e: EngineEvent) -> None:
+        for r in self.items.values():
+            if r.epoch == e.epoch and "truncate_ms" in r.done_info:
+                self._emit_truncated(r)
+
+    def _emit_truncated(self, r: Response) -> None:
+        ms = r.done_info.pop("truncate_ms", None)
+        if ms is not None:
+            self.send(self.ev.make("conversation.item.truncated", item_id=r.item_id,
+                                   content_index=r.done_info.get("truncate_item", 0), audio_end_ms=ms))
