@@ -190,6 +190,10 @@ class CodecConfig:
     decoder_dim: int = 1536
     lookahead_frames: int = 3
     lstm_layers: int = 1
+    # Our own trained codecs take the "semantic" book as the first residual
+    # stage over the acoustic latent, searched by cosine in this many dims
+    # (the official codec instead k-means-quantizes a 26-layer ASR transformer).
+    semantic_codebook_dim: int = 8
 
     @property
     def frame_rate(self) -> float:
@@ -220,6 +224,7 @@ class OmniConfig:
     audio_repetition_penalty: float = 1.1
     audio_rep_penalty_window: int = 30
     chunk_seconds: float = 1.0
+    text_end_ids: tuple[int, ...] = ()  # extra text ids that end a segment's text (original release: 137)
 
     @property
     def audio_vocab_size(self) -> int:
@@ -403,6 +408,22 @@ def _codec_debug() -> CodecConfig:
         codec_dimension=32,
         encoder_dim=8,
         decoder_dim=64,
+    )
+
+
+@register("codec", "default")
+def _codec_default() -> CodecConfig:
+    """The shipped codec (speech/pretrained/default): small enough to decode
+    one stream in real time on a 2-core CPU; 1024-entry books keep the LLM's
+    four audio heads small (acoustic 32 x 32 = 1024 <= semantic 1024)."""
+    return CodecConfig(
+        semantic_codebook_size=1024,
+        semantic_dim=128,
+        acoustic_subcodebook_size=32,
+        acoustic_codebook_dim=8,
+        codec_dimension=128,
+        encoder_dim=16,
+        decoder_dim=256,
     )
 
 

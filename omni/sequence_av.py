@@ -155,19 +155,21 @@ def build_av_user_turn(
     chunk_seconds: float = 1.0,
     time_offset: float = 0.0,
     text: str | None = None,
+    header: bool = True,
 ) -> Tokens:
     """The offline path: one user turn from whole-file features.
 
     `audio` [N, D] are all encoder frames of the clip (streaming frames followed
     by the flushed tail), `video` the (time, features) of each frame pair,
-    `sparse` earlier buffered frames. Returns `USER:` ... `\\n` (no generation prompt).
+    `sparse` earlier buffered frames. Returns `USER:` ... `\\n` (no generation
+    prompt; without the `USER:` header when `header` is False).
     """
     n_audio = 0 if audio is None else int(audio.shape[0])
     chunk_samples = int(round(sample_rate * chunk_seconds))
     n_chunks = math.ceil(num_samples / chunk_samples) if num_samples else 0
     if video:
         n_chunks = max(n_chunks, int((max(t for t, _ in video) - time_offset) // chunk_seconds) + 1)
-    runs = [fmt.header("user")]
+    runs = [fmt.header("user")] if header else []
     for t, feats in sparse:
         runs += [fmt.timestamp(t), fmt.image_pads(feats)]
     done = 0  # audio frames placed so far

@@ -1,0 +1,1 @@
+"""Offline evaluation: manifests, scoring, the resumable batched runner, reports."""

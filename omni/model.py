@@ -1,0 +1,280 @@
+"""OmniModel: encoders -> projectors -> LongCat-Flash backbone -> text head + four audio heads.
+
+    model = OmniModel(get_omni_config("debug"))             # random weights, shipped tokenizer
+    tokens = model.prepare(OmniRequest(text="hi", audio=pcm))
+    logits, hidden = model.prefill(cache, [0], [tokens])     # last position of each row
+    reply = generate(model, [request])[0]                    # see omni.generation
+
+Submodules (and checkpoint prefixes): `llm` (LongCat-Flash, transformers key
+names), `vision` (LongCat-ViT `vit` + `projector`), `audio_encoder` (fbank
+front end, DFSMN `encoder`, `projector`), `audio_embedding`
+(`audio_embeddings.{0..3}`), `audio_head` (`audio_output_layers.{0..3}`,
+`embedding.{0..2}`), `codec` (the speech codec; saved in its own folder).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders.audio import StreamingAudioEncoder
+from encoders.image_processing import preprocess_video
+from encoders.vision import VisionEncoder
+from omni.config import OmniConfig
+from omni.embedding import AudioEmbedding, embed_rows, replace_features
+from omni.heads import AudioHead
+from omni.llm import LongcatFlashForCausalLM, MLACache
+from omni.sequence import ChatFormat, Tokens
+from omni.sequence_av import build_av_user_turn
+from omni.tokenizer import OmniTokenizer, load_tokenizer
+
+
+def default_codec(cfg: OmniConfig):
+    """The shipped codec when its configuration matches `cfg.codec`, else a fresh
+    (untrained) one of the configured size: the audio heads' vocabulary follows
+    the codec's codebooks, so the two must agree."""
+    import os
+
+    from speech import DEFAULT_DIR, Codec
+
+    if os.path.isfile(os.path.join(DEFAULT_DIR, "model.safetensors")):
+        codec = Codec.from_pretrained(DEFAULT_DIR)
+        if codec.cfg == cfg.codec:
+            return codec
+    from speech import CodecModel
+
+    return Codec(CodecModel(cfg.codec))
+
+
+class OmniModel(nn.Module):
+    def __init__(
+        self,
+        cfg: OmniConfig,
+        tokenizer: OmniTokenizer | None = None,
+        codec=None,  # speech.Codec
+        init: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden = cfg.llm.hidden_size
+        for name, sub in (("vision", cfg.vision), ("audio", cfg.audio)):
+            if sub.out_dim != hidden:
+                raise ValueError(f"OmniConfig.{name}.out_dim={sub.out_dim} must equal llm.hidden_size={hidden}")
+        if cfg.audio_vocab_size <= cfg.audio_id_offset:
+            raise ValueError("OmniConfig: the audio vocabulary must exceed audio_id_offset")
+        self.config = cfg
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+        if self.tokenizer.vocab_size > cfg.llm.vocab_size:
+            raise ValueError(
+                f"tokenizer {self.tokenizer.source} has {self.tokenizer.vocab_size} tokens but "
+                f"llm.vocab_size is {cfg.llm.vocab_size}"
+            )
+        self.fmt = ChatFormat(self.tokenizer, cfg.audio_pad_id)
+        self.llm = LongcatFlashForCausalLM(cfg.llm, init=init)
+        self.vision = VisionEncoder(cfg.vision)
+        self.audio_encoder = StreamingAudioEncoder(cfg.audio)
+        self.audio_embedding = AudioEmbedding(cfg.num_audio_heads, cfg.audio_vocab_size, hidden, cfg.audio_pad_id)
+        self.audio_head = AudioHead(cfg)
+        if init:
+            std = cfg.llm.initializer_range
+            for mod in (self.audio_embedding, self.audio_head):
+                for p in mod.parameters():
+                    nn.init.normal_(p, 0.0, std)
+        # the codec (speech.Codec) is not a submodule: it has its own checkpoint folder
+        self.codec = codec if codec is not None else default_codec(cfg)
+        if self.codec.cfg != cfg.codec:
+            raise ValueError("the codec's configuration differs from OmniConfig.codec")
+        self._ready_cache: dict[int, int] = {}
+
+    # ------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.llm.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.dtype
+
+    @property
+    def codec_decoder(self):
+        """The codec's streaming decoder (inference-prepared, on the codec's device)."""
+        return self.codec.streaming_decoder()
+
+    def to(self, *args, **kwargs) -> "OmniModel":
+        super().to(*args, **kwargs)
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        if device is not None:
+            self.codec.to(device)
+        return self
+
+    @property
+    def output_sample_rate(self) -> int:
+        return int(self.config.codec.sample_rate)
+
+    def new_cache(self, max_slots: int, capacity: int) -> MLACache:
+        return self.llm.new_cache(max_slots, capacity)
+
+    def to_dtype(self, dtype: torch.dtype) -> "OmniModel":
+        """Cast for inference (the backbone keeps its router in fp32; the
+        audio front end keeps fp32 buffers)."""
+        self.llm.to_dtype(dtype)
+        for mod in (self.vision, self.audio_encoder.encoder, self.audio_encoder.projector, self.audio_embedding, self.audio_head):
+            mod.to(dtype)
+        return self
+
+    # ------------------------------------------------------------- encoding
+    def frames_ready(self, num_samples: int) -> int:
+        """Audio frames the streaming encoder has released after `num_samples` samples."""
+        enc = self.audio_encoder
+        total = enc.num_frames(num_samples)
+        j = self._ready_cache.get(num_samples)
+        if j is not None:
+            return j
+        j = 0
+        while j < total and enc.samples_needed(j) <= num_samples:
+            j += 1
+        self._ready_cache[num_samples] = j
+        return j
+
+    @torch.no_grad()
+    def encode_audio(self, wavs: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Whole clips (16 kHz float32) -> one [frames_i, hidden] tensor each, batched."""
+        if not wavs:
+            return []
+        n = [int(len(w)) for w in wavs]
+        batch = np.zeros((len(wavs), max(n)), dtype=np.float32)
+        for i, w in enumerate(wavs):
+            batch[i, : n[i]] = w
+        emb, lens = self.audio_encoder(torch.from_numpy(batch), torch.tensor(n))
+        return [emb[i, : int(lens[i])] for i in range(len(wavs))]
+
+    @torch.no_grad()
+    def encode_visual(self, items: Sequence) -> list[torch.Tensor]:
+        """Images / frame-pair units -> one [tokens_i, hidden] tensor each (one packed pass)."""
+        return self.vision.encode(list(items)) if items else []
+
+    # ------------------------------------------------------------- sequences
+    def prepare(self, request, voice: bool = True) -> Tokens:
+        """An `OmniRequest` -> the prompt `Tokens`, up to and including the generation prompt."""
+        return self.prepare_many([request], voice)[0]
+
+    @torch.no_grad()
+    def prepare_many(self, requests: Sequence, voice: bool = True) -> list[Tokens]:
+        """Prompts of several requests, encoding all their media in batched passes."""
+        cfg = self.config
+        streams = [r.audio_stream() for r in requests]
+        has_audio = [s is not None and len(s) > 0 for s in streams]
+        audio_feats = iter(self.encode_audio([s for s, h in zip(streams, has_audio) if h]))
+        units, owners = [], []
+        for i, r in enumerate(requests):
+            for img in r.images:
+                units.append(img)
+                owners.append((i, "image", None))
+            if r.video:
+                pairs = preprocess_video(list(r.video), cfg.vision)
+                times = list(r.video_times)[::2]
+                for u, t in zip(pairs, times):
+                    units.append(u)
+                    owners.append((i, "video", float(t)))
+        feats = self.encode_visual(units)
+        per_image: list[list[torch.Tensor]] = [[] for _ in requests]
+        per_video: list[list[tuple[float, torch.Tensor]]] = [[] for _ in requests]
+        for (i, kind, t), f in zip(owners, feats):
+            (per_image[i].append(f) if kind == "image" else per_video[i].append((t, f)))
+        out = []
+        for i, r in enumerate(requests):
+            runs = []
+            if r.system:
+                runs.append(self.fmt.system_turn(r.system))
+            runs.append(self.fmt.header("user"))
+            runs += [self.fmt.image_item(f) for f in per_image[i]]
+            if has_audio[i] or per_video[i]:
+                a = next(audio_feats) if has_audio[i] else None
+                n = len(streams[i]) if has_audio[i] else 0
+                turn = build_av_user_turn(
+                    self.fmt, a, n, per_video[i], frames_ready=self.frames_ready,
+                    sample_rate=cfg.audio.sample_rate, chunk_seconds=cfg.chunk_seconds, text=r.text, header=False,
+                )
+                runs.append(turn)
+            else:
+                if r.text:
+                    runs.append(self.fmt.text(r.text))
+                runs.append(self.fmt.newline())
+            runs.append(self.fmt.generation_prompt(voice))
+            out.append(Tokens.cat(runs, cfg.audio_pad_id))
+        return out
+
+    def embed(self, ids: torch.Tensor, codec: torch.Tensor, audio=(), image=()) -> torch.Tensor:
+        """ids [..., L], codec [..., L, 4] + features -> input embeddings [..., L, hidden]."""
+        sp = self.tokenizer.special
+        ids, codec = ids.to(self.device), codec.to(self.device)
+        e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, sp.pad)
+        e = replace_features(e, ids, sp.audio_pad, [a.to(e.device) for a in audio], "<|audio_pad|>")
+        return replace_features(e, ids, sp.image_pad, [i.to(e.device) for i in image], "<|image_pad|>")
+
+    def embed_tokens(self, tokens: Tokens) -> torch.Tensor:
+        return self.embed(tokens.ids, tokens.codec, tokens.audio, tokens.image)
+
+    # ------------------------------------------------------------- backbone calls
+    @torch.no_grad()
+    def prefill(self, cache: MLACache, slots: Sequence[int], runs: Sequence[Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write each run into its cache slot in one right-padded forward.
+
+        Returns the text logits [B, V] and hidden state [B, H] at each row's
+        last position (rows with an empty run return zeros).
+        """
+        lens = [len(r) for r in runs]
+        width = max(max(lens), 1)
+        embeds = torch.zeros(len(runs), width, self.config.llm.hidden_size, dtype=self.dtype, device=self.device)
+        for i, r in enumerate(runs):
+            if lens[i]:
+                embeds[i, : lens[i]] = self.embed_tokens(r).to(self.dtype)
+        out = self.llm(inputs_embeds=embeds, cache=cache, slots=list(slots), lengths=lens, logits="none")
+        last = torch.tensor([max(n - 1, 0) for n in lens], device=self.device)
+        hidden = out.hidden_states[torch.arange(len(runs), device=self.device), last]
+        return self.llm.lm_head(hidden).float(), hidden
+
+    @torch.no_grad()
+    def step(self, cache: MLACache, slots: Sequence[int], text_ids: torch.Tensor, codec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decoding step: rows (text id [B], codec row [B, 4]) -> logits [B, V], hidden [B, H]."""
+        # generated rows carry no features: a sampled placeholder id stays a plain token
+        sp = self.tokenizer.special
+        ids, codec = text_ids[:, None].to(self.device), codec[:, None].to(self.device)
+        e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, sp.pad).to(self.dtype)
+        out = self.llm(inputs_embeds=e, cache=cache, slots=list(slots), logits="none")
+        hidden = out.hidden_states[:, 0]
+        return self.llm.lm_head(hidden).float(), hidden
+
+    # ------------------------------------------------------------- training
+    def forward(
+        self,
+        ids: torch.Tensor,
+        codec: torch.Tensor,
+        audio: Sequence[torch.Tensor] = (),
+        image: Sequence[torch.Tensor] = (),
+        target_codec: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Teacher-forced pass over [B, L]: returns (text logits [B, L, V],
+        hidden [B, L, H], audio logits [B, L, 4, Va] if `target_codec` [B, L, 4]
+        (the next row's codes each position predicts) is given)."""
+        e = self.embed(ids, codec, audio, image).to(self.dtype)
+        out = self.llm(inputs_embeds=e, lengths=lengths)
+        audio_logits = None if target_codec is None else self.audio_head(out.hidden_states, target_codec.to(self.device))
+        return out.logits, out.hidden_states, audio_logits
+
+    # ------------------------------------------------------------- checkpoints
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype: torch.dtype | None = None) -> "OmniModel":
+        """Load a directory written by `save_pretrained` (or `omni convert`)."""
+        from omni.checkpoint import from_pretrained
+
+        return from_pretrained(cls, path, device=device, dtype=dtype)
+
+    def save_pretrained(self, path, dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors + tokenizer/ + codec/."""
+        from omni.checkpoint import save_pretrained
+
+        save_pretrained(self, path, dtype=dtype)
