@@ -3,7 +3,15 @@ encoder (+ fbank front end, projector, CTC head). Media decoding lives in
 `encoders.media` (imported on demand: it needs PyAV).
 """
 
-from encoders.audio import AudioProjector, StreamingAudioEncoder, ctc_loss, ctc_training_step
+from encoders.audio import (
+    AudioProjector,
+    StreamingAudioEncoder,
+    ctc_loss,
+    ctc_training_step,
+    lookahead_ms,
+    num_encoder_frames,
+    samples_needed,
+)
 from encoders.fsmn import DFSMNEncoder
 from encoders.image_processing import (
     VisualUnit,
@@ -30,9 +38,12 @@ __all__ = [
     "ctc_loss",
     "ctc_training_step",
     "image_num_tokens",
+    "lookahead_ms",
+    "num_encoder_frames",
     "pair_timestamps",
     "preprocess_image",
     "preprocess_video",
+    "samples_needed",
     "video_num_tokens",
     "video_sample_times",
 ]

@@ -32,6 +32,27 @@ from omni.config import AudioEncoderConfig
 from omni.nn import StreamingModule, StreamingState
 
 
+def num_encoder_frames(num_samples: int, cfg: AudioEncoderConfig) -> int:
+    """Encoder frames (= LLM audio tokens, 12.5 / s) for a whole clip of N samples:
+    ceil(fbank_frames / 8), fbank_frames = (N - 400) // 160 + 1 (0 below 400)."""
+    n = int(num_samples)
+    t = 0 if n < cfg.window_samples else (n - cfg.window_samples) // cfg.hop_samples + 1
+    return -(-t // cfg.splice_stride)
+
+
+def samples_needed(frame: int, cfg: AudioEncoderConfig) -> int:
+    """Samples that must have arrived before `step` emits encoder frame `frame`:
+    the splice context of frame + lookahead_frames, whose last fbank window ends there."""
+    j = frame + cfg.lookahead_frames
+    return (j * cfg.splice_stride + cfg.splice_right) * cfg.hop_samples + cfg.window_samples
+
+
+def lookahead_ms(cfg: AudioEncoderConfig) -> float:
+    """Delay from the end of a frame's 80 ms slot until `step` can emit it
+    (495 ms for the `longcat` config: 6 x 80 ms FSMN look-ahead + 15 ms fbank/splice)."""
+    return (samples_needed(0, cfg) - cfg.samples_per_frame) * 1000.0 / cfg.sample_rate
+
+
 class AudioProjector(nn.Sequential):
     """Linear -> GELU -> Linear (keys `0.*`, `2.*` of audio/audio_projector.pt)."""
 
@@ -75,17 +96,16 @@ class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
 
     def num_frames(self, num_samples: int) -> int:
         """Encoder frames (= LLM audio tokens, 12.5 / s) for a whole clip of N samples."""
-        return self.frontend.num_frames(num_samples)
+        return num_encoder_frames(num_samples, self.cfg)
 
     def samples_needed(self, j: int) -> int:
         """Samples that must have arrived before `step` emits encoder frame j."""
-        return self.frontend.samples_for_frame(j + self.encoder.lookahead_frames)
+        return samples_needed(j, self.cfg)
 
     @property
     def lookahead_ms(self) -> float:
         """Delay from the end of a frame's 80 ms slot until it is emitted."""
-        c = self.cfg
-        return (self.samples_needed(0) - c.samples_per_frame) * 1000.0 / c.sample_rate
+        return lookahead_ms(self.cfg)
 
     # --- full pass ----------------------------------------------------------------
 

@@ -40,6 +40,17 @@ class AudioFrontend(nn.Module):
         self.fbank = KaldiFbank(cfg)
         self.cmvn = GlobalCMVN(cfg.num_mel_bins)
 
+    def _apply(self, fn, recurse=True):
+        # Features are computed in fp32 whatever the encoder's dtype: casting the
+        # mel banks or CMVN stats to bf16 would cost ~1% of feature accuracy.
+        # So follow `fn`'s device but never its dtype.
+        device = fn(torch.zeros((), dtype=torch.float32)).device
+        for m in self.modules():
+            for name, buf in m._buffers.items():
+                if buf is not None:
+                    m._buffers[name] = buf.to(device)
+        return self
+
     # --- counting ------------------------------------------------------------
 
     def num_frames(self, num_samples: int) -> int:
