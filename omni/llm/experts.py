@@ -1,0 +1,141 @@
+"""Grouped computation of the FFN experts (SwiGLU each), zero experts excluded.
+
+Weights are stored fused, as transformers does: gate_up_proj [N, 2I, H]
+(gate rows first) and down_proj [N, H, I].
+
+Dispatch is sort-based and static-shaped (no host sync, CUDA-graph safe):
+the M*K (token, expert) pairs are stably sorted by expert; pairs that chose
+a zero-computation expert sort past the last real group and are never fed to
+any GEMM (they only land in a trash row). Each real expert's rows are padded
+to a multiple of `align` so grouped GEMM groups start aligned.
+
+Backends:
+* "grouped_mm": torch._grouped_mm over the permuted rows, one call for
+  gate/up and one for down. Used wherever a tiny probe call succeeds for the
+  device and dtype (CUDA sm90+ bf16; CPU in recent torch).
+* "bmm": the fallback. Experts are bucketed to a common capacity C = the
+  largest group (one host sync), then two torch.bmm calls over [N, C, H].
+  No Python loop over experts; not CUDA-graph capturable (the sync).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_PROBE: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch._grouped_mm runs for this device type and dtype (cached)."""
+    key = (device.type, dtype)
+    if key not in _PROBE:
+        ok = hasattr(torch, "_grouped_mm")
+        if ok:
+            try:
+                a = torch.ones(16, 16, device=device, dtype=dtype)
+                b = torch.ones(2, 16, 16, device=device, dtype=dtype).transpose(-2, -1)
+                offs = torch.tensor([8, 16], device=device, dtype=torch.int32)
+                out = torch._grouped_mm(a, b, offs=offs)
+                ok = bool(torch.isfinite(out).all().item()) and float(out[0, 0]) == 16.0
+            except Exception:  # unsupported device / dtype / build
+                ok = False
+        _PROBE[key] = ok
+    return _PROBE[key]
+
+
+@dataclass
+class DispatchPlan:
+    dest: torch.Tensor  # [P] row of each (token, k) pair in the permuted buffer
+    offs: torch.Tensor  # [N] int32 cumulative end row of each expert group
+    rows: int  # buffer rows (static), last one is the trash row
+    real: torch.Tensor  # [P] bool pair goes to a real expert
+
+
+def plan_dispatch(indices: torch.Tensor, num_real: int, align: int = 1, capacity: int | None = None) -> DispatchPlan:
+    """Permutation of the (token, k) pairs into expert-contiguous rows.
+
+    With `capacity`, every expert gets exactly `capacity` rows (bucketed
+    layout for the bmm fallback); otherwise groups are packed, each padded
+    to a multiple of `align`.
+    """
+    flat = indices.reshape(-1)
+    p = flat.numel()
+    real = flat < num_real
+    key = torch.where(real, flat, torch.full_like(flat, num_real))
+    counts = torch.zeros(num_real + 1, dtype=torch.long, device=flat.device)
+    counts = counts.scatter_add_(0, key, torch.ones_like(key))[:num_real]
+    order = torch.argsort(key, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    if capacity is not None:
+        padded = torch.full_like(counts, capacity)
+        rows = num_real * capacity + 1
+    else:
+        padded = (counts + (align - 1)) // align * align
+        rows = p + num_real * (align - 1) + 1
+    pends = torch.cumsum(padded, 0)
+    pstarts = pends - padded
+    skey = key[order]
+    sk = skey.clamp(max=num_real - 1)
+    rank = torch.arange(p, device=flat.device) - starts[sk]
+    dest_sorted = torch.where(skey < num_real, pstarts[sk] + rank, torch.full_like(rank, rows - 1))
+    dest = torch.empty_like(dest_sorted).scatter_(0, order, dest_sorted)
+    return DispatchPlan(dest=dest, offs=pends.to(torch.int32), rows=rows, real=real)
+
+
+class GroupedExperts(nn.Module):
+    """N SwiGLU experts evaluated together. `impl`: "auto" | "grouped_mm" | "bmm"."""
+
+    def __init__(self, num_experts: int, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.hidden = hidden
+        self.inner = inner
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, 2 * inner, hidden))
+        self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, inner))
+        self.impl = "auto"
+
+    def backend(self, x: torch.Tensor) -> str:
+        if self.impl != "auto":
+            return self.impl
+        return "grouped_mm" if grouped_mm_available(x.device, x.dtype) else "bmm"
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """x [M, H], indices/weights [M, K] (any expert ids; ids >= N are ignored).
+
+        Returns sum_k weights[m, k] * expert_{indices[m, k]}(x[m]) over real
+        experts, fp32, shape [M, H]."""
+        m, k = indices.shape
+        backend = self.backend(x)
+        if backend == "grouped_mm":
+            align = 8 if x.is_cuda else 1
+            plan = plan_dispatch(indices, self.num_experts, align=align)
+        elif backend == "bmm":
+            counts = torch.bincount(indices.reshape(-1).clamp(max=self.num_experts), minlength=self.num_experts + 1)
+            cap = max(1, int(counts[: self.num_experts].max()))  # host sync: fallback only
+            plan = plan_dispatch(indices, self.num_experts, capacity=cap)
+        else:
+            raise ValueError(f"unknown expert backend {backend!r}")
+        token = torch.arange(m, device=x.device).repeat_interleave(k)
+        buf = x.new_zeros(plan.rows, self.hidden)
+        buf.index_copy_(0, plan.dest, x.index_select(0, token))
+        if backend == "grouped_mm":
+            h = torch._grouped_mm(buf, self.gate_up_proj.transpose(-2, -1), offs=plan.offs)
+            gate, up = h.split(self.inner, dim=-1)
+            h = F.silu(gate) * up
+            out = torch._grouped_mm(h, self.down_proj.transpose(-2, -1), offs=plan.offs)
+        else:
+            cap = (plan.rows - 1) // self.num_experts
+            bx = buf[:-1].view(self.num_experts, cap, self.hidden)
+            h = torch.bmm(bx, self.gate_up_proj.transpose(-2, -1))
+            gate, up = h.split(self.inner, dim=-1)
+            h = F.silu(gate) * up
+            out = torch.bmm(h, self.down_proj.transpose(-2, -1)).reshape(-1, self.hidden)
+            out = torch.cat([out, out.new_zeros(1, self.hidden)])
+        pair_out = out.index_select(0, plan.dest)  # [P, H]; rows of zero-expert pairs are garbage
+        w = torch.where(plan.real, weights.reshape(-1).float(), 0.0)
+        pair_out = torch.where(plan.real[:, None], pair_out.float(), 0.0) * w[:, None]
+        return pair_out.view(m, k, self.hidden).sum(1)
