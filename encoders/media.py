@@ -55,9 +55,17 @@ def _open(path: str | Path):
     if p.stat().st_size == 0:
         raise MediaError(p, "file is empty")
     try:
-        return av.open(str(p))
+        container = av.open(str(p))
     except av.error.FFmpegError as e:
         raise MediaError(p, f"unsupported or corrupt media file ({e.strerror or e})") from None
+    if container.format.name in _NOT_MEDIA:
+        # FFmpeg renders any text file as ANSI art through its 'tty' demuxer
+        container.close()
+        raise MediaError(p, f"unsupported or corrupt media file (looks like {_NOT_MEDIA[container.format.name]})")
+    return container
+
+
+_NOT_MEDIA = {"tty": "a text file"}
 
 
 def _decode_audio(container, path, sample_rate: int) -> np.ndarray:
