@@ -268,7 +268,8 @@ class Engine:
 
     def _interrupt(self, s: _Slot, epoch: int, heard_samples: int | None, delivered_chars: int | None,
                    reason: str) -> None:
-        if s.epoch != epoch or s.mode == "idle":
+        finished = s.epoch == epoch and s.mode == "idle" and s.pending_close  # decoded, maybe still playing
+        if not finished and (s.epoch != epoch or s.mode == "idle"):
             if self._drop_queued_respond(s, epoch):
                 s.sink(EngineEvent("interrupted", epoch, info={"kept_text": "", "reason": reason}))
             return

@@ -25,7 +25,9 @@ def speak(text: str, path: Path, rate: int = 16000, speed: int = 150) -> np.ndar
         pytest.fail("espeak-ng and sox are required (Debian packages; see scripts/bootstrap.sh)")
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)], check=True)
+    # trim espeak's leading/trailing silence so tests control the pauses exactly
+    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path),
+                    "silence", "1", "0.02", "1%", "reverse", "silence", "1", "0.02", "1%", "reverse"], check=True)
     with wave.open(str(path)) as w:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
 
@@ -66,6 +68,10 @@ class ScriptedModel:
         self.calls: list[tuple] = []
         self.step_delay = step_delay
         self.pos: dict[int, int] = {}
+        self.closed_ctx: dict[int, list] = {}  # context of closed slots, for assertions
+
+    def context(self, slot: int) -> list:
+        return self.ctx.get(slot, self.closed_ctx.get(slot))
 
     def _t(self, *call: object) -> None:
         self.threads.add(threading.get_ident())
@@ -81,7 +87,7 @@ class ScriptedModel:
 
     def close_slot(self, slot: int) -> None:
         self._t("close", slot)
-        del self.ctx[slot]
+        self.closed_ctx[slot] = self.ctx.pop(slot)
         self.free.append(slot)
 
     def slot_length(self, slot: int) -> int:
@@ -94,8 +100,11 @@ class ScriptedModel:
 
     def encode_chunk(self, slot: int, chunk: UserChunk) -> list:
         self._t("encode", slot, len(chunk.audio), len(chunk.frames))
-        n = max(1, round(len(chunk.audio) / 1280))
-        return [("audio", round(float(np.abs(chunk.audio).mean()), 4))] * n + [("img",)] * len(chunk.frames)
+        # one token per 80 ms frame of absolute time: chunk boundaries do not matter,
+        # like an exact streaming encoder with a time-based sequence layout
+        a = round(chunk.start_time * 16000)
+        first, last = -(-a // 1280), -(-(a + len(chunk.audio)) // 1280)
+        return [("img",)] * len(chunk.frames) + [("audio", f) for f in range(first, last)]
 
     def prefill(self, items) -> None:
         self._t("prefill", [s for s, _ in items])

@@ -1,0 +1,97 @@
+"""The engine thread against a scripted model: batching, thread ownership,
+rollback leaving the context as if nothing was decoded, barge-in cut at the
+last punctuation of what was heard, truncate refining it."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+from conftest import ScriptedModel
+
+from omni.realtime_api import UserChunk
+from streaming.engine import Engine, EngineEvent
+
+
+def _sink():
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    return q, q.put
+
+
+def _drain_until(q, kind, timeout=5.0) -> list[EngineEvent]:
+    out = []
+    while True:
+        e = q.get(timeout=timeout)
+        out.append(e)
+        if e.kind == kind:
+            return out
+
+
+def _chunk(t0: float, seconds: float) -> UserChunk:
+    return UserChunk(np.full(int(16000 * seconds), 0.1, np.float32), [], t0, True)
+
+
+def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
+    model = ScriptedModel(max_slots=2)
+    eng = Engine(model).start()
+    try:
+        qa, sa = _sink()
+        qb, sb = _sink()
+        a, b = eng.open(sa).result(5), eng.open(sb).result(5)
+        for s in (a, b):
+            eng.submit(s, "chunk", _chunk(0.0, 1.0))
+            eng.submit(s, "chunk", _chunk(1.0, 0.4))  # partial packet flushed at the speculative point
+        eng.submit(a, "respond", 1, True, None)
+        _drain_until(qa, "done")  # speculative reply fully decoded, held (not closed)
+        eng.submit(a, "rollback", 1)
+        _drain_until(qa, "rolled_back")
+        for s in (a, b):
+            eng.submit(s, "chunk", _chunk(1.4, 1.0))
+        eng.submit(a, "respond", 2, False, None)
+        eng.submit(b, "respond", 1, False, None)
+        _drain_until(qa, "done")
+        _drain_until(qb, "done")
+    finally:
+        eng.stop()
+    # a speculated, rolled back and answered; b never speculated: same context
+    assert model.ctx[a] == model.ctx[b]
+    assert sum(1 for t in model.ctx[a] if t[0] == "begin") == 1
+    assert model.threads == {eng._thread.ident} and threading.get_ident() not in model.threads
+    # the two final replies were decoded in the same batched steps
+    assert any(c[0] == "decode" and len(c[1]) == 2 for c in model.calls)
+    assert eng.metrics.counter("omni_rollbacks_total") == 1
+
+
+def test_barge_in_cuts_at_last_punctuation_then_truncate_refines():
+    model = ScriptedModel(max_slots=1, reply="Sure. The sky is blue, mostly. Bye now!", step_delay=0.05)
+    eng = Engine(model).start()
+    try:
+        q, sink = _sink()
+        s = eng.open(sink).result(5)
+        eng.submit(s, "chunk", _chunk(0.0, 1.0))
+        eng.submit(s, "respond", 1, False, None)
+        events = []
+        while sum(1 for e in events if e.kind == "delta") < 6:
+            events.append(q.get(timeout=5))
+        heard = 5 * model.codec_frame_samples + 10  # 5 frames played: "Sure. The sky is blue, "
+        eng.submit(s, "interrupt", 1, heard, None, "barge_in")
+        ev = _drain_until(q, "interrupted")[-1]
+        assert ev.text.strip() == "Sure. The sky is blue,"
+        words = [t[1] for t in model.ctx[s] if t[0] == "tok"]
+        assert "".join(words).strip() == "Sure. The sky is blue,"
+        # the client then reports it played only 2 frames: cut back to "Sure."
+        eng.submit(s, "truncate", 1, 2 * model.codec_frame_samples)
+        ev = _drain_until(q, "truncated")[-1]
+        assert ev.info["applied"] and ev.text.strip() == "Sure."
+        # the next user packet closes the reply exactly once
+        eng.submit(s, "chunk", _chunk(3.0, 1.0))
+        eng.submit(s, "respond", 2, False, None)
+        _drain_until(q, "done")
+    finally:
+        eng.stop()
+    ctx = model.ctx[s]
+    first_end = ctx.index(("end",))
+    assert [t[1] for t in ctx[:first_end] if t[0] == "tok"] == ["Sure. "]
+    assert ctx[first_end + 1][0] == "audio"  # the interrupting speech follows the cut reply
+    assert eng.metrics.counter("omni_interruptions_total") == 1
