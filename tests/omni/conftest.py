@@ -14,3 +14,15 @@ def tok():
     from omni.tokenizer import load_tokenizer
 
     return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def debug_model():
+    """A random `debug` OmniModel (fp32, CPU), shared by the model tests."""
+    import torch
+
+    from omni.config import get_omni_config
+    from omni.model import OmniModel
+
+    torch.manual_seed(0)
+    return OmniModel(get_omni_config("debug")).eval()

@@ -1,0 +1,248 @@
+"""RealtimeOmni: the `omni.realtime_api.RealtimeModel` the streaming engine drives.
+
+It wraps an `OmniModel` with a pre-allocated KV cache of `max_slots` slots (one
+per session), and per slot: the streaming audio-encoder state, the incremental
+sequence builder (omni.sequence_av) and, while answering, the reply state
+(segment machine, penalty histories, pending logits).
+
+Batching: `prefill` writes the chunks of several slots in one right-padded
+forward, `decode_step` advances several slots with one forward.
+
+Rollback: `truncate(slot, n)` cuts the KV cache to n tokens and restores the
+builder state recorded at the latest boundary <= n, so the slot continues
+exactly as if nothing after n had happened (tests compare the KV cache and the
+following outputs with a run that never speculated). The audio encoder is never
+flushed in place: `begin_response` flushes a copy to release the last frames,
+so a rolled-back turn continues from the untouched encoder state. The
+encoder state spans the whole session (one continuous audio stream); audio that
+arrives while the assistant answers is encoded but not prefilled.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from encoders.image_processing import preprocess_video
+from omni.generation import GenerationOptions, ReplyState, feed_step, sample_step
+from omni.realtime_api import StepOutput, UserChunk
+from omni.sequence import Tokens
+from omni.sequence_av import EncodedChunk, IncrementalBuilder, TurnState
+
+
+@dataclass
+class _Slot:
+    builder: IncrementalBuilder
+    audio_state: Any
+    snapshots: dict[int, TurnState] = field(default_factory=dict)
+    reply: ReplyState | None = None
+    response_start: int | None = None  # cache length when the reply's first row was written
+    cut: bool = False  # the reply was truncated: close it with </longcat_s>
+    ids: list[int] = field(default_factory=list)  # text id of every cached position
+
+
+class RealtimeOmni:
+    """Batched, rollback-able incremental inference over KV-cache slots."""
+
+    def __init__(
+        self,
+        model,
+        max_slots: int = 4,
+        capacity: int = 4096,
+        system_prompt: str | None = None,
+        options: GenerationOptions | None = None,
+    ) -> None:
+        self.model = model.eval()
+        cfg = model.config
+        self.max_slots = max_slots
+        self.capacity = capacity
+        self.cache = model.new_cache(max_slots, capacity)
+        self.system_prompt = system_prompt
+        self.options = options or GenerationOptions(max_new_tokens=capacity)
+        self.input_sample_rate = cfg.audio.sample_rate
+        self.output_sample_rate = cfg.codec.sample_rate
+        self.codec_frame_samples = cfg.codec.hop_length
+        self._slots: dict[int, _Slot] = {}
+        self._generator = None
+        if self.options.text.seed is not None:
+            self._generator = torch.Generator().manual_seed(self.options.text.seed)
+
+    # ------------------------------------------------------------------ slots
+    def _slot(self, slot: int) -> _Slot:
+        if slot not in self._slots:
+            raise KeyError(f"slot {slot} is not open (open slots: {sorted(self._slots)})")
+        return self._slots[slot]
+
+    def open_slot(self, system_prompt: str | None = None) -> int:
+        free = [s for s in range(self.max_slots) if s not in self._slots]
+        if not free:
+            raise RuntimeError(f"all {self.max_slots} slots are in use")
+        slot = free[0]
+        self.cache.reset(slot)
+        self._slots[slot] = _Slot(IncrementalBuilder(self.model.fmt), self.model.audio_encoder.init_state(1))
+        self._record(slot)
+        prompt = system_prompt if system_prompt is not None else self.system_prompt
+        if prompt:
+            self.prefill_text(slot, "system", prompt)
+        return slot
+
+    def close_slot(self, slot: int) -> None:
+        self._slot(slot)
+        del self._slots[slot]
+        self.cache.reset(slot)
+
+    def slot_length(self, slot: int) -> int:
+        self._slot(slot)
+        return self.cache.length(slot)
+
+    def slot_token_ids(self, slot: int) -> list[int]:
+        """Text id of every position in the slot's cache (pad in audio-only reply rows)."""
+        return list(self._slot(slot).ids)
+
+    def _record(self, slot: int) -> None:
+        s = self._slots[slot]
+        s.snapshots[self.cache.length(slot)] = s.builder.snapshot()
+
+    def truncate(self, slot: int, length: int) -> None:
+        s = self._slot(slot)
+        self.cache.truncate(slot, length)
+        del s.ids[length:]
+        for k in [k for k in s.snapshots if k > length]:
+            del s.snapshots[k]
+        sparse = list(s.builder.state.sparse)
+        s.builder.restore(s.snapshots[max(s.snapshots)])
+        if s.builder.state.in_response:
+            s.builder.state.sparse = sparse  # frames seen while answering stay buffered
+        if s.response_start is not None and length < s.response_start:
+            s.reply, s.response_start, s.cut = None, None, False  # rolled back before the reply
+        elif s.reply is not None:
+            s.reply.logits = None  # no more decoding: the engine closes the reply next
+            s.cut = True
+        self._record(slot)
+
+    # ------------------------------------------------------------------ input
+    @torch.no_grad()
+    def encode_chunk(self, slot: int, chunk: UserChunk) -> EncodedChunk:
+        """Stage 2: run the streaming audio encoder and the ViT on one packet."""
+        s = self._slot(slot)
+        m = self.model
+        audio = np.asarray(chunk.audio, dtype=np.float32).reshape(-1)
+        if audio.size:
+            frames = m.audio_encoder.step(torch.from_numpy(audio)[None], s.audio_state)[0]
+        else:
+            frames = torch.zeros(0, m.config.llm.hidden_size)
+        dur = audio.size / self.input_sample_rate if audio.size else m.config.chunk_seconds
+        units, times = [], []
+        n = len(chunk.frames)
+        if n and chunk.speaking:  # dense: consecutive frame pairs, one unit each
+            units = preprocess_video(list(chunk.frames), m.config.vision)
+            times = [chunk.start_time + 2 * i * dur / n for i in range(len(units))]
+        elif n:  # sparse: single frames
+            units = list(chunk.frames)
+            times = [chunk.start_time + i * dur / n for i in range(n)]
+        images = m.encode_visual(units) if units else []
+        return EncodedChunk(chunk.start_time, frames, images, times, int(audio.size), chunk.speaking)
+
+    def _prefill_runs(self, slots: Sequence[int], runs: Sequence[Tokens]):
+        todo = [(s, r) for s, r in zip(slots, runs) if len(r)]
+        if not todo:
+            return {}
+        logits, hidden = self.model.prefill(self.cache, [s for s, _ in todo], [r for _, r in todo])
+        out = {}
+        for i, (s, r) in enumerate(todo):
+            out[s] = (logits[i], hidden[i])
+            self._slots[s].ids.extend(r.ids.tolist())
+            self._record(s)
+        return out
+
+    def prefill(self, items: Sequence[tuple[int, Any]]) -> None:
+        """Stage 3: add the encoded chunks of several slots in one forward.
+
+        A slot that is answering only buffers the chunk's frames (sparse, 0.5 FPS)
+        for its next user turn; its audio is not prefilled."""
+        slots, runs = [], []
+        for slot, enc in items:
+            s = self._slot(slot)
+            # while the slot answers, chunks only feed the sparse-frame buffer (no KV write)
+            slots.append(slot)
+            runs.append(s.builder.add_chunk(enc))
+        self._prefill_runs(slots, runs)
+
+    def prefill_text(self, slot: int, role: str, text: str) -> None:
+        s = self._slot(slot)
+        if s.reply is not None:
+            raise RuntimeError(f"slot {slot} is answering; call end_response first")
+        self._prefill_runs([slot], [s.builder.add_text_turn(role, text)])
+
+    # ------------------------------------------------------------------ output
+    @torch.no_grad()
+    def begin_response(self, slot: int) -> None:
+        """Close the user turn (releasing the encoder's last frames) and open the reply."""
+        s = self._slot(slot)
+        if s.reply is not None:
+            raise RuntimeError(f"slot {slot} is already answering")
+        tail = None
+        if s.builder.state.audio_open:
+            tail = self.model.audio_encoder.flush(copy.deepcopy(s.audio_state))[0]
+        run = s.builder.begin_response(tail, voice=self.options.speech)
+        out = self._prefill_runs([slot], [run])
+        reply = ReplyState(self.model, self.options)
+        reply.logits, reply.hidden = out[slot]
+        s.reply, s.response_start, s.cut = reply, self.cache.length(slot), False
+
+    @torch.no_grad()
+    def decode_step(self, slots: Sequence[int]) -> list[StepOutput]:
+        """One LLM step for every slot (one batched forward); finished slots must not be passed again."""
+        states = []
+        for slot in slots:
+            s = self._slot(slot)
+            if s.reply is None or s.reply.logits is None:
+                raise RuntimeError(f"slot {slot} is not answering (call begin_response first)")
+            if s.reply.finished:
+                raise RuntimeError(f"slot {slot} finished its reply; call end_response")
+            states.append(s.reply)
+        results = sample_step(self.model, states, self._generator)
+        # every row goes into the cache, the last one too: the reply stays in context
+        feed_step(self.model, self.cache, list(slots), states, results)
+        outs = []
+        for slot, st, r in zip(slots, states, results):
+            self._slots[slot].ids.append(r.next_text)
+            self._record(slot)
+            text = st.detok.push(r.text_token) if r.text_token is not None else ""
+            frame = None if r.frame is None else np.asarray(r.frame, dtype=np.int64)
+            outs.append(StepOutput(r.text_token, text, frame, st.finished))
+        return outs
+
+    def end_response(self, slot: int) -> None:
+        """Close the assistant turn (after the last step, or after a barge-in truncate)."""
+        s = self._slot(slot)
+        if s.reply is None and s.response_start is None and not s.builder.state.in_response:
+            return
+        # the model's own </longcat_s> is in the cache unless the reply was cut or never ended
+        needs_eos = s.cut or s.reply is None or not s.reply.machine.ending
+        s.reply, s.response_start, s.cut = None, None, False
+        self._prefill_runs([slot], [s.builder.end_response(needs_eos)])
+        # The audio encoder state runs on across turns: the session is one continuous
+        # stream, and chunks encoded during the reply (a barge-in) stay in order.
+
+    # ------------------------------------------------------------------ audio out
+    def new_audio_state(self) -> Any:
+        return self.model.codec_decoder.init_state(1)
+
+    @torch.no_grad()
+    def decode_audio(self, items: Sequence[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+        dec = self.model.codec_decoder
+        device = next(dec.parameters()).device
+        out = []
+        for state, frame in items:
+            codes = torch.as_tensor(np.asarray(frame, dtype=np.int64).reshape(1, -1), device=device)
+            out.append(dec.step(codes, state)[0].float().cpu().numpy())
+        return out
+
+    @torch.no_grad()
+    def flush_audio(self, state: Any) -> np.ndarray:
+        return self.model.codec_decoder.flush(state)[0].float().cpu().numpy()

@@ -1,0 +1,108 @@
+"""OmniModel: prompt building with real encoders (offline == incremental), embeddings,
+generation and the checkpoint directory."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from omni.generation import GenerationOptions, OmniRequest, generate, stream
+from omni.realtime import RealtimeOmni
+from omni.realtime_api import UserChunk
+from omni.sequence import Tokens
+from omni.sequence_av import IncrementalBuilder
+
+
+def _request(seconds=2, n_frames=4, seed=0):
+    rng = np.random.default_rng(seed)
+    audio = (0.1 * rng.standard_normal(16000 * seconds)).astype(np.float32)
+    frames = [rng.integers(0, 255, (56, 84, 3), dtype=np.uint8) for _ in range(n_frames)]
+    times = [0.5 * i for i in range(n_frames)]
+    return OmniRequest(audio=audio, video=frames, video_times=times)
+
+
+def test_offline_and_incremental_prompts_are_identical(debug_model):
+    m = debug_model
+    req = _request()
+    offline = m.prepare(req)
+    rt = RealtimeOmni(m, max_slots=1, capacity=256)
+    slot = rt.open_slot()
+    b = IncrementalBuilder(m.fmt)
+    runs = [b.open_user_turn()]
+    for k in range(2):
+        chunk = UserChunk(req.audio[16000 * k : 16000 * (k + 1)], req.video[2 * k : 2 * k + 2], float(k))
+        enc = rt.encode_chunk(slot, chunk)
+        runs.append(b.add_chunk(enc))
+    tail = m.audio_encoder.flush(copy.deepcopy(rt._slots[slot].audio_state))[0]
+    runs.append(b.begin_response(tail))
+    inc = Tokens.cat(runs)
+    assert torch.equal(offline.ids, inc.ids)
+    assert torch.equal(offline.codec, inc.codec)
+    e_off, e_inc = m.embed_tokens(offline), m.embed_tokens(inc)
+    # streaming vs whole-clip audio encoding: fp32 rounding only
+    torch.testing.assert_close(e_off, e_inc, atol=1e-5, rtol=1e-5)
+    sp = m.tokenizer.special
+    assert int((offline.ids == sp.audio_pad).sum()) == m.audio_encoder.num_frames(32000)
+    assert int((offline.ids == sp.image_pad).sum()) == sum(f.shape[0] for f in offline.image) > 0
+
+
+def test_prefill_batch_equals_single(debug_model):
+    m = debug_model
+    runs = m.prepare_many([OmniRequest(text="what color is the star"), OmniRequest(text="hi")])
+    cache = m.new_cache(2, 64)
+    lb, hb = m.prefill(cache, [0, 1], runs)
+    for i, r in enumerate(runs):
+        c = m.new_cache(1, 64)
+        l1, h1 = m.prefill(c, [0], [r])
+        torch.testing.assert_close(hb[i], h1[0], atol=1e-5, rtol=1e-5)
+        n = len(r)
+        torch.testing.assert_close(cache.kv[:, i, :n], c.kv[:, 0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_generate_batched_equals_single_and_stream(debug_model):
+    m = debug_model
+    reqs = [OmniRequest(text="what color is the star"), OmniRequest(text="hi there")]
+    opts = GenerationOptions(max_new_tokens=8, decode_audio=False)
+    batched = generate(m, reqs, opts)
+    for req, rb in zip(reqs, batched):
+        (r1,) = generate(m, [req], opts)
+        assert r1.text_ids == rb.text_ids
+        assert np.array_equal(r1.frames, rb.frames)
+        assert rb.steps == 8 and rb.frames.shape[1] == 4
+    events = list(stream(m, reqs[0], GenerationOptions(max_new_tokens=8)))
+    assert [e.token for e in events if e.token is not None] == batched[0].text_ids
+    frames = [e.frame for e in events if e.frame is not None]
+    assert np.array_equal(np.stack(frames), batched[0].frames)
+    # the streamed waveform equals a whole-sequence decode of the same frames
+    wav = np.concatenate([e.audio for e in events if e.audio is not None])
+    full = m.codec.decode(torch.as_tensor(batched[0].frames).T[None])[0].numpy()
+    np.testing.assert_allclose(wav, full, atol=1e-4)
+    assert events[-1].done
+
+
+def test_codec_values_in_range(debug_model):
+    m = debug_model
+    (r,) = generate(m, [OmniRequest(text="hello")], GenerationOptions(max_new_tokens=6, decode_audio=False))
+    c = m.config.codec
+    assert (r.frames[:, 0] >= 0).all() and (r.frames[:, 0] < c.semantic_codebook_size).all()
+    assert (r.frames[:, 1:] >= 0).all() and (r.frames[:, 1:] < c.acoustic_codebook_size).all()
+
+
+def test_checkpoint_round_trip_and_errors(debug_model, tmp_path):
+    from omni.model import OmniModel
+
+    m = debug_model
+    m.save_pretrained(tmp_path / "ck")
+    m2 = OmniModel.from_pretrained(tmp_path / "ck")
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    run = m.prepare(OmniRequest(text="hi"))
+    torch.testing.assert_close(m.embed_tokens(run), m2.embed_tokens(run))
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        OmniModel.from_pretrained(tmp_path)
+    (tmp_path / "ck" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        OmniModel.from_pretrained(tmp_path / "ck")

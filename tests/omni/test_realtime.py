@@ -1,0 +1,119 @@
+"""RealtimeOmni: batched prefill/decode over slots, rollback equals never speculating."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omni.realtime import RealtimeOmni
+from omni.realtime_api import UserChunk
+
+
+def _chunks(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        UserChunk(
+            (0.1 * rng.standard_normal(16000)).astype(np.float32),
+            [rng.integers(0, 255, (56, 84, 3), dtype=np.uint8) for _ in range(2)],
+            float(k),
+        )
+        for k in range(n)
+    ]
+
+
+def _session(rt, chunks, speculate_after=None, spec_steps=4, steps=6):
+    slot = rt.open_slot("Be brief.")
+    for k, ch in enumerate(chunks):
+        rt.prefill([(slot, rt.encode_chunk(slot, ch))])
+        if speculate_after == k:
+            mark = rt.slot_length(slot)
+            rt.begin_response(slot)
+            rt.decode_step([slot])
+            for _ in range(spec_steps - 1):
+                rt.decode_step([slot])
+            rt.truncate(slot, mark)  # the user went on speaking
+            assert rt.slot_length(slot) == mark
+    rt.begin_response(slot)
+    outs = [rt.decode_step([slot])[0] for _ in range(steps)]
+    return slot, outs
+
+
+def test_rollback_equals_never_speculating(debug_model):
+    chunks = _chunks()
+    a = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    b = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    sa, outs_a = _session(a, chunks, speculate_after=1)
+    sb, outs_b = _session(b, chunks, speculate_after=None)
+    n = a.slot_length(sa)
+    assert n == b.slot_length(sb)
+    assert torch.equal(a.cache.kv[:, sa, :n], b.cache.kv[:, sb, :n])  # bitwise
+    for x, y in zip(outs_a, outs_b):
+        assert x.text_token == y.text_token and x.text == y.text and x.done == y.done
+        assert (x.codec_frame is None) == (y.codec_frame is None)
+        if x.codec_frame is not None:
+            assert np.array_equal(x.codec_frame, y.codec_frame)
+
+
+def test_batched_slots_match_single_sessions(debug_model):
+    chunks = _chunks(2)
+    rt = RealtimeOmni(debug_model, max_slots=2, capacity=512)
+    s0, s1 = rt.open_slot(), rt.open_slot()
+    for ch in chunks:
+        rt.prefill([(s0, rt.encode_chunk(s0, ch)), (s1, rt.encode_chunk(s1, ch))])
+    rt.begin_response(s0)
+    rt.begin_response(s1)
+    both = [rt.decode_step([s0, s1]) for _ in range(4)]
+    single = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    s = single.open_slot()
+    for ch in chunks:
+        single.prefill([(s, single.encode_chunk(s, ch))])
+    single.begin_response(s)
+    alone = [single.decode_step([s])[0] for _ in range(4)]
+    for pair, one in zip(both, alone):
+        assert pair[0].text_token == pair[1].text_token == one.text_token
+    torch.testing.assert_close(rt.cache.kv[:, s0, : rt.slot_length(s0)], single.cache.kv[:, s, : single.slot_length(s)], atol=1e-5, rtol=1e-5)
+
+
+def test_multi_turn_barge_in_and_errors(debug_model):
+    rt = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    slot = rt.open_slot()
+    rt.prefill_text(slot, "user", "what color is the star")
+    rt.begin_response(slot)
+    start = rt.slot_length(slot)
+    for _ in range(3):
+        rt.decode_step([slot])
+    rt.truncate(slot, start + 1)  # barge-in: keep what was delivered
+    with pytest.raises(RuntimeError, match="not answering"):
+        rt.decode_step([slot])
+    rt.end_response(slot)
+    n = rt.slot_length(slot)
+    assert n == start + 1 + 2  # </longcat_s> + newline close the cut reply
+    # frames arriving during the next reply are buffered (sparse), not prefilled
+    rt.prefill_text(slot, "user", "and now?")
+    rt.begin_response(slot)
+    m = rt.slot_length(slot)
+    for ch in _chunks(3):
+        ch.speaking = False
+        rt.prefill([(slot, rt.encode_chunk(slot, ch))])
+    assert rt.slot_length(slot) == m
+    assert [t for t, _ in rt._slots[slot].builder.state.sparse] == [0.0, 2.0]
+    out = rt.decode_step([slot])[0]
+    rt.truncate(slot, rt.slot_length(slot))
+    rt.end_response(slot)
+    ch = _chunks(1, seed=3)[0]
+    ch.start_time = 5.0
+    before = rt.slot_length(slot)
+    rt.prefill([(slot, rt.encode_chunk(slot, ch))])
+    ids = rt.slot_token_ids(slot)
+    assert len(ids) == rt.slot_length(slot)
+    text = debug_model.tokenizer.hf.decode(ids[before:])
+    assert text.startswith("USER:second{0.0}:<mask_118>") and "second{2.0}:" in text and "second{5.0}:" in text
+    with pytest.raises(RuntimeError, match="slots are in use"):
+        rt.open_slot()
+    rt.close_slot(slot)
+    with pytest.raises(KeyError, match="not open"):
+        rt.slot_length(slot)
+    with pytest.raises(ValueError, match="length must be in"):
+        s = rt.open_slot()
+        rt.truncate(s, 10**6)
