@@ -171,7 +171,7 @@ def to_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig) -> dict[str
                 if e < n:
                     gate, up = t[e, :i], t[e, i:]
                 else:
-                    gate = up = torch.zeros_like(t[0, :i])
+                    gate, up = torch.zeros_like(t[0, :i]), torch.zeros_like(t[0, :i])
                 out[f"{prefix}.{e}.gate_proj.weight"] = gate.contiguous()
                 out[f"{prefix}.{e}.up_proj.weight"] = up.contiguous()
         elif key.endswith("mlp.experts.down_proj"):

@@ -1,0 +1,118 @@
+"""`omni generate`: text generation with the LongCat-Flash backbone alone.
+
+    omni generate --flavor debug --prompt "Hello"            # random weights, seeded
+    omni generate --checkpoint DIR --prompt "Hello" --max-new-tokens 64 --temperature 0.7 --top-p 0.9
+
+DIR is a backbone saved by `omni.llm.save_pretrained` or a transformers
+`LongcatFlashForCausalLM.save_pretrained` directory. Text is tokenized with
+`--tokenizer DIR` (a local Hugging Face tokenizer; nothing is downloaded), else
+with a byte-level fallback (token id = byte + 4, ids 0-3 reserved for
+unk/bos/eos/pad) that needs a vocabulary of at least 260.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+BYTE_OFFSET = 4
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: id = byte + 4; bos 1, eos 2."""
+
+    bos_token_id = 1
+    eos_token_id = 2
+
+    def __init__(self, vocab_size: int) -> None:
+        if vocab_size < 256 + BYTE_OFFSET:
+            raise ValueError(
+                f"the byte-level fallback tokenizer needs vocab_size >= {256 + BYTE_OFFSET}, the model has "
+                f"{vocab_size}; pass --tokenizer DIR"
+            )
+
+    def encode(self, text: str) -> list[int]:
+        return [self.bos_token_id] + [b + BYTE_OFFSET for b in text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        data = bytes(i - BYTE_OFFSET for i in ids if BYTE_OFFSET <= i < 256 + BYTE_OFFSET)
+        return data.decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    def __init__(self, path: str) -> None:
+        from transformers import AutoTokenizer
+
+        try:
+            self.tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        except Exception as e:  # transformers raises many kinds here
+            raise ValueError(f"--tokenizer {path!r}: cannot load a tokenizer from it ({e})") from e
+        self.eos_token_id = self.tok.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--flavor", default=None, help="backbone flavor with random (seeded) weights, e.g. debug, a1b")
+    src.add_argument("--checkpoint", default=None, help="backbone directory (ours or transformers' save_pretrained)")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer directory (default: bytes)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty for seen tokens (1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype")
+    p.add_argument("--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (cuda only)")
+    p.add_argument("--ids", action="store_true", help="also print the generated token ids")
+
+
+def main(args: argparse.Namespace) -> int:
+    from omni.config import get_llm_config
+    from omni.llm import LongcatFlashForCausalLM, from_pretrained
+    from omni.llm.generation import generate
+    from omni.llm.sampling import SamplingConfig
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    try:
+        sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+        if args.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+        if args.checkpoint:
+            model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device)
+        else:
+            torch.manual_seed(args.seed)
+            model = LongcatFlashForCausalLM(get_llm_config(args.flavor or "debug")).eval()
+            model.to_dtype(dtype).to(args.device)
+        cfg = model.config
+        tok = HFTokenizer(args.tokenizer) if args.tokenizer else ByteTokenizer(cfg.vocab_size)
+        ids = tok.encode(args.prompt)
+        if not ids:
+            raise ValueError("--prompt encodes to no tokens")
+        if max(ids) >= cfg.vocab_size:
+            raise ValueError(f"the tokenizer produced id {max(ids)} but the model's vocab_size is {cfg.vocab_size}")
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"omni generate: error: {e}", file=sys.stderr)
+        return 2
+    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+    t0 = time.perf_counter()
+    out = generate(
+        model, [ids], args.max_new_tokens, sampling, eos_token_id=tok.eos_token_id,
+        use_graph=args.cuda_graph, generator=gen, progress=sys.stderr.isatty(),
+    )[0]
+    dt = time.perf_counter() - t0
+    print(tok.decode(out))
+    if args.ids:
+        print("ids:", out)
+    print(f"[{len(ids)} prompt + {len(out)} new tokens in {dt:.2f} s]", file=sys.stderr)
+    return 0

@@ -1,0 +1,43 @@
+"""`omni generate` end to end on CPU (in-process, through the CLI dispatcher)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omni.cli import main
+from omni.config import get_llm_config
+from omni.llm import LongcatFlashForCausalLM, save_pretrained
+
+
+def test_generate_flavor_debug(capsys):
+    assert main(["generate", "--flavor", "debug", "--prompt", "Hello", "--max-new-tokens", "5", "--ids"]) == 0
+    out = capsys.readouterr()
+    ids = eval(out.out.strip().splitlines()[-1].removeprefix("ids:"))
+    assert len(ids) == 5 and all(0 <= i < 512 for i in ids)
+    assert "6 prompt + 5 new tokens" in out.err
+
+
+def test_generate_checkpoint_matches_library(tmp_path, capsys):
+    torch.manual_seed(3)
+    m = LongcatFlashForCausalLM(get_llm_config("debug")).eval()
+    m.init_weights(std=0.08)
+    save_pretrained(m, str(tmp_path))
+    argv = ["generate", "--checkpoint", str(tmp_path), "--prompt", "ab", "--max-new-tokens", "4", "--ids"]
+    assert main(argv) == 0
+    ids = eval(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("ids:"))
+    from omni.llm.generation import generate
+
+    prompt = [1, ord("a") + 4, ord("b") + 4]
+    ref = generate(m, [prompt], 4, eos_token_id=2)[0]
+    assert ids == ref
+
+
+def test_generate_errors(tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(tmp_path / "none"), "--prompt", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["generate", "--flavor", "debug", "--prompt", "x", "--tokenizer", str(tmp_path)]) == 2
+    assert "cannot load a tokenizer" in capsys.readouterr().err
+    assert main(["generate", "--flavor", "debug", "--prompt", "x", "--top-p", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])

@@ -1,0 +1,93 @@
+"""Checkpoint I/O: transformers' save_pretrained directories (sharded, per-expert
+keys), fused expert keys, our own format, and errors that name the key."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LongcatFlashForCausalLM as HFModel
+
+from omni.config import get_llm_config
+from omni.llm import from_pretrained, save_pretrained
+from tests.llm.hf_reference import build_pair
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return build_pair(get_llm_config("debug"), seed=5)
+
+
+IDS = torch.tensor([[1, 9, 44, 300, 2, 17]])
+
+
+@torch.no_grad()
+def test_load_transformers_save_pretrained_sharded(pair, tmp_path):
+    hf, _ = pair
+    hf.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert os.path.exists(tmp_path / "model.safetensors.index.json")
+    m = from_pretrained(str(tmp_path))
+    assert (m(IDS).logits - hf(IDS).logits).abs().max() < 1e-5
+
+
+@torch.no_grad()
+def test_load_fused_expert_keys(pair, tmp_path):
+    hf, _ = pair
+    sd = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    assert any(k.endswith("experts.gate_up_proj") for k in sd)  # fused, N + Z rows
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    hf.config.to_json_file(str(tmp_path / "config.json"))
+    m = from_pretrained(str(tmp_path))
+    assert (m(IDS).logits - hf(IDS).logits).abs().max() < 1e-5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("shard", [None, 200_000])
+def test_own_format_round_trip(pair, tmp_path, shard):
+    _, ours = pair
+    files = save_pretrained(ours, str(tmp_path), max_shard_bytes=shard)
+    assert (len(files) > 2) == bool(shard)
+    back = from_pretrained(str(tmp_path))
+    assert back.config == ours.config
+    a, b = ours.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(back(IDS).logits, ours(IDS).logits)
+
+
+@torch.no_grad()
+def test_save_for_transformers(pair, tmp_path):
+    hf_ref, ours = pair
+    save_pretrained(ours, str(tmp_path), format="hf")
+    hf = HFModel.from_pretrained(str(tmp_path)).eval()
+    assert (hf(IDS).logits - ours(IDS).logits).abs().max() < 1e-5
+    assert torch.equal(from_pretrained(str(tmp_path))(IDS).logits, ours(IDS).logits)
+
+
+def _write_own(pair, path, mutate):
+    _, ours = pair
+    save_pretrained(ours, str(path))
+    sd = load_file(str(path / "model.safetensors"))
+    mutate(sd)
+    save_file(sd, str(path / "model.safetensors"))
+
+
+def test_errors_name_the_key(pair, tmp_path):
+    key = "model.layers.1.self_attn.0.kv_b_proj.weight"
+    _write_own(pair, tmp_path / "a", lambda sd: sd.pop(key))
+    with pytest.raises(KeyError, match=r"missing 1 key\(s\): " + key.replace(".", r"\.")):
+        from_pretrained(str(tmp_path / "a"))
+    _write_own(pair, tmp_path / "b", lambda sd: sd.__setitem__("model.extra.weight", torch.zeros(2)))
+    with pytest.raises(KeyError, match=r"unexpected 1 key\(s\): model\.extra\.weight"):
+        from_pretrained(str(tmp_path / "b"))
+    _write_own(pair, tmp_path / "c", lambda sd: sd.__setitem__(key, torch.zeros(3, 3)))
+    with pytest.raises(ValueError, match=key.replace(".", r"\.") + r" has shape \[3, 3\]"):
+        from_pretrained(str(tmp_path / "c"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        from_pretrained(str(tmp_path / "nothing"))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        from_pretrained(str(tmp_path / "d"))

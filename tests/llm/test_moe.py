@@ -1,0 +1,151 @@
+"""Router semantics, zero experts, grouped expert backends, balancing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from omni.config import get_llm_config
+from omni.llm.experts import GroupedExperts, grouped_mm_available, plan_dispatch
+from omni.llm.moe import MoE
+
+
+def _moe(seed=0, **over):
+    cfg = dataclasses.replace(get_llm_config("debug"), **over)
+    torch.manual_seed(seed)
+    moe = MoE(cfg)
+    with torch.no_grad():
+        moe.router.classifier.weight.normal_(0, 0.5)
+        moe.router.e_score_correction_bias.normal_(0, 0.05)
+        if moe.experts is not None:
+            moe.experts.gate_up_proj.normal_(0, 0.2)
+            moe.experts.down_proj.normal_(0, 0.2)
+    return cfg, moe
+
+
+@torch.no_grad()
+def _reference(moe: MoE, cfg, x: torch.Tensor) -> torch.Tensor:
+    """Straight from the definition, one token and one expert at a time."""
+    w = moe.router.classifier.weight.double()
+    out = torch.zeros_like(x, dtype=torch.float64)
+    for m in range(x.shape[0]):
+        scores = (x[m].double() @ w.T).softmax(-1)
+        chosen = torch.topk(scores + moe.router.e_score_correction_bias.double(), cfg.moe_topk).indices
+        for e in chosen.tolist():
+            weight = scores[e] * cfg.routed_scaling_factor  # identity experts scaled too
+            if e >= cfg.n_routed_experts:
+                out[m] += weight * x[m].double()
+            else:
+                gu = moe.experts.gate_up_proj[e].double() @ x[m].double()
+                g, u = gu.split(cfg.expert_ffn_hidden_size)
+                out[m] += weight * (moe.experts.down_proj[e].double() @ (F.silu(g) * u))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["grouped_mm", "bmm"])
+def test_moe_matches_definition(backend):
+    cfg, moe = _moe()
+    if backend == "grouped_mm" and not grouped_mm_available(torch.device("cpu"), torch.float32):
+        pytest.skip("torch._grouped_mm unavailable on CPU in this torch")
+    moe.experts.impl = backend
+    x = torch.randn(37, cfg.hidden_size)
+    with torch.no_grad():
+        got = moe(x)
+    ref = _reference(moe, cfg, x)
+    # fp32 vs float64 definition: relative to the output scale (~30 here)
+    assert (got.double() - ref).abs().max().item() <= 2e-6 * ref.abs().max().item()
+
+
+def test_zero_experts_chosen_and_real_count_varies():
+    cfg, moe = _moe()
+    x = torch.randn(200, cfg.hidden_size)
+    r = moe.route(x)
+    n_real = r.real_experts_per_token()
+    assert (r.indices >= cfg.n_routed_experts).any()
+    assert n_real.min() < n_real.max()  # dynamic compute: tokens differ
+    assert torch.all(r.identity_weight() >= 0)
+
+
+def test_zero_expert_pairs_never_reach_a_gemm():
+    cfg, moe = _moe()
+    x = torch.randn(50, cfg.hidden_size)
+    r = moe.route(x)
+    plan = plan_dispatch(r.indices, cfg.n_routed_experts, align=1)
+    n_real_pairs = int((r.indices < cfg.n_routed_experts).sum())
+    assert int(plan.offs[-1]) == n_real_pairs  # GEMM rows = real pairs only
+    zero_dest = plan.dest[~plan.real]
+    assert torch.all(zero_dest == plan.rows - 1)  # all to the trash row, past every group
+    # with alignment, groups start on multiples of 8 and still cover only real pairs
+    p8 = plan_dispatch(r.indices, cfg.n_routed_experts, align=8)
+    assert torch.all(p8.offs % 8 == 0)
+    real_dest = p8.dest[p8.real]
+    assert real_dest.unique().numel() == real_dest.numel()
+    assert int(real_dest.max()) < int(p8.offs[-1])
+
+
+def test_all_zero_expert_routing_is_identity():
+    cfg, moe = _moe()
+    x = torch.randn(5, cfg.hidden_size)
+    with torch.no_grad():
+        moe.router.e_score_correction_bias[: cfg.n_routed_experts] = -100.0  # only zero experts can win
+        r = moe.route(x)
+        assert torch.all(r.indices >= cfg.n_routed_experts)
+        y = moe(x)
+    assert torch.allclose(y, x * r.weights.sum(-1, keepdim=True), atol=1e-6)
+
+
+def test_no_zero_experts_and_no_real_experts():
+    cfg, moe = _moe(zero_expert_num=0, moe_topk=2)
+    x = torch.randn(9, cfg.hidden_size)
+    with torch.no_grad():
+        ref = _reference(moe, cfg, x)
+        assert (moe(x).double() - ref).abs().max() <= 2e-6 * ref.abs().max()
+    cfg, moe = _moe(n_routed_experts=0, zero_expert_num=4, moe_topk=2)
+    with torch.no_grad():
+        r = moe.route(x)
+        assert torch.allclose(moe(x), x * r.weights.sum(-1, keepdim=True), atol=1e-6)
+
+
+def test_bias_update_touches_real_experts_only():
+    cfg, moe = _moe()
+    before = moe.router.e_score_correction_bias.clone()
+    moe.track_load = True
+    moe(torch.randn(64, cfg.hidden_size))
+    load = moe.load_acc.clone()
+    assert load.sum().item() == 64 * cfg.moe_topk
+    delta = moe.router.update_correction_bias(load, rate=0.01)
+    after = moe.router.e_score_correction_bias
+    n = cfg.n_routed_experts
+    assert torch.equal(after[n:], before[n:])
+    busiest, idlest = int(load[:n].argmax()), int(load[:n].argmin())
+    assert after[busiest] < before[busiest] and after[idlest] > before[idlest]
+    assert delta.shape == (n,)
+    assert 0 <= moe.mean_real_experts_per_token() <= cfg.moe_topk
+
+
+def test_balancing_reduces_imbalance():
+    """Repeated bias updates spread the load over real experts."""
+    cfg, moe = _moe(seed=3)
+    x = torch.randn(512, cfg.hidden_size)
+    n = cfg.n_routed_experts
+
+    def spread():
+        load = moe.route(x).expert_load()[:n]
+        return (load.max() - load.min()).item()
+
+    start = spread()
+    for _ in range(60):
+        moe.router.update_correction_bias(moe.route(x).expert_load(), rate=0.002)
+    assert spread() < 0.6 * start
+
+
+def test_experts_backward_runs():
+    cfg, moe = _moe()
+    x = torch.randn(12, cfg.hidden_size, requires_grad=True)
+    moe(x).square().sum().backward()
+    assert x.grad is not None and moe.experts.gate_up_proj.grad is not None
+    assert torch.isfinite(moe.experts.down_proj.grad).all()
+    assert moe.router.classifier.weight.grad is not None
