@@ -60,7 +60,25 @@ def save_pretrained(model, path: str | os.PathLike, dtype: torch.dtype | None = 
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     (path / CONFIG).write_text(json.dumps({"format": FORMAT, "version": VERSION, "omni": to_dict(model.config)}, indent=2) + "\n")
     model.tokenizer.save_pretrained(path / "tokenizer")
-    model.codec.save_pretrained(path / "codec")
+    save_codec(model.codec, path / "codec")
+
+
+def save_codec(codec, path: Path) -> None:
+    """Codec.save_pretrained, except for a decoder-only (converted) codec: its
+    semantic table comes from the release, not from our semantic quantizer, so it
+    is written as is instead of re-derived (`sync_semantic_table`)."""
+    if not getattr(codec, "decoder_only", False):
+        codec.save_pretrained(path)
+        return
+    from safetensors.torch import save_file
+
+    from speech.codec import FORMAT as CODEC_FORMAT
+
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in codec.model.state_dict().items()}
+    save_file(state, str(path / "model.safetensors"))
+    meta = {"format": CODEC_FORMAT, "codec": to_dict(codec.cfg), "decoder_only": True}
+    (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_state(model, path: str | os.PathLike) -> None:
@@ -87,6 +105,7 @@ def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "
     if not codec_dir.is_dir():
         raise FileNotFoundError(f"{codec_dir}: missing (the speech codec of this model)")
     codec = Codec.from_pretrained(codec_dir)
+    codec.decoder_only = bool(json.loads((codec_dir / "config.json").read_text()).get("decoder_only", False))
     if codec.cfg != cfg.codec:
         raise ValueError(f"{codec_dir}/config.json: codec configuration differs from {path / CONFIG} field 'omni.codec'")
     model = cls(cfg, tokenizer=tokenizer, codec=codec, init=False)

@@ -1,0 +1,111 @@
+"""`omni chat`: answer one multimodal question from files, in text and speech.
+
+    omni chat --model DIR --video clip.mp4 --audio question.wav --out reply.wav
+    omni chat --text "what color is the star?" --image scene.png
+
+The text reply is printed as it streams; the spoken reply is written to --out.
+Without --model a randomly initialized model of --flavor (default `debug`) is
+used, and the command says so: its answers are noise until a trained model is
+given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model directory (from save_pretrained or `omni convert`)")
+    p.add_argument("--flavor", default="debug", help="random model flavor when --model is not given (default: debug)")
+    p.add_argument("--text", help="the question as text")
+    p.add_argument("--audio", help="the question as speech (wav/mp3/flac/...)")
+    p.add_argument("--image", help="an image file")
+    p.add_argument("--video", help="a video file (frames at 2 FPS and its audio track)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--out", help="write the spoken reply to this WAV file")
+    p.add_argument("--no-speech", action="store_true", help="text-only reply (ASSISTANT: prompt)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="LLM steps (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=0, help="text top-k (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="text top-p (1 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="exponential text repetition penalty")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling and the random model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="inference dtype")
+
+
+def load_model(args):
+    import torch
+
+    from omni.config import get_omni_config
+    from omni.model import OmniModel
+
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+    if args.model:
+        return OmniModel.from_pretrained(args.model, device=args.device, dtype=dtype)
+    print(
+        f"[omni] no --model given: using a randomly initialized '{args.flavor}' model; "
+        "its replies are noise (pass --model DIR for a trained one)",
+        file=sys.stderr,
+    )
+    torch.manual_seed(args.seed)
+    model = OmniModel(get_omni_config(args.flavor)).eval()
+    if dtype is not None:
+        model.to_dtype(dtype)
+    return model.to(args.device)
+
+
+def main(args) -> int:
+    import numpy as np
+    import torch
+
+    from encoders.media import MediaError
+    from omni.generation import GenerationOptions, OmniRequest, stream
+    from omni.segments import TextSampling
+
+    if not any([args.text, args.audio, args.image, args.video]):
+        print("omni chat: give at least one of --text, --audio, --image, --video", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"omni chat: cannot load the model: {e}", file=sys.stderr)
+        return 2
+    try:
+        req = OmniRequest.from_files(args.text, args.image, args.video, args.audio, args.system, model.config.vision)
+    except (MediaError, ValueError) as e:
+        print(f"omni chat: {e}", file=sys.stderr)
+        return 2
+    opts = GenerationOptions(
+        max_new_tokens=args.max_new_tokens,
+        speech=not args.no_speech,
+        text=TextSampling(args.temperature, args.top_k, args.top_p, args.repetition_penalty, seed=args.seed),
+        decode_audio=bool(args.out) and not args.no_speech,
+    )
+    gen = torch.Generator(device=model.device).manual_seed(args.seed) if args.temperature > 0 else None
+    t0 = time.perf_counter()
+    first = None
+    pieces, frames = [], 0
+    for ev in stream(model, req, opts, gen):
+        if ev.text:
+            first = first or time.perf_counter() - t0
+            print(ev.text, end="", flush=True)
+        if ev.frame is not None:
+            frames += 1
+        if ev.audio is not None and len(ev.audio):
+            pieces.append(ev.audio)
+    print()
+    took = time.perf_counter() - t0
+    info = f"[omni] {took:.2f} s, {frames} speech frames ({frames * model.config.codec.hop_length / model.output_sample_rate:.2f} s of audio)"
+    if first is not None:
+        info += f", first text after {first:.2f} s"
+    print(info, file=sys.stderr)
+    if args.out and not args.no_speech:
+        from speech import save_wav
+
+        wav = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        save_wav(args.out, wav, model.output_sample_rate)
+        print(f"[omni] wrote {args.out} ({len(wav) / model.output_sample_rate:.2f} s)", file=sys.stderr)
+    return 0
