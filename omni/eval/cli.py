@@ -1,0 +1,59 @@
+"""`omni eval`: offline evaluation of a model on a task manifest.
+
+    omni eval --task av-mcq --data DIR --model MODEL_DIR --out REPORT_DIR
+    omni eval --task asr --data librispeech-mini --out runs/asr --batch-size 16
+
+Tasks: asr (WER), av-mcq (accuracy overall and per category), spoken-qa
+(rule-based: mcq letter / exact match / refusal), speech-out (the model's own
+speech transcribed by pocketsphinx vs its text answer: WER). Writes
+REPORT_DIR/samples.jsonl (per sample, resumable), summary.json, report.md and
+report.png. Manifest formats: see omni/eval/manifest.py or the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from omni.eval.manifest import TASKS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, choices=TASKS, help="what to evaluate")
+    p.add_argument("--data", required=True, help="data directory holding <task>.jsonl (or manifest.jsonl) and the media")
+    p.add_argument("--model", help="model directory (default: a random `debug` model, for trying the harness)")
+    p.add_argument("--flavor", default="debug", help="random model flavor when --model is not given")
+    p.add_argument("--out", required=True, help="report directory (rerun with the same --out to resume)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per batched generation (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="LLM steps per answer (default 64)")
+    p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--retry-failed", action="store_true", help="run samples that failed before again")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main(args) -> int:
+    from omni.commands.chat import load_model
+    from omni.eval.manifest import ManifestError
+    from omni.eval.runner import run_eval
+
+    try:
+        model = load_model(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"omni eval: cannot load the model: {e}", file=sys.stderr)
+        return 2
+    name = args.model or f"random:{args.flavor}:seed{args.seed}"
+    try:
+        summary = run_eval(
+            args.task, args.data, model, args.out, model_name=name, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, limit=args.limit, retry_failed=args.retry_failed,
+        )
+    except (ManifestError, ValueError) as e:
+        print(f"omni eval: {e}", file=sys.stderr)
+        return 2
+    keys = ("task", "num_samples", "num_scored", "num_failed", "wer", "accuracy")
+    print(json.dumps({k: summary.get(k) for k in keys if k in summary}, indent=2))
+    print(f"report: {args.out}/report.md", file=sys.stderr)
+    return 0
