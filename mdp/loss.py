@@ -1,0 +1,75 @@
+"""The stage-1 training loss: text head + four audio heads (spec 1.5).
+
+    L = 1.75 L_pure-text + 0.25 L_audio + 1.5 L_audio-text + 0.1 L_first-audio
+
+Each term is a sum of token cross-entropies divided by that term's token count
+over the *global* batch (all DP ranks, all micro-batches). Normalizing by global
+counts makes the loss a plain sum over ranks and micro-batches, so sharded,
+pipelined and single-process runs compute the same number and the same
+gradients (up to summation order).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, IGNORE
+
+WEIGHTS = {"text": 1.75, "audio": 0.25, "audio_text": 1.5, "first_audio": 0.1}
+TERMS = tuple(WEIGHTS)
+
+
+def label_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token counts of the four terms in this (local) batch: float64 [4], order TERMS."""
+    cat = batch["text_cat"]
+    audio_valid = batch["audio_labels"] != IGNORE
+    first = batch["first_audio"] & audio_valid[..., 0]
+    return torch.tensor(
+        [
+            float((cat == CAT_TEXT).sum()),
+            float(audio_valid.sum()),
+            float((cat == CAT_AUDIO_TEXT).sum()),
+            float(first.sum()),
+        ],
+        dtype=torch.float64,
+    )
+
+
+def pack_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One int64 tensor [B, T, 7] (text label, category, 4 audio labels, first-audio):
+    a single target tensor is what pipeline schedules split into micro-batches."""
+    return torch.cat(
+        [
+            batch["text_labels"][..., None],
+            batch["text_cat"][..., None],
+            batch["audio_labels"],
+            batch["first_audio"].long()[..., None],
+        ],
+        dim=-1,
+    )
+
+
+def stage1_loss(
+    text_logits: torch.Tensor,  # [B, T, V]
+    audio_logits: torch.Tensor,  # [B, T, 4, Va]
+    labels: torch.Tensor,  # [B, T, 7] from pack_labels
+    counts: torch.Tensor,  # [4] global counts (TERMS order)
+) -> torch.Tensor:
+    text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
+    text_ce = F.cross_entropy(
+        text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view_as(text_lab)
+    audio_ce = F.cross_entropy(
+        audio_logits.float().flatten(0, 2), audio_lab.flatten(), ignore_index=IGNORE, reduction="none"
+    ).view_as(audio_lab)
+    sums = torch.stack(
+        [
+            (text_ce * (cat == CAT_TEXT)).sum(),
+            audio_ce.sum(),
+            (text_ce * (cat == CAT_AUDIO_TEXT)).sum(),
+            (audio_ce[..., 0] * first).sum(),
+        ]
+    )
+    w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=sums.dtype, device=sums.device)
+    return (w * sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)).sum()

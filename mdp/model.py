@@ -1,0 +1,165 @@
+"""The training model: encoders -> LongCat-Flash backbone -> text head + 4 audio heads.
+
+A thin single-device adapter over the project's components, shaped for
+modality-decoupled training: the encoders, the input embedding, the decoder
+layers and the heads are separate calls so that the trainer can run each phase
+on the ranks that own it (encoders everywhere, embedding on pipeline stage 0,
+layers per stage, heads and loss on the last stage).
+
+Input embedding of a position (spec 1.5): TextEmb(id) (zero for the text pad)
+plus the four codec embeddings (zero for codec pad); positions holding
+`<|image_pad|>` / `<|audio_pad|>` are replaced by the encoder outputs, in order.
+Audio heads are teacher-forced with depth conditioning: head k+1 sees
+h + sum_{j<=k} E_j(code_j of the target frame).
+
+No torch.distributed here; parallelism is applied from outside (`mdp.parallelize`,
+`mdp.ep`, `mdp.pipeline`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from encoders.audio import StreamingAudioEncoder
+from encoders.vision import VisionEncoder
+from mdp.data import IGNORE
+from mdp.loss import stage1_loss
+from omni.config import OmniConfig
+from omni.llm.context import build_context
+from omni.llm.model import LongcatFlashForCausalLM
+
+NUM_HEADS = 4
+
+
+class Absent(nn.Module):
+    """Stands in for a submodule another pipeline stage owns (keeps indices / names stable)."""
+
+    def forward(self, *a, **k):  # pragma: no cover - never called
+        raise RuntimeError("this submodule lives on another pipeline stage")
+
+
+class OmniTrainModel(nn.Module):
+    def __init__(self, cfg: OmniConfig, modalities: tuple[str, ...] = ("image", "audio")) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, va = cfg.llm.hidden_size, cfg.audio_vocab_size
+        self.llm = LongcatFlashForCausalLM(cfg.llm)
+        self.audio_embeddings = nn.ModuleList([nn.Embedding(va, h) for _ in range(NUM_HEADS)])
+        self.audio_heads = nn.ModuleList([nn.Linear(h, va, bias=False) for _ in range(NUM_HEADS)])
+        self.audio_depth = nn.ModuleList([nn.Embedding(va, h) for _ in range(NUM_HEADS - 1)])
+        self.encoders = nn.ModuleDict()
+        if any(m in modalities for m in ("image", "video")):
+            if cfg.vision.out_dim != h:
+                raise ValueError(f"vision.out_dim={cfg.vision.out_dim} != llm.hidden_size={h}")
+            self.encoders["vision"] = VisionEncoder(cfg.vision)
+        if "audio" in modalities:
+            if cfg.audio.out_dim != h:
+                raise ValueError(f"audio.out_dim={cfg.audio.out_dim} != llm.hidden_size={h}")
+            self.encoders["audio"] = StreamingAudioEncoder(cfg.audio)
+        std = cfg.llm.initializer_range
+        for m in [*self.audio_embeddings, *self.audio_heads, *self.audio_depth]:
+            nn.init.normal_(m.weight, 0.0, std)
+
+    # --- encoders --------------------------------------------------------------
+
+    @staticmethod
+    def encoder_for(kind: str) -> str:
+        return "vision" if kind in ("image", "video") else "audio"
+
+    def num_tokens(self, kind: str, data: dict) -> int:
+        if kind == "image":
+            h, w = data["grid"]
+            return int(h) * int(w) // 2
+        if kind == "video":
+            return sum(int(h) * int(w) // 2 for h, w in data["grids"])
+        if kind == "audio":
+            return int(self.encoders["audio"].num_frames(int(data["pcm"].shape[-1])))
+        raise ValueError(f"unknown modality {kind!r}")
+
+    @staticmethod
+    def cost(kind: str, data: dict) -> float:
+        """Encoder work estimate for BalanceData: quadratic in patches for the ViT, linear for audio."""
+        if kind in ("image", "video"):
+            n = data["patches"].shape[0]
+            return float(n) + n * n / 256.0
+        return float(data["pcm"].shape[-1]) / 160.0
+
+    def encode(self, kind: str, items: list[dict]) -> list[torch.Tensor]:
+        """Encode items of one encoder; returns [tokens_i, H] per item (same order)."""
+        if kind == "vision":
+            enc = self.encoders["vision"]
+            grids: list[tuple[int, int]] = []
+            for d in items:
+                grids += [tuple(d["grid"])] if "grid" in d else [tuple(g) for g in d["grids"]]
+            patches = torch.cat([d["patches"] for d in items]).to(enc.device, enc.dtype)
+            out = enc(patches, grids)
+            sizes = [self.num_tokens("image" if "grid" in d else "video", d) for d in items]
+            return list(out.split(sizes))
+        enc = self.encoders["audio"]
+        # one padded call per step: every rank makes the same number of encoder calls
+        # (HSDP collectives), and bucketed lengths limit distinct kernel shapes
+        lens = [int(d["pcm"].shape[-1]) for d in items]
+        bucket = self.cfg.audio.samples_per_frame * 4
+        width = -(-max(lens) // bucket) * bucket
+        pcm = torch.zeros(len(items), width)
+        for i, d in enumerate(items):
+            pcm[i, : lens[i]] = d["pcm"].to(torch.float32)
+        y, frames = enc(pcm, torch.tensor(lens))
+        return [y[i, : int(frames[i])] for i in range(len(items))]
+
+    def dummy_item(self, kind: str) -> dict:
+        """Smallest valid input of an encoder: ranks without data still run the encoder
+        so that its sharded parameters' collectives happen on every rank."""
+        if kind == "vision":
+            c = self.cfg.vision
+            return {"patches": torch.zeros(4, c.patch_dim), "grid": (2, 2)}
+        c = self.cfg.audio
+        return {"pcm": torch.zeros(c.samples_per_frame * 2)}
+
+    # --- LLM pieces ------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor, codec: torch.Tensor, modality: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
+        """ids [B, T], codec [B, T, 4], modality [P, H] for the P placeholder positions."""
+        pad = self.cfg.llm.pad_token_id
+        codec_pad = self.cfg.audio_pad_id
+        text = self.llm.model.embed_tokens(ids)  # called once: FSDP2 units expect one forward per step
+        e = text * (ids != pad)[..., None]
+        for k in range(NUM_HEADS):
+            e = e + self.audio_embeddings[k](codec[..., k]) * (codec[..., k] != codec_pad)[..., None]
+        only_pad = (ids == pad) & (codec == codec_pad).all(-1)
+        e = torch.where(only_pad[..., None], text, e)
+        n = int(placeholder.sum())
+        if n:
+            if modality is None or modality.shape[0] != n:
+                got = 0 if modality is None else modality.shape[0]
+                raise ValueError(f"{n} placeholder positions but {got} encoder embeddings")
+            b, t = placeholder.nonzero(as_tuple=True)
+            e = e.index_put((b, t), modality.to(e.dtype))
+        return e
+
+    def layer_ids(self) -> list[int]:
+        return [i for i, l in enumerate(self.llm.model.layers) if not isinstance(l, Absent)]
+
+    def run_layers(self, x: torch.Tensor, final_norm: bool) -> torch.Tensor:
+        """The decoder layers this module holds (all, or one pipeline stage's)."""
+        c = self.cfg.llm
+        ctx = build_context(x.shape[0], x.shape[1], c.qk_rope_head_dim, c.rope_theta, x.device)
+        for i in self.layer_ids():
+            x = self.llm.model.layers[i](x, ctx)
+        return self.llm.model.norm(x) if final_norm else x
+
+    def loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """h [B, T, H] after the final norm; labels [B, T, 7] (`mdp.loss.pack_labels`)."""
+        text_logits = self.llm.lm_head(h)
+        audio_lab = labels[..., 2:6]
+        cond = audio_lab.clamp_min(0)  # teacher forcing; ignored positions feed code 0 (never scored)
+        acc, audio_logits = h, []
+        for k in range(NUM_HEADS):
+            audio_logits.append(self.audio_heads[k](acc))
+            if k < NUM_HEADS - 1:
+                acc = acc + self.audio_depth[k](cond[..., k]) * (audio_lab[..., k] != IGNORE)[..., None]
+        return stage1_loss(text_logits, torch.stack(audio_logits, dim=2), labels, counts)
+
+    def moe_layers(self) -> list[nn.Module]:
+        return [self.llm.model.layers[i].mlp for i in self.layer_ids()]
