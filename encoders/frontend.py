@@ -44,10 +44,10 @@ class AudioFrontend(nn.Module):
         # Features are computed in fp32 whatever the encoder's dtype: casting the
         # mel banks or CMVN stats to bf16 would cost ~1% of feature accuracy.
         # So follow `fn`'s device but never its dtype.
-        device = fn(torch.zeros((), dtype=torch.float32)).device
         for m in self.modules():
             for name, buf in m._buffers.items():
                 if buf is not None:
+                    device = fn(torch.zeros((), dtype=torch.float32, device=buf.device)).device
                     m._buffers[name] = buf.to(device)
         return self
 
