@@ -141,15 +141,25 @@ def preprocess_image(image: ImageLike, cfg: VisionConfig) -> VisualUnit:
     return patchify(x[None].expand(cfg.temporal_patch_size, -1, -1, -1), cfg)
 
 
-def preprocess_video(frames: list[ImageLike], cfg: VisionConfig) -> list[VisualUnit]:
+def preprocess_video(
+    frames: list[ImageLike], cfg: VisionConfig, size: tuple[int, int] | None = None
+) -> list[VisualUnit]:
     """Sampled video frames -> one unit per consecutive pair (an odd last frame is
-    repeated). All frames are resized to the size of the first."""
+    repeated). All frames are resized to one size: `size` (pixels, multiples of
+    14 with an even patch-grid width) if given, else `video_frame_size` for this
+    many frames. A live stream that sends a few frames per packet should pass the
+    size it chose for the whole session (e.g. video_frame_size(h, w, expected_frames, cfg))."""
     if not frames:
         raise ValueError("video has no frames")
     rgbs = [to_rgb_array(f) for f in frames]
     if len(rgbs) % 2:
         rgbs.append(rgbs[-1])
-    size = video_frame_size(rgbs[0].shape[0], rgbs[0].shape[1], len(rgbs), cfg)
+    if size is not None:
+        p = cfg.patch_size
+        if size[0] % p or size[1] % (2 * p) or min(size) <= 0:
+            raise ValueError(f"video frame size {size} must be positive multiples of {p} (width of {2 * p})")
+    else:
+        size = video_frame_size(rgbs[0].shape[0], rgbs[0].shape[1], len(rgbs), cfg)
     xs = [_resize_normalize(r, size, cfg) for r in rgbs]
     return [patchify(torch.stack(xs[i : i + 2]), cfg) for i in range(0, len(xs), 2)]
 

@@ -124,3 +124,12 @@ def test_video_units_and_cap_through_the_encoder():
     # a pair of two different frames differs from a still image of its first frame
     still = enc.encode([frames[0]])[0]
     assert still.shape == outs[0].shape and not torch.allclose(still, outs[0])
+
+
+def test_video_with_an_explicit_session_size():
+    cfg = get_flavor("vision", "debug")
+    frames = [np.zeros((480, 640, 3), np.uint8)] * 2
+    (unit,) = preprocess_video(frames, cfg, size=(112, 224))
+    assert unit.grid == (8, 16) and unit.num_tokens == 64
+    with pytest.raises(ValueError, match="video frame size"):
+        preprocess_video(frames, cfg, size=(112, 210))
