@@ -96,6 +96,7 @@ class Engine:
         self.out_rate = model.output_sample_rate
         self.frame_samples = model.codec_frame_samples
         self.thread_id: int | None = None
+        self._barriers: list[Future] = []
 
     # ---- public, any thread ------------------------------------------------
     def start(self) -> "Engine":
@@ -115,6 +116,13 @@ class Engine:
     def submit(self, slot: int, kind: str, *args: Any) -> None:
         self.inbox.put((kind, slot, args))
 
+    def barrier(self) -> Future:
+        """Resolves once every command submitted before it has been carried out
+        (queued packets prefilled); responses may still be decoding."""
+        fut: Future = Future()
+        self.inbox.put(("barrier", None, (fut,)))
+        return fut
+
     # ---- worker thread -----------------------------------------------------
     def _run(self) -> None:
         self.thread_id = threading.get_ident()
@@ -127,6 +135,10 @@ class Engine:
                     self._take(block=not busy)
                     self._prefill_and_control()
                     self._decode()
+                    if self._barriers and not any(s.queue for s in self.slots.values()):
+                        for fut in self._barriers:
+                            fut.set_result(None)
+                        self._barriers = []
                 except Exception as e:  # one bad step must not kill every session
                     log.exception("engine iteration failed")
                     for s in list(self.slots.values()):
@@ -148,6 +160,9 @@ class Engine:
                 continue
             if kind == "open":
                 self._open(*args)
+                continue
+            if kind == "barrier":
+                self._barriers.append(args[0])
                 continue
             s = self.slots.get(slot)
             if s is None or s.closed:

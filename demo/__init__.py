@@ -1,0 +1,1 @@
+"""The Gradio live demo: a thin client of the realtime websocket server."""

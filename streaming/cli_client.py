@@ -1,0 +1,124 @@
+"""`omni client`: stream a spoken question (and a video) to a server in real time.
+
+    omni client --wav question.wav [--video clip.mp4] [--url ws://127.0.0.1:8765/v1/realtime] [--out reply.wav]
+
+The audio is sent in 40 ms pieces at the pace of a microphone, followed by
+silence so the server's VAD can end the turn; video frames (2 FPS, JPEG) go
+out when their time comes. The reply's transcript is printed as it arrives,
+its speech saved as a WAV, and the latency breakdown printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import wave
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wav", required=True, help="spoken question: WAV (or any audio file PyAV reads)")
+    p.add_argument("--video", help="video to stream alongside (frames at 2 FPS; its own audio is ignored)")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/v1/realtime", help="server websocket URL")
+    p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="bearer token (default $OMNI_API_KEY)")
+    p.add_argument("--out", default="reply.wav", help="where to save the spoken reply (default reply.wav)")
+    p.add_argument("--silence", type=float, default=1.5, help="seconds of silence sent after the question")
+    p.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    p.add_argument("--instructions", help="system prompt for the session")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
+
+
+def read_question(path: str) -> np.ndarray:
+    from encoders.media import read_audio
+
+    return read_audio(path, 16000).astype(np.float32)
+
+
+def video_frames(path: str, fps: float = 2.0) -> list[tuple[float, bytes]]:
+    from PIL import Image
+
+    from encoders.media import read_video
+
+    clip = read_video(path, fps=fps, min_frames=1, max_frames=100000, with_audio=False)
+    out = []
+    for t, f in zip(clip.times, clip.frames):
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="JPEG", quality=85)
+        out.append((float(t), buf.getvalue()))
+    return out
+
+
+def save_wav(path: str, samples: np.ndarray, rate: int) -> None:
+    from streaming.protocol import float_to_pcm16_bytes
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(float_to_pcm16_bytes(samples))
+
+
+def breakdown(c, reply, t_speech_end: float | None) -> dict:
+    """Client-side timeline relative to the moment the question's last sample was sent."""
+    def first(kind: str) -> float | None:
+        return next((e["_t"] for e in c.events if e["type"] == kind), None)
+
+    rel = {}
+    if t_speech_end is not None:
+        for name, t in (("speech_stopped", first("input_audio_buffer.speech_stopped")),
+                        ("response_created", reply.t_created), ("first_audio", reply.t_first_audio),
+                        ("response_done", reply.t_done)):
+            if t is not None:
+                rel[f"{name}_after_speech_sent_ms"] = round(1000 * (t - t_speech_end), 1)
+    server = {k: (round(1000 * v, 1) if k.endswith("_s") else v) for k, v in reply.server_metrics.items()}
+    return {"client": rel, "server": server}
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from streaming.client import RealtimeClient
+
+    question = read_question(args.wav)
+    frames = video_frames(args.video) if args.video else []
+    audio = np.concatenate([question, np.zeros(int(16000 * args.silence), np.float32)])
+
+    def show(e: dict) -> None:
+        if e["type"] in ("response.output_audio_transcript.delta", "response.audio_transcript.delta"):
+            print(e["delta"], end="", flush=True)
+        elif e["type"] == "error":
+            print(f"\n[server error] {e['error']['code']}: {e['error']['message']}", file=sys.stderr)
+
+    async with RealtimeClient(args.url, api_key=args.api_key, on_event=show) as c:
+        await c.configure(input_rate=16000, output_rate=24000, instructions=args.instructions)
+        print(f"streaming {len(question) / 16000:.1f} s of speech" + (f" + {len(frames)} frames" if frames else "")
+              + f" to {args.url} ...", flush=True)
+        print("assistant: ", end="", flush=True)
+        await c.stream_audio(audio, 16000, realtime=not args.fast, frames=frames,
+                             speech_end_s=len(question) / 16000)
+        reply = await c.wait_response(timeout=args.timeout)
+        print()
+        wav = reply.waveform()
+        save_wav(args.out, wav, c.out_rate)
+        report = breakdown(c, reply, c.t_speech_sent_end)
+    print(f"status: {reply.status}; reply audio {len(wav) / c.out_rate:.2f} s saved to {args.out}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("latency breakdown (ms):")
+        for side, values in report.items():
+            for k, v in values.items():
+                print(f"  {side:6s} {k:40s} {v}")
+    return 0 if reply.status in ("completed", "incomplete") else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(asyncio.wait_for(_run(args), args.timeout + 60))
+    except (OSError, ConnectionError) as e:
+        print(f"omni client: cannot talk to {args.url}: {e}", file=sys.stderr)
+        return 2

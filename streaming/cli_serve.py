@@ -1,0 +1,67 @@
+"""`omni serve`: run the real-time websocket server.
+
+    omni serve                                   # debug flavor, random weights, 127.0.0.1:8765
+    omni serve --model runs/default --port 8765 --api-key $KEY --max-sessions 8
+
+Clients connect to ws://HOST:PORT/v1/realtime (OpenAI-Realtime-compatible
+events, see docs/protocol.md); Prometheus metrics at http://HOST:PORT/metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="DIR", help="checkpoint directory (OmniModel.save_pretrained layout)")
+    g.add_argument("--flavor", default="debug", help="model flavor when no --model is given (default: debug)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="inference dtype")
+    g.add_argument("--capacity", type=int, default=4096, help="KV-cache tokens per session (default 4096)")
+    g.add_argument("--max-steps", type=int, default=600,
+                   help="decode steps per response, 60 ms of speech each (default 600 = 36 s)")
+    g = p.add_argument_group("network")
+    g.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    g.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    g.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $OMNI_API_KEY, else no key)")
+    g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="browser origin allowed besides loopback ones, e.g. https://demo.example (repeatable)")
+    g.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions = KV-cache slots (default 4)")
+    g.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client message (default 1 MiB)")
+    g.add_argument("--idle-timeout", type=float, default=300.0, help="close sessions silent this long (s)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from streaming.model_loader import load_realtime_model
+    from streaming.server import OmniServer, ServerConfig
+
+    model, desc = load_realtime_model(args.model, args.flavor, args.device, args.dtype, args.max_sessions,
+                                      args.capacity, args.max_steps)
+    cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
+                       max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
+                       idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,
+                       model_name=os.path.basename(args.model.rstrip("/")) if args.model else args.flavor)
+    srv = await OmniServer(model, cfg).start()
+    print(f"omni serve: {desc}", flush=True)
+    print(f"omni serve: listening on {srv.url}  (metrics: http://{args.host}:{srv.port}/metrics)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await srv.close()
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        logging.warning("binding %s without --api-key: anyone who can reach this port can use the model", args.host)
+    return asyncio.run(_serve(args))

@@ -1,0 +1,144 @@
+"""The server on the real model: the `debug` OmniModel behind RealtimeOmni
+(random weights, so replies are babble; every stage is the real code path).
+Real websockets, real silero-vad, espeak-ng speech."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from omni.realtime_api import UserChunk
+from streaming.client import RealtimeClient
+from streaming.engine import Engine
+from streaming.server import OmniServer, ServerConfig
+
+SR = 16000
+MAX_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def omni():
+    from omni.config import get_omni_config
+    from omni.generation import GenerationOptions
+    from omni.model import OmniModel
+    from omni.realtime import RealtimeOmni
+
+    torch.manual_seed(0)
+    model = OmniModel(get_omni_config("debug"))
+    return RealtimeOmni(model, max_slots=3, capacity=1536, options=GenerationOptions(max_new_tokens=MAX_STEPS))
+
+
+def run(coro, timeout: float = 90.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@contextlib.asynccontextmanager
+async def serving(model, **kw):
+    srv = await OmniServer(model, ServerConfig(port=0, max_steps=MAX_STEPS, **kw)).start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(SR * seconds), np.float32)
+
+
+def test_full_turn_then_multi_turn_memory(omni, voice):
+    q1, q2 = voice("What color is the sky?"), voice("And the grass?")
+
+    async def conversation(first: bool):
+        async with serving(omni) as srv, RealtimeClient(srv.url) as c:
+            await c.configure()
+            lengths = []
+            replies = []
+            qs = [q1, q2] if first else [q2]
+            for q in qs:
+                n = len(c.events)
+                await c.stream_audio(np.concatenate([q, silence(0.9)]), SR, realtime=False)
+                replies.append(await c.wait_response(60, start=n))
+                lengths.append(omni.slot_length(0))
+            return replies, lengths, c
+
+    (r1, r2), lengths, c = run(conversation(True))
+    assert r1.status in ("completed", "incomplete") and r2.status in ("completed", "incomplete")
+    assert r1.transcript and len(r1.waveform()) > 0
+    assert r1.server_metrics["steps"] <= MAX_STEPS and r1.server_metrics["audio_seconds"] > 0
+    # audio length matches the codec frames the model produced (60 ms each), resampled to 24 kHz
+    assert len(r1.waveform()) / 24000 == pytest.approx(r1.server_metrics["audio_seconds"], abs=0.25)
+    assert lengths[1] > lengths[0] > 0  # the context keeps growing across turns
+    # the second turn depends on the first: a fresh session asked only q2 answers differently
+    (fresh,), _, _ = run(conversation(False))
+    assert fresh.transcript != r2.transcript or not np.array_equal(fresh.waveform(), r2.waveform())
+
+
+def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
+    """Same packets into two slots; one speculates (decodes 5 steps) and rolls back."""
+    q = voice("Hello there, how are you today?")
+    eng = Engine(omni).start()
+    events: list = []
+    try:
+        a = eng.open(events.append).result(30)
+        b = eng.open(events.append).result(30)
+        pieces = [(0, SR), (SR, SR + 5000), (SR + 5000, len(q))]  # 1 s packet, partial, rest
+        for s in (a, b):
+            for lo, hi in pieces[:2]:
+                eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
+        eng.submit(a, "respond", 1, True, 5)
+        eng.barrier().result(60)
+        deadline = time.time() + 60
+        while not any(e.kind == "done" for e in events) and time.time() < deadline:
+            time.sleep(0.02)
+        assert any(e.kind == "done" for e in events), "the speculative decode did not run"
+        assert omni.slot_length(a) > omni.slot_length(b)  # the reply is in a's cache
+        eng.submit(a, "rollback", 1)
+        for s in (a, b):
+            lo, hi = pieces[2]
+            eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
+        eng.barrier().result(60)
+    finally:
+        eng.stop()
+    la, lb = omni.slot_length(a), omni.slot_length(b)
+    assert la == lb
+    kv = omni.cache.kv
+    assert torch.equal(kv[:, a, :la], kv[:, b, :lb])
+    for s in list(omni._slots):
+        omni.close_slot(s)
+
+
+def test_barge_in_and_two_sessions_isolated(omni, voice):
+    q, stop = voice("Tell me a long story about the sea."), voice("Wait, stop.")
+
+    async def main():
+        async with serving(omni) as srv:
+            async with RealtimeClient(srv.url) as a, RealtimeClient(srv.url) as b:
+                await asyncio.gather(a.configure(), b.configure())
+                await asyncio.gather(a.stream_audio(np.concatenate([q, silence(0.8)]), SR, realtime=False),
+                                     b.stream_audio(np.concatenate([q, silence(0.8)]), SR, realtime=False))
+                # a barges in once its first audio arrives; b listens to the end
+                await a.wait_for(lambda e: e["type"] == "response.output_audio.delta", 60)
+                await a.stream_audio(np.concatenate([stop, silence(0.8)]), SR, realtime=False)
+                ra = await a.wait_response(60)
+                rb = await b.wait_response(60)
+                done_a = [e for e in a.events if e["type"] == "response.done"]
+                while len(done_a) < 2:
+                    await a.wait_for(lambda e: e["type"] == "response.done" and e not in done_a, 60)
+                    done_a = [e for e in a.events if e["type"] == "response.done"]
+            return ra, rb, done_a, srv.metrics.counter("omni_interruptions_total")
+
+    ra, rb, done_a, interruptions = run(main())
+    assert ra.status == "cancelled" and interruptions == 1
+    assert done_a[1]["response"]["status"] in ("completed", "incomplete")  # the interrupting turn was answered
+    assert rb.status in ("completed", "incomplete")
+    # a and b heard the same question in the same batches: a's cut reply is a prefix of b's,
+    # and a's barge-in did not disturb b, which went on to the end
+    assert rb.transcript.startswith(ra.transcript)
+    wa, wb = ra.waveform(), rb.waveform()
+    assert 0 < len(wa) < len(wb)
+    np.testing.assert_allclose(wa, wb[:len(wa)], atol=1e-4)
