@@ -34,7 +34,8 @@ from omni.nn.rope import apply_rope_interleaved
 
 
 class MLA(nn.Module):
-    """One MLA sublayer. `sublayer` is its index in the KV cache (2 per layer)."""
+    """One MLA sublayer. `sublayer` is its index in the KV cache (2 per layer);
+    forward() takes the cache tensor itself, so the index is never read there."""
 
     def __init__(self, cfg: LLMConfig, sublayer: int) -> None:
         super().__init__()
@@ -74,13 +75,15 @@ class MLA(nn.Module):
         k_rope = apply_rope_interleaved(k_rope, ctx.cos, ctx.sin)
         return q_nope, q_rope, torch.cat([c, k_rope], dim=-1)
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: ForwardContext, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, hidden]; kv: this sublayer's cache tensor (ctx.layer_kv) or None."""
         b, t, _ = x.shape
         q_nope, q_rope, latent = self.project(x, ctx)
-        if ctx.cache is not None:
-            ctx.write(self.sublayer, latent)
+        if kv is not None:
+            ctx.write(kv, latent)
         if ctx.absorbed:
-            out = self._absorbed(q_nope, q_rope, ctx)
+            assert kv is not None, "absorbed attention reads the cache"
+            out = self._absorbed(q_nope, q_rope, ctx, kv)
         else:
             out = self._expanded(q_nope, q_rope, latent)
         return self.o_proj(out.reshape(b, t, self.num_heads * self.v_dim))
@@ -95,11 +98,13 @@ class MLA(nn.Module):
         out = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.scale)
         return out.transpose(1, 2)  # [B, T, H, v]
 
-    def _absorbed(self, q_nope: torch.Tensor, q_rope: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+    def _absorbed(
+        self, q_nope: torch.Tensor, q_rope: torch.Tensor, ctx: ForwardContext, kv: torch.Tensor
+    ) -> torch.Tensor:
         w = self.kv_b_proj.weight.view(self.num_heads, self.nope + self.v_dim, self.kv_lora_rank)
         # q . k_nope = q . (W_uk c) = (W_uk^T q) . c: fold W_uk into the query.
         q_lat = torch.einsum("bthn,hnr->bthr", q_nope, w[:, : self.nope])
         q = torch.cat([q_lat, q_rope], dim=-1)
-        o_lat = mqa_attention(q, ctx.read(self.sublayer), self.kv_lora_rank, ctx.mask, self.scale)
+        o_lat = mqa_attention(q, ctx.read(kv), self.kv_lora_rank, ctx.mask, self.scale)
         # softmax(.) (W_uv c) = W_uv (softmax(.) c): apply W_uv after attending.
         return torch.einsum("bthr,hvr->bthv", o_lat, w[:, self.nope :])

@@ -38,25 +38,33 @@ class ForwardContext:
     mask: torch.Tensor | None = None  # [B, T, kv_len] bool
     kv_len: int = 0
 
-    def write(self, sublayer: int, latent: torch.Tensor) -> None:
-        assert self.cache is not None and self.write_pos is not None
+    def layer_kv(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The cache tensors [slots, capacity + 1, D] of one layer's two MLA
+        sublayers. Handed to the layer as arguments (not looked up by an int
+        inside it) so one compiled layer body serves every layer."""
+        if self.cache is None:
+            return None, None
+        return self.cache.kv[2 * layer], self.cache.kv[2 * layer + 1]
+
+    def write(self, kv: torch.Tensor, latent: torch.Tensor) -> None:
+        """Store latent [B, T, D] at this forward's slots / positions of kv."""
+        assert self.write_pos is not None
         b, t = self.write_pos.shape
-        latent = latent.to(self.cache.dtype)
+        latent = latent.to(kv.dtype)
         if self.slot_slice is not None:
             rows = torch.arange(b, device=latent.device)[:, None].expand(b, t)
-            self.cache.kv[sublayer, self.slot_slice].index_put_((rows, self.write_pos), latent)
+            kv[self.slot_slice].index_put_((rows, self.write_pos), latent)
         else:
             assert self.slot_index is not None
             rows = self.slot_index[:, None].expand(b, t)
-            self.cache.kv[sublayer].index_put_((rows, self.write_pos), latent)
+            kv.index_put_((rows, self.write_pos), latent)
 
-    def read(self, sublayer: int) -> torch.Tensor:
+    def read(self, kv: torch.Tensor) -> torch.Tensor:
         """[B, kv_len, D] cache rows of this forward's slots."""
-        assert self.cache is not None
         if self.slot_slice is not None:
-            return self.cache.kv[sublayer, self.slot_slice, : self.kv_len]
+            return kv[self.slot_slice, : self.kv_len]
         assert self.slot_index is not None
-        return self.cache.kv[sublayer, :, : self.kv_len].index_select(0, self.slot_index)
+        return kv[:, : self.kv_len].index_select(0, self.slot_index)
 
 
 def _as_slice(slots: Sequence[int]) -> slice | None:

@@ -36,11 +36,14 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = nn.ModuleList([RMSNorm(cfg.hidden_size, eps) for _ in (0, 1)])
         self.post_attention_layernorm = nn.ModuleList([RMSNorm(cfg.hidden_size, eps) for _ in (0, 1)])
 
-    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        x = x + self.self_attn[0](self.input_layernorm[0](x), ctx)
+    def forward(
+        self, x: torch.Tensor, ctx: ForwardContext, kv0: torch.Tensor | None = None, kv1: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """kv0 / kv1: the cache tensors of the two MLA sublayers (ctx.layer_kv)."""
+        x = x + self.self_attn[0](self.input_layernorm[0](x), ctx, kv0)
         y = self.post_attention_layernorm[0](x)
         pending = self.mlp.start(y)  # shortcut branch starts after the first attention
         x = x + self.mlps[0](y)
-        x = x + self.self_attn[1](self.input_layernorm[1](x), ctx)
+        x = x + self.self_attn[1](self.input_layernorm[1](x), ctx, kv1)
         x = x + self.mlps[1](self.post_attention_layernorm[1](x))
         return x + self.mlp.finish(pending)

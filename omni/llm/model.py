@@ -48,8 +48,8 @@ class LongcatFlashModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, h: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        for layer in self.layers:
-            h = layer(h, ctx)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, ctx, *ctx.layer_kv(i))
         return self.norm(h)
 
 

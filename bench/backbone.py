@@ -1,0 +1,492 @@
+"""Backbone benchmark: ours vs transformers' LongcatFlashForCausalLM, same
+weights, same run, with the hardware floors printed next to each figure.
+
+    python bench/backbone.py                      # a1b flavor, bf16, CUDA
+    python bench/backbone.py --quick --device cpu # tiny dry run of every code path
+
+Measures (median of CUDA-event timings after warm-up):
+* prefill latency, 1 x 2048 and 8 x 512 tokens, into empty cache slots;
+* decode tokens/s at batch 1 and batch 32 with 1k tokens of context, eager,
+  CUDA graph, and torch.compile + CUDA graph;
+* transformers' eager implementation on the same inputs (fewer steps: it is slow);
+* checks first: fp32 logits parity with transformers on the debug flavor (on
+  this device), bf16 agreement on the benchmark flavor, greedy tokens of graph
+  vs eager decode for 128 steps.
+Floors: decode = weight + KV bytes one step must read / measured copy
+bandwidth; prefill = FLOPs / measured bf16 matmul rate. Results: a table on
+stdout, JSON under --out (default bench/results/backbone.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from omni.config import LLMConfig, get_llm_config  # noqa: E402
+from omni.llm import LongcatFlashForCausalLM  # noqa: E402
+from omni.llm.hf_compat import hf_config_dict  # noqa: E402
+from omni.llm.params import count_params  # noqa: E402
+from omni.llm.runner import DecodeRunner, compile_layers  # noqa: E402
+
+T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------- timing
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, dev: torch.device, iters: int, warmup: int = 2) -> float:
+    """Median milliseconds of fn() (CUDA events on GPU, perf_counter on CPU)."""
+    for _ in range(warmup):
+        fn()
+    sync(dev)
+    out = []
+    for _ in range(iters):
+        if dev.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            out.append(a.elapsed_time(b))
+        else:
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(out)
+
+
+def hardware(dev: torch.device, quick: bool) -> dict:
+    info = {"device": str(dev), "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    if dev.type != "cuda":
+        info.update(name=platform.processor() or "cpu", copy_GBps=20.0, matmul_TFLOPs=0.2)
+        return info
+    p = torch.cuda.get_device_properties(dev)
+    info["name"] = f"1x {p.name} {round(p.total_memory / 2**30)}GiB"
+    n = (1 << 28) if not quick else (1 << 20)  # 512 MiB of bf16
+    src = torch.randn(n, device=dev, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), dev, 20, 3)
+    info["copy_GBps"] = 2 * src.numel() * 2 / ms / 1e6
+    m = 8192
+    a = torch.randn(m, m, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(m, m, device=dev, dtype=torch.bfloat16)
+    ms = time_ms(lambda: a @ b, dev, 10, 3)
+    info["matmul_TFLOPs"] = 2 * m**3 / ms / 1e9
+    del src, dst, a, b
+    return info
+
+
+# ----------------------------------------------------------------- floors
+
+
+def decode_floor_tok_s(cfg: LLMConfig, batch: int, context: int, bw_GBps: float, nbytes: int = 2) -> float:
+    """Weights touched by one step of `batch` tokens + their KV reads, over bandwidth."""
+    pc = count_params(cfg)
+    n, z, k = cfg.n_routed_experts, cfg.zero_expert_num, cfg.moe_topk
+    k_eff = k * n / (n + z)
+    touched = n * (1 - (1 - k_eff / n) ** batch) if n else 0.0  # distinct experts per layer
+    weights = nbytes * (pc.dense + pc.per_expert * cfg.num_layers * touched + batch * cfg.hidden_size)
+    kv = batch * context * 2 * cfg.num_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * nbytes
+    step_s = (weights + kv) / (bw_GBps * 1e9)
+    return batch / step_s
+
+
+def prefill_flops(cfg: LLMConfig, batch: int, seq: int) -> float:
+    pc = count_params(cfg)
+    lm_head = cfg.vocab_size * cfg.hidden_size
+    per_token = pc.expected_active(cfg) - lm_head  # logits only for the last token
+    heads, dqk, dv = cfg.num_attention_heads, cfg.qk_head_dim, cfg.v_head_dim
+    attn = 2 * cfg.num_layers * 2 * seq * seq * heads * (dqk + dv) / 2  # causal: half the square
+    return batch * (2 * per_token * seq + attn + 2 * lm_head)
+
+
+# ----------------------------------------------------------------- models
+
+
+def build_ours(cfg: LLMConfig, dev: torch.device, dtype: torch.dtype, seed: int = 0) -> LongcatFlashForCausalLM:
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        m = LongcatFlashForCausalLM(cfg, init=False)
+    m.init_weights(std=cfg.initializer_range)
+    with torch.no_grad():
+        for moe in m.moe_layers():
+            moe.router.e_score_correction_bias.normal_(0, 0.01)
+    return m.to_dtype(dtype).eval()
+
+
+def hf_state_dict_for(hf, ours: LongcatFlashForCausalLM) -> dict:
+    """Our weights in whatever expert layout this transformers version's module uses."""
+    cfg = ours.config
+    n = cfg.n_routed_experts
+    target = hf.state_dict()
+    out = {}
+    for k, t in ours.state_dict().items():
+        if k.endswith("experts.gate_up_proj") or k.endswith("experts.down_proj"):
+            if k in target:  # fused layout (transformers >= 5): pad unused zero-expert rows
+                full = torch.zeros_like(target[k])
+                full[:n] = t
+                out[k] = full
+            else:  # per-expert modules
+                prefix, proj = k.rsplit(".", 1)
+                for e in range(n):
+                    if proj == "gate_up_proj":
+                        g, u = t[e].split(cfg.expert_ffn_hidden_size)
+                        out[f"{prefix}.{e}.gate_proj.weight"], out[f"{prefix}.{e}.up_proj.weight"] = g, u
+                    else:
+                        out[f"{prefix}.{e}.down_proj.weight"] = t[e]
+        else:
+            out[k] = t
+    for k in target:  # zero experts' unused per-expert weights, if any
+        if k not in out:
+            out[k] = torch.zeros_like(target[k])
+    return out
+
+
+def build_hf(ours: LongcatFlashForCausalLM, dev: torch.device, dtype: torch.dtype, attn: str = "sdpa"):
+    from transformers import LongcatFlashConfig, LongcatFlashForCausalLM as HFModel
+
+    conf = {k: v for k, v in hf_config_dict(ours.config).items() if k not in ("architectures", "model_type")}
+    hf_cfg = LongcatFlashConfig(**conf)
+    hf_cfg._attn_implementation = attn
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(dev):
+            hf = HFModel(hf_cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    for mod in hf.modules():  # the reference keeps its router in fp32 too (before loading: no rounding)
+        if type(mod).__name__.endswith("TopkRouter"):
+            mod.float()
+    hf.load_state_dict(hf_state_dict_for(hf, ours), strict=True)
+    return hf.eval()
+
+
+# ----------------------------------------------------------------- phases
+
+
+@torch.no_grad()
+def check_parity_fp32(dev: torch.device) -> dict:
+    cfg = get_llm_config("debug")
+    ours = build_ours(cfg, dev, torch.float32, seed=1)
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(0, 0.08)
+    hf = build_hf(ours, dev, torch.float32, attn="eager")
+    ids = torch.randint(0, cfg.vocab_size, (2, 33), device=dev)
+    d = (ours(ids).logits - hf(ids).logits).abs().max().item()
+    return {"flavor": "debug", "dtype": "float32", "max_abs_logit_diff": d, "ok": d <= 1e-4}
+
+
+@torch.no_grad()
+def prefill_ms(model, cache, batch: int, seq: int, iters: int, dev) -> float:
+    ids = torch.randint(4, model.config.vocab_size, (batch, seq), device=dev)
+    slots = list(range(batch))
+
+    def run():
+        for s in slots:
+            cache.truncate(s, 0)
+        model(ids, cache=cache, slots=slots, logits="last")
+
+    return time_ms(run, dev, iters)
+
+
+@torch.no_grad()
+def hf_prefill_ms(hf, cfg, batch: int, seq: int, iters: int, dev) -> float:
+    ids = torch.randint(4, cfg.vocab_size, (batch, seq), device=dev)
+    return time_ms(lambda: hf(ids, use_cache=True, logits_to_keep=1), dev, iters, warmup=1)
+
+
+@torch.no_grad()
+def fill_context(model, cache, batch: int, context: int, dev, chunk_rows: int = 8) -> torch.Tensor:
+    """Prefill `context` random tokens into slots 0..batch-1; returns the next input tokens [batch]."""
+    last = []
+    for a in range(0, batch, chunk_rows):
+        rows = list(range(a, min(batch, a + chunk_rows)))
+        for s in rows:
+            cache.truncate(s, 0)
+        g = torch.Generator(device="cpu").manual_seed(1234 + a)
+        ids = torch.randint(4, model.config.vocab_size, (len(rows), context), generator=g).to(dev)
+        last.append(model(ids, cache=cache, slots=rows, logits="last").logits[:, 0].argmax(-1))
+    return torch.cat(last)
+
+
+@torch.no_grad()
+def decode_run(runner: DecodeRunner, slots: list[int], tok: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    toks = []
+    for _ in range(steps):
+        logits, _ = runner.step(slots, input_ids=tok)
+        tok = logits.argmax(-1)
+        toks.append(tok)
+    return toks
+
+
+@torch.no_grad()
+def decode_tok_s(model, cache, batch: int, context: int, steps: int, use_graph: bool, dev) -> tuple[float, list]:
+    tok = fill_context(model, cache, batch, context, dev)
+    slots = list(range(batch))
+    runner = DecodeRunner(model, cache, batch, use_graph=use_graph, fixed_slots=slots)
+    decode_run(runner, slots, tok, 3)  # warm-up / capture
+    for s in slots:
+        cache.truncate(s, context)
+    sync(dev)
+    t = time.perf_counter()
+    toks = decode_run(runner, slots, tok, steps)
+    sync(dev)
+    dt = time.perf_counter() - t
+    return batch * steps / dt, [x.tolist() for x in toks]
+
+
+@torch.no_grad()
+def hf_decode_tok_s(hf, cfg, batch: int, context: int, steps: int, dev) -> float:
+    ids = torch.randint(4, cfg.vocab_size, (batch, context), device=dev)
+    out = hf(ids, use_cache=True, logits_to_keep=1)
+    past, tok = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    out = hf(tok, past_key_values=past, use_cache=True)  # warm-up step
+    past, tok = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(steps):
+        out = hf(tok, past_key_values=past, use_cache=True)
+        past, tok = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    sync(dev)
+    return batch * steps / (time.perf_counter() - t)
+
+
+# ----------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--flavor", default="a1b", help="backbone flavor (default a1b)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--context", type=int, default=1024, help="decode context length (default 1024)")
+    p.add_argument("--decode-steps", type=int, default=128, help="timed decode steps, batch 1 (default 128)")
+    p.add_argument("--batch", type=int, default=32, help="large decode batch (default 32)")
+    p.add_argument("--hf-steps", type=int, default=6, help="timed transformers decode steps (default 6)")
+    p.add_argument("--iters", type=int, default=10, help="timed prefill iterations (default 10)")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--budget-s", type=float, default=400, help="skip optional phases past this many seconds")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a dry run of every code path")
+    p.add_argument("--out", default="bench/results/backbone.json", help="JSON output path")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    dev = torch.device(args.device)
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    if args.quick:
+        args.flavor = "debug"
+        args.context, args.decode_steps, args.batch, args.hf_steps, args.iters = 64, 16, 4, 2, 2
+    prefill_shapes = [(1, 2048), (8, 512)] if not args.quick else [(1, 64), (2, 32)]
+    cfg = get_llm_config(args.flavor)
+    res: dict = {"flavor": args.flavor, "dtype": args.dtype, "config": dataclasses.asdict(cfg), "errors": {}}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+    def save():
+        with open(args.out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+    def phase(name, fn, optional=False):
+        if optional and time.perf_counter() - T0 > args.budget_s:
+            log(f"skip {name}: over the {args.budget_s:.0f}s budget")
+            res["errors"][name] = "skipped: time budget"
+            return None
+        log(f"{name} ...")
+        try:
+            out = fn()
+            log(f"{name} done")
+            return out
+        except Exception as e:  # record and go on: one failing phase must not lose the others
+            traceback.print_exc()
+            res["errors"][name] = f"{type(e).__name__}: {e}"
+            return None
+        finally:
+            save()
+
+    hw = phase("hardware", lambda: hardware(dev, args.quick))
+    res["hardware"] = hw
+    bw, fl = hw["copy_GBps"], hw["matmul_TFLOPs"]
+    pc = count_params(cfg)
+    res["params"] = {"total": pc.total, "active_min": pc.active_min, "active_max": pc.active_max,
+                     "expected_active": pc.expected_active(cfg)}
+    if not args.no_hf:
+        res["parity_fp32_debug"] = phase("parity", lambda: check_parity_fp32(dev))
+
+    ours = phase("build ours", lambda: build_ours(cfg, dev, dtype))
+    if ours is None:
+        return 1
+    hf = None if args.no_hf else phase("build transformers", lambda: build_hf(ours, dev, dtype))
+    if hf is not None:
+        def agree():
+            ids = torch.randint(4, cfg.vocab_size, (1, 64), device=dev)
+            with torch.no_grad():
+                a, b = ours(ids).logits.float(), hf(ids).logits.float()
+            return {"max_abs_logit_diff": (a - b).abs().max().item(), "logit_std": b.std().item(),
+                    "argmax_agreement": (a.argmax(-1) == b.argmax(-1)).float().mean().item()}
+        res["bf16_agreement"] = phase("bf16 agreement", agree)
+
+    # --- prefill ---
+    res["prefill"] = []
+    cap = max(s for _, s in prefill_shapes) + 1
+    pcache = ours.new_cache(max(b for b, _ in prefill_shapes), cap)
+    for b, s in prefill_shapes:
+        row = {"batch": b, "seq": s, "floor_ms": prefill_flops(cfg, b, s) / (fl * 1e12) * 1e3}
+        row["ours_ms"] = phase(f"prefill {b}x{s} ours", lambda: prefill_ms(ours, pcache, b, s, args.iters, dev))
+        if hf is not None:
+            row["hf_ms"] = phase(f"prefill {b}x{s} transformers",
+                                 lambda: hf_prefill_ms(hf, cfg, b, s, max(2, args.iters // 3), dev))
+        res["prefill"].append(row)
+    del pcache
+
+    # --- decode ---
+    steps = args.decode_steps
+    res["decode"] = []
+    for b in (1, args.batch):
+        n = steps if b == 1 else max(8, steps // 4)
+        cache = ours.new_cache(b, args.context + n + 8)
+        row = {"batch": b, "context": args.context, "floor_tok_s": decode_floor_tok_s(cfg, b, args.context, bw)}
+        r = phase(f"decode b{b} eager", lambda: decode_tok_s(ours, cache, b, args.context, n, False, dev))
+        if r:
+            row["ours_eager_tok_s"], toks_eager = r
+        if dev.type == "cuda":
+            r = phase(f"decode b{b} graph", lambda: decode_tok_s(ours, cache, b, args.context, n, True, dev))
+            if r:
+                row["ours_graph_tok_s"], toks_graph = r
+                if b == 1 and "ours_eager_tok_s" in row:
+                    res["greedy_graph_vs_eager"] = {"steps": n, "identical": toks_graph == toks_eager}
+        if hf is not None:
+            row["hf_tok_s"] = phase(f"decode b{b} transformers",
+                                    lambda: hf_decode_tok_s(hf, cfg, b, args.context, args.hf_steps, dev), optional=True)
+        res["decode"].append(row)
+        del cache
+    del hf
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+    # --- torch.compile (regional: one compiled layer body) + CUDA graph ---
+    if dev.type == "cuda" and not args.no_compile:
+        if phase("compile layers", lambda: compile_layers(ours), optional=True) is None and "compile layers" not in res["errors"]:
+            for row in res["decode"]:
+                b = row["batch"]
+                n = steps if b == 1 else max(8, steps // 4)
+                cache = ours.new_cache(b, args.context + n + 8)
+                r = phase(f"decode b{b} compiled graph",
+                          lambda: decode_tok_s(ours, cache, b, args.context, n, True, dev), optional=True)
+                if r:
+                    row["ours_compiled_graph_tok_s"], toks_c = r
+                    if b == 1 and "greedy_graph_vs_eager" in res:
+                        same = 0
+                        for x, y in zip(toks_c, toks_eager):
+                            if x != y:
+                                break
+                            same += 1
+                        res["greedy_graph_vs_eager"]["compiled_identical_prefix"] = same
+                del cache
+    save()
+    print_table(res)
+    plot(res, os.path.splitext(args.out)[0] + ".png")
+    return 0
+
+
+def _fmt(x, unit=""):
+    return "-" if x is None else f"{x:,.1f}{unit}"
+
+
+def print_table(res: dict) -> None:
+    hw = res.get("hardware") or {}
+    print(f"\nLongCat-Flash backbone, flavor {res['flavor']}, {res['dtype']}, on {hw.get('name')} "
+          f"(torch {hw.get('torch')}, transformers {hw.get('transformers')}); measured copy "
+          f"{_fmt(hw.get('copy_GBps'))} GB/s, bf16 matmul {_fmt(hw.get('matmul_TFLOPs'))} TFLOP/s")
+    print(f"{'prefill':<16}{'ours ms':>10}{'transformers ms':>17}{'floor ms':>10}{'ours/floor':>12}{'speed-up':>10}")
+    for r in res.get("prefill", []):
+        o, h, f = r.get("ours_ms"), r.get("hf_ms"), r["floor_ms"]
+        print(f"{r['batch']} x {r['seq']:<12}{_fmt(o):>10}{_fmt(h):>17}{_fmt(f):>10}"
+              f"{_fmt(o / f if o else None, 'x'):>12}{_fmt(h / o if o and h else None, 'x'):>10}")
+    print(f"{'decode tok/s':<16}{'eager':>9}{'graph':>9}{'compiled':>10}{'transformers':>14}{'floor':>9}{'best/floor':>12}")
+    for r in res.get("decode", []):
+        best = max([r.get(k) or 0 for k in ("ours_eager_tok_s", "ours_graph_tok_s", "ours_compiled_graph_tok_s")])
+        print(f"b{r['batch']} @ {r['context']:<10}{_fmt(r.get('ours_eager_tok_s')):>9}{_fmt(r.get('ours_graph_tok_s')):>9}"
+              f"{_fmt(r.get('ours_compiled_graph_tok_s')):>10}{_fmt(r.get('hf_tok_s')):>14}{_fmt(r['floor_tok_s']):>9}"
+              f"{_fmt(100 * best / r['floor_tok_s'], '%'):>12}")
+    for k in ("parity_fp32_debug", "bf16_agreement", "greedy_graph_vs_eager"):
+        if res.get(k) is not None:
+            print(f"{k}: {res[k]}")
+    if res.get("errors"):
+        print("errors:", res["errors"])
+
+
+def plot(res: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    labels, ours, hf = [], [], []
+    for r in res.get("prefill", []):
+        if r.get("ours_ms"):
+            labels.append(f"{r['batch']}x{r['seq']}")
+            ours.append(r["floor_ms"] / r["ours_ms"] * 100)
+            hf.append(r["floor_ms"] / r["hf_ms"] * 100 if r.get("hf_ms") else 0)
+    x = range(len(labels))
+    a.bar([i - 0.2 for i in x], ours, 0.4, label="ours")
+    a.bar([i + 0.2 for i in x], hf, 0.4, label="transformers")
+    a.set_xticks(list(x), labels)
+    a.set_ylabel("% of floor (higher is better)")
+    a.set_title("prefill")
+    a.legend()
+    labels, vals = [], {k: [] for k in ("ours_eager_tok_s", "ours_graph_tok_s", "ours_compiled_graph_tok_s", "hf_tok_s")}
+    for r in res.get("decode", []):
+        labels.append(f"batch {r['batch']}")
+        for k in vals:
+            vals[k].append(100 * (r.get(k) or 0) / r["floor_tok_s"])
+    x = range(len(labels))
+    for j, (k, v) in enumerate(vals.items()):
+        b.bar([i - 0.3 + 0.2 * j for i in x], v, 0.2, label=k.replace("_tok_s", ""))
+    b.axhline(50, ls="--", c="gray", lw=1)
+    b.set_xticks(list(x), labels)
+    b.set_title(f"decode @ {res['decode'][0]['context'] if res.get('decode') else '?'} context")
+    b.set_ylabel("% of bandwidth floor")
+    b.legend(fontsize=7)
+    hw = res.get("hardware") or {}
+    fig.suptitle(f"LongCat-Flash {res['flavor']} {res['dtype']} on {hw.get('name')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
