@@ -10,5 +10,5 @@ PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 | tee "$OUT/backbone_gpu_info.txt"
-timeout 120 "$PY" -m pytest -q -x -p no:cacheprovider tests/llm -m "not slow" 2>&1 | tail -15 | tee "$OUT/backbone_tests.txt"
-timeout 540 "$PY" bench/backbone.py --out "$OUT/backbone.json" "$@" 2>&1 | tee "$OUT/backbone_log.txt"
+timeout 60 "$PY" -m pytest -q -x -p no:cacheprovider tests/llm -m "not slow" 2>&1 | tail -15 | tee "$OUT/backbone_tests.txt"
+timeout 380 "$PY" bench/backbone.py --out "$OUT/backbone.json" "$@" 2>&1 | tee "$OUT/backbone_log.txt"
