@@ -77,19 +77,19 @@ def apply_expert_parallel(layer: nn.Module, ep_mesh: DeviceMesh, overlap: bool =
     layer.forward = types.MethodType(_ep_layer_forward, layer)
 
 
-def expert_parameters(module: nn.Module) -> set[nn.Parameter]:
-    """The expert-parallel parameters under `module`."""
-    out: set[nn.Parameter] = set()
+def expert_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The expert-parallel parameters under `module`, in module order (the same on every rank)."""
+    out: list[nn.Parameter] = []
     for m in module.modules():
         if hasattr(m, "_ep"):
-            out.update(m.mlp.experts.parameters())
+            out.extend(m.mlp.experts.parameters())
     return out
 
 
-def sync_expert_grads(params: set[nn.Parameter], dp_rest_group: dist.ProcessGroup | None, divide: int) -> None:
+def sync_expert_grads(params: list[nn.Parameter], dp_rest_group: dist.ProcessGroup | None, divide: int) -> None:
     """Sum expert gradients over the ranks holding the same experts, then divide
     (the trainer scales the loss by dp so that FSDP's mean becomes a sum)."""
-    for p in sorted(params, key=id):
+    for p in params:  # same order on every rank: the all-reduces must pair up
         if p.grad is None:
             continue
         g = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad

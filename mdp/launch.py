@@ -8,6 +8,7 @@ value. An exception on any rank fails the whole call with that rank's traceback.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import traceback
@@ -27,7 +28,9 @@ def _entry(rank: int, world: int, store_path: str, backend: str, fn: Callable, a
     dist.init_process_group(backend, init_method=f"file://{store_path}", rank=rank, world_size=world)
     try:
         out = fn(rank, world, *args)
-        queue.put((rank, "ok", out if rank == 0 else None))
+        buf = io.BytesIO()  # tensors by value: shared-memory handles die with this process
+        torch.save(out if rank == 0 else None, buf)
+        queue.put((rank, "ok", buf.getvalue()))
     except BaseException:  # report, then let the others time out on their own
         queue.put((rank, "error", traceback.format_exc()))
         raise
@@ -65,4 +68,4 @@ def spawn(fn: Callable, world_size: int, *args: Any, backend: str = "gloo") -> A
     if errors:
         r = min(errors)
         raise RuntimeError(f"rank {r} of {world_size} failed:\n{errors[r]}")
-    return results[0][1]
+    return torch.load(io.BytesIO(results[0][1]), weights_only=False)

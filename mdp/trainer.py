@@ -131,14 +131,15 @@ class Trainer:
             heads = [model.llm.model.embed_tokens, model.llm.model.norm, model.llm.lm_head,
                      *model.audio_embeddings, *model.audio_heads, *model.audio_depth]
             units = layers + [m for m in heads if any(True for _ in m.parameters())]
-            parallelize_llm(units, self.meshes.dp, self.expert_params,
+            parallelize_llm(units, self.meshes.dp, set(self.expert_params),
                             reshard_after_forward=r.fsdp_reshard_after_forward)
         self.model = model
 
         enc_params = {p for p in model.encoders.parameters()}
+        expert_set = set(self.expert_params)
         groups = {"encoders": [], "llm": [], "experts": []}
         for p in model.parameters():
-            key = "experts" if p in self.expert_params else "encoders" if p in enc_params else "llm"
+            key = "experts" if p in expert_set else "encoders" if p in enc_params else "llm"
             groups[key].append(p)
         self.param_groups = groups
         self.optimizer = torch.optim.AdamW(

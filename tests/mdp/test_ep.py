@@ -56,7 +56,7 @@ def _run(rank: int, world: int) -> dict:
         grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad.clone()) for n, p in layer.named_parameters()}
         # dense grads: each rank has its own tokens' part; sum them like data parallelism would
         for n, p in layer.named_parameters():
-            if p not in expert_parameters(layer):
+            if all(p is not q for q in expert_parameters(layer)):
                 dist.all_reduce(grads[n])
         outs = [torch.empty_like(out) for _ in range(world)]
         dist.all_gather(outs, out.detach().contiguous())
