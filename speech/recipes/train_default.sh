@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# How the shipped default codec (speech/pretrained/default) was trained: one GPU, a
+# fixed time budget, then the batched-streams GPU speed benchmark on the result.
+#
+#   1. here (needs espeak-ng + sox): ~16 min of random sentences, 48 training voices
+#        omni train-codec --generate-minutes 16 --data .codec_data/train_wavs \
+#            --pack .codec_data/train.npz --generate-only
+#   2. on the GPU machine (no espeak-ng there; the .npz travels):
+#        BUDGET=300 OUT=results bash speech/recipes/train_default.sh
+#   3. back here: cat ckpt.pt.part-* > ckpt.pt, then
+#        python -c "from speech.train import export_checkpoint as e; e('ckpt.pt', 'speech/pretrained/default')"
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY=${PY:-python}
+RUN=${RUN:-/tmp/codec_run}
+OUT=${OUT:?set OUT to the folder that receives the results}
+DEVICE=${DEVICE:-cuda}
+FLAVOR=${FLAVOR:-default}
+mkdir -p "$OUT" "$RUN"
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
+$PY -m omni.cli train-codec --data "${DATA:-.codec_data/train.npz}" --out "$RUN" --flavor "$FLAVOR" \
+    --steps 0 --time-budget "${BUDGET:-300}" --batch-size "${BATCH:-48}" --segment-seconds 1.92 \
+    --device "$DEVICE" --adv-start 0.45 --log-every 25 --ckpt-seconds 120 --no-progress 2>&1 | tee "$OUT/train.txt"
+STREAMS=${STREAMS:-32}
+$PY bench/codec_speed.py --codec "$RUN/codec" --device "$DEVICE" --streams "$STREAMS" --seconds 10 \
+    --out "$OUT/codec_speed_gpu.json" 2>&1 | tee -a "$OUT/train.txt"
+cp "$RUN/log.csv" "$RUN/codec/config.json" "$OUT/"
+# results come back in files of at most 16 MB: split the resumable checkpoint
+split -b 15M "$RUN/ckpt.pt" "$OUT/ckpt.pt.part-"
+ls -la "$OUT"
