@@ -18,7 +18,32 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 NOISE_KINDS: tuple[str, ...] = ("none", "white", "pink", "brown", "hum", "babble")
+NOISE_PROBS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.15, 0.15, 0.25)  # aligned with NOISE_KINDS
+SNR_RANGE_DB = (8.0, 30.0)
+LEAD_RANGE_S = (0.1, 0.5)  # silence before the question
+TAIL_RANGE_S = (0.3, 0.7)  # silence after it (endpointing needs some)
+GAIN_RANGE_DB = (-6.0, 3.0)
 _MU = 255.0
+
+
+def random_noise_params(rng: np.random.Generator) -> dict:
+    """One draw of the microphone conditions (the same law on disk and in GPU-side augmentation)."""
+    return {
+        "kind": str(rng.choice(NOISE_KINDS, p=NOISE_PROBS)),
+        "snr_db": round(float(rng.uniform(*SNR_RANGE_DB)), 1),
+        "lead_s": round(float(rng.uniform(*LEAD_RANGE_S)), 2),
+        "tail_s": round(float(rng.uniform(*TAIL_RANGE_S)), 2),
+        "gain_db": round(float(rng.uniform(*GAIN_RANGE_DB)), 1),
+    }
+
+
+def change_speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (tempo and pitch together, like sox `speed`), linear interpolation."""
+    if factor <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    n_out = max(1, int(round(len(x) / factor)))
+    pos = np.arange(n_out, dtype=np.float64) * factor
+    return np.interp(pos, np.arange(len(x)), x.astype(np.float32)).astype(np.float32)
 
 
 def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
@@ -133,7 +158,7 @@ def augment(
     babble_sources: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Clean float speech -> what a microphone hears: silence padding, noise, gain, no clipping."""
-    pad = np.zeros(int(lead_s * SAMPLE_RATE), np.float32), np.zeros(int(tail_s * SAMPLE_RATE), np.float32)
+    pad = np.zeros(int(round(lead_s * SAMPLE_RATE)), np.float32), np.zeros(int(round(tail_s * SAMPLE_RATE)), np.float32)
     x = np.concatenate([pad[0], speech.astype(np.float32), pad[1]])
     x = mix_at_snr(x, make_noise(noise_kind, len(x), rng, babble_sources), snr_db)
     x *= 10 ** (gain_db / 20.0)

@@ -90,8 +90,16 @@ def sample_record(s: Sample, media: dict[str, str | None]) -> dict:
     }
 
 
-def build_split(out_dir: str | Path, plan: Plan, workers: int = 2, progress: bool = True) -> dict:
-    """Write every file of `plan` under out_dir; returns the info dict (also in info.json)."""
+def build_split(
+    out_dir: str | Path, plan: Plan, workers: int = 2, progress: bool = True, still_videos: bool | None = None
+) -> dict:
+    """Write every file of `plan` under out_dir; returns the info dict (also in info.json).
+
+    still_videos: write a still clip per image scene for streaming clients
+    (default: for the held-out split only, the one `omni client` replays).
+    """
+    if still_videos is None:
+        still_videos = plan.split == "heldout"
     check_tools()
     out = Path(out_dir)
     for sub in ("media", "audio/clips", "audio/questions", "audio/answers"):
@@ -104,7 +112,7 @@ def build_split(out_dir: str | Path, plan: Plan, workers: int = 2, progress: boo
     scenes = [s for s in plan.scenes if s.scene_id in used]
 
     def media_of(scene):
-        return scene.scene_id, _scene_media(scene, out / "media")
+        return scene.scene_id, _scene_media(scene, out / "media", still_videos)
 
     media = dict(_parallel(media_of, scenes, workers, f"{plan.split}: scenes", progress))
     timings["render_s"] = time.perf_counter() - t0
@@ -170,15 +178,16 @@ def noisy_question(sample: Sample, bank: dict[str, np.ndarray], bank_ids: list[s
     return augment(bank[sample.clip_id], rng, n.kind, n.snr_db, n.lead_s, n.tail_s, n.gain_db, others)
 
 
-def _scene_media(scene, media_dir: Path) -> dict[str, str | None]:
+def _scene_media(scene, media_dir: Path, still_video: bool) -> dict[str, str | None]:
     # Existing media are kept (resume); the names are fixed by the scene id.
+    sid = scene.scene_id
     if scene.kind == "video":
-        if (media_dir / f"{scene.scene_id}.mp4").exists():
-            return {"image": None, "video": f"media/{scene.scene_id}.mp4", "stream_video": f"media/{scene.scene_id}.mp4"}
-    elif (media_dir / f"{scene.scene_id}.still.mp4").exists() and (media_dir / f"{scene.scene_id}.png").exists():
-        png = f"media/{scene.scene_id}.png"
-        return {"image": png, "video": None, "stream_video": f"media/{scene.scene_id}.still.mp4"}
-    return write_scene_media(scene, media_dir)
+        if (media_dir / f"{sid}.mp4").exists():
+            return {"image": None, "video": f"media/{sid}.mp4", "stream_video": f"media/{sid}.mp4"}
+    elif (media_dir / f"{sid}.png").exists() and (not still_video or (media_dir / f"{sid}.still.mp4").exists()):
+        still = f"media/{sid}.still.mp4" if still_video else None
+        return {"image": f"media/{sid}.png", "video": None, "stream_video": still}
+    return write_scene_media(scene, media_dir, still_video)
 
 
 def _count_by(records: list[dict], key: str) -> dict[str, int]:

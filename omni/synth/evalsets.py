@@ -15,12 +15,15 @@
 `spoken_qa.jsonl` (VoiceBench style; every family, speech tasks included):
 
     {"id": ..., "audio": "audio/questions/heldout-000012.wav",
-     "prompt": "how many red circles do you see", "reference": "one",
-     "accept": ["one", "1"], "scoring": "exact_match", "category": "counting",
+     "transcript": "how many red circles do you see", "reference": "one",
+     "accept": ["one", "1"], "rule": "exact", "category": "counting",
      "image": ... | null, "video": ... | null, "stream_video": ... | null}
 
-    scoring "exact_match": correct when the normalized reply (lower case, letters,
-    digits and single spaces: `questions.normalize_answer`) equals one of `accept`.
+    The question is only spoken: `transcript` is for people and recognizers, not a
+    text prompt (`omni eval` sends a "prompt" field as text next to the audio).
+    rule "exact" (the `omni eval` rule names: mcq / exact / refusal): correct when
+    the normalized reply equals the reference; `accept` lists the spellings a
+    grader may also take ("1" for "one", "the left" for "left").
 
 Paths are relative to the JSONL file's directory.
 """
@@ -35,7 +38,7 @@ from .questions import VISUAL_FAMILIES
 AV_MCQ_FILE = "av_mcq.jsonl"
 SPOKEN_QA_FILE = "spoken_qa.jsonl"
 AV_MCQ_KEYS = ("id", "question", "options", "answer", "category")
-SPOKEN_QA_KEYS = ("id", "audio", "prompt", "reference", "accept", "scoring", "category")
+SPOKEN_QA_KEYS = ("id", "audio", "transcript", "reference", "accept", "rule", "category")
 
 
 def av_mcq_record(r: dict) -> dict:
@@ -58,10 +61,10 @@ def spoken_qa_record(r: dict) -> dict:
     return {
         "id": r["id"],
         "audio": r["question_audio"],
-        "prompt": r["question_text"],
+        "transcript": r["question_text"],
         "reference": r["answer_text"],
         "accept": r["accept"],
-        "scoring": "exact_match",
+        "rule": "exact",
         "category": r["family"],
         "sub_category": r["kind"],
         "image": r["image"],

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import NOISE_KINDS
+from .audio import random_noise_params
 from .questions import Question, make_question, speech_query, visual_queries
 from .voices import Voice, sample_voice
 from .world import Scene, rng_for, sample_scene
@@ -32,8 +32,6 @@ KIND_WEIGHTS: dict[tuple[str, str], float] = {
     ("motion", "what"): 1.5,
     ("motion", "which_way"): 1.5,
 }
-NOISE_PROBS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.15, 0.15, 0.25)  # aligned with NOISE_KINDS
-SNR_RANGE_DB = (8.0, 30.0)
 ZERO_COUNT_PROB = 0.2  # share of counting questions whose answer is "zero"
 
 
@@ -94,14 +92,7 @@ def clip_for(seed: int, split: str, text: str, k: int) -> Clip:
 
 def _noise(seed: int, split: str, index: int) -> Noise:
     rng = rng_for(seed, "noise", split, index)
-    return Noise(
-        kind=str(rng.choice(NOISE_KINDS, p=NOISE_PROBS)),
-        snr_db=round(float(rng.uniform(*SNR_RANGE_DB)), 1),
-        lead_s=round(float(rng.uniform(0.1, 0.5)), 2),
-        tail_s=round(float(rng.uniform(0.3, 0.7)), 2),
-        gain_db=round(float(rng.uniform(-6.0, 3.0)), 1),
-        seed=int(rng.integers(2**31)),
-    )
+    return Noise(**random_noise_params(rng), seed=int(rng.integers(2**31)))
 
 
 def _scene_questions(scene: Scene, split: str, n: int, rng: np.random.Generator) -> list[Question]:

@@ -290,3 +290,34 @@ def answer_space() -> list[str]:
     out += ["nothing"] + [f"{c} {s}" for c in COLOR_NAMES for s in SHAPES]
     out += [a for a, _, _ in GREETINGS.values()] + all_phrases()
     return list(dict.fromkeys(out))
+
+
+def all_queries() -> dict[tuple[str, str], list[dict]]:
+    """Every query the world can ask, scene-independent, grouped by (family, kind)."""
+    refs = [{"color": c, "shape": s} for c in COLOR_NAMES for s in SHAPES]
+    refs += [{"shape": s} for s in SHAPES] + [{"color": c} for c in COLOR_NAMES]
+    counts = [{"type": "count"}] + [{"type": "count", "shape": s} for s in SHAPES]
+    counts += [{"type": "count", "color": c} for c in COLOR_NAMES]
+    counts += [{"type": "count", "color": c, "shape": s} for c in COLOR_NAMES for s in SHAPES]
+    return {
+        ("counting", "count"): counts,
+        ("attribute", "color"): [{"type": "color_of", "ref": {"shape": s}} for s in SHAPES]
+        + [{"type": "color_of", "ref": {"slot": p}} for p in POSITIONS],
+        ("attribute", "shape"): [{"type": "shape_of", "ref": {"color": c}} for c in COLOR_NAMES],
+        ("position", "where"): [{"type": "where", "ref": r} for r in refs],
+        ("motion", "what"): [{"type": "what_moving"}],
+        ("motion", "which_way"): [{"type": "which_way", "ref": r} for r in refs],
+        ("repeat", "repeat"): [{"type": "repeat", "phrase": p} for p in all_phrases()],
+    }
+
+
+def all_question_texts(split: str) -> list[str]:
+    """Every question text `split` can contain (its wordings x every query), in a fixed order."""
+    out: list[str] = []
+    for key, queries in all_queries().items():
+        for q in queries:
+            if q["type"] == "repeat" and phrase_split(q["phrase"]) != split:
+                continue
+            out += [t.format(x=query_phrase(q)) for t in TEMPLATES[key][split]]
+    out += [w for _, tr, ho in GREETINGS.values() for w in (tr if split == "train" else ho)]
+    return list(dict.fromkeys(out))

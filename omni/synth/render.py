@@ -1,6 +1,6 @@
 """Rendering scenes to pixels (numpy + PIL) and writing them as PNG / H.264 MP4 (av).
 
-Frames are drawn at 3x the target size and box-filtered down, which anti-aliases
+Frames are drawn at 2x the target size and box-filtered down, which anti-aliases
 the edges without any dependency beyond PIL. Rendering is a pure function of the
 scene record, the time and the size, so the GPU-side pack and the files on disk
 show the same world.
@@ -20,7 +20,7 @@ from .world import COLORS, Scene, SceneObject
 FILE_SIZE = 224  # side of PNG / MP4 frames (a multiple of 14 and of 112)
 VIDEO_FPS = 10  # frame rate of the MP4 files
 STILL_VIDEO_SECONDS = 6.0  # length of the still clip written for image scenes (camera feed)
-_SUPERSAMPLE = 3
+_SUPERSAMPLE = 2
 
 
 def _polygon(obj: SceneObject, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -89,7 +89,7 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: int = VIDEO_FPS) -> Non
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         # One thread and fixed options: the same frames always give the same bytes.
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        stream.options = {"crf": "18", "preset": "superfast", "threads": "1"}
         stream.thread_count = 1
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
@@ -110,8 +110,12 @@ def read_mp4(path: str | Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def write_scene_media(scene: Scene, media_dir: Path) -> dict[str, str | None]:
-    """Write a scene's files; returns paths relative to the data root ("media/...")."""
+def write_scene_media(scene: Scene, media_dir: Path, still_video: bool = True) -> dict[str, str | None]:
+    """Write a scene's files; returns paths relative to the data root ("media/...").
+
+    still_video: for image scenes, also write the still held as a clip
+    (`stream_video`), what a camera streams to `omni serve`.
+    """
     media_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, str | None] = {"image": None, "video": None, "stream_video": None}
     if scene.kind == "video":
@@ -122,6 +126,8 @@ def write_scene_media(scene: Scene, media_dir: Path) -> dict[str, str | None]:
         frame = render_frame(scene, 0.0, FILE_SIZE)
         write_png(frame, media_dir / f"{scene.scene_id}.png")
         out["image"] = f"media/{scene.scene_id}.png"
+        if not still_video:
+            return out
         # What a camera pointed at the still scene would stream (for `omni client`).
         n = int(STILL_VIDEO_SECONDS * VIDEO_FPS)
         write_mp4(np.repeat(frame[None], n, axis=0), media_dir / f"{scene.scene_id}.still.mp4")

@@ -6,7 +6,9 @@ speakers are unseen speakers; speed and pitch are drawn per clip on top.
 The assistant speaks with one fixed voice that no user has.
 
 espeak-ng writes 22.05 kHz WAV; sox converts it to 16 kHz mono 16-bit, the rate
-of the audio encoder and the codec.
+of the audio encoder and the codec. espeak-ng is deterministic; sox dithers with
+a random seed unless run with -R (repeatable), which it is here, so the same
+text and voice always give the same samples.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     if raw.returncode != 0 or not raw.stdout:
         raise RuntimeError(f"espeak-ng failed for voice {voice.name!r}: {raw.stderr.decode(errors='replace')}")
     conv = subprocess.run(
-        ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"],
+        ["sox", "-R", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"],
         input=raw.stdout,
         capture_output=True,
         check=False,

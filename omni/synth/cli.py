@@ -1,0 +1,191 @@
+"""`omni data`: generate the synthetic audio-visual world (train / held-out splits,
+eval-format sets, tokenizer corpus, GPU training packs, answer codec tokens).
+
+    omni data default --out runs/data            # everything the default model needs
+    omni data build --split heldout --out runs/data/heldout --scenes 200 --eval-sets
+    omni data pack --data runs/data/train --out runs/data/train.pack.npz --max-mb 30
+    omni data validate --data runs/data/heldout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# Sizes of the default model's data (README "default model" explains the choice).
+DEFAULTS = {
+    "train": {"scenes": 3000, "renderings": 2},
+    "heldout": {"scenes": 200, "renderings": 4},
+}
+QUESTIONS_PER_SCENE = 3
+SPEECH_RATIO = 0.2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = __doc__
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("default", help="write train + held-out splits, eval sets, corpus and packs")
+    p.add_argument("--out", default="runs/data", help="output root (default: runs/data)")
+    p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    p.add_argument("--train-scenes", type=int, default=DEFAULTS["train"]["scenes"], help="train scenes (default 3000)")
+    p.add_argument("--heldout-scenes", type=int, default=DEFAULTS["heldout"]["scenes"], help="held-out scenes (default 200)")
+    p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the train pack in MB (default 30)")
+    p.add_argument("--codec", default=None, help="codec directory for answer tokens (default: the shipped codec, if any)")
+    _common(p)
+
+    p = sub.add_parser("build", help="write one split: media, spoken questions/answers, manifest")
+    p.add_argument("--split", choices=("train", "heldout"), required=True, help="which split")
+    p.add_argument("--out", required=True, help="split directory to write")
+    p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
+    p.add_argument("--scenes", type=int, default=None, help="scenes (default: 3000 train, 200 held-out)")
+    p.add_argument("--questions-per-scene", type=int, default=QUESTIONS_PER_SCENE, help="visual questions per scene (3)")
+    p.add_argument("--speech-ratio", type=float, default=SPEECH_RATIO, help="speech-task samples per visual one (0.2)")
+    p.add_argument("--renderings", type=int, default=None, help="spoken renderings per question text (2 train, 4 held-out)")
+    p.add_argument("--video-fraction", type=float, default=0.4, help="share of video scenes (0.4)")
+    p.add_argument("--eval-sets", action="store_true", help="also write av_mcq.jsonl and spoken_qa.jsonl")
+    _common(p)
+
+    p = sub.add_parser("eval-sets", help="write av_mcq.jsonl + spoken_qa.jsonl (omni eval formats) for a split")
+    p.add_argument("--data", required=True, help="split directory (holds manifest.jsonl)")
+
+    p = sub.add_parser("corpus", help="write the tokenizer text corpus (one string per line)")
+    p.add_argument("--out", required=True, help="output text file")
+    p.add_argument("--include-heldout", action="store_true", help="also include held-out wordings")
+
+    p = sub.add_parser("pack", help="pack a split into one compact .npz for GPU training")
+    p.add_argument("--data", required=True, help="split directory")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
+    p.add_argument("--fps", type=float, default=2.0, help="video frames per second in the pack (default 2)")
+    p.add_argument("--max-mb", type=float, default=30.0, help="size budget in MB; 0 = no limit (default 30)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("codes", help="tokenize the assistant's spoken answers with the project's codec")
+    p.add_argument("--data", required=True, help="split directory")
+    p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("validate", help="check a split: schema, files, decodability, answers vs scenes")
+    p.add_argument("--data", required=True, help="split directory")
+    p.add_argument("--no-decode", action="store_true", help="skip decoding every image/video (faster)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=2, help="parallel workers for synthesis/rendering (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _build(out: Path, split: str, seed: int, scenes: int, renderings: int, args, eval_sets: bool) -> dict:
+    from .build import build_split
+    from .evalsets import write_eval_sets
+    from .plan import build_plan
+
+    t0 = time.perf_counter()
+    plan = build_plan(
+        seed,
+        split,
+        scenes,
+        questions_per_scene=getattr(args, "questions_per_scene", QUESTIONS_PER_SCENE),
+        speech_ratio=getattr(args, "speech_ratio", SPEECH_RATIO),
+        renderings_per_text=renderings,
+        video_fraction=getattr(args, "video_fraction", 0.4),
+    )
+    info = build_split(out, plan, workers=args.workers, progress=not args.no_progress)
+    if eval_sets:
+        info["eval_sets"] = write_eval_sets(out)
+    info["wall_s"] = round(time.perf_counter() - t0, 1)
+    (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _print_info(name: str, info: dict) -> None:
+    print(f"{name}: {info['num_samples']} samples from {info['num_scenes']} scenes, {info['num_clips']} question clips "
+          f"({info['audio_seconds']} s), {info['num_answers']} answers, {info.get('wall_s', '?')} s")
+    print("  families: " + ", ".join(f"{k} {v}" for k, v in info["families"].items()))
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"omni data {args.data_command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
+    cmd = args.data_command
+    if cmd == "build":
+        split = args.split
+        scenes = args.scenes or DEFAULTS[split]["scenes"]
+        renderings = args.renderings or DEFAULTS[split]["renderings"]
+        _print_info(split, _build(Path(args.out), split, args.seed, scenes, renderings, args, args.eval_sets))
+        return 0
+    if cmd == "eval-sets":
+        from .evalsets import write_eval_sets
+
+        print(json.dumps(write_eval_sets(args.data)))
+        return 0
+    if cmd == "corpus":
+        from .corpus import write_corpus
+
+        print(f"{write_corpus(args.out, args.include_heldout)} lines -> {args.out}")
+        return 0
+    if cmd == "pack":
+        from .packing import write_pack
+
+        s = write_pack(args.data, args.out, args.size, args.fps, args.max_mb or None, not args.no_progress)
+        print(json.dumps(s))
+        return 0
+    if cmd == "codes":
+        from .codes import encode_answers, load_codec
+
+        print(json.dumps(encode_answers(args.data, load_codec(args.codec), not args.no_progress)))
+        return 0
+    if cmd == "validate":
+        from .validate import validate_split
+
+        problems = validate_split(args.data, decode=not args.no_decode)
+        for p in problems:
+            print(p)
+        print(f"{args.data}: {'OK' if not problems else f'{len(problems)} problems'}")
+        return 0 if not problems else 1
+    if cmd == "default":
+        return _default(args)
+    raise ValueError(f"unknown action {cmd!r}")
+
+
+def _default(args: argparse.Namespace) -> int:
+    from .codes import codec_available, encode_answers, load_codec
+    from .corpus import write_corpus
+    from .packing import write_pack
+
+    root = Path(args.out)
+    summary: dict = {}
+    for split, scenes in (("train", args.train_scenes), ("heldout", args.heldout_scenes)):
+        info = _build(root / split, split, args.seed, scenes, DEFAULTS[split]["renderings"], args, split == "heldout")
+        _print_info(split, info)
+        summary[split] = info
+    codec = None
+    if codec_available():
+        try:
+            codec = load_codec(args.codec)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"answer codec tokens skipped: {exc}")
+    else:
+        print("answer codec tokens skipped: speech.Codec is not available")
+    if codec is not None:
+        for split in ("train", "heldout"):
+            summary[f"{split}_codes"] = encode_answers(root / split, codec, not args.no_progress)
+    print(f"corpus: {write_corpus(root / 'corpus.txt')} lines -> {root / 'corpus.txt'}")
+    for split, budget in (("train", args.max_mb), ("heldout", None)):
+        s = write_pack(root / split, root / f"{split}.pack.npz", max_mb=budget, progress=not args.no_progress)
+        print(f"{split} pack: {s['size_mb']} MB, {s['samples']} samples, {s['clips_stored']} clips "
+              f"({s['clips_dropped']} dropped for size), codec tokens: {s['answer_codes']}")
+        summary[f"{split}_pack"] = s
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
