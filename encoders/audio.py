@@ -8,9 +8,12 @@ PCM -> fbank/CMVN/splice -> DFSMN -> projector, whole or chunk by chunk.
         frames = enc.step(chunk, state)         # [B, m, out_dim], m >= 0
     frames = enc.flush(state)                   # the tail; state.reset() to reuse
 
-Chunked output equals the full pass (fp32 tolerance). Rows of one state advance
-together (one chunk length per call): keep one state per session, or batch
-sessions whose streams are aligned. Encoder frame j (the 80 ms slot starting at
+Rows of one state are batch slots: `step` feeds all rows the same number of
+samples; `step_rows` feeds each row its own chunk (any lengths, rows at any
+stream positions), `state.reset_rows([r])` starts slot r over and
+`flush_row(state, r)` ends one slot's stream while the others go on.
+
+Chunked output equals the full pass (fp32 tolerance). Encoder frame j (the 80 ms slot starting at
 sample 1280 j) is emitted as soon as `samples_needed(j)` samples have arrived:
 its fbank window and splice context (15 ms past the slot) plus one frame of
 look-ahead in each of the last `num_right_layers` FSMN layers (6 x 80 ms), i.e.
@@ -28,6 +31,7 @@ from torch import nn
 
 from encoders.frontend import AudioFrontend, FrontendState
 from encoders.fsmn import DFSMNEncoder, FSMNStreamState
+from encoders.ragged import pad_rows
 from omni.config import AudioEncoderConfig
 from omni.nn import StreamingModule, StreamingState
 
@@ -62,15 +66,32 @@ class AudioProjector(nn.Sequential):
 
 @dataclasses.dataclass
 class AudioStreamState(StreamingState):
+    """Everything carried between chunks for B streams (rows)."""
+
     frontend: FrontendState
     encoder: FSMNStreamState
-    num_samples: int = 0
-    num_frames: int = 0  # encoder frames emitted so far
+    num_samples: list[int]  # per row: samples fed so far
+    num_frames: list[int]  # per row: encoder frames emitted so far
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.num_samples)
 
     def reset(self) -> None:
-        self.frontend.reset()
-        self.encoder.reset()
-        self.num_samples = self.num_frames = 0
+        self.reset_rows(range(self.batch_size))
+
+    def reset_rows(self, rows) -> None:
+        """Start the given rows (batch slots) over as new streams; others go on."""
+        rows = list(rows)
+        self.frontend.reset_rows(rows)
+        self.encoder.reset_rows(rows)
+        for r in rows:
+            self.num_samples[r] = self.num_frames[r] = 0
+
+    def select(self, row: int) -> "AudioStreamState":
+        """A batch-1 copy of one row's state."""
+        return AudioStreamState(self.frontend.select(row), self.encoder.select(row),
+                                [self.num_samples[row]], [self.num_frames[row]])
 
 
 class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
@@ -137,26 +158,69 @@ class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
         return AudioStreamState(
             frontend=self.frontend.init_state(batch_size, device),
             encoder=self.encoder.init_state(batch_size, device, self.dtype),
+            num_samples=[0] * batch_size,
+            num_frames=[0] * batch_size,
         )
 
     def step(self, pcm, state: AudioStreamState) -> torch.Tensor:
-        """New samples [B, n] (or [n] for B = 1) -> projected frames [B, m, out_dim]."""
+        """New samples [B, n] (or [n] for B = 1), the same count for every row ->
+        projected frames [B, m, out_dim] (m may be 0)."""
         x = self._pcm(pcm)
-        b = state.frontend.pcm.shape[0]
-        if x.shape[0] != b:
-            raise ValueError(f"chunk has batch {x.shape[0]} but the state was made for {b}")
-        state.num_samples += x.shape[1]
-        feats = self.frontend.step(x, state.frontend)
-        return self._finish(self.encoder.step(feats.to(self.dtype), state.encoder), state)
+        if x.shape[0] != state.batch_size:
+            raise ValueError(f"chunk has batch {x.shape[0]} but the state was made for {state.batch_size}")
+        return self._uniform(self._step(x, [x.shape[1]] * x.shape[0], state), "step")
+
+    def step_rows(self, chunks, state: AudioStreamState) -> list[torch.Tensor]:
+        """One chunk per row, of any (possibly zero) lengths -> per row [m_r, out_dim].
+        Rows may be at different stream positions (e.g. after `state.reset_rows`)."""
+        if len(chunks) != state.batch_size:
+            raise ValueError(f"got {len(chunks)} chunks but the state was made for {state.batch_size} rows")
+        rows = [self._pcm(c)[0] for c in chunks]
+        x, lens = pad_rows(rows)
+        return self._split(self._step(x, lens, state))
 
     def flush(self, state: AudioStreamState) -> torch.Tensor:
-        """End of stream: every frame not yet emitted."""
-        feats = self.frontend.flush(state.frontend)
-        return self._finish(self.encoder.flush(state.encoder, feats.to(self.dtype)), state)
+        """End of stream of every row: the frames not yet emitted, [B, m, out_dim]."""
+        return self._uniform(self._flush(state), "flush")
 
-    def _finish(self, hidden: torch.Tensor, state: AudioStreamState) -> torch.Tensor:
-        state.num_frames += hidden.shape[1]
-        return self.projector(hidden)
+    def flush_rows(self, state: AudioStreamState) -> list[torch.Tensor]:
+        """End of stream of every row, rows at any positions -> per row [m_r, out_dim]."""
+        return self._split(self._flush(state))
+
+    def flush_row(self, state: AudioStreamState, row: int) -> torch.Tensor:
+        """End of one row's stream while the others go on: its remaining frames
+        [m, out_dim]; the row is then reset for a new stream."""
+        tail = self._split(self._flush(state.select(row)))[0]
+        state.reset_rows([row])
+        return tail
+
+    def _step(self, x: torch.Tensor, lens: list[int], state: AudioStreamState):
+        state.num_samples = [a + b for a, b in zip(state.num_samples, lens)]
+        feats, counts = self.frontend.step(x, lens, state.frontend)
+        return self._finish(*self.encoder.step(feats.to(self.dtype), counts, state.encoder), state)
+
+    def _flush(self, state: AudioStreamState):
+        feats, counts = self.frontend.flush(state.frontend)
+        return self._finish(*self.encoder.flush(state.encoder, feats.to(self.dtype), counts), state)
+
+    def _finish(self, hidden: torch.Tensor, counts: list[int], state: AudioStreamState):
+        state.num_frames = [a + b for a, b in zip(state.num_frames, counts)]
+        return self.projector(hidden), counts
+
+    @staticmethod
+    def _uniform(out, what: str) -> torch.Tensor:
+        y, counts = out
+        if len(set(counts)) > 1:
+            raise ValueError(
+                f"rows of this state emit different frame counts {counts} (they are at different "
+                f"stream positions); use {what}_rows"
+            )
+        return y[:, : counts[0]] if counts else y
+
+    @staticmethod
+    def _split(out) -> list[torch.Tensor]:
+        y, counts = out
+        return [y[r, :c] for r, c in enumerate(counts)]
 
 
 def ctc_loss(model: StreamingAudioEncoder, feats, feat_lengths, targets, target_lengths) -> torch.Tensor:

@@ -15,22 +15,39 @@ import torch
 from torch import nn
 
 from encoders.fbank import GlobalCMVN, KaldiFbank, splice
+from encoders.ragged import concat_rows, slice_rows
 from omni.config import AudioEncoderConfig
 from omni.nn import StreamingState
 
 
 @dataclasses.dataclass
 class FrontendState(StreamingState):
-    pcm: torch.Tensor  # [B, r] samples not yet covered by a whole fbank frame (r < window)
-    feats: torch.Tensor  # [B, k, mel] normalized fbank frames still needed for splicing
-    feat_start: int  # global index of feats[:, 0]
-    num_feats: int  # fbank frames produced so far
-    num_out: int  # spliced frames emitted so far
+    """Per-row stream positions (Python ints) over padded row buffers."""
+
+    pcm: torch.Tensor  # [B, P] samples not yet covered by a whole fbank frame (< window per row)
+    pcm_len: list[int]
+    feats: torch.Tensor  # [B, F, mel] normalized fbank frames still needed for splicing
+    feats_len: list[int]
+    feat_start: list[int]  # global fbank index of feats[r, 0]
+    num_feats: list[int]  # fbank frames produced so far
+    num_out: list[int]  # spliced frames emitted so far
 
     def reset(self) -> None:
-        self.pcm = self.pcm[:, :0]
-        self.feats = self.feats[:, :0]
-        self.feat_start = self.num_feats = self.num_out = 0
+        self.reset_rows(range(len(self.pcm_len)))
+
+    def reset_rows(self, rows) -> None:
+        """Start the given rows over as new streams; other rows are untouched."""
+        for r in rows:
+            for lst in (self.pcm_len, self.feats_len, self.feat_start, self.num_feats, self.num_out):
+                lst[r] = 0
+
+    def select(self, row: int) -> "FrontendState":
+        """A batch-1 copy of one row."""
+        return FrontendState(
+            self.pcm[row : row + 1, : self.pcm_len[row]].clone(), [self.pcm_len[row]],
+            self.feats[row : row + 1, : self.feats_len[row]].clone(), [self.feats_len[row]],
+            [self.feat_start[row]], [self.num_feats[row]], [self.num_out[row]],
+        )
 
 
 class AudioFrontend(nn.Module):
@@ -89,49 +106,60 @@ class AudioFrontend(nn.Module):
 
     def init_state(self, batch_size: int, device=None) -> FrontendState:
         device = device or self.cmvn.mean.device
+        z = [0] * batch_size
         return FrontendState(
             pcm=torch.zeros(batch_size, 0, device=device),
+            pcm_len=list(z),
             feats=torch.zeros(batch_size, 0, self.cfg.num_mel_bins, device=device),
-            feat_start=0,
-            num_feats=0,
-            num_out=0,
+            feats_len=list(z),
+            feat_start=list(z),
+            num_feats=list(z),
+            num_out=list(z),
         )
 
-    def step(self, pcm: torch.Tensor, st: FrontendState) -> torch.Tensor:
-        """New samples [B, n] -> spliced frames whose right context has arrived."""
-        buf = torch.cat([st.pcm, pcm.float().to(st.pcm.device)], dim=1)
-        t = self.fbank.num_frames(buf.shape[1])
-        if t:
-            new = self.features(buf[:, : (t - 1) * self.fbank.hop + self.fbank.win])
-            st.feats = torch.cat([st.feats, new], dim=1)
-            st.num_feats += t
-            buf = buf[:, t * self.fbank.hop :]
-        st.pcm = buf
-        c = self.cfg
-        ready = max(0, (st.num_feats - 1 - c.splice_right) // c.splice_stride + 1) if st.num_feats else 0
-        return self._emit(st, ready, last=None)
+    def step(self, pcm: torch.Tensor, lengths: list[int], st: FrontendState) -> tuple[torch.Tensor, list[int]]:
+        """New samples (padded [B, n], `lengths` valid per row) -> spliced frames whose
+        right context has arrived: padded [B, m, input_size] and m_r per row."""
+        c, hop, win = self.cfg, self.fbank.hop, self.fbank.win
+        buf, blen = concat_rows(st.pcm, st.pcm_len, pcm.float().to(st.pcm.device), lengths)
+        t = [self.fbank.num_frames(n) for n in blen]
+        if max(t) > 0:
+            new = self.features(buf[:, : (max(t) - 1) * hop + win])  # rows past their t hold unused frames
+            st.feats, st.feats_len = concat_rows(st.feats, st.feats_len, new, t)
+            st.num_feats = [a + b for a, b in zip(st.num_feats, t)]
+        used = [n * hop for n in t]
+        st.pcm_len = [n - u for n, u in zip(blen, used)]
+        st.pcm = slice_rows(buf, used, st.pcm_len)
+        ready = [max(0, (n - 1 - c.splice_right) // c.splice_stride + 1) if n else 0 for n in st.num_feats]
+        return self._emit(st, ready, flush=False)
 
-    def flush(self, st: FrontendState) -> torch.Tensor:
+    def flush(self, st: FrontendState) -> tuple[torch.Tensor, list[int]]:
         """End of stream: the remaining spliced frames (right edge replicated)."""
-        total = math.ceil(st.num_feats / self.cfg.splice_stride)
-        return self._emit(st, total, last=st.num_feats - 1)
+        total = [math.ceil(n / self.cfg.splice_stride) for n in st.num_feats]
+        return self._emit(st, total, flush=True)
 
-    def _emit(self, st: FrontendState, upto: int, last: int | None) -> torch.Tensor:
+    def _emit(self, st: FrontendState, upto: list[int], flush: bool) -> tuple[torch.Tensor, list[int]]:
         c = self.cfg
-        b = st.feats.shape[0]
-        if upto <= st.num_out:
-            return st.feats.new_zeros(b, 0, c.input_size)
-        j = torch.arange(st.num_out, upto, device=st.feats.device)
-        offs = torch.arange(-c.splice_left, c.splice_right + 1, device=st.feats.device)
-        idx = (j[:, None] * c.splice_stride + offs).clamp_min(0)  # [n, ctx] global fbank indices
-        if last is not None:
-            idx = idx.clamp_max(last)
-        local = (idx - st.feat_start).reshape(-1)
-        out = st.feats.index_select(1, local).reshape(b, len(j), -1)
-        st.num_out = upto
-        keep_from = max(0, upto * c.splice_stride - c.splice_left)  # oldest frame still needed
-        drop = min(keep_from - st.feat_start, st.feats.shape[1])
-        if drop > 0:
-            st.feats = st.feats[:, drop:]
-            st.feat_start += drop
-        return out
+        b, dev = st.feats.shape[0], st.feats.device
+        counts = [max(0, u - o) for u, o in zip(upto, st.num_out)]
+        n = max(counts) if counts else 0
+        if n == 0 or st.feats.shape[1] == 0:
+            return st.feats.new_zeros(b, 0, c.input_size), [0] * b
+        j = torch.tensor(st.num_out, device=dev)[:, None] + torch.arange(n, device=dev)[None]  # [B, n]
+        offs = torch.arange(-c.splice_left, c.splice_right + 1, device=dev)
+        idx = (j[..., None] * c.splice_stride + offs).clamp_min(0)  # [B, n, ctx] global fbank indices
+        if flush:
+            last = torch.tensor([max(0, x - 1) for x in st.num_feats], device=dev)
+            idx = torch.minimum(idx, last[:, None, None])
+        local = idx - torch.tensor(st.feat_start, device=dev)[:, None, None]
+        local = local.clamp(0, st.feats.shape[1] - 1).reshape(b, -1)
+        out = st.feats.gather(1, local[..., None].expand(-1, -1, st.feats.shape[2])).reshape(b, n, -1)
+        st.num_out = [max(u, o) for u, o in zip(upto, st.num_out)]
+        # drop fbank frames no later spliced frame needs
+        keep_from = [max(0, o * c.splice_stride - c.splice_left) for o in st.num_out]
+        drop = [min(max(0, k - s), ln) for k, s, ln in zip(keep_from, st.feat_start, st.feats_len)]
+        if any(drop):
+            st.feats_len = [ln - d for ln, d in zip(st.feats_len, drop)]
+            st.feats = slice_rows(st.feats, drop, st.feats_len)
+            st.feat_start = [s + d for s, d in zip(st.feat_start, drop)]
+        return out, counts

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.ragged import concat_rows, slice_rows
 from omni.config import AudioEncoderConfig
 from omni.nn import StreamingState
 
@@ -61,47 +62,64 @@ class FSMNLayer(nn.Module):
         x = x + self.dropout(self._conv(h))
         return self._ffn(x)
 
-    def step(self, x: torch.Tensor, st: "LayerState") -> torch.Tensor:
-        """New input frames [B, n, C] -> output frames whose look-ahead is complete."""
+    def step(self, x: torch.Tensor, counts: list[int], st: "LayerState") -> tuple[torch.Tensor, list[int]]:
+        """New input frames (padded [B, n, C], counts[r] valid in row r) -> output
+        frames whose look-ahead is complete, padded, and their counts."""
         n = x.shape[1]
-        if n == 0:
-            return x
+        if n == 0 or not any(counts):
+            return x[:, :0], [0] * x.shape[0]
         h = torch.cat([st.h_cache, self.memory_ln(x)], dim=1)
         res = torch.cat([st.x_cache, x], dim=1)
-        y = res[:, :n] + self.dropout(self._conv(h))  # centred `lookahead` frames behind
-        st.h_cache = h[:, n:]
-        st.x_cache = res[:, n:]
-        return self._drop_warmup(self._ffn(y), st)
+        # output i of row r is centred on its frame i - lookahead (the cache holds
+        # left context + the pending look-ahead frames)
+        y = self._ffn(res[:, :n] + self.dropout(self._conv(h)))
+        k = st.h_cache.shape[1]
+        st.h_cache = slice_rows(h, counts, [k] * len(counts))
+        st.x_cache = slice_rows(res, counts, [self.lookahead] * len(counts))
+        return _drop_warmup(y, counts, st)
 
-    def flush(self, st: "LayerState") -> torch.Tensor:
+    def flush(self, st: "LayerState") -> tuple[torch.Tensor, list[int]]:
         """End of stream: the pending `lookahead` frames, with zero look-ahead input."""
         r = self.lookahead
+        b = st.h_cache.shape[0]
         if r == 0:
-            return st.x_cache
-        h = torch.cat([st.h_cache, st.h_cache.new_zeros(st.h_cache.shape[0], r, st.h_cache.shape[2])], dim=1)
-        y = st.x_cache + self.dropout(self._conv(h))
-        return self._drop_warmup(self._ffn(y), st)
+            return st.x_cache, [0] * b
+        h = torch.cat([st.h_cache, st.h_cache.new_zeros(b, r, st.h_cache.shape[2])], dim=1)
+        y = self._ffn(st.x_cache + self.dropout(self._conv(h)))
+        return _drop_warmup(y, [r] * b, st)
 
-    @staticmethod
-    def _drop_warmup(y: torch.Tensor, st: "LayerState") -> torch.Tensor:
-        # The first `lookahead` outputs of a stream are centred before frame 0
-        # (the cache starts as padding): they do not exist in the full pass.
-        k = min(st.warmup, y.shape[1])
-        st.warmup -= k
-        return y[:, k:]
+
+def _drop_warmup(y: torch.Tensor, counts: list[int], st: "LayerState") -> tuple[torch.Tensor, list[int]]:
+    # The first `lookahead` outputs of a stream are centred before its frame 0
+    # (the cache starts as padding): they do not exist in the full pass.
+    drop = [min(w, c) for w, c in zip(st.warmup, counts)]
+    if not any(drop):
+        return y[:, : max(counts)], counts
+    st.warmup = [w - d for w, d in zip(st.warmup, drop)]
+    left = [c - d for c, d in zip(counts, drop)]
+    return slice_rows(y, drop, left), left
 
 
 @dataclasses.dataclass
 class LayerState(StreamingState):
     h_cache: torch.Tensor  # [B, left_context + lookahead, C] memory-LN outputs (zeros = padding)
     x_cache: torch.Tensor  # [B, lookahead, C] residual inputs of pending frames (zeros at start)
-    warmup: int  # leading outputs still to drop
+    warmup: list[int]  # per row: leading outputs still to drop
     lookahead: int
 
     def reset(self) -> None:
-        self.h_cache.zero_()
-        self.x_cache.zero_()
-        self.warmup = self.lookahead
+        self.reset_rows(range(len(self.warmup)))
+
+    def reset_rows(self, rows) -> None:
+        rows = list(rows)
+        self.h_cache[rows] = 0
+        self.x_cache[rows] = 0
+        for r in rows:
+            self.warmup[r] = self.lookahead
+
+    def select(self, row: int) -> "LayerState":
+        return LayerState(self.h_cache[row : row + 1].clone(), self.x_cache[row : row + 1].clone(),
+                          [self.warmup[row]], self.lookahead)
 
 
 @dataclasses.dataclass
@@ -111,6 +129,13 @@ class FSMNStreamState(StreamingState):
     def reset(self) -> None:
         for st in self.layers:
             st.reset()
+
+    def reset_rows(self, rows) -> None:
+        for st in self.layers:
+            st.reset_rows(rows)
+
+    def select(self, row: int) -> "FSMNStreamState":
+        return FSMNStreamState([st.select(row) for st in self.layers])
 
     def to(self, device) -> "FSMNStreamState":
         for st in self.layers:
@@ -167,24 +192,26 @@ class DFSMNEncoder(nn.Module):
             LayerState(
                 h_cache=torch.zeros(batch_size, l.left_context + l.lookahead, p, device=device, dtype=dtype),
                 x_cache=torch.zeros(batch_size, l.lookahead, p, device=device, dtype=dtype),
-                warmup=l.lookahead,
+                warmup=[l.lookahead] * batch_size,
                 lookahead=l.lookahead,
             )
             for l in self.fsmn_layers
         ]
         return FSMNStreamState(layers)
 
-    def step(self, feats: torch.Tensor, state: FSMNStreamState) -> torch.Tensor:
-        """New spliced frames [B, n, input_size] -> finished encoder frames [B, m, hidden]."""
+    def step(self, feats: torch.Tensor, counts: list[int], state: FSMNStreamState) -> tuple[torch.Tensor, list[int]]:
+        """New spliced frames (padded [B, n, input_size], counts per row) ->
+        finished encoder frames (padded [B, m, hidden]) and their counts."""
         x = self.ffn(feats)
         for layer, st in zip(self.fsmn_layers, state.layers):
-            x = layer.step(x, st)
-        return self.dnn(x)
+            x, counts = layer.step(x, counts, st)
+        return self.dnn(x), counts
 
-    def flush(self, state: FSMNStreamState, feats: torch.Tensor | None = None) -> torch.Tensor:
-        """Last spliced frames (if any) + end of stream -> every remaining frame."""
-        b = state.layers[0].h_cache.shape[0]
-        x = self.ffn(feats) if feats is not None else self.ffn[2].weight.new_zeros(b, 0, self.cfg.proj_size)
+    def flush(self, state: FSMNStreamState, feats: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, list[int]]:
+        """Last spliced frames + end of stream -> every remaining frame."""
+        x = self.ffn(feats)
         for layer, st in zip(self.fsmn_layers, state.layers):
-            x = torch.cat([layer.step(x, st), layer.flush(st)], dim=1)
-        return self.dnn(x)
+            x, counts = layer.step(x, counts, st)
+            tail, tail_counts = layer.flush(st)
+            x, counts = concat_rows(x, counts, tail, tail_counts)
+        return self.dnn(x), counts

@@ -57,7 +57,7 @@ def test_chunked_equals_full_pass(enc, pcm, full, sizes):
     streamed, _, state = _stream(enc, pcm, sizes)
     assert streamed.shape == full.shape == (2, num_encoder_frames(N, CFG), CFG.out_dim)
     torch.testing.assert_close(streamed, full, atol=1e-5, rtol=1e-4)
-    assert state.num_frames == full.shape[1] and state.num_samples == N
+    assert state.num_frames == [full.shape[1]] * 2 and state.num_samples == [N] * 2
 
 
 def test_frames_are_emitted_as_soon_as_their_lookahead_arrives(enc, pcm):
@@ -153,3 +153,61 @@ def test_numpy_mono_input_and_bf16(enc, pcm):
     assert b.dtype == torch.bfloat16 and s.shape == b.shape
     assert ((a - b.float()).norm() / a.norm()) < 0.05
     assert ((s.float() - b.float()).norm() / b.float().norm()) < 0.05
+
+
+def _full(enc, x):
+    with torch.no_grad():
+        return enc(x[None])[0][0]
+
+
+def test_rows_fed_different_chunk_sizes(enc, pcm):
+    """Each batch slot gets its own chunking; every row equals its own full pass."""
+    a, b = pcm[0], pcm[1, :30001]
+    state = enc.init_state(2)
+    sizes = ([320], [1600, 37, 5000])
+    got = [[], []]
+    pos, k = [0, 0], 0
+    with torch.no_grad():
+        while pos[0] < len(a) or pos[1] < len(b):
+            chunks = []
+            for r, x in enumerate((a, b)):
+                n = sizes[r][k % len(sizes[r])]
+                chunks.append(x[pos[r] : pos[r] + n])  # empty once a row has run out
+                pos[r] += n
+            for r, y in enumerate(enc.step_rows(chunks, state)):
+                got[r].append(y)
+            k += 1
+        for r, y in enumerate(enc.flush_rows(state)):
+            got[r].append(y)
+    for r, x in enumerate((a, b)):
+        torch.testing.assert_close(torch.cat(got[r]), _full(enc, x), atol=1e-5, rtol=1e-4)
+
+
+def test_reset_one_slot_while_the_other_streams(enc, pcm):
+    import copy
+
+    first, second, other = pcm[1, :9000], pcm[1, 9000:40000], pcm[0]
+    state = enc.init_state(2)
+    out0, out1 = [], []
+    with torch.no_grad():
+        i = 0
+        for n in (3000, 3000, 3000):  # both slots in step
+            y = enc.step(torch.stack([other[i : i + n], first[i : i + n]]), state)
+            out0.append(y[0])
+            out1.append(y[1])
+            i += n
+        tail = enc.flush_row(state, 1)  # slot 1's stream ends and the slot is reset
+        torch.testing.assert_close(torch.cat([*out1, tail]), _full(enc, first), atol=1e-5, rtol=1e-4)
+        assert state.num_samples == [9000, 0]
+        # the slots are now at different positions: step() refuses what it cannot batch
+        with pytest.raises(ValueError, match="different frame counts"):
+            enc.step(torch.stack([other[i : i + 1600], second[:1600]]), copy.deepcopy(state))
+        out1, j = [], 0
+        while i < len(other) or j < len(second):
+            y0, y1 = enc.step_rows([other[i : i + 1600], second[j : j + 1000]], state)
+            out0.append(y0)
+            out1.append(y1)
+            i, j = i + 1600, j + 1000
+        t0, t1 = enc.flush_rows(state)
+    torch.testing.assert_close(torch.cat([*out0, t0]), _full(enc, other), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.cat([*out1, t1]), _full(enc, second), atol=1e-5, rtol=1e-4)
