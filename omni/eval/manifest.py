@@ -7,10 +7,14 @@ Paths inside a manifest are relative to the data directory. Accepted shapes:
   "options": ["..", ..] or {"A": "..", ..}, "answer": "B", "video"?, "audio"?,
   "image"?, "category" | "task_type"?}
 - spoken-qa (VoiceBench style): {"id", "audio", "reference" | "answer",
-  "rule": "mcq" | "exact" | "refusal", "options"? (for mcq), "question"? (text)}
+  "rule" | "scoring": "mcq" | "exact" (or "exact_match") | "refusal",
+  "accept"? (more accepted answers), "options"? (for mcq), "image"?, "video"?;
+  "prompt" is the transcript of the spoken question and is NOT shown to the model;
+  "instruction"? is extra text given along with the audio}
 - speech-out: {"id", "question"? (text), "audio"?, "image"?, "video"?}
 
-The manifest is `DIR/<task>.jsonl` or `DIR/manifest.jsonl`.
+The manifest is `DIR/<task>.jsonl`, `DIR/<task with _>.jsonl` (e.g. av_mcq.jsonl,
+as `omni data` writes) or `DIR/manifest.jsonl`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 TASKS = ("asr", "av-mcq", "spoken-qa", "speech-out")
 RULES = ("mcq", "exact", "refusal")
+_RULE_ALIASES = {"exact_match": "exact", "multiple_choice": "mcq", "choice": "mcq", "refuse": "refusal"}
 _ALIASES = {
     "audio": ("audio", "audio_filepath", "audio_path", "wav"),
     "video": ("video", "video_path"),
@@ -48,6 +53,7 @@ class Sample:
     question: str | None = None
     options: dict[str, str] = field(default_factory=dict)
     answer: str | None = None  # letter (av-mcq) / reference text / transcript
+    accept: list[str] = field(default_factory=list)  # more accepted answers (exact rule)
     rule: str | None = None
     category: str = "all"
     raw: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +119,9 @@ def parse_sample(rec: dict, task: str, where: str, index: int) -> Sample:
             raise ManifestError(f"{where}: av-mcq samples need at least one of 'video', 'audio', 'image'")
     elif task == "spoken-qa":
         s.answer = _get(rec, "reference")
-        s.rule = str(rec.get("rule", "exact"))
+        rule = str(rec.get("rule", rec.get("scoring", "exact")))
+        s.rule = _RULE_ALIASES.get(rule, rule)
+        s.accept = [str(a) for a in rec.get("accept", [])]
         if s.rule not in RULES:
             raise ManifestError(f"{where}: unknown rule {s.rule!r}; known: {list(RULES)}")
         if not s.audio:

@@ -59,7 +59,7 @@ def build_request(sample: Sample, data_dir: Path, vision_cfg=None):
     elif sample.task == "asr":
         text = sample.raw.get("prompt", ASR_PROMPT)
     elif sample.task == "spoken-qa":
-        text = sample.raw.get("prompt")  # the question itself is spoken
+        text = sample.raw.get("instruction")  # the question itself is spoken; "prompt" is its transcript
     return OmniRequest.from_files(text, p(sample.image), p(sample.video), p(sample.audio), None, vision_cfg)
 
 
@@ -77,7 +77,7 @@ def score(sample: Sample, answer: str) -> dict[str, Any]:
             ok = choice == sample.answer
             rec["choice"] = choice
         elif sample.rule == "exact":
-            ok = scoring.exact_match(answer, sample.answer)
+            ok = any(scoring.exact_match(answer, ref) for ref in [sample.answer, *sample.accept])
         else:
             ok = scoring.is_refusal(answer)
         rec.update(rule=sample.rule, correct=bool(ok), expected=sample.answer if sample.rule != "refusal" else "<refusal>")

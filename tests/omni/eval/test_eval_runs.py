@@ -48,7 +48,7 @@ def test_av_mcq_batched_resumable_with_failures(debug_model, tmp_path, make_vide
     assert batches == [0] and s2["num_scored"] == 2
 
 
-def test_speech_tasks_cli(tmp_path, speak, capsys):
+def test_speech_tasks_cli(debug_model, tmp_path, speak, capsys):
     data = tmp_path / "data"
     data.mkdir()
     speak("what color is the star", data / "q1.wav")
@@ -63,11 +63,11 @@ def test_speech_tasks_cli(tmp_path, speak, capsys):
     for name, rows in (("asr", asr), ("spoken-qa", qa), ("speech-out", sp)):
         (data / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     common = ["--data", str(data), "--max-new-tokens", "6", "--batch-size", "4"]
-    assert cli_main(["eval", "--task", "asr", "--out", str(tmp_path / "asr"), *common]) == 0
-    assert json.loads((tmp_path / "asr/summary.json").read_text())["ref_words"] == 5
-    assert cli_main(["eval", "--task", "spoken-qa", "--out", str(tmp_path / "qa"), *common]) == 0
-    summary = json.loads((tmp_path / "qa/summary.json").read_text())
-    assert set(summary["per_rule"]) == {"exact", "mcq", "refusal"}
+    s = run_eval("asr", data, debug_model, tmp_path / "asr", "debug", batch_size=4, max_new_tokens=6, progress=False)
+    assert s["ref_words"] == 5 and s["num_scored"] == 1
+    s = run_eval("spoken-qa", data, debug_model, tmp_path / "qa", "debug", batch_size=4, max_new_tokens=6, progress=False)
+    assert set(s["per_rule"]) == {"exact", "mcq", "refusal"}
+    # the command line, on its default (random debug) model
     assert cli_main(["eval", "--task", "speech-out", "--out", str(tmp_path / "so"), *common]) == 0
     rec = json.loads((tmp_path / "so/samples.jsonl").read_text().splitlines()[0])
     assert rec["status"] == "ok" and rec["audio_seconds"] > 0 and "heard" in rec
