@@ -74,11 +74,6 @@ class AudioFrontend(nn.Module):
         """Encoder (80 ms) frames produced by `num_samples` samples of a whole stream."""
         return math.ceil(self.fbank.num_frames(int(num_samples)) / self.cfg.splice_stride)
 
-    def samples_for_frame(self, j: int) -> int:
-        """Samples needed before spliced frame j is complete (its right context)."""
-        c = self.cfg
-        return (j * c.splice_stride + c.splice_right) * c.hop_samples + c.window_samples
-
     # --- full pass -------------------------------------------------------------
 
     def features(self, wav: torch.Tensor) -> torch.Tensor:
