@@ -20,7 +20,6 @@ arrives while the assistant answers is encoded but not prefilled.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -37,7 +36,6 @@ from omni.sequence_av import EncodedChunk, IncrementalBuilder, TurnState
 @dataclass
 class _Slot:
     builder: IncrementalBuilder
-    audio_state: Any
     snapshots: dict[int, TurnState] = field(default_factory=dict)
     reply: ReplyState | None = None
     response_start: int | None = None  # cache length when the reply's first row was written
@@ -67,6 +65,9 @@ class RealtimeOmni:
         self.output_sample_rate = cfg.codec.sample_rate
         self.codec_frame_samples = cfg.codec.hop_length
         self._slots: dict[int, _Slot] = {}
+        # one streaming audio-encoder state with a row per slot: chunks of several
+        # sessions are encoded in one batched step (rows may be at any position)
+        self._audio = model.audio_encoder.init_state(max_slots)
         self._generator = None
         if self.options.text.seed is not None:
             self._generator = torch.Generator().manual_seed(self.options.text.seed)
@@ -83,7 +84,8 @@ class RealtimeOmni:
             raise RuntimeError(f"all {self.max_slots} slots are in use")
         slot = free[0]
         self.cache.reset(slot)
-        self._slots[slot] = _Slot(IncrementalBuilder(self.model.fmt), self.model.audio_encoder.init_state(1))
+        self._slots[slot] = _Slot(IncrementalBuilder(self.model.fmt))
+        self._audio.reset_rows([slot])
         self._record(slot)
         prompt = system_prompt if system_prompt is not None else self.system_prompt
         if prompt:
@@ -125,27 +127,48 @@ class RealtimeOmni:
         self._record(slot)
 
     # ------------------------------------------------------------------ input
-    @torch.no_grad()
     def encode_chunk(self, slot: int, chunk: UserChunk) -> EncodedChunk:
         """Stage 2: run the streaming audio encoder and the ViT on one packet."""
-        s = self._slot(slot)
+        return self.encode_chunks([(slot, chunk)])[0]
+
+    @torch.no_grad()
+    def encode_chunks(self, items: Sequence[tuple[int, UserChunk]]) -> list[EncodedChunk]:
+        """Stage 2 for several slots at once: one batched audio-encoder step over the
+        slot rows and one packed ViT pass over every frame of every packet."""
         m = self.model
-        audio = np.asarray(chunk.audio, dtype=np.float32).reshape(-1)
-        if audio.size:
-            frames = m.audio_encoder.step(torch.from_numpy(audio)[None], s.audio_state)[0]
+        slots = [slot for slot, _ in items]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"encode_chunks got the same slot twice: {slots}")
+        for slot in slots:
+            self._slot(slot)
+        audio = {slot: np.asarray(ch.audio, dtype=np.float32).reshape(-1) for slot, ch in items}
+        rows = [audio.get(r, np.zeros(0, dtype=np.float32)) for r in range(self.max_slots)]
+        if any(a.size for a in rows):
+            frames_per_row = m.audio_encoder.step_rows([torch.from_numpy(a) for a in rows], self._audio)
         else:
-            frames = torch.zeros(0, m.config.llm.hidden_size)
-        dur = audio.size / self.input_sample_rate if audio.size else m.config.chunk_seconds
-        units, times = [], []
-        n = len(chunk.frames)
-        if n and chunk.speaking:  # dense: consecutive frame pairs, one unit each
-            units = preprocess_video(list(chunk.frames), m.config.vision)
-            times = [chunk.start_time + 2 * i * dur / n for i in range(len(units))]
-        elif n:  # sparse: single frames
-            units = list(chunk.frames)
-            times = [chunk.start_time + i * dur / n for i in range(n)]
-        images = m.encode_visual(units) if units else []
-        return EncodedChunk(chunk.start_time, frames, images, times, int(audio.size), chunk.speaking)
+            frames_per_row = [torch.zeros(0, m.config.llm.hidden_size)] * self.max_slots
+        units, owner, times = [], [], []
+        for k, (slot, ch) in enumerate(items):
+            n = len(ch.frames)
+            dur = audio[slot].size / self.input_sample_rate if audio[slot].size else m.config.chunk_seconds
+            if n and ch.speaking:  # dense: consecutive frame pairs, one unit each
+                u = preprocess_video(list(ch.frames), m.config.vision)
+                t = [ch.start_time + 2 * i * dur / n for i in range(len(u))]
+            elif n:  # sparse: single frames
+                u, t = list(ch.frames), [ch.start_time + i * dur / n for i in range(n)]
+            else:
+                u, t = [], []
+            units += u
+            owner += [k] * len(u)
+            times.append(t)
+        feats = m.encode_visual(units) if units else []
+        images: list[list[torch.Tensor]] = [[] for _ in items]
+        for k, f in zip(owner, feats):
+            images[k].append(f)
+        return [
+            EncodedChunk(ch.start_time, frames_per_row[slot], images[k], times[k], int(audio[slot].size), ch.speaking)
+            for k, (slot, ch) in enumerate(items)
+        ]
 
     def _prefill_runs(self, slots: Sequence[int], runs: Sequence[Tokens]):
         todo = [(s, r) for s, r in zip(slots, runs) if len(r)]
@@ -187,7 +210,7 @@ class RealtimeOmni:
             raise RuntimeError(f"slot {slot} is already answering")
         tail = None
         if s.builder.state.audio_open:
-            tail = self.model.audio_encoder.flush(copy.deepcopy(s.audio_state))[0]
+            tail = self.model.audio_encoder.flush(self._audio.select(slot))[0]  # a copy: the row goes on
         run = s.builder.begin_response(tail, voice=self.options.speech)
         out = self._prefill_runs([slot], [run])
         reply = ReplyState(self.model, self.options)

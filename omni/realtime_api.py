@@ -21,6 +21,16 @@ Life of a session (one KV slot):
 
 Audio out: `new_audio_state()` per response, `decode_audio([(state, frame)])`
 returns waveform pieces (3-frame look-ahead), `flush_audio(state)` the tail.
+
+Notes on the implementation (`omni.realtime.RealtimeOmni`):
+- `prefill` of a slot that is answering only buffers the chunk's frames (sparse,
+  0.5 FPS) for the next user turn; nothing is written to its KV cache.
+- `truncate(slot, n)` restores the slot exactly as it was at length n (KV cache,
+  sequence-builder state); cutting inside a reply leaves it closed by the next
+  `end_response` with `</longcat_s>`.
+- Optional batched variant of stage 2: `encode_chunks([(slot, chunk), ...])`
+  (one audio-encoder step over all slot rows, one packed ViT pass);
+  `slot_token_ids(slot)` gives the text id of every cached position.
 """
 
 from __future__ import annotations

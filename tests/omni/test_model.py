@@ -3,8 +3,6 @@ generation and the checkpoint directory."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -36,7 +34,7 @@ def test_offline_and_incremental_prompts_are_identical(debug_model):
         chunk = UserChunk(req.audio[16000 * k : 16000 * (k + 1)], req.video[2 * k : 2 * k + 2], float(k))
         enc = rt.encode_chunk(slot, chunk)
         runs.append(b.add_chunk(enc))
-    tail = m.audio_encoder.flush(copy.deepcopy(rt._slots[slot].audio_state))[0]
+    tail = m.audio_encoder.flush(rt._audio.select(slot))[0]
     runs.append(b.begin_response(tail))
     inc = Tokens.cat(runs)
     assert torch.equal(offline.ids, inc.ids)

@@ -57,10 +57,10 @@ def test_rollback_equals_never_speculating(debug_model):
 
 def test_batched_slots_match_single_sessions(debug_model):
     chunks = _chunks(2)
-    rt = RealtimeOmni(debug_model, max_slots=2, capacity=512)
+    rt = RealtimeOmni(debug_model, max_slots=3, capacity=512)
     s0, s1 = rt.open_slot(), rt.open_slot()
-    for ch in chunks:
-        rt.prefill([(s0, rt.encode_chunk(s0, ch)), (s1, rt.encode_chunk(s1, ch))])
+    for ch in chunks:  # one batched encoder step + one batched prefill for both sessions
+        rt.prefill(list(zip([s0, s1], rt.encode_chunks([(s0, ch), (s1, ch)]))))
     rt.begin_response(s0)
     rt.begin_response(s1)
     both = [rt.decode_step([s0, s1]) for _ in range(4)]
