@@ -229,11 +229,18 @@ class RealtimeOmni:
                 raise RuntimeError(f"slot {slot} finished its reply; call end_response")
             states.append(s.reply)
         results = sample_step(self.model, states, self._generator)
-        # every row goes into the cache, the last one too: the reply stays in context
-        feed_step(self.model, self.cache, list(slots), states, results)
+        # every row goes into the cache, the last one too: the reply stays in context;
+        # a slot whose cache is full ends its reply here instead of failing the batch
+        full = {slot for slot in slots if self.cache.length(slot) >= self.capacity}
+        for slot, st in zip(slots, states):
+            if slot in full:
+                st.steps = max(st.steps, st.opts.max_new_tokens)
+        fed = [(slot, st, r) for slot, st, r in zip(slots, states, results) if slot not in full]
+        feed_step(self.model, self.cache, [f[0] for f in fed], [f[1] for f in fed], [f[2] for f in fed])
         outs = []
         for slot, st, r in zip(slots, states, results):
-            self._slots[slot].ids.append(r.next_text)
+            if slot not in full:
+                self._slots[slot].ids.append(r.next_text)
             self._record(slot)
             text = st.detok.push(r.text_token) if r.text_token is not None else ""
             frame = None if r.frame is None else np.asarray(r.frame, dtype=np.int64)

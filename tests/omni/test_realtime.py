@@ -117,3 +117,21 @@ def test_multi_turn_barge_in_and_errors(debug_model):
     with pytest.raises(ValueError, match="length must be in"):
         s = rt.open_slot()
         rt.truncate(s, 10**6)
+
+
+def test_full_cache_ends_the_reply(debug_model):
+    rt = RealtimeOmni(debug_model, max_slots=1, capacity=40)
+    slot = rt.open_slot()
+    rt.prefill_text(slot, "user", "what color is the star")
+    rt.begin_response(slot)
+    outs = []
+    while not (outs and outs[-1].done):
+        outs.append(rt.decode_step([slot])[0])
+        assert len(outs) < 50
+    assert rt.slot_length(slot) == 40
+    with pytest.raises(ValueError, match="capacity"):
+        rt.end_response(slot)  # no room for the closing tokens: a clear error
+    rt.truncate(slot, 30)
+    rt.end_response(slot)
+    with pytest.raises(ValueError, match="capacity"):
+        rt.prefill_text(slot, "user", "how many red circles and blue squares do you see")
