@@ -42,6 +42,7 @@ from streaming.metrics import Metrics
 log = logging.getLogger(__name__)
 PUNCTUATION = set(".!?,;:\u3002\uff01\uff1f\uff0c\uff1b\uff1a")
 CONTROL = {"confirm", "rollback", "interrupt", "truncate", "close"}
+PACKET_ROOM = 256  # tokens kept free for one packet (audio slots, timestamps, turn markers)
 
 
 @dataclass
@@ -62,8 +63,10 @@ class _Step:
 
 @dataclass
 class _Slot:
-    slot: int
+    handle: int  # what sessions use; stable even when the context is reset onto another model slot
+    slot: int  # the model's KV-cache slot
     sink: Callable[[EngineEvent], None]
+    system_prompt: str | None = None
     queue: deque = field(default_factory=deque)
     mode: str = "idle"  # idle | decoding | finished
     epoch: int = -1
@@ -113,8 +116,8 @@ class Engine:
         self.inbox.put(("open", None, (sink, system_prompt, fut)))
         return fut
 
-    def submit(self, slot: int, kind: str, *args: Any) -> None:
-        self.inbox.put((kind, slot, args))
+    def submit(self, handle: int, kind: str, *args: Any) -> None:
+        self.inbox.put((kind, handle, args))
 
     def barrier(self) -> Future:
         """Resolves once every command submitted before it has been carried out
@@ -139,10 +142,10 @@ class Engine:
                         for fut in self._barriers:
                             fut.set_result(None)
                         self._barriers = []
-                except Exception as e:  # one bad step must not kill every session
+                except Exception as e:  # a bad command must not stop the engine
                     log.exception("engine iteration failed")
                     for s in list(self.slots.values()):
-                        if s.mode != "idle":
+                        if s.mode != "idle" and not s.queue:
                             s.mode = "idle"
                             s.sink(EngineEvent("error", s.epoch, info={"message": f"engine error: {e}"}))
 
@@ -164,7 +167,7 @@ class Engine:
             if kind == "barrier":
                 self._barriers.append(args[0])
                 continue
-            s = self.slots.get(slot)
+            s = self.slots.get(slot)  # `slot` is the session's handle here
             if s is None or s.closed:
                 continue
             if kind in CONTROL:
@@ -178,14 +181,31 @@ class Engine:
         except Exception as e:
             fut.set_exception(e)
             return
-        self.slots[slot] = _Slot(slot, sink)
-        fut.set_result(slot)
+        handle = next(self._ids)
+        self.slots[handle] = _Slot(handle, slot, sink, system_prompt)
+        fut.set_result(handle)
 
     def _close(self, s: _Slot) -> None:
         s.closed = True
-        self.slots.pop(s.slot, None)
+        self.slots.pop(s.handle, None)
         self.model.close_slot(s.slot)
         self.metrics.inc("omni_engine_slots_closed_total")
+
+    def _reset_context(self, s: _Slot, reason: str) -> None:
+        """Start the conversation over on a fresh slot (context full, or a failed step)."""
+        try:
+            self.model.close_slot(s.slot)
+        except Exception:  # the slot may be in any state after a failure
+            log.exception("closing slot %d failed", s.slot)
+        s.slot = self.model.open_slot(s.system_prompt)
+        s.mode, s.pending_close, s.audio_state = "idle", False, None
+        self.metrics.inc("omni_context_resets_total")
+        s.sink(EngineEvent("context_reset", s.epoch, info={"reason": reason}))
+
+    def _room(self, s: _Slot, need: int) -> None:
+        capacity = getattr(self.model, "capacity", None)
+        if capacity and self.model.slot_length(s.slot) + need > capacity:
+            self._reset_context(s, f"the conversation reached the {capacity}-token context; it starts over")
 
     def _prefill_and_control(self) -> None:
         """Drain per-slot queues: batched prefill of packets, in-order control."""
@@ -217,23 +237,39 @@ class Engine:
         items = []
         for s, chunk in batch:
             self._close_reply(s)
+            self._room(s, PACKET_ROOM + 64 * len(chunk.frames))
             items.append((s.slot, self.model.encode_chunk(s.slot, chunk)))
-        self.model.prefill(items)
+        try:
+            self.model.prefill(items)
+        except Exception:
+            if len(items) == 1:
+                self._reset_context(batch[0][0], "prefill failed")
+                log.exception("prefill failed")
+                return
+            # isolate the failing session; the others go on
+            log.exception("batched prefill failed; retrying one session at a time")
+            for (s, _), item in zip(batch, items):
+                try:
+                    self.model.prefill([item])
+                except Exception:
+                    self._reset_context(s, "prefill failed")
         dt = time.perf_counter() - t0
         self.metrics.observe("omni_prefill_packet_seconds", dt / len(batch))
         self.metrics.observe("omni_prefill_batch_size", len(batch))
 
     def _text(self, s: _Slot, role: str, text: str) -> None:
         self._close_reply(s)
+        self._room(s, PACKET_ROOM + len(text))
         self.model.prefill_text(s.slot, role, text)
 
     def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None) -> None:
         self._close_reply(s)
+        s.max_steps = min(max_steps or self.max_steps, self.max_steps)
+        self._room(s, s.max_steps + PACKET_ROOM)
         s.mark = self.model.slot_length(s.slot)
         self.model.begin_response(s.slot)
         s.base = self.model.slot_length(s.slot)
         s.epoch, s.confirmed, s.mode = epoch, not speculative, "decoding"
-        s.max_steps = min(max_steps or self.max_steps, self.max_steps)
         s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
         s.audio_state = self.model.new_audio_state()
         s.t_begin = time.perf_counter()
@@ -314,7 +350,19 @@ class Engine:
         if not active:
             return
         t0 = time.perf_counter()
-        outs = self.model.decode_step([s.slot for s in active])
+        try:
+            outs = self.model.decode_step([s.slot for s in active])
+        except Exception:
+            # the responses of this step fail (rolled out of the context); the sessions go on
+            log.exception("decode step failed")
+            for s_ in active:
+                s_.sink(EngineEvent("error", s_.epoch, info={"message": "decode step failed"}))
+                try:
+                    self.model.truncate(s_.slot, s_.mark)
+                    s_.mode, s_.audio_state = "idle", None
+                except Exception:
+                    self._reset_context(s_, "decode failed")
+            return
         audio_items, audio_slots = [], []
         for s, out in zip(active, outs):
             s.text += out.text

@@ -404,6 +404,9 @@ class Session:
 
     def _on_engine(self, e: EngineEvent) -> None:
         r = self.resp
+        if e.kind == "context_reset":
+            return self.error(ProtocolError("context_reset", e.info.get("reason", "context reset"),
+                                            type="server_error"))
         if e.kind == "truncated":
             return self._on_truncated(e)
         if r is None or e.epoch != r.epoch or r.closed:

@@ -19,7 +19,7 @@ def _sink():
     return q, q.put
 
 
-def _drain_until(q, kind, timeout=5.0) -> list[EngineEvent]:
+def _drain_until(q, kind, timeout=30.0) -> list[EngineEvent]:
     out = []
     while True:
         e = q.get(timeout=timeout)
@@ -38,7 +38,7 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     try:
         qa, sa = _sink()
         qb, sb = _sink()
-        a, b = eng.open(sa).result(5), eng.open(sb).result(5)
+        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
         for s in (a, b):
             eng.submit(s, "chunk", _chunk(0.0, 1.0))
             eng.submit(s, "chunk", _chunk(1.0, 0.4))  # partial packet flushed at the speculative point
@@ -55,8 +55,9 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     finally:
         eng.stop()
     # a speculated, rolled back and answered; b never speculated: same context
-    assert model.ctx[a] == model.ctx[b]
-    assert sum(1 for t in model.ctx[a] if t[0] == "begin") == 1
+    ma, mb = eng.slots[a].slot, eng.slots[b].slot
+    assert model.ctx[ma] == model.ctx[mb]
+    assert sum(1 for t in model.ctx[ma] if t[0] == "begin") == 1
     assert model.threads == {eng._thread.ident} and threading.get_ident() not in model.threads
     # the two final replies were decoded in the same batched steps
     assert any(c[0] == "decode" and len(c[1]) == 2 for c in model.calls)
@@ -68,17 +69,18 @@ def test_barge_in_cuts_at_last_punctuation_then_truncate_refines():
     eng = Engine(model).start()
     try:
         q, sink = _sink()
-        s = eng.open(sink).result(5)
+        s = eng.open(sink).result(30)
+        ms = eng.slots[s].slot
         eng.submit(s, "chunk", _chunk(0.0, 1.0))
         eng.submit(s, "respond", 1, False, None)
         events = []
         while sum(1 for e in events if e.kind == "delta") < 6:
-            events.append(q.get(timeout=5))
+            events.append(q.get(timeout=30))
         heard = 5 * model.codec_frame_samples + 10  # 5 frames played: "Sure. The sky is blue, "
         eng.submit(s, "interrupt", 1, heard, None, "barge_in")
         ev = _drain_until(q, "interrupted")[-1]
         assert ev.text.strip() == "Sure. The sky is blue,"
-        words = [t[1] for t in model.ctx[s] if t[0] == "tok"]
+        words = [t[1] for t in model.ctx[ms] if t[0] == "tok"]
         assert "".join(words).strip() == "Sure. The sky is blue,"
         # the client then reports it played only 2 frames: cut back to "Sure."
         eng.submit(s, "truncate", 1, 2 * model.codec_frame_samples)
@@ -90,8 +92,31 @@ def test_barge_in_cuts_at_last_punctuation_then_truncate_refines():
         _drain_until(q, "done")
     finally:
         eng.stop()
-    ctx = model.ctx[s]
+    ctx = model.ctx[ms]
     first_end = ctx.index(("end",))
     assert [t[1] for t in ctx[:first_end] if t[0] == "tok"] == ["Sure. "]
     assert ctx[first_end + 1][0] == "audio"  # the interrupting speech follows the cut reply
     assert eng.metrics.counter("omni_interruptions_total") == 1
+
+
+def test_full_context_starts_over_with_a_clear_event_and_others_continue():
+    model = ScriptedModel(max_slots=3)
+    model.capacity = 300  # tokens; PACKET_ROOM (256) + 13 tokens per 1 s packet
+    eng = Engine(model).start()
+    try:
+        qa, sa = _sink()
+        qb, sb = _sink()
+        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        for i in range(5):
+            eng.submit(a, "chunk", _chunk(float(i), 1.0))
+        eng.submit(b, "chunk", _chunk(0.0, 1.0))
+        eng.barrier().result(30)
+        reset = [e for e in _drain_until(qa, "context_reset")]
+        eng.submit(a, "respond", 1, False, 4)
+        eng.submit(b, "respond", 1, False, 4)
+        _drain_until(qa, "done")
+        _drain_until(qb, "done")
+    finally:
+        eng.stop()
+    assert "context" in reset[-1].info["reason"]
+    assert len(model.ctx[eng.slots[a].slot]) < 300 and eng.metrics.counter("omni_context_resets_total") >= 1

@@ -84,21 +84,22 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
     eng = Engine(omni).start()
     events: list = []
     try:
-        a = eng.open(events.append).result(30)
-        b = eng.open(events.append).result(30)
+        ha = eng.open(events.append).result(30)
+        hb = eng.open(events.append).result(30)
+        a, b = eng.slots[ha].slot, eng.slots[hb].slot  # model slots behind the engine handles
         pieces = [(0, SR), (SR, SR + 5000), (SR + 5000, len(q))]  # 1 s packet, partial, rest
-        for s in (a, b):
+        for s in (ha, hb):
             for lo, hi in pieces[:2]:
                 eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
-        eng.submit(a, "respond", 1, True, 5)
+        eng.submit(ha, "respond", 1, True, 5)
         eng.barrier().result(60)
         deadline = time.time() + 60
         while not any(e.kind == "done" for e in events) and time.time() < deadline:
             time.sleep(0.02)
         assert any(e.kind == "done" for e in events), "the speculative decode did not run"
         assert omni.slot_length(a) > omni.slot_length(b)  # the reply is in a's cache
-        eng.submit(a, "rollback", 1)
-        for s in (a, b):
+        eng.submit(ha, "rollback", 1)
+        for s in (ha, hb):
             lo, hi = pieces[2]
             eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
         eng.barrier().result(60)

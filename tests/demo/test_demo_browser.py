@@ -1,0 +1,116 @@
+"""The live demo in headless Chromium: a fake microphone plays an espeak-ng
+question, the page streams it (and the fake webcam) through the Gradio app to
+the realtime server running the `debug` model, and the transcript and the
+spoken reply appear in the page."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import wave
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The realtime server on the debug model, on its own event loop thread."""
+    import torch
+
+    from omni.config import get_omni_config
+    from omni.generation import GenerationOptions
+    from omni.model import OmniModel
+    from omni.realtime import RealtimeOmni
+    from streaming.server import OmniServer, ServerConfig
+
+    torch.manual_seed(0)
+    model = RealtimeOmni(OmniModel(get_omni_config("debug")), max_slots=2, capacity=2048,
+                         options=GenerationOptions(max_new_tokens=24))
+    loop = asyncio.new_event_loop()
+    box: dict = {}
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        box["srv"] = loop.run_until_complete(OmniServer(model, ServerConfig(port=0, max_steps=24)).start())
+        loop.run_forever()
+
+    threading.Thread(target=run, daemon=True).start()
+    deadline = time.time() + 60
+    while "srv" not in box and time.time() < deadline:
+        time.sleep(0.05)
+    srv = box["srv"]
+    yield srv
+    asyncio.run_coroutine_threadsafe(srv.close(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.mark.browser
+def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian chromium is required for the browser test (scripts/bootstrap.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    # the fake microphone loops this file: 0.5 s silence, the question, 2.5 s silence
+    raw, mic = tmp_path / "q.wav", tmp_path / "mic.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), "What color is the sky?"], check=True)
+    subprocess.run(["sox", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(mic), "pad", "0.5", "2.5"], check=True)
+
+    from demo.app import make_app
+
+    app = make_app(server.url)
+    port = _free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False,
+                       quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=FLAGS + [f"--use-file-for-fake-audio-capture={mic}"])
+            page = browser.new_context(permissions=["microphone", "camera"]).new_page()
+            page.goto(f"http://127.0.0.1:{port}/", timeout=30000)
+            page.get_by_text("Click to Access Webcam").click(timeout=15000)
+            page.locator("#cam button.capture-button").click(timeout=15000)
+            page.locator("#mic button.record-button").click(timeout=15000)
+            # the assistant's reply text shows up in the transcript
+            try:
+                page.wait_for_function(
+                    "(() => { const t = document.querySelector('#transcript textarea').value;"
+                    " const m = t.match(/assistant \\[\\w+\\]: (.+)/); return t.includes('you: (spoke)') && m &&"
+                    " m[1].trim().length > 0 })()", timeout=45000)
+            except Exception:
+                pytest.fail(f"no reply in the page; transcript: {page.input_value('#transcript textarea')!r}; "
+                            f"status: {page.inner_text('#status')!r}")
+            transcript = page.input_value("#transcript textarea")
+            # the spoken reply is loaded into the player: fetch it and check it is real audio
+            page.wait_for_selector("#reply a[data-testid='download-link']", timeout=30000, state="attached")
+            href = page.get_attribute("#reply a[data-testid='download-link']", "href")
+            status = page.inner_text("#status")
+            latency = page.inner_text("#latency")
+            browser.close()
+        path = tmp_path / "reply.wav"
+        path.write_bytes(urllib.request.urlopen(href, timeout=10).read())
+    finally:
+        app.close()
+    assert "connected" in status and "frames 0" not in status  # webcam frames were streamed too
+    with wave.open(str(path)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    assert 0.1 < seconds <= 24 * 0.06 + 0.3, seconds  # at most max_steps codec frames of speech
+    assert "first audio after end-of-turn confirmation" in latency
+    assert "you: (spoke)" in transcript
