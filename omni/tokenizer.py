@@ -9,8 +9,9 @@ from the tokenizer itself. A tokenizer that lacks `<mask_N>` but has the literal
 string as a token is accepted too.
 
 The default model ships a small byte-level BPE tokenizer of its own in
-`omni/assets/tokenizer/` (built by `build_default_tokenizer` from
-`omni/assets/tokenizer_corpus.txt`); its vocabulary fits the `debug` backbone.
+`omni/assets/tokenizer/` (512 tokens, built by `build_default_tokenizer` from
+`omni/assets/tokenizer_corpus.txt`, the synthetic world's training text written
+by `omni data corpus`); its vocabulary fits the `debug` backbone.
 """
 
 from __future__ import annotations

@@ -104,3 +104,16 @@ def test_checkpoint_round_trip_and_errors(debug_model, tmp_path):
     (tmp_path / "ck" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         OmniModel.from_pretrained(tmp_path / "ck")
+
+
+def test_training_forward_matches_inference(debug_model):
+    """One forward serves training and inference: the teacher-forced pass over a
+    prompt gives the prefill's last-position logits, and the audio logits come
+    from the same depth-conditioned heads."""
+    m = debug_model
+    run = m.prepare(_request(seconds=1, n_frames=2))
+    logits, hidden, audio_logits = m(run.ids[None], run.codec[None], run.audio, run.image, target_codec=run.codec[None])
+    l_pre, h_pre = m.prefill(m.new_cache(1, len(run) + 1), [0], [run])
+    torch.testing.assert_close(logits[0, -1].float(), l_pre[0], atol=1e-4, rtol=1e-4)
+    assert audio_logits.shape == (1, len(run), 4, m.config.audio_vocab_size)
+    torch.testing.assert_close(audio_logits[0, -1, 0], m.audio_head.audio_output_layers[0](h_pre[0]), atol=1e-4, rtol=1e-4)
