@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from omni.config import LLMConfig
@@ -55,6 +56,7 @@ class MLA(nn.Module):
         self.kv_a_layernorm = RMSNorm(cfg.kv_lora_rank, eps=1e-6)
         self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, self.num_heads * (self.nope + self.v_dim), bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.v_dim, h, bias=False)
+        self.register_buffer("qkv_a_fused", None, persistent=False)  # see fusion.py
         self.scale = self.qk_dim**-0.5
         self.q_scale = math.sqrt(h / cfg.q_lora_rank) if cfg.mla_scale_q_lora else 1.0
         self.kv_scale = math.sqrt(h / cfg.kv_lora_rank) if cfg.mla_scale_kv_lora else 1.0
@@ -63,11 +65,15 @@ class MLA(nn.Module):
         """x [B, T, hidden] -> q_nope [B,T,H,nope], q_rope [B,T,H,rope] (rotated),
         latent [B, T, kv_lora + rope] (what the cache stores)."""
         b, t, _ = x.shape
-        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))).view(b, t, self.num_heads, self.qk_dim)
+        if self.qkv_a_fused is not None and not torch.is_grad_enabled():
+            qa, ckv = F.linear(x, self.qkv_a_fused).split([self.q_a_proj.out_features, self.kv_lora_rank + self.rope], -1)
+        else:
+            qa, ckv = self.q_a_proj(x), self.kv_a_proj_with_mqa(x)
+        q = self.q_b_proj(self.q_a_layernorm(qa)).view(b, t, self.num_heads, self.qk_dim)
         if self.q_scale != 1.0:
             q = q * self.q_scale
         q_nope, q_rope = q.split([self.nope, self.rope], dim=-1)
-        c, k_rope = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, self.rope], dim=-1)
+        c, k_rope = ckv.split([self.kv_lora_rank, self.rope], dim=-1)
         c = self.kv_a_layernorm(c)
         if self.kv_scale != 1.0:
             c = c * self.kv_scale

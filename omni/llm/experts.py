@@ -13,6 +13,9 @@ Backends:
 * "grouped_mm": torch._grouped_mm over the permuted rows, one call for
   gate/up and one for down. Used wherever a tiny probe call succeeds for the
   device and dtype (CUDA sm90+ bf16; CPU in recent torch).
+* "triton": per-pair GEMV kernels (moe_triton.py) that read only the chosen
+  experts' weights; "auto" picks them on CUDA when a step has at most
+  N pairs (decode) and a probe run matched the reference.
 * "bmm": the fallback. Experts are bucketed to a common capacity C = the
   largest group (one host sync), then two torch.bmm calls over [N, C, H].
   No Python loop over experts; not CUDA-graph capturable (the sync).
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from omni.llm.moe_triton import triton_experts, triton_moe_available
 
 _PROBE: dict[tuple[str, torch.dtype], bool] = {}
 
@@ -87,7 +92,7 @@ def plan_dispatch(indices: torch.Tensor, num_real: int, align: int = 1, capacity
 
 
 class GroupedExperts(nn.Module):
-    """N SwiGLU experts evaluated together. `impl`: "auto" | "grouped_mm" | "bmm"."""
+    """N SwiGLU experts evaluated together. `impl`: "auto" | "grouped_mm" | "triton" | "bmm"."""
 
     def __init__(self, num_experts: int, hidden: int, inner: int) -> None:
         super().__init__()
@@ -98,9 +103,11 @@ class GroupedExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, inner))
         self.impl = "auto"
 
-    def backend(self, x: torch.Tensor) -> str:
+    def backend(self, x: torch.Tensor, num_pairs: int) -> str:
         if self.impl != "auto":
             return self.impl
+        if x.is_cuda and num_pairs <= self.num_experts and triton_moe_available(x.device, x.dtype):
+            return "triton"
         return "grouped_mm" if grouped_mm_available(x.device, x.dtype) else "bmm"
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -109,7 +116,9 @@ class GroupedExperts(nn.Module):
         Returns sum_k weights[m, k] * expert_{indices[m, k]}(x[m]) over real
         experts, fp32, shape [M, H]."""
         m, k = indices.shape
-        backend = self.backend(x)
+        backend = self.backend(x, m * k)
+        if backend == "triton":
+            return triton_experts(x, indices, weights, self.gate_up_proj, self.down_proj, self.num_experts)
         if backend == "grouped_mm":
             align = 8 if x.is_cuda else 1
             plan = plan_dispatch(indices, self.num_experts, align=align)

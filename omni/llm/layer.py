@@ -20,9 +20,9 @@ from torch import nn
 from omni.config import LLMConfig
 from omni.llm.attention import MLA
 from omni.llm.context import ForwardContext
+from omni.llm.fusion import SwiGLU
 from omni.llm.moe import MoE
 from omni.llm.norm import RMSNorm
-from omni.nn import SwiGLU
 
 
 class DecoderLayer(nn.Module):

@@ -117,7 +117,9 @@ def save_pretrained(
     """Write the model; returns the files written. Shards when the tensors
     exceed `max_shard_bytes` (with a transformers-style index)."""
     os.makedirs(path, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # clone: fused projections (fusion.py) make parameters views of one buffer,
+    # and safetensors refuses tensors that share storage
+    sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     cfg = model.config
     if format == "omni":
         with open(os.path.join(path, OMNI_CONFIG), "w") as fh:

@@ -114,3 +114,26 @@ def test_cache_stores_compressed_latent_only(model):
     cfg = model.config
     cache = model.new_cache(3, 16)
     assert cache.kv.shape == (2 * cfg.num_layers, 3, 17, cfg.kv_lora_rank + cfg.qk_rope_head_dim)
+
+
+@torch.no_grad()
+def test_fused_projections_same_outputs(tmp_path):
+    import copy
+
+    from omni.llm import from_pretrained, save_pretrained
+    from omni.llm.fusion import fuse_projections_
+
+    torch.manual_seed(0)
+    m = LongcatFlashForCausalLM(get_llm_config("debug")).eval()
+    m.init_weights(std=0.08)
+    f = copy.deepcopy(m)
+    assert fuse_projections_(f) == 4 * m.config.num_layers  # 2 MLA + 2 dense MLPs per layer
+    ids = _ids(10, 13)[None]
+    assert (f(ids).logits - m(ids).logits).abs().max() < TOL
+    assert f.state_dict().keys() == m.state_dict().keys()
+    save_pretrained(f, str(tmp_path))  # views of one buffer must still save
+    assert torch.equal(from_pretrained(str(tmp_path))(ids).logits, m(ids).logits)
+    with torch.enable_grad():  # training path still reaches the parameters
+        f.train()
+        f(ids).logits.sum().backward()
+        assert f.model.layers[0].mlps[0].gate_proj.weight.grad is not None
