@@ -89,7 +89,24 @@ def run(args) -> dict:
                 secs += dt
                 steps += sum(r.steps for r in replies)
         n = len(reqs) * args.repeats
-        rows.append({"batch_size": b, "samples": n, "seconds": secs, "samples_per_s": n / secs, "llm_steps": steps})
+        rows.append({"batch_size": b, "decode": "eager", "samples": n, "seconds": secs, "samples_per_s": n / secs, "llm_steps": steps})
+    if args.graph_row and device.type == "cuda":
+        # the largest batch again with the decode step in a CUDA graph (captured per call)
+        b = args.batch_sizes[-1]
+        try:
+            model.set_decode_mode("graph")
+            generate(model, reqs[:b], opts)
+            secs = 0.0
+            for i in range(0, len(reqs), b):
+                dt, _ = timed(lambda: generate(model, reqs[i : i + b], opts), device)
+                secs += dt
+            rows.append({"batch_size": b, "decode": "cuda-graph", "samples": len(reqs), "seconds": secs,
+                         "samples_per_s": len(reqs) / secs})
+        except Exception as e:  # noqa: BLE001 - reported, the main rows stand
+            rows.append({"batch_size": b, "decode": "cuda-graph", "error": f"{type(e).__name__}: {e}"[:300],
+                         "samples": 0, "seconds": 0.0, "samples_per_s": 0.0})
+        finally:
+            model.set_decode_mode("eager")
     base = rows[0]["samples_per_s"]
     for r in rows:
         r["speedup_vs_batch1"] = r["samples_per_s"] / base
@@ -115,10 +132,11 @@ def table(res: dict) -> str:
     lines = [
         f"{res['benchmark']} - {res['hardware']}, flavor {res['flavor']}, {res['dtype']}, "
         f"{res['clip_seconds']} s clips ({res['prompt_tokens']} prompt tokens), {res['llm_steps_per_answer']} steps/answer",
-        f"{'batch':>6} {'samples':>8} {'seconds':>9} {'samples/s':>10} {'x batch1':>9}",
+        f"{'batch':>6} {'decode':>10} {'samples':>8} {'seconds':>9} {'samples/s':>10} {'x batch1':>9}",
     ]
     for r in res["rows"]:
-        lines.append(f"{r['batch_size']:>6} {r['samples']:>8} {r['seconds']:>9.2f} {r['samples_per_s']:>10.2f} {r['speedup_vs_batch1']:>9.2f}")
+        lines.append(f"{r['batch_size']:>6} {r.get('decode', 'eager'):>10} {r['samples']:>8} {r['seconds']:>9.2f} "
+                     f"{r['samples_per_s']:>10.2f} {r['speedup_vs_batch1']:>9.2f}" + (f"  {r['error']}" if r.get("error") else ""))
     return "\n".join(lines)
 
 
@@ -132,7 +150,8 @@ def plot(res: dict, path: Path) -> bool:
         return False
     rows = res["rows"]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.bar([str(r["batch_size"]) for r in rows], [r["samples_per_s"] for r in rows], color="tab:blue")
+    labels = [str(r["batch_size"]) + (" graph" if r.get("decode") == "cuda-graph" else "") for r in rows]
+    ax.bar(labels, [r["samples_per_s"] for r in rows], color="tab:blue")
     for i, r in enumerate(rows):
         ax.text(i, r["samples_per_s"], f"{r['speedup_vs_batch1']:.1f}x", ha="center", va="bottom")
     ax.set_xlabel("batch size")
@@ -155,6 +174,8 @@ def main() -> int:
     p.add_argument("--batch-sizes", default="1,16", help="comma list; the first is the baseline")
     p.add_argument("--steps", type=int, default=16, help="LLM steps per answer")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--no-graph-row", dest="graph_row", action="store_false",
+                   help="skip the extra row with the decode step in a CUDA graph (GPU only)")
     p.add_argument("--out", default=str(ROOT / "bench/results/offline.json"))
     p.add_argument("--plot", metavar="JSON", help="only redraw the PNG of an existing result JSON")
     args = p.parse_args()

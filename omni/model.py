@@ -87,6 +87,8 @@ class OmniModel(nn.Module):
         if self.codec.cfg != cfg.codec:
             raise ValueError("the codec's configuration differs from OmniConfig.codec")
         self._ready_cache: dict[int, int] = {}
+        self.decode_mode = "eager"  # "eager" | "static" | "graph": see set_decode_mode
+        self._runners: dict[tuple[int, int], object] = {}
 
     # ------------------------------------------------------------- properties
     @property
@@ -236,6 +238,18 @@ class OmniModel(nn.Module):
         hidden = out.hidden_states[torch.arange(len(runs), device=self.device), last]
         return self.llm.lm_head(hidden).float(), hidden
 
+    def set_decode_mode(self, mode: str) -> None:
+        """How `step` runs the backbone: "eager" (the general forward), "static"
+        (the backbone's static-shape decode step) or "graph" (that step captured
+        once per batch size and cache in a CUDA graph, then replayed: for long-lived
+        caches such as RealtimeOmni's; CUDA only)."""
+        if mode not in ("eager", "static", "graph"):
+            raise ValueError(f"decode mode must be 'eager', 'static' or 'graph', got {mode!r}")
+        if mode == "graph" and self.device.type != "cuda":
+            raise ValueError("decode mode 'graph' needs the model on a CUDA device")
+        self.decode_mode = mode
+        self._runners.clear()
+
     @torch.no_grad()
     def step(self, cache: MLACache, slots: Sequence[int], text_ids: torch.Tensor, codec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One decoding step: rows (text id [B], codec row [B, 4]) -> logits [B, V], hidden [B, H]."""
@@ -243,9 +257,21 @@ class OmniModel(nn.Module):
         sp = self.tokenizer.special
         ids, codec = text_ids[:, None].to(self.device), codec[:, None].to(self.device)
         e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, sp.pad).to(self.dtype)
-        out = self.llm(inputs_embeds=e, cache=cache, slots=list(slots), logits="none")
-        hidden = out.hidden_states[:, 0]
-        return self.llm.lm_head(hidden).float(), hidden
+        if self.decode_mode == "eager":
+            out = self.llm(inputs_embeds=e, cache=cache, slots=list(slots), logits="none")
+            hidden = out.hidden_states[:, 0]
+            return self.llm.lm_head(hidden).float(), hidden
+        from omni.llm.runner import DecodeRunner
+
+        key = (id(cache), len(slots))
+        runner = self._runners.get(key)
+        if runner is None or runner.cache is not cache:
+            # runners of other caches go: a new cache (one per generate call) replaces them
+            self._runners = {k: r for k, r in self._runners.items() if r.cache is cache}
+            runner = DecodeRunner(self.llm, cache, len(slots), use_graph=self.decode_mode == "graph", embeds=True)
+            self._runners[key] = runner
+        logits, hidden = runner.step(list(slots), inputs_embeds=e[:, 0])
+        return logits.float(), hidden.clone()  # graph outputs are reused by the next replay
 
     # ------------------------------------------------------------- training
     def forward(

@@ -53,8 +53,13 @@ class RealtimeOmni:
         capacity: int = 4096,
         system_prompt: str | None = None,
         options: GenerationOptions | None = None,
+        decode_mode: str | None = None,
     ) -> None:
+        """decode_mode: "eager" | "static" | "graph" (CUDA graphs per batch size,
+        see OmniModel.set_decode_mode); None keeps the model's setting."""
         self.model = model.eval()
+        if decode_mode is not None:
+            model.set_decode_mode(decode_mode)
         cfg = model.config
         self.max_slots = max_slots
         self.capacity = capacity
