@@ -22,6 +22,7 @@ import shutil
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_state_dict,
@@ -90,7 +91,9 @@ def load(ckpt_dir: str, step: int, model, optimizer, scheduler, extra: dict) -> 
         raise FileNotFoundError(f"checkpoint {path} does not exist (complete steps: {latest_step(ckpt_dir)})")
     state = _TrainState(model, optimizer, scheduler, extra)
     rng = {"rng": _rng_state()}
-    dcp.load({"train": state, **rng}, checkpoint_id=path)
+    # partial: parameters that never received a gradient (e.g. the audio encoder's CTC
+    # head) have no optimizer state at save time, while a fresh optimizer lists them
+    dcp.load({"train": state, **rng}, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=True))
     _set_rng_state(rng["rng"])
 
 
