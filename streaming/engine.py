@@ -148,6 +148,13 @@ class Engine:
                         if s.mode != "idle" and not s.queue:
                             s.mode = "idle"
                             s.sink(EngineEvent("error", s.epoch, info={"message": f"engine error: {e}"}))
+            # shutting down: carry out the closes sessions sent on their way out, free every slot
+            self._take(block=False)
+            for s in list(self.slots.values()):
+                try:
+                    self._close(s)
+                except Exception:
+                    log.exception("closing slot %d at shutdown failed", s.slot)
 
     def _take(self, block: bool) -> None:
         items = []

@@ -52,12 +52,12 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
         eng.submit(b, "respond", 1, False, None)
         _drain_until(qa, "done")
         _drain_until(qb, "done")
+        ma, mb = eng.slots[a].slot, eng.slots[b].slot
     finally:
         eng.stop()
     # a speculated, rolled back and answered; b never speculated: same context
-    ma, mb = eng.slots[a].slot, eng.slots[b].slot
-    assert model.ctx[ma] == model.ctx[mb]
-    assert sum(1 for t in model.ctx[ma] if t[0] == "begin") == 1
+    assert model.context(ma) == model.context(mb)
+    assert sum(1 for t in model.context(ma) if t[0] == "begin") == 1
     assert model.threads == {eng._thread.ident} and threading.get_ident() not in model.threads
     # the two final replies were decoded in the same batched steps
     assert any(c[0] == "decode" and len(c[1]) == 2 for c in model.calls)
@@ -92,7 +92,7 @@ def test_barge_in_cuts_at_last_punctuation_then_truncate_refines():
         _drain_until(q, "done")
     finally:
         eng.stop()
-    ctx = model.ctx[ms]
+    ctx = model.context(ms)
     first_end = ctx.index(("end",))
     assert [t[1] for t in ctx[:first_end] if t[0] == "tok"] == ["Sure. "]
     assert ctx[first_end + 1][0] == "audio"  # the interrupting speech follows the cut reply
@@ -116,7 +116,8 @@ def test_full_context_starts_over_with_a_clear_event_and_others_continue():
         eng.submit(b, "respond", 1, False, 4)
         _drain_until(qa, "done")
         _drain_until(qb, "done")
+        slot_a = eng.slots[a].slot
     finally:
         eng.stop()
     assert "context" in reset[-1].info["reason"]
-    assert len(model.ctx[eng.slots[a].slot]) < 300 and eng.metrics.counter("omni_context_resets_total") >= 1
+    assert len(model.context(slot_a)) < 300 and eng.metrics.counter("omni_context_resets_total") >= 1

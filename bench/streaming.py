@@ -1,0 +1,288 @@
+"""Streaming latency and throughput of the realtime server, speculation on vs off.
+
+Scripted clients stream spoken questions (espeak-ng) in real time followed by
+silence, over real websockets to an in-process `OmniServer`, at several
+concurrency levels; each level runs with speculative prefill->decode switching
+on and off, side by side in the same run. Reported per configuration:
+
+  p50/p95 first audio byte - end-of-turn confirmation   (target <= 50 / 100 ms at 1 session)
+  p50/p95 first audio byte - end of user speech          (includes the 600 ms VAD endpoint)
+  decode steps/s per session (p50, min) vs the 16.67 steps/s real-time need
+  encode+prefill time per 1 s packet (p50/p95)
+
+    python bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32   # GPU
+    python bench/streaming.py --flavor debug --device cpu --sessions 1,4                  # this CPU
+
+Writes bench/results/streaming_<tag>.json and .png and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+QUESTIONS = [
+    "What color is the sky on a clear day?",
+    "How many legs does a spider have?",
+    "Tell me something about the moon.",
+    "Which way is the red ball moving?",
+    "Can you repeat after me: good morning.",
+    "What shape is the blue object?",
+]
+SR = 16000
+REALTIME_STEPS = 1000 / 60  # codec frames per second the decoder must sustain
+
+
+def hardware(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"1x {torch.cuda.get_device_name(0)}"
+    name = platform.processor() or "cpu"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores (CPU)"
+
+
+def make_speech(out_dir: Path) -> list[Path]:
+    """Synthesize the questions with espeak-ng + sox (trimmed, 16 kHz mono)."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        raise SystemExit("espeak-ng and sox are needed to make the spoken questions (or pass --speech-dir)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, q in enumerate(QUESTIONS):
+        raw, path = out_dir / f"q{i}.raw.wav", out_dir / f"q{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), q], check=True)
+        subprocess.run(["sox", str(raw), "-r", str(SR), "-c", "1", "-b", "16", str(path), "silence", "1", "0.02",
+                        "1%", "reverse", "silence", "1", "0.02", "1%", "reverse"], check=True)
+        raw.unlink()
+        paths.append(path)
+    return paths
+
+
+def load_speech(speech_dir: Path) -> list[np.ndarray]:
+    out = []
+    for p in sorted(speech_dir.glob("q*.wav")):
+        with wave.open(str(p)) as w:
+            if w.getframerate() != SR or w.getnchannels() != 1 or w.getsampwidth() != 2:
+                raise SystemExit(f"{p}: expected 16 kHz mono 16-bit WAV")
+            out.append(np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768)
+    if not out:
+        raise SystemExit(f"no q*.wav files in {speech_dir}")
+    return out
+
+
+def build_model(args):
+    import torch
+
+    from omni.config import get_omni_config
+    from omni.generation import GenerationOptions
+    from omni.model import OmniModel
+    from omni.realtime import RealtimeOmni
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    if args.model:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+        model = OmniModel.from_pretrained(args.model, device=args.device, dtype=dtype)
+    else:
+        with torch.device(args.device):  # random init directly on the device (a1b is ~7.6B parameters)
+            model = OmniModel(get_omni_config(args.flavor))
+        model = model.to(args.device)
+        if args.dtype != "fp32":
+            model = model.to_dtype({"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
+    rt = RealtimeOmni(model, max_slots=max(args.sessions), capacity=args.capacity,
+                      options=GenerationOptions(max_new_tokens=args.max_steps))
+    print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}), built in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return rt
+
+
+async def one_client(url: str, audio: np.ndarray, speculative: bool, delay: float, silence: float,
+                     timeout: float) -> dict:
+    from streaming.client import RealtimeClient
+
+    td = {"type": "server_vad", "silence_duration_ms": 600,
+          "speculative_silence_ms": 200 if speculative else None}
+    async with RealtimeClient(url) as c:
+        await c.configure(turn_detection=td, input_rate=SR, output_rate=24000)
+        await asyncio.sleep(delay)
+        stream = np.concatenate([audio, np.zeros(int(SR * silence), np.float32)])
+        await c.stream_audio(stream, SR, realtime=True, speech_end_s=len(audio) / SR)
+        reply = await c.wait_response(timeout=timeout)
+        m = dict(reply.server_metrics)
+        m["status"] = reply.status
+        if reply.t_first_audio is not None and c.t_speech_sent_end is not None:
+            m["client_first_audio_after_speech_sent_s"] = reply.t_first_audio - c.t_speech_sent_end
+        return m
+
+
+async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args) -> dict:
+    from streaming.server import OmniServer, ServerConfig
+
+    srv = await OmniServer(model, ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps)).start()
+    rng = random.Random(n * 2 + speculative)
+    try:
+        results = await asyncio.gather(*[
+            one_client(srv.url, speech[i % len(speech)], speculative, rng.uniform(0, 1.0), args.silence,
+                       args.timeout) for i in range(n)], return_exceptions=True)
+    finally:
+        prefill = srv.metrics.samples("omni_prefill_packet_seconds")
+        steps = srv.metrics.samples("omni_decode_step_seconds")
+        rollbacks = srv.metrics.counter("omni_rollbacks_total")
+        await srv.close()
+    ok = [r for r in results if isinstance(r, dict)]
+    failed = [repr(r) for r in results if not isinstance(r, dict)]
+
+    def pct(key: str, q: float) -> float | None:
+        vals = [r[key] for r in ok if r.get(key) is not None]
+        return float(np.percentile(vals, q)) * 1000 if vals else None
+
+    rates = [r["decode_steps_per_s"] for r in ok if r.get("decode_steps_per_s")]
+    return {
+        "sessions": n, "speculative": speculative, "responses": len(ok), "failed": failed,
+        "first_audio_after_confirm_ms": {"p50": pct("first_audio_after_confirm_s", 50),
+                                         "p95": pct("first_audio_after_confirm_s", 95)},
+        "first_audio_after_speech_end_ms": {"p50": pct("first_audio_after_speech_end_s", 50),
+                                            "p95": pct("first_audio_after_speech_end_s", 95)},
+        "client_first_audio_after_speech_sent_ms": {"p50": pct("client_first_audio_after_speech_sent_s", 50),
+                                                    "p95": pct("client_first_audio_after_speech_sent_s", 95)},
+        "decode_steps_per_s_per_session": {"p50": float(np.median(rates)) if rates else None,
+                                           "min": float(min(rates)) if rates else None,
+                                           "realtime_need": REALTIME_STEPS},
+        "all_sessions_realtime": bool(rates) and min(rates) >= REALTIME_STEPS,
+        "prefill_per_packet_ms": {"p50": float(np.percentile(prefill, 50)) * 1000 if prefill else None,
+                                  "p95": float(np.percentile(prefill, 95)) * 1000 if prefill else None},
+        "decode_step_ms_p50": float(np.percentile(steps, 50)) * 1000 if steps else None,
+        "rollbacks": rollbacks,
+        "response_steps_p50": float(np.median([r["steps"] for r in ok if "steps" in r])) if ok else None,
+    }
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_table(rows: list[dict], hw: str) -> None:
+    print(f"\nstreaming benchmark on {hw}")
+    head = ("sessions", "spec", "n", "1st audio-confirm p50/p95 ms", "1st audio-speech end p50/p95 ms",
+            "steps/s/session p50 (min)", "realtime", "prefill/packet p50/p95 ms")
+    print(" | ".join(head))
+    for r in rows:
+        fa, fe = r["first_audio_after_confirm_ms"], r["first_audio_after_speech_end_ms"]
+        ds, pf = r["decode_steps_per_s_per_session"], r["prefill_per_packet_ms"]
+        print(" | ".join([str(r["sessions"]), "on" if r["speculative"] else "off", str(r["responses"]),
+                          f"{fmt(fa['p50'])}/{fmt(fa['p95'])}", f"{fmt(fe['p50'])}/{fmt(fe['p95'])}",
+                          f"{fmt(ds['p50'], 1)} ({fmt(ds['min'], 1)})", "yes" if r["all_sessions_realtime"] else "NO",
+                          f"{fmt(pf['p50'], 1)}/{fmt(pf['p95'], 1)}"]))
+    by = {(r["sessions"], r["speculative"]): r for r in rows}
+    for n in sorted({r["sessions"] for r in rows}):
+        on, off = by.get((n, True)), by.get((n, False))
+        if on and off and on["first_audio_after_speech_end_ms"]["p50"] and off["first_audio_after_speech_end_ms"]["p50"]:
+            ratio = on["first_audio_after_speech_end_ms"]["p50"] / off["first_audio_after_speech_end_ms"]["p50"]
+            print(f"  {n} sessions: first audio after end of speech, speculation on/off = {ratio:.2f}x")
+
+
+def plot(rows: list[dict], hw: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for spec, style in ((True, "-o"), (False, "--s")):
+        rs = sorted([r for r in rows if r["speculative"] == spec], key=lambda r: r["sessions"])
+        n = [r["sessions"] for r in rs]
+        for q in ("p50", "p95"):
+            axes[0].plot(n, [r["first_audio_after_confirm_ms"][q] or np.nan for r in rs], style,
+                         label=f"spec {'on' if spec else 'off'} {q}")
+        axes[1].plot(n, [r["decode_steps_per_s_per_session"]["min"] or np.nan for r in rs], style,
+                     label=f"spec {'on' if spec else 'off'} (min over sessions)")
+    axes[0].set(xlabel="concurrent sessions", ylabel="ms", title="first audio after end-of-turn confirmation",
+                xscale="log")
+    axes[1].axhline(REALTIME_STEPS, color="red", lw=1, label="real time (16.67)")
+    axes[1].set(xlabel="concurrent sessions", ylabel="decode steps / s / session", title="decode rate",
+                xscale="log")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(hw, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+async def amain(args) -> int:
+    speech_dir = Path(args.speech_dir) if args.speech_dir else Path(tempfile.mkdtemp()) / "speech"
+    if not list(speech_dir.glob("q*.wav")):
+        make_speech(speech_dir)
+    speech = load_speech(speech_dir)
+    if args.make_speech_only:
+        print(f"wrote {len(speech)} questions to {speech_dir}")
+        return 0
+    model = build_model(args)
+    hw = hardware(args.device)
+    # warm-up (kernels, allocator), not recorded
+    await run_config(model, 1, True, speech[:1], argparse.Namespace(**{**vars(args), "max_steps": 8}))
+    rows = []
+    for n in args.sessions:
+        for spec in (True, False):
+            t0 = time.perf_counter()
+            rows.append(await run_config(model, n, spec, speech, args))
+            print(f"  {n} sessions, speculation {'on' if spec else 'off'}: {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+    print_table(rows, hw)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.tag or f"{args.flavor}_{'gpu' if args.device.startswith('cuda') else 'cpu'}"
+    data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
+            "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
+            "command": " ".join(sys.argv), "load_average_after": os.getloadavg(), "results": rows}
+    (out / f"streaming_{tag}.json").write_text(json.dumps(data, indent=2))
+    plot(rows, hw, out / f"streaming_{tag}.png")
+    print(f"wrote {out / f'streaming_{tag}.json'} and .png")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="checkpoint directory (default: random weights of --flavor)")
+    p.add_argument("--flavor", default="debug", help="omni flavor without --model (a1b on a GPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")
+    p.add_argument("--max-steps", type=int, default=50, help="decode steps per reply (60 ms of speech each)")
+    p.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")
+    p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
+    p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
+    p.add_argument("--speech-dir", help="folder of q*.wav questions (made with espeak-ng if empty)")
+    p.add_argument("--make-speech-only", action="store_true", help="only synthesize the questions")
+    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--tag", help="result file tag (default: flavor_device)")
+    args = p.parse_args()
+    args.sessions = [int(x) for x in args.sessions.split(",")]
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
