@@ -227,15 +227,18 @@ def hf_prefill_ms(hf, cfg, batch: int, seq: int, iters: int, dev) -> float:
 
 @torch.no_grad()
 def fill_context(model, cache, batch: int, context: int, dev, chunk_rows: int = 8) -> torch.Tensor:
-    """Prefill `context` random tokens into slots 0..batch-1; returns the next input tokens [batch]."""
+    """Prefill `context` random tokens into slots 0..batch-1 (eagerly, even when
+    the layers are compiled: no compile for these shapes); returns the next
+    input tokens [batch]."""
     last = []
-    for a in range(0, batch, chunk_rows):
-        rows = list(range(a, min(batch, a + chunk_rows)))
-        for s in rows:
-            cache.truncate(s, 0)
-        g = torch.Generator(device="cpu").manual_seed(1234 + a)
-        ids = torch.randint(4, model.config.vocab_size, (len(rows), context), generator=g).to(dev)
-        last.append(model(ids, cache=cache, slots=rows, logits="last").logits[:, 0].argmax(-1))
+    with torch.compiler.set_stance("force_eager"):
+        for a in range(0, batch, chunk_rows):
+            rows = list(range(a, min(batch, a + chunk_rows)))
+            for s in rows:
+                cache.truncate(s, 0)
+            g = torch.Generator(device="cpu").manual_seed(1234 + a)
+            ids = torch.randint(4, model.config.vocab_size, (len(rows), context), generator=g).to(dev)
+            last.append(model(ids, cache=cache, slots=rows, logits="last").logits[:, 0].argmax(-1))
     return torch.cat(last)
 
 
@@ -250,11 +253,12 @@ def decode_run(runner: DecodeRunner, slots: list[int], tok: torch.Tensor, steps:
 
 
 @torch.no_grad()
-def decode_tok_s(model, cache, batch: int, context: int, steps: int, use_graph: bool, dev) -> tuple[float, list]:
+def decode_tok_s(model, batch: int, context: int, steps: int, use_graph: bool, dev) -> tuple[float, list]:
+    cache = model.new_cache(batch, context + steps + 8)
     tok = fill_context(model, cache, batch, context, dev)
     slots = list(range(batch))
     runner = DecodeRunner(model, cache, batch, use_graph=use_graph, fixed_slots=slots)
-    decode_run(runner, slots, tok, 3)  # warm-up / capture
+    decode_run(runner, slots, tok, 3)  # warm-up / compile / capture
     for s in slots:
         cache.truncate(s, context)
     sync(dev)
@@ -263,6 +267,58 @@ def decode_tok_s(model, cache, batch: int, context: int, steps: int, use_graph: 
     sync(dev)
     dt = time.perf_counter() - t
     return batch * steps / dt, [x.tolist() for x in toks]
+
+
+@torch.no_grad()
+def teacher_forced_logits(model, context: int, steps: int, use_graph: bool, dev) -> torch.Tensor:
+    """Logits [steps, V] of batch-1 decode fed fixed tokens (no feedback)."""
+    cache = model.new_cache(1, context + steps + 8)
+    fill_context(model, cache, 1, context, dev)
+    runner = DecodeRunner(model, cache, 1, use_graph=use_graph, fixed_slots=[0])
+    decode_run(runner, [0], torch.tensor([5], device=dev), 2)
+    cache.truncate(0, context)
+    forced = torch.randint(4, model.config.vocab_size, (steps,), generator=torch.Generator().manual_seed(99))
+    out = []
+    for i in range(steps):
+        logits, _ = runner.step([0], input_ids=forced[i : i + 1].to(dev))
+        out.append(logits[0].float().cpu().clone())
+    return torch.stack(out)
+
+
+def compare_logits(a: torch.Tensor, b: torch.Tensor) -> dict:
+    return {"max_abs_logit_diff": (a - b).abs().max().item(), "logit_std": b.std().item(),
+            "argmax_agreement": (a.argmax(-1) == b.argmax(-1)).float().mean().item()}
+
+
+@torch.no_grad()
+def profile_decode(model, context: int, dev, path: str, steps: int = 5) -> dict:
+    """Kernel-level profile of batch-1 decode steps (compiled layers, no graph,
+    so every kernel is recorded with its own duration)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = model.new_cache(1, context + 32)
+    tok = fill_context(model, cache, 1, context, dev)
+    runner = DecodeRunner(model, cache, 1, use_graph=False, fixed_slots=[0])
+    decode_run(runner, [0], tok, 3)
+    sync(dev)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        decode_run(runner, [0], tok, steps)
+        sync(dev)
+    avgs = prof.key_averages()
+    kern = [e for e in avgs if str(getattr(e, "device_type", "")).endswith("CUDA")]
+
+    def dev_us(e):
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+    total = sum(dev_us(e) for e in kern)
+    top = sorted(kern, key=dev_us, reverse=True)[:25]
+    lines = [f"{'kernel':<90}{'calls/step':>11}{'us/step':>10}{'share':>8}"]
+    for e in top:
+        lines.append(f"{e.key[:88]:<90}{e.count / steps:>11.1f}{dev_us(e) / steps:>10.1f}{dev_us(e) / max(total, 1e-9):>8.1%}")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return {"kernels_per_step": sum(e.count for e in kern) / steps, "gpu_busy_us_per_step": total / steps,
+            "top": [(e.key[:80], round(dev_us(e) / steps, 1)) for e in top[:12]]}
 
 
 @torch.no_grad()
@@ -279,6 +335,21 @@ def hf_decode_tok_s(hf, cfg, batch: int, context: int, steps: int, dev) -> float
         past, tok = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
     sync(dev)
     return batch * steps / (time.perf_counter() - t)
+
+
+def set_variant(model, fused: bool, backend: str, store: dict) -> None:
+    """Switch projection fusion on/off (keeping the fused buffers) and the expert backend."""
+    from omni.llm.attention import MLA
+    from omni.llm.fusion import SwiGLU
+
+    for mod in model.modules():
+        name = "gate_up_fused" if isinstance(mod, SwiGLU) else "qkv_a_fused" if isinstance(mod, MLA) else None
+        if name is None:
+            continue
+        if getattr(mod, name) is not None:
+            store[id(mod)] = getattr(mod, name)
+        setattr(mod, name, store.get(id(mod)) if fused else None)
+    model.set_expert_backend(backend)
 
 
 # ----------------------------------------------------------------- main
@@ -312,7 +383,8 @@ def main(argv=None) -> int:
     prefill_shapes = [(1, 2048), (8, 512)] if not args.quick else [(1, 64), (2, 32)]
     cfg = get_llm_config(args.flavor)
     res: dict = {"flavor": args.flavor, "dtype": args.dtype, "config": dataclasses.asdict(cfg), "errors": {}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
 
     def save():
         with open(args.out, "w") as fh:
@@ -352,12 +424,18 @@ def main(argv=None) -> int:
         def agree():
             ids = torch.randint(4, cfg.vocab_size, (1, 64), device=dev)
             with torch.no_grad():
-                a, b = ours(ids).logits.float(), hf(ids).logits.float()
-            return {"max_abs_logit_diff": (a - b).abs().max().item(), "logit_std": b.std().item(),
-                    "argmax_agreement": (a.argmax(-1) == b.argmax(-1)).float().mean().item()}
+                return compare_logits(ours(ids).logits.float()[0], hf(ids).logits.float()[0])
         res["bf16_agreement"] = phase("bf16 agreement", agree)
+    from omni.llm.experts import grouped_mm_available
+    from omni.llm.fusion import fuse_projections_
+    from omni.llm.moe_triton import triton_moe_available
 
-    # --- prefill ---
+    fuse_projections_(ours)
+    fused_store: dict = {}
+    res["backends"] = {"grouped_mm": grouped_mm_available(dev, dtype), "triton_moe": triton_moe_available(dev, dtype)}
+    log(f"expert backends available: {res['backends']}")
+
+    # --- prefill (eager) ---
     res["prefill"] = []
     cap = max(s for _, s in prefill_shapes) + 1
     pcache = ours.new_cache(max(b for b, _ in prefill_shapes), cap)
@@ -368,52 +446,72 @@ def main(argv=None) -> int:
             row["hf_ms"] = phase(f"prefill {b}x{s} transformers",
                                  lambda: hf_prefill_ms(hf, cfg, b, s, max(2, args.iters // 3), dev))
         res["prefill"].append(row)
-    del pcache
 
-    # --- decode ---
+    # --- decode (eager and CUDA graph) ---
     steps = args.decode_steps
+    nsteps = {1: steps, args.batch: max(8, steps // 4)}
     res["decode"] = []
+    graphs = dev.type == "cuda"
     for b in (1, args.batch):
-        n = steps if b == 1 else max(8, steps // 4)
-        cache = ours.new_cache(b, args.context + n + 8)
+        n = nsteps[b]
         row = {"batch": b, "context": args.context, "floor_tok_s": decode_floor_tok_s(cfg, b, args.context, bw)}
-        r = phase(f"decode b{b} eager", lambda: decode_tok_s(ours, cache, b, args.context, n, False, dev))
+        r = phase(f"decode b{b} eager", lambda: decode_tok_s(ours, b, args.context, n, False, dev))
         if r:
             row["ours_eager_tok_s"], toks_eager = r
-        if dev.type == "cuda":
-            r = phase(f"decode b{b} graph", lambda: decode_tok_s(ours, cache, b, args.context, n, True, dev))
+        if graphs:
+            r = phase(f"decode b{b} graph", lambda: decode_tok_s(ours, b, args.context, n, True, dev))
             if r:
                 row["ours_graph_tok_s"], toks_graph = r
                 if b == 1 and "ours_eager_tok_s" in row:
                     res["greedy_graph_vs_eager"] = {"steps": n, "identical": toks_graph == toks_eager}
+            if b == 1:  # what each decode optimization buys (graph, no compile)
+                row["variants_graph_tok_s"] = {}
+                for fused, backend in ((False, "grouped_mm"), (True, "grouped_mm"), (True, "auto")):
+                    key = f"{'fused' if fused else 'unfused'}+{backend}"
+                    set_variant(ours, fused, backend, fused_store)
+                    r = phase(f"decode b1 graph {key}", lambda: decode_tok_s(ours, 1, args.context, n, True, dev))
+                    row["variants_graph_tok_s"][key] = r[0] if r else None
+                set_variant(ours, True, "auto", fused_store)
         if hf is not None:
             row["hf_tok_s"] = phase(f"decode b{b} transformers",
                                     lambda: hf_decode_tok_s(hf, cfg, b, args.context, args.hf_steps, dev), optional=True)
         res["decode"].append(row)
-        del cache
-    del hf
-    if dev.type == "cuda":
+    del hf, pcache
+    if graphs:
         torch.cuda.empty_cache()
 
-    # --- torch.compile (regional: one compiled layer body) + CUDA graph ---
-    if dev.type == "cuda" and not args.no_compile:
-        if phase("compile layers", lambda: compile_layers(ours), optional=True) is None and "compile layers" not in res["errors"]:
+    # --- torch.compile (regional: one compiled layer body) ---
+    if graphs and not args.no_compile:
+        tf_steps = 16
+        ref = phase("teacher-forced eager logits", lambda: teacher_forced_logits(ours, args.context, tf_steps, False, dev))
+        ok = phase("compile layers", lambda: compile_layers(ours) or True, optional=True)
+        if ok:
             for row in res["decode"]:
                 b = row["batch"]
-                n = steps if b == 1 else max(8, steps // 4)
-                cache = ours.new_cache(b, args.context + n + 8)
                 r = phase(f"decode b{b} compiled graph",
-                          lambda: decode_tok_s(ours, cache, b, args.context, n, True, dev), optional=True)
+                          lambda: decode_tok_s(ours, b, args.context, nsteps[b], True, dev), optional=True)
                 if r:
-                    row["ours_compiled_graph_tok_s"], toks_c = r
-                    if b == 1 and "greedy_graph_vs_eager" in res:
-                        same = 0
-                        for x, y in zip(toks_c, toks_eager):
-                            if x != y:
-                                break
-                            same += 1
-                        res["greedy_graph_vs_eager"]["compiled_identical_prefix"] = same
-                del cache
+                    row["ours_compiled_graph_tok_s"] = r[0]
+            if ref is not None:
+                got = phase("teacher-forced compiled graph logits",
+                            lambda: teacher_forced_logits(ours, args.context, tf_steps, True, dev), optional=True)
+                if got is not None:
+                    res["compiled_vs_eager_teacher_forced"] = dict(compare_logits(got, ref), steps=tf_steps)
+            pcache = ours.new_cache(max(b for b, _ in prefill_shapes), cap)
+            for row in res["prefill"]:
+                b, s = row["batch"], row["seq"]
+                row["ours_compiled_ms"] = phase(f"prefill {b}x{s} compiled",
+                                                lambda: prefill_ms(ours, pcache, b, s, args.iters, dev), optional=True)
+            del pcache
+            res["profile_b1_compiled"] = phase(
+                "profile b1 compiled",
+                lambda: profile_decode(ours, args.context, dev, os.path.join(out_dir, "backbone_profile.txt")),
+                optional=True)
+            set_variant(ours, True, "grouped_mm", fused_store)
+            r = phase("decode b1 compiled graph grouped_mm",
+                      lambda: decode_tok_s(ours, 1, args.context, nsteps[1], True, dev), optional=True)
+            res["decode"][0]["compiled_graph_grouped_mm_tok_s"] = r[0] if r else None
+            set_variant(ours, True, "auto", fused_store)
     save()
     print_table(res)
     plot(res, os.path.splitext(args.out)[0] + ".png")
@@ -429,18 +527,27 @@ def print_table(res: dict) -> None:
     print(f"\nLongCat-Flash backbone, flavor {res['flavor']}, {res['dtype']}, on {hw.get('name')} "
           f"(torch {hw.get('torch')}, transformers {hw.get('transformers')}); measured copy "
           f"{_fmt(hw.get('copy_GBps'))} GB/s, bf16 matmul {_fmt(hw.get('matmul_TFLOPs'))} TFLOP/s")
-    print(f"{'prefill':<16}{'ours ms':>10}{'transformers ms':>17}{'floor ms':>10}{'ours/floor':>12}{'speed-up':>10}")
+    print(f"{'prefill':<16}{'ours ms':>10}{'compiled':>10}{'transformers ms':>17}{'floor ms':>10}{'best/floor':>12}{'speed-up':>10}")
     for r in res.get("prefill", []):
-        o, h, f = r.get("ours_ms"), r.get("hf_ms"), r["floor_ms"]
-        print(f"{r['batch']} x {r['seq']:<12}{_fmt(o):>10}{_fmt(h):>17}{_fmt(f):>10}"
-              f"{_fmt(o / f if o else None, 'x'):>12}{_fmt(h / o if o and h else None, 'x'):>10}")
+        o, c, h, f = r.get("ours_ms"), r.get("ours_compiled_ms"), r.get("hf_ms"), r["floor_ms"]
+        best = min(x for x in (o, c, float("inf")) if x)
+        best = None if best == float("inf") else best
+        print(f"{r['batch']} x {r['seq']:<12}{_fmt(o):>10}{_fmt(c):>10}{_fmt(h):>17}{_fmt(f):>10}"
+              f"{_fmt(best / f if best else None, 'x'):>12}{_fmt(h / best if best and h else None, 'x'):>10}")
     print(f"{'decode tok/s':<16}{'eager':>9}{'graph':>9}{'compiled':>10}{'transformers':>14}{'floor':>9}{'best/floor':>12}")
     for r in res.get("decode", []):
         best = max([r.get(k) or 0 for k in ("ours_eager_tok_s", "ours_graph_tok_s", "ours_compiled_graph_tok_s")])
         print(f"b{r['batch']} @ {r['context']:<10}{_fmt(r.get('ours_eager_tok_s')):>9}{_fmt(r.get('ours_graph_tok_s')):>9}"
               f"{_fmt(r.get('ours_compiled_graph_tok_s')):>10}{_fmt(r.get('hf_tok_s')):>14}{_fmt(r['floor_tok_s']):>9}"
               f"{_fmt(100 * best / r['floor_tok_s'], '%'):>12}")
-    for k in ("parity_fp32_debug", "bf16_agreement", "greedy_graph_vs_eager"):
+    for r in res.get("decode", []):
+        if r.get("variants_graph_tok_s"):
+            print(f"b{r['batch']} graph variants (tok/s): {r['variants_graph_tok_s']}; compiled graph grouped_mm: "
+                  f"{_fmt(r.get('compiled_graph_grouped_mm_tok_s'))}")
+    prof = res.get("profile_b1_compiled")
+    if prof:
+        print(f"profile b1 compiled: {prof['kernels_per_step']:.0f} kernels/step, GPU busy {prof['gpu_busy_us_per_step']:.0f} us/step")
+    for k in ("backends", "parity_fp32_debug", "bf16_agreement", "greedy_graph_vs_eager", "compiled_vs_eager_teacher_forced"):
         if res.get(k) is not None:
             print(f"{k}: {res[k]}")
     if res.get("errors"):
@@ -458,9 +565,10 @@ def plot(res: dict, path: str) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     labels, ours, hf = [], [], []
     for r in res.get("prefill", []):
-        if r.get("ours_ms"):
+        best = min(x for x in (r.get("ours_ms"), r.get("ours_compiled_ms"), float("inf")) if x)
+        if best < float("inf"):
             labels.append(f"{r['batch']}x{r['seq']}")
-            ours.append(r["floor_ms"] / r["ours_ms"] * 100)
+            ours.append(r["floor_ms"] / best * 100)
             hf.append(r["floor_ms"] / r["hf_ms"] * 100 if r.get("hf_ms") else 0)
     x = range(len(labels))
     a.bar([i - 0.2 for i in x], ours, 0.4, label="ours")
