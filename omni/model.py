@@ -23,6 +23,7 @@ from torch import nn
 from encoders.audio import StreamingAudioEncoder
 from encoders.image_processing import preprocess_video
 from encoders.vision import VisionEncoder
+from encoders.vision_projector import cap_tokens, token_grid
 from omni.config import OmniConfig
 from omni.embedding import AudioEmbedding, embed_rows, replace_features
 from omni.heads import AudioHead
@@ -171,9 +172,10 @@ class OmniModel(nn.Module):
         audio_feats = iter(self.encode_audio([s for s, h in zip(streams, has_audio) if h]))
         units, owners = [], []
         for i, r in enumerate(requests):
-            for img in r.images:
-                units.append(img)
-                owners.append((i, "image", None))
+            if r.images:
+                for u in self.vision.prepare(list(r.images)):
+                    units.append(u)
+                    owners.append((i, "image", None))
             if r.video:
                 pairs = preprocess_video(list(r.video), cfg.vision)
                 times = list(r.video_times)[::2]
@@ -181,6 +183,13 @@ class OmniModel(nn.Module):
                     units.append(u)
                     owners.append((i, "video", float(t)))
         feats = self.encode_visual(units)
+        # the visual token budget holds per request, over all its images and frames
+        for i in range(len(requests)):
+            idx = [k for k, o in enumerate(owners) if o[0] == i]
+            if idx:
+                capped, _ = cap_tokens([feats[k] for k in idx], [token_grid(units[k].grid) for k in idx], cfg.vision.max_video_tokens)
+                for k, f in zip(idx, capped):
+                    feats[k] = f
         per_image: list[list[torch.Tensor]] = [[] for _ in requests]
         per_video: list[list[tuple[float, torch.Tensor]]] = [[] for _ in requests]
         for (i, kind, t), f in zip(owners, feats):

@@ -135,3 +135,24 @@ def test_static_decode_step_matches_eager(debug_model):
         assert a.text_ids == b.text_ids and np.array_equal(a.frames, b.frames)
     with pytest.raises(ValueError, match="CUDA"):
         m.set_decode_mode("graph")
+
+
+def test_visual_token_budget_per_request(debug_model):
+    """A long video is shrunk to the request's visual token budget; a short one is untouched."""
+    import dataclasses
+
+    m = debug_model
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (112, 168, 3), dtype=np.uint8) for _ in range(8)]
+    req = OmniRequest(text="what moves", video=frames, video_times=[0.5 * i for i in range(8)])
+    full = m.prepare(req)
+    n_full = int((full.ids == m.tokenizer.special.image_pad).sum())
+    old = m.config.vision
+    try:
+        m.config.vision = dataclasses.replace(old, max_video_tokens=n_full // 3)
+        capped = m.prepare(req)
+    finally:
+        m.config.vision = old
+    n_capped = int((capped.ids == m.tokenizer.special.image_pad).sum())
+    assert n_capped <= n_full // 3 < n_full
+    capped.check(m.tokenizer.special.audio_pad, m.tokenizer.special.image_pad)
