@@ -76,7 +76,12 @@ def breakdown(c, reply, t_speech_end: float | None) -> dict:
                         ("response_done", reply.t_done)):
             if t is not None:
                 rel[f"{name}_after_speech_sent_ms"] = round(1000 * (t - t_speech_end), 1)
-    server = {k: (round(1000 * v, 1) if k.endswith("_s") else v) for k, v in reply.server_metrics.items()}
+    server = {}
+    for k, v in reply.server_metrics.items():
+        if k.endswith("_s") and not k.endswith("_per_s"):  # seconds -> ms
+            server[k[:-2] + "_ms"] = round(1000 * v, 1)
+        else:
+            server[k] = round(v, 3) if isinstance(v, float) else v
     return {"client": rel, "server": server}
 
 
