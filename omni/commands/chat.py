@@ -17,6 +17,10 @@ import time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = """examples:
+  omni chat --model MODEL_DIR --video clip.mp4 --audio question.wav --out reply.wav
+  omni chat --text "what color is the star?" --image scene.png   (random debug model)"""
     p.add_argument("--model", help="model directory (from save_pretrained or `omni convert`)")
     p.add_argument("--flavor", default="debug", help="random model flavor when --model is not given (default: debug)")
     p.add_argument("--text", help="the question as text")

@@ -20,6 +20,10 @@ FORMATS = ("longcat-omni",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = """examples:
+  omni convert --from longcat-omni ./LongCat-Flash-Omni ./omni-longcat --dtype bfloat16
+  omni chat --model ./omni-longcat --text hello"""
     p.add_argument("--from", dest="source_format", required=True, choices=FORMATS, help="layout of SRC")
     p.add_argument("src", help="official checkpoint directory")
     p.add_argument("dst", help="output model directory")

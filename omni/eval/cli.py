@@ -20,6 +20,11 @@ from omni.eval.manifest import TASKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = """examples:
+  omni eval --task av-mcq --data runs/data/heldout --model MODEL_DIR --out runs/eval/av-mcq
+  omni eval --task asr --data librispeech-mini --out runs/asr --batch-size 16
+outputs (in --out): samples.jsonl (per sample; a rerun resumes), summary.json, report.md, report.png"""
     p.add_argument("--task", required=True, choices=TASKS, help="what to evaluate")
     p.add_argument("--data", required=True, help="data directory holding <task>.jsonl (or manifest.jsonl) and the media")
     p.add_argument("--model", help="model directory (default: a random `debug` model, for trying the harness)")
