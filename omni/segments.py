@@ -124,7 +124,7 @@ class SegmentMachine:
         if sem == self.audio_eos:
             self.prev_sem = None
             self.seg_step = 0
-            if self.ending or self.state == TEXT_AUDIO and text_id == self.text_eos:
+            if self.ending:  # the text ended with </longcat_s>: this was the last segment
                 self.state = DONE
             else:
                 self.state = TEXT_AUDIO

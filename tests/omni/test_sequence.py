@@ -49,27 +49,22 @@ def _inputs(seconds=3.5, units=4, sparse=2, seed=0):
 
 
 def _incremental(fmt, n_samples, audio, video, sparse_units, ready):
+    """Feed the same input chunk by chunk, as the streaming server does."""
     b = IncrementalBuilder(fmt)
-    runs = []
-    b.state.in_response = True  # assistant is answering: frames are sparse
+    b.state.in_response = True  # the assistant is answering: frames arrive sparse and are buffered
     for t, f in sparse_units:
-        runs.append(b.add_chunk(EncodedChunk(t, torch.zeros(0, D), [f], [t], 32000, speaking=False)))
-    runs.append(b.end_response(needs_eos=False))
-    runs = runs[-1:]  # the assistant turn's closing belongs to the previous turn
-    done = 0
-    k = 0
+        assert len(b.add_chunk(EncodedChunk(t, torch.zeros(0, D), [f], [t], 32000, speaking=False))) == 0
+    b.end_response(needs_eos=False)  # (its tokens close the previous turn: not compared)
+    runs, done, k = [], 0, 0
     while k * 16000 < n_samples or any(k <= t < k + 1 for t, _ in video):
         lo, hi = k * 16000, min((k + 1) * 16000, n_samples)
         num = max(0, hi - lo)
-        r = min(ready(hi), audio.shape[0]) if num else done
-        chunk = EncodedChunk(
-            float(k), audio[done:r], [f for t, f in video if k <= t < k + 1], [t for t, _ in video if k <= t < k + 1], num
-        )
-        done = r
-        runs.append(b.add_chunk(chunk))
-        k += 1
-    runs.append(b.close_user_turn(audio[done:]))
-    return Tokens.cat(runs[1:])
+        r = min(ready(hi), audio.shape[0]) if num else done  # frames the encoder has released
+        units = [(t, f) for t, f in video if k <= t < k + 1]
+        runs.append(b.add_chunk(EncodedChunk(float(k), audio[done:r], [f for _, f in units], [t for t, _ in units], num)))
+        done, k = r, k + 1
+    runs.append(b.close_user_turn(audio[done:]))  # the encoder flush releases the rest
+    return Tokens.cat(runs)
 
 
 def test_offline_equals_incremental(tok):
