@@ -10,7 +10,8 @@ receive `EngineEvent`s through a callback that the engine calls from its thread
      batched call, repeated while packets wait (prefill never waits for a turn
      to end, so the context is ready when the user stops talking);
   3. stage 3: one batched decode step for every slot that is answering;
-  4. stage 4: one batched codec-decoder call for the frames that step produced.
+  4. stage 4 (own thread, streaming/audio_stage.py): the frames that step
+     produced are decoded to speech while the LLM computes the next step.
 
 Speculation: `respond(speculative=True)` snapshots the slot length, then
 decodes. `rollback` truncates back to the snapshot (the cache is then exactly
@@ -37,6 +38,7 @@ from typing import Any, Callable
 import numpy as np
 
 from omni.realtime_api import RealtimeModel, UserChunk
+from streaming.audio_stage import AudioJob, AudioStage
 from streaming.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class Engine:
         self.frame_samples = model.codec_frame_samples
         self.thread_id: int | None = None
         self._barriers: list[Future] = []
+        self.audio = AudioStage(model, self.metrics, EngineEvent)
 
     # ---- public, any thread ------------------------------------------------
     def start(self) -> "Engine":
@@ -110,6 +113,7 @@ class Engine:
         self._stop = True
         self.inbox.put(("_wake", None, ()))
         self._thread.join(timeout=10)
+        self.audio.stop()
 
     def open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None = None) -> Future:
         fut: Future = Future()
@@ -370,28 +374,19 @@ class Engine:
                 except Exception:
                     self._reset_context(s_, "decode failed")
             return
-        audio_items, audio_slots = [], []
-        for s, out in zip(active, outs):
-            s.text += out.text
-            if out.codec_frame is not None:
-                s.frames += 1
-                audio_items.append((s.audio_state, out.codec_frame))
-                audio_slots.append(s)
-            s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames))
-        pieces = self.model.decode_audio(audio_items) if audio_items else []
-        audio_of = {id(s): p for s, p in zip(audio_slots, pieces)}
         dt = time.perf_counter() - t0
         self.metrics.observe("omni_decode_step_seconds", dt)
         self.metrics.observe("omni_decode_batch_size", len(active))
         for s, out in zip(active, outs):
+            s.text += out.text
+            if out.codec_frame is not None:
+                s.frames += 1
+            s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames))
             s.decode_time += dt
-            audio = audio_of.get(id(s))
-            if out.text or (audio is not None and len(audio)):
-                s.sink(EngineEvent("delta", s.epoch, text=out.text, audio=audio))
+            job = AudioJob(s.sink, s.epoch, s.audio_state, out.text, out.codec_frame)
             if out.done or len(s.steps) >= s.max_steps:
-                tail = self.model.flush_audio(s.audio_state)
                 s.mode = "finished"
-                info = {
+                job.done_info = {
                     "status": "completed" if out.done else "incomplete",
                     "steps": len(s.steps),
                     "frames": s.frames,
@@ -399,6 +394,8 @@ class Engine:
                     "wall_seconds": time.perf_counter() - s.t_begin,
                     "audio_seconds": s.frames * self.frame_samples / self.out_rate,
                 }
-                s.sink(EngineEvent("done", s.epoch, audio=tail, info=info))
+            if job.text or job.frame is not None or job.done_info is not None:
+                self.audio.put(job)  # stage 4 runs on its own thread
+            if job.done_info is not None:
                 if s.confirmed:
                     self._finish(s)

@@ -75,7 +75,7 @@ class ScriptedModel:
 
     def _t(self, *call: object) -> None:
         self.threads.add(threading.get_ident())
-        self.calls.append(call)
+        self.calls.append(call)  # list.append is atomic: safe from the engine and audio threads
 
     def open_slot(self, system_prompt: str | None = None) -> int:
         self._t("open")

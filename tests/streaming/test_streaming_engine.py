@@ -58,7 +58,9 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     # a speculated, rolled back and answered; b never speculated: same context
     assert model.context(ma) == model.context(mb)
     assert sum(1 for t in model.context(ma) if t[0] == "begin") == 1
-    assert model.threads == {eng._thread.ident} and threading.get_ident() not in model.threads
+    # LLM work on the engine thread, codec decoding on the audio-stage thread, never on the caller's
+    assert model.threads == {eng._thread.ident, eng.audio.thread.ident}
+    assert threading.get_ident() not in model.threads
     # the two final replies were decoded in the same batched steps
     assert any(c[0] == "decode" and len(c[1]) == 2 for c in model.calls)
     assert eng.metrics.counter("omni_rollbacks_total") == 1
