@@ -22,6 +22,7 @@ DEFAULTS = {
 }
 QUESTIONS_PER_SCENE = 3
 SPEECH_RATIO = 0.2
+HELDOUT_PACK_SAMPLES = 360
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
     p.add_argument("--fps", type=float, default=2.0, help="video frames per second in the pack (default 2)")
     p.add_argument("--max-mb", type=float, default=30.0, help="size budget in MB; 0 = no limit (default 30)")
+    p.add_argument("--limit", type=int, default=None, help="keep N samples, evenly spread (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("codes", help="tokenize the assistant's spoken answers with the project's codec")
@@ -138,7 +140,7 @@ def _main(args: argparse.Namespace) -> int:
     if cmd == "pack":
         from .packing import write_pack
 
-        s = write_pack(args.data, args.out, args.size, args.fps, args.max_mb or None, not args.no_progress)
+        s = write_pack(args.data, args.out, args.size, args.fps, args.max_mb or None, not args.no_progress, args.limit)
         print(json.dumps(s))
         return 0
     if cmd == "codes":
@@ -182,8 +184,10 @@ def _default(args: argparse.Namespace) -> int:
         for split in ("train", "heldout"):
             summary[f"{split}_codes"] = encode_answers(root / split, codec, not args.no_progress)
     print(f"corpus: {write_corpus(root / 'corpus.txt')} lines -> {root / 'corpus.txt'}")
-    for split, budget in (("train", args.max_mb), ("heldout", None)):
-        s = write_pack(root / split, root / f"{split}.pack.npz", max_mb=budget, progress=not args.no_progress)
+    # The held-out pack is a validation subset for the GPU side; the full held-out
+    # set is evaluated from its files (omni eval) on the CPU.
+    for split, budget, limit in (("train", args.max_mb, None), ("heldout", None, HELDOUT_PACK_SAMPLES)):
+        s = write_pack(root / split, root / f"{split}.pack.npz", max_mb=budget, progress=not args.no_progress, limit=limit)
         print(f"{split} pack: {s['size_mb']} MB, {s['samples']} samples, {s['clips_stored']} clips "
               f"({s['clips_dropped']} dropped for size), codec tokens: {s['answer_codes']}")
         summary[f"{split}_pack"] = s
