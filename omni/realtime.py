@@ -246,7 +246,8 @@ class RealtimeOmni:
         for slot, st, r in zip(slots, states, results):
             if slot not in full:
                 self._slots[slot].ids.append(r.next_text)
-            self._record(slot)
+            # no builder snapshot per step: inside a reply the builder state is the
+            # one recorded at begin_response (truncate restores that one)
             text = st.detok.push(r.text_token) if r.text_token is not None else ""
             frame = None if r.frame is None else np.asarray(r.frame, dtype=np.int64)
             outs.append(StepOutput(r.text_token, text, frame, st.finished))

@@ -40,8 +40,10 @@ def test_offline_and_incremental_prompts_are_identical(debug_model):
     assert torch.equal(offline.ids, inc.ids)
     assert torch.equal(offline.codec, inc.codec)
     e_off, e_inc = m.embed_tokens(offline), m.embed_tokens(inc)
-    # streaming vs whole-clip audio encoding: fp32 rounding only
-    torch.testing.assert_close(e_off, e_inc, atol=1e-5, rtol=1e-5)
+    # streaming vs whole-clip audio encoding: fp32 rounding only (measured 9e-8);
+    # the vision features are bitwise equal
+    torch.testing.assert_close(e_off, e_inc, atol=1e-6, rtol=1e-6)
+    assert torch.equal(torch.cat(offline.image), torch.cat(inc.image))
     sp = m.tokenizer.special
     assert int((offline.ids == sp.audio_pad).sum()) == m.audio_encoder.num_frames(32000)
     assert int((offline.ids == sp.image_pad).sum()) == sum(f.shape[0] for f in offline.image) > 0
