@@ -24,6 +24,7 @@ conditions are re-created on the spot:
     x = pack.question_audio(i)             # the stored conditions (same as the WAV on disk)
     frames = pack.frames(i)                # uint8 [T, S, S, 3] or None
     pack.question_text(i), pack.answer_text(i), pack.family(i), pack.answer_codes(i)
+    a = pack.answer_on_scene(i, k)         # re-pair: sample i's question asked about scene k
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import NOISE_KINDS, augment, change_speed, mulaw_decode, random_noise_params
-from .world import rng_for
+from .questions import VISUAL_FAMILIES, answer_query
+from .world import Scene, rng_for
 
 PACK_VERSION = 1
 REQUIRED = (
@@ -95,6 +97,8 @@ class Pack:
         self.families: list[str] = self.meta["families"]
         self.sample_rate: int = self.meta["sample_rate"]
         self.fps: float = self.meta["fps"]
+        self._scenes: list[Scene] | None = None
+        self._answer_index: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.sample_clip)
@@ -123,6 +127,29 @@ class Pack:
         return np.flatnonzero(self.sample_family == self.families.index(family))
 
     # --- media -------------------------------------------------------------
+    def scene_frames(self, k: int) -> np.ndarray:
+        return self.frames_all[self.scene_frame_offset[k] : self.scene_frame_offset[k + 1]]
+
+    @property
+    def num_scenes(self) -> int:
+        return len(self.scene_frame_offset) - 1
+
+    def answer_on_scene(self, i: int, k: int) -> int:
+        """Answer index of sample i's visual question asked about scene k, or -1.
+
+        -1 when the question is not visual, when scene k does not determine a
+        unique answer, or when that answer has no audio in this pack. Pairing
+        spoken questions with other scenes multiplies the training samples
+        without any new audio.
+        """
+        if self.family(i) not in VISUAL_FAMILIES:
+            return -1
+        if self._scenes is None:
+            self._scenes = [Scene.from_dict(d) for d in self.meta["scenes"]]
+            self._answer_index = {a: n for n, a in enumerate(self.meta["answer_texts"])}
+        answer = answer_query(self._scenes[k], self.meta["sample_queries"][i])
+        return self._answer_index.get(answer, -1) if answer is not None else -1
+
     def frames(self, i: int) -> np.ndarray | None:
         """uint8 [T, S, S, 3] the camera shows for sample i (T = 1 for stills), or None."""
         k = int(self.sample_scene[i])

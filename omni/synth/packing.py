@@ -171,6 +171,7 @@ def write_pack(
         "sample_wordings": [r["wording"] for r in rows],
         "sample_options": [r["options"] for r in rows],
         "sample_answer_letters": [r["answer_letter"] for r in rows],
+        "sample_queries": [r["query"] for r in rows],
         "clip_texts": [clip_text[c] for c in stored],
         "clip_files": stored,
         "babble_order": [index[mapping[c]] for c in all_clips],

@@ -15,6 +15,7 @@ from omni.synth.build import read_jsonl
 from omni.synth.pack import Pack
 from omni.synth.packing import _choose_clips, write_pack
 from omni.synth.render import render_clip
+from omni.synth.questions import answer_query
 from omni.synth.world import Scene
 
 
@@ -53,6 +54,24 @@ def test_pack_reproduces_the_split(built, packed) -> None:
             assert np.array_equal(frames, render_clip(scenes[r["scene_id"]], 2.0, 56))
             assert pack.is_video(i) == (r["video"] is not None)
     assert pack.answer_codes(0) is None  # no codec run on this split
+
+
+def test_repairing_questions_with_other_scenes(packed) -> None:
+    pack = Pack(packed[0])
+    paired = 0
+    for i in range(len(pack)):
+        own = pack.answer_on_scene(i, int(pack.sample_scene[i])) if pack.sample_scene[i] >= 0 else -1
+        if pack.family(i) in ("repeat", "greeting"):
+            assert own == -1
+            continue
+        assert pack.meta["answer_texts"][own] == pack.answer_text(i)  # its own scene: its own answer
+        for k in range(pack.num_scenes):
+            a = pack.answer_on_scene(i, k)
+            if a >= 0:
+                scene = Scene.from_dict(pack.meta["scenes"][k])
+                assert answer_query(scene, pack.meta["sample_queries"][i]) == pack.meta["answer_texts"][a]
+                paired += 1
+    assert paired > len(pack)
 
 
 def test_fresh_augmentation_differs_per_draw_but_keeps_the_speech(packed) -> None:
