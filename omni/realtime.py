@@ -1,9 +1,9 @@
 """RealtimeOmni: the `omni.realtime_api.RealtimeModel` the streaming engine drives.
 
 It wraps an `OmniModel` with a pre-allocated KV cache of `max_slots` slots (one
-per session), and per slot: the streaming audio-encoder state, the incremental
-sequence builder (omni.sequence_av) and, while answering, the reply state
-(segment machine, penalty histories, pending logits).
+per session), one streaming audio-encoder state with a row per slot, and per
+slot the incremental sequence builder (omni.sequence_av) and, while answering,
+the reply state (segment machine, penalty histories, pending logits).
 
 Batching: `prefill` writes the chunks of several slots in one right-padded
 forward, `decode_step` advances several slots with one forward.
@@ -75,7 +75,7 @@ class RealtimeOmni:
         self._audio = model.audio_encoder.init_state(max_slots)
         self._generator = None
         if self.options.text.seed is not None:
-            self._generator = torch.Generator().manual_seed(self.options.text.seed)
+            self._generator = torch.Generator(device=model.device).manual_seed(self.options.text.seed)
 
     # ------------------------------------------------------------------ slots
     def _slot(self, slot: int) -> _Slot:

@@ -135,3 +135,18 @@ def test_full_cache_ends_the_reply(debug_model):
     rt.end_response(slot)
     with pytest.raises(ValueError, match="capacity"):
         rt.prefill_text(slot, "user", "how many red circles and blue squares do you see")
+
+
+def test_sampled_replies_are_reproducible_from_the_seed(debug_model):
+    from omni.generation import GenerationOptions
+    from omni.segments import TextSampling
+
+    def reply(seed):
+        opts = GenerationOptions(max_new_tokens=6, text=TextSampling(temperature=1.0, top_k=50, seed=seed))
+        rt = RealtimeOmni(debug_model, max_slots=1, capacity=128, options=opts)
+        slot = rt.open_slot()
+        rt.prefill_text(slot, "user", "hello")
+        rt.begin_response(slot)
+        return [rt.decode_step([slot])[0].text_token for _ in range(6)]
+
+    assert reply(3) == reply(3)
