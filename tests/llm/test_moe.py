@@ -172,8 +172,13 @@ print("ok")
 
 
 def test_triton_expert_kernels_in_interpreter():
-    """The Triton decode kernels, run by Triton's CPU interpreter, match the definition."""
-    pytest.importorskip("triton")
+    """The Triton decode kernels, run by Triton's CPU interpreter, match the definition.
+
+    Needs triton >= 3.8: the 3.6 interpreter fails on scalar loads (the
+    compiled kernels themselves run on GPUs with 3.6, checked by the probe)."""
+    triton = pytest.importorskip("triton")
+    if tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 8):
+        pytest.skip(f"triton {triton.__version__} interpreter cannot run these kernels (needs >= 3.8)")
     import os
     import subprocess
     import sys
