@@ -14,8 +14,8 @@ Backends:
   gate/up and one for down. Used wherever a tiny probe call succeeds for the
   device and dtype (CUDA sm90+ bf16; CPU in recent torch).
 * "triton": per-pair GEMV kernels (moe_triton.py) that read only the chosen
-  experts' weights; "auto" picks them on CUDA when a step has at most
-  N pairs (decode) and a probe run matched the reference.
+  experts' weights; "auto" picks them on CUDA, without autograd, when a
+  step has at most N pairs (decode) and a probe run matched the reference.
 * "bmm": the fallback. Experts are bucketed to a common capacity C = the
   largest group (one host sync), then two torch.bmm calls over [N, C, H].
   No Python loop over experts; not CUDA-graph capturable (the sync).
@@ -50,6 +50,16 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
                 ok = False
         _PROBE[key] = ok
     return _PROBE[key]
+
+
+def choose_backend(is_cuda: bool, num_pairs: int, num_experts: int, grad: bool, triton_ok, grouped_ok) -> str:
+    """The "auto" policy. The Triton kernels have no backward, so they serve
+    only gradient-free calls (inference) with at most one pair per expert on
+    average (decode); grouped_mm serves the rest where it runs, else bmm.
+    triton_ok / grouped_ok are callables (probes run only when needed)."""
+    if is_cuda and not grad and num_pairs <= num_experts and triton_ok():
+        return "triton"
+    return "grouped_mm" if grouped_ok() else "bmm"
 
 
 @dataclass
@@ -106,9 +116,10 @@ class GroupedExperts(nn.Module):
     def backend(self, x: torch.Tensor, num_pairs: int) -> str:
         if self.impl != "auto":
             return self.impl
-        if x.is_cuda and num_pairs <= self.num_experts and triton_moe_available(x.device, x.dtype):
-            return "triton"
-        return "grouped_mm" if grouped_mm_available(x.device, x.dtype) else "bmm"
+        return choose_backend(
+            x.is_cuda, num_pairs, self.num_experts, torch.is_grad_enabled(),
+            lambda: triton_moe_available(x.device, x.dtype), lambda: grouped_mm_available(x.device, x.dtype),
+        )
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x [M, H], indices/weights [M, K] (any expert ids; ids >= N are ignored).

@@ -186,3 +186,15 @@ def test_triton_expert_kernels_in_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_auto_backend_policy():
+    from omni.llm.experts import choose_backend
+
+    yes, no = (lambda: True), (lambda: False)
+    assert choose_backend(True, 8, 64, False, yes, yes) == "triton"  # CUDA decode, inference
+    assert choose_backend(True, 8, 64, True, yes, yes) == "grouped_mm"  # training: kernels lack backward
+    assert choose_backend(True, 256, 64, False, yes, yes) == "grouped_mm"  # large batch: grouped GEMM
+    assert choose_backend(True, 8, 64, False, no, yes) == "grouped_mm"  # probe failed
+    assert choose_backend(False, 8, 64, False, yes, yes) == "grouped_mm"  # CPU
+    assert choose_backend(False, 8, 64, False, yes, no) == "bmm"
