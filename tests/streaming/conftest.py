@@ -1,35 +1,14 @@
-"""Fixtures for the streaming tests: spoken questions (espeak-ng + sox), a
-scripted stand-in model for unit tests of the engine and session logic, and a
-server factory running on a background event loop."""
+"""Fixtures of the streaming tests (helpers live in streaming_helpers.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import threading
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from omni.realtime_api import StepOutput, UserChunk
+from streaming_helpers import speak
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def speak(text: str, path: Path, rate: int = 16000, speed: int = 150) -> np.ndarray:
-    """Synthesize `text` with espeak-ng, convert to 16-bit mono `rate` with sox."""
-    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
-        pytest.fail("espeak-ng and sox are required (Debian packages; see scripts/bootstrap.sh)")
-    raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "-w", str(raw), text], check=True)
-    # trim espeak's leading/trailing silence so tests control the pauses exactly
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path),
-                    "silence", "1", "0.02", "1%", "reverse", "silence", "1", "0.02", "1%", "reverse"], check=True)
-    with wave.open(str(path)) as w:
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
 
 
 @pytest.fixture(scope="session")
@@ -44,113 +23,3 @@ def voice(tmp_path_factory: pytest.TempPathFactory):
         return cache[text]
 
     return make
-
-
-class ScriptedModel:
-    """A RealtimeModel stand-in whose context is a plain token list per slot.
-
-    Prefill appends one token per 80 ms of audio; a reply is a fixed script
-    spoken one word per decode step with one codec frame each. Every call
-    records its thread, so tests can prove the model only runs on the engine
-    thread."""
-
-    input_sample_rate = 16000
-    output_sample_rate = 16000
-    codec_frame_samples = 960
-
-    def __init__(self, max_slots: int = 4, reply: str = "Sure. The sky is blue, mostly. Bye now!",
-                 step_delay: float = 0.0) -> None:
-        self.max_slots = max_slots
-        self.words = reply.split(" ")
-        self.ctx: dict[int, list] = {}
-        self.free = list(range(max_slots))
-        self.threads: set[int] = set()
-        self.calls: list[tuple] = []
-        self.step_delay = step_delay
-        self.pos: dict[int, int] = {}
-        self.closed_ctx: dict[int, list] = {}  # context of closed slots, for assertions
-
-    def context(self, slot: int) -> list:
-        return self.ctx.get(slot, self.closed_ctx.get(slot))
-
-    def _t(self, *call: object) -> None:
-        self.threads.add(threading.get_ident())
-        self.calls.append(call)  # list.append is atomic: safe from the engine and audio threads
-
-    def open_slot(self, system_prompt: str | None = None) -> int:
-        self._t("open")
-        if not self.free:
-            raise RuntimeError("no free slot")
-        s = self.free.pop(0)
-        self.ctx[s] = [("sys", system_prompt)]
-        return s
-
-    def close_slot(self, slot: int) -> None:
-        self._t("close", slot)
-        self.closed_ctx[slot] = self.ctx.pop(slot)
-        self.free.append(slot)
-
-    def slot_length(self, slot: int) -> int:
-        return len(self.ctx[slot])
-
-    def truncate(self, slot: int, length: int) -> None:
-        self._t("truncate", slot, length)
-        assert length <= len(self.ctx[slot])
-        del self.ctx[slot][length:]
-
-    def encode_chunk(self, slot: int, chunk: UserChunk) -> list:
-        self._t("encode", slot, len(chunk.audio), len(chunk.frames))
-        # one token per 80 ms frame of absolute time: chunk boundaries do not matter,
-        # like an exact streaming encoder with a time-based sequence layout
-        a = round(chunk.start_time * 16000)
-        first, last = -(-a // 1280), -(-(a + len(chunk.audio)) // 1280)
-        return [("img",)] * len(chunk.frames) + [("audio", f) for f in range(first, last)]
-
-    def prefill(self, items) -> None:
-        self._t("prefill", [s for s, _ in items])
-        for slot, enc in items:
-            self.ctx[slot].extend(enc)
-
-    def prefill_text(self, slot: int, role: str, text: str) -> None:
-        self._t("text", slot, role, text)
-        self.ctx[slot].append((role, text))
-
-    def begin_response(self, slot: int) -> None:
-        self._t("begin", slot)
-        self.ctx[slot].append(("begin",))
-        self.pos[slot] = 0
-
-    def decode_step(self, slots):
-        self._t("decode", list(slots))
-        if self.step_delay:
-            import time
-
-            time.sleep(self.step_delay)
-        outs = []
-        for s in slots:
-            i = self.pos[s]
-            self.pos[s] = i + 1
-            done = i + 1 >= len(self.words)
-            word = self.words[i] + ("" if done else " ")
-            self.ctx[s].append(("tok", word))
-            outs.append(StepOutput(i, word, np.array([i, 1, 2, 3]), done))
-        return outs
-
-    def end_response(self, slot: int) -> None:
-        self._t("end", slot)
-        self.ctx[slot].append(("end",))
-
-    def new_audio_state(self):
-        return {"n": 0}
-
-    def decode_audio(self, items):
-        self._t("audio", len(items))
-        out = []
-        for st, frame in items:
-            st["n"] += 1
-            t = np.arange(self.codec_frame_samples) / self.output_sample_rate
-            out.append((0.3 * np.sin(2 * np.pi * 220 * (1 + frame[0] % 3) * t)).astype(np.float32))
-        return out
-
-    def flush_audio(self, state):
-        return np.zeros(0, np.float32)

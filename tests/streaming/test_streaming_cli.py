@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import speak
+from streaming_helpers import speak
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ import queue
 import threading
 
 import numpy as np
-from conftest import ScriptedModel
+from streaming_helpers import ScriptedModel
 
 from omni.realtime_api import UserChunk
 from streaming.engine import Engine, EngineEvent
