@@ -84,8 +84,10 @@ def build_context(
     cache: MLACache | None = None,
     slots: Sequence[int] | None = None,
     lengths: torch.Tensor | None = None,
+    host_lengths: Sequence[int] | None = None,
 ) -> ForwardContext:
-    """Eager context. `lengths` [B] = valid new tokens per row (right padding)."""
+    """Eager context. `lengths` [B] = valid new tokens per row (right padding);
+    `host_lengths` the same numbers as a list, when the caller has them."""
     if cache is None:
         if positions is None:
             positions = torch.arange(seq, device=device)[None].expand(batch, seq)
@@ -99,7 +101,10 @@ def build_context(
         raise ValueError(f"{len(slots)} slots given for a batch of {batch} rows")
     if len(set(slots)) != len(slots):
         raise ValueError(f"slots must be distinct, got {slots}")
-    new = [seq] * batch if lengths is None else [int(n) for n in lengths.tolist()]
+    if host_lengths is not None:
+        new = [int(n) for n in host_lengths]
+    else:
+        new = [seq] * batch if lengths is None else [int(n) for n in lengths.tolist()]
     if any(not 0 <= n <= seq for n in new):
         raise ValueError(f"lengths must lie in [0, {seq}], got {new}")
     cache.check_room(slots, new)
@@ -109,7 +114,7 @@ def build_context(
     pos = starts[:, None] + ar[None]
     if positions is not None:
         pos = positions
-    valid = ar[None] < torch.tensor(new, device=device)[:, None]
+    valid = ar[None] < (torch.tensor(new, device=device) if lengths is None else lengths)[:, None]
     write_pos = torch.where(valid, starts[:, None] + ar[None], torch.full_like(pos, cache.trash_index))
     cos, sin = rope_angles(pos, rope_dim, rope_theta)
     ctx = ForwardContext(

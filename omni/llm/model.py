@@ -144,14 +144,18 @@ class LongcatFlashForCausalLM(nn.Module):
         h = self.embed(input_ids, inputs_embeds)
         b, t, _ = h.shape
         lens = None if lengths is None else torch.as_tensor(lengths, dtype=torch.long, device=h.device)
+        # host copy of the lengths: read from the given list when possible (no device sync)
+        host = None
+        if cache is not None:
+            host = [t] * b if lengths is None else (
+                lengths.tolist() if isinstance(lengths, torch.Tensor) else [int(n) for n in lengths])
         ctx = build_context(
             b, t, self.config.qk_rope_head_dim, self.config.rope_theta, h.device,
-            positions=positions, cache=cache, slots=slots, lengths=lens,
+            positions=positions, cache=cache, slots=slots, lengths=lens, host_lengths=host,
         )
         hidden = self.model(h, ctx)
         if cache is not None:
-            new = [t] * b if lens is None else lens.tolist()
-            cache.advance(ctx_slots(slots, b), new)
+            cache.advance(ctx_slots(slots, b), host)
         return BackboneOutput(logits=self._logits(hidden, lens, logits), hidden_states=hidden)
 
     def _logits(self, hidden: torch.Tensor, lens: torch.Tensor | None, mode: str) -> torch.Tensor | None:
