@@ -77,6 +77,7 @@ class OmniServer:
             select_subprotocol=self._select_subprotocol,
             max_size=4 * self.cfg.max_message_bytes,
             compression=None,  # audio is incompressible; deflate only costs CPU
+            close_timeout=2,  # a vanished client must not hold up shutdown
         )
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("serving on ws://%s:%d/v1/realtime", self.cfg.host, self.port)
