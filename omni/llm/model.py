@@ -180,7 +180,9 @@ class LongcatFlashForCausalLM(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One token for each slot in `slot_index` [B]: input_ids [B] or
         inputs_embeds [B, H]. Static shapes and no host syncs, so it can be
-        compiled and captured in a CUDA graph. Advances `cache.lengths` on the
+        compiled and captured in a CUDA graph, hence no capacity check either:
+        the caller ensures room (DecodeRunner does; a full slot would write
+        to the trash row). Advances `cache.lengths` on the
         device only: the caller must call `cache.advance(slots, [1]*B,
         device_too=False)` (DecodeRunner does). Returns logits [B, V], hidden [B, H].
         """
