@@ -224,7 +224,10 @@ def plot(rows: list[dict], hw: str, path: Path) -> None:
     axes[1].axhline(REALTIME_STEPS, color="red", lw=1, label="real time (16.67)")
     axes[1].set(xlabel="concurrent sessions", ylabel="decode steps / s / session", title="decode rate",
                 xscale="log")
+    ticks = sorted({r["sessions"] for r in rows})
     for ax in axes:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(hw, fontsize=9)
