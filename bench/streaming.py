@@ -145,7 +145,7 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
     rng = random.Random(n * 2 + speculative)
     try:
         results = await asyncio.gather(*[
-            one_client(srv.url, speech[i % len(speech)], speculative, rng.uniform(0, 1.0), args.silence,
+            one_client(srv.url, speech[i % len(speech)], speculative, rng.uniform(0, args.spread), args.silence,
                        args.timeout) for i in range(n)], return_exceptions=True)
     finally:
         prefill = srv.metrics.samples("omni_prefill_packet_seconds")
@@ -248,20 +248,21 @@ async def amain(args) -> int:
     # warm-up (kernels, allocator), not recorded
     await run_config(model, 1, True, speech[:1], argparse.Namespace(**{**vars(args), "max_steps": 8}))
     rows = []
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.tag or f"{args.flavor}_{'gpu' if args.device.startswith('cuda') else 'cpu'}"
+    data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
+            "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
+            "command": " ".join(sys.argv), "results": rows}
     for n in args.sessions:
         for spec in (True, False):
             t0 = time.perf_counter()
             rows.append(await run_config(model, n, spec, speech, args))
             print(f"  {n} sessions, speculation {'on' if spec else 'off'}: {time.perf_counter() - t0:.1f} s",
                   flush=True)
+            data["load_average_after"] = os.getloadavg()
+            (out / f"streaming_{tag}.json").write_text(json.dumps(data, indent=2))  # partial results survive
     print_table(rows, hw)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = args.tag or f"{args.flavor}_{'gpu' if args.device.startswith('cuda') else 'cpu'}"
-    data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
-            "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
-            "command": " ".join(sys.argv), "load_average_after": os.getloadavg(), "results": rows}
-    (out / f"streaming_{tag}.json").write_text(json.dumps(data, indent=2))
     plot(rows, hw, out / f"streaming_{tag}.png")
     print(f"wrote {out / f'streaming_{tag}.json'} and .png")
     return 0
@@ -277,6 +278,7 @@ def main() -> int:
     p.add_argument("--max-steps", type=int, default=50, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
+    p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
     p.add_argument("--speech-dir", help="folder of q*.wav questions (made with espeak-ng if empty)")
     p.add_argument("--make-speech-only", action="store_true", help="only synthesize the questions")

@@ -11,5 +11,5 @@ out=${2:?output folder}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$carry"/*.whl
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32 --max-steps 50 \
+python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32 --max-steps 40 --silence 1.0 --spread 0.5 \
   --capacity 1024 --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep -v -i "warn"
