@@ -102,6 +102,7 @@ def build_split(
         still_videos = plan.split == "heldout"
     check_tools()
     out = Path(out_dir)
+    _check_same_settings(out, plan)
     for sub in ("media", "audio/clips", "audio/questions", "audio/answers"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -168,6 +169,18 @@ def build_split(
     }
     (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _check_same_settings(out: Path, plan: Plan) -> None:
+    """Resuming keeps existing files, so they must come from the same settings."""
+    info_path = out / "info.json"
+    if not info_path.exists():
+        return
+    old = json.loads(info_path.read_text())
+    new = {"format_version": FORMAT_VERSION, "split": plan.split, "seed": plan.seed, "assistant_voice": ASSISTANT_VOICE.to_dict()}
+    diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    if diff:
+        raise ValueError(f"{out} was written with other settings {diff} (old, new): write to a fresh directory")
 
 
 def noisy_question(sample: Sample, bank: dict[str, np.ndarray], bank_ids: list[str]) -> np.ndarray:

@@ -72,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("check-voice", help="how well pocketsphinx (answer grammar) hears a voice saying every answer")
+    p.add_argument("--voice", default=None, help="espeak-ng voice, e.g. en-us+klatt5 (default: the assistant's)")
+    p.add_argument("--speed", type=int, default=None, help="words per minute (default: the assistant's)")
+    p.add_argument("--pitch", type=int, default=None, help="pitch 0-99 (default: the assistant's)")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("validate", help="check a split: schema, files, decodability, answers vs scenes")
     p.add_argument("--data", required=True, help="split directory")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image/video (faster)")
@@ -156,9 +163,29 @@ def _main(args: argparse.Namespace) -> int:
             print(p)
         print(f"{args.data}: {'OK' if not problems else f'{len(problems)} problems'}")
         return 0 if not problems else 1
+    if cmd == "check-voice":
+        return _check_voice(args)
     if cmd == "default":
         return _default(args)
     raise ValueError(f"unknown action {cmd!r}")
+
+
+def _check_voice(args: argparse.Namespace) -> int:
+    from .recognize import check_voice
+    from .voices import ASSISTANT_VOICE, Voice
+
+    voice = Voice(
+        args.voice or ASSISTANT_VOICE.name,
+        args.speed or ASSISTANT_VOICE.speed,
+        args.pitch if args.pitch is not None else ASSISTANT_VOICE.pitch,
+    )
+    res = check_voice(voice, progress=not args.no_progress)
+    print(f"{voice.key()}: {res['correct']}/{res['answers']} answers recognized ({100 * res['accuracy']:.1f}%)")
+    for m in res["misses"]:
+        print(f"  said {m['answer']!r}, heard {m['heard']!r}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
 
 
 def _default(args: argparse.Namespace) -> int:

@@ -104,3 +104,14 @@ def test_validate_names_the_broken_field(built, tmp_path) -> None:
     assert visual["id"] in problems and "options/answer_letter inconsistent" in problems
     assert "gives" in problems  # the query re-evaluated on the scene disagrees
     assert f"[{rows[1]['id']}].question_audio" in problems and "missing" in problems
+
+
+def test_resume_refuses_a_directory_of_other_settings(built, tiny_plan, tmp_path) -> None:
+    import shutil
+
+    import pytest
+
+    copy = tmp_path / "other"
+    shutil.copytree(built["heldout"], copy)
+    with pytest.raises(ValueError, match="other settings.*seed"):
+        build_split(copy, tiny_plan("heldout", seed=1), progress=False)
