@@ -32,6 +32,7 @@ class AudioJob:
     state: Any  # the response's codec-decoder state
     text: str = ""
     frame: np.ndarray | None = None
+    resampler: Any = None  # StreamingResampler to the client's rate, or None
     done_info: dict[str, Any] | None = None  # set on the response's last job: flush, then "done"
     t_step: float = field(default_factory=time.perf_counter)
 
@@ -104,6 +105,8 @@ class AudioStage:
         audio_of = {id(j): p for j, p in zip(with_frames, pieces)}
         for j in batch:
             audio = audio_of.get(id(j))
+            if audio is not None and j.resampler is not None:
+                audio = j.resampler.process(audio)
             if j.text or (audio is not None and len(audio)):
                 j.sink(self.make_event("delta", j.epoch, text=j.text, audio=audio))
             if j.done_info is not None:
@@ -112,4 +115,6 @@ class AudioStage:
                 except Exception:
                     log.exception("codec flush failed")
                     tail = np.zeros(0, np.float32)
+                if j.resampler is not None:
+                    tail = np.concatenate([j.resampler.process(tail), j.resampler.flush()])
                 j.sink(self.make_event("done", j.epoch, audio=tail, info=j.done_info))

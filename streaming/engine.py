@@ -40,6 +40,7 @@ import numpy as np
 from omni.realtime_api import RealtimeModel, UserChunk
 from streaming.audio_stage import AudioJob, AudioStage
 from streaming.metrics import Metrics
+from streaming.protocol import StreamingResampler
 
 log = logging.getLogger(__name__)
 PUNCTUATION = set(".!?,;:\u3002\uff01\uff1f\uff0c\uff1b\uff1a")
@@ -80,6 +81,7 @@ class _Slot:
     text: str = ""
     frames: int = 0
     audio_state: Any = None
+    resampler: StreamingResampler | None = None  # model rate -> the session's output rate
     pending_close: bool = False  # interrupted reply: end_response deferred (truncate may shorten it)
     decode_time: float = 0.0
     t_begin: float = 0.0
@@ -273,7 +275,8 @@ class Engine:
         self._room(s, PACKET_ROOM + len(text))
         self.model.prefill_text(s.slot, role, text)
 
-    def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None) -> None:
+    def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None,
+                 out_rate: int | None = None) -> None:
         self._close_reply(s)
         s.max_steps = min(max_steps or self.max_steps, self.max_steps)
         self._room(s, s.max_steps + PACKET_ROOM)
@@ -283,6 +286,7 @@ class Engine:
         s.epoch, s.confirmed, s.mode = epoch, not speculative, "decoding"
         s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
         s.audio_state = self.model.new_audio_state()
+        s.resampler = StreamingResampler(self.out_rate, out_rate) if out_rate and out_rate != self.out_rate else None
         s.t_begin = time.perf_counter()
 
     def _drop_queued_respond(self, s: _Slot, epoch: int) -> bool:
@@ -300,7 +304,7 @@ class Engine:
         else:  # not started yet: it starts confirmed
             for i, (kind, args) in enumerate(s.queue):
                 if kind == "respond" and args[0] == epoch:
-                    s.queue[i] = (kind, (epoch, False, args[2]))
+                    s.queue[i] = (kind, (epoch, False, *args[2:]))
 
     def _rollback(self, s: _Slot, epoch: int) -> None:
         if s.epoch == epoch and s.mode != "idle" and not s.confirmed:
@@ -383,7 +387,7 @@ class Engine:
                 s.frames += 1
             s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames))
             s.decode_time += dt
-            job = AudioJob(s.sink, s.epoch, s.audio_state, out.text, out.codec_frame)
+            job = AudioJob(s.sink, s.epoch, s.audio_state, out.text, out.codec_frame, s.resampler)
             if out.done or len(s.steps) >= s.max_steps:
                 s.mode = "finished"
                 job.done_info = {

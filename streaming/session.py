@@ -64,9 +64,7 @@ class Response:
     closed: bool = False  # response.done sent
     held: list[EngineEvent] = field(default_factory=list)
     transcript: str = ""
-    delivered_model_samples: int = 0
-    delivered_out_samples: int = 0
-    resampler: StreamingResampler | None = None
+    delivered_out_samples: int = 0  # audio sent, at the session's output rate
     t_speech_end: float | None = None
     t_spec: float | None = None
     t_confirm: float | None = None
@@ -369,11 +367,13 @@ class Session:
         r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
         r.t_speech_end = self.speech_end_time
         r.t_spec = time.perf_counter()
-        if self.engine.out_rate != self.cfg.output_format.rate:
-            r.resampler = StreamingResampler(self.engine.out_rate, self.cfg.output_format.rate)
         self.resp = r
         self.items[r.item_id] = r
-        self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens)
+        while len(self.items) > 32:  # only recent replies can still be truncated
+            self.items.pop(next(iter(self.items)))
+        # the audio stage resamples to the client's rate, off the event loop
+        self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens,
+                           self.cfg.output_format.rate)
         if speculative:
             self._debug("speculating", r)
         else:
@@ -425,18 +425,12 @@ class Session:
         if e.text:
             r.transcript += e.text
             self.send(self.ev.make("response.output_audio_transcript.delta", delta=e.text, **base))
-        has_audio = e.audio is not None and len(e.audio) > 0
-        if "audio" in r.modalities and (has_audio or (e.kind == "done" and r.resampler)):
-            audio = e.audio if has_audio else np.zeros(0, np.float32)
-            out = r.resampler.process(audio) if r.resampler else audio
-            if e.kind == "done" and r.resampler:
-                out = np.concatenate([out, r.resampler.flush()])
-            if len(out):
-                if r.t_first_audio is None:
-                    r.t_first_audio = time.perf_counter()
-                r.delivered_model_samples += len(audio)
-                r.delivered_out_samples += len(out)
-                self.send(self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base))
+        out = e.audio  # already at the session's output rate
+        if out is not None and len(out) and "audio" in r.modalities:
+            if r.t_first_audio is None:
+                r.t_first_audio = time.perf_counter()
+            r.delivered_out_samples += len(out)
+            self.send(self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base))
         if e.kind == "done":
             r.finished = True
             r.done_info = e.info
@@ -482,10 +476,13 @@ class Session:
 
     def _interrupt(self, r: Response, reason: str) -> None:
         """Barge-in and response.cancel share this path: stop at once, one terminal event."""
-        heard = r.delivered_model_samples if "audio" in r.modalities else None
+        heard = self._model_samples(r.delivered_out_samples) if "audio" in r.modalities else None
         self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason)
         detail_reason = "turn_detected" if reason == "barge_in" else "client_cancelled"
         self._finish(r, "cancelled", {"type": "cancelled", "reason": detail_reason})
+
+    def _model_samples(self, out_samples: int) -> int:
+        return out_samples * self.engine.out_rate // self.cfg.output_format.rate
 
     def _playback_truncate(self) -> None:
         """Speech while the client may still be playing a finished reply: assume
@@ -495,7 +492,7 @@ class Session:
         if r is None or r.t_first_audio is None or not r.finished or r.done_info.get("truncated"):
             return
         played = (time.perf_counter() - r.t_first_audio) * self.engine.out_rate
-        if played < r.delivered_model_samples:
+        if played < self._model_samples(r.delivered_out_samples):
             r.done_info["truncated"] = True
             self.engine.submit(self.slot, "truncate", r.epoch, int(played))
 
@@ -514,7 +511,7 @@ class Session:
         r.done_info["truncate_ms"] = ms
         r.done_info["truncate_item"] = d.get("content_index", 0)
         if not r.closed:
-            r.delivered_model_samples = min(r.delivered_model_samples, heard)
+            r.delivered_out_samples = min(r.delivered_out_samples, ms * self.cfg.output_format.rate // 1000)
             self._interrupt(r, reason="cancel")
             self._emit_truncated(r)
         else:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
-import numpy as np
-import pytest
-from streaming_helpers import speak
+# the project's packages must win over test folders of the same name (tests/speech is a package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from streaming_helpers import speak  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
