@@ -8,6 +8,7 @@ from pathlib import Path
 
 # the project's packages must win over test folders of the same name (tests/speech is a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import speech  # noqa: E402,F401  (bind the real package now, before other test folders join sys.path)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
