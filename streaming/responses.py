@@ -1,0 +1,209 @@
+"""A session's replies: start, hold while speculative, confirm, deliver, finish, cut.
+
+`ResponseMixin` is the half of `Session` (streaming/session.py) that turns
+engine events into the response.* events of the protocol. Output of a
+speculative reply is held until the end of turn is confirmed; engine events
+of an older epoch (rolled back, cancelled) are dropped; barge-in and
+response.cancel share `_interrupt`, which sends exactly one terminal
+`response.done`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.engine import EngineEvent
+from streaming.protocol import ProtocolError
+from streaming.protocol.audio import encode_pcm16
+from streaming.protocol.events import ServerEvents, new_id
+
+
+@dataclass
+class Response:
+    epoch: int
+    id: str
+    item_id: str
+    speculative: bool
+    modalities: list[str]
+    confirmed: bool = False
+    finished: bool = False  # engine reported done
+    closed: bool = False  # response.done sent
+    held: list[EngineEvent] = field(default_factory=list)
+    transcript: str = ""
+    delivered_out_samples: int = 0  # audio sent, at the session's output rate
+    t_speech_end: float | None = None
+    t_spec: float | None = None
+    t_confirm: float | None = None
+    t_first_audio: float | None = None
+    done_info: dict[str, Any] = field(default_factory=dict)
+
+
+class ResponseMixin:
+    """Reply handling of Session; uses its send/engine/metrics/cfg/ev/slot/resp fields."""
+
+    def _start_response(self, speculative: bool, modalities: list[str]) -> None:
+        r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
+        r.t_speech_end = self.speech_end_time
+        r.t_spec = time.perf_counter()
+        self.resp = r
+        self.items[r.item_id] = r
+        while len(self.items) > 32:  # only recent replies can still be truncated
+            self.items.pop(next(iter(self.items)))
+        # the audio stage resamples to the client's rate, off the event loop
+        self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens,
+                           self.cfg.output_format.rate)
+        if speculative:
+            self._debug("speculating", r)
+        else:
+            self._confirm(r)
+
+    def _confirm(self, r: Response) -> None:
+        r.confirmed = True
+        r.t_confirm = time.perf_counter()
+        if r.speculative:
+            self.engine.submit(self.slot, "confirm", r.epoch)
+            self._debug("confirmed", r)
+        self.metrics.inc("omni_responses_total")
+        fmt = self.cfg.output_format.to_json()
+        self.send(self.ev.make("response.created", response=ServerEvents.response(
+            r.id, "in_progress", modalities=r.modalities, out_format=fmt)))
+        item = ServerEvents.assistant_item(r.item_id, "in_progress")
+        self.send(self.ev.make("response.output_item.added", response_id=r.id, output_index=0, item=item))
+        self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=None))
+        self.send(self.ev.make("response.content_part.added", response_id=r.id, item_id=r.item_id,
+                               output_index=0, content_index=0, part={"type": "audio", "transcript": ""}))
+        held, r.held = r.held, []
+        for e in held:
+            self._deliver(r, e)
+
+    def _debug(self, state: str, r: Response) -> None:
+        if self.cfg.debug_events:
+            self.send(self.ev.make("omni.turn", state=state, response_id=r.id))
+
+    def _on_engine(self, e: EngineEvent) -> None:
+        r = self.resp
+        if e.kind == "context_reset":
+            return self.error(ProtocolError("context_reset", e.info.get("reason", "context reset"),
+                                            type="server_error"))
+        if e.kind == "truncated":
+            return self._on_truncated(e)
+        if r is None or e.epoch != r.epoch or r.closed:
+            return  # fenced: output of a rolled-back or cancelled response
+        if e.kind == "error":
+            return self._finish(r, "failed", {"type": "failed", "error": e.info})
+        if e.kind in ("rolled_back", "interrupted"):
+            return
+        if not r.confirmed:
+            r.held.append(e)
+            return
+        self._deliver(r, e)
+
+    def _deliver(self, r: Response, e: EngineEvent) -> None:
+        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
+        if e.text:
+            r.transcript += e.text
+            self.send(self.ev.make("response.output_audio_transcript.delta", delta=e.text, **base))
+        out = e.audio  # already at the session's output rate
+        if out is not None and len(out) and "audio" in r.modalities:
+            if r.t_first_audio is None:
+                r.t_first_audio = time.perf_counter()
+            r.delivered_out_samples += len(out)
+            self.send(self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base))
+        if e.kind == "done":
+            r.finished = True
+            r.done_info = e.info
+            self._finish(r, e.info.get("status", "completed"), None)
+
+    def _metrics_of(self, r: Response) -> dict[str, Any]:
+        m: dict[str, Any] = {"speculative": r.speculative}
+        if r.t_first_audio is not None and r.t_confirm is not None:
+            m["first_audio_after_confirm_s"] = r.t_first_audio - r.t_confirm
+            self.metrics.observe("omni_first_audio_after_confirm_seconds", m["first_audio_after_confirm_s"])
+        if r.t_first_audio is not None and r.t_speech_end is not None:
+            m["first_audio_after_speech_end_s"] = r.t_first_audio - r.t_speech_end
+            self.metrics.observe("omni_first_audio_after_speech_end_seconds", m["first_audio_after_speech_end_s"])
+        if r.t_confirm is not None and r.t_speech_end is not None:
+            m["confirm_after_speech_end_s"] = r.t_confirm - r.t_speech_end
+            self.metrics.observe("omni_confirm_after_speech_end_seconds", m["confirm_after_speech_end_s"])
+        if r.speculative and r.t_spec is not None and r.t_confirm is not None:
+            m["speculative_lead_s"] = r.t_confirm - r.t_spec
+            self.metrics.observe("omni_speculative_lead_seconds", m["speculative_lead_s"])
+        info = r.done_info
+        if info.get("audio_seconds"):
+            m["rtf"] = info["decode_seconds"] / info["audio_seconds"]
+            self.metrics.observe("omni_response_rtf", m["rtf"])
+            m["decode_steps_per_s"] = info["steps"] / max(info["wall_seconds"], 1e-9)
+        m.update({k: info[k] for k in ("steps", "audio_seconds", "decode_seconds") if k in info})
+        return m
+
+    def _finish(self, r: Response, status: str, details: dict | None) -> None:
+        r.closed = True
+        self.last_resp = r
+        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
+        if "audio" in r.modalities:
+            self.send(self.ev.make("response.output_audio.done", **base))
+        self.send(self.ev.make("response.output_audio_transcript.done", transcript=r.transcript, **base))
+        self.send(self.ev.make("response.content_part.done", part={"type": "audio", "transcript": r.transcript},
+                               **base))
+        item = ServerEvents.assistant_item(r.item_id, "completed" if status == "completed" else "incomplete",
+                                           r.transcript)
+        self.send(self.ev.make("response.output_item.done", response_id=r.id, output_index=0, item=item))
+        self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=None))
+        self.send(self.ev.make("response.done", response=ServerEvents.response(
+            r.id, status, [item], r.modalities, details, self._metrics_of(r), self.cfg.output_format.to_json())))
+
+    def _interrupt(self, r: Response, reason: str) -> None:
+        """Barge-in and response.cancel share this path: stop at once, one terminal event."""
+        heard = self._model_samples(r.delivered_out_samples) if "audio" in r.modalities else None
+        self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason)
+        detail_reason = "turn_detected" if reason == "barge_in" else "client_cancelled"
+        self._finish(r, "cancelled", {"type": "cancelled", "reason": detail_reason})
+
+    def _model_samples(self, out_samples: int) -> int:
+        return out_samples * self.engine.out_rate // self.cfg.output_format.rate
+
+    def _playback_truncate(self) -> None:
+        """Speech while the client may still be playing a finished reply: assume
+        real-time playback from the first audio byte and cut the reply there;
+        conversation.item.truncate from the client refines it."""
+        r = self.last_resp
+        if r is None or r.t_first_audio is None or not r.finished or r.done_info.get("truncated"):
+            return
+        played = (time.perf_counter() - r.t_first_audio) * self.engine.out_rate
+        if played < self._model_samples(r.delivered_out_samples):
+            r.done_info["truncated"] = True
+            self.engine.submit(self.slot, "truncate", r.epoch, int(played))
+
+    def _truncate(self, d: dict) -> None:
+        r = self.items.get(d.get("item_id"))
+        if r is None:
+            raise ProtocolError("item_not_found", f"no assistant item {d.get('item_id')!r}", param="item_id")
+        ms = d.get("audio_end_ms")
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
+            raise ProtocolError("invalid_value", "audio_end_ms must be a non-negative integer", param="audio_end_ms")
+        total_ms = r.delivered_out_samples * 1000 // self.cfg.output_format.rate
+        if ms > total_ms + 1:
+            raise ProtocolError("invalid_value", f"audio_end_ms {ms} is past the {total_ms} ms of audio sent",
+                                param="audio_end_ms")
+        heard = ms * self.engine.out_rate // 1000
+        r.done_info["truncate_ms"] = ms
+        r.done_info["truncate_item"] = d.get("content_index", 0)
+        if not r.closed:
+            r.delivered_out_samples = min(r.delivered_out_samples, ms * self.cfg.output_format.rate // 1000)
+            self._interrupt(r, reason="cancel")
+            self._emit_truncated(r)
+        else:
+            self.engine.submit(self.slot, "truncate", r.epoch, heard)
+
+    def _on_truncated(self, e: EngineEvent) -> None:
+        for r in self.items.values():
+            if r.epoch == e.epoch and "truncate_ms" in r.done_info:
+                self._emit_truncated(r)
+
+    def _emit_truncated(self, r: Response) -> None:
+        ms = r.done_info.pop("truncate_ms", None)
+        if ms is not None:
+            self.send(self.ev.make("conversation.item.truncated", item_id=r.item_id,
+                                   content_index=r.done_info.get("truncate_item", 0), audio_end_ms=ms))
