@@ -61,7 +61,7 @@ class Codec:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{cfg_path}: field 'codec' is not a valid CodecConfig ({e})") from None
         model = CodecModel(cfg)
-        state = {k: v.float() for k, v in load_file(w_path).items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(w_path).items()}
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -75,7 +75,10 @@ class Codec:
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.model.sync_semantic_table()
-        state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.model.state_dict().items()}
+        state = {
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in self.model.state_dict().items()
+        }
         save_file(state, os.path.join(path, "model.safetensors"))
         meta = {"format": FORMAT, "codec": to_dict(self.cfg), **(extra or {})}
         with open(os.path.join(path, "config.json"), "w") as fh:

@@ -37,6 +37,12 @@ class CodecModel(nn.Module):
             raise ValueError(f"CodecConfig.num_codebooks ({cfg.num_codebooks}) must be 1 + acoustic_codebooks ({cfg.acoustic_codebooks})")
         self.cfg = cfg
         self.encoder = Encoder(cfg.encoder_dim, tuple(cfg.enc_ratios), cfg.codec_dimension)
+        # The encoder's Snake activations (x + sin^2) add a positive offset per
+        # channel that grows with depth until it dwarfs the frame-to-frame
+        # variation; a cosine search then maps every frame to the same row
+        # (observed in a GPU run: 5 of 1024 rows used). Batch-normalizing the
+        # latent (running statistics at inference) removes the offset.
+        self.latent_norm = nn.BatchNorm1d(cfg.codec_dimension)
         self.semantic_quantizer = SemanticQuantizer(
             cfg.codec_dimension, cfg.semantic_dim, cfg.semantic_codebook_size, cfg.semantic_codebook_dim
         )
@@ -54,7 +60,7 @@ class CodecModel(nn.Module):
 
     def quantize(self, wav: torch.Tensor):
         """wav [B, N] -> (decoder latents [B, Ds + D, T], codes [B, 4, T], commitment, codebook loss)."""
-        z = self.encoder(self.pad(wav))
+        z = self.latent_norm(self.encoder(self.pad(wav)))
         sem_emb, sem_latent, sem_idx, c0, b0 = self.semantic_quantizer(z)
         ac_q, ac_codes, c1, b1 = self.decoder.acoustic_quantizer(z - sem_latent)
         latents = torch.cat([sem_emb, ac_q], dim=1)

@@ -33,7 +33,47 @@ def _vq_losses(z_e: torch.Tensor, z_q: torch.Tensor) -> tuple[torch.Tensor, torc
     return commitment, codebook
 
 
-class GroupVectorQuantize(nn.Module):
+class _DeadCodeReviver:
+    """Restarts codebook rows that no input chose for `patience` steps (training only).
+
+    Without it a freshly initialized cosine codebook collapses: at the start the
+    projected latents of all frames point the same way, one row wins every
+    frame, and the codebook loss only ever moves that row (observed: 1 of 1024
+    rows in use after 150 steps). A dead row is replaced by the projected latent
+    of a random frame of the current batch, so the books follow the data.
+    Tracking buffers are not persistent: state dicts keep the official layout.
+    """
+
+    def _init_tracking(self, names_sizes: list[tuple[str, int]]) -> None:
+        for name, size in names_sizes:
+            self.register_buffer(f"_last_used_{name}", torch.full((size,), -(10**9), dtype=torch.long), persistent=False)
+        self._recent: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _track(self, name: str, z_e: torch.Tensor, idx: torch.Tensor) -> None:
+        if self.training:
+            self._recent[name] = (z_e.detach(), idx.detach())
+
+    @torch.no_grad()
+    def revive_dead_codes(self, step: int, patience: int) -> int:
+        """Mark this batch's used rows, restart rows unused for `patience` steps; returns how many."""
+        revived = 0
+        for name, (z_e, idx) in self._recent.items():
+            last = getattr(self, f"_last_used_{name}")
+            last[idx.flatten().unique()] = step
+            dead = (step - last > patience).nonzero().flatten()
+            if dead.numel():
+                book: nn.Embedding = getattr(self, name)
+                frames = z_e.float().transpose(1, 2).reshape(-1, z_e.shape[1])  # [B*T, d]
+                pick = torch.randint(0, frames.shape[0], (dead.numel(),), device=frames.device)
+                noise = 0.01 * frames.std(0) * torch.randn(dead.numel(), frames.shape[1], device=frames.device)
+                book.weight.data[dead] = (frames[pick] + noise).to(book.weight.dtype)
+                last[dead] = step
+                revived += dead.numel()
+        self._recent = {}
+        return revived
+
+
+class GroupVectorQuantize(_DeadCodeReviver, nn.Module):
     """One acoustic stage: two parallel factorized lookups, index a * S + b."""
 
     def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
@@ -48,12 +88,15 @@ class GroupVectorQuantize(nn.Module):
         self.out_proj_b = WNConv1d(codebook_dim, input_dim // 2, kernel_size=1)
         self.codebook_a = nn.Embedding(codebook_size, codebook_dim)
         self.codebook_b = nn.Embedding(codebook_size, codebook_dim)
+        self._init_tracking([("codebook_a", codebook_size), ("codebook_b", codebook_size)])
 
     def forward(self, z: torch.Tensor):
         """z [B, D, T] -> (z_q [B, D, T], indices [B, T], commitment, codebook loss)."""
         z_a, z_b = self.in_proj_a(z), self.in_proj_b(z)
         idx_a = _nearest_cosine(z_a, self.codebook_a.weight)
         idx_b = _nearest_cosine(z_b, self.codebook_b.weight)
+        self._track("codebook_a", z_a, idx_a)
+        self._track("codebook_b", z_b, idx_b)
         q_a = self.codebook_a(idx_a).transpose(1, 2).to(z_a.dtype)
         q_b = self.codebook_b(idx_b).transpose(1, 2).to(z_b.dtype)
         ca, cba = _vq_losses(z_a, q_a)
@@ -107,7 +150,7 @@ class GroupResidualVectorQuantize(nn.Module):
         return z_q
 
 
-class SemanticQuantizer(nn.Module):
+class SemanticQuantizer(_DeadCodeReviver, nn.Module):
     """First residual stage of our own codecs, used as the "semantic" book.
 
     Cosine search in `codebook_dim` dims; `out_proj` maps the chosen row to the
@@ -124,11 +167,13 @@ class SemanticQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, codebook_dim)
         self.out_proj = WNConv1d(codebook_dim, semantic_dim, kernel_size=1)
         self.to_latent = WNConv1d(semantic_dim, latent_dim, kernel_size=1)
+        self._init_tracking([("codebook", codebook_size)])
 
     def forward(self, z: torch.Tensor):
         """z [B, D, T] -> (semantic embedding [B, Ds, T], its latent [B, D, T], idx [B, T], commit, cb loss)."""
         z_e = self.in_proj(z)
         idx = _nearest_cosine(z_e, self.codebook.weight)
+        self._track("codebook", z_e, idx)
         q = self.codebook(idx).transpose(1, 2).to(z_e.dtype)
         commit, cbl = _vq_losses(z_e, q)
         q = z_e + (q - z_e).detach()
@@ -139,3 +184,8 @@ class SemanticQuantizer(nn.Module):
         """[K, semantic_dim]: out_proj applied to every codebook row."""
         rows = self.codebook.weight.t().unsqueeze(0)  # [1, d, K]
         return self.out_proj(rows)[0].t().contiguous()
+
+
+def revive_dead_codes(model: nn.Module, step: int, patience: int = 50) -> int:
+    """Call after each training step: restarts dead rows of every codebook in `model`."""
+    return sum(m.revive_dead_codes(step, patience) for m in model.modules() if isinstance(m, _DeadCodeReviver))

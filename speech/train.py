@@ -39,6 +39,7 @@ from speech.losses import (
     generator_adv_loss,
 )
 from speech.model import CodecModel
+from speech.quantizer import revive_dead_codes
 
 
 @dataclasses.dataclass
@@ -53,6 +54,7 @@ class TrainOptions:
     lr_disc: float = 2e-4
     warmup_steps: int = 100
     adv_start: float = 0.5  # fraction of the run after which the discriminator trains
+    dead_code_patience: int = 20  # steps a codebook row may go unused before it is restarted
     w_mel: float = 15.0
     w_stft: float = 2.0
     w_commit: float = 0.25
@@ -65,6 +67,7 @@ class TrainOptions:
     log_every: int = 10
     ckpt_seconds: float = 300.0
     resume: bool = False
+    init_from: str = ""  # checkpoint whose model + discriminator weights start a fresh run
     progress: bool = True
 
 
@@ -103,7 +106,13 @@ class Trainer:
         self.stft = MultiResolutionSTFTLoss().to(self.device)
         self.gen = torch.Generator().manual_seed(o.seed)
         self.corpus = AudioCorpus(clips, self.device)
-        self.step, self.elapsed, self.history = 0, 0.0, []
+        self.step, self.elapsed, self.history, self.revived = 0, 0.0, [], 0
+        if o.init_from and ckpt is None:
+            init = torch.load(o.init_from, map_location="cpu", weights_only=False)
+            if init["codec_config"] != to_dict(self.cfg):
+                raise ValueError(f"{o.init_from}: codec config differs from flavor {o.flavor!r}")
+            self.model.load_state_dict(init["model"])
+            self.disc.load_state_dict(init["disc"])
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.disc.load_state_dict(ckpt["disc"])
@@ -150,6 +159,9 @@ class Trainer:
         g.backward()
         logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0).detach()
         self.opt_g.step()
+        if self.step % 5 == 0:  # each check syncs the GPU: not every step
+            self.revived += revive_dead_codes(self.model, self.step, self.o.dead_code_patience)
+        logs["revived"] = torch.tensor(float(self.revived))
         logs.update(mel=mel.detach(), stft=stft.detach(), commit=commit.detach(), codebook=cbl.detach(), total=g.detach())
         self.last_codes = codes.detach()
         return logs
@@ -203,6 +215,7 @@ class Trainer:
             bar.update(1)
             if self.step % o.log_every == 0 or self.step == 1:
                 logs["semantic_usage"] = torch.tensor(self.last_codes[:, 0].unique().numel() / self.cfg.semantic_codebook_size)
+                logs["acoustic_usage"] = torch.tensor(self.last_codes[:, 1].unique().numel() / self.cfg.acoustic_codebook_size)
                 row = {"step": self.step, "seconds": round(time.time() - t0, 2), "lr": o.lr * scale}
                 row.update({k: round(float(v), 5) for k, v in logs.items()})
                 self.history.append(row)
@@ -250,7 +263,7 @@ def plot_history(history: list[dict], path: str) -> None:
     steps = [r["step"] for r in history]
     for ax, keys, title in (
         (axes[0], ("mel", "stft"), "reconstruction"),
-        (axes[1], ("commit", "codebook", "semantic_usage"), "quantizers"),
+        (axes[1], ("commit", "codebook", "semantic_usage", "acoustic_usage"), "quantizers"),
         (axes[2], ("disc", "gen_adv", "feat_match"), "adversarial"),
     ):
         for k in keys:
@@ -259,19 +272,23 @@ def plot_history(history: list[dict], path: str) -> None:
                 ax.plot(*zip(*pts), label=k)
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend()
+        if ax.lines:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def export_checkpoint(ckpt_path: str, out_dir: str) -> Codec:
+def export_checkpoint(ckpt_path: str, out_dir: str, dtype: torch.dtype = torch.float32) -> Codec:
     """Write the codec of a training checkpoint (config.json + model.safetensors) to `out_dir`."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     cfg = from_dict(CodecConfig, ckpt["codec_config"])
     model = CodecModel(cfg)
-    model.load_state_dict(ckpt["model"])
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    # checkpoints from before the latent BatchNorm: its default (identity) state reproduces them
+    if unexpected or any(not k.startswith("latent_norm.") for k in missing):
+        raise ValueError(f"{ckpt_path}: state dict does not match the codec (missing {missing}, unexpected {unexpected})")
     codec = Codec(model)
-    codec.save_pretrained(out_dir, extra={"training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"], 1)}})
+    codec.save_pretrained(out_dir, dtype, extra={"training": {"steps": ckpt["step"], "seconds": round(ckpt["elapsed"], 1)}})
     return codec

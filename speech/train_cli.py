@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--log-every", type=int, default=10, help="steps between loss log rows")
     t.add_argument("--ckpt-seconds", type=float, default=300.0, help="seconds between checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
+    t.add_argument("--init-from", default="", metavar="CKPT", help="start a fresh run (new optimizers and schedule) from these weights")
+    t.add_argument("--warmup-steps", type=int, default=100)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -83,7 +85,8 @@ def main(args: argparse.Namespace) -> int:
         out_dir=args.out, flavor=args.flavor, steps=args.steps, time_budget=args.time_budget,
         batch_size=args.batch_size, segment_seconds=args.segment_seconds, lr=args.lr, lr_disc=args.lr_disc,
         adv_start=args.adv_start, device=args.device, bf16=not args.no_bf16, seed=args.seed,
-        log_every=args.log_every, ckpt_seconds=args.ckpt_seconds, resume=args.resume, progress=not args.no_progress,
+        log_every=args.log_every, ckpt_seconds=args.ckpt_seconds, resume=args.resume, init_from=args.init_from,
+        warmup_steps=args.warmup_steps, progress=not args.no_progress,
     )
     history = Trainer(opts, clips).run()
     if history:
