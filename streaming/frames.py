@@ -3,7 +3,8 @@
 Frames arrive as JPEG with a media time (`input_image_buffer.append`). While
 the user speaks, each 1 s packet takes frames at the dense rate (2 FPS); while
 the assistant answers, frames are kept at the sparse rate (0.5 FPS) and
-prepended to the next user turn, as LongCat-Flash-Omni does. JPEGs are decoded
+prepended to the next user turn (sent as one sparse chunk, `speaking=False`,
+just before its first packet), as LongCat-Flash-Omni does. JPEGs are decoded
 only when a frame is actually selected.
 """
 
@@ -70,11 +71,15 @@ class FrameSampler:
         self.recent.sort(key=lambda f: f.time)
         self.recent = self.recent[-64:]
 
+    def take_held(self) -> tuple[float, list[np.ndarray]]:
+        """The sparse frames kept during the last answer (time of the first, RGB frames)."""
+        held, self.held = self.held, []
+        return (held[0].time if held else 0.0), [f.rgb(self.max_side) for f in held]
+
     def take(self, t0: float, t1: float) -> list[np.ndarray]:
-        """Frames for the packet covering media time [t0, t1): held sparse frames
-        first, then one frame per 1/dense_fps slot, nearest to the slot start."""
-        picked = list(self.held)
-        self.held = []
+        """Dense frames of the packet covering media time [t0, t1): one per
+        1/dense_fps slot, the one nearest to the slot start."""
+        picked: list[Frame] = []
         step = 1.0 / self.dense_fps
         slot = t0
         while slot < t1 - 1e-6:

@@ -253,6 +253,9 @@ class Session(ResponseMixin):
                 self._send_speech_started(ev)
             self.turn_active = True
             self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
+            t_held, held = self.frames.take_held()
+            if held:  # what the camera saw while the assistant spoke, ahead of the new turn
+                self.engine.submit(self.slot, "chunk", UserChunk(np.zeros(0, np.float32), held, t_held, False))
         elif ev.kind == "speculate" and td.create_response and not self._answering():
             self._flush_partial(ev.sample)
             self.speech_end_time = self._wall(ev.speech_end)

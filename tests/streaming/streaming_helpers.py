@@ -83,7 +83,7 @@ class ScriptedModel:
         del self.ctx[slot][length:]
 
     def encode_chunk(self, slot: int, chunk: UserChunk) -> list:
-        self._t("encode", slot, len(chunk.audio), len(chunk.frames))
+        self._t("encode", slot, len(chunk.audio), len(chunk.frames), chunk.speaking)
         # one token per 80 ms frame of absolute time: chunk boundaries do not matter,
         # like an exact streaming encoder with a time-based sequence layout
         a = round(chunk.start_time * 16000)

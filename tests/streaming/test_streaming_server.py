@@ -290,3 +290,44 @@ def test_openai_sdk_client_unchanged_except_url(voice):
     assert "session.updated" in seen and "input_audio_buffer.speech_started" in seen
     assert transcript == "Sure. The sky is blue, mostly. Bye now!"
     assert len(audio) == pytest.approx(2 * 8 * 0.06 * 24000, abs=200)
+
+
+def _jpeg(i: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((24, 32, 3), (i * 40) % 256, np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_video_frames_dense_while_speaking_sparse_while_answering(voice):
+    q1, q2 = voice("What do you see?"), voice("And now?")
+    model = ScriptedModel(reply=" ".join(["la"] * 40), step_delay=0.03)
+
+    async def main():
+        async with serving(model) as srv, RealtimeClient(srv.url) as c:
+            await c.configure()
+            a1 = np.concatenate([q1, silence(0.8)])
+            frames = [(k / 4, _jpeg(k)) for k in range(int(len(q1) / SR * 4))]  # 4 FPS offered
+            await c.stream_audio(a1, SR, realtime=False, frames=frames)
+            await c.wait_for(lambda e: e["type"] == "response.output_audio.delta", 20)
+            t = len(a1) / SR
+            for k in range(12):  # 3 s of camera at 4 FPS while the assistant answers
+                await c.append_image(_jpeg(100 + k), (t + k / 4) * 1000)
+            await c.wait_response(20)
+            n = len(c.events)
+            await c.stream_audio(np.concatenate([q2, silence(0.8)]), SR, realtime=False)
+            await c.wait_response(20, start=n)
+        return [call for call in model.calls if call[0] == "encode"]
+
+    encodes = run(main())
+    first_turn = encodes[:next(i for i, e in enumerate(encodes) if not e[4])]
+    full = [e for e in first_turn if e[2] == SR]
+    assert full and all(e[3] == 2 for e in full)  # dense: 2 frames per 1 s packet (of 4 offered)
+    sparse = [e for e in encodes if not e[4]]
+    assert len(sparse) == 1 and sparse[0][2] == 0 and sparse[0][3] == 2  # 0.5 FPS over 3 s, no audio
+    # the sparse chunk comes right before the second turn's first packet
+    i = encodes.index(sparse[0])
+    assert encodes[i + 1][4] and encodes[i + 1][2] > 0
