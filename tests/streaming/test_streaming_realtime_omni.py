@@ -141,3 +141,15 @@ def test_barge_in_and_two_sessions_isolated(omni, voice):
     wa, wb = ra.waveform(), rb.waveform()
     assert 0 < len(wa) < len(wb)
     np.testing.assert_allclose(wa, wb[:len(wa)], atol=1e-4)
+
+
+def test_serve_loads_a_checkpoint_directory(omni, tmp_path):
+    """`omni serve --model DIR` path: a saved checkpoint comes back with the same weights."""
+    from streaming.model_loader import load_realtime_model
+
+    omni.model.save_pretrained(str(tmp_path / "ckpt"))
+    rt, desc = load_realtime_model(str(tmp_path / "ckpt"), device="cpu", max_slots=1, capacity=256, max_steps=4)
+    assert "checkpoint" in desc and rt.max_slots == 1
+    a = dict(omni.model.llm.named_parameters())
+    b = dict(rt.model.llm.named_parameters())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in list(a)[:5])
