@@ -1,17 +1,15 @@
-"""Expert parallelism (all-to-all dispatch/combine) of one ScMoE layer at EP = 2 vs the
-single-device layer; shortcut overlap on vs off must be bitwise identical."""
+"""Expert parallelism of one ScMoE layer vs the single-device layer; shortcut overlap on vs
+off must be bitwise identical. Run inside the world-2 group of test_mdp_world2."""
 
 from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 
 from mdp.ep import apply_expert_parallel, expert_parameters, sync_expert_grads
-from mdp.launch import spawn
 from omni.config import get_llm_config
 from omni.llm.context import build_context
 from omni.llm.layer import DecoderLayer
@@ -33,7 +31,8 @@ def _layer(cfg):
     return layer
 
 
-def _run(rank: int, world: int) -> dict:
+def ep_layer_check(rank: int, world: int) -> dict:
+    """Run on every rank: EP layer vs the single-device layer, overlap on/off bitwise."""
     cfg = get_llm_config("debug")
     mesh = init_device_mesh("cpu", (world,), mesh_dim_names=("ep",))
     g = torch.Generator().manual_seed(1)
@@ -71,8 +70,3 @@ def _run(rank: int, world: int) -> dict:
     assert torch.equal(off[2], on[2]), "overlap changed the input gradient"
     assert all(torch.equal(off[1][n], on[1][n]) for n in off[1]), "overlap changed a parameter gradient"
     return {"ok": True}
-
-
-@pytest.mark.dist
-def test_ep2_matches_single_device_and_overlap_is_bitwise() -> None:
-    assert spawn(_run, 2)["ok"]

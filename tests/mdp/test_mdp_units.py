@@ -1,0 +1,109 @@
+"""Single-process checks: parallel-dims validation, meshes on a fake 64-rank group,
+recipes, manifests, the loss normalization and the pipeline split."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from mdp.data import Dataset, Layout, ManifestError, read_manifest, stack
+from mdp.dims import Meshes, ParallelConfigError, ParallelDims
+from mdp.loss import label_counts, pack_labels, stage1_loss
+from mdp.pipeline import stage_layers
+from mdp.recipes import get_recipe
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(world_size=6, pp=4), "not divisible by inner_dp"),
+        (dict(world_size=8, dp=2, pp=2), "!= world_size"),
+        (dict(world_size=8, ep=3), "ep=3 must divide dp=8"),
+        (dict(world_size=4, cp=2), "context parallelism is not implemented"),
+        (dict(world_size=8, enc_shard=3), "enc_shard=3"),
+        (dict(world_size=4, pp=2, pp_microbatches=1), "1F1B"),
+        (dict(world_size=4, pp=0), "pp=0"),
+    ],
+)
+def test_invalid_dims_have_clear_errors(kw, msg) -> None:
+    with pytest.raises(ParallelConfigError, match=msg):
+        ParallelDims(**kw).resolved()
+
+
+def test_dims_derived_values() -> None:
+    d = ParallelDims(16, pp=2, ep=4).resolved()
+    assert (d.dp, d.inner_dp, d.dp_rest, d.enc_shard, d.enc_replicate, d.pp_microbatches) == (8, 2, 2, 2, 8, 2)
+
+
+def test_meshes_on_a_fake_64_rank_group() -> None:
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", store=FakeStore(), rank=5, world_size=64)
+    try:
+        m = Meshes(ParallelDims(64, pp=4, ep=4, enc_shard=8), "cpu")
+        assert m.llm.mesh_dim_names == ("dp_rest", "ep", "pp", "cp")
+        assert m.llm.shape == (4, 4, 4, 1) and m.encoders.shape == (8, 8)
+        assert m.dp.size() == 16 and m.inner_dp.size() == 4
+        # rank 5 = dp index 1, pp stage 1: its inner-DP group is the contiguous ranks 4..7
+        assert (m.dp_rank, m.pp_rank, m.inner_rank) == (1, 1, 1)
+        assert m.inner_dp.mesh.flatten().tolist() == [4, 5, 6, 7]
+        with pytest.raises(ParallelConfigError, match="process group has 64 ranks"):
+            Meshes(ParallelDims(32), "cpu")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_recipe_overrides() -> None:
+    r = get_recipe("debug").override(["steps=7", "ep_overlap=false", "lr=1e-3", "manifest=x.jsonl"])
+    assert (r.steps, r.ep_overlap, r.lr, r.manifest) == (7, False, 1e-3, "x.jsonl")
+    with pytest.raises(ValueError, match="unknown recipe field 'stepz'"):
+        r.override(["stepz=1"])
+    with pytest.raises(ValueError, match="is a bool"):
+        r.override(["ep_overlap=maybe"])
+    with pytest.raises(KeyError, match="unknown recipe"):
+        get_recipe("nope")
+
+
+def test_manifest_errors_name_line_and_field(tmp_path) -> None:
+    p = tmp_path / "m.jsonl"
+    p.write_text(json.dumps({"segments": [{"text": [1, 2]}]}) + "\n" + json.dumps({"segments": [{"smell": "x"}]}) + "\n")
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: segments\[0\] has unknown kind 'smell'"):
+        read_manifest(str(p))
+    p.write_text(json.dumps({"segments": [{"speech": {"codes": [[1, 2, 3]]}}]}) + "\n")
+    with pytest.raises(ManifestError, match=r"m.jsonl:1: segments\[0\].speech.codes"):
+        read_manifest(str(p))
+    with pytest.raises(ManifestError, match="does not exist"):
+        read_manifest(str(tmp_path / "none.jsonl"))
+
+
+def test_labels_and_loss_normalization(tmp_path) -> None:
+    p = tmp_path / "m.jsonl"
+    rows = [
+        {"segments": [{"text": [20, 21, 22]}, {"speech": {"text": [30], "codes": [[40, 41, 42, 43], [44, 45, 46, 47]]}}]},
+        {"segments": [{"text": [23, 24]}]},
+    ]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ds = Dataset(str(p), Layout(5, 6, pad_id=3), seq_len=8, num_tokens=lambda k, d: 0, cost=lambda k, d: 0.0)
+    s0 = ds.sample(0)
+    # targets: next ids; the speech frame at position 3 is predicted from position 2
+    assert s0.text_labels[:4].tolist() == [21, 22, 30, 3]
+    assert s0.audio_labels[2].tolist() == [40, 41, 42, 43] and bool(s0.first_audio[2])
+    batch = stack([s0, ds.sample(1)])
+    counts = label_counts(batch)
+    assert counts.tolist() == [3.0, 8.0, 2.0, 1.0]  # text targets, audio labels, audio-text, first-audio
+    # the loss is a sum over shards when each shard is normalized by the global counts
+    g = torch.Generator().manual_seed(0)
+    tl, al = torch.randn(2, 8, 512, generator=g), torch.randn(2, 8, 4, 96, generator=g)
+    lab = pack_labels(batch)
+    whole = stage1_loss(tl, al, lab, counts)
+    parts = stage1_loss(tl[:1], al[:1], lab[:1], counts) + stage1_loss(tl[1:], al[1:], lab[1:], counts)
+    torch.testing.assert_close(whole, parts, rtol=1e-6, atol=0)
+
+
+def test_stage_layers() -> None:
+    assert stage_layers(5, 2) == [[0, 1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="at least 4 decoder layers"):
+        stage_layers(3, 4)
