@@ -85,14 +85,18 @@ class _Slot:
     pending_close: bool = False  # interrupted reply: end_response deferred (truncate may shorten it)
     decode_time: float = 0.0
     t_begin: float = 0.0
+    t_live: float = 0.0  # when it started running unthrottled (begin, or its confirmation)
+    steps_live: int = 0  # steps already done at t_live
     closed: bool = False
 
 
 class Engine:
     """Owns `model` on a dedicated thread. All public methods are thread-safe."""
 
-    def __init__(self, model: RealtimeModel, metrics: Metrics | None = None, max_steps: int = 1000) -> None:
+    def __init__(self, model: RealtimeModel, metrics: Metrics | None = None, max_steps: int = 1000,
+                 spec_ahead_frames: int = 8) -> None:
         self.model = model
+        self.spec_ahead_frames = spec_ahead_frames
         self.metrics = metrics or Metrics()
         self.max_steps = max_steps
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -140,7 +144,8 @@ class Engine:
         with torch.inference_mode():
             while not self._stop:
                 try:
-                    busy = any(s.mode == "decoding" or s.queue for s in self.slots.values())
+                    busy = any(s.queue or (s.mode == "decoding" and (s.confirmed or s.frames < self.spec_ahead_frames))
+                               for s in self.slots.values())
                     self._take(block=not busy)
                     self._prefill_and_control()
                     self._decode()
@@ -287,7 +292,8 @@ class Engine:
         s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
         s.audio_state = self.model.new_audio_state()
         s.resampler = StreamingResampler(self.out_rate, out_rate) if out_rate and out_rate != self.out_rate else None
-        s.t_begin = time.perf_counter()
+        s.t_begin = s.t_live = time.perf_counter()
+        s.steps_live = 0
 
     def _drop_queued_respond(self, s: _Slot, epoch: int) -> bool:
         for i, (kind, args) in enumerate(s.queue):
@@ -299,6 +305,7 @@ class Engine:
     def _confirm(self, s: _Slot, epoch: int) -> None:
         if s.epoch == epoch and s.mode != "idle":
             s.confirmed = True
+            s.t_live, s.steps_live = time.perf_counter(), len(s.steps)
             if s.mode == "finished":
                 self._finish(s)
         else:  # not started yet: it starts confirmed
@@ -361,7 +368,11 @@ class Engine:
         s.mode, s.pending_close = "idle", True
 
     def _decode(self) -> None:
-        active = [s for s in self.slots.values() if s.mode == "decoding"]
+        # a speculative reply pauses once it holds `spec_ahead_frames` of speech: more
+        # cannot leave before the confirmation anyway, and the batch is better spent
+        # on replies that are being delivered (and nothing is wasted on a rollback)
+        active = [s for s in self.slots.values() if s.mode == "decoding"
+                  and (s.confirmed or s.frames < self.spec_ahead_frames)]
         if not active:
             return
         t0 = time.perf_counter()
@@ -396,6 +407,9 @@ class Engine:
                     "frames": s.frames,
                     "decode_seconds": s.decode_time,
                     "wall_seconds": time.perf_counter() - s.t_begin,
+                    # decode rate while running unthrottled (a speculative reply pauses until confirmed)
+                    "live_steps": len(s.steps) - s.steps_live,
+                    "live_seconds": time.perf_counter() - s.t_live,
                     "audio_seconds": s.frames * self.frame_samples / self.out_rate,
                 }
             if job.text or job.frame is not None or job.done_info is not None:

@@ -134,7 +134,9 @@ class ResponseMixin:
         if info.get("audio_seconds"):
             m["rtf"] = info["decode_seconds"] / info["audio_seconds"]
             self.metrics.observe("omni_response_rtf", m["rtf"])
-            m["decode_steps_per_s"] = info["steps"] / max(info["wall_seconds"], 1e-9)
+            live = info.get("live_steps", 0) >= 5  # enough steps after the confirmation to time
+            steps, secs = (info["live_steps"], info["live_seconds"]) if live else (info["steps"], info["wall_seconds"])
+            m["decode_steps_per_s"] = steps / max(secs, 1e-9)
         m.update({k: info[k] for k in ("steps", "audio_seconds", "decode_seconds") if k in info})
         return m
 

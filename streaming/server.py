@@ -55,6 +55,7 @@ class ServerConfig:
     max_sessions: int | None = None  # default: the model's slots
     idle_timeout_s: float = 300.0
     max_steps: int = 1000
+    spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
     model_name: str = "omni"
 
 
@@ -62,7 +63,8 @@ class OmniServer:
     def __init__(self, model: RealtimeModel, cfg: ServerConfig | None = None) -> None:
         self.cfg = cfg or ServerConfig()
         self.metrics = Metrics()
-        self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps).start()
+        self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
+                             spec_ahead_frames=self.cfg.spec_ahead_frames).start()
         self.inputs = InputWorker()
         slots = getattr(model, "max_slots", 1)
         self.max_sessions = min(self.cfg.max_sessions or slots, slots)
