@@ -151,7 +151,11 @@ class Pack:
         return self._answer_index.get(answer, -1) if answer is not None else -1
 
     def frames(self, i: int) -> np.ndarray | None:
-        """uint8 [T, S, S, 3] the camera shows for sample i (T = 1 for stills), or None."""
+        """uint8 [T, S, S, 3] the camera shows for sample i, or None.
+
+        Videos: T frames at `fps`. Stills: T = 1 (a camera on a still scene shows
+        that frame for as long as the question lasts: repeat it per chunk).
+        """
         k = int(self.sample_scene[i])
         if k < 0:
             return None
