@@ -190,6 +190,7 @@ class ResponseMixin:
             raise ProtocolError("invalid_value", f"audio_end_ms {ms} is past the {total_ms} ms of audio sent",
                                 param="audio_end_ms")
         heard = ms * self.engine.out_rate // 1000
+        r.done_info["truncated"] = True  # the client's report replaces the server's playback estimate
         r.done_info["truncate_ms"] = ms
         r.done_info["truncate_item"] = d.get("content_index", 0)
         if not r.closed:

@@ -331,3 +331,36 @@ def test_video_frames_dense_while_speaking_sparse_while_answering(voice):
     # the sparse chunk comes right before the second turn's first packet
     i = encodes.index(sparse[0])
     assert encodes[i + 1][4] and encodes[i + 1][2] > 0
+
+
+def test_client_truncate_after_playback_and_idle_timeout(voice):
+    q, q2 = voice("Say something."), voice("Okay.")
+    model = ScriptedModel()
+
+    async def main():
+        async with serving(model, idle_timeout_s=1.5) as srv, RealtimeClient(srv.url) as c:
+            await c.configure()
+            await c.stream_audio(np.concatenate([q, silence(0.8)]), SR, realtime=False)
+            r = await c.wait_response(20)
+            # the user heard 130 ms (2 codec frames: "Sure. The") before speaking again
+            await c.send({"type": "conversation.item.truncate", "item_id": r.item_id, "content_index": 0,
+                          "audio_end_ms": 130})
+            e = await c.wait_for(lambda e: e["type"] in ("conversation.item.truncated", "error"), 10)
+            await c.send({"type": "conversation.item.truncate", "item_id": "item_nope", "content_index": 0,
+                          "audio_end_ms": 10})
+            err = await c.wait_for(lambda e: e["type"] == "error", 10)
+            n = len(c.events)
+            await c.stream_audio(np.concatenate([q2, silence(0.8)]), SR, realtime=False)
+            await c.wait_response(20, start=n)
+            idle = await c.wait_for(lambda e: e["type"] == "error" and e["error"]["code"] == "session_idle_timeout",
+                                    10)
+            await asyncio.wait_for(c.closed.wait(), 10)
+            return e, err, idle
+
+    e, err, idle = run(main())
+    assert e["type"] == "conversation.item.truncated" and e["audio_end_ms"] == 130
+    assert err["error"]["code"] == "item_not_found" and err["error"]["param"] == "item_id"
+    ctx = model.context(0)
+    end = ctx.index(("end",))
+    assert [t[1] for t in ctx[:end] if t[0] == "tok"] == ["Sure. "]  # cut at the last punctuation heard
+    assert idle
