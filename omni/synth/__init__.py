@@ -10,5 +10,6 @@ Modules: world (vocabulary, scenes), render (pixels, PNG/MP4), questions
 (families, wordings, answers), voices (espeak-ng + sox), audio (WAV, noise,
 mu-law; numpy only), plan (what to generate), build (write a split), evalsets
 (av-mcq / spoken-qa files), validate, corpus (tokenizer text), packing (write the
-GPU pack), pack (read it; numpy only), codes (answer codec tokens), cli.
+GPU pack), pack (read it; numpy only), codes (answer codec tokens), recognize
+(pocketsphinx judge of spoken answers), cli.
 """

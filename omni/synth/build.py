@@ -108,7 +108,7 @@ def build_split(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    _write_jsonl(out / "scenes.jsonl", [s.to_dict() for s in plan.scenes])
+    write_jsonl(out / "scenes.jsonl", [s.to_dict() for s in plan.scenes])
     used = {s.scene_id for s in plan.samples if s.scene_id}
     scenes = [s for s in plan.scenes if s.scene_id in used]
 
@@ -153,7 +153,7 @@ def build_split(
     timings["noise_s"] = time.perf_counter() - t0
 
     records = [sample_record(s, media.get(s.scene_id, {}) if s.scene_id else {}) for s in plan.samples]
-    _write_jsonl(out / "manifest.jsonl", records)
+    write_jsonl(out / "manifest.jsonl", records)
     info = {
         "format_version": FORMAT_VERSION,
         "split": plan.split,
@@ -210,7 +210,7 @@ def _count_by(records: list[dict], key: str) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as fh:
         for row in rows:

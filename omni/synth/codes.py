@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import read_wav, to_float
-from .build import _write_jsonl, read_jsonl
+from .build import write_jsonl, read_jsonl
 
 
 def codec_available() -> bool:
@@ -65,7 +65,7 @@ def encode_answers(data_dir: str | os.PathLike, codec, progress: bool = True) ->
         frames += codes.shape[1]
     for r in rows:
         r["answer_codes"] = out_of[r["answer_audio"]]
-    _write_jsonl(manifest, rows)
+    write_jsonl(manifest, rows)
     info = {"answers": len(answers), "frames": frames, "codec_frame_rate": codec.frame_rate}
     (root / "codes/info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .build import _write_jsonl, read_jsonl
+from .build import write_jsonl, read_jsonl
 from .questions import VISUAL_FAMILIES
 
 AV_MCQ_FILE = "av_mcq.jsonl"
@@ -82,6 +82,6 @@ def write_eval_sets(data_dir: str | Path) -> dict[str, int]:
     rows = read_jsonl(manifest)
     mcq = [av_mcq_record(r) for r in rows if r["family"] in VISUAL_FAMILIES]
     sqa = [spoken_qa_record(r) for r in rows]
-    _write_jsonl(root / AV_MCQ_FILE, mcq)
-    _write_jsonl(root / SPOKEN_QA_FILE, sqa)
+    write_jsonl(root / AV_MCQ_FILE, mcq)
+    write_jsonl(root / SPOKEN_QA_FILE, sqa)
     return {AV_MCQ_FILE: len(mcq), SPOKEN_QA_FILE: len(sqa)}

@@ -45,7 +45,7 @@ TEMPLATES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
         "heldout": ("tell me where the {x} is", "in which place is the {x}"),
     },
     ("motion", "what"): {
-        "train": ("what is moving", "which shape is moving", "what moves"),
+        "train": ("what is moving", "which object is moving", "what moves"),
         "heldout": ("tell me what is moving", "which thing is in motion"),
     },
     ("motion", "which_way"): {
