@@ -265,7 +265,7 @@ def _mm_worker(rank: int, world: int, recipe_name: str, overrides: list[str], st
         cfg = build_config(r)
         n = max(2 * r.global_batch, 8)
         synthesize(os.path.join(tmp, "text"), cfg, n, r.seq_len, seed=1, modalities=(), text_only_fraction=1.0)
-        synthesize(os.path.join(tmp, "multimodal"), cfg, n, r.seq_len, seed=1, modalities=("image", "audio"))
+        synthesize(os.path.join(tmp, "multimodal"), cfg, n, r.seq_len, seed=1, modalities=("image", "video", "audio"))
     dist.barrier()
     dev = device_for_rank()
     tr = Trainer(r, dev)

@@ -17,7 +17,7 @@ class Recipe:
     flavor: str = "debug"  # omni flavor (omni.config)
     manifest: str = ""  # JSON-lines manifest; empty: synthesize one into out_dir/data
     synthetic_samples: int = 16
-    modalities: str = "image,audio"  # encoders to build and synthesize data for
+    modalities: str = "image,video,audio"  # kinds to synthesize; the encoders they need are built
     steps: int = 4
     global_batch: int = 4  # rows (samples) per step over all DP ranks
     seq_len: int = 64
@@ -43,7 +43,7 @@ class Recipe:
     # numerics
     bf16: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "on" | "off"
     deterministic: bool = True
-    expert_backend: str = "auto"  # experts' single-device backend; auto: checked safe for training
+    expert_backend: str = "auto"  # experts' single-device backend: auto (= bmm, gradient-safe) | bmm | grouped_mm
     bias_update_rate: float = 1e-3  # aux-loss-free expert-bias step (0 disables)
     audio_dropout: float = 0.0  # audio encoder dropout during training
     # outputs

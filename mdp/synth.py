@@ -22,7 +22,7 @@ def synthesize(
     num_samples: int,
     seq_len: int,
     seed: int = 0,
-    modalities: tuple[str, ...] = ("image", "audio"),
+    modalities: tuple[str, ...] = ("image", "video", "audio"),
     text_only_fraction: float = 0.25,
 ) -> str:
     """Write out_dir/manifest.jsonl (+ tensor files); returns the manifest path.
@@ -52,6 +52,15 @@ def synthesize(
                 k = min(budget - 4, rint(3, 12))
                 segs.append({"text": torch.randint(lo, vocab, (k,), generator=g).tolist()})
                 budget -= k
+            elif choice == 1 and "video" in modalities and heavy and rint(0, 2) == 0:
+                units = rint(2, 4)  # frame pairs of 2 x 2 patches
+                if units * 2 + 2 > budget:
+                    break
+                name = f"media/vid{n}_{len(segs)}.pt"
+                torch.save({"patches": torch.randn(units * 4, patch_dim, generator=g), "grids": [[2, 2]] * units},
+                           os.path.join(out_dir, name))
+                segs.append({"video": name})
+                budget -= units * 2
             elif choice == 1 and "image" in modalities:
                 h, w = (2, 2 * rint(1, 4 if heavy else 2))
                 if h * w // 2 + 2 > budget:
