@@ -153,3 +153,57 @@ def test_serve_loads_a_checkpoint_directory(omni, tmp_path):
     a = dict(omni.model.llm.named_parameters())
     b = dict(rt.model.llm.named_parameters())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in list(a)[:5])
+
+
+def test_rollback_over_the_wire_on_the_real_model(omni, voice):
+    a, b = voice("Hello there."), voice("How are you today?")
+    audio = np.concatenate([silence(0.3), a, silence(0.4), b, silence(1.0)])
+
+    async def main():
+        async with serving(omni) as srv, RealtimeClient(srv.url) as c:
+            await c.configure(omni={"debug_events": True})
+            await c.stream_audio(audio, SR, realtime=True)
+            r = await c.wait_response(60)
+            return c, r, srv.metrics.counter("omni_rollbacks_total")
+
+    c, r, rollbacks = run(main())
+    assert [e["state"] for e in c.events if e["type"] == "omni.turn"] == \
+        ["speculating", "rolled_back", "speculating", "confirmed"]
+    assert rollbacks == 1 and len(c.replies) == 1 and r.status in ("completed", "incomplete")
+
+
+def test_bad_input_and_a_vanishing_client_leave_others_unharmed(omni, voice):
+    import json
+
+    from websockets.asyncio.client import connect
+
+    q = voice("Is it sunny?")
+
+    async def main():
+        async with serving(omni) as srv, RealtimeClient(srv.url) as good:
+            await good.configure()
+            talk = asyncio.create_task(good.stream_audio(np.concatenate([q, silence(0.9)]), SR, realtime=False))
+            async with connect(srv.url) as ws:
+                await ws.recv()  # session.created
+                for m in ["{bad", json.dumps({"type": "input_audio_buffer.append", "audio": "AAA"}),
+                          json.dumps({"type": "session.update", "session": {"audio": {"input": {
+                              "format": {"type": "audio/pcm", "rate": 8000}}}}})]:
+                    await ws.send(m)
+                codes = [json.loads(await asyncio.wait_for(ws.recv(), 10))["error"]["code"] for _ in range(3)]
+            leaver = RealtimeClient(srv.url)
+            await leaver.connect()
+            await leaver.configure()
+            await leaver.stream_audio(np.concatenate([q, silence(0.9)]), SR, realtime=False)
+            await leaver.wait_for(lambda e: e["type"] == "response.created", 60)
+            await leaver.close()  # gone mid-answer
+            await talk
+            r = await good.wait_response(60)
+            t0 = time.perf_counter()
+            while len(omni._slots) != 1 and time.perf_counter() - t0 < 15:
+                await asyncio.sleep(0.02)
+            return codes, r, len(omni._slots)
+
+    codes, r, open_slots = run(main())
+    assert codes == ["invalid_json", "session_not_configured", "unsupported_audio_format"]
+    assert r.status in ("completed", "incomplete") and len(r.waveform()) > 0
+    assert open_slots == 1  # only the good session still holds a KV-cache slot
