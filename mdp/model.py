@@ -9,8 +9,8 @@ layers per stage, heads and loss on the last stage).
 Input embedding of a position (spec 1.5): TextEmb(id) (zero for the text pad)
 plus the four codec embeddings (zero for codec pad); positions holding
 `<|image_pad|>` / `<|audio_pad|>` are replaced by the encoder outputs, in order.
-Audio heads are teacher-forced with depth conditioning: head k+1 sees
-h + sum_{j<=k} E_j(code_j of the target frame).
+Audio heads (`omni.heads.AudioHead`) are teacher-forced with depth conditioning:
+head k+1 sees h + sum_{j<=k} E_j(code_j of the target frame).
 
 No torch.distributed here; parallelism is applied from outside (`mdp.parallelize`,
 `mdp.ep`, `mdp.pipeline`).
@@ -23,13 +23,12 @@ from torch import nn
 
 from encoders.audio import StreamingAudioEncoder
 from encoders.vision import VisionEncoder
-from mdp.data import IGNORE
 from mdp.loss import stage1_loss
 from omni.config import OmniConfig
+from omni.embedding import AudioEmbedding, embed_rows
+from omni.heads import AudioHead
 from omni.llm.context import build_context
 from omni.llm.model import LongcatFlashForCausalLM
-
-NUM_HEADS = 4
 
 
 class Absent(nn.Module):
@@ -40,26 +39,38 @@ class Absent(nn.Module):
 
 
 class OmniTrainModel(nn.Module):
-    def __init__(self, cfg: OmniConfig, modalities: tuple[str, ...] = ("image", "audio")) -> None:
+    """Submodule names equal `omni.model.OmniModel`'s (llm, vision, audio_encoder,
+    audio_embedding, audio_head), so a trained state dict loads into the serving model."""
+
+    def __init__(self, cfg: OmniConfig, modalities: tuple[str, ...] = ("image", "video", "audio")) -> None:
         super().__init__()
         self.cfg = cfg
-        h, va = cfg.llm.hidden_size, cfg.audio_vocab_size
+        h = cfg.llm.hidden_size
         self.llm = LongcatFlashForCausalLM(cfg.llm)
-        self.audio_embeddings = nn.ModuleList([nn.Embedding(va, h) for _ in range(NUM_HEADS)])
-        self.audio_heads = nn.ModuleList([nn.Linear(h, va, bias=False) for _ in range(NUM_HEADS)])
-        self.audio_depth = nn.ModuleList([nn.Embedding(va, h) for _ in range(NUM_HEADS - 1)])
-        self.encoders = nn.ModuleDict()
+        self.audio_embedding = AudioEmbedding(cfg.num_audio_heads, cfg.audio_vocab_size, h, cfg.audio_pad_id)
+        self.audio_head = AudioHead(cfg)
         if any(m in modalities for m in ("image", "video")):
             if cfg.vision.out_dim != h:
                 raise ValueError(f"vision.out_dim={cfg.vision.out_dim} != llm.hidden_size={h}")
-            self.encoders["vision"] = VisionEncoder(cfg.vision)
+            self.vision = VisionEncoder(cfg.vision)
         if "audio" in modalities:
             if cfg.audio.out_dim != h:
                 raise ValueError(f"audio.out_dim={cfg.audio.out_dim} != llm.hidden_size={h}")
-            self.encoders["audio"] = StreamingAudioEncoder(cfg.audio)
+            self.audio_encoder = StreamingAudioEncoder(cfg.audio)
         std = cfg.llm.initializer_range
-        for m in [*self.audio_embeddings, *self.audio_heads, *self.audio_depth]:
-            nn.init.normal_(m.weight, 0.0, std)
+        for mod in (self.audio_embedding, self.audio_head):
+            for p in mod.parameters():
+                nn.init.normal_(p, 0.0, std)
+
+    @property
+    def encoders(self) -> dict[str, nn.Module]:
+        """The encoders this model has, by name, in a fixed order."""
+        out = {}
+        if hasattr(self, "vision"):
+            out["vision"] = self.vision
+        if hasattr(self, "audio_encoder"):
+            out["audio"] = self.audio_encoder
+        return out
 
     # --- encoders --------------------------------------------------------------
 
@@ -122,13 +133,8 @@ class OmniTrainModel(nn.Module):
     def embed(self, ids: torch.Tensor, codec: torch.Tensor, modality: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
         """ids [B, T], codec [B, T, 4], modality [P, H] for the P placeholder positions."""
         pad = self.cfg.llm.pad_token_id
-        codec_pad = self.cfg.audio_pad_id
-        text = self.llm.model.embed_tokens(ids)  # called once: FSDP2 units expect one forward per step
-        e = text * (ids != pad)[..., None]
-        for k in range(NUM_HEADS):
-            e = e + self.audio_embeddings[k](codec[..., k]) * (codec[..., k] != codec_pad)[..., None]
-        only_pad = (ids == pad) & (codec == codec_pad).all(-1)
-        e = torch.where(only_pad[..., None], text, e)
+        # one call per embedding module: FSDP2 units expect one forward per step
+        e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, pad)
         n = int(placeholder.sum())
         if n:
             if modality is None or modality.shape[0] != n:
@@ -152,14 +158,9 @@ class OmniTrainModel(nn.Module):
     def loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """h [B, T, H] after the final norm; labels [B, T, 7] (`mdp.loss.pack_labels`)."""
         text_logits = self.llm.lm_head(h)
-        audio_lab = labels[..., 2:6]
-        cond = audio_lab.clamp_min(0)  # teacher forcing; ignored positions feed code 0 (never scored)
-        acc, audio_logits = h, []
-        for k in range(NUM_HEADS):
-            audio_logits.append(self.audio_heads[k](acc))
-            if k < NUM_HEADS - 1:
-                acc = acc + self.audio_depth[k](cond[..., k]) * (audio_lab[..., k] != IGNORE)[..., None]
-        return stage1_loss(text_logits, torch.stack(audio_logits, dim=2), labels, counts)
+        # teacher forcing: head k sees the target codes of heads < k (ignored labels are skipped)
+        audio_logits = self.audio_head(h, labels[..., 2:6])
+        return stage1_loss(text_logits, audio_logits, labels, counts)
 
     def moe_layers(self) -> list[nn.Module]:
         return [self.llm.model.layers[i].mlp for i in self.layer_ids()]

@@ -47,12 +47,11 @@ def split_stage(model: OmniTrainModel, pp_rank: int, pp: int) -> OmniTrainModel:
             layers[i] = Absent()
     if pp_rank != 0:
         model.llm.model.embed_tokens = Absent()
-        model.audio_embeddings = nn.ModuleList([Absent() for _ in model.audio_embeddings])
+        model.audio_embedding = Absent()
     if pp_rank != pp - 1:
         model.llm.model.norm = Absent()
         model.llm.lm_head = Absent()
-        model.audio_heads = nn.ModuleList([Absent() for _ in model.audio_heads])
-        model.audio_depth = nn.ModuleList([Absent() for _ in model.audio_depth])
+        model.audio_head = Absent()
     return model
 
 

@@ -107,13 +107,13 @@ class Trainer:
         if d.dp > 1:
             # leaf modules whose forward is called directly (FSDP2 unshards in forward hooks)
             heads = [model.llm.model.embed_tokens, model.llm.model.norm, model.llm.lm_head,
-                     *model.audio_embeddings, *model.audio_heads, *model.audio_depth]
+                     model.audio_embedding, model.audio_head]
             units = layers + [m for m in heads if any(True for _ in m.parameters())]
             parallelize_llm(units, self.meshes.dp, set(self.expert_params),
                             reshard_after_forward=r.fsdp_reshard_after_forward)
         self.model = model
 
-        enc_params = {p for p in model.encoders.parameters()}
+        enc_params = {p for e in model.encoders.values() for p in e.parameters()}
         expert_set = set(self.expert_params)
         groups = {"encoders": [], "llm": [], "experts": []}
         for p in model.parameters():

@@ -107,3 +107,17 @@ def test_stage_layers() -> None:
     assert stage_layers(5, 2) == [[0, 1, 2], [3, 4]]
     with pytest.raises(ValueError, match="at least 4 decoder layers"):
         stage_layers(3, 4)
+
+
+def test_trained_state_dict_loads_into_the_serving_model() -> None:
+    from mdp.model import OmniTrainModel
+    from omni.config import get_omni_config
+    from omni.model import OmniModel
+
+    cfg = get_omni_config("debug")
+    torch.manual_seed(0)
+    train_sd = OmniTrainModel(cfg).state_dict()
+    serve = OmniModel(cfg)
+    assert set(train_sd) == set(serve.state_dict())
+    serve.load_state_dict(train_sd, strict=True)
+    assert torch.equal(serve.audio_head.embedding[0].weight, train_sd["audio_head.embedding.0.weight"])
