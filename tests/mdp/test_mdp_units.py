@@ -121,3 +121,18 @@ def test_trained_state_dict_loads_into_the_serving_model() -> None:
     assert set(train_sd) == set(serve.state_dict())
     serve.load_state_dict(train_sd, strict=True)
     assert torch.equal(serve.audio_head.embedding[0].weight, train_sd["audio_head.embedding.0.weight"])
+
+
+def test_train_command_arguments() -> None:
+    import argparse
+
+    from mdp import cli, train
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--nproc-per-node", "2", "--recipe", "debug", "--set", "pp=2", "--steps", "9", "--out-dir", "o"])
+    r = train.recipe_from_args(args)
+    assert (args.nproc_per_node, r.pp, r.steps, r.out_dir, r.checkpoint_dir) == (2, 2, 9, "o", "o/checkpoints")
+    assert cli._forward_args(args)[:4] == ["--recipe", "debug", "--set", "pp=2"]
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        train.recipe_from_args(p.parse_args(["--set", "nope=1"]))
