@@ -81,7 +81,10 @@ class Trainer:
         self.cfg = build_config(r)
         mods = tuple(m for m in r.modalities.split(",") if m)
         torch.manual_seed(r.seed)  # identical initial weights on every rank and layout
-        model = OmniTrainModel(self.cfg, mods)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(r.seed)
+        with torch.device(device):  # initialize where it will run (GPU init takes seconds, not minutes)
+            model = OmniTrainModel(self.cfg, mods)
         backend = r.expert_backend
         if backend == "auto":
             # omni.llm's grouped_mm path leaves its padding row uninitialized, and that row
