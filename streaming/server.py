@@ -147,7 +147,7 @@ class OmniServer:
         self.metrics.inc("omni_sessions_total")
         out: asyncio.Queue = asyncio.Queue()
         session = Session(out.put_nowait, self.engine, self.inputs, self.metrics,
-                          Limits(max_steps=self.cfg.max_steps), beta=beta, model_name=self.cfg.model_name)
+                          Limits(), beta=beta, model_name=self.cfg.model_name)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             out.put_nowait(session.ev.make("session.created", session=session.cfg.to_json()))

@@ -49,7 +49,6 @@ PACKET = SR  # 1 s packets, as LongCat-Flash-Omni streams them
 
 @dataclass
 class Limits:
-    max_steps: int = 1000  # decode steps per response (60 ms each)
     max_image_bytes: int = 2 << 20
     max_pending_seconds: float = 120.0  # manual-mode input buffer cap
 
