@@ -70,6 +70,14 @@ class Layout:
     codec_pad: int = 3
 
 
+def default_layout(pad_id: int, codec_pad: int) -> Layout:
+    """Placeholder ids of the project tokenizer (`omni.tokenizer`), which manifests use."""
+    from omni.tokenizer import load_tokenizer
+
+    sp = load_tokenizer().special
+    return Layout(image_pad_id=sp.image_pad, audio_pad_id=sp.audio_pad, pad_id=pad_id, codec_pad=codec_pad)
+
+
 def read_manifest(path: str) -> list[list[dict]]:
     """Parse and validate the manifest (structure only; files are read lazily)."""
     if not os.path.isfile(path):

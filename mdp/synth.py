@@ -32,7 +32,7 @@ def synthesize(
     g = torch.Generator().manual_seed(seed)
     os.makedirs(os.path.join(out_dir, "media"), exist_ok=True)
     vocab = cfg.llm.vocab_size
-    lo = 16  # keep clear of the low special ids
+    lo = 16  # keep clear of the tokenizer's special ids (pads, placeholders)
     audio_lo, audio_hi = cfg.audio_id_offset, cfg.audio_id_offset + cfg.codec.semantic_codebook_size
     patch_dim = cfg.vision.num_channels * cfg.vision.temporal_patch_size * cfg.vision.patch_size**2
     spf = int(cfg.audio.sample_rate * cfg.audio.frame_shift_ms / 1000) * cfg.audio.splice_stride

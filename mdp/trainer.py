@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
 from mdp.bridge import BalanceData, ModalityBridge
-from mdp.data import Dataset, Layout, shard_batch, stack
+from mdp.data import Dataset, default_layout, shard_batch, stack
 from mdp.dims import Meshes, ParallelDims
 from mdp.ep import apply_expert_parallel, expert_parameters, sync_expert_grads
 from mdp.loss import label_counts, pack_labels
@@ -157,10 +157,8 @@ class Trainer:
         return self.model.loss_from_hidden(h, labels, self._counts) * self.dims.dp
 
     def attach_data(self, path: str) -> None:
-        tok_layout = Layout(image_pad_id=5, audio_pad_id=6, pad_id=self.cfg.llm.pad_token_id,
-                            codec_pad=self.cfg.audio_pad_id)
-        self.layout = tok_layout
-        self.dataset = Dataset(path, tok_layout, self.r.seq_len, self.model.num_tokens, self.model.cost)
+        self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
+        self.dataset = Dataset(path, self.layout, self.r.seq_len, self.model.num_tokens, self.model.cost)
 
     # --- one iteration -----------------------------------------------------------
 

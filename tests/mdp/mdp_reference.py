@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from mdp.data import Dataset, Layout, stack
+from mdp.data import Dataset, default_layout, stack
 from mdp.loss import label_counts, pack_labels
 from mdp.model import OmniTrainModel
 from mdp.recipes import Recipe
@@ -34,7 +34,7 @@ def reference_run(r: Recipe, manifest: str) -> tuple[list[float], dict[str, torc
     model.llm.set_expert_backend("bmm")
     for moe in model.moe_layers():
         moe.track_load = True
-    lay = Layout(image_pad_id=5, audio_pad_id=6, pad_id=cfg.llm.pad_token_id, codec_pad=cfg.audio_pad_id)
+    lay = default_layout(cfg.llm.pad_token_id, cfg.audio_pad_id)
     ds = Dataset(manifest, lay, r.seq_len, model.num_tokens, model.cost)
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay)
