@@ -242,6 +242,8 @@ class Engine:
                     getattr(self, "_" + kind)(s, *args)
             if batch:
                 self._prefill(batch)
+                if any(s.mode == "decoding" and s.confirmed for s in self.slots.values()):
+                    return  # one prefill batch per decode step: a burst of packets must not stall replies
             if not batch and not progressed:
                 return
 
