@@ -364,3 +364,24 @@ def test_client_truncate_after_playback_and_idle_timeout(voice):
     end = ctx.index(("end",))
     assert [t[1] for t in ctx[:end] if t[0] == "tok"] == ["Sure. "]  # cut at the last punctuation heard
     assert idle
+
+
+def test_beta_clients_get_beta_event_names():
+    model = ScriptedModel()
+
+    async def main():
+        async with serving(model) as srv:
+            async with connect(srv.url, additional_headers={"OpenAI-Beta": "realtime=v1"}) as ws:
+                seen = [json.loads(await ws.recv())["type"]]
+                for ev in ({"type": "session.update", "session": {"turn_detection": None, "input_audio_format": "pcm16"}},
+                           {"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                        "content": [{"type": "input_text", "text": "hi"}]}},
+                           {"type": "response.create"}):
+                    await ws.send(json.dumps(ev))
+                while seen[-1] != "response.done":
+                    seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10))["type"])
+            return seen
+
+    seen = run(main())
+    assert "response.audio.delta" in seen and "response.audio_transcript.delta" in seen
+    assert "response.output_audio.delta" not in seen and "conversation.item.created" in seen
