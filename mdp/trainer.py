@@ -223,7 +223,14 @@ class Trainer:
         self._counts = counts
         root = self._inner_rank() == 0
         plan, mine = self.balance.distribute(items if root else None, [it.cost for it in items] if root else None)
-        gathered, anchor = self._encode(plan, mine, kinds, ntok)
+        # encoders run only if some rank has media: a text-only step costs no encoder work
+        has_media = torch.tensor([float(len(ntok))], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(has_media, op=dist.ReduceOp.MAX)
+        if has_media.item() > 0:
+            gathered, anchor = self._encode(plan, mine, kinds, ntok)
+        else:
+            gathered, anchor = None, torch.zeros((), device=self.device)
 
         labels = pack_labels(batch).to(self.device)
         roots: list[torch.Tensor] = [anchor]
