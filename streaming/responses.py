@@ -92,6 +92,9 @@ class ResponseMixin:
         if r is None or e.epoch != r.epoch or r.closed:
             return  # fenced: output of a rolled-back or cancelled response
         if e.kind == "error":
+            if not r.confirmed:  # a failed speculation is forgotten; the end of turn starts afresh
+                self.resp = None
+                return
             return self._finish(r, "failed", {"type": "failed", "error": e.info})
         if e.kind in ("rolled_back", "interrupted"):
             return
