@@ -141,7 +141,12 @@ class GroupedExperts(nn.Module):
             raise ValueError(f"unknown expert backend {backend!r}")
         token = torch.arange(m, device=x.device).repeat_interleave(k)
         buf = x.new_zeros(plan.rows, self.hidden)
-        buf.index_copy_(0, plan.dest, x.index_select(0, token))
+        # Zero-expert pairs land on the trash row, which lies outside every
+        # grouped_mm group: its output and its input gradient are never
+        # written (uninitialized memory). Masking the source keeps that garbage
+        # out of x's gradient; the forward masks the output below.
+        src = torch.where(plan.real[:, None], x.index_select(0, token), 0)
+        buf.index_copy_(0, plan.dest, src)
         if backend == "grouped_mm":
             h = torch._grouped_mm(buf, self.gate_up_proj.transpose(-2, -1), offs=plan.offs)
             gate, up = h.split(self.inner, dim=-1)

@@ -59,6 +59,25 @@ def test_moe_matches_definition(backend):
     assert (got.double() - ref).abs().max().item() <= 2e-6 * ref.abs().max().item()
 
 
+def test_grouped_mm_gradients_match_bmm_with_zero_experts_routed():
+    # Zero-expert pairs go to a trash row outside every grouped_mm group, whose
+    # input gradient is never written; it must not leak into x's gradient.
+    if not grouped_mm_available(torch.device("cpu"), torch.float32):
+        pytest.skip("torch._grouped_mm unavailable on CPU in this torch")
+    cfg, moe = _moe()
+    x = torch.randn(64, cfg.hidden_size)
+    r = moe.route(x)
+    assert (r.indices >= cfg.n_routed_experts).any()
+    grads = {}
+    for backend in ("grouped_mm", "bmm"):
+        moe.experts.impl = backend
+        xi = x.clone().requires_grad_(True)
+        moe.experts(xi, r.indices, r.weights.detach()).square().sum().backward()
+        grads[backend] = xi.grad
+    assert torch.isfinite(grads["grouped_mm"]).all()
+    torch.testing.assert_close(grads["grouped_mm"], grads["bmm"], rtol=1e-4, atol=1e-5)
+
+
 def test_zero_experts_chosen_and_real_count_varies():
     cfg, moe = _moe()
     x = torch.randn(200, cfg.hidden_size)
