@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--voice", default=None, help="espeak-ng voice, e.g. en-us+klatt5 (default: the assistant's)")
     p.add_argument("--speed", type=int, default=None, help="words per minute (default: the assistant's)")
     p.add_argument("--pitch", type=int, default=None, help="pitch 0-99 (default: the assistant's)")
+    p.add_argument("--through-codec", nargs="?", const="", default=None, metavar="CODEC_DIR",
+                   help="judge the answers after a codec encode/decode round trip (default codec if no dir)")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -179,8 +181,14 @@ def _check_voice(args: argparse.Namespace) -> int:
         args.speed or ASSISTANT_VOICE.speed,
         args.pitch if args.pitch is not None else ASSISTANT_VOICE.pitch,
     )
-    res = check_voice(voice, progress=not args.no_progress)
-    print(f"{voice.key()}: {res['correct']}/{res['answers']} answers recognized ({100 * res['accuracy']:.1f}%)")
+    codec = None
+    if args.through_codec is not None:
+        from .codes import load_codec
+
+        codec = load_codec(args.through_codec or None)
+    res = check_voice(voice, progress=not args.no_progress, codec=codec)
+    how = " through the codec" if codec is not None else ""
+    print(f"{voice.key()}{how}: {res['correct']}/{res['answers']} answers recognized ({100 * res['accuracy']:.1f}%)")
     for m in res["misses"]:
         print(f"  said {m['answer']!r}, heard {m['heard']!r}")
     if args.out:

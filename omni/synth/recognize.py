@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, to_float
 from .questions import answer_space, normalize_answer
 
 PAD_S = 0.6
@@ -60,8 +60,12 @@ class AnswerRecognizer:
         return normalize_answer(hyp.hypstr) if hyp is not None else ""
 
 
-def check_voice(voice=None, answers: list[str] | None = None, progress: bool = True) -> dict:
-    """Share of the answers, spoken by `voice` (default: the assistant's), that the judge hears right."""
+def check_voice(voice=None, answers: list[str] | None = None, progress: bool = True, codec=None) -> dict:
+    """Share of the answers, spoken by `voice` (default: the assistant's), that the judge hears right.
+
+    codec: a `speech.Codec`; the judge then hears each answer after an encode /
+    decode round trip, the best a model speaking through that codec can sound.
+    """
     from .voices import ASSISTANT_VOICE, synthesize
 
     voice = voice or ASSISTANT_VOICE
@@ -73,8 +77,13 @@ def check_voice(voice=None, answers: list[str] | None = None, progress: bool = T
         items = tqdm(items, desc=f"recognize {voice.name}", unit="answer", dynamic_ncols=True)
     misses = []
     for a in items:
-        heard = judge.recognize(synthesize(a, voice))
+        wav = to_float(synthesize(a, voice))
+        if codec is not None:
+            import torch
+
+            wav = codec.decode(codec.encode(torch.from_numpy(wav)))[0].cpu().numpy()
+        heard = judge.recognize(wav)
         if heard != a:
             misses.append({"answer": a, "heard": heard})
     n = len(judge.answers)
-    return {"voice": voice.to_dict(), "answers": n, "correct": n - len(misses), "accuracy": (n - len(misses)) / n, "misses": misses}
+    return {"voice": voice.to_dict(), "through_codec": codec is not None, "answers": n, "correct": n - len(misses), "accuracy": (n - len(misses)) / n, "misses": misses}

@@ -47,3 +47,20 @@ def test_codes_are_written_validated_and_packed(built, tmp_path) -> None:
 def test_missing_codec_dir_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_codec(tmp_path / "no-codec")
+
+
+def test_the_shipped_codec_tokenizes_answers(built, tmp_path) -> None:
+    import json
+
+    codec = load_codec(None)  # speech/pretrained/default
+    data = tmp_path / "few"
+    shutil.copytree(built["heldout"], data)
+    rows = read_jsonl(data / "manifest.jsonl")
+    few = list({r["answer_audio"]: r for r in rows}.values())[:3]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in few))
+    encode_answers(data, codec, progress=False)
+    for r in read_jsonl(data / "manifest.jsonl"):
+        codes = np.load(data / r["answer_codes"])
+        n = len(read_wav(data / r["answer_audio"])[0])
+        assert codes.shape == (4, -(-n // codec.hop_length))
+        assert all(0 <= codes[k].min() and codes[k].max() < codec.codebook_sizes[k] for k in range(4))

@@ -24,3 +24,26 @@ def test_grammar_and_errors() -> None:
         AnswerRecognizer(["xyzzyq"])
     with pytest.raises(ValueError, match="16000"):
         AnswerRecognizer(["two"]).recognize(np.zeros(100, np.float32), sample_rate=8000)
+
+
+class _PassThrough:
+    """Stands in for speech.Codec: encode/decode that keep (or erase) the audio."""
+
+    def __init__(self, erase: bool) -> None:
+        self.erase = erase
+
+    def encode(self, wav):
+        return wav[None]
+
+    def decode(self, codes):
+        return codes * 0 if self.erase else codes
+
+
+def test_check_voice_through_a_codec_hears_what_the_codec_returns() -> None:
+    from omni.synth.recognize import check_voice
+
+    answers = ["two", "left"]
+    kept = check_voice(answers=answers, progress=False, codec=_PassThrough(erase=False))
+    erased = check_voice(answers=answers, progress=False, codec=_PassThrough(erase=True))
+    assert kept["through_codec"] and kept["correct"] == 2
+    assert erased["correct"] == 0 and [m["heard"] for m in erased["misses"]] == ["", ""]
