@@ -2,7 +2,7 @@
 
 It wraps an `OmniModel` with a pre-allocated KV cache of `max_slots` slots (one
 per session), one streaming audio-encoder state with a row per slot, and per
-slot the incremental sequence builder (omni.sequence_av) and, while answering,
+slot the incremental sequence builder (omni.sequence_stream) and, while answering,
 the reply state (segment machine, penalty histories, pending logits).
 
 Batching: `prefill` writes the chunks of several slots in one right-padded
@@ -30,7 +30,8 @@ from encoders.image_processing import preprocess_video
 from omni.generation import GenerationOptions, ReplyState, feed_step, sample_step
 from omni.realtime_api import StepOutput, UserChunk
 from omni.sequence import Tokens
-from omni.sequence_av import EncodedChunk, IncrementalBuilder, TurnState
+from omni.sequence_av import EncodedChunk
+from omni.sequence_stream import IncrementalBuilder, TurnState
 
 
 @dataclass
@@ -89,7 +90,10 @@ class RealtimeOmni:
             raise RuntimeError(f"all {self.max_slots} slots are in use")
         slot = free[0]
         self.cache.reset(slot)
-        self._slots[slot] = _Slot(IncrementalBuilder(self.model.fmt))
+        cfg = self.model.config
+        self._slots[slot] = _Slot(IncrementalBuilder(
+            self.model.fmt, frames_ready=self._frames_ready, sample_rate=cfg.audio.sample_rate,
+            chunk_seconds=cfg.chunk_seconds))
         self._audio.reset_rows([slot])
         self._record(slot)
         prompt = system_prompt if system_prompt is not None else self.system_prompt
@@ -110,6 +114,19 @@ class RealtimeOmni:
         """Text id of every position in the slot's cache (pad in audio-only reply rows)."""
         return list(self._slot(slot).ids)
 
+    def _frames_ready(self, num_samples: int) -> int:
+        """Frames the streaming encoder has released after `num_samples` samples of
+        its stream (the rule of OmniModel.frames_ready, by bisection: sessions are long)."""
+        enc = self.model.audio_encoder
+        lo, hi = 0, enc.num_frames(num_samples)
+        while lo < hi:  # count of frames j < total with samples_needed(j) <= num_samples
+            mid = (lo + hi) // 2
+            if enc.samples_needed(mid) <= num_samples:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def _record(self, slot: int) -> None:
         s = self._slots[slot]
         s.snapshots[self.cache.length(slot)] = s.builder.snapshot()
@@ -120,10 +137,12 @@ class RealtimeOmni:
         del s.ids[length:]
         for k in [k for k in s.snapshots if k > length]:
             del s.snapshots[k]
-        sparse = list(s.builder.state.sparse)
+        now = s.builder.state
         s.builder.restore(s.snapshots[max(s.snapshots)])
+        # the encoder is never rolled back: its stream position stays where it is
+        s.builder.state.stream_samples, s.builder.state.stream_frames = now.stream_samples, now.stream_frames
         if s.builder.state.in_response:
-            s.builder.state.sparse = sparse  # frames seen while answering stay buffered
+            s.builder.state.sparse = list(now.sparse)  # frames seen while answering stay buffered
         if s.response_start is not None and length < s.response_start:
             s.reply, s.response_start, s.cut = None, None, False  # rolled back before the reply
         elif s.reply is not None:
@@ -148,6 +167,8 @@ class RealtimeOmni:
             self._slot(slot)
         audio = {slot: np.asarray(ch.audio, dtype=np.float32).reshape(-1) for slot, ch in items}
         rows = [audio.get(r, np.zeros(0, dtype=np.float32)) for r in range(self.max_slots)]
+        # each packet's place in its slot's encoder stream: the builder lays the turn out by it
+        where = {slot: (self._audio.num_samples[slot], self._audio.num_frames[slot]) for slot in slots}
         if any(a.size for a in rows):
             frames_per_row = m.audio_encoder.step_rows([torch.from_numpy(a) for a in rows], self._audio)
         else:
@@ -171,7 +192,8 @@ class RealtimeOmni:
         for k, f in zip(owner, feats):
             images[k].append(f)
         return [
-            EncodedChunk(ch.start_time, frames_per_row[slot], images[k], times[k], int(audio[slot].size), ch.speaking)
+            EncodedChunk(ch.start_time, frames_per_row[slot], images[k], times[k], int(audio[slot].size), ch.speaking,
+                         stream_samples=where[slot][0], stream_frames=where[slot][1])
             for k, (slot, ch) in enumerate(items)
         ]
 
@@ -199,6 +221,8 @@ class RealtimeOmni:
             slots.append(slot)
             runs.append(s.builder.add_chunk(enc))
         self._prefill_runs(slots, runs)
+        for slot in slots:  # also after a chunk that only left a second pending: rollback restores it
+            self._record(slot)
 
     def prefill_text(self, slot: int, role: str, text: str) -> None:
         s = self._slot(slot)

@@ -1,4 +1,4 @@
-"""Audio-visual interleaving in 1 s chunks: the offline and the incremental builder.
+"""Audio-visual interleaving in 1 s chunks: the layout and the offline builder.
 
 Layout of a streamed user turn (one `second{t}:` per chunk, t = chunk start):
 
@@ -15,13 +15,15 @@ the same `frames_ready(num_samples)` rule, so both paths agree exactly.
 
 Sparse-dense rule: while the user speaks, every chunk is dense (2 FPS: one frame
 pair per 1 s chunk). While the assistant answers, frames arrive sparse (0.5 FPS,
-one frame per 2 s); they are buffered here, not prefilled, and prepended to the
+one frame per 2 s); they are buffered, not prefilled, and prepended to the
 next user turn.
+
+The incremental (streaming) builder is in `sequence_stream.py`; it derives the
+same layout from stream time, whatever the packet boundaries.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -48,100 +50,10 @@ class EncodedChunk:
     image_times: list[float] = field(default_factory=list)
     num_samples: int = 0  # audio samples carried by the chunk
     speaking: bool = True
-
-
-@dataclass
-class TurnState:
-    """Everything the incremental builder carries (cheap to snapshot)."""
-
-    in_user_turn: bool = False
-    audio_open: bool = False
-    in_response: bool = False
-    sparse: list[tuple[float, torch.Tensor]] = field(default_factory=list)
-    last_sparse_time: float | None = None
-
-
-class IncrementalBuilder:
-    """Builds the sequence one chunk at a time (the streaming path)."""
-
-    def __init__(self, fmt: ChatFormat, sparse_interval: float = 2.0, max_sparse_units: int = 8) -> None:
-        self.fmt = fmt
-        self.sparse_interval = sparse_interval
-        self.max_sparse_units = max_sparse_units
-        self.state = TurnState()
-
-    def snapshot(self) -> TurnState:
-        s = self.state
-        return TurnState(s.in_user_turn, s.audio_open, s.in_response, list(s.sparse), s.last_sparse_time)
-
-    def restore(self, state: TurnState) -> None:
-        self.state = copy.copy(state)
-        self.state.sparse = list(state.sparse)
-
-    # -------------------------------------------------------------- user side
-    def buffer_sparse(self, chunk: EncodedChunk) -> None:
-        """Keep at most one frame per `sparse_interval` seconds, newest last."""
-        s = self.state
-        for t, feats in zip(chunk.image_times, chunk.images):
-            if s.last_sparse_time is None or t - s.last_sparse_time >= self.sparse_interval - 1e-6:
-                s.sparse.append((float(t), feats))
-                s.last_sparse_time = float(t)
-        del s.sparse[: max(0, len(s.sparse) - self.max_sparse_units)]
-
-    def open_user_turn(self) -> Tokens:
-        s = self.state
-        runs = [self.fmt.header("user")]
-        for t, feats in s.sparse:
-            runs += [self.fmt.timestamp(t), self.fmt.image_pads(feats)]
-        s.sparse, s.last_sparse_time = [], None
-        s.in_user_turn, s.audio_open = True, False
-        return Tokens.cat(runs)
-
-    def add_chunk(self, chunk: EncodedChunk) -> Tokens:
-        """Tokens to prefill for this chunk (empty when it was only buffered)."""
-        s = self.state
-        if not s.in_user_turn and (not chunk.speaking or s.in_response):
-            self.buffer_sparse(chunk)
-            return Tokens.empty(self.fmt.codec_pad)
-        runs = [self.open_user_turn()] if not s.in_user_turn else []
-        runs.append(self.fmt.timestamp(chunk.start_time))
-        runs += [self.fmt.image_pads(f) for f in chunk.images]
-        if chunk.num_samples > 0 and not s.audio_open:
-            runs.append(self.fmt.audio_open())
-            s.audio_open = True
-        if chunk.audio.shape[0]:
-            if not s.audio_open:
-                raise ValueError("audio frames arrived in a chunk that carries no samples")
-            runs.append(self.fmt.audio_pads(chunk.audio))
-        return Tokens.cat(runs)
-
-    def close_user_turn(self, tail_audio: torch.Tensor | None = None) -> Tokens:
-        """Close an open user turn: remaining audio frames, `<|/audio|>`, newline."""
-        s = self.state
-        if not s.in_user_turn:
-            return Tokens.empty(self.fmt.codec_pad)
-        runs = []
-        if s.audio_open:
-            if tail_audio is not None and tail_audio.shape[0]:
-                runs.append(self.fmt.audio_pads(tail_audio))
-            runs.append(self.fmt.audio_close())
-        runs.append(self.fmt.newline())
-        s.in_user_turn = s.audio_open = False
-        return Tokens.cat(runs)
-
-    # -------------------------------------------------------------- turns
-    def add_text_turn(self, role: str, text: str) -> Tokens:
-        return Tokens.cat([self.close_user_turn(), self.fmt.text_turn(role, text)])
-
-    def begin_response(self, tail_audio: torch.Tensor | None = None, voice: bool = True) -> Tokens:
-        runs = [self.close_user_turn(tail_audio), self.fmt.generation_prompt(voice)]
-        self.state.in_response = True
-        return Tokens.cat(runs)
-
-    def end_response(self, needs_eos: bool) -> Tokens:
-        """Close the assistant turn (`</longcat_s>` if the reply was cut, then newline)."""
-        self.state.in_response = False
-        return Tokens.cat(([self.fmt.eos()] if needs_eos else []) + [self.fmt.newline()])
+    # position of the chunk in the slot's continuous encoder stream (samples fed
+    # and frames released before it); None: right after the builder's previous chunk
+    stream_samples: int | None = None
+    stream_frames: int | None = None
 
 
 def build_av_user_turn(

@@ -11,7 +11,7 @@ from omni.generation import GenerationOptions, OmniRequest, generate, stream
 from omni.realtime import RealtimeOmni
 from omni.realtime_api import UserChunk
 from omni.sequence import Tokens
-from omni.sequence_av import IncrementalBuilder
+from omni.sequence_stream import IncrementalBuilder
 
 
 def _request(seconds=2, n_frames=4, seed=0):

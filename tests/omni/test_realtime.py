@@ -150,3 +150,68 @@ def test_sampled_replies_are_reproducible_from_the_seed(debug_model):
         return [rt.decode_step([slot])[0].text_token for _ in range(6)]
 
     assert reply(3) == reply(3)
+
+
+def _stream(seconds=3, seed=5):
+    rng = np.random.default_rng(seed)
+    audio = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
+    return audio
+
+
+def _feed(rt, slot, audio, cuts):
+    lo = 0
+    for hi in list(cuts) + [len(audio)]:
+        rt.prefill([(slot, rt.encode_chunk(slot, UserChunk(audio[lo:hi].copy(), [], lo / 16000)))])
+        lo = hi
+
+
+def test_same_audio_same_context_whatever_the_packets(debug_model):
+    """1 s packets, a partial packet + the rest, uneven pieces: the same token ids
+    and (streaming-encoder rounding aside) the same embeddings after the turn."""
+    audio = _stream(2.7)
+    got = {}
+    for name, cuts in {"1s": [16000, 32000], "partial": [16000, 21000, 37000], "uneven": [3000, 27000, 30000]}.items():
+        rt = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+        slot = rt.open_slot()
+        _feed(rt, slot, audio, cuts)
+        rt.begin_response(slot)
+        got[name] = (rt.slot_token_ids(slot), rt.cache.kv[:, slot, : rt.slot_length(slot)].clone())
+    ids, kv = got["1s"]
+    assert debug_model.tokenizer.hf.decode(ids).count("second{") == 3
+    for name, (ids2, kv2) in got.items():
+        assert ids2 == ids, name
+        # the streaming encoder's frames agree across chunkings to fp32 rounding only
+        torch.testing.assert_close(kv2, kv, atol=1e-4, rtol=1e-4)
+
+
+def test_rollback_after_a_partial_packet_equals_never_speculating(debug_model):
+    """The server's pattern: a partial packet flushed at the pause, a speculative
+    reply, rollback when the user resumes, then the rest in 1 s packets from there."""
+    audio = _stream(3.1)
+    cuts = [16000, 21000, 37000]
+    a = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    b = RealtimeOmni(debug_model, max_slots=1, capacity=512)
+    sa, sb = a.open_slot("Be brief."), b.open_slot("Be brief.")
+    _feed(a, sa, audio[:21000], cuts[:1])
+    mark = a.slot_length(sa)
+    a.begin_response(sa)
+    for _ in range(4):
+        a.decode_step([sa])
+    a.truncate(sa, mark)
+    lo = 21000
+    for hi in cuts[2:] + [len(audio)]:
+        a.prefill([(sa, a.encode_chunk(sa, UserChunk(audio[lo:hi].copy(), [], lo / 16000)))])
+        lo = hi
+    _feed(b, sb, audio, cuts)
+    n = a.slot_length(sa)
+    assert n == b.slot_length(sb) and a.slot_token_ids(sa) == b.slot_token_ids(sb)
+    assert torch.equal(a.cache.kv[:, sa, :n], b.cache.kv[:, sb, :n])  # bitwise
+    a.begin_response(sa)
+    b.begin_response(sb)
+    for _ in range(5):
+        x, y = a.decode_step([sa])[0], b.decode_step([sb])[0]
+        assert x.text_token == y.text_token and x.done == y.done
+        assert (x.codec_frame is None) == (y.codec_frame is None)
+        assert x.codec_frame is None or np.array_equal(x.codec_frame, y.codec_frame)
+    n = a.slot_length(sa)
+    assert torch.equal(a.cache.kv[:, sa, :n], b.cache.kv[:, sb, :n])
