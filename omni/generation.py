@@ -96,7 +96,10 @@ class Event:
 
 
 class ReplyState:
-    """Per-stream decoding state: machine, penalty histories, pending logits."""
+    """Per-stream decoding state: machine, penalty histories, pending logits.
+
+    The penalty histories live on the model's device as rolling windows
+    (-1 = empty), so a step never builds them on the host."""
 
     def __init__(self, model, opts: GenerationOptions) -> None:
         cfg = model.config
@@ -108,7 +111,9 @@ class ReplyState:
         )
         self.alpha = cfg.audio_repetition_penalty if opts.audio_repetition_penalty is None else opts.audio_repetition_penalty
         window = cfg.audio_rep_penalty_window if opts.audio_window is None else opts.audio_window
-        self.audio_hist = torch.full((cfg.num_audio_heads, window), -1, dtype=torch.long)
+        device = model.device
+        self.audio_hist = torch.full((cfg.num_audio_heads, window), -1, dtype=torch.long, device=device)
+        self.text_window = torch.full((opts.text.window,), -1, dtype=torch.long, device=device)
         self.text_hist: list[int] = []
         self.detok = model.tokenizer.incremental()
         self.logits: torch.Tensor | None = None  # [V] pending text logits
@@ -124,38 +129,60 @@ class ReplyState:
         return self.steps >= self.opts.max_new_tokens
 
     def record_audio(self, codes: list[int]) -> None:
-        row = torch.tensor(codes, dtype=torch.long)[:, None]
+        row = torch.tensor(codes, dtype=torch.long, device=self.audio_hist.device)[:, None]
         self.audio_hist = torch.cat([self.audio_hist[:, 1:], row], dim=1)
 
 
 @torch.no_grad()
 def sample_step(model, states: Sequence[ReplyState], generator: torch.Generator | None = None) -> list[StepResult]:
-    """Sample text + codec ids for each stream from its pending logits/hidden."""
+    """Sample text + codec ids for each stream from its pending logits/hidden.
+
+    Everything that depends on the logits runs batched on the device (text
+    sampling, the four audio heads with their penalties, the history updates);
+    the host sees one device->host copy per step (the sampled ids) and sends one
+    small host->device copy back (the rows the segment machines chose)."""
     logits = torch.stack([s.logits for s in states])
     hidden = torch.stack([s.hidden for s in states])
     opts = states[0].opts
-    w = opts.text.window
-    hist = torch.full((len(states), w), -1, dtype=torch.long)
-    for i, s in enumerate(states):
-        h = s.text_hist[-w:]
-        if h:
-            hist[i, -len(h) :] = torch.tensor(h)
-    text_ids = sample_text(logits, opts.text, hist.to(logits.device), generator).tolist()
+    text_pen = opts.text.repetition_penalty != 1.0 and opts.text.window > 0
+    hist = torch.stack([s.text_window for s in states]) if text_pen else None
+    text_ids = sample_text(logits, opts.text, hist, generator)
     if opts.speech:
-        ahist = torch.stack([s.audio_hist for s in states]).to(hidden.device)
-        codes = model.audio_head.greedy(hidden, ahist, states[0].alpha).tolist()
+        ahist = torch.stack([s.audio_hist for s in states])
+        codes = model.audio_head.greedy(hidden, ahist, states[0].alpha)
+        host = torch.cat([text_ids[:, None].to(codes.dtype), codes], dim=1).cpu().tolist()  # the one sync
     else:
-        codes = [[model.config.audio_pad_id] * model.config.num_audio_heads for _ in states]
+        pad = [model.config.audio_pad_id] * model.config.num_audio_heads
+        host = [[t] + pad for t in text_ids.cpu().tolist()]
     results = []
-    for s, t, c in zip(states, text_ids, codes):
-        r = s.machine.step(int(t), [int(x) for x in c])
+    for s, row in zip(states, host):
+        r = s.machine.step(int(row[0]), [int(x) for x in row[1:]])
         s.steps += 1
         if r.text_token is not None:
             s.text_hist.append(r.text_token)
-        if opts.speech:
-            s.record_audio([x for x in r.next_codec])
         results.append(r)
+    if opts.speech or text_pen:
+        _record_histories(states, results, ahist if opts.speech else None, hist)
     return results
+
+
+def _record_histories(states, results, ahist: torch.Tensor | None, thist: torch.Tensor | None) -> None:
+    """Roll every stream's penalty windows by this step's rows, batched: the codec
+    row fed back (every step) and the shown text token (when there is one)."""
+    rows = torch.tensor(
+        [[-1 if r.text_token is None else r.text_token] + list(r.next_codec) for r in results], dtype=torch.long
+    )
+    device = (ahist if ahist is not None else thist).device
+    rows = rows.to(device, non_blocking=True)
+    if ahist is not None:
+        new = torch.cat([ahist[:, :, 1:], rows[:, 1:, None]], dim=2)
+        for i, s in enumerate(states):
+            s.audio_hist = new[i]
+    if thist is not None:
+        tok = rows[:, :1]
+        new = torch.where(tok >= 0, torch.cat([thist[:, 1:], tok], dim=1), thist)
+        for i, s in enumerate(states):
+            s.text_window = new[i]
 
 
 @torch.no_grad()

@@ -22,6 +22,23 @@ from torch import nn
 from omni.config import OmniConfig
 
 
+def penalty_factors(history: torch.Tensor, alpha: float, vocab: int) -> torch.Tensor:
+    """alpha^n per id, n = count of the id in `history` [..., W] (negative = empty)
+    -> float32 [..., vocab]. One scatter over every row (and head) at once."""
+    valid = history >= 0
+    counts = torch.zeros(*history.shape[:-1], vocab, dtype=torch.float32, device=history.device)
+    counts.scatter_add_(-1, history.clamp(min=0), valid.to(torch.float32))
+    # the base as a device scalar made by a fill kernel: no host->device copy per call
+    base = torch.full((), alpha, dtype=torch.float32, device=history.device)
+    return torch.pow(base, counts)
+
+
+def apply_penalty(logits: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """logit / factor if positive else logit * factor (float32)."""
+    lf = logits.float()
+    return torch.where(lf > 0, lf / factor, lf * factor)
+
+
 def exponential_penalty(logits: torch.Tensor, history: torch.Tensor | None, alpha: float) -> torch.Tensor:
     """logit / alpha^n if positive else logit * alpha^n, n = count of the id in `history`.
 
@@ -29,12 +46,7 @@ def exponential_penalty(logits: torch.Tensor, history: torch.Tensor | None, alph
     """
     if history is None or history.numel() == 0 or alpha == 1.0:
         return logits
-    valid = history >= 0
-    counts = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
-    counts.scatter_add_(1, history.clamp(min=0), valid.to(torch.float32))
-    factor = torch.pow(torch.tensor(alpha, dtype=torch.float32, device=logits.device), counts)
-    lf = logits.float()
-    return torch.where(lf > 0, lf / factor, lf * factor).to(logits.dtype)
+    return apply_penalty(logits, penalty_factors(history, alpha, logits.shape[-1])).to(logits.dtype)
 
 
 class AudioHead(nn.Module):
@@ -59,6 +71,7 @@ class AudioHead(nn.Module):
         for i in range(1, k):
             allowed[i, self.offset : self.offset + min(ac, vocab - self.offset)] = True
         self.register_buffer("allowed", allowed, persistent=False)
+        self.register_buffer("blocked", ~allowed, persistent=False)
 
     def forward(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for training.
@@ -83,14 +96,21 @@ class AudioHead(nn.Module):
         history: torch.Tensor | None = None,
         alpha: float = 1.1,
     ) -> torch.Tensor:
-        """hidden [N, D]; history [N, K, W] past ids per head (-1 = empty) -> codes [N, K]."""
+        """hidden [N, D]; history [N, K, W] past ids per head (-1 = empty) -> codes [N, K].
+
+        All on the device, no host sync: the penalty factors of every row and head
+        come from one scatter; each head is one matmul + elementwise + argmax over
+        all rows (the heads are sequential only through the depth conditioning)."""
+        factor = None
+        if history is not None and history.numel() and alpha != 1.0:
+            factor = penalty_factors(history.to(hidden.device), alpha, self.allowed.shape[-1])  # [N, K, V]
         acc = hidden
         codes = []
         for k, head in enumerate(self.audio_output_layers):
             logits = head(acc).float()
-            logits = exponential_penalty(logits, None if history is None else history[:, k], alpha)
-            logits = logits.masked_fill(~self.allowed[k], float("-inf"))
-            c = logits.argmax(-1)
+            if factor is not None:
+                logits = apply_penalty(logits, factor[:, k])
+            c = logits.masked_fill(self.blocked[k], float("-inf")).argmax(-1)
             codes.append(c)
             if k < self.num_heads - 1:
                 acc = acc + self.embedding[k](c).to(acc.dtype)
