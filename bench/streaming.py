@@ -112,9 +112,12 @@ def build_model(args):
         model = model.to(args.device)
         if args.dtype != "fp32":
             model = model.to_dtype({"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
+    from streaming.model_loader import pick_decode_mode
+
+    mode = pick_decode_mode(args.decode_mode, args.device)
     rt = RealtimeOmni(model, max_slots=max(args.sessions), capacity=args.capacity,
-                      options=GenerationOptions(max_new_tokens=args.max_steps))
-    print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}), built in "
+                      options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=mode)
+    print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}, decode mode {mode}), built in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     return rt
 
@@ -252,6 +255,7 @@ async def amain(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or f"{args.flavor}_{'gpu' if args.device.startswith('cuda') else 'cpu'}"
     data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
+            "decode_mode": model.model.decode_mode,
             "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
             "command": " ".join(sys.argv), "results": rows}
     for n in args.sessions:
@@ -274,6 +278,8 @@ def main() -> int:
     p.add_argument("--flavor", default="debug", help="omni flavor without --model (a1b on a GPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph"],
+                   help="decode step mode (auto: graph on CUDA, eager on CPU)")
     p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")
     p.add_argument("--max-steps", type=int, default=50, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")

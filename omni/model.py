@@ -280,7 +280,8 @@ class OmniModel(nn.Module):
             runner = DecodeRunner(self.llm, cache, len(slots), use_graph=self.decode_mode == "graph", embeds=True)
             self._runners[key] = runner
         logits, hidden = runner.step(list(slots), inputs_embeds=e[:, 0])
-        return logits.float(), hidden.clone()  # graph outputs are reused by the next replay
+        # graph outputs are reused by the next replay: hand out copies (fp32 logits too)
+        return logits.to(torch.float32, copy=True), hidden.clone()
 
     # ------------------------------------------------------------- training
     def forward(

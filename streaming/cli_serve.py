@@ -2,6 +2,7 @@
 
     omni serve                                   # debug flavor, random weights, 127.0.0.1:8765
     omni serve --model runs/default --port 8765 --api-key $KEY --max-sessions 8
+    omni serve --model runs/default --device cuda --dtype bf16 --decode-mode graph
 
 Clients connect to ws://HOST:PORT/v1/realtime (OpenAI-Realtime-compatible
 events, see docs/protocol.md); Prometheus metrics at http://HOST:PORT/metrics.
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="inference dtype")
     g.add_argument("--capacity", type=int, default=4096, help="KV-cache tokens per session (default 4096)")
+    g.add_argument("--decode-mode", choices=["auto", "eager", "static", "graph"], default="auto",
+                   help="decode step: graph = CUDA graphs (GPU only), static = the static-shape step, "
+                        "eager = the general forward; auto (default) = graph on CUDA, eager on CPU")
     g.add_argument("--max-steps", type=int, default=600,
                    help="decode steps per response, 60 ms of speech each (default 600 = 36 s)")
     g = p.add_argument_group("network")
@@ -43,7 +47,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from streaming.server import OmniServer, ServerConfig
 
     model, desc = load_realtime_model(args.model, args.flavor, args.device, args.dtype, args.max_sessions,
-                                      args.capacity, args.max_steps)
+                                      args.capacity, args.max_steps, decode_mode=args.decode_mode)
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,

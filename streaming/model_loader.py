@@ -19,15 +19,30 @@ def pick_device(device: str) -> str:
     return device
 
 
+DECODE_MODES = ("auto", "eager", "static", "graph")
+
+
+def pick_decode_mode(mode: str, device: str) -> str:
+    """"auto": CUDA graphs on a GPU (the decode step replayed, not re-launched op
+    by op), the eager forward on CPU."""
+    if mode not in DECODE_MODES:
+        raise ValueError(f"decode mode must be one of {', '.join(DECODE_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return "graph" if torch.device(device).type == "cuda" else "eager"
+    return mode
+
+
 def load_realtime_model(model_dir: str | None = None, flavor: str = "debug", device: str = "auto",
                         dtype: str | None = None, max_slots: int = 4, capacity: int = 4096,
-                        max_steps: int = 1000, seed: int = 0):
-    """-> (RealtimeOmni, description)."""
+                        max_steps: int = 1000, seed: int = 0, decode_mode: str = "auto"):
+    """-> (RealtimeOmni, description). decode_mode: auto | eager | static | graph
+    (see OmniModel.set_decode_mode; auto = graph on CUDA, eager on CPU)."""
     from omni.generation import GenerationOptions
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
     device = pick_device(device)
+    mode = pick_decode_mode(decode_mode, device)
     torch_dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     if model_dir:
         model = OmniModel.from_pretrained(model_dir, device=device, dtype=torch_dtype)
@@ -41,5 +56,5 @@ def load_realtime_model(model_dir: str | None = None, flavor: str = "debug", dev
             model = model.to_dtype(torch_dtype)
         desc = f"flavor {flavor} with RANDOM weights (pass --model DIR for a trained checkpoint)"
     rt = RealtimeOmni(model, max_slots=max_slots, capacity=capacity,
-                      options=GenerationOptions(max_new_tokens=max_steps))
-    return rt, desc
+                      options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode)
+    return rt, f"{desc}; decode mode {mode}"

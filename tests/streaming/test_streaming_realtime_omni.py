@@ -79,15 +79,20 @@ def test_full_turn_then_multi_turn_memory(omni, voice):
 
 
 def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
-    """Same packets into two slots; one speculates (decodes 5 steps) and rolls back."""
+    """Same packets into two slots; one speculates (decodes 5 steps) and rolls back.
+    A third slot gets the same audio in whole 1 s packets: the same context."""
     q = voice("Hello there, how are you today?")
     eng = Engine(omni).start()
     events: list = []
     try:
         ha = eng.open(events.append).result(30)
         hb = eng.open(events.append).result(30)
-        a, b = eng.slots[ha].slot, eng.slots[hb].slot  # model slots behind the engine handles
+        hc = eng.open(events.append).result(30)
+        a, b, c = eng.slots[ha].slot, eng.slots[hb].slot, eng.slots[hc].slot  # model slots behind the handles
         pieces = [(0, SR), (SR, SR + 5000), (SR + 5000, len(q))]  # 1 s packet, partial, rest
+        assert len(q) > 2 * SR
+        for lo in range(0, len(q), SR):
+            eng.submit(hc, "chunk", UserChunk(q[lo:lo + SR].copy(), [], lo / SR, True))
         for s in (ha, hb):
             for lo, hi in pieces[:2]:
                 eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
@@ -107,6 +112,9 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
         kv = omni.cache.kv
         assert la == lb
         assert torch.equal(kv[:, a, :la], kv[:, b, :lb])
+        # packet boundaries do not change the context (the encoder's rounding aside)
+        assert omni.slot_token_ids(c) == omni.slot_token_ids(b)
+        torch.testing.assert_close(kv[:, c, :la], kv[:, b, :lb], atol=1e-4, rtol=1e-4)
     finally:
         eng.stop()  # closes the slots
 
@@ -153,6 +161,18 @@ def test_serve_loads_a_checkpoint_directory(omni, tmp_path):
     a = dict(omni.model.llm.named_parameters())
     b = dict(rt.model.llm.named_parameters())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in list(a)[:5])
+
+
+def test_decode_mode_choice(omni):
+    from streaming.model_loader import load_realtime_model, pick_decode_mode
+
+    assert pick_decode_mode("auto", "cuda:1") == "graph" and pick_decode_mode("auto", "cpu") == "eager"
+    with pytest.raises(ValueError, match="decode mode"):
+        pick_decode_mode("fast", "cpu")
+    rt, desc = load_realtime_model(device="cpu", max_slots=1, capacity=64, max_steps=2, decode_mode="static")
+    assert rt.model.decode_mode == "static" and "decode mode static" in desc
+    with pytest.raises(ValueError, match="CUDA"):
+        load_realtime_model(device="cpu", max_slots=1, capacity=64, decode_mode="graph")
 
 
 def test_rollback_over_the_wire_on_the_real_model(omni, voice):
