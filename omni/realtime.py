@@ -78,6 +78,23 @@ class RealtimeOmni:
         if self.options.text.seed is not None:
             self._generator = torch.Generator(device=model.device).manual_seed(self.options.text.seed)
 
+    @torch.no_grad()
+    def warm_up_decode(self, batch_sizes: Sequence[int] | None = None) -> None:
+        """Build the decode step of each batch size now (in "graph" mode: capture
+        its CUDA graph), so no session's first reply pays for it. Needs every slot
+        closed: it steps slots 0..b-1 with pad rows, then empties them."""
+        if self._slots:
+            raise RuntimeError(f"warm_up_decode needs every slot closed (open: {sorted(self._slots)})")
+        cfg = self.model.config
+        for b in batch_sizes or range(1, self.max_slots + 1):
+            if not 1 <= b <= self.max_slots:
+                raise ValueError(f"batch size {b} is not in 1..{self.max_slots}")
+            ids = torch.full((b,), self.model.tokenizer.special.pad, dtype=torch.long)
+            codec = torch.full((b, cfg.num_audio_heads), cfg.audio_pad_id, dtype=torch.long)
+            self.model.step(self.cache, list(range(b)), ids, codec)
+        for slot in range(self.max_slots):
+            self.cache.reset(slot)
+
     # ------------------------------------------------------------------ slots
     def _slot(self, slot: int) -> _Slot:
         if slot not in self._slots:

@@ -57,4 +57,6 @@ def load_realtime_model(model_dir: str | None = None, flavor: str = "debug", dev
         desc = f"flavor {flavor} with RANDOM weights (pass --model DIR for a trained checkpoint)"
     rt = RealtimeOmni(model, max_slots=max_slots, capacity=capacity,
                       options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode)
+    if mode == "graph":  # capture every batch size's graph before the first client, not during its reply
+        rt.warm_up_decode()
     return rt, f"{desc}; decode mode {mode}"

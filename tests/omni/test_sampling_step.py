@@ -99,8 +99,10 @@ def test_batched_sampling_equals_the_former_per_row_step(debug_model, text):
     assert any(r.frame is not None for r in rn)
 
 
-def _reply(model, mode, steps=8):
+def _reply(model, mode, steps=8, warm=False):
     rt = RealtimeOmni(model, max_slots=2, capacity=256, decode_mode=mode)
+    if warm:  # steps every batch size on slots 0..1 first: must leave no trace
+        rt.warm_up_decode()
     s0, s1 = rt.open_slot("Be brief."), rt.open_slot()
     rt.prefill_text(s0, "user", "what color is the star")
     rt.prefill_text(s1, "user", "hi")
@@ -116,7 +118,12 @@ def test_static_decode_mode_equals_eager_in_realtime(debug_model):
     try:
         eager = _reply(debug_model, "eager")
         static = _reply(debug_model, "static")
+        warmed = _reply(debug_model, "static", warm=True)
     finally:
         debug_model.set_decode_mode("eager")
-    assert eager == static
+    assert eager == static == warmed
+    rt = RealtimeOmni(debug_model, max_slots=1, capacity=64)
+    rt.open_slot()
+    with pytest.raises(RuntimeError, match="every slot closed"):
+        rt.warm_up_decode()
     assert any(frame is not None for _, frame, _ in eager)
