@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--time-budget", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--segment-seconds", type=float, default=1.92, help="training crop length")
-    t.add_argument("--lr", type=float, default=6e-4, help="generator learning rate (cosine schedule)")
+    t.add_argument("--lr", type=float, default=1e-4, help="generator learning rate (cosine schedule)")
     t.add_argument("--lr-disc", type=float, default=2e-4, help="discriminator learning rate")
     t.add_argument("--adv-start", type=float, default=0.5, help="fraction of the run after which adversarial training starts")
     t.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda")

@@ -21,7 +21,7 @@ mkdir -p "$OUT" "$RUN"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
 $PY -m omni.cli train-codec --data "${DATA:-.codec_data/train.npz}" --out "$RUN" --flavor "$FLAVOR" \
     --steps 0 --time-budget "${BUDGET:-300}" --batch-size "${BATCH:-48}" --segment-seconds 1.92 \
-    --device "$DEVICE" --adv-start "${ADV_START:-0.45}" --lr "${LR:-6e-4}" --warmup-steps 50 \
+    --device "$DEVICE" --adv-start "${ADV_START:-0.45}" --lr "${LR:-1e-4}" --warmup-steps 50 \
     --log-every 25 --ckpt-seconds 120 --no-progress ${INIT:+--init-from "$INIT"} 2>&1 | tee "$OUT/train.txt"
 STREAMS=${STREAMS:-32}
 [ "$STREAMS" = 0 ] || $PY bench/codec_speed.py --codec "$RUN/codec" --device "$DEVICE" --streams "$STREAMS" --seconds 10 \
