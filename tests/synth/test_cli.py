@@ -13,7 +13,7 @@ from omni.synth.questions import all_question_texts, answer_space
 def test_help_lists_every_action() -> None:
     out = subprocess.run([sys.executable, "-m", "omni.cli", "data", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for action in ("default", "build", "eval-sets", "corpus", "pack", "codes", "validate"):
+    for action in ("default", "build", "eval-sets", "corpus", "pack", "codes", "check-voice", "validate"):
         assert action in out.stdout
 
 
