@@ -117,6 +117,8 @@ def build_model(args):
     mode = pick_decode_mode(args.decode_mode, args.device)
     rt = RealtimeOmni(model, max_slots=max(args.sessions), capacity=args.capacity,
                       options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=mode)
+    if mode == "graph":  # as `omni serve` does: capture every batch size before the clients come
+        rt.warm_up_decode()
     print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}, decode mode {mode}), built in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     return rt
