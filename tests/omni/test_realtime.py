@@ -215,3 +215,9 @@ def test_rollback_after_a_partial_packet_equals_never_speculating(debug_model):
         assert x.codec_frame is None or np.array_equal(x.codec_frame, y.codec_frame)
     n = a.slot_length(sa)
     assert torch.equal(a.cache.kv[:, sa, :n], b.cache.kv[:, sb, :n])
+
+
+def test_frames_ready_by_bisection_matches_the_model_rule(debug_model):
+    rt = RealtimeOmni(debug_model, max_slots=1, capacity=64)
+    for n in [0, 399, 400, 5000, 16000, 21000, 32000, 47999, 48000, 160000 + 7]:
+        assert rt._frames_ready(n) == debug_model.frames_ready(n), n
