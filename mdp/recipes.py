@@ -1,7 +1,9 @@
 """Training recipes: every knob of a run in one typed dataclass, plus named presets.
 
 `debug` trains the debug flavor on CPU with gloo (seconds per step; what the tests
-use); `a1b` trains the 1B-active flavor on GPUs with bf16 autocast. Any field can
+use); `a1b` trains the 1B-active flavor on GPUs with bf16 autocast; `omni-mini`
+trains the default model (`mini` flavor) on a synthetic-world pack in stages
+(`mdp.omni_mini`); `omni-mini-smoke` is its few-step CPU version. Any field can
 be overridden from the command line with `--set field=value`.
 """
 
@@ -53,6 +55,14 @@ class Recipe:
     keep_checkpoints: int = 2
     log_every: int = 1
     plot: bool = True
+    # staged curricula (mdp.omni_mini): empty curriculum = one plain run over `manifest`
+    curriculum: str = ""  # "omni-mini"
+    pack: str = ""  # `omni data pack` output the stages are drawn from
+    stage_steps: str = ""  # "speech:300,vision:300,dialogue:600"
+    stage_samples: int = 20000  # manifest lines written per stage
+    data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
+    export_dir: str = ""  # OmniModel checkpoint written at the end (empty: out_dir/model)
+    time_budget_s: float = 0.0  # > 0: checkpoint and stop after this long; rerun to resume
 
     def override(self, pairs: list[str]) -> "Recipe":
         """Apply `field=value` strings (types follow the field's default)."""
@@ -102,6 +112,44 @@ RECIPES = {
         bridge_chunks=4,
         deterministic=False,
         log_every=10,
+    ),
+    "omni-mini": Recipe(
+        name="omni-mini",
+        flavor="mini",
+        curriculum="omni-mini",
+        pack="runs/data/train.pack.npz",
+        stage_steps="speech:500,vision:700,dialogue:1800",
+        stage_samples=100000,
+        modalities="image,video,audio",
+        global_batch=48,
+        seq_len=448,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=50,
+        weight_decay=0.05,
+        bias_update_rate=1e-3,
+        out_dir="runs/omni-mini",
+        save_every=250,
+        keep_checkpoints=1,
+        log_every=10,
+        data_workers=12,
+        deterministic=False,
+    ),
+    "omni-mini-smoke": Recipe(
+        name="omni-mini-smoke",
+        flavor="mini",
+        curriculum="omni-mini",
+        pack="runs/data/train.pack.npz",
+        stage_steps="speech:4,vision:4,dialogue:6",
+        stage_samples=64,
+        global_batch=4,
+        seq_len=448,
+        lr=3e-3,
+        min_lr=1e-3,
+        warmup_steps=1,
+        out_dir="runs/omni-mini-smoke",
+        save_every=3,
+        keep_checkpoints=1,
     ),
 }
 

@@ -170,7 +170,12 @@ def main(args: argparse.Namespace | None = None) -> int:
     recipe = recipe_from_args(args)
     init_distributed()
     try:
-        run(recipe, resume=not args.no_resume)
+        if recipe.curriculum:  # staged recipes (omni-mini) run their own stage loop
+            from mdp.omni_mini import run_curriculum
+
+            run_curriculum(recipe, resume=not args.no_resume)
+        else:
+            run(recipe, resume=not args.no_resume)
     finally:
         dist.destroy_process_group()
     return 0

@@ -330,6 +330,31 @@ def _llm_longcat() -> LLMConfig:
     return LLMConfig()
 
 
+@register("llm", "mini")
+def _llm_mini() -> LLMConfig:
+    """The default model's backbone: ~10M parameters, the shipped 512-token
+    tokenizer; decodes well above 16.67 steps/s on a 2-core CPU."""
+    return LLMConfig(
+        vocab_size=512,
+        hidden_size=256,
+        num_layers=4,
+        num_attention_heads=4,
+        ffn_hidden_size=512,
+        expert_ffn_hidden_size=256,
+        n_routed_experts=8,
+        zero_expert_num=4,
+        moe_topk=2,
+        routed_scaling_factor=2.0,
+        q_lora_rank=128,
+        kv_lora_rank=64,
+        qk_nope_head_dim=32,
+        qk_rope_head_dim=16,
+        v_head_dim=32,
+        rope_theta=10000.0,
+        max_position_embeddings=4096,
+    )
+
+
 # --- encoder flavors -------------------------------------------------------
 
 
@@ -365,6 +390,25 @@ def _vision_longcat() -> VisionConfig:
     return VisionConfig()
 
 
+@register("vision", "mini")
+def _vision_mini() -> VisionConfig:
+    """112 px frames -> 8 x 8 patches -> 32 tokens per image or frame pair."""
+    return VisionConfig(
+        hidden_size=192,
+        intermediate_size=576,
+        num_layers=4,
+        num_heads=3,
+        min_tokens=64,
+        max_tokens=256,
+        adaptor_dim=512,
+        out_dim=256,
+        min_video_frames=1,
+        max_video_frames=64,
+        max_video_tokens=2048,
+        min_video_pair_tokens=64,
+    )
+
+
 @register("audio", "debug")
 def _audio_debug() -> AudioEncoderConfig:
     return AudioEncoderConfig(
@@ -393,6 +437,19 @@ def _audio_a1b() -> AudioEncoderConfig:
 @register("audio", "longcat")
 def _audio_longcat() -> AudioEncoderConfig:
     return AudioEncoderConfig()
+
+
+@register("audio", "mini")
+def _audio_mini() -> AudioEncoderConfig:
+    return AudioEncoderConfig(
+        hidden_size=512,
+        proj_size=128,
+        num_layers=6,
+        num_right_layers=2,
+        left_order=10,
+        ctc_vocab_size=64,
+        out_dim=256,
+    )
 
 
 # --- codec flavors ---------------------------------------------------------
@@ -458,6 +515,13 @@ def _omni_a1b() -> OmniConfig:
 @register("omni", "longcat-flash-omni")
 def _omni_longcat() -> OmniConfig:
     return OmniConfig()
+
+
+@register("omni", "mini")
+def _omni_mini() -> OmniConfig:
+    """The default model: trained on the synthetic world (`omni train --recipe
+    omni-mini`), speaks through the shipped codec (codec flavor `default`)."""
+    return OmniConfig(llm=_llm_mini(), vision=_vision_mini(), audio=_audio_mini(), codec=_codec_default())
 
 
 # ---------------------------------------------------------------------------

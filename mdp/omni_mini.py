@@ -1,0 +1,248 @@
+"""The staged training run of the default model (`omni train --recipe omni-mini`).
+
+For each stage of `recipe.stage_steps` (see `mdp.omni_mini_stages`): write the
+stage manifest from the pack, train with the project's MDP trainer (AdamW,
+cosine LR per stage, stage-1 loss on the reply), checkpoint every
+`save_every` steps, log loss.csv / loss.json / loss.png in out_dir/STAGE, and
+leave out_dir/STAGE/model.pt + done.json when the stage is complete. A stage
+starts from the previous stage's weights. Rerunning the command resumes: done
+stages are skipped, a stage in progress continues from its newest checkpoint.
+At the end the weights are exported as an `OmniModel` checkpoint directory
+(`export_dir`, default out_dir/model) that `omni chat --model DIR` loads, and
+out_dir/loss.png shows all stages on one axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+from mdp import checkpoint
+from mdp.data import default_layout, stack
+from mdp.omni_mini_data import PackDataset, answer_code_table
+from mdp.omni_mini_stages import parse_stage_steps, write_stage_manifest
+from mdp.recipes import Recipe
+from mdp.trainer import Trainer
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Step s -> this DP rank's samples of step s (built in DataLoader workers)."""
+
+    def __init__(self, ds: PackDataset, seed: int, global_batch: int, dp_rank: int, dp: int, start: int, end: int) -> None:
+        self.ds, self.seed, self.gb, self.dp_rank, self.dp, self.start, self.end = ds, seed, global_batch, dp_rank, dp, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __getitem__(self, k: int):
+        idx = self.ds.step_indices(self.seed, self.start + k, self.gb)
+        return [self.ds.sample(i) for i in idx[self.dp_rank :: self.dp]]
+
+
+class MiniTrainer(Trainer):
+    """The MDP trainer reading a `PackDataset`: interleaved layouts put image and
+    audio features in sequence order, so the encoder outputs (item order) are
+    permuted into placeholder order before the embedding."""
+
+    def attach_pack(self, manifest: str, pack, codes, workers: int, start: int, end: int) -> None:
+        from omni.tokenizer import load_tokenizer
+
+        if self.dims.inner_dp > 1 or self.dims.pp > 1:
+            raise ValueError("omni-mini trains with data parallelism only (inner_dp = pp = 1)")
+        enc = self.model.encoders["audio"]
+        ready: dict[int, int] = {}
+
+        def frames_ready(n: int) -> int:  # OmniModel.frames_ready: frames released after n samples
+            if n not in ready:
+                total, j = enc.num_frames(n), 0
+                while j < total and enc.samples_needed(j) <= n:
+                    j += 1
+                ready[n] = j
+            return ready[n]
+
+        self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
+        self.dataset = PackDataset(manifest, pack, self.cfg, load_tokenizer(), self.r.seq_len,
+                                   enc.num_frames, frames_ready, codes)
+        data = _StepBatches(self.dataset, self.r.seed, self.r.global_batch, self.meshes.dp_rank, self.dims.dp, start, end)
+        self._batches = iter(torch.utils.data.DataLoader(
+            data, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None,
+            persistent_workers=False, collate_fn=lambda x: x,
+        ))
+
+    def _load(self, step: int):
+        samples = next(self._batches)
+        batch = stack(samples)
+        items = [it for s in samples for it in s.items]
+        order, base = [], 0
+        for s in samples:
+            order += [base + o for o in s.order]
+            base += sum(it.num_tokens for it in s.items)
+        self._order = torch.tensor(order, dtype=torch.long)
+        return batch, items, [it.kind for it in items], [it.num_tokens for it in items]
+
+    def _encode(self, plan, mine, kinds, ntok):
+        gathered, anchor = super()._encode(plan, mine, kinds, ntok)
+        if gathered is not None:
+            gathered = gathered.index_select(0, self._order.to(gathered.device))
+        return gathered, anchor
+
+
+def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
+    out = os.path.join(r.out_dir, name)
+    return dataclasses.replace(r, name=f"{r.name}:{name}", steps=steps, out_dir=out,
+                               ckpt_dir=os.path.join(out, "checkpoints"), manifest=os.path.join(out, "manifest.jsonl"))
+
+
+def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
+                 deadline: float) -> dict | None:
+    """Train one stage; returns its final model state dict (None if stopped early:
+    `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint)."""
+    from tqdm import tqdm
+
+    from mdp.dims import device_for_rank
+    from mdp.train import _Log
+
+    rank0 = dist.get_rank() == 0
+    if rank0 and not os.path.isfile(r.manifest):
+        stage = r.name.split(":")[-1]
+        counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed)
+        print(f"stage {stage}: {r.stage_samples} samples {counts}", file=sys.stderr)
+    dist.barrier()
+    trainer = MiniTrainer(r, device_for_rank())
+    if init is not None:
+        trainer.model.load_state_dict(init)
+    start, extra = 0, {"step": -1}
+    last = checkpoint.latest_step(r.checkpoint_dir) if resume else None
+    if last is not None:
+        checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
+        start = last + 1
+    end = r.steps if stop_after is None else min(r.steps, stop_after)
+    trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, end))
+    log = _Log(r.out_dir, start) if rank0 else None
+    bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
+    step = start
+    for step in range(start, end):
+        if time.monotonic() > deadline:
+            # same decision on every rank: rank 0's clock decides
+            late = torch.tensor([1.0 if time.monotonic() > deadline else 0.0], device=trainer.device)
+            dist.broadcast(late, 0)
+            if late.item():
+                if step > start:
+                    extra["step"] = step - 1
+                    checkpoint.save(r.checkpoint_dir, step - 1, trainer.model, trainer.optimizer, trainer.scheduler,
+                                    extra, keep=r.keep_checkpoints)
+                end = step
+                break
+        t0 = time.perf_counter()
+        rec = trainer.step(step)
+        rec["seconds"] = time.perf_counter() - t0
+        if rank0:
+            log.write(rec)
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if r.save_every > 0 and ((step + 1) % r.save_every == 0 or step + 1 == r.steps):
+            extra["step"] = step
+            checkpoint.save(r.checkpoint_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
+                            keep=r.keep_checkpoints)
+    bar.close()
+    if rank0 and r.plot:
+        log.plot()
+    if end < r.steps:
+        return None
+    return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> str | None:
+    """Collective on every rank. Returns the exported model directory (None if
+    `stop_after` ended a stage early)."""
+    from omni.synth.pack import Pack
+
+    if not recipe.pack:
+        raise ValueError("recipe field 'pack' is empty: pass --set pack=PATH (written by `omni data pack`)")
+    pack = Pack(recipe.pack)
+    codes = answer_code_table(pack)
+    stages = parse_stage_steps(recipe.stage_steps)
+    rank0 = dist.get_rank() == 0
+    state: dict | None = None
+    budget = recipe.time_budget_s if recipe.time_budget_s > 0 else float("inf")
+    deadline = time.monotonic() + budget
+    for n, (name, steps) in enumerate(stages):
+        r = _stage_recipe(recipe, name, steps)
+        final = os.path.join(r.out_dir, "model.pt")
+        if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
+            state = torch.load(final, map_location="cpu", weights_only=True)
+            continue
+        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline)
+        if state is None:
+            if rank0:
+                print(f"stopped in stage {name} (time budget or step limit); rerun the same command to resume",
+                      file=sys.stderr)
+            return None
+        if rank0:
+            torch.save(state, final + ".tmp")
+            os.replace(final + ".tmp", final)
+            with open(os.path.join(r.out_dir, "done.json"), "w") as fh:
+                json.dump({"stage": name, "steps": steps}, fh)
+        dist.barrier()
+    out = recipe.export_dir or os.path.join(recipe.out_dir, "model")
+    if rank0:
+        export(recipe, state, out)
+        plot_stages(recipe.out_dir, [n for n, _ in stages])
+    dist.barrier()
+    return out
+
+
+def export(recipe: Recipe, state: dict, out_dir: str) -> None:
+    """Write the trained weights as an OmniModel checkpoint directory."""
+    from mdp.trainer import build_config
+    from omni.model import OmniModel
+
+    cfg = build_config(recipe)
+    cfg.audio.dropout = 0.0
+    model = OmniModel(cfg, init=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise RuntimeError(f"trained weights the serving model does not have: {unexpected[:8]}")
+    params = {k for k, _ in model.named_parameters()}
+    lost = [k for k in missing if k in params]
+    if lost:
+        raise RuntimeError(f"serving-model parameters the training did not produce: {lost[:8]}")
+    # bf16 on disk (half the size; loading casts to the requested dtype)
+    model.save_pretrained(out_dir, dtype=torch.bfloat16)
+    print(f"exported {out_dir}", file=sys.stderr)
+
+
+def plot_stages(out_dir: str, stages: list[str]) -> None:
+    """out_dir/loss.png: every stage's loss on one step axis, stages shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    offset = 0
+    for name in stages:
+        path = os.path.join(out_dir, name, "loss.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as fh:
+            rows = json.load(fh)
+        if not rows:
+            continue
+        ax.plot([offset + r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+        offset += rows[-1]["step"] + 1
+        ax.axvline(offset, color="grey", alpha=0.3)
+    ax.set_xlabel("step (stages in order)")
+    ax.set_ylabel("stage-1 loss (reply only)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "loss.png"), dpi=100)
+    plt.close(fig)

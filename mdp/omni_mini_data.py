@@ -1,0 +1,290 @@
+"""The data bridge of the default model: a synthetic-world pack -> training samples.
+
+`omni data` writes a pack (`omni.synth.pack`: scenes at 112 px, clean question
+clips, the assistant's spoken answers and their codec tokens). This module turns
+it into the trainer's samples in the exact layouts the serving code builds, so
+that what the model learns is what `omni chat` / `omni serve` ask:
+
+    text        USER:{question}\\n                               (text in, offline)
+    image       USER:<img>\\n{question}\\n                       (`omni chat --image --text`)
+    audio       USER:second{0.0}:<|audio|><pad>*a0 ... <|/audio|>\\n   (spoken, no camera)
+    stream      USER:[second{s}:<img>] second{t}:<img><|audio|><pad>*a0
+                     second{t+1}:<img><pad>*a1 ... <|/audio|>\\n   (camera + mic, 1 s chunks)
+    say         USER:say {answer}\\n                             (text-to-speech alignment)
+
+followed by `VOICE ASSISTANT:` + the spoken reply (text ids + EOS aligned row by
+row with the codec frames, in the decoder's one-step semantic/acoustic delay, then
+the audio end id) or `ASSISTANT:` + text + EOS. Only the reply carries loss.
+
+A stage manifest is JSON lines, one sample each:
+
+    {"i": 12, "layout": "stream", "scene": 40, "answer": 7, "voice": true, "seed": 99}
+
+(pack sample i's question, asked of pack scene `scene` whose answer is `answer`;
+`seed` draws the microphone: fresh noise, gain, silences, 0.9-1.1x speed, the
+stream's time offset and sparse frames). Samples are materialized on the fly from
+the pack, so a 26 MB pack gives every epoch a new microphone without writing media.
+The user-turn layouts come from `omni.sequence` / `omni.sequence_av` themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, ModalityItem, Sample
+
+LAYOUTS = ("text", "image", "audio", "stream", "say")
+SPEECH_FAMILIES = ("repeat", "greeting")
+
+
+def answer_code_table(pack, codec=None) -> list[np.ndarray]:
+    """int64 [4, T] raw codec tokens of every answer of the pack.
+
+    From the pack when `omni data codes` ran; otherwise the answers' audio is
+    tokenized here with `codec` (a `speech.Codec`, default: the shipped one)."""
+    n = len(pack.answer_offset) - 1
+    if len(pack.answer_codes_all):
+        off = pack.answer_code_offset
+        return [pack.answer_codes_all[off[a] : off[a + 1]].T.astype(np.int64) for a in range(n)]
+    if codec is None:
+        from speech import Codec
+
+        codec = Codec.from_pretrained()
+    out = []
+    for a in range(n):
+        wav = pack.answer_mulaw[pack.answer_offset[a] : pack.answer_offset[a + 1]]
+        from omni.synth.audio import mulaw_decode
+
+        with torch.no_grad():
+            out.append(codec.encode(torch.from_numpy(mulaw_decode(wav)))[0].cpu().numpy().astype(np.int64))
+    return out
+
+
+def speech_rows(text_ids: list[int], codes: np.ndarray, offset: int, audio_eos: int, pad: int) -> tuple[list[int], list[list[int]]]:
+    """The rows of one spoken reply, as `omni.segments.SegmentMachine` reads them.
+
+    Row r feeds text t_r and codec [sem_r, ac_{r-1}] (acoustic pad at r = 0); the
+    last row is [audio_eos, ac_{T-1}]; text is padded after its EOS. Position p
+    predicts row p + 1, so T frames decode from T + 1 rows.
+    """
+    q, t = codes.shape
+    if q != 4 or t < 1:
+        raise ValueError(f"answer codes must be [4, T>=1], got {list(codes.shape)}")
+    rows = []
+    for r in range(t + 1):
+        sem = int(codes[0, r]) + offset if r < t else audio_eos
+        ac = [int(c) + offset for c in codes[1:, r - 1]] if r > 0 else [pad] * 3
+        rows.append([sem] + ac)
+    if len(text_ids) > len(rows):
+        raise ValueError(f"reply text has {len(text_ids)} tokens but only {len(rows)} audio rows")
+    return text_ids + [pad] * (len(rows) - len(text_ids)), rows
+
+
+class PackDataset:
+    """Stage-manifest samples built from a pack (the `mdp.data.Dataset` interface
+    the trainer uses: `len`, `sample(n)`, `step_indices`), plus per-sample
+    placeholder orders (`Sample.items` are listed by kind, the sequence
+    interleaves them)."""
+
+    def __init__(
+        self,
+        manifest: str,
+        pack,
+        cfg,
+        tokenizer,
+        seq_len: int,
+        audio_frames: Callable[[int], int],
+        frames_ready: Callable[[int], int],
+        codes: list[np.ndarray] | None = None,
+    ) -> None:
+        from omni.sequence import ChatFormat
+
+        self.path, self.pack, self.cfg, self.seq_len = manifest, pack, cfg, seq_len
+        self.records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+        self.fmt = ChatFormat(tokenizer, cfg.audio_pad_id)
+        self.tok = tokenizer
+        self.sp = tokenizer.special
+        self.audio_frames, self.frames_ready = audio_frames, frames_ready
+        self.codes = codes if codes is not None else answer_code_table(pack)
+        self._units: dict[tuple, list] = {}
+        self.stream_jitter = True  # random turn start time and buffered sparse frame (tests turn it off)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def step_indices(self, seed: int, step: int, global_batch: int) -> list[int]:
+        from mdp.data import Dataset
+
+        return Dataset.step_indices(self, seed, step, global_batch)  # type: ignore[arg-type]
+
+    # --- media -----------------------------------------------------------------
+    def _still(self, scene: int):
+        from encoders.image_processing import preprocess_image
+
+        key = ("still", scene)
+        if key not in self._units:
+            self._units[key] = [preprocess_image(self.pack.scene_frames(scene)[0], self.cfg.vision)]
+        return self._units[key][0]
+
+    def _pairs(self, scene: int, n: int) -> list:
+        """n frame-pair units of the scene from t = 0 (stills: the frame twice;
+        videos at 2 FPS: past the end the last frame holds)."""
+        from encoders.image_processing import preprocess_video
+
+        key = ("pairs", scene, n)
+        if key not in self._units:
+            frames = self.pack.scene_frames(scene)
+            idx = [min(j, len(frames) - 1) for j in range(2 * n)]
+            self._units[key] = preprocess_video([frames[j] for j in idx], self.cfg.vision)
+            if len(self._units) > 4096:  # bounded memory over long runs
+                self._units.pop(next(iter(self._units)))
+        return self._units[key]
+
+    # --- one sample ----------------------------------------------------------------
+    def sample(self, n: int) -> Sample:
+        rec = self.records[n]
+        rng = np.random.default_rng(rec["seed"])
+        fmt, pack = self.fmt, self.pack
+        i, layout, scene = rec["i"], rec["layout"], rec["scene"]
+        z = lambda k: torch.empty(k, 0)  # placeholder features: only their count matters here
+        runs = [fmt.header("user")]
+        units: list = []  # visual units in sequence order
+        pcm = None
+        if layout in ("text", "say"):
+            q = pack.question_text(i) if layout == "text" else "say " + pack.meta["answer_texts"][rec["answer"]]
+            runs += [fmt.text(q), fmt.newline()]
+        elif layout == "image":
+            u = self._still(scene)
+            units.append(u)
+            runs += [fmt.image_item(z(u.num_tokens)), fmt.text(pack.question_text(i)), fmt.newline()]
+        else:  # audio / stream: the chunked user turn of omni.sequence_av
+            from omni.sequence_av import build_av_user_turn
+
+            pcm = pack.question_audio(i, rng)
+            ns = len(pcm)
+            video, sparse, t0 = [], [], 0.0
+            if layout == "stream":
+                t0 = float(rng.integers(0, 4)) + (float(rng.integers(0, 10)) / 10 if rng.random() < 0.3 else 0.0)
+                t0 = t0 if self.stream_jitter else 0.0
+                chunks = math.ceil(ns / (self.cfg.audio.sample_rate * self.cfg.chunk_seconds))
+                pairs = self._pairs(scene, chunks)
+                video = [(t0 + k * self.cfg.chunk_seconds, z(u.num_tokens)) for k, u in enumerate(pairs)]
+                units += list(pairs)
+                if t0 >= 2 and rng.random() < 0.5:  # a frame buffered before speech started
+                    u = self._still(scene)
+                    sparse = [(t0 - 2.0, z(u.num_tokens))]
+                    units.insert(0, u)
+            turn = build_av_user_turn(
+                fmt, z(self.audio_frames(ns)), ns, video, sparse, frames_ready=self.frames_ready,
+                sample_rate=self.cfg.audio.sample_rate, chunk_seconds=self.cfg.chunk_seconds, time_offset=t0, header=False,
+            )
+            runs.append(turn)
+        from omni.sequence import Tokens
+
+        prompt = Tokens.cat(runs + [fmt.generation_prompt(rec["voice"])], self.cfg.audio_pad_id)
+        answer = pack.meta["answer_texts"][rec["answer"]]
+        text_ids = self.tok.encode(answer) + [self.sp.eos]
+        ids = prompt.ids.tolist()
+        codec = prompt.codec.tolist()
+        cat = [CAT_NONE] * len(ids)
+        audio = [[IGNORE] * 4 for _ in ids]
+        first = [False] * len(ids)
+        if rec["voice"]:
+            tx, rows = speech_rows(text_ids, self.codes[rec["answer"]], self.cfg.audio_id_offset,
+                                   self.cfg.audio_eos_id, self.cfg.audio_pad_id)
+            ids += tx
+            codec += rows
+            cat += [CAT_AUDIO_TEXT] * len(rows)
+            audio += rows
+            first += [True] + [False] * (len(rows) - 1)
+        else:
+            ids += text_ids
+            codec += [[self.cfg.audio_pad_id] * 4] * len(text_ids)
+            cat += [CAT_TEXT] * len(text_ids)
+            audio += [[IGNORE] * 4] * len(text_ids)
+            first += [False] * len(text_ids)
+        return self._finish(n, ids, codec, cat, audio, first, units, pcm)
+
+    def _finish(self, n, ids, codec, cat, audio, first, units, pcm) -> Sample:
+        L = len(ids)
+        if L > self.seq_len + 1:
+            raise ManifestError(f"{self.path}: sample {n} has {L} positions > seq_len + 1 = {self.seq_len + 1}")
+        pad = self.seq_len + 1 - L
+        p4 = [self.cfg.audio_pad_id] * 4
+        ids_p = torch.tensor(ids + [self.sp.pad] * pad)
+        cat_p = torch.tensor(cat + [CAT_NONE] * pad)
+        # the user's audio-placeholder rows keep their ids; codec pad 3 everywhere but replies
+        codec_p = torch.tensor(codec + [p4] * pad)
+        aud_p = torch.tensor(audio + [[IGNORE] * 4] * pad)
+        first_p = torch.tensor(first + [False] * pad)
+        items = [ModalityItem("image", {"patches": u.patches, "grid": tuple(u.grid)}, u.num_tokens,
+                              float(len(u.patches)) + len(u.patches) ** 2 / 256.0) for u in units]
+        if pcm is not None:
+            items.append(ModalityItem("audio", {"pcm": torch.from_numpy(np.ascontiguousarray(pcm))},
+                                      self.audio_frames(len(pcm)), len(pcm) / 160.0))
+        s = Sample(
+            ids=ids_p[:-1], codec=codec_p[:-1], text_labels=torch.where(cat_p[1:] > CAT_NONE, ids_p[1:], IGNORE),
+            text_cat=cat_p[1:], audio_labels=aud_p[1:], first_audio=first_p[1:], items=items,
+        )
+        s.order = placeholder_order(s.ids, items, self.sp.image_pad, self.sp.audio_pad)  # type: ignore[attr-defined]
+        return s
+
+
+def placeholder_order(ids: torch.Tensor, items: list[ModalityItem], image_pad: int, audio_pad: int) -> list[int]:
+    """Feature row (items concatenated in list order) of each placeholder position, in
+    sequence order: image units fill `<|image_pad|>` runs in order, the one audio clip
+    fills every `<|audio_pad|>` in order."""
+    starts, row = [], 0
+    for it in items:
+        starts.append(row)
+        row += it.num_tokens
+    img = [k for k, it in enumerate(items) if it.kind == "image"]
+    aud = [k for k, it in enumerate(items) if it.kind == "audio"]
+    img_rows = [starts[k] + j for k in img for j in range(items[k].num_tokens)]
+    aud_rows = [starts[k] + j for k in aud for j in range(items[k].num_tokens)]
+    order, gi, ga = [], 0, 0
+    for t in ids.tolist():
+        if t == image_pad:
+            order.append(img_rows[gi])
+            gi += 1
+        elif t == audio_pad:
+            order.append(aud_rows[ga])
+            ga += 1
+    if gi != len(img_rows) or ga != len(aud_rows):
+        raise ValueError(f"placeholders ({gi} image, {ga} audio) differ from the features "
+                         f"({len(img_rows)} image, {len(aud_rows)} audio)")
+    return order
+
+
+def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answers: int) -> list[dict]:
+    if not os.path.isfile(path):
+        raise ManifestError(f"stage manifest {path} does not exist")
+    out = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"{path}:{n}: not JSON ({e})") from None
+            for key, hi in (("i", num_samples), ("scene", num_scenes), ("answer", num_answers), ("seed", None)):
+                v = r.get(key)
+                if not isinstance(v, int) or (hi is not None and not (-1 <= v < hi)) or (key != "scene" and v < 0):
+                    raise ManifestError(f"{path}:{n}: field {key!r} must be an int in range, got {v!r}")
+            if r.get("layout") not in LAYOUTS:
+                raise ManifestError(f"{path}:{n}: field 'layout' must be one of {LAYOUTS}, got {r.get('layout')!r}")
+            if r["layout"] in ("image", "stream") and r["scene"] < 0:
+                raise ManifestError(f"{path}:{n}: layout {r['layout']} needs a scene")
+            if not isinstance(r.get("voice"), bool):
+                raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")
+            out.append(r)
+    if not out:
+        raise ManifestError(f"stage manifest {path} has no samples")
+    return out

@@ -1,0 +1,111 @@
+"""The default model's curriculum: stage mixes and the stage manifests written from a pack.
+
+In the spirit of LongCat-Flash-Omni's staged pre-training, each stage adds a
+modality and keeps replaying the earlier ones:
+
+    speech    text <-> speech alignment: "say {answer}" for every answer, the speech
+              tasks (repeat, greetings) asked in text and spoken
+    vision    still images with text questions (the offline `omni chat --image` layout)
+    dialogue  spoken questions with the camera on, chunk-interleaved in 1 s
+              `second{t}:` blocks (the streaming layout of `omni serve`)
+
+Visual questions are re-paired with other scenes (`Pack.answer_on_scene`) when
+the scene determines a unique answer, which multiplies pairs without new audio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from mdp.omni_mini_data import SPEECH_FAMILIES
+
+# stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual | answer
+STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
+    "speech": [
+        (0.30, "say", "answer", True),
+        (0.20, "text", "speech", True),
+        (0.10, "text", "speech", False),
+        (0.30, "audio", "speech", True),
+        (0.10, "audio", "speech", False),
+    ],
+    "vision": [
+        (0.45, "image", "visual", True),
+        (0.25, "image", "visual", False),
+        (0.10, "say", "answer", True),
+        (0.20, "audio", "speech", True),
+    ],
+    "dialogue": [
+        (0.50, "stream", "visual", True),
+        (0.10, "stream", "visual", False),
+        (0.15, "audio", "speech", True),
+        (0.15, "image", "visual", True),
+        (0.10, "image", "visual", False),
+    ],
+}
+STAGE_ORDER = ("speech", "vision", "dialogue")
+REPAIR_PROB = 0.5  # visual questions asked of another scene, when its answer is unique
+
+
+def parse_stage_steps(spec: str) -> list[tuple[str, int]]:
+    """"speech:300,vision:300,dialogue:600" -> [(name, steps)], in curriculum order."""
+    out = []
+    for part in [p for p in spec.split(",") if p.strip()]:
+        name, _, steps = part.partition(":")
+        name = name.strip()
+        if name not in STAGES:
+            raise ValueError(f"recipe stage_steps: unknown stage {name!r}; known: {list(STAGES)}")
+        try:
+            n = int(steps)
+        except ValueError:
+            raise ValueError(f"recipe stage_steps: {part!r} must be NAME:STEPS") from None
+        if n < 1:
+            raise ValueError(f"recipe stage_steps: stage {name} needs >= 1 step, got {n}")
+        out.append((name, n))
+    if not out:
+        raise ValueError("recipe stage_steps is empty")
+    return out
+
+
+def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int) -> dict:
+    """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout."""
+    rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
+    fam = np.array([pack.family(i) for i in range(len(pack))])
+    speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
+    visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES) & (pack.sample_scene >= 0))
+    num_answers = len(pack.answer_offset) - 1
+    mix = STAGES[stage]
+    pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers)}
+    usable = [m for m in mix if len(pools[m[2]])]
+    if not usable:
+        raise ValueError(f"pack {pack.path} has no samples for stage {stage}")
+    w = np.array([m[0] for m in usable])
+    w = w / w.sum()
+    counts: dict[str, int] = {}
+    lines = []
+    answer_sample = {int(a): int(i) for i, a in enumerate(pack.sample_answer)}
+    for _ in range(num_samples):
+        _, layout, kind, voice = usable[int(rng.choice(len(usable), p=w))]
+        if kind == "answer":
+            a = int(rng.choice(pools["answer"]))
+            i, scene = answer_sample.get(a, 0), -1
+        else:
+            i = int(rng.choice(pools[kind]))
+            scene, a = int(pack.sample_scene[i]), int(pack.sample_answer[i])
+            if kind == "visual" and rng.random() < REPAIR_PROB:
+                k = int(rng.integers(pack.num_scenes))
+                b = pack.answer_on_scene(i, k)
+                if b >= 0:
+                    scene, a = k, b
+        key = f"{layout}/{'voice' if voice else 'text'}"
+        counts[key] = counts.get(key, 0) + 1
+        lines.append(json.dumps({"i": i, "layout": layout, "scene": scene, "answer": a, "voice": voice,
+                                 "seed": int(rng.integers(2**62))}))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return counts

@@ -1,0 +1,126 @@
+"""The default model's data bridge: reply rows decode back through the generator's
+segment machine, and the user-turn layouts equal what the serving model builds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdp.omni_mini_data import PackDataset, answer_code_table, placeholder_order, speech_rows
+from mdp.omni_mini_stages import STAGES, parse_stage_steps, write_stage_manifest
+from omni.config import get_omni_config
+from omni.segments import SegmentMachine
+
+
+def test_speech_rows_decode_through_segment_machine():
+    """Teacher-forced rows, read as the model's per-step outputs, give back the
+    answer's text and exactly its codec frames (independent of the bridge)."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 1024, (4, 9))
+    text = [40, 41, 42, 2]
+    tx, rows = speech_rows(text, codes, offset=32, audio_eos=2, pad=3)
+    m = SegmentMachine(text_pad=3, text_eos=2, offset=32, audio_eos=2, audio_pad=3)
+    for t, row in zip(tx, rows):  # position p outputs row p (the prompt's last position outputs row 0)
+        r = m.step(t, row)
+    assert r.done and m.done
+    assert m.text_ids == text
+    np.testing.assert_array_equal(np.array(m.frames).T, codes)
+    with pytest.raises(ValueError, match="only"):
+        speech_rows(list(range(12)), codes[:, :3], 32, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from omni.model import OmniModel
+
+    torch.manual_seed(0)
+    return OmniModel(get_omni_config("mini")).eval()
+
+
+def _dataset(tmp_path, pack, lines, model):
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    enc = model.audio_encoder
+    ds = PackDataset(str(path), pack, model.config, model.tokenizer, 640, enc.num_frames, model.frames_ready)
+    ds.stream_jitter = False
+    return ds
+
+
+def test_layouts_equal_serving_prompts(tmp_path, mini_pack, model):
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+
+    pack = Pack(mini_pack)
+    vis = next(i for i in range(len(pack)) if pack.sample_scene[i] >= 0 and pack.is_video(i))
+    still = next(i for i in range(len(pack)) if pack.sample_scene[i] >= 0 and not pack.is_video(i))
+    sp = next(i for i in range(len(pack)) if pack.sample_scene[i] < 0)
+    rec = lambda i, layout, voice: {"i": i, "layout": layout, "scene": int(pack.sample_scene[i]),
+                                     "answer": int(pack.sample_answer[i]), "voice": voice, "seed": 5}
+    lines = [rec(vis, "stream", True), rec(still, "stream", False), rec(still, "image", True), rec(sp, "audio", True),
+             rec(sp, "text", False)]
+    ds = _dataset(tmp_path, pack, lines, model)
+    for n, line in enumerate(lines):
+        s = ds.sample(n)
+        i = line["i"]
+        pcm = pack.question_audio(i, np.random.default_rng(line["seed"]))
+        if line["layout"] == "stream":
+            frames = pack.frames(i)
+            chunks = -(-len(pcm) // 16000)
+            frames = [frames[min(j, len(frames) - 1)] for j in range(2 * chunks)]
+            req = OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))])
+        elif line["layout"] == "image":
+            req = OmniRequest(text=pack.question_text(i), images=[pack.frames(i)[0]])
+        elif line["layout"] == "audio":
+            req = OmniRequest(audio=pcm)
+        else:
+            req = OmniRequest(text=pack.question_text(i))
+        prompt = model.prepare(req, voice=line["voice"]).ids
+        L = len(prompt)
+        assert s.ids[:L].tolist() == prompt.tolist(), line["layout"]
+        # loss only on the reply: the last prompt position predicts its first token
+        assert (s.text_cat[: L - 1] == 0).all() and s.text_cat[L - 1] > 0
+        answer = model.tokenizer.encode(pack.answer_text(i)) + [model.tokenizer.special.eos]
+        assert s.text_labels[L - 1 : L - 1 + len(answer)].tolist() == answer
+        if line["voice"]:
+            assert s.first_audio[L - 1] and (s.audio_labels[L - 1, 0] >= 32)
+        else:
+            assert (s.audio_labels == -100).all()
+        # features in sequence order: item rows permuted onto the placeholders
+        n_ph = int(((s.ids == model.tokenizer.special.image_pad) | (s.ids == model.tokenizer.special.audio_pad)).sum())
+        assert sorted(s.order) == list(range(n_ph))
+
+
+def test_placeholder_order_interleaves():
+    from mdp.data import ModalityItem
+
+    items = [ModalityItem("image", {}, 2, 1.0), ModalityItem("image", {}, 2, 1.0), ModalityItem("audio", {}, 3, 1.0)]
+    ids = torch.tensor([9, 12, 12, 6, 9, 12, 12, 6, 6, 9])  # img0, a, img1, a a
+    assert placeholder_order(ids, items, 12, 6) == [0, 1, 4, 2, 3, 5, 6]
+    with pytest.raises(ValueError, match="differ"):
+        placeholder_order(ids[:-3], items, 12, 6)
+
+
+def test_stage_manifests_and_errors(tmp_path, mini_pack):
+    from omni.synth.pack import Pack
+
+    pack = Pack(mini_pack)
+    for stage in STAGES:
+        counts = write_stage_manifest(pack, stage, str(tmp_path / f"{stage}.jsonl"), 40, seed=1)
+        assert sum(counts.values()) == 40
+    again = write_stage_manifest(pack, "dialogue", str(tmp_path / "again.jsonl"), 40, seed=1)
+    assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "dialogue.jsonl").read_text() and again
+    assert parse_stage_steps("speech:3,dialogue:2") == [("speech", 3), ("dialogue", 2)]
+    with pytest.raises(ValueError, match="unknown stage"):
+        parse_stage_steps("hearing:3")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"i": 0, "layout": "smell", "scene": -1, "answer": 0, "voice": True, "seed": 1}) + "\n")
+    from mdp.data import ManifestError
+    from mdp.omni_mini_data import read_stage_manifest
+
+    with pytest.raises(ManifestError, match="layout"):
+        read_stage_manifest(str(bad), len(pack), pack.num_scenes, 10)
+    codes = answer_code_table(pack)
+    assert len(codes) == len(pack.answer_offset) - 1 and all(c.shape[0] == 4 and c.max() < 1024 for c in codes)
