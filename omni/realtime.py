@@ -11,7 +11,10 @@ forward, `decode_step` advances several slots with one forward.
 Rollback: `truncate(slot, n)` cuts the KV cache to n tokens and restores the
 builder state recorded at the latest boundary <= n, so the slot continues
 exactly as if nothing after n had happened (tests compare the KV cache and the
-following outputs with a run that never speculated). The audio encoder is never
+following outputs with a run that never speculated). The turn layout follows
+stream time, not packets (omni.sequence_stream), so a partial packet flushed
+before speculating leaves its second pending in the recorded builder state and
+the rest of the audio completes it as if never split. The audio encoder is never
 flushed in place: `begin_response` flushes a copy to release the last frames,
 so a rolled-back turn continues from the untouched encoder state. The
 encoder state spans the whole session (one continuous audio stream); audio that
