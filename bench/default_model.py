@@ -1,0 +1,286 @@
+"""Quality bars of the default model on held-out scenes, voices and wordings.
+
+    python bench/default_model.py --model MODEL_DIR --data runs/data/heldout            # CPU, from files
+    python bench/default_model.py --model MODEL_DIR --pack runs/data/heldout.pack.npz   # any device, numpy only
+
+1. Text answers: the spoken question with the camera on (the chunk-interleaved
+   layout `omni serve` builds: 2 FPS frames over the question's seconds), answered
+   offline by `omni.generation.generate` (greedy); exact match after
+   normalization against the accepted answers, per question family (bar: 90%).
+2. Spoken answers (`--data` only): the reply's audio, decoded by the model's
+   codec, recognized by pocketsphinx restricted to a JSGF grammar of every
+   possible answer (`omni.synth.recognize`); right when it hears the right answer
+   (bar: 80%).
+3. Streaming (`--stream N`, `--data` only): N held-out questions through a real
+   `omni serve` on this machine and `omni client` in real time (question WAV +
+   the scene's stream video): accuracy next to the offline answers of the same
+   questions, the client- and server-side latency breakdown, and the server's
+   real-time figures.
+
+Writes a JSON report (default bench/results/default_model.json). Untrained or
+smoke checkpoints run too; their numbers are meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+# run as a script: the repository root, not bench/ (bench/encoders.py would shadow the package)
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+BARS = {"text": 0.90, "speech": 0.80}
+
+
+def stream_frames(frames: list, num_samples: int, sample_rate: int = 16000) -> tuple[list, list[float]]:
+    """The camera over the question: 2 FPS for each started second of audio (a still
+    repeats; a video past its end holds its last frame), as the model was trained."""
+    n = 2 * max(1, math.ceil(num_samples / sample_rate))
+    out = [frames[min(j, len(frames) - 1)] for j in range(n)]
+    return out, [j / 2 for j in range(n)]
+
+
+def load_items(args) -> list[dict]:
+    """Held-out samples: question audio, camera frames, answer, accepted forms, family."""
+    from omni.synth.questions import normalize_answer
+
+    items = []
+    if args.pack:
+        from omni.synth.pack import Pack
+
+        pack = Pack(args.pack)
+        for i in range(len(pack)):
+            frames = pack.frames(i)
+            items.append({"id": pack.sample_id(i), "family": pack.family(i), "audio": pack.question_audio(i),
+                          "frames": None if frames is None else list(frames), "answer": pack.answer_text(i),
+                          "accept": [pack.answer_text(i)]})
+    else:
+        from encoders.media import read_video
+        from omni.synth.audio import read_wav, to_float
+        from omni.synth.build import read_jsonl
+
+        rows = read_jsonl(os.path.join(args.data, "manifest.jsonl"))
+        for r in rows:
+            frames = None
+            if r.get("video"):
+                frames = list(read_video(os.path.join(args.data, r["video"])).frames)
+            elif r.get("image"):
+                from PIL import Image
+
+                with Image.open(os.path.join(args.data, r["image"])) as im:
+                    frames = [np.asarray(im.convert("RGB"))]
+            wav = to_float(read_wav(os.path.join(args.data, r["question_audio"]))[0])
+            items.append({"id": r["id"], "family": r["family"], "audio": wav, "frames": frames,
+                          "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]],
+                          "question_audio": r["question_audio"], "stream_video": r.get("stream_video")})
+    for it in items:
+        it["accept_norm"] = sorted({normalize_answer(a) for a in it["accept"] + [it["answer"]]})
+    if args.limit and args.limit < len(items):
+        keep = np.linspace(0, len(items) - 1, args.limit).round().astype(int)
+        items = [items[k] for k in keep]
+    return items
+
+
+def offline(model, items: list[dict], batch: int, speech: bool) -> None:
+    """Fill it["text"] (and it["reply_audio"]) for every item, batched."""
+    from tqdm import tqdm
+
+    from omni.generation import GenerationOptions, OmniRequest, generate
+
+    opts = GenerationOptions(max_new_tokens=args_max_steps, speech=True, decode_audio=speech)
+    for k in tqdm(range(0, len(items), batch), desc="offline", unit="batch", file=sys.stderr):
+        reqs = []
+        for it in items[k : k + batch]:
+            if it["frames"] is None:
+                reqs.append(OmniRequest(audio=it["audio"]))
+            else:
+                frames, times = stream_frames(it["frames"], len(it["audio"]))
+                reqs.append(OmniRequest(audio=it["audio"], video=frames, video_times=times))
+        for it, rep in zip(items[k : k + batch], generate(model, reqs, opts)):
+            it["text"] = rep.text
+            it["frames_out"] = int(len(rep.frames))
+            if speech:
+                it["reply_audio"] = rep.audio
+
+
+def per_family(items: list[dict], key: str) -> dict:
+    fams: dict[str, list[bool]] = {}
+    for it in items:
+        if key in it:
+            fams.setdefault(it["family"], []).append(bool(it[key]))
+    out = {f: {"n": len(v), "accuracy": round(sum(v) / len(v), 4)} for f, v in sorted(fams.items())}
+    allv = [bool(it[key]) for it in items if key in it]
+    out["all"] = {"n": len(allv), "accuracy": round(sum(allv) / max(1, len(allv)), 4)}
+    return out
+
+
+def judge_speech(items: list[dict], sample_rate: int) -> None:
+    from omni.synth.questions import answer_space, normalize_answer
+    from omni.synth.recognize import AnswerRecognizer
+
+    rec = AnswerRecognizer(answer_space())
+    for it in items:
+        wav = it.pop("reply_audio", None)
+        heard = rec.recognize(np.asarray(wav, np.float32), sample_rate) if wav is not None and len(wav) else ""
+        it["heard"] = heard
+        it["speech_ok"] = heard != "" and heard in it["accept_norm"] + [normalize_answer(it["answer"])]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def streaming(args, items: list[dict]) -> dict:
+    """N questions through `omni serve` + `omni client` (real time), one after another."""
+    from omni.synth.questions import normalize_answer
+
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), HF_HUB_OFFLINE="1")
+    log = open(os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_serve.log"), "w")
+    server = subprocess.Popen([sys.executable, "-m", "omni.cli", "serve", "--model", args.model, "--port", str(port),
+                               "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() - t0 > 120:
+                    raise RuntimeError("omni serve did not start (see default_model_serve.log)")
+                time.sleep(0.5)
+        chosen = items[:: max(1, len(items) // args.stream)][: args.stream]
+        reply_wav = os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_stream_reply.wav")
+        rows = []
+        for it in chosen:
+            cmd = [sys.executable, "-m", "omni.cli", "client", "--url", f"ws://127.0.0.1:{port}", "--json",
+                   "--wav", os.path.join(args.data, it["question_audio"]), "--out", reply_wav, "--timeout", "60"]
+            if it.get("stream_video"):
+                cmd += ["--video", os.path.join(args.data, it["stream_video"])]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+            out = res.stdout
+            text = ""
+            for line in out.splitlines():
+                if line.startswith("assistant: "):
+                    text = line[len("assistant: "):]
+            js = out[out.find("{"):] if "{" in out else "{}"
+            try:
+                report = json.loads(js)
+            except json.JSONDecodeError:
+                report = {}
+            rows.append({"id": it["id"], "family": it["family"], "text": text, "rc": res.returncode,
+                         "ok": normalize_answer(text) in it["accept_norm"], "offline_ok": bool(it.get("text_ok")),
+                         "same_as_offline": normalize_answer(text) == normalize_answer(it.get("text", "")),
+                         "latency": report})
+    finally:
+        if os.path.exists(reply_wav := os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_stream_reply.wav")):
+            os.remove(reply_wav)
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    lat: dict[str, list[float]] = {}
+    for r in rows:
+        for side, vals in r["latency"].items():
+            for k, v in vals.items():
+                if isinstance(v, (int, float)):
+                    lat.setdefault(f"{side}.{k}", []).append(float(v))
+    n = max(1, len(rows))
+    return {
+        "n": len(rows),
+        "accuracy": round(sum(r["ok"] for r in rows) / n, 4),
+        "offline_accuracy_same_questions": round(sum(r["offline_ok"] for r in rows) / n, 4),
+        "same_text_as_offline": round(sum(r["same_as_offline"] for r in rows) / n, 4),
+        "failed_sessions": sum(r["rc"] != 0 for r in rows),
+        "latency_median": {k: round(statistics.median(v), 1) for k, v in sorted(lat.items())},
+        "rows": rows,
+    }
+
+
+args_max_steps = 80
+
+
+def main() -> int:
+    global args_max_steps
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--model", required=True, help="OmniModel checkpoint directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="held-out split directory (omni data build --split heldout)")
+    src.add_argument("--pack", help="held-out pack (.npz): text answers only, no files needed")
+    p.add_argument("--limit", type=int, default=0, help="evaluate this many samples (even stride; 0 = all)")
+    p.add_argument("--batch", type=int, default=16, help="requests per batched generate call")
+    p.add_argument("--max-steps", type=int, default=80, help="decode steps per reply (60 ms of speech each)")
+    p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--out", default="bench/results/default_model.json")
+    args = p.parse_args()
+    args_max_steps = args.max_steps
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.stream and not args.data:
+        p.error("--stream needs --data (the client streams the split's files)")
+    from omni.model import OmniModel
+    from omni.synth.questions import normalize_answer
+
+    t0 = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model = OmniModel.from_pretrained(args.model, device=args.device)
+    items = load_items(args)
+    speech = bool(args.data)
+    offline(model, items, args.batch, speech)
+    for it in items:
+        it["text_ok"] = normalize_answer(it["text"]) in it["accept_norm"]
+    report = {
+        "model": os.path.basename(os.path.normpath(args.model)),
+        "source": "files" if args.data else "pack",
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
+                  f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
+        "bars": BARS,
+        "text": per_family(items, "text_ok"),
+    }
+    if speech:
+        judge_speech(items, model.output_sample_rate)
+        report["speech"] = per_family(items, "speech_ok")
+    if args.stream:
+        report["streaming"] = streaming(args, items)
+    report["wall_s"] = round(time.time() - t0, 1)
+    report["samples"] = [{k: it.get(k) for k in ("id", "family", "answer", "text", "text_ok", "heard", "speech_ok")}
+                         for it in items]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(report, fh, indent=1)
+    print(f"default model {args.model} on {report['device']}, {len(items)} held-out samples ({report['source']})")
+    print(f"{'family':12} {'n':>5} {'text':>7}" + (f" {'speech':>7}" if speech else ""))
+    for fam, v in report["text"].items():
+        row = f"{fam:12} {v['n']:5d} {v['accuracy']:7.1%}"
+        if speech:
+            row += f" {report['speech'][fam]['accuracy']:7.1%}"
+        print(row)
+    print(f"bars: text >= {BARS['text']:.0%}, speech >= {BARS['speech']:.0%}")
+    if args.stream:
+        s = report["streaming"]
+        print(f"streaming: {s['n']} questions, accuracy {s['accuracy']:.1%} (offline on the same: "
+              f"{s['offline_accuracy_same_questions']:.1%}), same text as offline {s['same_text_as_offline']:.1%}, "
+              f"failed sessions {s['failed_sessions']}")
+        for k, v in s["latency_median"].items():
+            print(f"  median {k:55s} {v}")
+    print(f"wrote {args.out} ({report['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

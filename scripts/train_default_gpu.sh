@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Train the default model on one GPU in one device call, and bring it back.
+#
+# On the CPU machine, once:   omni data default --out runs/data     (packs with codec tokens)
+# On the GPU machine (the device `run`, timeout 600 s, carrying the two packs):
+#     bash scripts/train_default_gpu.sh
+#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz   (~33 MB; the code ~11 MB)
+# Back on the CPU machine, from the folder the files came back to:
+#     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
+#   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
+#   stage losses and keeps the logs and the GPU-side benchmark in bench/results/.
+#
+# What runs on the GPU: `omni train --recipe omni-mini` (three stages, resumable)
+# under a time budget, the export, then bench/default_model.py on the held-out
+# pack (text answers per family, offline). The GPU image has no espeak-ng, sox or
+# av: everything is drawn from the packs. Files back are at most 8 of 16 MB, so the
+# bf16 weights travel in 15 MB parts. If the budget ends inside a stage, the run
+# checkpoints and says so; calling the script again while the machine is still
+# warm resumes where it stopped (runs/ stays there between calls).
+set -euo pipefail
+
+if [[ "${1:-}" == "--collect" ]]; then
+  src=${2:?folder with the files that came back}
+  dest=${3:?destination model directory}
+  py=${PYTHON:-.venv/bin/python}
+  mkdir -p "$dest" bench/results
+  tar -xzf "$src/omni_mini_meta.tgz" -C "$dest"
+  cat "$src"/model.safetensors.part-* > "$dest/model.safetensors"
+  (cd "$dest" && sha256sum -c model.safetensors.sha256)
+  rm -f "$dest/model.safetensors.sha256"
+  mkdir -p runs/omni-mini-gpu
+  tar -xzf "$src/omni_mini_logs.tgz" -C runs/omni-mini-gpu
+  "$py" -c "from mdp.omni_mini import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
+  cp runs/omni-mini-gpu/loss.png bench/results/omni_mini_loss.png
+  cp "$src/train_log.txt" bench/results/omni_mini_train_gpu_log.txt
+  [[ -f "$src/default_model_gpu.json" ]] && cp "$src/default_model_gpu.json" bench/results/
+  "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
+  exit 0
+fi
+
+OUT=${OUT:-runs/omni-mini-out}
+BUDGET=${BUDGET:-470}        # seconds of training in this call (the call's limit is 600)
+RUN=${RUN:-runs/omni-mini}
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT" "$RUN"
+out_abs=$(cd "$OUT" && pwd)
+log="$OUT/train_log.txt"
+for f in runs/data/train.pack.npz runs/data/heldout.pack.npz; do
+  [[ -f "$f" ]] || { echo "missing $f: carry it (omni data default --out runs/data)" >&2; exit 2; }
+done
+{
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+  "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  start=$(date +%s)
+  "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
+    --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false 2>&1 \
+    | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|Error|error|Traceback/'
+  echo "train wall: $(( $(date +%s) - start )) s"
+} 2>&1 | tee "$log"
+
+tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d */loss.json */loss.csv */done.json 2>/dev/null)
+if [[ -f "$RUN/model/model.safetensors" ]]; then
+  "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device cuda \
+    --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
+  (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
+    && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer codec)
+  split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"
+  echo "DONE: the model is in $OUT (collect with: bash scripts/train_default_gpu.sh --collect FILES_DIR DEST)" | tee -a "$log"
+else
+  echo "NOT DONE: the time budget ended before the last stage; call this script again to resume" | tee -a "$log"
+fi
+ls -la "$OUT"
