@@ -39,9 +39,14 @@ if [[ "${1:-}" == "--collect" ]]; then
 fi
 
 OUT=${OUT:-runs/omni-mini-out}
-BUDGET=${BUDGET:-470}        # seconds of training in this call (the call's limit is 600)
+BUDGET=${BUDGET:-440}        # seconds of training in this call (the call's limit is 600)
 RUN=${RUN:-runs/omni-mini}
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
+BENCH_LIMIT=${BENCH_LIMIT:-0}
+sets=()
+for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT" "$RUN"
 out_abs=$(cd "$OUT" && pwd)
@@ -54,15 +59,16 @@ done
   "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
-    --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false 2>&1 \
-    | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|Error|error|Traceback/'
+    --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false "${sets[@]}" 2>&1 \
+    | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|Error|error|Traceback|File/' \
+    || echo "training failed (see above)"
   echo "train wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$log"
 
 tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d */loss.json */loss.csv */done.json 2>/dev/null)
 if [[ -f "$RUN/model/model.safetensors" ]]; then
-  "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device cuda \
-    --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
+  "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+    --batch 64 --limit "$BENCH_LIMIT" --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
     && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer codec)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"
