@@ -94,13 +94,13 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
                 page.wait_for_function(
                     "(() => { const t = document.querySelector('#transcript textarea').value;"
                     " const m = t.match(/assistant \\[\\w+\\]: (.+)/); return t.includes('you: (spoke)') && m &&"
-                    " m[1].trim().length > 0 })()", timeout=45000)
+                    " m[1].trim().length > 0 })()", timeout=120000)
             except Exception:
                 pytest.fail(f"no reply in the page; transcript: {page.input_value('#transcript textarea')!r}; "
                             f"status: {page.inner_text('#status')!r}")
             transcript = page.input_value("#transcript textarea")
             # the spoken reply is loaded into the player: fetch it and check it is real audio
-            page.wait_for_selector("#reply a[data-testid='download-link']", timeout=30000, state="attached")
+            page.wait_for_selector("#reply a[data-testid='download-link']", timeout=60000, state="attached")
             href = page.get_attribute("#reply a[data-testid='download-link']", "href")
             status = page.inner_text("#status")
             latency = page.inner_text("#latency")
