@@ -27,6 +27,7 @@ if [ ! -f "$stamp" ]; then
   # wheel store; torchaudio 2.11 runs on torch 2.14 for everything we use.
   .venv/bin/pip install -q torch==2.14.1 torchaudio==2.11.0
   # silero-vad without extras: its extras pin an old torchaudio.
-  .venv/bin/pip install -q -e '.[test]'
+  # compat mode: a path entry to the repository, so packages added later import too
+  .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi
