@@ -26,7 +26,7 @@ import torch.distributed as dist
 from mdp import checkpoint
 from mdp.data import default_layout, stack
 from mdp.omni_mini_data import PackDataset, answer_code_table
-from mdp.omni_mini_stages import parse_stage_steps, write_stage_manifest
+from mdp.omni_mini_stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
 from mdp.trainer import Trainer
 
@@ -95,7 +95,8 @@ class MiniTrainer(Trainer):
 
 def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
     out = os.path.join(r.out_dir, name)
-    return dataclasses.replace(r, name=f"{r.name}:{name}", steps=steps, out_dir=out,
+    seq_len = parse_stage_seq_len(r.stage_seq_len, r.seq_len)[name]
+    return dataclasses.replace(r, name=f"{r.name}:{name}", steps=steps, out_dir=out, seq_len=seq_len,
                                ckpt_dir=os.path.join(out, "checkpoints"), manifest=os.path.join(out, "manifest.jsonl"))
 
 
@@ -151,6 +152,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             checkpoint.save(r.checkpoint_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
                             keep=r.keep_checkpoints)
     bar.close()
+    if rank0 and trainer.dataset.too_long:
+        print(f"{r.name}: {trainer.dataset.too_long} samples over seq_len {r.seq_len} were replaced", file=sys.stderr)
     if rank0 and r.plot:
         log.plot()
     if end < r.steps:

@@ -113,6 +113,7 @@ class PackDataset:
         self.audio_frames, self.frames_ready = audio_frames, frames_ready
         self.codes = codes if codes is not None else answer_code_table(pack)
         self._units: dict[tuple, list] = {}
+        self.too_long = 0
         self.stream_jitter = True  # random turn start time and buffered sparse frame (tests turn it off)
 
     def __len__(self) -> int:
@@ -148,6 +149,16 @@ class PackDataset:
 
     # --- one sample ----------------------------------------------------------------
     def sample(self, n: int) -> Sample:
+        """Sample n; one longer than seq_len + 1 (a rare slow, long question) is
+        replaced by the next line's, and counted in `self.too_long`."""
+        for k in range(16):
+            try:
+                return self._build((n + k) % len(self.records))
+            except _TooLong:
+                self.too_long += 1
+        raise ManifestError(f"{self.path}: 16 samples in a row from line {n + 1} exceed seq_len + 1 = {self.seq_len + 1}")
+
+    def _build(self, n: int) -> Sample:
         rec = self.records[n]
         rng = np.random.default_rng(rec["seed"])
         fmt, pack = self.fmt, self.pack
@@ -214,7 +225,7 @@ class PackDataset:
     def _finish(self, n, ids, codec, cat, audio, first, units, pcm) -> Sample:
         L = len(ids)
         if L > self.seq_len + 1:
-            raise ManifestError(f"{self.path}: sample {n} has {L} positions > seq_len + 1 = {self.seq_len + 1}")
+            raise _TooLong(n)
         pad = self.seq_len + 1 - L
         p4 = [self.cfg.audio_pad_id] * 4
         ids_p = torch.tensor(ids + [self.sp.pad] * pad)
@@ -234,6 +245,10 @@ class PackDataset:
         )
         s.order = placeholder_order(s.ids, items, self.sp.image_pad, self.sp.audio_pad)  # type: ignore[attr-defined]
         return s
+
+
+class _TooLong(Exception):
+    pass
 
 
 def placeholder_order(ids: torch.Tensor, items: list[ModalityItem], image_pad: int, audio_pad: int) -> list[int]:

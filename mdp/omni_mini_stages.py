@@ -69,6 +69,17 @@ def parse_stage_steps(spec: str) -> list[tuple[str, int]]:
     return out
 
 
+def parse_stage_seq_len(spec: str, default: int) -> dict[str, int]:
+    """"speech:176,dialogue:384" -> {stage: seq_len}; stages not named get `default`."""
+    out = {name: default for name in STAGES}
+    for part in [p for p in spec.split(",") if p.strip()]:
+        name, _, n = part.partition(":")
+        if name.strip() not in STAGES or not n.strip().isdigit():
+            raise ValueError(f"recipe stage_seq_len: {part!r} must be STAGE:LENGTH with a stage of {list(STAGES)}")
+        out[name.strip()] = int(n)
+    return out
+
+
 def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])

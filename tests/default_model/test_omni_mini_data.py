@@ -124,3 +124,23 @@ def test_stage_manifests_and_errors(tmp_path, mini_pack):
         read_stage_manifest(str(bad), len(pack), pack.num_scenes, 10)
     codes = answer_code_table(pack)
     assert len(codes) == len(pack.answer_offset) - 1 and all(c.shape[0] == 4 and c.max() < 1024 for c in codes)
+
+
+def test_too_long_sample_is_replaced(tmp_path, mini_pack, model):
+    from omni.synth.pack import Pack
+
+    from mdp.data import ManifestError
+
+    pack = Pack(mini_pack)
+    vis = next(i for i in range(len(pack)) if pack.sample_scene[i] >= 0)
+    sp = next(i for i in range(len(pack)) if pack.sample_scene[i] < 0)
+    lines = [{"i": vis, "layout": "stream", "scene": int(pack.sample_scene[vis]), "answer": int(pack.sample_answer[vis]),
+              "voice": True, "seed": 1},
+             {"i": sp, "layout": "text", "scene": -1, "answer": int(pack.sample_answer[sp]), "voice": False, "seed": 2}]
+    ds = _dataset(tmp_path, pack, lines, model)
+    ds.seq_len = 60  # the stream turn does not fit, the text question does
+    s = ds.sample(0)
+    assert ds.too_long == 1 and not (s.ids == model.tokenizer.special.audio_pad).any()
+    ds.seq_len = 4
+    with pytest.raises(ManifestError, match="exceed seq_len"):
+        ds.sample(0)
