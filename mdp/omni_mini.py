@@ -196,7 +196,8 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     out = recipe.export_dir or os.path.join(recipe.out_dir, "model")
     if rank0:
         export(recipe, state, out)
-        plot_stages(recipe.out_dir, [n for n, _ in stages])
+        if recipe.plot:
+            plot_stages(recipe.out_dir, [n for n, _ in stages])
     dist.barrier()
     return out
 
