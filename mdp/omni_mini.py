@@ -100,8 +100,57 @@ def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
                                ckpt_dir=os.path.join(out, "checkpoints"), manifest=os.path.join(out, "manifest.jsonl"))
 
 
+class _Plan:
+    """Step counts of the stages. With `fit_budget` (and a time budget) they shrink
+    once, after the first timed steps of this run, so that every remaining stage fits
+    the budget, each stage's step costing in proportion to its sequence length; the
+    fitted plan is kept in out_dir/plan.json for resumes."""
+
+    TIMED = (3, 13)  # steps [3, 13) of the first stage trained in this run are timed
+    STAGE_OVERHEAD_S = 15.0
+
+    def __init__(self, recipe: Recipe, resume: bool) -> None:
+        self.path = os.path.join(recipe.out_dir, "plan.json")
+        self.seq = parse_stage_seq_len(recipe.stage_seq_len, recipe.seq_len)
+        self.stages = [list(s) for s in parse_stage_steps(recipe.stage_steps)]
+        self.fitted = not (recipe.fit_budget and recipe.time_budget_s > 0)
+        if resume and os.path.isfile(self.path):
+            with open(self.path) as fh:
+                self.stages = [list(s) for s in json.load(fh)["stage_steps"]]
+            self.fitted = True
+
+    def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float) -> int:
+        """Rescale stage idx (`done` steps taken) and the later stages; returns stage idx's new total."""
+        cur = self.seq[self.stages[idx][0]]
+        cost = [sec_per_step * self.seq[name] / cur for name, _ in self.stages]
+        need = (self.stages[idx][1] - done) * cost[idx] + sum(n * cost[k] for k, (_, n) in enumerate(self.stages) if k > idx)
+        # each later stage also pays its start (model, loader workers) and its save: ~15 s
+        remaining_s -= self.STAGE_OVERHEAD_S * (len(self.stages) - idx - 1)
+        scale = min(1.0, max(0.0, 0.95 * remaining_s) / need) if need > 0 else 1.0
+        self.stages[idx][1] = done + max(1, int((self.stages[idx][1] - done) * scale))
+        for k in range(idx + 1, len(self.stages)):
+            self.stages[k][1] = max(1, int(self.stages[k][1] * scale))
+        self.fitted = True
+        if dist.get_rank() == 0:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(self.path, "w") as fh:
+                json.dump({"stage_steps": self.stages, "sec_per_step": sec_per_step, "scale": scale}, fh)
+            print(f"time budget: {sec_per_step:.3f} s/step -> stage steps scaled by {scale:.2f}: {self.stages}",
+                  file=sys.stderr)
+        return self.stages[idx][1]
+
+
+def _agree(value: float, device) -> float:
+    """Rank 0's value on every rank (time-based decisions must be collective)."""
+    if dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
-                 deadline: float) -> dict | None:
+                 deadline: float, plan: _Plan | None = None, idx: int = 0) -> dict | None:
     """Train one stage; returns its final model state dict (None if stopped early:
     `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint)."""
     from tqdm import tqdm
@@ -127,22 +176,31 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, end))
     log = _Log(r.out_dir, start) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
-    step = start
+    times: list[float] = []
     for step in range(start, end):
-        if time.monotonic() > deadline:
-            # same decision on every rank: rank 0's clock decides
-            late = torch.tensor([1.0 if time.monotonic() > deadline else 0.0], device=trainer.device)
-            dist.broadcast(late, 0)
-            if late.item():
-                if step > start:
-                    extra["step"] = step - 1
-                    checkpoint.save(r.checkpoint_dir, step - 1, trainer.model, trainer.optimizer, trainer.scheduler,
-                                    extra, keep=r.keep_checkpoints)
-                end = step
+        if step >= end:  # the plan shrank this stage below the range's end
+            break
+        if plan is not None and not plan.fitted and step - start == _Plan.TIMED[1]:
+            spent = times[_Plan.TIMED[0] :]
+            total = plan.fit(idx, step, _agree(sum(spent) / len(spent), trainer.device),
+                             _agree(deadline - time.monotonic(), trainer.device))
+            r = dataclasses.replace(r, steps=total)
+            trainer.r = r  # the cosine schedule follows the new length
+            end = min(end, total)
+            bar.total = total
+            if step >= end:
                 break
+        if _agree(float(time.monotonic() > deadline), trainer.device):  # out of time: checkpoint, stop
+            if step > start:
+                extra["step"] = step - 1
+                checkpoint.save(r.checkpoint_dir, step - 1, trainer.model, trainer.optimizer, trainer.scheduler,
+                                extra, keep=r.keep_checkpoints)
+            end = step
+            break
         t0 = time.perf_counter()
         rec = trainer.step(step)
         rec["seconds"] = time.perf_counter() - t0
+        times.append(rec["seconds"])
         if rank0:
             log.write(rec)
             bar.update(1)
@@ -170,18 +228,21 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
         raise ValueError("recipe field 'pack' is empty: pass --set pack=PATH (written by `omni data pack`)")
     pack = Pack(recipe.pack)
     codes = answer_code_table(pack)
-    stages = parse_stage_steps(recipe.stage_steps)
+    plan = _Plan(recipe, resume)
+    stages = plan.stages
     rank0 = dist.get_rank() == 0
     state: dict | None = None
     budget = recipe.time_budget_s if recipe.time_budget_s > 0 else float("inf")
     deadline = time.monotonic() + budget
-    for n, (name, steps) in enumerate(stages):
+    for n in range(len(stages)):
+        name, steps = stages[n]
         r = _stage_recipe(recipe, name, steps)
         final = os.path.join(r.out_dir, "model.pt")
         if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
             state = torch.load(final, map_location="cpu", weights_only=True)
             continue
-        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline)
+        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n)
+        steps = stages[n][1]
         if state is None:
             if rank0:
                 print(f"stopped in stage {name} (time budget or step limit); rerun the same command to resume",

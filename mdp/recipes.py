@@ -64,6 +64,7 @@ class Recipe:
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
     export_dir: str = ""  # OmniModel checkpoint written at the end (empty: out_dir/model)
     time_budget_s: float = 0.0  # > 0: checkpoint and stop after this long; rerun to resume
+    fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
 
     def override(self, pairs: list[str]) -> "Recipe":
         """Apply `field=value` strings (types follow the field's default)."""
@@ -136,6 +137,7 @@ RECIPES = {
         log_every=10,
         data_workers=12,
         deterministic=False,
+        fit_budget=True,
     ),
     "omni-mini-smoke": Recipe(
         name="omni-mini-smoke",

@@ -144,3 +144,24 @@ def test_too_long_sample_is_replaced(tmp_path, mini_pack, model):
     ds.seq_len = 4
     with pytest.raises(ManifestError, match="exceed seq_len"):
         ds.sample(0)
+
+
+def test_budget_plan_scales_stages_by_sequence_length(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from mdp.omni_mini import _Plan
+    from mdp.recipes import get_recipe
+
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    r = get_recipe("omni-mini").override([f"out_dir={tmp_path}", "stage_steps=speech:100,vision:100,dialogue:100",
+                                          "stage_seq_len=speech:100,vision:100,dialogue:200", "time_budget_s=100"])
+    plan = _Plan(r, resume=True)
+    assert not plan.fitted
+    # 10 of 100 speech steps done at 0.1 s/step; need 9 + 10 + 20 = 39 s, have 100 - 2 x 15 = 70 s: no change
+    assert plan.fit(0, 10, 0.1, 100.0) == 100 and plan.stages[2] == ["dialogue", 100]
+    plan = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)
+    # 1 s/step: need 90 + 100 + 200 = 390 s, have 0.95 x (130 - 30) = 95 s: scale 95/390
+    total = plan.fit(0, 10, 1.0, 130.0)
+    assert total == 10 + int(90 * 95 / 390) and plan.stages[1][1] == int(100 * 95 / 390)
+    again = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)  # a resume reads plan.json
+    assert again.fitted and again.stages == plan.stages
