@@ -65,7 +65,8 @@ done
   echo "train wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$log"
 
-tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d */loss.json */loss.csv */done.json 2>/dev/null)
+tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d plan.json */loss.json */loss.csv */done.json 2>/dev/null) \
+  || echo "no training logs to bring back"
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
     --batch 64 --limit "$BENCH_LIMIT" --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
