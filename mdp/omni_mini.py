@@ -227,7 +227,9 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     if not recipe.pack:
         raise ValueError("recipe field 'pack' is empty: pass --set pack=PATH (written by `omni data pack`)")
     pack = Pack(recipe.pack)
-    codes = answer_code_table(pack)
+    # the answers are tokenized with the codec the model is exported with (the pack's
+    # tokens may come from an older codec) unless the recipe asks for the pack's
+    codes = answer_code_table(pack, use_pack=recipe.answer_codes == "pack")
     plan = _Plan(recipe, resume)
     stages = plan.stages
     rank0 = dist.get_rank() == 0

@@ -43,13 +43,14 @@ LAYOUTS = ("text", "image", "audio", "stream", "say")
 SPEECH_FAMILIES = ("repeat", "greeting")
 
 
-def answer_code_table(pack, codec=None) -> list[np.ndarray]:
+def answer_code_table(pack, codec=None, use_pack: bool = True) -> list[np.ndarray]:
     """int64 [4, T] raw codec tokens of every answer of the pack.
 
-    From the pack when `omni data codes` ran; otherwise the answers' audio is
-    tokenized here with `codec` (a `speech.Codec`, default: the shipped one)."""
+    From the pack when `omni data codes` ran and `use_pack`; otherwise the answers'
+    audio is tokenized here with `codec` (a `speech.Codec`, default: the shipped
+    one, which is also the codec the trained model is exported with)."""
     n = len(pack.answer_offset) - 1
-    if len(pack.answer_codes_all):
+    if use_pack and len(pack.answer_codes_all):
         off = pack.answer_code_offset
         return [pack.answer_codes_all[off[a] : off[a + 1]].T.astype(np.int64) for a in range(n)]
     if codec is None:

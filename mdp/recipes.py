@@ -64,6 +64,7 @@ class Recipe:
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
     export_dir: str = ""  # OmniModel checkpoint written at the end (empty: out_dir/model)
     time_budget_s: float = 0.0  # > 0: checkpoint and stop after this long; rerun to resume
+    answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
 
     def override(self, pairs: list[str]) -> "Recipe":
