@@ -18,7 +18,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     espeak-ng sox chromium chromium-driver >/dev/null
 fi
 
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# Reinstall when the project's metadata or its set of packages changes (the
+# editable install maps the packages that exist when it runs).
+stamp=.venv/.installed-$( (cat pyproject.toml; ls -d */__init__.py) | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   echo "[bootstrap] creating .venv and installing Python packages"
   [ -d .venv ] || python3 -m venv .venv
@@ -27,7 +29,6 @@ if [ ! -f "$stamp" ]; then
   # wheel store; torchaudio 2.11 runs on torch 2.14 for everything we use.
   .venv/bin/pip install -q torch==2.14.1 torchaudio==2.11.0
   # silero-vad without extras: its extras pin an old torchaudio.
-  # compat mode: a path entry to the repository, so packages added later import too
-  .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
+  .venv/bin/pip install -q -e '.[test]'
   touch "$stamp"
 fi
