@@ -78,41 +78,47 @@ def default_layout(pad_id: int, codec_pad: int) -> Layout:
     return Layout(image_pad_id=sp.image_pad, audio_pad_id=sp.audio_pad, pad_id=pad_id, codec_pad=codec_pad)
 
 
-def read_manifest(path: str) -> list[list[dict]]:
-    """Parse and validate the manifest (structure only; files are read lazily)."""
+def iter_jsonl(path: str, what: str = "manifest"):
+    """Yield (line number, record) of a JSON-lines file; blank lines are skipped.
+    A missing file or a line that is not JSON raises ManifestError naming it."""
     if not os.path.isfile(path):
-        raise ManifestError(f"manifest {path} does not exist")
-    out = []
+        raise ManifestError(f"{what} {path} does not exist")
     with open(path) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{path}:{n}: not JSON ({e})") from None
-            segs = rec.get("segments") if isinstance(rec, dict) else None
-            if not isinstance(segs, list) or not segs:
-                raise ManifestError(f"{path}:{n}: field 'segments' must be a non-empty list")
-            for j, seg in enumerate(segs):
-                if not isinstance(seg, dict) or len(seg) != 1:
-                    raise ManifestError(f"{path}:{n}: segments[{j}] must be an object with one key")
-                (key, val), = seg.items()
-                if key == "text":
-                    if not (isinstance(val, list) and all(isinstance(t, int) and t >= 0 for t in val)):
-                        raise ManifestError(f"{path}:{n}: segments[{j}].text must be a list of ids >= 0")
-                elif key in MODALITIES:
-                    if not isinstance(val, str):
-                        raise ManifestError(f"{path}:{n}: segments[{j}].{key} must be a file path")
-                elif key == "speech":
-                    codes = val.get("codes") if isinstance(val, dict) else None
-                    if not (isinstance(codes, list) and codes and all(isinstance(c, list) and len(c) == 4 for c in codes)):
-                        raise ManifestError(f"{path}:{n}: segments[{j}].speech.codes must be a list of 4-code frames")
-                else:
-                    raise ManifestError(
-                        f"{path}:{n}: segments[{j}] has unknown kind {key!r} (text, image, video, audio, speech)"
-                    )
-            out.append(segs)
+
+
+def read_manifest(path: str) -> list[list[dict]]:
+    """Parse and validate the manifest (structure only; files are read lazily)."""
+    out = []
+    for n, rec in iter_jsonl(path):
+        segs = rec.get("segments") if isinstance(rec, dict) else None
+        if not isinstance(segs, list) or not segs:
+            raise ManifestError(f"{path}:{n}: field 'segments' must be a non-empty list")
+        for j, seg in enumerate(segs):
+            if not isinstance(seg, dict) or len(seg) != 1:
+                raise ManifestError(f"{path}:{n}: segments[{j}] must be an object with one key")
+            (key, val), = seg.items()
+            if key == "text":
+                if not (isinstance(val, list) and all(isinstance(t, int) and t >= 0 for t in val)):
+                    raise ManifestError(f"{path}:{n}: segments[{j}].text must be a list of ids >= 0")
+            elif key in MODALITIES:
+                if not isinstance(val, str):
+                    raise ManifestError(f"{path}:{n}: segments[{j}].{key} must be a file path")
+            elif key == "speech":
+                codes = val.get("codes") if isinstance(val, dict) else None
+                if not (isinstance(codes, list) and codes and all(isinstance(c, list) and len(c) == 4 for c in codes)):
+                    raise ManifestError(f"{path}:{n}: segments[{j}].speech.codes must be a list of 4-code frames")
+            else:
+                raise ManifestError(
+                    f"{path}:{n}: segments[{j}] has unknown kind {key!r} (text, image, video, audio, speech)"
+                )
+        out.append(segs)
     if not out:
         raise ManifestError(f"manifest {path} has no samples")
     return out

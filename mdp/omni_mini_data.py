@@ -29,15 +29,13 @@ The user-turn layouts come from `omni.sequence` / `omni.sequence_av` themselves.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Callable
 
 import numpy as np
 import torch
 
-from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, ModalityItem, Sample
+from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, ModalityItem, Sample, iter_jsonl
 
 LAYOUTS = ("text", "image", "audio", "stream", "say")
 SPEECH_FAMILIES = ("repeat", "greeting")
@@ -279,28 +277,19 @@ def placeholder_order(ids: torch.Tensor, items: list[ModalityItem], image_pad: i
 
 
 def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answers: int) -> list[dict]:
-    if not os.path.isfile(path):
-        raise ManifestError(f"stage manifest {path} does not exist")
     out = []
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not JSON ({e})") from None
-            for key, hi in (("i", num_samples), ("scene", num_scenes), ("answer", num_answers), ("seed", None)):
-                v = r.get(key)
-                if not isinstance(v, int) or (hi is not None and not (-1 <= v < hi)) or (key != "scene" and v < 0):
-                    raise ManifestError(f"{path}:{n}: field {key!r} must be an int in range, got {v!r}")
-            if r.get("layout") not in LAYOUTS:
-                raise ManifestError(f"{path}:{n}: field 'layout' must be one of {LAYOUTS}, got {r.get('layout')!r}")
-            if r["layout"] in ("image", "stream") and r["scene"] < 0:
-                raise ManifestError(f"{path}:{n}: layout {r['layout']} needs a scene")
-            if not isinstance(r.get("voice"), bool):
-                raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")
-            out.append(r)
+    for n, r in iter_jsonl(path, "stage manifest"):
+        for key, hi in (("i", num_samples), ("scene", num_scenes), ("answer", num_answers), ("seed", None)):
+            v = r.get(key)
+            if not isinstance(v, int) or (hi is not None and not (-1 <= v < hi)) or (key != "scene" and v < 0):
+                raise ManifestError(f"{path}:{n}: field {key!r} must be an int in range, got {v!r}")
+        if r.get("layout") not in LAYOUTS:
+            raise ManifestError(f"{path}:{n}: field 'layout' must be one of {LAYOUTS}, got {r.get('layout')!r}")
+        if r["layout"] in ("image", "stream") and r["scene"] < 0:
+            raise ManifestError(f"{path}:{n}: layout {r['layout']} needs a scene")
+        if not isinstance(r.get("voice"), bool):
+            raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")
+        out.append(r)
     if not out:
         raise ManifestError(f"stage manifest {path} has no samples")
     return out
