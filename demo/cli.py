@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="connect to this running server instead of starting one")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="server bearer token")
     p.add_argument("--model", metavar="DIR", help="checkpoint for the server this command starts")
-    p.add_argument("--flavor", default="debug", help="model flavor without --model (default debug)")
+    p.add_argument("--flavor", default=None,
+                   help="random model of this flavor for the started server (default: the default model)")
     p.add_argument("--device", default="auto", help="device for the started server (default auto)")
     p.add_argument("--server-port", type=int, default=0, help="port of the started server (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="bind address of the page (default 127.0.0.1)")
@@ -39,8 +40,9 @@ def _free_port() -> int:
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     """Run `omni serve` as a child process (the demo never imports the model)."""
     port = args.server_port or _free_port()
-    cmd = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port), "--flavor", args.flavor,
-           "--device", args.device]
+    cmd = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port), "--device", args.device]
+    if args.flavor:
+        cmd += ["--flavor", args.flavor]
     if args.model:
         cmd += ["--model", args.model]
     env = dict(os.environ)

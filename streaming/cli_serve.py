@@ -20,7 +20,9 @@ import signal
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="DIR", help="checkpoint directory (OmniModel.save_pretrained layout)")
-    g.add_argument("--flavor", default="debug", help="model flavor when no --model is given (default: debug)")
+    g.add_argument("--flavor", default=None,
+                   help="serve a randomly initialized model of this flavor (default: the shipped default "
+                        "model, or a random debug model when none is shipped)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="inference dtype")
     g.add_argument("--capacity", type=int, default=4096, help="KV-cache tokens per session (default 4096)")
@@ -51,7 +53,7 @@ async def _serve(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,
-                       model_name=os.path.basename(args.model.rstrip("/")) if args.model else args.flavor)
+                       model_name=os.path.basename(args.model.rstrip("/")) if args.model else (args.flavor or "default"))
     srv = await OmniServer(model, cfg).start()
     print(f"omni serve: {desc}", flush=True)
     print(f"omni serve: listening on {srv.url}  (metrics: http://{args.host}:{srv.port}/metrics)", flush=True)

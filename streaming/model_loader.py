@@ -32,7 +32,7 @@ def pick_decode_mode(mode: str, device: str) -> str:
     return mode
 
 
-def load_realtime_model(model_dir: str | None = None, flavor: str = "debug", device: str = "auto",
+def load_realtime_model(model_dir: str | None = None, flavor: str | None = None, device: str = "auto",
                         dtype: str | None = None, max_slots: int = 4, capacity: int = 4096,
                         max_steps: int = 1000, seed: int = 0, decode_mode: str = "auto"):
     """-> (RealtimeOmni, description). decode_mode: auto | eager | static | graph
@@ -41,6 +41,9 @@ def load_realtime_model(model_dir: str | None = None, flavor: str = "debug", dev
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
+    from omni.defaults import resolve_model
+
+    model_dir, flavor = resolve_model(model_dir, flavor)  # no --model/--flavor: the shipped default
     device = pick_device(device)
     mode = pick_decode_mode(decode_mode, device)
     torch_dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   omni chat --model MODEL_DIR --video clip.mp4 --audio question.wav --out reply.wav
   omni chat --text "what color is the star?" --image scene.png   (random debug model)"""
     p.add_argument("--model", help="model directory (from save_pretrained or `omni convert`)")
-    p.add_argument("--flavor", default="debug", help="random model flavor when --model is not given (default: debug)")
+    p.add_argument("--flavor", default=None,
+                   help="build a randomly initialized model of this flavor instead of the default model")
     p.add_argument("--text", help="the question as text")
     p.add_argument("--audio", help="the question as speech (wav/mp3/flac/...)")
     p.add_argument("--image", help="an image file")
@@ -46,16 +47,19 @@ def load_model(args):
     from omni.config import get_omni_config
     from omni.model import OmniModel
 
+    from omni.defaults import resolve_model
+
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
-    if args.model:
-        return OmniModel.from_pretrained(args.model, device=args.device, dtype=dtype)
+    model_dir, flavor = resolve_model(args.model, args.flavor)
+    if model_dir:
+        return OmniModel.from_pretrained(model_dir, device=args.device, dtype=dtype)
     print(
-        f"[omni] no --model given: using a randomly initialized '{args.flavor}' model; "
-        "its replies are noise (pass --model DIR for a trained one)",
+        f"[omni] no --model given and no trained default model shipped: using a randomly initialized "
+        f"'{flavor}' model; its replies are noise (pass --model DIR for a trained one)",
         file=sys.stderr,
     )
     torch.manual_seed(args.seed)
-    model = OmniModel(get_omni_config(args.flavor)).eval()
+    model = OmniModel(get_omni_config(flavor)).eval()
     if dtype is not None:
         model.to_dtype(dtype)
     return model.to(args.device)

@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 outputs (in --out): samples.jsonl (per sample; a rerun resumes), summary.json, report.md, report.png"""
     p.add_argument("--task", required=True, choices=TASKS, help="what to evaluate")
     p.add_argument("--data", required=True, help="data directory holding <task>.jsonl (or manifest.jsonl) and the media")
-    p.add_argument("--model", help="model directory (default: a random `debug` model, for trying the harness)")
-    p.add_argument("--flavor", default="debug", help="random model flavor when --model is not given")
+    p.add_argument("--model", help="model directory (default: the shipped default model, else a random `debug` model)")
+    p.add_argument("--flavor", default=None, help="evaluate a randomly initialized model of this flavor instead")
     p.add_argument("--out", required=True, help="report directory (rerun with the same --out to resume)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per batched generation (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="LLM steps per answer (default 64)")
@@ -49,7 +49,10 @@ def main(args) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"omni eval: cannot load the model: {e}", file=sys.stderr)
         return 2
-    name = args.model or f"random:{args.flavor}:seed{args.seed}"
+    from omni.defaults import resolve_model
+
+    model_dir, flavor = resolve_model(args.model, args.flavor)
+    name = model_dir or f"random:{flavor}:seed{args.seed}"
     try:
         summary = run_eval(
             args.task, args.data, model, args.out, model_name=name, batch_size=args.batch_size,
