@@ -19,10 +19,16 @@ flushed in place: `begin_response` flushes a copy to release the last frames,
 so a rolled-back turn continues from the untouched encoder state. The
 encoder state spans the whole session (one continuous audio stream); audio that
 arrives while the assistant answers is encoded but not prefilled.
+
+Video: packets with `frame_times` pair dense frames by the turn second they fall
+into, across packets; a second's lone frame waits in the builder state (so
+snapshots and rollback carry it) and goes alone once the audio passes its
+second or the turn closes, as the offline builder places units by their time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -197,7 +203,9 @@ class RealtimeOmni:
         for k, (slot, ch) in enumerate(items):
             n = len(ch.frames)
             dur = audio[slot].size / self.input_sample_rate if audio[slot].size else m.config.chunk_seconds
-            if n and ch.speaking:  # dense: consecutive frame pairs, one unit each
+            if ch.frame_times is not None:
+                u, t = self._timed_units(slot, ch, where[slot][0], int(audio[slot].size))
+            elif n and ch.speaking:  # dense: consecutive frame pairs, one unit each
                 u = preprocess_video(list(ch.frames), m.config.vision)
                 t = [ch.start_time + 2 * i * dur / n for i in range(len(u))]
             elif n:  # sparse: single frames
@@ -216,6 +224,58 @@ class RealtimeOmni:
                          stream_samples=where[slot][0], stream_frames=where[slot][1])
             for k, (slot, ch) in enumerate(items)
         ]
+
+    def _timed_units(self, slot: int, ch: UserChunk, pos: int, n: int) -> tuple[list, list[float]]:
+        """Visual units of a packet with frame times, split-invariant: dense frames
+        of the user turn pair by the turn second they fall into (the lone frame of
+        a second waits in the builder state for the next packet, and goes alone,
+        repeated, once the audio has passed its second); other frames go one by one
+        (sparse) or paired within the packet (dense while answering)."""
+        if len(ch.frame_times) != len(ch.frames):
+            raise ValueError(f"UserChunk.frame_times has {len(ch.frame_times)} times for {len(ch.frames)} frames")
+        vis = self.model.config.vision
+        frames = sorted(zip((float(t) for t in ch.frame_times), ch.frames), key=lambda x: x[0])
+        st = self._slots[slot].builder.state
+        joins_turn = ch.speaking and (st.in_user_turn or not st.in_response)
+        if not ch.speaking:
+            return [f for _, f in frames], [t for t, _ in frames]
+        if not joins_turn:  # buffered as sparse frames while answering
+            pairs = [frames[i:i + 2] for i in range(0, len(frames), 2)]
+            return [preprocess_video([f for _, f in p], vis)[0] for p in pairs], [p[0][0] for p in pairs]
+        # the turn's clock, as the builder will set it (a chunk that opens the turn starts it)
+        origin_t, origin_s = (st.turn_time, st.turn_origin) if st.in_user_turn else (ch.start_time, pos)
+        cs, cn = self.model.config.chunk_seconds, round(self.input_sample_rate * self.model.config.chunk_seconds)
+
+        def second(t: float) -> int:  # the builder's rule (sequence_stream._second_of)
+            return math.floor((t - origin_t + 1e-6) / cs)
+
+        groups, lone = [], st.lone_frame
+        for t, f in frames:
+            if lone is not None and second(lone[0]) == second(t):
+                groups.append([lone, (t, f)])
+                lone = None
+            else:
+                if lone is not None:
+                    groups.append([lone])
+                lone = (t, f)
+        # the builder emits second k once the turn's audio reaches its end: the lone frame goes now
+        if lone is not None and (second(lone[0]) + 1) * cn <= pos + n - origin_s:
+            groups.append([lone])
+            lone = None
+        st.lone_frame = lone
+        return [preprocess_video([f for _, f in g], vis)[0] for g in groups], [g[0][0] for g in groups]
+
+    def _flush_lone_frame(self, slot: int) -> None:
+        """The user turn closes: its waiting lone frame becomes a unit of its own."""
+        st = self._slots[slot].builder.state
+        if st.lone_frame is None or not st.in_user_turn:
+            st.lone_frame = None
+            return
+        t, f = st.lone_frame
+        st.lone_frame = None
+        with torch.no_grad():
+            feats = self.model.encode_visual([preprocess_video([f], self.model.config.vision)[0]])
+        self._slots[slot].builder.add_images([(t, feats[0])])
 
     def _prefill_runs(self, slots: Sequence[int], runs: Sequence[Tokens]):
         todo = [(s, r) for s, r in zip(slots, runs) if len(r)]
@@ -248,6 +308,7 @@ class RealtimeOmni:
         s = self._slot(slot)
         if s.reply is not None:
             raise RuntimeError(f"slot {slot} is answering; call end_response first")
+        self._flush_lone_frame(slot)
         self._prefill_runs([slot], [s.builder.add_text_turn(role, text)])
 
     # ------------------------------------------------------------------ output
@@ -257,6 +318,7 @@ class RealtimeOmni:
         s = self._slot(slot)
         if s.reply is not None:
             raise RuntimeError(f"slot {slot} is already answering")
+        self._flush_lone_frame(slot)
         tail = None
         if s.builder.state.audio_open:
             tail = self.model.audio_encoder.flush(self._audio.select(slot))[0]  # a copy: the row goes on

@@ -45,12 +45,20 @@ import numpy as np
 class UserChunk:
     """One packet from the client: up to `chunk_seconds` of 16 kHz mono audio
     and the video frames sampled inside it (HxWx3 uint8 RGB), with the chunk's
-    start time in seconds since the start of the session."""
+    start time in seconds since the start of the session.
+
+    `frame_times` (seconds, same clock as `start_time`, one per frame) places
+    each frame by its own time, so the layout does not depend on where packets
+    are split: dense frames are paired into visual units by the second of the
+    user turn they fall into, across packets (a lone frame waits in the slot's
+    state for its partner). None spreads the frames evenly over the packet and
+    pairs them within it."""
 
     audio: np.ndarray  # float32 [-1, 1], shape [num_samples]
     frames: list[np.ndarray] = field(default_factory=list)
     start_time: float = 0.0
     speaking: bool = True  # dense (user speaking) or sparse (assistant answering) frames
+    frame_times: list[float] | None = None  # time of each frame (seconds), or None: spread evenly
 
 
 @dataclass

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -61,12 +62,15 @@ class TurnState:
     turn_time: float = 0.0  # stream time of the turn's second 0
     next_second: int = 0  # first second of the turn not yet prefilled
     pending: dict[int, PendingSecond] = field(default_factory=dict)
+    # a timed dense frame (time, RGB) waiting for the other frame of its pair;
+    # RealtimeOmni fills it, it lives here so that snapshots carry it
+    lone_frame: tuple[float, Any] | None = None
 
     def copy(self) -> "TurnState":
         return TurnState(
             self.in_user_turn, self.audio_open, self.in_response, list(self.sparse), self.last_sparse_time,
             self.stream_samples, self.stream_frames, self.turn_origin, self.turn_time, self.next_second,
-            {k: v.copy() for k, v in self.pending.items()},
+            {k: v.copy() for k, v in self.pending.items()}, self.lone_frame,
         )
 
 
@@ -118,6 +122,14 @@ class IncrementalBuilder:
         s.turn_origin = s.stream_samples if origin is None else origin
         s.turn_time, s.next_second, s.pending = float(time), 0, {}
         return Tokens.cat(runs)
+
+    def add_images(self, items: list[tuple[float, torch.Tensor]]) -> None:
+        """Visual units (time, features) of the open user turn, placed by their
+        time (prefilled with their second)."""
+        if not self.state.in_user_turn:
+            raise RuntimeError("add_images needs an open user turn")
+        for t, feats in items:
+            self._second(max(self._second_of(t), self.state.next_second)).images.append(feats)
 
     def _second(self, k: int) -> PendingSecond:
         return self.state.pending.setdefault(k, PendingSecond())

@@ -1,7 +1,8 @@
 """Video frame sampling for the streaming pipeline (stage 1, with the VAD).
 
 Frames arrive as JPEG with a media time (`input_image_buffer.append`). While
-the user speaks, each 1 s packet takes frames at the dense rate (2 FPS); while
+the user speaks, each packet takes the frames of the dense (2 FPS) slots that
+start inside it, counted from the turn's start, with their times; while
 the assistant answers, frames are kept at the sparse rate (0.5 FPS) and
 prepended to the next user turn (sent as one sparse chunk, `speaking=False`,
 just before its first packet), as LongCat-Flash-Omni does. JPEGs are decoded
@@ -13,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +53,14 @@ def parse_frame(b64: object, time_s: float, max_bytes: int) -> Frame:
 
 
 class FrameSampler:
-    """Holds recent frames and picks those of each packet."""
+    """Holds recent frames and picks those of each packet.
+
+    Dense slots are absolute: every 1/dense_fps seconds from the turn's origin
+    (`start_turn`). A slot takes the earliest frame at or after its start and
+    before the next slot, so the frames picked (and their times) do not depend
+    on where packets are split. While answering, a frame is kept when it comes
+    at least 1/sparse_fps after the last one kept (independent of packets too).
+    """
 
     def __init__(self, dense_fps: float = 2.0, sparse_fps: float = 0.5, max_held: int = 8,
                  max_side: int = 448) -> None:
@@ -59,10 +68,16 @@ class FrameSampler:
         self.max_held, self.max_side = max_held, max_side
         self.recent: list[Frame] = []  # not yet consumed, time-ordered
         self.held: list[Frame] = []  # sparse frames kept during an answer
+        self.origin = 0.0  # media time of the current turn's first slot
         self.last_sparse = -1e9
+
+    def start_turn(self, origin: float) -> None:
+        """Dense slots of the user turn that starts at media time `origin`."""
+        self.origin = float(origin)
 
     def add(self, frame: Frame, answering: bool) -> None:
         if answering:
+            # sparse: a frame at least 1/sparse_fps after the last one kept (packets play no part)
             if frame.time - self.last_sparse >= 1.0 / self.sparse_fps - 1e-6:
                 self.held = (self.held + [frame])[-self.max_held:]
                 self.last_sparse = frame.time
@@ -71,21 +86,34 @@ class FrameSampler:
         self.recent.sort(key=lambda f: f.time)
         self.recent = self.recent[-64:]
 
+    def take_held_timed(self) -> tuple[list[float], list[np.ndarray]]:
+        """The sparse frames kept during the last answer: (times, RGB frames)."""
+        held, self.held = self.held, []
+        return [f.time for f in held], [f.rgb(self.max_side) for f in held]
+
     def take_held(self) -> tuple[float, list[np.ndarray]]:
         """The sparse frames kept during the last answer (time of the first, RGB frames)."""
-        held, self.held = self.held, []
-        return (held[0].time if held else 0.0), [f.rgb(self.max_side) for f in held]
+        times, rgbs = self.take_held_timed()
+        return (times[0] if times else 0.0), rgbs
+
+    def take_timed(self, t0: float, t1: float) -> tuple[list[float], list[np.ndarray]]:
+        """Dense frames of the packet covering media time [t0, t1): for each slot
+        starting inside it, the earliest frame in [slot, next slot). Returns
+        (times, RGB frames)."""
+        step = 1.0 / self.dense_fps
+        k = math.ceil((t0 - self.origin) / step - 1e-6)
+        picked: list[Frame] = []
+        while self.origin + k * step < t1 - 1e-6:
+            s = self.origin + k * step
+            cands = [f for f in self.recent if s - 1e-6 <= f.time < s + step - 1e-6]
+            if cands:
+                picked.append(min(cands, key=lambda f: f.time))
+            k += 1
+        # frames before the next slot can never be picked any more
+        nxt = self.origin + k * step - 1e-6
+        self.recent = [f for f in self.recent if f.time >= nxt]
+        return [f.time for f in picked], [f.rgb(self.max_side) for f in picked]
 
     def take(self, t0: float, t1: float) -> list[np.ndarray]:
-        """Dense frames of the packet covering media time [t0, t1): one per
-        1/dense_fps slot, the one nearest to the slot start."""
-        picked: list[Frame] = []
-        step = 1.0 / self.dense_fps
-        slot = t0
-        while slot < t1 - 1e-6:
-            cands = [f for f in self.recent if slot - step / 2 <= f.time < slot + step]
-            if cands:
-                picked.append(min(cands, key=lambda f: abs(f.time - slot)))
-            slot += step
-        self.recent = [f for f in self.recent if f.time >= t1]
-        return [f.rgb(self.max_side) for f in picked]
+        """The RGB frames of `take_timed`."""
+        return self.take_timed(t0, t1)[1]

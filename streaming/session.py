@@ -218,7 +218,8 @@ class Session(ResponseMixin):
         if b <= a:
             return None
         seg = self.audio[a - self.audio_start:b - self.audio_start].copy()
-        return UserChunk(audio=seg, frames=self.frames.take(a / SR, b / SR), start_time=a / SR, speaking=True)
+        times, frames = self.frames.take_timed(a / SR, b / SR)
+        return UserChunk(audio=seg, frames=frames, start_time=a / SR, speaking=True, frame_times=times)
 
     def _submit(self, chunk: UserChunk | None) -> None:
         if chunk is not None and len(chunk.audio):
@@ -252,9 +253,11 @@ class Session(ResponseMixin):
                 self._send_speech_started(ev)
             self.turn_active = True
             self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
-            t_held, held = self.frames.take_held()
+            self.frames.start_turn(self.packet_start / SR)  # dense frame slots count from here
+            t_held, held = self.frames.take_held_timed()
             if held:  # what the camera saw while the assistant spoke, ahead of the new turn
-                self.engine.submit(self.slot, "chunk", UserChunk(np.zeros(0, np.float32), held, t_held, False))
+                self.engine.submit(self.slot, "chunk", UserChunk(np.zeros(0, np.float32), held, t_held[0], False,
+                                                                 frame_times=t_held))
         elif ev.kind == "speculate" and td.create_response and not self._answering():
             self._flush_partial(ev.sample)
             self.speech_end_time = self._wall(ev.speech_end)
@@ -301,10 +304,12 @@ class Session(ResponseMixin):
                 raise ProtocolError("input_audio_buffer_commit_empty", "the input audio buffer is empty")
             self.manual_buffer = []
             t0 = self.total - len(audio)
+            self.frames.start_turn(t0 / SR)
             for a in range(0, len(audio), PACKET):
                 seg = audio[a:a + PACKET]
                 s0 = t0 + a
-                self._submit(UserChunk(seg, self.frames.take(s0 / SR, (s0 + len(seg)) / SR), s0 / SR, True))
+                times, frames = self.frames.take_timed(s0 / SR, (s0 + len(seg)) / SR)
+                self._submit(UserChunk(seg, frames, s0 / SR, True, frame_times=times))
         else:
             self._flush_partial(self.total)
             self.turn_active = False
