@@ -15,6 +15,8 @@ import argparse
 import sys
 import time
 
+from omni.commands.options import add_sampling_and_device_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -32,13 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the spoken reply to this WAV file")
     p.add_argument("--no-speech", action="store_true", help="text-only reply (ASSISTANT: prompt)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="LLM steps (default 256)")
-    p.add_argument("--temperature", type=float, default=0.0, help="text sampling temperature (0 = greedy)")
-    p.add_argument("--top-k", type=int, default=0, help="text top-k (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="text top-p (1 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="exponential text repetition penalty")
-    p.add_argument("--seed", type=int, default=0, help="random seed (sampling and the random model)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="inference dtype")
+    add_sampling_and_device_arguments(p)
 
 
 def load_model(args):

@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from omni.commands.options import add_sampling_and_device_arguments
+
 BYTE_OFFSET = 4
 
 
@@ -66,13 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer directory (default: bytes)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="penalty for seen tokens (1 = off)")
-    p.add_argument("--seed", type=int, default=0, help="seed for random weights and sampling")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight dtype")
+    add_sampling_and_device_arguments(p)
     p.add_argument("--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (cuda only)")
     p.add_argument("--ids", action="store_true", help="also print the generated token ids")
 
