@@ -7,8 +7,10 @@
 #            --pack .codec_data/train.npz --generate-only
 #   2. on the GPU machine (no espeak-ng there; the .npz travels):
 #        BUDGET=300 OUT=results bash speech/recipes/train_default.sh
-#   3. back here: cat ckpt.pt.part-* > ckpt.pt, then
-#        python -c "from speech.train import export_checkpoint as e; e('ckpt.pt', 'speech/pretrained/default')"
+#      (INIT=weights.pt continues from the model + discriminator weights of an earlier
+#      run with a fresh schedule; the shippable fp16 codec comes back in OUT/codec)
+#   3. back here: cp OUT/codec/* speech/pretrained/default/ ; the resumable checkpoint
+#      comes back in parts: cat ckpt.pt.part-* > ckpt.pt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -26,7 +28,10 @@ $PY -m omni.cli train-codec --data "${DATA:-.codec_data/train.npz}" --out "$RUN"
 STREAMS=${STREAMS:-32}
 [ "$STREAMS" = 0 ] || $PY bench/codec_speed.py --codec "$RUN/codec" --device "$DEVICE" --streams "$STREAMS" --seconds 10 \
     --out "$OUT/codec_speed_gpu.json" 2>&1 | tee -a "$OUT/train.txt"
-cp "$RUN/log.csv" "$RUN/codec/config.json" "$OUT/"
+cp "$RUN/log.csv" "$OUT/"
+# the shippable form: fp16 weights (half the size, decodes the same to ~1e-3)
+$PY -c "import sys, torch; from speech.train import export_checkpoint as e; e(sys.argv[1], sys.argv[2], torch.float16)" \
+    "$RUN/ckpt.pt" "$OUT/codec"
 # results come back in files of at most 16 MB: split the resumable checkpoint
 split -b 15M "$RUN/ckpt.pt" "$OUT/ckpt.pt.part-"
 ls -la "$OUT"
