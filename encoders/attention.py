@@ -64,6 +64,7 @@ def packed_attention(
     """q, k, v: [total, heads, head_dim] -> [total, heads, head_dim], block-diagonal."""
     if backend not in ("auto", "varlen", "sdpa"):
         raise ValueError(f"attention_backend must be auto, varlen or sdpa, got {backend!r}")
+    q, k, v = _common_dtype(q, k, v)
     use_varlen = backend == "varlen" or (backend == "auto" and _varlen_available(q))
     if use_varlen:
         if not _varlen_available(q):
@@ -76,6 +77,19 @@ def packed_attention(
         m = pack.max_seqlen
         return varlen_attn(q, k, v, pack.cu_seqlens, pack.cu_seqlens, m, m)
     return _grouped_sdpa(q, k, v, pack)
+
+
+def _common_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """One dtype for q, k, v. Under autocast, rotary embeddings and QK-norm leave
+    q and k in float32 while v comes out of a bf16 linear: cast all three to the
+    autocast dtype (what SDPA would do), so the output buffer matches and the
+    fused varlen kernel (fp16/bf16 only) is used."""
+    dt = q.dtype
+    if torch.is_autocast_enabled(q.device.type):
+        dt = torch.get_autocast_dtype(q.device.type)
+    elif not (q.dtype == k.dtype == v.dtype):
+        dt = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+    return q.to(dt), k.to(dt), v.to(dt)
 
 
 def _grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pack: PackInfo) -> torch.Tensor:

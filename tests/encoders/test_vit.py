@@ -173,3 +173,23 @@ def test_bad_input_errors(enc, cfg):
         enc.vit(torch.zeros(4, 10), [(2, 2)])
     with pytest.raises(ValueError, match="grids cover"):
         enc.vit(torch.zeros(4, cfg.patch_dim), [(2, 4)])
+
+
+def test_packed_attention_under_autocast_with_mixed_dtypes(enc, images):
+    """Under autocast RoPE/QK-norm leave q, k in float32 and v in bf16; equal-length
+    sequences (the grouped path) used to fail writing bf16 results into a float32
+    buffer. The whole encoder under autocast must run and stay close to float32."""
+    torch.manual_seed(0)
+    q, k = torch.randn(12, 2, 8), torch.randn(12, 2, 8)
+    v = torch.randn(12, 2, 8)
+    pack = PackInfo.from_lengths([4, 4, 4], "cpu")
+    ref = packed_attention(q, k, v, pack)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = packed_attention(q, k, v.bfloat16(), pack)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    same = [images[0], images[0]]  # two equal-length sequences: the grouped path
+    want = torch.cat(enc.encode(same)).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.cat(enc.encode(same)).float()
+    assert (got - want).norm() / want.norm() < 0.05
