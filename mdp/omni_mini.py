@@ -75,6 +75,14 @@ class MiniTrainer(Trainer):
             persistent_workers=False, collate_fn=lambda x: x,
         ))
 
+    def close_loader(self) -> None:
+        """Stop this stage's loader workers now. Left to the garbage collector, the
+        iterator can be collected inside a worker forked for the next stage, which
+        then fails to shut down processes that are not its children."""
+        it, self._batches = getattr(self, "_batches", None), None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
+
     def _load(self, step: int):
         samples = next(self._batches)
         batch = stack(samples)
@@ -101,36 +109,46 @@ def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
 
 
 class _Plan:
-    """Step counts of the stages. With `fit_budget` (and a time budget) they shrink
-    once, after the first timed steps of this run, so that every remaining stage fits
-    the budget, each stage's step costing in proportion to its sequence length; the
-    fitted plan is kept in out_dir/plan.json for resumes."""
+    """Step counts of the stages. With `fit_budget` (and a time budget) they are
+    fitted to the time left, once per stage trained in this run, from the timed
+    steps of that stage: the first stage's timing sizes every stage, and each later
+    stage re-fits itself and the ones after it with its own measured speed (the
+    first steps of a run are slower than the rest: allocator, autotuning). Step
+    counts never exceed the recipe's (`bounds`); each stage's step is costed in
+    proportion to its sequence length. The fitted plan is kept in
+    out_dir/plan.json for resumes, which keep it as it is."""
 
-    TIMED = (3, 13)  # steps [3, 13) of the first stage trained in this run are timed
+    TIMED = (5, 20)  # steps [5, 20) of each stage trained in this run are timed
     STAGE_OVERHEAD_S = 15.0
 
     def __init__(self, recipe: Recipe, resume: bool) -> None:
         self.path = os.path.join(recipe.out_dir, "plan.json")
         self.seq = parse_stage_seq_len(recipe.stage_seq_len, recipe.seq_len)
         self.stages = [list(s) for s in parse_stage_steps(recipe.stage_steps)]
-        self.fitted = not (recipe.fit_budget and recipe.time_budget_s > 0)
+        self.bounds = [n for _, n in self.stages]
+        self.active = recipe.fit_budget and recipe.time_budget_s > 0
+        self.fitted: set[int] = set()
         if resume and os.path.isfile(self.path):
             with open(self.path) as fh:
                 self.stages = [list(s) for s in json.load(fh)["stage_steps"]]
-            self.fitted = True
+            self.active = False
+
+    def needs_fit(self, idx: int) -> bool:
+        return self.active and idx not in self.fitted
 
     def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float) -> int:
         """Rescale stage idx (`done` steps taken) and the later stages; returns stage idx's new total."""
         cur = self.seq[self.stages[idx][0]]
         cost = [sec_per_step * self.seq[name] / cur for name, _ in self.stages]
-        need = (self.stages[idx][1] - done) * cost[idx] + sum(n * cost[k] for k, (_, n) in enumerate(self.stages) if k > idx)
+        left = max(0, self.bounds[idx] - done)
+        need = left * cost[idx] + sum(self.bounds[k] * cost[k] for k in range(idx + 1, len(self.stages)))
         # each later stage also pays its start (model, loader workers) and its save: ~15 s
         remaining_s -= self.STAGE_OVERHEAD_S * (len(self.stages) - idx - 1)
         scale = min(1.0, max(0.0, 0.95 * remaining_s) / need) if need > 0 else 1.0
-        self.stages[idx][1] = done + max(1, int((self.stages[idx][1] - done) * scale))
+        self.stages[idx][1] = done + max(1, int(left * scale))
         for k in range(idx + 1, len(self.stages)):
-            self.stages[k][1] = max(1, int(self.stages[k][1] * scale))
-        self.fitted = True
+            self.stages[k][1] = max(1, int(self.bounds[k] * scale))
+        self.fitted.add(idx)
         if dist.get_rank() == 0:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "w") as fh:
@@ -172,21 +190,24 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if last is not None:
         checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
-    end = r.steps if stop_after is None else min(r.steps, stop_after)
-    trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, end))
+    # a stage that will re-fit itself may grow up to the recipe's bound: the loader covers that range
+    cap = plan.bounds[idx] if plan is not None and plan.needs_fit(idx) else r.steps
+    limit = (lambda n: n) if stop_after is None else (lambda n: min(n, stop_after))
+    end = limit(r.steps)
+    trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
     log = _Log(r.out_dir, start) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
     times: list[float] = []
     for step in range(start, end):
         if step >= end:  # the plan shrank this stage below the range's end
             break
-        if plan is not None and not plan.fitted and step - start == _Plan.TIMED[1]:
+        if plan is not None and plan.needs_fit(idx) and step - start == _Plan.TIMED[1]:
             spent = times[_Plan.TIMED[0] :]
             total = plan.fit(idx, step, _agree(sum(spent) / len(spent), trainer.device),
                              _agree(deadline - time.monotonic(), trainer.device))
             r = dataclasses.replace(r, steps=total)
             trainer.r = r  # the cosine schedule follows the new length
-            end = min(end, total)
+            end = limit(total)
             bar.total = total
             if step >= end:
                 break
@@ -210,6 +231,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             checkpoint.save(r.checkpoint_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
                             keep=r.keep_checkpoints)
     bar.close()
+    trainer.close_loader()
     if rank0 and trainer.dataset.too_long:
         print(f"{r.name}: {trainer.dataset.too_long} samples over seq_len {r.seq_len} were replaced", file=sys.stderr)
     if rank0 and r.plot:

@@ -156,12 +156,17 @@ def test_budget_plan_scales_stages_by_sequence_length(tmp_path, monkeypatch):
     r = get_recipe("omni-mini").override([f"out_dir={tmp_path}", "stage_steps=speech:100,vision:100,dialogue:100",
                                           "stage_seq_len=speech:100,vision:100,dialogue:200", "time_budget_s=100"])
     plan = _Plan(r, resume=True)
-    assert not plan.fitted
+    assert plan.needs_fit(0) and plan.needs_fit(2)
     # 10 of 100 speech steps done at 0.1 s/step; need 9 + 10 + 20 = 39 s, have 100 - 2 x 15 = 70 s: no change
     assert plan.fit(0, 10, 0.1, 100.0) == 100 and plan.stages[2] == ["dialogue", 100]
     plan = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)
     # 1 s/step: need 90 + 100 + 200 = 390 s, have 0.95 x (130 - 30) = 95 s: scale 95/390
     total = plan.fit(0, 10, 1.0, 130.0)
     assert total == 10 + int(90 * 95 / 390) and plan.stages[1][1] == int(100 * 95 / 390)
+    # the next stage re-fits with its own speed (faster than the first timing): it may
+    # grow back up to the recipe's bound, never beyond; the stage before keeps its count
+    assert plan.needs_fit(1) and not plan.needs_fit(0)
+    assert plan.fit(1, 15, 0.2, 1000.0) == 100 and plan.stages[2][1] == 100
+    assert plan.fit(2, 15, 0.5, 40.0) == 15 + int(85 * 38 / 42.5) and plan.stages[0][1] == total
     again = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)  # a resume reads plan.json
-    assert again.fitted and again.stages == plan.stages
+    assert not again.needs_fit(2) and again.stages == plan.stages
