@@ -1,0 +1,142 @@
+"""Where a training step of the default-model recipe spends its time.
+
+Builds the `omni-mini` trainer for one stage from a pack on one device and, for
+each global batch size asked, runs a few warm-up steps and then timed steps,
+splitting each into data wait (loader workers), encoders (+ bridge), and the rest
+(embedding, LLM forward/backward, losses, optimizer); the device is synchronized
+at the phase edges. Then one step runs under torch.profiler and the busiest ops
+(by device time and by host time) and the number of kernels are printed. Prints a
+table and writes JSON.
+
+    python bench/train_step_profile.py --pack runs/data/train.pack.npz --stage dialogue --batch 48,192
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(fn, acc: dict, key: str, dev: torch.device):
+    def wrap(*a, **k):
+        _sync(dev)
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        _sync(dev)
+        acc[key] = acc.get(key, 0.0) + time.perf_counter() - t
+        return out
+
+    return wrap
+
+
+def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
+    from mdp.omni_mini import MiniTrainer, _stage_recipe
+    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.recipes import get_recipe
+
+    steps = args.warmup + args.steps + 1
+    r = _stage_recipe(get_recipe("omni-mini"), stage, steps)
+    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{stage}_{batch}"), global_batch=batch,
+                            manifest=os.path.join(work, f"{stage}.jsonl"))
+    r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
+    if not os.path.isfile(r.manifest):
+        write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
+    tr = MiniTrainer(r, dev)
+    tr.attach_pack(r.manifest, pack, codes, args.workers, 0, steps)
+    acc: dict[str, float] = {}
+    tr._load = _timed(tr._load, acc, "data_wait", dev)
+    tr._encode = _timed(tr._encode, acc, "encoders", dev)
+    for s in range(args.warmup):
+        tr.step(s)
+    acc.clear()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for s in range(args.warmup, args.warmup + args.steps):
+        tr.step(s)
+    _sync(dev)
+    total = (time.perf_counter() - t0) / args.steps
+    per = {k: v / args.steps for k, v in acc.items()}
+    per["rest"] = total - sum(per.values())
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        tr.step(args.warmup + args.steps)
+        _sync(dev)
+    ev = prof.key_averages()
+    kernels = sum(e.count for e in ev if getattr(e, "device_type", None) is not None and "CUDA" in str(e.device_type))
+    dev_key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    top_dev = sorted(ev, key=lambda e: getattr(e, dev_key, 0.0), reverse=True)[: args.top]
+    top_cpu = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
+    tr.close_loader()
+    return {
+        "stage": stage, "global_batch": batch, "step_s": total, "phases_s": per, "kernels": kernels,
+        "ops_dispatched": int(sum(e.count for e in ev)),
+        "top_device_ms": [(e.key, round(getattr(e, dev_key, 0.0) / 1e3, 3), e.count) for e in top_dev],
+        "top_host_ms": [(e.key, round(e.self_cpu_time_total / 1e3, 3), e.count) for e in top_cpu],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pack", default="runs/data/train.pack.npz", help="pack written by `omni data pack`")
+    p.add_argument("--stage", default="speech,dialogue", help="comma-separated stages: speech, vision, dialogue")
+    p.add_argument("--batch", default="48,192", help="comma-separated global batch sizes")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--workers", type=int, default=12, help="loader worker processes")
+    p.add_argument("--samples", type=int, default=4000, help="manifest lines drawn per stage")
+    p.add_argument("--top", type=int, default=15, help="ops listed per profile")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default="bench/results/train_step_profile.json")
+    args = p.parse_args(argv)
+
+    from mdp.omni_mini_data import answer_code_table
+    from omni.synth.pack import Pack
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29931")
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
+    pack = Pack(args.pack)
+    codes = answer_code_table(pack)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for stage in args.stage.split(","):
+            for b in (int(x) for x in args.batch.split(",")):
+                rows.append(profile_batch(args, pack, codes, stage, b, dev, work))
+                r = rows[-1]
+                ph = " ".join(f"{k} {v * 1e3:.0f}" for k, v in r["phases_s"].items())
+                print(f"{stage:9s} batch {b:4d}: {r['step_s'] * 1e3:7.0f} ms/step ({ph} ms), "
+                      f"{r['kernels']} kernels, {r['ops_dispatched']} profiled events", flush=True)
+                for name, ms, n in r["top_device_ms"]:
+                    print(f"    dev  {ms:9.2f} ms  x{n:<6d} {name[:90]}")
+                for name, ms, n in r["top_host_ms"][:8]:
+                    print(f"    host {ms:9.2f} ms  x{n:<6d} {name[:90]}")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump({"device": name, "rows": rows}, fh, indent=1)
+    print(f"wrote {args.out}")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
