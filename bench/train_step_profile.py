@@ -92,6 +92,40 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
     }
 
 
+def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
+    """Samples/s of the data loader alone (no model): the first batches (worker start,
+    prefetch) are skipped, then `--loader-batches` are timed."""
+    from mdp.omni_mini import MiniTrainer, _stage_recipe
+    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.recipes import get_recipe
+
+    n = args.loader_batches
+    r = _stage_recipe(get_recipe("omni-mini"), stage, n + args.workers + 1)
+    r = dataclasses.replace(r, out_dir=os.path.join(work, f"L{stage}_{batch}"), global_batch=batch,
+                            manifest=os.path.join(work, f"{stage}.jsonl"))
+    r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
+    if not os.path.isfile(r.manifest):
+        write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
+    tr = MiniTrainer(r, dev)
+    tr.attach_pack(r.manifest, pack, codes, args.workers, 0, n + args.workers + 1)
+    t = time.perf_counter()
+    first = tr._load(0)
+    start_s = time.perf_counter() - t
+    mb = sum(v.numel() * v.element_size() for it in first[1] for v in it.data.values() if torch.is_tensor(v)) / 1e6
+    t = time.perf_counter()
+    for k in range(1, n + 1):
+        tr._load(k)
+    dt = time.perf_counter() - t
+    tr.close_loader()
+    t = time.perf_counter()
+    for i in tr.dataset.step_indices(r.seed, 0, 32):
+        tr.dataset.sample(i)
+    one = (time.perf_counter() - t) / 32
+    return {"stage": stage, "global_batch": batch, "workers": args.workers, "first_batch_s": start_s,
+            "samples_per_s": n * batch / dt, "s_per_batch": dt / n, "batch_media_mb": mb,
+            "main_process_ms_per_sample": one * 1e3}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pack", default="runs/data/train.pack.npz", help="pack written by `omni data pack`")
@@ -102,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=12, help="loader worker processes")
     p.add_argument("--samples", type=int, default=4000, help="manifest lines drawn per stage")
     p.add_argument("--top", type=int, default=15, help="ops listed per profile")
+    p.add_argument("--loader-only", action="store_true", help="measure the data loader's throughput alone")
+    p.add_argument("--loader-batches", type=int, default=36, help="batches timed with --loader-only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="bench/results/train_step_profile.json")
     args = p.parse_args(argv)
@@ -123,6 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work:
         for stage in args.stage.split(","):
             for b in (int(x) for x in args.batch.split(",")):
+                if args.loader_only:
+                    rows.append(loader_throughput(args, pack, codes, stage, b, dev, work))
+                    r = rows[-1]
+                    print(f"{stage:9s} batch {b:4d} workers {args.workers:2d}: {r['samples_per_s']:7.0f} samples/s "
+                          f"({r['s_per_batch'] * 1e3:.0f} ms/batch, {r['batch_media_mb']:.0f} MB media/batch, "
+                          f"one process {r['main_process_ms_per_sample']:.1f} ms/sample, first batch "
+                          f"{r['first_batch_s']:.1f} s)", flush=True)
+                    continue
                 rows.append(profile_batch(args, pack, codes, stage, b, dev, work))
                 r = rows[-1]
                 ph = " ".join(f"{k} {v * 1e3:.0f}" for k, v in r["phases_s"].items())
