@@ -6,9 +6,11 @@ receive `EngineEvent`s through a callback that the engine calls from its thread
 
   1. take new commands; control commands (confirm, rollback, interrupt,
      truncate) act at once, the others queue per slot in order;
-  2. stage 2+3: encode every slot's next queued packet and prefill them in ONE
-     batched call, repeated while packets wait (prefill never waits for a turn
-     to end, so the context is ready when the user stops talking);
+  2. stage 2 (own thread, streaming/encode_stage.py): packets at the head of a
+     slot's queue go to the encoder as soon as they get there, batched over slots;
+     stage 3: the encoded packets of all slots are prefilled in ONE batched call,
+     repeated while packets wait (prefill never waits for a turn to end, so the
+     context is ready when the user stops talking);
   3. stage 3: one batched decode step for every slot that is answering;
   4. stage 4 (own thread, streaming/audio_stage.py): the frames that step
      produced are decoded to speech while the LLM computes the next step.
@@ -37,8 +39,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from omni.realtime_api import RealtimeModel, UserChunk
+from omni.realtime_api import RealtimeModel
 from streaming.audio_stage import AudioJob, AudioStage
+from streaming.encode_stage import EncodeJob, EncodeStage
 from streaming.metrics import Metrics
 from streaming.protocol import StreamingResampler
 
@@ -88,6 +91,7 @@ class _Slot:
     t_live: float = 0.0  # when it started running unthrottled (begin, or its confirmation)
     steps_live: int = 0  # steps already done at t_live
     closed: bool = False
+    gen: int = 0  # bumped when the model slot changes (context reset): older encodings are void
 
 
 class Engine:
@@ -109,6 +113,10 @@ class Engine:
         self.thread_id: int | None = None
         self._barriers: list[Future] = []
         self.audio = AudioStage(model, self.metrics, EngineEvent)
+        # held by the engine and the encoder stage around every use of encoder state
+        self.encoder_lock = threading.Lock()
+        self.encoder = EncodeStage(model, self.metrics, self.encoder_lock,
+                                   on_done=lambda: self.inbox.put(("_wake", None, ())))
 
     # ---- public, any thread ------------------------------------------------
     def start(self) -> "Engine":
@@ -119,6 +127,7 @@ class Engine:
         self._stop = True
         self.inbox.put(("_wake", None, ()))
         self._thread.join(timeout=10)
+        self.encoder.stop()
         self.audio.stop()
 
     def open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None = None) -> Future:
@@ -144,9 +153,11 @@ class Engine:
         with torch.inference_mode():
             while not self._stop:
                 try:
-                    busy = any(s.queue or (s.mode == "decoding" and (s.confirmed or s.frames < self.spec_ahead_frames))
+                    self._dispatch_encodes()
+                    busy = any(self._actionable(s) or (s.mode == "decoding" and (s.confirmed or s.frames < self.spec_ahead_frames))
                                for s in self.slots.values())
-                    self._take(block=not busy)
+                    self._take(block=not busy)  # packets being encoded wake it when done
+                    self._dispatch_encodes()
                     self._prefill_and_control()
                     self._decode()
                     if self._barriers and not any(s.queue for s in self.slots.values()):
@@ -190,12 +201,43 @@ class Engine:
                 continue
             if kind in CONTROL:
                 getattr(self, "_" + kind)(s, *args)
+            elif kind == "chunk":
+                s.queue.append((kind, (EncodeJob(s, s.gen, args[0]),)))
             else:
                 s.queue.append((kind, args))
 
+    # ---- stage 2 hand-off --------------------------------------------------
+    def _dispatch_encodes(self) -> None:
+        """Send every packet at the head of a slot's queue (up to its first other
+        command: a turn close must see exactly the packets before it) to the encoder."""
+        for s in self.slots.values():
+            for i, (kind, args) in enumerate(s.queue):
+                if kind != "chunk":
+                    break
+                job = args[0]
+                if job.done and (job.stale or job.gen != s.gen):  # encoded for a slot that is gone
+                    job = EncodeJob(s, s.gen, job.chunk, t_submit=job.t_submit)
+                    s.queue[i] = (kind, (job,))
+                if not job.dispatched:
+                    self.encoder.put(job)
+
+    @staticmethod
+    def _actionable(s: _Slot) -> bool:
+        if not s.queue or s.mode != "idle":
+            return False
+        kind, args = s.queue[0]
+        return kind != "chunk" or args[0].done
+
+    def _model_call(self, fn: Callable, *args: Any) -> Any:
+        """A model call that touches encoder state (slots opening or closing, a user
+        turn closing): never concurrent with the encoder stage, after its work."""
+        with self.encoder_lock:
+            self.encoder.main_waits()
+            return fn(*args)
+
     def _open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None, fut: Future) -> None:
         try:
-            slot = self.model.open_slot(system_prompt)
+            slot = self._model_call(self.model.open_slot, system_prompt)
         except Exception as e:
             fut.set_exception(e)
             return
@@ -204,18 +246,23 @@ class Engine:
         fut.set_result(handle)
 
     def _close(self, s: _Slot) -> None:
-        s.closed = True
-        self.slots.pop(s.handle, None)
-        self.model.close_slot(s.slot)
+        with self.encoder_lock:
+            s.closed = True
+            self.encoder.main_waits()
+            self.slots.pop(s.handle, None)
+            self.model.close_slot(s.slot)
         self.metrics.inc("omni_engine_slots_closed_total")
 
     def _reset_context(self, s: _Slot, reason: str) -> None:
         """Start the conversation over on a fresh slot (context full, or a failed step)."""
-        try:
-            self.model.close_slot(s.slot)
-        except Exception:  # the slot may be in any state after a failure
-            log.exception("closing slot %d failed", s.slot)
-        s.slot = self.model.open_slot(s.system_prompt)
+        with self.encoder_lock:
+            s.gen += 1  # packets encoded for the old slot are encoded again
+            self.encoder.main_waits()
+            try:
+                self.model.close_slot(s.slot)
+            except Exception:  # the slot may be in any state after a failure
+                log.exception("closing slot %d failed", s.slot)
+            s.slot = self.model.open_slot(s.system_prompt)
         s.mode, s.pending_close, s.audio_state = "idle", False, None
         self.metrics.inc("omni_context_resets_total")
         s.sink(EngineEvent("context_reset", s.epoch, info={"reason": reason}))
@@ -228,14 +275,22 @@ class Engine:
     def _prefill_and_control(self) -> None:
         """Drain per-slot queues: batched prefill of packets, in-order control."""
         while True:
-            batch: list[tuple[_Slot, UserChunk]] = []
+            batch: list[tuple[_Slot, EncodeJob]] = []
             progressed = False
             for s in list(self.slots.values()):
                 while s.queue and s.mode == "idle":
                     kind, args = s.queue[0]
                     if kind == "chunk":
-                        batch.append((s, args[0]))
+                        job = args[0]
+                        if not job.done or job.stale or job.gen != s.gen:
+                            break  # still with the encoder (or encoded for a former slot: again)
                         s.queue.popleft()
+                        if job.error is not None:
+                            self.metrics.inc("omni_encode_errors_total")
+                            s.sink(EngineEvent("error", s.epoch, info={"message": f"encoding a packet failed: {job.error}"}))
+                            progressed = True
+                            continue
+                        batch.append((s, job))
                         break  # one packet per slot per batch keeps the batch fair
                     s.queue.popleft()
                     progressed = True
@@ -252,13 +307,20 @@ class Engine:
             s.pending_close = False
             self.model.end_response(s.slot)
 
-    def _prefill(self, batch: list[tuple[_Slot, UserChunk]]) -> None:
+    def _prefill(self, batch: list[tuple[_Slot, EncodeJob]]) -> None:
         t0 = time.perf_counter()
         items = []
-        for s, chunk in batch:
+        for s, job in batch:
             self._close_reply(s)
-            self._room(s, PACKET_ROOM + 64 * len(chunk.frames))
-            items.append((s.slot, self.model.encode_chunk(s.slot, chunk)))
+            self._room(s, PACKET_ROOM + 64 * len(job.chunk.frames))
+            if job.gen != s.gen:  # the context was reset just now: encode for the new slot
+                with self.encoder_lock:
+                    self.encoder.main_waits()
+                    job.result, job.event = self.model.encode_chunk(s.slot, job.chunk), None
+            if job.event is not None:
+                _consume_on_current_stream(job.event, job.result)
+            items.append((s.slot, job.result))
+            self.metrics.observe("omni_packet_wait_seconds", time.perf_counter() - job.t_submit)
         try:
             self.model.prefill(items)
         except Exception:
@@ -288,7 +350,7 @@ class Engine:
         s.max_steps = min(max_steps or self.max_steps, self.max_steps)
         self._room(s, s.max_steps + PACKET_ROOM)
         s.mark = self.model.slot_length(s.slot)
-        self.model.begin_response(s.slot)
+        self._model_call(self.model.begin_response, s.slot)
         s.base = self.model.slot_length(s.slot)
         s.epoch, s.confirmed, s.mode = epoch, not speculative, "decoding"
         s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
@@ -419,3 +481,21 @@ class Engine:
             if job.done_info is not None:
                 if s.confirmed:
                     self._finish(s)
+
+
+def _consume_on_current_stream(event: Any, result: Any) -> None:
+    """Make the engine's CUDA stream wait for the encoder stream's work and tell the
+    allocator that the result's tensors are used on it too."""
+    import torch
+
+    torch.cuda.current_stream().wait_event(event)
+    stack = [result]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            if x.is_cuda:
+                x.record_stream(torch.cuda.current_stream())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif hasattr(x, "__dataclass_fields__"):
+            stack.extend(getattr(x, f) for f in x.__dataclass_fields__)

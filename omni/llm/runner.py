@@ -77,7 +77,8 @@ class DecodeRunner:
         torch.cuda.current_stream().wait_stream(stream)
         self.cache.lengths.copy_(saved)  # warm-up steps must leave no trace
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread-local capture: the encoder stage may launch work on its own stream meanwhile
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = self._run()
         self.cache.lengths.copy_(saved)
 

@@ -43,14 +43,17 @@ class ScriptedModel:
     codec_frame_samples = 960
 
     def __init__(self, max_slots: int = 4, reply: str = "Sure. The sky is blue, mostly. Bye now!",
-                 step_delay: float = 0.0) -> None:
+                 step_delay: float = 0.0, encode_delay: float = 0.0) -> None:
         self.max_slots = max_slots
         self.words = reply.split(" ")
         self.ctx: dict[int, list] = {}
         self.free = list(range(max_slots))
         self.threads: set[int] = set()
+        self.thread_of: dict[str, set[int]] = {}  # call kind -> threads that made it
         self.calls: list[tuple] = []
         self.step_delay = step_delay
+        self.encode_delay = encode_delay
+        self.spans: list[tuple[str, float, float]] = []  # (call kind, start, end) of encode and decode
         self.pos: dict[int, int] = {}
         self.closed_ctx: dict[int, list] = {}  # context of closed slots, for assertions
 
@@ -59,6 +62,7 @@ class ScriptedModel:
 
     def _t(self, *call: object) -> None:
         self.threads.add(threading.get_ident())
+        self.thread_of.setdefault(call[0], set()).add(threading.get_ident())
         self.calls.append(call)  # list.append is atomic: safe from the engine and audio threads
 
     def open_slot(self, system_prompt: str | None = None) -> int:
@@ -83,7 +87,13 @@ class ScriptedModel:
         del self.ctx[slot][length:]
 
     def encode_chunk(self, slot: int, chunk: UserChunk) -> list:
+        import time
+
+        t0 = time.perf_counter()
         self._t("encode", slot, len(chunk.audio), len(chunk.frames), chunk.speaking)
+        if self.encode_delay:
+            time.sleep(self.encode_delay)
+        self.spans.append(("encode", t0, time.perf_counter()))
         # one token per 80 ms frame of absolute time: chunk boundaries do not matter,
         # like an exact streaming encoder with a time-based sequence layout
         a = round(chunk.start_time * 16000)
@@ -105,11 +115,13 @@ class ScriptedModel:
         self.pos[slot] = 0
 
     def decode_step(self, slots):
+        import time
+
+        t0 = time.perf_counter()
         self._t("decode", list(slots))
         if self.step_delay:
-            import time
-
             time.sleep(self.step_delay)
+        self.spans.append(("decode", t0, time.perf_counter()))
         outs = []
         for s in slots:
             i = self.pos[s]

@@ -58,8 +58,11 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     # a speculated, rolled back and answered; b never speculated: same context
     assert model.context(ma) == model.context(mb)
     assert sum(1 for t in model.context(ma) if t[0] == "begin") == 1
-    # LLM work on the engine thread, codec decoding on the audio-stage thread, never on the caller's
-    assert model.threads == {eng._thread.ident, eng.audio.thread.ident}
+    # encoding on the encoder-stage thread, LLM work on the engine thread, codec decoding
+    # on the audio-stage thread, never on the caller's
+    assert model.threads == {eng._thread.ident, eng.audio.thread.ident, eng.encoder.thread.ident}
+    assert model.thread_of["encode"] == {eng.encoder.thread.ident}
+    assert model.thread_of["prefill"] == model.thread_of["decode"] == {eng._thread.ident}
     assert threading.get_ident() not in model.threads
     # the two final replies were decoded in the same batched steps
     assert any(c[0] == "decode" and len(c[1]) == 2 for c in model.calls)
@@ -123,3 +126,61 @@ def test_full_context_starts_over_with_a_clear_event_and_others_continue():
         eng.stop()
     assert "context" in reset[-1].info["reason"]
     assert len(model.context(slot_a)) < 300 and eng.metrics.counter("omni_context_resets_total") >= 1
+
+
+def test_encoding_overlaps_decoding_and_keeps_each_session_in_order():
+    """Stage 2 runs beside stage 3: while one session's reply decodes, the other's
+    packets are encoded on the encoder thread. A packet that follows a turn close
+    in the same session is encoded only after that close (the streaming encoder's
+    state must see the turn end first)."""
+    model = ScriptedModel(max_slots=2, reply=" ".join(["word"] * 30), step_delay=0.02, encode_delay=0.05)
+    eng = Engine(model).start()
+    try:
+        qa, sa = _sink()
+        qb, sb = _sink()
+        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        eng.submit(a, "chunk", _chunk(0.0, 1.0))
+        eng.submit(a, "respond", 1, False, None)
+        eng.submit(a, "chunk", _chunk(1.0, 1.0))  # after the turn close: encoded after begin
+        for k in range(6):  # b keeps talking while a answers
+            eng.submit(b, "chunk", _chunk(float(k), 1.0))
+        _drain_until(qa, "done")
+        eng.barrier().result(30)
+        ma, mb = eng.slots[a].slot, eng.slots[b].slot
+    finally:
+        eng.stop()
+    decodes = [(t0, t1) for k, t0, t1 in model.spans if k == "decode"]
+    encodes = [(t0, t1) for k, t0, t1 in model.spans if k == "encode"]
+    overlapping = [e for e in encodes if any(d0 < e[1] and e[0] < d1 for d0, d1 in decodes)]
+    assert len(overlapping) >= 2, (encodes, decodes)
+    order = [c for c in model.calls if c[0] in ("encode", "begin") and c[1] == ma]
+    assert [c[0] for c in order] == ["encode", "begin", "encode"]
+    assert sum(1 for c in model.calls if c[0] == "encode" and c[1] == mb) == 6
+    assert sum(1 for t in model.context(mb) if t[0] == "audio") == 75  # 6 s at one token per 80 ms, all prefilled
+
+
+def test_session_closed_while_its_packet_is_encoded_leaves_no_trace():
+    """A packet whose session closes during its encoding is dropped; the slot is
+    reused by the next session with only that session's packets in it."""
+    model = ScriptedModel(max_slots=1, encode_delay=0.2)
+    eng = Engine(model).start()
+    try:
+        qa, sa = _sink()
+        a = eng.open(sa).result(30)
+        eng.submit(a, "chunk", _chunk(0.0, 1.0))
+        eng.submit(a, "chunk", _chunk(1.0, 1.0))
+        import time
+
+        time.sleep(0.05)  # the first packet is being encoded
+        eng.submit(a, "close")
+        qb, sb = _sink()
+        b = eng.open(sb).result(30)
+        eng.submit(b, "chunk", _chunk(0.0, 0.4))
+        eng.submit(b, "respond", 1, False, None)
+        _drain_until(qb, "done")
+        mb = eng.slots[b].slot
+    finally:
+        eng.stop()
+    ctx = model.context(mb)
+    assert sum(1 for t in ctx if t[0] == "audio") == 5  # 0.4 s: b's packet alone
+    assert model.thread_of["encode"] == {eng.encoder.thread.ident}
