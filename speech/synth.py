@@ -105,17 +105,46 @@ def train_voices() -> list[str]:
     return [b + (f"+{v}" if v else "") for b in TRAIN_BASES for v in TRAIN_VARIANTS]
 
 
-def generate_utterances(seconds: float, seed: int = 0, voices: list[str] | None = None, sample_rate: int = 16000, progress: bool = True):
-    """Yield random utterances until about `seconds` of audio were produced."""
+def parse_voice_shares(spec: str) -> dict[str, float]:
+    """"en-us+klatt5=0.3,en-gb=0.1" -> {voice: share of the utterances}."""
+    shares: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        voice, sep, frac = part.partition("=")
+        try:
+            value = float(frac)
+        except ValueError:
+            value = -1.0
+        if not sep or not voice or not 0.0 < value < 1.0:
+            raise ValueError(f"voice share {part!r}: expected VOICE=FRACTION with 0 < FRACTION < 1")
+        shares[voice] = value
+    if sum(shares.values()) >= 1.0:
+        raise ValueError(f"voice shares add up to {sum(shares.values()):.2f}; they must leave room for the other voices")
+    return shares
+
+
+def generate_utterances(seconds: float, seed: int = 0, voices: list[str] | None = None, sample_rate: int = 16000,
+                        progress: bool = True, voice_shares: dict[str, float] | None = None):
+    """Yield random utterances until about `seconds` of audio were produced.
+
+    `voice_shares` gives some voices a fixed share of the utterances (the rest are
+    drawn from `voices`): a codec meant for one speaker, like the assistant's
+    voice of the default model, should see mostly that speaker."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
     voices = voices or train_voices()
+    shares = voice_shares or {}
     total = 0.0
     bar = tqdm(total=round(seconds), unit="s", desc="espeak-ng", disable=not progress)
     while total < seconds:
         text = random_sentence(rng)
-        voice, speed, pitch = rng.choice(voices), rng.randint(120, 200), rng.randint(25, 75)
+        voice, x = None, rng.random()
+        for name, frac in shares.items():
+            if x < frac:
+                voice = name
+                break
+            x -= frac
+        voice, speed, pitch = voice or rng.choice(voices), rng.randint(120, 200), rng.randint(25, 75)
         audio = synthesize(text, voice, speed, pitch, sample_rate)
         total += len(audio) / sample_rate
         bar.update(round(len(audio) / sample_rate, 2))
@@ -123,12 +152,17 @@ def generate_utterances(seconds: float, seed: int = 0, voices: list[str] | None 
     bar.close()
 
 
-def generate_corpus(out_dir: str, minutes: float, seed: int = 0, sample_rate: int = 16000, progress: bool = True) -> list[str]:
+def generate_corpus(out_dir: str, minutes: float, seed: int = 0, sample_rate: int = 16000, progress: bool = True,
+                    voice_shares: dict[str, float] | None = None) -> list[str]:
     """Write ~`minutes` of random training speech as WAVs (+ transcripts.tsv) into `out_dir`."""
+    bad = sorted(set(voice_shares or {}) & set(EVAL_VOICES))
+    if bad:
+        raise ValueError(f"{bad}: held-out evaluation voices must not be trained on")
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     with open(os.path.join(out_dir, "transcripts.tsv"), "w") as meta:
-        for i, u in enumerate(generate_utterances(minutes * 60, seed, sample_rate=sample_rate, progress=progress)):
+        for i, u in enumerate(generate_utterances(minutes * 60, seed, sample_rate=sample_rate, progress=progress,
+                                                  voice_shares=voice_shares)):
             path = os.path.join(out_dir, f"utt{i:05d}.wav")
             save_wav(path, u.audio, sample_rate)
             meta.write(f"{os.path.basename(path)}\t{u.voice}\t{u.speed}\t{u.pitch}\t{u.text}\n")

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--generate-only", action="store_true", help="stop after generating / packing the data")
     d.add_argument("--pack", metavar="FILE.npz", help="also write the loaded audio as one compressed int16 .npz")
     d.add_argument("--data-seed", type=int, default=0, help="seed of the sentence / voice generator")
+    d.add_argument("--voice-share", default="", metavar="VOICE=FRACTION[,...]",
+                   help="with --generate-minutes: give these espeak-ng voices a fixed share of the utterances, "
+                        "e.g. en-us+klatt5=0.35 (the default model's assistant voice) for a codec that must "
+                        "reproduce that speaker")
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/codec", help="output directory")
     t.add_argument("--flavor", default="default", help="codec config flavor (omni.config: debug, default, longcat)")
@@ -67,9 +71,14 @@ def main(args: argparse.Namespace) -> int:
     if args.generate_minutes > 0:
         if not args.data:
             raise SystemExit("train-codec: --generate-minutes needs --data FOLDER to write the WAVs into")
-        from speech.synth import generate_corpus
+        from speech.synth import generate_corpus, parse_voice_shares
 
-        generate_corpus(args.data, args.generate_minutes, seed=args.data_seed, progress=not args.no_progress)
+        try:
+            shares = parse_voice_shares(args.voice_share)
+        except ValueError as e:
+            raise SystemExit(f"train-codec: --voice-share: {e}")
+        generate_corpus(args.data, args.generate_minutes, seed=args.data_seed, progress=not args.no_progress,
+                        voice_shares=shares)
     if not args.data:
         raise SystemExit("train-codec: give --data (a folder of WAVs or a .npz), or --generate-minutes with --data")
     if not os.path.exists(args.data):

@@ -33,3 +33,21 @@ def test_synthesis_and_recognition() -> None:
     assert rec.recognize(audio) == s[0]
     assert rec.recognize(np.zeros(16000, np.float32)) != s[0]
     assert word_errors("a b c", "a x c") == 1 and word_errors("a b", "") == 2
+
+
+def test_voice_shares_give_a_speaker_its_fraction_and_refuse_eval_voices(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    import speech.synth as synth
+
+    # count voice choices without running espeak-ng
+    monkeypatch.setattr(synth, "synthesize", lambda text, voice, speed, pitch, sr: np.zeros(1600, np.float32))
+    utts = list(synth.generate_utterances(400 * 0.1, seed=1, progress=False, voice_shares={"en-us+klatt5": 0.4}))
+    share = sum(u.voice == "en-us+klatt5" for u in utts) / len(utts)
+    assert len(utts) == 400 and 0.33 < share < 0.47
+    assert synth.parse_voice_shares("en-us+klatt5=0.35, en-gb=0.1") == {"en-us+klatt5": 0.35, "en-gb": 0.1}
+    for bad in ("en-us+klatt5", "x=1.5", "a=0.6,b=0.5"):
+        with pytest.raises(ValueError):
+            synth.parse_voice_shares(bad)
+    with pytest.raises(ValueError, match="held-out"):
+        synth.generate_corpus(str(tmp_path), 0.1, voice_shares={EVAL_VOICES[0]: 0.5})
