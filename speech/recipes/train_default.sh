@@ -2,9 +2,11 @@
 # How the shipped default codec (speech/pretrained/default) was trained: one GPU, a
 # fixed time budget, then the batched-streams GPU speed benchmark on the result.
 #
-#   1. here (needs espeak-ng + sox): ~16 min of random sentences, 48 training voices
-#        omni train-codec --generate-minutes 16 --data .codec_data/train_wavs \
-#            --pack .codec_data/train.npz --generate-only
+#   1. here (needs espeak-ng + sox): ~18 min of random sentences, 48 training voices plus
+#      the default model's assistant voice (a third of the speech: the voice it must reproduce)
+#        omni train-codec --generate-minutes 18 --voice-share en-us+klatt5=0.35 \
+#            --data .codec_data/train_wavs_v2 --pack .codec_data/train_v2.npz --generate-only
+#      (runs 1-4 used 16 min without the assistant voice: .codec_data/train.npz)
 #   2. on the GPU machine (no espeak-ng there; the .npz travels):
 #        BUDGET=300 OUT=results bash speech/recipes/train_default.sh
 #      (INIT=weights.pt continues from the model + discriminator weights of an earlier
