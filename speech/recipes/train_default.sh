@@ -23,7 +23,7 @@ DEVICE=${DEVICE:-cuda}
 FLAVOR=${FLAVOR:-default}
 mkdir -p "$OUT" "$RUN"
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || true
-$PY -m omni.cli train-codec --data "${DATA:-.codec_data/train.npz}" --out "$RUN" --flavor "$FLAVOR" \
+$PY -m omni.cli train-codec --data "${DATA:-.codec_data/train_v2.npz}" --out "$RUN" --flavor "$FLAVOR" \
     --steps 0 --time-budget "${BUDGET:-300}" --batch-size "${BATCH:-48}" --segment-seconds 1.92 \
     --device "$DEVICE" --adv-start "${ADV_START:-0.45}" --lr "${LR:-1e-4}" --warmup-steps 50 \
     --log-every 25 --ckpt-seconds 120 --no-progress ${INIT:+--init-from "$INIT"} 2>&1 | tee "$OUT/train.txt"
