@@ -44,20 +44,25 @@ def _timed(fn, acc: dict, key: str, dev: torch.device):
     return wrap
 
 
-def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
+def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, steps: int, tag: str):
+    """The omni-mini trainer of `stage` at `batch`, its loader covering `steps` steps."""
     from mdp.omni_mini import MiniTrainer, _stage_recipe
     from mdp.omni_mini_stages import write_stage_manifest
     from mdp.recipes import get_recipe
 
-    steps = args.warmup + args.steps + 1
     r = _stage_recipe(get_recipe("omni-mini"), stage, steps)
-    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{stage}_{batch}"), global_batch=batch,
+    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{tag}{stage}_{batch}"), global_batch=batch,
                             manifest=os.path.join(work, f"{stage}.jsonl"))
     r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
     if not os.path.isfile(r.manifest):
         write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
     tr = MiniTrainer(r, dev)
     tr.attach_pack(r.manifest, pack, codes, args.workers, 0, steps)
+    return tr
+
+
+def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
+    tr = _trainer(args, pack, codes, stage, batch, dev, work, args.warmup + args.steps + 1, "")
     acc: dict[str, float] = {}
     tr._load = _timed(tr._load, acc, "data_wait", dev)
     tr._encode = _timed(tr._encode, acc, "encoders", dev)
@@ -95,19 +100,8 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
 def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
     """Samples/s of the data loader alone (no model): the first batches (worker start,
     prefetch) are skipped, then `--loader-batches` are timed."""
-    from mdp.omni_mini import MiniTrainer, _stage_recipe
-    from mdp.omni_mini_stages import write_stage_manifest
-    from mdp.recipes import get_recipe
-
     n = args.loader_batches
-    r = _stage_recipe(get_recipe("omni-mini"), stage, n + args.workers + 1)
-    r = dataclasses.replace(r, out_dir=os.path.join(work, f"L{stage}_{batch}"), global_batch=batch,
-                            manifest=os.path.join(work, f"{stage}.jsonl"))
-    r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
-    if not os.path.isfile(r.manifest):
-        write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
-    tr = MiniTrainer(r, dev)
-    tr.attach_pack(r.manifest, pack, codes, args.workers, 0, n + args.workers + 1)
+    tr = _trainer(args, pack, codes, stage, batch, dev, work, n + args.workers + 1, "L")
     t = time.perf_counter()
     first = tr._load(0)
     start_s = time.perf_counter() - t
@@ -118,7 +112,7 @@ def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.devi
     dt = time.perf_counter() - t
     tr.close_loader()
     t = time.perf_counter()
-    for i in tr.dataset.step_indices(r.seed, 0, 32):
+    for i in tr.dataset.step_indices(tr.r.seed, 0, 32):
         tr.dataset.sample(i)
     one = (time.perf_counter() - t) / 32
     return {"stage": stage, "global_batch": batch, "workers": args.workers, "first_batch_s": start_s,

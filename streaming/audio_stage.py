@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from streaming.metrics import Metrics
+from streaming.stage_queue import collect
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +57,9 @@ class AudioStage:
 
         with torch.inference_mode():
             pending: list[AudioJob] = []
-            while True:
-                if not pending:
-                    job = self.q.get()
-                    if job is None:
-                        return
-                    pending.append(job)
-                while True:
-                    try:
-                        job = self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        self._round(pending, drain=True)
-                        return
-                    pending.append(job)
+            while collect(self.q, pending):
                 pending = self._round(pending)
+            self._round(pending, drain=True)  # stopping: finish what was handed over
 
     def _round(self, pending: list[AudioJob], drain: bool = False) -> list[AudioJob]:
         """Decode the oldest job of every response in one call (frames of one

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from streaming.metrics import Metrics
+from streaming.stage_queue import collect
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +77,7 @@ class EncodeStage:
             self.stream = torch.cuda.Stream(self.device)
         with torch.inference_mode():
             pending: list[EncodeJob] = []
-            while True:
-                if not pending:
-                    job = self.q.get()
-                    if job is None:
-                        return
-                    pending.append(job)
-                while True:
-                    try:
-                        job = self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        return
-                    pending.append(job)
+            while collect(self.q, pending):
                 # the oldest packet of every session; the rest wait for the next call
                 seen: set[int] = set()
                 batch, rest = [], []
