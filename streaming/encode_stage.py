@@ -85,7 +85,13 @@ class EncodeStage:
                     (rest if id(job.owner) in seen else batch).append(job)
                     seen.add(id(job.owner))
                 pending = rest
-                self._encode(batch)
+                try:
+                    self._encode(batch)
+                except Exception as e:  # the stage must not die: the engine would wait for these forever
+                    log.exception("encoder stage failed")
+                    for job in batch:
+                        if not job.done:
+                            job.error, job.done = e, True
                 self.on_done()
 
     def _encode(self, batch: list[EncodeJob]) -> None:
