@@ -94,6 +94,8 @@ class ScriptedModel:
         if self.encode_delay:
             time.sleep(self.encode_delay)
         self.spans.append(("encode", t0, time.perf_counter()))
+        if chunk.start_time < 0:  # tests: a packet the encoder rejects
+            raise ValueError("packet with a negative start time")
         # one token per 80 ms frame of absolute time: chunk boundaries do not matter,
         # like an exact streaming encoder with a time-based sequence layout
         a = round(chunk.start_time * 16000)

@@ -184,3 +184,27 @@ def test_session_closed_while_its_packet_is_encoded_leaves_no_trace():
     ctx = model.context(mb)
     assert sum(1 for t in ctx if t[0] == "audio") == 5  # 0.4 s: b's packet alone
     assert model.thread_of["encode"] == {eng.encoder.thread.ident}
+
+
+def test_a_packet_the_encoder_rejects_gives_an_error_and_the_sessions_go_on():
+    model = ScriptedModel(max_slots=2)
+    eng = Engine(model).start()
+    try:
+        qa, sa = _sink()
+        qb, sb = _sink()
+        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        eng.submit(a, "chunk", _chunk(-1.0, 1.0))  # batched with b's packet, then isolated
+        eng.submit(b, "chunk", _chunk(0.0, 1.0))
+        eng.submit(a, "chunk", _chunk(0.0, 0.4))
+        for s in (a, b):
+            eng.submit(s, "respond", 1, False, None)
+        got_a = _drain_until(qa, "done")
+        _drain_until(qb, "done")
+        ma, mb = eng.slots[a].slot, eng.slots[b].slot
+    finally:
+        eng.stop()
+    errors = [e for e in got_a if e.kind == "error"]
+    assert len(errors) == 1 and "encoding a packet failed" in errors[0].info["message"]
+    assert sum(1 for t in model.context(ma) if t[0] == "audio") == 5  # only the good 0.4 s packet
+    assert sum(1 for t in model.context(mb) if t[0] == "audio") == 13
+    assert eng.metrics.counter("omni_encode_errors_total") == 1
