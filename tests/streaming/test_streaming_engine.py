@@ -19,6 +19,13 @@ def _sink():
     return q, q.put
 
 
+def _two_sessions(eng: Engine):
+    """Open two sessions; returns (events of a, handle a, events of b, handle b)."""
+    qa, sa = _sink()
+    qb, sb = _sink()
+    return qa, eng.open(sa).result(30), qb, eng.open(sb).result(30)
+
+
 def _drain_until(q, kind, timeout=30.0) -> list[EngineEvent]:
     out = []
     while True:
@@ -36,9 +43,7 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     model = ScriptedModel(max_slots=2)
     eng = Engine(model).start()
     try:
-        qa, sa = _sink()
-        qb, sb = _sink()
-        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        qa, a, qb, b = _two_sessions(eng)
         for s in (a, b):
             eng.submit(s, "chunk", _chunk(0.0, 1.0))
             eng.submit(s, "chunk", _chunk(1.0, 0.4))  # partial packet flushed at the speculative point
@@ -109,9 +114,7 @@ def test_full_context_starts_over_with_a_clear_event_and_others_continue():
     model.capacity = 300  # tokens; PACKET_ROOM (256) + 13 tokens per 1 s packet
     eng = Engine(model).start()
     try:
-        qa, sa = _sink()
-        qb, sb = _sink()
-        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        qa, a, qb, b = _two_sessions(eng)
         for i in range(5):
             eng.submit(a, "chunk", _chunk(float(i), 1.0))
         eng.submit(b, "chunk", _chunk(0.0, 1.0))
@@ -136,9 +139,7 @@ def test_encoding_overlaps_decoding_and_keeps_each_session_in_order():
     model = ScriptedModel(max_slots=2, reply=" ".join(["word"] * 30), step_delay=0.02, encode_delay=0.05)
     eng = Engine(model).start()
     try:
-        qa, sa = _sink()
-        qb, sb = _sink()
-        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        qa, a, qb, b = _two_sessions(eng)
         eng.submit(a, "chunk", _chunk(0.0, 1.0))
         eng.submit(a, "respond", 1, False, None)
         eng.submit(a, "chunk", _chunk(1.0, 1.0))  # after the turn close: encoded after begin
@@ -190,9 +191,7 @@ def test_a_packet_the_encoder_rejects_gives_an_error_and_the_sessions_go_on():
     model = ScriptedModel(max_slots=2)
     eng = Engine(model).start()
     try:
-        qa, sa = _sink()
-        qb, sb = _sink()
-        a, b = eng.open(sa).result(30), eng.open(sb).result(30)
+        qa, a, qb, b = _two_sessions(eng)
         eng.submit(a, "chunk", _chunk(-1.0, 1.0))  # batched with b's packet, then isolated
         eng.submit(b, "chunk", _chunk(0.0, 1.0))
         eng.submit(a, "chunk", _chunk(0.0, 0.4))
