@@ -17,6 +17,10 @@
    questions, the client- and server-side latency breakdown, and the server's
    real-time figures.
 
+`--question text` asks the same questions as text beside the picture instead
+(the `omni chat --image --text` layout): not a bar, it tells whether a model that
+fails the bars cannot see or cannot hear.
+
 Writes a JSON report (default bench/results/default_model.json). Untrained or
 smoke checkpoints run too; their numbers are meaningless.
 """
@@ -63,6 +67,7 @@ def load_items(args) -> list[dict]:
         for i in range(len(pack)):
             frames = pack.frames(i)
             items.append({"id": pack.sample_id(i), "family": pack.family(i), "audio": pack.question_audio(i),
+                          "question_text": pack.question_text(i),
                           "frames": None if frames is None else list(frames), "answer": pack.answer_text(i),
                           "accept": [pack.answer_text(i)]})
     else:
@@ -82,6 +87,7 @@ def load_items(args) -> list[dict]:
                     frames = [np.asarray(im.convert("RGB"))]
             wav = to_float(read_wav(os.path.join(args.data, r["question_audio"]))[0])
             items.append({"id": r["id"], "family": r["family"], "audio": wav, "frames": frames,
+                          "question_text": r["question_text"],
                           "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]],
                           "question_audio": r["question_audio"], "stream_video": r.get("stream_video")})
     for it in items:
@@ -92,7 +98,20 @@ def load_items(args) -> list[dict]:
     return items
 
 
-def offline(model, items: list[dict], batch: int, speech: bool) -> None:
+def text_request(it: dict):
+    """The question as text beside the picture (the `omni chat --image --text` layout;
+    a video as its 2 FPS frames): what the model understands without hearing it."""
+    from omni.generation import OmniRequest
+
+    frames = it["frames"]
+    if not frames:
+        return OmniRequest(text=it["question_text"])
+    if len(frames) == 1:
+        return OmniRequest(text=it["question_text"], images=list(frames))
+    return OmniRequest(text=it["question_text"], video=list(frames), video_times=[k * 0.5 for k in range(len(frames))])
+
+
+def offline(model, items: list[dict], batch: int, speech: bool, question: str = "spoken") -> None:
     """Fill it["text"] (and it["reply_audio"]) for every item, batched."""
     from tqdm import tqdm
 
@@ -102,7 +121,9 @@ def offline(model, items: list[dict], batch: int, speech: bool) -> None:
     for k in tqdm(range(0, len(items), batch), desc="offline", unit="batch", file=sys.stderr):
         reqs = []
         for it in items[k : k + batch]:
-            if it["frames"] is None:
+            if question == "text":
+                reqs.append(text_request(it))
+            elif it["frames"] is None:
                 reqs.append(OmniRequest(audio=it["audio"]))
             else:
                 frames, times = stream_frames(it["frames"], len(it["audio"]))
@@ -224,6 +245,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="requests per batched generate call")
     p.add_argument("--max-steps", type=int, default=80, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
+    p.add_argument("--question", choices=("spoken", "text"), default="spoken",
+                   help="spoken: the held-out spoken question with the camera on (what the bars judge); text: "
+                        "the question as text beside the picture, to tell hearing from seeing")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out", default="bench/results/default_model.json")
@@ -241,12 +265,13 @@ def main() -> int:
     model = OmniModel.from_pretrained(args.model, device=args.device)
     items = load_items(args)
     speech = bool(args.data)
-    offline(model, items, args.batch, speech)
+    offline(model, items, args.batch, speech, args.question)
     for it in items:
         it["text_ok"] = normalize_answer(it["text"]) in it["accept_norm"]
     report = {
         "model": os.path.basename(os.path.normpath(args.model)),
         "source": "files" if args.data else "pack",
+        "question": args.question,
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
                   f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
         "bars": BARS,
@@ -263,7 +288,8 @@ def main() -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
-    print(f"default model {args.model} on {report['device']}, {len(items)} held-out samples ({report['source']})")
+    print(f"default model {args.model} on {report['device']}, {len(items)} held-out samples ({report['source']}, "
+          f"{args.question} questions)")
     print(f"{'family':12} {'n':>5} {'text':>7}" + (f" {'speech':>7}" if speech else ""))
     for fam, v in report["text"].items():
         row = f"{fam:12} {v['n']:5d} {v['accuracy']:7.1%}"

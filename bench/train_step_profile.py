@@ -44,25 +44,30 @@ def _timed(fn, acc: dict, key: str, dev: torch.device):
     return wrap
 
 
-def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, steps: int, tag: str):
+def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, steps: int, tag: str,
+             workers: int):
     """The omni-mini trainer of `stage` at `batch`, its loader covering `steps` steps."""
     from mdp.omni_mini import MiniTrainer, _stage_recipe
     from mdp.omni_mini_stages import write_stage_manifest
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, steps)
-    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{tag}{stage}_{batch}"), global_batch=batch,
-                            manifest=os.path.join(work, f"{stage}.jsonl"))
+    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{tag}{stage}_{batch}_{workers}"),
+                            global_batch=batch, manifest=os.path.join(work, f"{stage}.jsonl"))
     r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
     if not os.path.isfile(r.manifest):
         write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
     tr = MiniTrainer(r, dev)
-    tr.attach_pack(r.manifest, pack, codes, args.workers, 0, steps)
+    tr.attach_pack(r.manifest, pack, codes, workers, 0, steps)
     return tr
 
 
-def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
-    tr = _trainer(args, pack, codes, stage, batch, dev, work, args.warmup + args.steps + 1, "")
+def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str,
+                  workers: int) -> dict:
+    steps = args.warmup + args.steps + 1
+    if args.busy_loader:  # the loader keeps building (prefetch_factor 4 a worker) while the timed steps run
+        steps += 4 * workers + args.steps
+    tr = _trainer(args, pack, codes, stage, batch, dev, work, steps, "", workers)
     acc: dict[str, float] = {}
     tr._load = _timed(tr._load, acc, "data_wait", dev)
     tr._encode = _timed(tr._encode, acc, "encoders", dev)
@@ -77,6 +82,11 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
     total = (time.perf_counter() - t0) / args.steps
     per = {k: v / args.steps for k, v in acc.items()}
     per["rest"] = total - sum(per.values())
+    row = {"stage": stage, "global_batch": batch, "workers": workers,
+           "busy_loader": args.busy_loader, "step_s": total, "phases_s": per}
+    if args.no_profile:
+        tr.close_loader()
+        return row
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
@@ -90,18 +100,19 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
     top_cpu = sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
     tr.close_loader()
     return {
-        "stage": stage, "global_batch": batch, "step_s": total, "phases_s": per, "kernels": kernels,
+        **row, "kernels": kernels,
         "ops_dispatched": int(sum(e.count for e in ev)),
         "top_device_ms": [(e.key, round(getattr(e, dev_key, 0.0) / 1e3, 3), e.count) for e in top_dev],
         "top_host_ms": [(e.key, round(e.self_cpu_time_total / 1e3, 3), e.count) for e in top_cpu],
     }
 
 
-def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str) -> dict:
+def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str,
+                      workers: int) -> dict:
     """Samples/s of the data loader alone (no model): the first batches (worker start,
     prefetch) are skipped, then `--loader-batches` are timed."""
     n = args.loader_batches
-    tr = _trainer(args, pack, codes, stage, batch, dev, work, n + args.workers + 1, "L")
+    tr = _trainer(args, pack, codes, stage, batch, dev, work, n + workers + 1, "L", workers)
     t = time.perf_counter()
     first = tr._load(0)
     start_s = time.perf_counter() - t
@@ -115,7 +126,7 @@ def loader_throughput(args, pack, codes, stage: str, batch: int, dev: torch.devi
     for i in tr.dataset.step_indices(tr.r.seed, 0, 32):
         tr.dataset.sample(i)
     one = (time.perf_counter() - t) / 32
-    return {"stage": stage, "global_batch": batch, "workers": args.workers, "first_batch_s": start_s,
+    return {"stage": stage, "global_batch": batch, "workers": workers, "first_batch_s": start_s,
             "samples_per_s": n * batch / dt, "s_per_batch": dt / n, "batch_media_mb": mb,
             "main_process_ms_per_sample": one * 1e3}
 
@@ -127,7 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", default="48,192", help="comma-separated global batch sizes")
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--workers", type=int, default=12, help="loader worker processes")
+    p.add_argument("--workers", default="12", help="loader worker processes (comma-separated: one case each)")
+    p.add_argument("--busy-loader", action="store_true",
+                   help="keep the loader building batches during the timed steps, as in training (by default "
+                        "it has built them all by then)")
+    p.add_argument("--no-profile", action="store_true", help="skip the torch.profiler step")
     p.add_argument("--samples", type=int, default=4000, help="manifest lines drawn per stage")
     p.add_argument("--top", type=int, default=15, help="ops listed per profile")
     p.add_argument("--loader-only", action="store_true", help="measure the data loader's throughput alone")
@@ -151,25 +166,30 @@ def main(argv: list[str] | None = None) -> None:
     codes = answer_code_table(pack)
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for stage in args.stage.split(","):
-            for b in (int(x) for x in args.batch.split(",")):
-                if args.loader_only:
-                    rows.append(loader_throughput(args, pack, codes, stage, b, dev, work))
-                    r = rows[-1]
-                    print(f"{stage:9s} batch {b:4d} workers {args.workers:2d}: {r['samples_per_s']:7.0f} samples/s "
-                          f"({r['s_per_batch'] * 1e3:.0f} ms/batch, {r['batch_media_mb']:.0f} MB media/batch, "
-                          f"one process {r['main_process_ms_per_sample']:.1f} ms/sample, first batch "
-                          f"{r['first_batch_s']:.1f} s)", flush=True)
-                    continue
-                rows.append(profile_batch(args, pack, codes, stage, b, dev, work))
+        cases = [(st, int(b), int(w)) for st in args.stage.split(",") for b in args.batch.split(",")
+                 for w in args.workers.split(",")]
+        for stage, b, workers in cases:
+            if args.loader_only:
+                rows.append(loader_throughput(args, pack, codes, stage, b, dev, work, workers))
                 r = rows[-1]
-                ph = " ".join(f"{k} {v * 1e3:.0f}" for k, v in r["phases_s"].items())
-                print(f"{stage:9s} batch {b:4d}: {r['step_s'] * 1e3:7.0f} ms/step ({ph} ms), "
-                      f"{r['kernels']} kernels, {r['ops_dispatched']} profiled events", flush=True)
-                for name, ms, n in r["top_device_ms"]:
-                    print(f"    dev  {ms:9.2f} ms  x{n:<6d} {name[:90]}")
-                for name, ms, n in r["top_host_ms"][:8]:
-                    print(f"    host {ms:9.2f} ms  x{n:<6d} {name[:90]}")
+                print(f"{stage:9s} batch {b:4d} workers {workers:2d}: {r['samples_per_s']:7.0f} samples/s "
+                      f"({r['s_per_batch'] * 1e3:.0f} ms/batch, {r['batch_media_mb']:.0f} MB media/batch, "
+                      f"one process {r['main_process_ms_per_sample']:.1f} ms/sample, first batch "
+                      f"{r['first_batch_s']:.1f} s)", flush=True)
+                continue
+            rows.append(profile_batch(args, pack, codes, stage, b, dev, work, workers))
+            r = rows[-1]
+            ph = " ".join(f"{k} {v * 1e3:.0f}" for k, v in r["phases_s"].items())
+            busy = ", loader busy" if args.busy_loader else ""
+            print(f"{stage:9s} batch {b:4d} workers {workers:2d}{busy}: {r['step_s'] * 1e3:7.0f} "
+                  f"ms/step ({ph} ms)" + ("" if args.no_profile else
+                  f", {r['kernels']} kernels, {r['ops_dispatched']} profiled events"), flush=True)
+            if args.no_profile:
+                continue
+            for name, ms, n in r["top_device_ms"]:
+                print(f"    dev  {ms:9.2f} ms  x{n:<6d} {name[:90]}")
+            for name, ms, n in r["top_host_ms"][:8]:
+                print(f"    host {ms:9.2f} ms  x{n:<6d} {name[:90]}")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:

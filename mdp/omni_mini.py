@@ -92,6 +92,18 @@ def unpack_step(packed: dict) -> list[ModalityItem]:
     return items
 
 
+def main_process_threads(asked: int, workers: int, device: torch.device) -> int:
+    """Torch CPU threads for the training process (0: leave torch's default).
+
+    On a GPU with loader workers, one: that process only launches kernels and
+    copies the step's inputs, and every parallel CPU op it runs (copies over
+    32 K elements are parallel) waits at its barrier for the slowest of its
+    threads, which busy workers deschedule (`python bench/omp_stall.py`)."""
+    if asked > 0:
+        return asked
+    return 1 if device.type == "cuda" and workers > 0 else 0
+
+
 class MiniTrainer(Trainer):
     """The MDP trainer reading a `PackDataset`: interleaved layouts put image and
     audio features in sequence order, so the encoder outputs (item order) are
@@ -102,6 +114,9 @@ class MiniTrainer(Trainer):
 
         if self.dims.inner_dp > 1 or self.dims.pp > 1:
             raise ValueError("omni-mini trains with data parallelism only (inner_dp = pp = 1)")
+        threads = main_process_threads(self.r.main_threads, workers, self.device)
+        if threads:
+            torch.set_num_threads(threads)
         enc = self.model.encoders["audio"]
         ready: dict[int, int] = {}
 
@@ -158,7 +173,10 @@ class _Plan:
     first steps of a run are slower than the rest: allocator, autotuning). Step
     counts never exceed the recipe's (`bounds`); each stage's step is costed in
     proportion to its sequence length. The fitted plan is kept in
-    out_dir/plan.json for resumes, which keep it as it is."""
+    out_dir/plan.json for resumes. A resume takes that plan as its bounds: it
+    never grows, but when this run's time budget cannot hold the rest of it, the
+    stages trained in this run shrink it to fit (so a budget split over several
+    calls, `plan_budget_s` in the first, still ends with an exported model)."""
 
     TIMED = (5, 20)  # steps [5, 20) of each stage trained in this run are timed
     STAGE_OVERHEAD_S = 15.0
@@ -170,16 +188,32 @@ class _Plan:
         self.bounds = [n for _, n in self.stages]
         self.active = recipe.fit_budget and recipe.time_budget_s > 0
         self.fitted: set[int] = set()
+        self.speeds: dict[str, float] = {}  # measured s/step per stage (kept for resumes)
         if resume and os.path.isfile(self.path):
             with open(self.path) as fh:
-                self.stages = [list(s) for s in json.load(fh)["stage_steps"]]
-            self.active = False
+                kept = json.load(fh)
+            self.stages = [list(s) for s in kept["stage_steps"]]
+            self.bounds = [n for _, n in self.stages]
+            self.speeds = dict(kept.get("speeds", {}))
 
     def needs_fit(self, idx: int) -> bool:
         return self.active and idx not in self.fitted
 
-    def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float) -> int:
-        """Rescale stage idx (`done` steps taken) and the later stages; returns stage idx's new total."""
+    def estimate(self, idx: int) -> float | None:
+        """Stage idx's s/step from an earlier measurement (its own, else another
+        stage's scaled by sequence length); None before any."""
+        name = self.stages[idx][0]
+        if name in self.speeds:
+            return self.speeds[name]
+        for other, sec in self.speeds.items():
+            if other in self.seq:
+                return sec * self.seq[name] / self.seq[other]
+        return None
+
+    def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float, measured: bool = True) -> int:
+        """Rescale stage idx (`done` steps taken) and the later stages; returns stage
+        idx's new total. `measured=False`: an estimate at the stage's start, which the
+        stage's own timing replaces."""
         cur = self.seq[self.stages[idx][0]]
         cost = [sec_per_step * self.seq[name] / cur for name, _ in self.stages]
         left = max(0, self.bounds[idx] - done)
@@ -190,12 +224,16 @@ class _Plan:
         self.stages[idx][1] = done + max(1, int(left * scale))
         for k in range(idx + 1, len(self.stages)):
             self.stages[k][1] = max(1, int(self.bounds[k] * scale))
-        self.fitted.add(idx)
+        if measured:
+            self.fitted.add(idx)
+            self.speeds[self.stages[idx][0]] = sec_per_step
         if dist.get_rank() == 0:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(self.path, "w") as fh:
-                json.dump({"stage_steps": self.stages, "sec_per_step": sec_per_step, "scale": scale}, fh)
-            print(f"time budget: {sec_per_step:.3f} s/step -> stage steps scaled by {scale:.2f}: {self.stages}",
+                json.dump({"stage_steps": self.stages, "sec_per_step": sec_per_step, "scale": scale,
+                           "speeds": self.speeds}, fh)
+            how = "" if measured else " (estimated)"
+            print(f"time budget: {sec_per_step:.3f} s/step{how} -> stage steps scaled by {scale:.2f}: {self.stages}",
                   file=sys.stderr)
         return self.stages[idx][1]
 
@@ -210,9 +248,12 @@ def _agree(value: float, device) -> float:
 
 
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
-                 deadline: float, plan: _Plan | None = None, idx: int = 0) -> dict | None:
+                 deadline: float, plan: _Plan | None = None, idx: int = 0,
+                 fit_deadline: float | None = None) -> dict | None:
     """Train one stage; returns its final model state dict (None if stopped early:
-    `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint)."""
+    `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint).
+    The plan is fitted to the time left until `fit_deadline` (default: `deadline`)."""
+    fit_deadline = deadline if fit_deadline is None else fit_deadline
     from tqdm import tqdm
 
     from mdp.dims import device_for_rank
@@ -224,11 +265,19 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed)
         print(f"stage {stage}: {r.stage_samples} samples {counts}", file=sys.stderr)
     dist.barrier()
+    last = checkpoint.latest_step(r.checkpoint_dir) if resume else None
+    start = 0 if last is None else last + 1
+    if plan is not None and plan.needs_fit(idx) and (est := plan.estimate(idx)) is not None:
+        # size the stage now from an earlier timing (a resumed run must not find out
+        # too late that its budget cannot hold the plan); its own timing refines it
+        total = plan.fit(idx, start, _agree(est, device_for_rank()),
+                         _agree(fit_deadline - time.monotonic() - plan.STAGE_OVERHEAD_S, device_for_rank()),
+                         measured=False)
+        r = dataclasses.replace(r, steps=total)
     trainer = MiniTrainer(r, device_for_rank())
     if init is not None:
         trainer.model.load_state_dict(init)
-    start, extra = 0, {"step": -1}
-    last = checkpoint.latest_step(r.checkpoint_dir) if resume else None
+    extra = {"step": -1}
     if last is not None:
         checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
@@ -240,13 +289,14 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     log = _Log(r.out_dir, start) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
     times: list[float] = []
+    saved = start - 1  # the last step with a checkpoint
     for step in range(start, end):
         if step >= end:  # the plan shrank this stage below the range's end
             break
         if plan is not None and plan.needs_fit(idx) and step - start == _Plan.TIMED[1]:
             spent = times[_Plan.TIMED[0] :]
             total = plan.fit(idx, step, _agree(sum(spent) / len(spent), trainer.device),
-                             _agree(deadline - time.monotonic(), trainer.device))
+                             _agree(fit_deadline - time.monotonic(), trainer.device))
             r = dataclasses.replace(r, steps=total)
             trainer.r = r  # the cosine schedule follows the new length
             end = limit(total)
@@ -254,7 +304,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             if step >= end:
                 break
         if _agree(float(time.monotonic() > deadline), trainer.device):  # out of time: checkpoint, stop
-            if step > start:
+            if step > start and saved != step - 1:  # the periodic save may just have written it
                 extra["step"] = step - 1
                 checkpoint.save(r.checkpoint_dir, step - 1, trainer.model, trainer.optimizer, trainer.scheduler,
                                 extra, keep=r.keep_checkpoints)
@@ -272,6 +322,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             extra["step"] = step
             checkpoint.save(r.checkpoint_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
                             keep=r.keep_checkpoints)
+            saved = step
     bar.close()
     trainer.close_loader()
     if rank0 and trainer.dataset.too_long:
@@ -300,6 +351,8 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     state: dict | None = None
     budget = recipe.time_budget_s if recipe.time_budget_s > 0 else float("inf")
     deadline = time.monotonic() + budget
+    # the plan may be fitted to a longer budget than this run's, spent over resumed runs
+    fit_deadline = deadline if recipe.plan_budget_s <= 0 else time.monotonic() + recipe.plan_budget_s
     for n in range(len(stages)):
         name, steps = stages[n]
         r = _stage_recipe(recipe, name, steps)
@@ -307,7 +360,7 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
         if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
             state = torch.load(final, map_location="cpu", weights_only=True)
             continue
-        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n)
+        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n, fit_deadline)
         steps = stages[n][1]
         if state is None:
             if rank0:

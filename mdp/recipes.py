@@ -62,8 +62,10 @@ class Recipe:
     stage_seq_len: str = ""  # "speech:176,dialogue:384" (stages not named: seq_len)
     stage_samples: int = 20000  # manifest lines written per stage
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
+    main_threads: int = 0  # torch CPU threads of the training process (0: 1 on CUDA with data_workers, else default)
     export_dir: str = ""  # OmniModel checkpoint written at the end (empty: out_dir/model)
     time_budget_s: float = 0.0  # > 0: checkpoint and stop after this long; rerun to resume
+    plan_budget_s: float = 0.0  # > 0 (with fit_budget): fit the stages to this much time, spent over resumed runs
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
 

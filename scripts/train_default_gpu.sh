@@ -16,7 +16,10 @@
 # av: everything is drawn from the packs. Files back are at most 8 of 16 MB, so the
 # bf16 weights travel in 15 MB parts. If the budget ends inside a stage, the run
 # checkpoints and says so; calling the script again while the machine is still
-# warm resumes where it stopped (runs/ stays there between calls).
+# warm resumes where it stopped (runs/ stays there between calls). To train longer
+# than one call, size the stages for two in the first (BUDGET=500 PLAN_BUDGET=900)
+# and resume at once with the rest (BUDGET=430): the resumed call shrinks the plan
+# if its own budget cannot hold it, so it always ends with an exported model.
 set -euo pipefail
 
 if [[ "${1:-}" == "--collect" ]]; then
@@ -40,6 +43,7 @@ fi
 
 OUT=${OUT:-runs/omni-mini-out}
 BUDGET=${BUDGET:-440}        # seconds of training in this call (the call's limit is 600)
+PLAN_BUDGET=${PLAN_BUDGET:-}  # seconds the stages are sized for, over this and resumed calls (default BUDGET)
 RUN=${RUN:-runs/omni-mini}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
@@ -47,6 +51,7 @@ EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "stage_steps=speech:2
 BENCH_LIMIT=${BENCH_LIMIT:-0}
 sets=()
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
+[[ -n "$PLAN_BUDGET" ]] && sets+=(--set plan_budget_s="$PLAN_BUDGET")
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT" "$RUN"
 out_abs=$(cd "$OUT" && pwd)

@@ -169,7 +169,15 @@ def test_budget_plan_scales_stages_by_sequence_length(tmp_path, monkeypatch):
     assert plan.fit(1, 15, 0.2, 1000.0) == 100 and plan.stages[2][1] == 100
     assert plan.fit(2, 15, 0.5, 40.0) == 15 + int(85 * 38 / 42.5) and plan.stages[0][1] == total
     again = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)  # a resume reads plan.json
-    assert not again.needs_fit(2) and again.stages == plan.stages
+    assert again.stages == plan.stages and again.bounds == [n for _, n in plan.stages]
+    # a resumed run keeps the plan when its own budget holds the rest (it never grows) ...
+    kept = [list(s) for s in again.stages]
+    assert again.fit(2, 15, 0.001, 1000.0) == kept[2][1] and again.stages == kept
+    # ... and shrinks the stage it trains (and the later ones) when it does not
+    again = _Plan(r.override(["out_dir=" + str(tmp_path / "b")]), resume=True)
+    left = kept[2][1] - 15
+    assert left > 19 and again.fit(2, 15, 1.0, 20.0) == 15 + 19  # 0.95 x 20 s at 1 s/step
+    assert again.stages[:2] == kept[:2]
 
 
 def test_step_packing_round_trip():
@@ -212,3 +220,18 @@ def test_step_packing_round_trip():
     n0 = sum(it.num_tokens for it in samples[0].items)
     assert packed["order"].tolist() == samples[0].order + [n0 + o for o in samples[2].order]
     assert torch.equal(packed["batch"]["ids"][2], samples[2].ids)
+
+
+def test_training_process_threads():
+    """One CPU thread for the training process on a GPU with loader workers (its
+    parallel copies stall behind busy workers); torch's default otherwise; an
+    explicit recipe value wins."""
+    import torch
+
+    from mdp.omni_mini import main_process_threads
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert main_process_threads(0, 12, cuda) == 1
+    assert main_process_threads(0, 0, cuda) == 0
+    assert main_process_threads(0, 12, cpu) == 0
+    assert main_process_threads(6, 12, cuda) == 6
