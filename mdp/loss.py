@@ -55,7 +55,11 @@ def stage1_loss(
     audio_logits: torch.Tensor,  # [B, T, 4, Va]
     labels: torch.Tensor,  # [B, T, 7] from pack_labels
     counts: torch.Tensor,  # [4] global counts (TERMS order)
+    stats: list | None = None,
 ) -> torch.Tensor:
+    """The weighted loss. With `stats`, also appends a detached float64 [5]: the four
+    unweighted terms (TERMS order) and the teacher-forced accuracy of the reply's text
+    tokens, each already divided by its global count (so sums over ranks are means)."""
     text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
     text_ce = F.cross_entropy(
         text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
@@ -72,4 +76,14 @@ def stage1_loss(
         ]
     )
     w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=sums.dtype, device=sums.device)
-    return (w * sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)).sum()
+    per = sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)
+    if stats is not None:
+        with torch.no_grad():
+            is_text = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)
+            right = ((text_logits.argmax(-1) == text_lab) & is_text).sum().double()
+            n_text = (counts[0] + counts[2]).to(right.device, torch.float64).clamp_min(1.0)
+            stats.append(torch.cat([per.detach().double(), (right / n_text)[None]]))
+    return (w * per).sum()
+
+
+STAT_NAMES = tuple(f"{t}_loss" for t in TERMS) + ("text_acc",)

@@ -409,24 +409,36 @@ def plot_stages(out_dir: str, stages: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    offset = 0
+    logs = []
     for name in stages:
         path = os.path.join(out_dir, name, "loss.json")
-        if not os.path.isfile(path):
-            continue
-        with open(path) as fh:
-            rows = json.load(fh)
-        if not rows:
-            continue
-        ax.plot([offset + r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+        if os.path.isfile(path):
+            with open(path) as fh:
+                rows = json.load(fh)
+            if rows:
+                logs.append((name, rows))
+    with_acc = any("text_acc" in r for _, rows in logs for r in rows)
+    fig, axes = plt.subplots(2 if with_acc else 1, 1, figsize=(8, 6 if with_acc else 3.5), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    offset = 0
+    for name, rows in logs:
+        steps = [offset + r["step"] for r in rows]
+        line, = ax.plot(steps, [r["loss"] for r in rows], label=name)
+        if with_acc:  # the reply's text tokens right under teacher forcing: is the answer learned?
+            acc = [(s, r["text_acc"]) for s, r in zip(steps, rows) if "text_acc" in r]
+            axes[1][0].plot([s for s, _ in acc], [a for _, a in acc], color=line.get_color(), label=name)
         offset += rows[-1]["step"] + 1
-        ax.axvline(offset, color="grey", alpha=0.3)
-    ax.set_xlabel("step (stages in order)")
+        for a in axes[:, 0]:
+            a.axvline(offset, color="grey", alpha=0.3)
     ax.set_ylabel("stage-1 loss (reply only)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
+    if with_acc:
+        axes[1][0].set_ylabel("reply text token accuracy")
+        axes[1][0].set_ylim(0, 1)
+        axes[1][0].grid(alpha=0.3)
+    axes[-1][0].set_xlabel("step (stages in order)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "loss.png"), dpi=100)
     plt.close(fig)

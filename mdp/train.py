@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.dims import device_for_rank
+from mdp.loss import STAT_NAMES
 from mdp.recipes import RECIPES, Recipe, get_recipe
 
 
@@ -133,14 +134,16 @@ class _Log:
         self._flush()
 
     def write(self, rec: dict) -> None:
-        self.rows.append({k: rec[k] for k in self.FIELDS})
+        self.rows.append({k: rec[k] for k in self.FIELDS + STAT_NAMES if k in rec})
         self._flush()
 
     def _flush(self) -> None:
         with open(self.json_path, "w") as fh:
             json.dump(self.rows, fh, indent=1)
+        # the per-term columns exist when the trainer measured them (not with pipeline stages)
+        fields = self.FIELDS + tuple(k for k in STAT_NAMES if self.rows and k in self.rows[-1])
         with open(self.csv_path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.FIELDS)
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
             w.writeheader()
             w.writerows(self.rows)
 

@@ -29,7 +29,7 @@ from mdp.bridge import BalanceData, ModalityBridge
 from mdp.data import Dataset, default_layout, shard_batch, stack
 from mdp.dims import Meshes, ParallelDims
 from mdp.ep import apply_expert_parallel, expert_parameters, sync_expert_grads
-from mdp.loss import label_counts, pack_labels
+from mdp.loss import STAT_NAMES, label_counts, pack_labels
 from mdp.model import OmniTrainModel
 from mdp.parallelize import parallelize_encoders, parallelize_llm
 from mdp.pipeline import build_schedule, split_stage
@@ -236,6 +236,7 @@ class Trainer:
         roots: list[torch.Tensor] = [anchor]
         grads: list[torch.Tensor] = [torch.ones_like(anchor)]
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        stats: list[torch.Tensor] = []  # per-term losses + text accuracy (without pipeline stages)
         x = x_leaf = None
         if self.is_first:
             ids, codec = batch["ids"].to(self.device), batch["codec"].to(self.device)
@@ -246,7 +247,7 @@ class Trainer:
         if self.schedule is None:
             with self._autocast():
                 h = model.run_layers(x_leaf, final_norm=True)
-                loss = model.loss_from_hidden(h, labels, counts) * d.dp
+                loss = model.loss_from_hidden(h, labels, counts, stats) * d.dp
             loss.backward()
             loss_sum += loss.detach().double()
         else:
@@ -285,8 +286,14 @@ class Trainer:
             dist.all_reduce(loss_sum, group=self.meshes.group("pp"))
         if d.dp > 1:
             dist.all_reduce(loss_sum, group=self.meshes.group("dp"))
-        return {"step": step, "loss": float(loss_sum), "grad_norm": gnorm,
-                "lr": self.optimizer.param_groups[0]["lr"], "llm_tokens": int(batch["ids"].numel()) * d.dp}
+        rec = {"step": step, "loss": float(loss_sum), "grad_norm": gnorm,
+               "lr": self.optimizer.param_groups[0]["lr"], "llm_tokens": int(batch["ids"].numel()) * d.dp}
+        if stats:  # each rank's share of the global means: their sum over DP is the mean
+            part = stats[0]
+            if d.dp > 1:
+                dist.all_reduce(part, group=self.meshes.group("dp"))
+            rec.update(zip(STAT_NAMES, (float(v) for v in part.tolist())))
+        return rec
 
     def _inner_rank(self) -> int:
         return 0 if self.inner_group is None else dist.get_rank(self.inner_group)

@@ -34,6 +34,8 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
         dist.destroy_process_group()
     speech = json.loads((out / "speech" / "loss.json").read_text())
     assert [row["step"] for row in speech] == [0, 1, 2]
+    # per-term losses and the reply's teacher-forced text accuracy are logged with the loss
+    assert all(0.0 <= row["text_acc"] <= 1.0 and row["text_loss"] > 0 for row in speech)
     for stage in ("speech", "vision", "dialogue"):
         assert (out / stage / "done.json").exists() and (out / stage / "loss.png").exists()
     assert (out / "loss.png").exists()
@@ -53,3 +55,39 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "reply.wav").exists()
+
+
+def test_deadline_right_after_a_periodic_checkpoint(tmp_path, mini_pack, monkeypatch):
+    """The time budget ends just after a periodic save: the run stops without saving
+    that step twice (which once failed: the checkpoint directory already existed),
+    and the same command resumes from it."""
+    import time as real_time
+    import types
+
+    import torch.distributed as dist
+
+    from mdp import omni_mini
+    from mdp.omni_mini import run_curriculum
+    from mdp.recipes import get_recipe
+    from mdp.train import init_distributed
+
+    ticks = iter(range(1000))  # one tick per clock read: the start, then one check per step
+    clock = types.SimpleNamespace(monotonic=lambda: float(next(ticks)), perf_counter=real_time.perf_counter)
+    out = tmp_path / "run"
+    r = get_recipe("omni-mini-smoke").override(
+        [f"pack={mini_pack}", f"out_dir={out}", "stage_steps=speech:4,vision:1,dialogue:1", "stage_samples=8",
+         "save_every=2", "time_budget_s=2.5"]
+    )
+    init_distributed()
+    try:
+        monkeypatch.setattr(omni_mini, "time", clock)
+        # deadline 2.5: steps 0 and 1 run (checks at 1 and 2), the save after step 1, out of time at step 2
+        assert run_curriculum(r) is None
+        assert sorted(os.listdir(out / "speech" / "checkpoints")) == ["step-1"]
+        monkeypatch.setattr(omni_mini, "time", real_time)
+        model_dir = run_curriculum(r.override(["time_budget_s=0"]))
+    finally:
+        dist.destroy_process_group()
+    speech = json.loads((out / "speech" / "loss.json").read_text())
+    assert [row["step"] for row in speech] == [0, 1, 2, 3]
+    assert model_dir is not None and os.path.isfile(os.path.join(model_dir, "model.safetensors"))

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mdp.data import Dataset, Layout, ManifestError, read_manifest, stack
+from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, Dataset, Layout, ManifestError, read_manifest, stack
 from mdp.dims import Meshes, ParallelConfigError, ParallelDims
-from mdp.loss import label_counts, pack_labels, stage1_loss
+from mdp.loss import TERMS, WEIGHTS, label_counts, pack_labels, stage1_loss
 from mdp.pipeline import stage_layers
 from mdp.recipes import get_recipe
 
@@ -101,6 +101,25 @@ def test_labels_and_loss_normalization(tmp_path) -> None:
     whole = stage1_loss(tl, al, lab, counts)
     parts = stage1_loss(tl[:1], al[:1], lab[:1], counts) + stage1_loss(tl[1:], al[1:], lab[1:], counts)
     torch.testing.assert_close(whole, parts, rtol=1e-6, atol=0)
+    # the logged terms: weighted, they are the loss; per shard they sum to the whole
+    stats, shard = [], []
+    loss = stage1_loss(tl, al, lab, counts, stats)
+    w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=torch.float64)
+    torch.testing.assert_close((stats[0][:4] * w).sum(), loss.double(), rtol=1e-6, atol=0)
+    stage1_loss(tl[:1], al[:1], lab[:1], counts, shard)
+    stage1_loss(tl[1:], al[1:], lab[1:], counts, shard)
+    torch.testing.assert_close(shard[0] + shard[1], stats[0], rtol=1e-6, atol=1e-12)
+    # text accuracy: logits that put the label first on exactly one of the 5 text targets
+    is_text = (lab[..., 1] == CAT_TEXT) | (lab[..., 1] == CAT_AUDIO_TEXT)
+    pos = is_text.nonzero().tolist()
+    assert len(pos) == 5
+    sharp = torch.zeros(2, 8, 512)
+    b, t = pos[2]
+    sharp[b, t, lab[b, t, 0]] = 10.0
+    sharp[..., 500] += 1.0  # everywhere else the argmax is a token no label uses
+    acc = []
+    stage1_loss(sharp, al, lab, counts, acc)
+    assert acc[0][4].item() == pytest.approx(1 / 5)
 
 
 def test_stage_layers() -> None:
