@@ -56,10 +56,14 @@ def stage1_loss(
     labels: torch.Tensor,  # [B, T, 7] from pack_labels
     counts: torch.Tensor,  # [4] global counts (TERMS order)
     stats: list | None = None,
+    text_pad_id: int | None = None,
 ) -> torch.Tensor:
-    """The weighted loss. With `stats`, also appends a detached float64 [5]: the four
-    unweighted terms (TERMS order) and the teacher-forced accuracy of the reply's text
-    tokens, each already divided by its global count (so sums over ranks are means)."""
+    """The weighted loss. With `stats`, also appends a detached float64 [6]: the four
+    unweighted terms (TERMS order), each already divided by its global count (so sums
+    over ranks are means), then the reply's text labels that greedy decoding gets
+    right under teacher forcing and their number (local sums). The text pads that
+    fill a spoken reply's text stream after its words (most of its text labels, and
+    trivial) are not counted."""
     text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
     text_ce = F.cross_entropy(
         text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
@@ -79,11 +83,18 @@ def stage1_loss(
     per = sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)
     if stats is not None:
         with torch.no_grad():
-            is_text = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)
-            right = ((text_logits.argmax(-1) == text_lab) & is_text).sum().double()
-            n_text = (counts[0] + counts[2]).to(right.device, torch.float64).clamp_min(1.0)
-            stats.append(torch.cat([per.detach().double(), (right / n_text)[None]]))
+            words = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)
+            if text_pad_id is not None:
+                words &= text_lab != text_pad_id
+            right = ((text_logits.argmax(-1) == text_lab) & words).sum().double()
+            stats.append(torch.cat([per.detach().double(), right[None], words.sum().double()[None]]))
     return (w * per).sum()
 
 
 STAT_NAMES = tuple(f"{t}_loss" for t in TERMS) + ("text_acc",)
+
+
+def stat_record(summed: torch.Tensor) -> dict[str, float]:
+    """`stage1_loss` stats summed over ranks -> the logged values (STAT_NAMES)."""
+    v = summed.tolist()
+    return dict(zip(STAT_NAMES, v[:4] + [v[4] / max(v[5], 1.0)]))

@@ -162,7 +162,7 @@ class OmniTrainModel(nn.Module):
         text_logits = self.llm.lm_head(h)
         # teacher forcing: head k sees the target codes of heads < k (ignored labels are skipped)
         audio_logits = self.audio_head(h, labels[..., 2:6])
-        return stage1_loss(text_logits, audio_logits, labels, counts, stats)
+        return stage1_loss(text_logits, audio_logits, labels, counts, stats, self.cfg.llm.pad_token_id)
 
     def moe_layers(self) -> list[nn.Module]:
         return [self.llm.model.layers[i].mlp for i in self.layer_ids()]

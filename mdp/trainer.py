@@ -29,7 +29,7 @@ from mdp.bridge import BalanceData, ModalityBridge
 from mdp.data import Dataset, default_layout, shard_batch, stack
 from mdp.dims import Meshes, ParallelDims
 from mdp.ep import apply_expert_parallel, expert_parameters, sync_expert_grads
-from mdp.loss import STAT_NAMES, label_counts, pack_labels
+from mdp.loss import label_counts, pack_labels, stat_record
 from mdp.model import OmniTrainModel
 from mdp.parallelize import parallelize_encoders, parallelize_llm
 from mdp.pipeline import build_schedule, split_stage
@@ -288,11 +288,11 @@ class Trainer:
             dist.all_reduce(loss_sum, group=self.meshes.group("dp"))
         rec = {"step": step, "loss": float(loss_sum), "grad_norm": gnorm,
                "lr": self.optimizer.param_groups[0]["lr"], "llm_tokens": int(batch["ids"].numel()) * d.dp}
-        if stats:  # each rank's share of the global means: their sum over DP is the mean
+        if stats:  # shares of the global means and local counts: both sum over DP
             part = stats[0]
             if d.dp > 1:
                 dist.all_reduce(part, group=self.meshes.group("dp"))
-            rec.update(zip(STAT_NAMES, (float(v) for v in part.tolist())))
+            rec.update(stat_record(part))
         return rec
 
     def _inner_rank(self) -> int:

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, Dataset, Layout, ManifestError, read_manifest, stack
 from mdp.dims import Meshes, ParallelConfigError, ParallelDims
-from mdp.loss import TERMS, WEIGHTS, label_counts, pack_labels, stage1_loss
+from mdp.loss import TERMS, WEIGHTS, label_counts, pack_labels, stage1_loss, stat_record
 from mdp.pipeline import stage_layers
 from mdp.recipes import get_recipe
 
@@ -119,7 +119,14 @@ def test_labels_and_loss_normalization(tmp_path) -> None:
     sharp[..., 500] += 1.0  # everywhere else the argmax is a token no label uses
     acc = []
     stage1_loss(sharp, al, lab, counts, acc)
-    assert acc[0][4].item() == pytest.approx(1 / 5)
+    assert stat_record(acc[0])["text_acc"] == pytest.approx(1 / 5)
+    # text pads (the filler after a spoken reply's words) are not counted
+    pad = int(lab[pos[0][0], pos[0][1], 0])
+    n_pad = sum(int(lab[bb, tt, 0]) == pad for bb, tt in pos)
+    acc = []
+    stage1_loss(sharp, al, lab, counts, acc, text_pad_id=pad)
+    right = 1 if int(lab[b, t, 0]) != pad else 0
+    assert acc[0][5].item() == 5 - n_pad and stat_record(acc[0])["text_acc"] == pytest.approx(right / (5 - n_pad))
 
 
 def test_stage_layers() -> None:
