@@ -424,7 +424,7 @@ def plot_stages(out_dir: str, stages: list[str]) -> None:
     for name, rows in logs:
         steps = [offset + r["step"] for r in rows]
         line, = ax.plot(steps, [r["loss"] for r in rows], label=name)
-        if with_acc:  # the reply's text tokens right under teacher forcing: is the answer learned?
+        if with_acc:  # the reply's words right under teacher forcing: is the answer learned?
             acc = [(s, r["text_acc"]) for s, r in zip(steps, rows) if "text_acc" in r]
             axes[1][0].plot([s for s, _ in acc], [a for _, a in acc], color=line.get_color(), label=name)
         offset += rows[-1]["step"] + 1
@@ -435,7 +435,7 @@ def plot_stages(out_dir: str, stages: list[str]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     if with_acc:
-        axes[1][0].set_ylabel("reply text token accuracy")
+        axes[1][0].set_ylabel("reply word accuracy")
         axes[1][0].set_ylim(0, 1)
         axes[1][0].grid(alpha=0.3)
     axes[-1][0].set_xlabel("step (stages in order)")
