@@ -3,8 +3,11 @@
 Microphone and webcam stream from the browser to this Gradio app, which relays
 them (as `input_audio_buffer.append` and `input_image_buffer.append` events)
 over one websocket per browser tab to `omni serve`. A timer polls the tab's
-connection and shows the live transcript, plays each reply, and prints the
-latency readout; the Interrupt button sends `response.cancel`.
+connection, shows the live transcript, hands the reply audio that has arrived
+to a Web Audio player in the page (`demo.live_audio`: it plays while the reply
+is still being spoken, and stops at once on barge-in), keeps each whole reply
+in an audio player for replay, and prints the latency readout; the Interrupt
+button sends `response.cancel`.
 It never imports the model: only streaming.protocol and streaming.client.
 """
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from demo.live_audio import PLAYER_JS, LiveAudio
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
@@ -34,6 +38,7 @@ class TabSession:
     frames_sent: int = 0
     t_last_frame: float = 0.0
     log: list[str] = field(default_factory=list)
+    live: LiveAudio = field(default_factory=LiveAudio)
 
     def transcript(self) -> str:
         lines = []
@@ -127,8 +132,9 @@ def make_app(url: str, api_key: str | None = None):
 
     def poll(state: TabSession | None):
         if state is None:
-            return "press Record to talk", gr.skip(), "no reply yet", "not connected"
+            return "press Record to talk", gr.skip(), "no reply yet", "not connected", gr.skip()
         c = state.client
+        chunk = state.live.next_message(c)
         audio_update = gr.skip()
         finished = [r for r in c.order if c.replies[r].t_done is not None and r not in state.shown_replies]
         if finished:
@@ -139,7 +145,7 @@ def make_app(url: str, api_key: str | None = None):
                 audio_update = (c.out_rate, (np.clip(wav, -1, 1) * 32767).astype(np.int16))
         status = ("disconnected" if c.closed.is_set() else "connected") + \
             f" | mic {state.mic_seconds:.1f} s sent | frames {state.frames_sent}"
-        return state.transcript(), audio_update, state.latency(), status
+        return state.transcript(), audio_update, state.latency(), status, gr.skip() if chunk is None else chunk
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nTalk to the assistant: press **Record**, speak, pause. "
@@ -152,8 +158,10 @@ def make_app(url: str, api_key: str | None = None):
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam", elem_id="cam")
             with gr.Column():
                 transcript = gr.Textbox(label="transcript", lines=10, elem_id="transcript", interactive=False)
-                reply = gr.Audio(label="reply", autoplay=True, interactive=False, elem_id="reply",
+                # the live player speaks the reply as it arrives; this one keeps it for replay
+                reply = gr.Audio(label="last reply (replay)", autoplay=False, interactive=False, elem_id="reply",
                                  type="numpy")
+                live_audio = gr.Textbox(visible=False, elem_id="live_audio")
                 interrupt = gr.Button("Interrupt", elem_id="interrupt")
                 latency = gr.Markdown("no reply yet", elem_id="latency")
                 status = gr.Markdown("not connected", elem_id="status")
@@ -162,6 +170,7 @@ def make_app(url: str, api_key: str | None = None):
         cam.stream(on_frame, inputs=[cam, state], outputs=[state], stream_every=0.5, concurrency_limit=None,
                    show_progress="hidden")
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
-        gr.Timer(0.3).tick(poll, inputs=[state], outputs=[transcript, reply, latency, status],
+        live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)
+        gr.Timer(0.3).tick(poll, inputs=[state], outputs=[transcript, reply, latency, status, live_audio],
                            show_progress="hidden")
     return app

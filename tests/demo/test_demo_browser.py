@@ -83,7 +83,8 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=FLAGS + [f"--use-file-for-fake-audio-capture={mic}"])
+                                        args=FLAGS + [f"--use-file-for-fake-audio-capture={mic}",
+                                                      "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_context(permissions=["microphone", "camera"]).new_page()
             page.goto(f"http://127.0.0.1:{port}/", timeout=30000)
             page.get_by_text("Click to Access Webcam").click(timeout=15000)
@@ -102,6 +103,11 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
             # the spoken reply is loaded into the player: fetch it and check it is real audio
             page.wait_for_selector("#reply a[data-testid='download-link']", timeout=60000, state="attached")
             href = page.get_attribute("#reply a[data-testid='download-link']", "href")
+            # the live player was handed the reply's audio as it arrived: all of it, in chunks
+            page.wait_for_function("window.omniPlayer && window.omniPlayer.samples > 0", timeout=30000)
+            time.sleep(1.0)  # a last poll (every 0.3 s) may still be on its way
+            player = page.evaluate("({chunks: omniPlayer.chunks, samples: omniPlayer.samples, "
+                                   "rate: omniPlayer.ctx.sampleRate, state: omniPlayer.ctx.state})")
             status = page.inner_text("#status")
             latency = page.inner_text("#latency")
             browser.close()
@@ -112,6 +118,10 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     assert "connected" in status and "frames 0" not in status  # webcam frames were streamed too
     with wave.open(str(path)) as w:
         seconds = w.getnframes() / w.getframerate()
+        frames = w.getnframes()
     assert 0.05 < seconds <= 12 * 0.06 + 0.3, seconds  # at most max_steps codec frames of speech
+    # every sample of the reply went through the live player, and its context was running
+    assert player["chunks"] >= 1 and player["samples"] == frames, (player, frames)
+    assert player["state"] == "running", player
     assert "first audio after end-of-turn confirmation" in latency
     assert "you: (spoke)" in transcript

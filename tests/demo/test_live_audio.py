@@ -1,0 +1,54 @@
+"""The messages that feed the page's live audio player: every sample once, in
+order, across polls and replies; a stop when a reply is cut off."""
+
+from __future__ import annotations
+
+import base64
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from demo.live_audio import LiveAudio
+from streaming.client import Reply
+
+
+def _client(*replies: Reply):
+    return SimpleNamespace(order=[r.id for r in replies], replies={r.id: r for r in replies}, out_rate=24000)
+
+
+def _pcm(msg: str) -> np.ndarray:
+    m = json.loads(msg)
+    assert m["rate"] == 24000
+    return np.frombuffer(base64.b64decode(m["pcm"]), dtype="<i2")
+
+
+def test_each_sample_once_in_order_then_stop_on_cut():
+    rng = np.random.default_rng(0)
+    a = Reply("resp_a")
+    c = _client(a)
+    live = LiveAudio()
+    assert live.next_message(c) is None  # nothing yet
+    chunks = [rng.uniform(-0.9, 0.9, n).astype(np.float32) for n in (960, 1440, 480)]
+    got = []
+    a.audio.append(chunks[0])
+    got.append(_pcm(live.next_message(c)))
+    assert live.next_message(c) is None  # nothing new since
+    a.audio += chunks[1:]
+    got.append(_pcm(live.next_message(c)))
+    want = (np.concatenate(chunks) * 32767).astype(np.int16)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    # a second reply is appended after the first; then it is cut off: one stop, nothing after
+    b = Reply("resp_b")
+    c = _client(a, b)
+    b.audio.append(chunks[0])
+    assert len(_pcm(live.next_message(c))) == 960
+    b.status = "cancelled"
+    b.audio.append(chunks[1])  # late audio of a cut reply is never played
+    m = json.loads(live.next_message(c))
+    assert m["stop"] and m["rid"] == "resp_b"
+    assert live.next_message(c) is None
+    seqs = [live.seq]
+    a.audio.append(np.clip(chunks[2] * 5, -5, 5))  # out-of-range samples are clipped, not wrapped
+    pcm = _pcm(live.next_message(c))
+    assert live.seq == seqs[0] + 1 and pcm.min() >= -32767 and pcm.max() <= 32767 and len(pcm) == 480
