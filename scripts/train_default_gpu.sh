@@ -17,9 +17,10 @@
 # bf16 weights travel in 15 MB parts. If the budget ends inside a stage, the run
 # checkpoints and says so; calling the script again while the machine is still
 # warm resumes where it stopped (runs/ stays there between calls). To train longer
-# than one call, size the stages for two in the first (BUDGET=500 PLAN_BUDGET=900)
-# and resume at once with the rest (BUDGET=430): the resumed call shrinks the plan
-# if its own budget cannot hold it, so it always ends with an exported model.
+# than one call, give every call but the last the training time left over it and the
+# later ones (two calls: BUDGET=480 PLAN_BUDGET=880, then at once BUDGET=430): a resumed
+# call shrinks the plan if the time it is given cannot hold it, so the last call always
+# ends with an exported model.
 set -euo pipefail
 
 if [[ "${1:-}" == "--collect" ]]; then
