@@ -57,13 +57,17 @@ def stage1_loss(
     counts: torch.Tensor,  # [4] global counts (TERMS order)
     stats: list | None = None,
     text_pad_id: int | None = None,
+    word_weight: float = 1.0,
 ) -> torch.Tensor:
     """The weighted loss. With `stats`, also appends a detached float64 [6]: the four
-    unweighted terms (TERMS order), each already divided by its global count (so sums
+    unweighted terms (TERMS order; plain cross-entropies, without `word_weight`), each already divided by its global count (so sums
     over ranks are means), then the reply's text labels that greedy decoding gets
     right under teacher forcing and their number (local sums). The text pads that
     fill a spoken reply's text stream after its words (most of its text labels, and
-    trivial) are not counted."""
+    trivial) are not counted. `word_weight` multiplies the cross-entropy of the text
+    labels that are not pads (the answer's words and its end; needs `text_pad_id`):
+    in a spoken reply they are ~2 of ~12 text labels, so their share of the gradient
+    is small; the terms stay normalized by the plain counts, so shards still add up."""
     text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
     text_ce = F.cross_entropy(
         text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
@@ -71,16 +75,25 @@ def stage1_loss(
     audio_ce = F.cross_entropy(
         audio_logits.float().flatten(0, 2), audio_lab.flatten(), ignore_index=IGNORE, reduction="none"
     ).view_as(audio_lab)
-    sums = torch.stack(
-        [
-            (text_ce * (cat == CAT_TEXT)).sum(),
-            audio_ce.sum(),
-            (text_ce * (cat == CAT_AUDIO_TEXT)).sum(),
-            (audio_ce[..., 0] * first).sum(),
-        ]
-    )
-    w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=sums.dtype, device=sums.device)
-    per = sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)
+
+    def term_means(t_ce: torch.Tensor) -> torch.Tensor:
+        sums = torch.stack(
+            [
+                (t_ce * (cat == CAT_TEXT)).sum(),
+                audio_ce.sum(),
+                (t_ce * (cat == CAT_AUDIO_TEXT)).sum(),
+                (audio_ce[..., 0] * first).sum(),
+            ]
+        )
+        return sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)
+
+    per = term_means(text_ce)  # what is logged: plain cross-entropies, whatever word_weight
+    trained = per
+    if word_weight != 1.0:
+        if text_pad_id is None:
+            raise ValueError("word_weight needs text_pad_id")
+        trained = term_means(text_ce * torch.where(text_lab != text_pad_id, word_weight, 1.0))
+    w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=per.dtype, device=per.device)
     if stats is not None:
         with torch.no_grad():
             words = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)
@@ -88,7 +101,7 @@ def stage1_loss(
                 words &= text_lab != text_pad_id
             right = ((text_logits.argmax(-1) == text_lab) & words).sum().double()
             stats.append(torch.cat([per.detach().double(), right[None], words.sum().double()[None]]))
-    return (w * per).sum()
+    return (w * trained).sum()
 
 
 STAT_NAMES = tuple(f"{t}_loss" for t in TERMS) + ("text_acc",)

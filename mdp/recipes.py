@@ -30,6 +30,7 @@ class Recipe:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
+    word_weight: float = 1.0  # loss weight of the reply's words (and end) over its text pads (mdp.loss.stage1_loss)
     seed: int = 0
     # parallelism (see mdp.dims.ParallelDims)
     dp: int = -1

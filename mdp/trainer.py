@@ -154,7 +154,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def _pp_loss(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model.loss_from_hidden(h, labels, self._counts) * self.dims.dp
+        return self.model.loss_from_hidden(h, labels, self._counts, word_weight=self.r.word_weight) * self.dims.dp
 
     def attach_data(self, path: str) -> None:
         self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
@@ -247,7 +247,7 @@ class Trainer:
         if self.schedule is None:
             with self._autocast():
                 h = model.run_layers(x_leaf, final_norm=True)
-                loss = model.loss_from_hidden(h, labels, counts, stats) * d.dp
+                loss = model.loss_from_hidden(h, labels, counts, stats, self.r.word_weight) * d.dp
             loss.backward()
             loss_sum += loss.detach().double()
         else:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, Dataset, Layout, ManifestError, read_manifest, stack
+from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, IGNORE, Dataset, Layout, ManifestError, read_manifest, stack
 from mdp.dims import Meshes, ParallelConfigError, ParallelDims
 from mdp.loss import TERMS, WEIGHTS, label_counts, pack_labels, stage1_loss, stat_record
 from mdp.pipeline import stage_layers
@@ -127,6 +127,21 @@ def test_labels_and_loss_normalization(tmp_path) -> None:
     stage1_loss(sharp, al, lab, counts, acc, text_pad_id=pad)
     right = 1 if int(lab[b, t, 0]) != pad else 0
     assert acc[0][5].item() == 5 - n_pad and stat_record(acc[0])["text_acc"] == pytest.approx(right / (5 - n_pad))
+    # word_weight scales the words' cross-entropy in the loss (not the pads', not the logged terms)
+    heavy_stats = []
+    heavy = stage1_loss(tl, al, lab, counts, heavy_stats, text_pad_id=pad, word_weight=3.0)
+    torch.testing.assert_close(heavy_stats[0][:4], stats[0][:4])
+    text_ce = torch.nn.functional.cross_entropy(tl.flatten(0, 1), lab[..., 0].flatten(), ignore_index=IGNORE,
+                                                reduction="none").view(2, 8)
+    words = is_text & (lab[..., 0] != pad)
+    extra = 0.0
+    for term, category in (("text", CAT_TEXT), ("audio_text", CAT_AUDIO_TEXT)):
+        sel = words & (lab[..., 1] == category)
+        k = TERMS.index(term)
+        extra += WEIGHTS[term] * 2.0 * float(text_ce[sel].sum()) / max(float(counts[k]), 1.0)
+    torch.testing.assert_close(heavy.double(), loss.double() + extra, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="text_pad_id"):
+        stage1_loss(tl, al, lab, counts, word_weight=2.0)
 
 
 def test_stage_layers() -> None:
