@@ -257,7 +257,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     from tqdm import tqdm
 
     from mdp.dims import device_for_rank
-    from mdp.train import _Log
+    from mdp.train import _Log, logged_step, save_due, save_step
 
     rank0 = dist.get_rank() == 0
     if rank0 and not os.path.isfile(r.manifest):
@@ -305,23 +305,12 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                 break
         if _agree(float(time.monotonic() > deadline), trainer.device):  # out of time: checkpoint, stop
             if step > start and saved != step - 1:  # the periodic save may just have written it
-                extra["step"] = step - 1
-                checkpoint.save(r.checkpoint_dir, step - 1, trainer.model, trainer.optimizer, trainer.scheduler,
-                                extra, keep=r.keep_checkpoints)
+                save_step(r.checkpoint_dir, step - 1, trainer, extra, r.keep_checkpoints)
             end = step
             break
-        t0 = time.perf_counter()
-        rec = trainer.step(step)
-        rec["seconds"] = time.perf_counter() - t0
-        times.append(rec["seconds"])
-        if rank0:
-            log.write(rec)
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        if r.save_every > 0 and ((step + 1) % r.save_every == 0 or step + 1 == r.steps):
-            extra["step"] = step
-            checkpoint.save(r.checkpoint_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
-                            keep=r.keep_checkpoints)
+        times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
+        if save_due(r, step):
+            save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
             saved = step
     bar.close()
     trainer.close_loader()

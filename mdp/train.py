@@ -98,23 +98,38 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     records = []
     end = recipe.steps if stop_after is None else min(recipe.steps, stop_after)
     for step in range(start, end):
-        t0 = time.perf_counter()
-        rec = trainer.step(step)
-        rec["seconds"] = time.perf_counter() - t0
-        records.append(rec)
-        if rank0:
-            log.write(rec)
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.4f}")
-        if recipe.save_every > 0 and ((step + 1) % recipe.save_every == 0 or step + 1 == recipe.steps):
-            extra["step"] = step
-            checkpoint.save(ckpt_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra,
-                            keep=recipe.keep_checkpoints)
+        records.append(logged_step(trainer, step, log if rank0 else None, bar if rank0 else None))
+        if save_due(recipe, step):
+            save_step(ckpt_dir, step, trainer, extra, recipe.keep_checkpoints)
     if rank0:
         bar.close()
         if recipe.plot:
             log.plot()
     return records
+
+
+def logged_step(trainer, step: int, log: "_Log | None", bar) -> dict:
+    """One training step, timed; rank 0 passes its log and progress bar."""
+    t0 = time.perf_counter()
+    rec = trainer.step(step)
+    rec["seconds"] = time.perf_counter() - t0
+    if log is not None:
+        log.write(rec)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.4f}")
+    return rec
+
+
+def save_due(recipe: Recipe, step: int) -> bool:
+    """A periodic checkpoint after `step` (every `save_every` steps and at the last)."""
+    return recipe.save_every > 0 and ((step + 1) % recipe.save_every == 0 or step + 1 == recipe.steps)
+
+
+def save_step(ckpt_dir: str, step: int, trainer, extra: dict, keep: int) -> None:
+    """Collective: the checkpoint of the state after `step`."""
+    extra["step"] = step
+    checkpoint.save(ckpt_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra, keep=keep)
 
 
 class _Log:
