@@ -56,6 +56,9 @@ class ScriptedModel:
         self.spans: list[tuple[str, float, float]] = []  # (call kind, start, end) of encode and decode
         self.pos: dict[int, int] = {}
         self.closed_ctx: dict[int, list] = {}  # context of closed slots, for assertions
+        # tests set an unset Event here to hold decoding until they have queued all
+        # their commands (batching then does not depend on thread timing)
+        self.gate: threading.Event | None = None
 
     def context(self, slot: int) -> list:
         return self.ctx.get(slot, self.closed_ctx.get(slot))
@@ -121,6 +124,8 @@ class ScriptedModel:
 
         t0 = time.perf_counter()
         self._t("decode", list(slots))
+        if self.gate is not None:
+            assert self.gate.wait(30), "decode gate never opened"
         if self.step_delay:
             time.sleep(self.step_delay)
         self.spans.append(("decode", t0, time.perf_counter()))

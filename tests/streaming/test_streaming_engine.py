@@ -53,8 +53,11 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
         _drain_until(qa, "rolled_back")
         for s in (a, b):
             eng.submit(s, "chunk", _chunk(1.4, 1.0))
+        eng.barrier().result(30)  # both packets prefilled: each reply can begin as soon as asked
+        model.gate = threading.Event()  # a's first step waits until b's reply is queued too
         eng.submit(a, "respond", 2, False, None)
         eng.submit(b, "respond", 1, False, None)
+        model.gate.set()
         _drain_until(qa, "done")
         _drain_until(qb, "done")
         ma, mb = eng.slots[a].slot, eng.slots[b].slot
