@@ -262,7 +262,9 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     rank0 = dist.get_rank() == 0
     if rank0 and not os.path.isfile(r.manifest):
         stage = r.name.split(":")[-1]
-        counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed)
+        counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed,
+                                      None if r.caption_weight < 0 else r.caption_weight,
+                                      None if r.transcribe_weight < 0 else r.transcribe_weight)
         print(f"stage {stage}: {r.stage_samples} samples {counts}", file=sys.stderr)
     dist.barrier()
     last = checkpoint.latest_step(r.checkpoint_dir) if resume else None

@@ -11,6 +11,8 @@ that what the model learns is what `omni chat` / `omni serve` ask:
     stream      USER:[second{s}:<img>] second{t}:<img><|audio|><pad>*a0
                      second{t+1}:<img><pad>*a1 ... <|/audio|>\\n   (camera + mic, 1 s chunks)
     say         USER:say {answer}\\n                             (text-to-speech alignment)
+    caption     USER:<img>\\ndescribe the picture\\n             (every object of the still; text reply)
+    transcribe  USER:second{0.0}:<|audio|>...<|/audio|>write down what I said\\n   (the question's words)
 
 followed by `VOICE ASSISTANT:` + the spoken reply (text ids + EOS aligned row by
 row with the codec frames, in the decoder's one-step semantic/acoustic delay, then
@@ -37,7 +39,9 @@ import torch
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, ModalityItem, Sample, iter_jsonl
 
-LAYOUTS = ("text", "image", "audio", "stream", "say")
+from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
+
+LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe")
 SPEECH_FAMILIES = ("repeat", "greeting")
 
 
@@ -169,11 +173,12 @@ class PackDataset:
         if layout in ("text", "say"):
             q = pack.question_text(i) if layout == "text" else "say " + pack.meta["answer_texts"][rec["answer"]]
             runs += [fmt.text(q), fmt.newline()]
-        elif layout == "image":
+        elif layout in ("image", "caption"):
             u = self._still(scene)
             units.append(u)
-            runs += [fmt.image_item(z(u.num_tokens)), fmt.text(pack.question_text(i)), fmt.newline()]
-        else:  # audio / stream: the chunked user turn of omni.sequence_av
+            q = pack.question_text(i) if layout == "image" else CAPTION_PROMPT
+            runs += [fmt.image_item(z(u.num_tokens)), fmt.text(q), fmt.newline()]
+        else:  # audio / stream / transcribe: the chunked user turn of omni.sequence_av
             from omni.sequence_av import build_av_user_turn
 
             pcm = pack.question_audio(i, rng)
@@ -193,12 +198,18 @@ class PackDataset:
             turn = build_av_user_turn(
                 fmt, z(self.audio_frames(ns)), ns, video, sparse, frames_ready=self.frames_ready,
                 sample_rate=self.cfg.audio.sample_rate, chunk_seconds=self.cfg.chunk_seconds, time_offset=t0, header=False,
+                text=TRANSCRIBE_PROMPT if layout == "transcribe" else None,
             )
             runs.append(turn)
         from omni.sequence import Tokens
 
         prompt = Tokens.cat(runs + [fmt.generation_prompt(rec["voice"])], self.cfg.audio_pad_id)
-        answer = pack.meta["answer_texts"][rec["answer"]]
+        if layout == "caption":
+            answer = scene_caption(pack.scene(scene))
+        elif layout == "transcribe":
+            answer = pack.question_text(i)
+        else:
+            answer = pack.meta["answer_texts"][rec["answer"]]
         text_ids = self.tok.encode(answer) + [self.sp.eos]
         ids = prompt.ids.tolist()
         codec = prompt.codec.tolist()
@@ -285,10 +296,12 @@ def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answer
                 raise ManifestError(f"{path}:{n}: field {key!r} must be an int in range, got {v!r}")
         if r.get("layout") not in LAYOUTS:
             raise ManifestError(f"{path}:{n}: field 'layout' must be one of {LAYOUTS}, got {r.get('layout')!r}")
-        if r["layout"] in ("image", "stream") and r["scene"] < 0:
+        if r["layout"] in ("image", "stream", "caption") and r["scene"] < 0:
             raise ManifestError(f"{path}:{n}: layout {r['layout']} needs a scene")
         if not isinstance(r.get("voice"), bool):
             raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")
+        if r["layout"] in ("caption", "transcribe") and r["voice"]:
+            raise ManifestError(f"{path}:{n}: a {r['layout']} is a text reply (voice false): no speech exists for it")
         out.append(r)
     if not out:
         raise ManifestError(f"stage manifest {path} has no samples")

@@ -4,8 +4,10 @@ In the spirit of LongCat-Flash-Omni's staged pre-training, each stage adds a
 modality and keeps replaying the earlier ones:
 
     speech    text <-> speech alignment: "say {answer}" for every answer, the speech
-              tasks (repeat, greetings) asked in text and spoken
+              tasks (repeat, greetings) asked in text and spoken, and transcription
+              of every spoken question (visual ones included)
     vision    still images with text questions (the offline `omni chat --image` layout)
+              and captions naming every object of a still
     dialogue  spoken questions with the camera on, chunk-interleaved in 1 s
               `second{t}:` blocks (the streaming layout of `omni serve`)
 
@@ -22,7 +24,9 @@ import numpy as np
 
 from mdp.omni_mini_data import SPEECH_FAMILIES
 
-# stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual | answer
+# stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual |
+# answer | scene (a caption of any scene) | clip (any spoken question, transcribed).
+# Weights are relative within a stage.
 STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
     "speech": [
         (0.30, "say", "answer", True),
@@ -30,12 +34,14 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.10, "text", "speech", False),
         (0.30, "audio", "speech", True),
         (0.10, "audio", "speech", False),
+        (0.25, "transcribe", "clip", False),
     ],
     "vision": [
         (0.45, "image", "visual", True),
         (0.25, "image", "visual", False),
         (0.10, "say", "answer", True),
         (0.20, "audio", "speech", True),
+        (0.25, "caption", "scene", False),
     ],
     "dialogue": [
         (0.50, "stream", "visual", True),
@@ -43,6 +49,8 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.15, "audio", "speech", True),
         (0.15, "image", "visual", True),
         (0.10, "image", "visual", False),
+        (0.10, "caption", "scene", False),
+        (0.05, "transcribe", "clip", False),
     ],
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
@@ -80,16 +88,22 @@ def parse_stage_seq_len(spec: str, default: int) -> dict[str, int]:
     return out
 
 
-def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int) -> dict:
-    """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout."""
+def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int,
+                         caption_weight: float | None = None, transcribe_weight: float | None = None) -> dict:
+    """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
+
+    `caption_weight` / `transcribe_weight` replace the relative weight of the
+    stage's captions / transcriptions (0: none; None: the STAGES weight)."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
     visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES) & (pack.sample_scene >= 0))
     num_answers = len(pack.answer_offset) - 1
-    mix = STAGES[stage]
-    pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers)}
-    usable = [m for m in mix if len(pools[m[2]])]
+    weight = {"caption": caption_weight, "transcribe": transcribe_weight}
+    mix = [(weight[m[1]], *m[1:]) if weight.get(m[1]) is not None else m for m in STAGES[stage]]
+    pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
+             "clip": np.arange(len(pack))}
+    usable = [m for m in mix if len(pools[m[2]]) and m[0] > 0]
     if not usable:
         raise ValueError(f"pack {pack.path} has no samples for stage {stage}")
     w = np.array([m[0] for m in usable])
@@ -102,6 +116,11 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
         if kind == "answer":
             a = int(rng.choice(pools["answer"]))
             i, scene = answer_sample.get(a, 0), -1
+        elif kind == "scene":  # the caption is made from the scene record at build time
+            i, scene, a = 0, int(rng.choice(pools["scene"])), 0
+        elif kind == "clip":  # the reply is the question's own text
+            i = int(rng.choice(pools["clip"]))
+            scene, a = -1, int(pack.sample_answer[i])
         else:
             i = int(rng.choice(pools[kind]))
             scene, a = int(pack.sample_scene[i]), int(pack.sample_answer[i])

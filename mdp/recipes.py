@@ -62,6 +62,8 @@ class Recipe:
     stage_steps: str = ""  # "speech:300,vision:300,dialogue:600"
     stage_seq_len: str = ""  # "speech:176,dialogue:384" (stages not named: seq_len)
     stage_samples: int = 20000  # manifest lines written per stage
+    caption_weight: float = -1.0  # relative weight of captions in the stage mixes (< 0: mdp.omni_mini_stages.STAGES)
+    transcribe_weight: float = -1.0  # the same for transcriptions of spoken questions
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
     main_threads: int = 0  # torch CPU threads of the training process (0: 1 on CUDA with data_workers, else default)
     export_dir: str = ""  # OmniModel checkpoint written at the end (empty: out_dir/model)

@@ -134,6 +134,16 @@ class Pack:
     def num_scenes(self) -> int:
         return len(self.scene_frame_offset) - 1
 
+    def scene(self, k: int) -> Scene:
+        """The record of scene k (objects, slots, motion)."""
+        self._load_scenes()
+        return self._scenes[k]  # type: ignore[index]
+
+    def _load_scenes(self) -> None:
+        if self._scenes is None:
+            self._scenes = [Scene.from_dict(d) for d in self.meta["scenes"]]
+            self._answer_index = {a: n for n, a in enumerate(self.meta["answer_texts"])}
+
     def answer_on_scene(self, i: int, k: int) -> int:
         """Answer index of sample i's visual question asked about scene k, or -1.
 
@@ -144,9 +154,7 @@ class Pack:
         """
         if self.family(i) not in VISUAL_FAMILIES:
             return -1
-        if self._scenes is None:
-            self._scenes = [Scene.from_dict(d) for d in self.meta["scenes"]]
-            self._answer_index = {a: n for n, a in enumerate(self.meta["answer_texts"])}
+        self._load_scenes()
         answer = answer_query(self._scenes[k], self.meta["sample_queries"][i])
         return self._answer_index.get(answer, -1) if answer is not None else -1
 

@@ -105,6 +105,23 @@ def normalize_answer(text: str) -> str:
     return " ".join(kept.split())
 
 
+# --- scene captions -----------------------------------------------------------
+# A caption names every object of a still: dense supervision of what the vision
+# encoder must see (each shape's color and place), where one question checks one
+# fact. Objects in reading order, so the text is a function of the picture.
+CAPTION_PROMPT = "describe the picture"
+# Transcription: a spoken question followed by this text asks for its words, dense
+# supervision of what the audio encoder must hear (an answer checks one word of it).
+TRANSCRIBE_PROMPT = "write down what I said"
+CAPTION_ORDER: tuple[str, ...] = ("top", "left", "center", "right", "bottom")
+
+
+def scene_caption(scene: Scene) -> str:
+    """"red circle top, blue star left": each object's color, shape and slot at t = 0."""
+    objs = sorted(scene.objects, key=lambda o: CAPTION_ORDER.index(o.slot))
+    return ", ".join(f"{o.color} {o.shape} {o.slot}" for o in objs)
+
+
 # --- object references ------------------------------------------------------
 
 

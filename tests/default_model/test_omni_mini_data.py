@@ -235,3 +235,76 @@ def test_training_process_threads():
     assert main_process_threads(0, 0, cuda) == 0
     assert main_process_threads(0, 12, cpu) == 0
     assert main_process_threads(6, 12, cuda) == 6
+
+
+def test_caption_layout_is_the_chat_prompt_and_names_every_object(tmp_path, mini_pack, model):
+    """A caption sample is `omni chat --image X --text "describe the picture"`; its
+    reply lists each object's color, shape and slot (reading order), in text."""
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+    from omni.synth.questions import CAPTION_PROMPT, scene_caption
+
+    pack = Pack(mini_pack)
+    k = max(range(pack.num_scenes), key=lambda j: len(pack.scene(j).objects))
+    scene = pack.scene(k)
+    ds = _dataset(tmp_path, pack, [{"i": 0, "layout": "caption", "scene": k, "answer": 0, "voice": False, "seed": 3}], model)
+    s = ds.sample(0)
+    prompt = model.prepare(OmniRequest(text=CAPTION_PROMPT, images=[pack.scene_frames(k)[0]]), voice=False).ids
+    L = len(prompt)
+    assert s.ids[:L].tolist() == prompt.tolist()
+    caption = scene_caption(scene)
+    reply = model.tokenizer.encode(caption) + [model.tokenizer.special.eos]
+    assert s.text_labels[L - 1 : L - 1 + len(reply)].tolist() == reply
+    assert (s.audio_labels == -100).all()
+    # every object once, in reading order, from the scene record alone
+    parts = caption.split(", ")
+    assert sorted(parts) == sorted(f"{o.color} {o.shape} {o.slot}" for o in scene.objects)
+    order = ("top", "left", "center", "right", "bottom")
+    assert [p.split()[-1] for p in parts] == sorted((p.split()[-1] for p in parts), key=order.index)
+
+
+def test_caption_weight_sets_the_share_of_captions(tmp_path, mini_pack):
+    from mdp.data import ManifestError
+    from mdp.omni_mini_data import read_stage_manifest
+    from omni.synth.pack import Pack
+
+    pack = Pack(mini_pack)
+    off = write_stage_manifest(pack, "vision", str(tmp_path / "off.jsonl"), 400, seed=2, caption_weight=0.0)
+    assert "caption/text" not in off
+    default = write_stage_manifest(pack, "vision", str(tmp_path / "on.jsonl"), 400, seed=2)
+    w = {m[1] + "/" + ("voice" if m[3] else "text"): m[0] for m in STAGES["vision"]}
+    share = w["caption/text"] / sum(w.values())
+    assert abs(default["caption/text"] / 400 - share) < 0.06  # binomial: sd ~0.02 at n = 400
+    lines = [json.loads(x) for x in (tmp_path / "on.jsonl").read_text().splitlines()]
+    assert {x["scene"] for x in lines if x["layout"] == "caption"} <= set(range(pack.num_scenes))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"i": 0, "layout": "caption", "scene": 0, "answer": 0, "voice": True, "seed": 1}) + "\n")
+    with pytest.raises(ManifestError, match="a caption is a text reply"):
+        read_stage_manifest(str(bad), len(pack), pack.num_scenes, 10)
+    bad.write_text(json.dumps({"i": 0, "layout": "caption", "scene": -1, "answer": 0, "voice": False, "seed": 1}) + "\n")
+    with pytest.raises(ManifestError, match="needs a scene"):
+        read_stage_manifest(str(bad), len(pack), pack.num_scenes, 10)
+
+
+def test_transcribe_layout_is_audio_plus_instruction_and_replies_with_the_words(tmp_path, mini_pack, model):
+    """A transcription sample is the spoken question then "write down what I said"
+    (`OmniRequest(audio=..., text=...)`), answered in text with the question's words."""
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+    from omni.synth.questions import TRANSCRIBE_PROMPT
+
+    pack = Pack(mini_pack)
+    i = next(i for i in range(len(pack)) if pack.sample_scene[i] >= 0)  # a visual question, asked without camera
+    line = {"i": i, "layout": "transcribe", "scene": -1, "answer": int(pack.sample_answer[i]), "voice": False, "seed": 4}
+    s = _dataset(tmp_path, pack, [line], model).sample(0)
+    pcm = pack.question_audio(i, np.random.default_rng(4))
+    prompt = model.prepare(OmniRequest(audio=pcm, text=TRANSCRIBE_PROMPT), voice=False).ids
+    L = len(prompt)
+    assert s.ids[:L].tolist() == prompt.tolist()
+    reply = model.tokenizer.encode(pack.question_text(i)) + [model.tokenizer.special.eos]
+    assert len(reply) > 3 and s.text_labels[L - 1 : L - 1 + len(reply)].tolist() == reply
+    assert (s.audio_labels == -100).all()
+    counts = write_stage_manifest(pack, "speech", str(tmp_path / "s.jsonl"), 200, seed=3)
+    assert counts.get("transcribe/text", 0) > 0
+    assert "transcribe/text" not in write_stage_manifest(pack, "speech", str(tmp_path / "s0.jsonl"), 200, seed=3,
+                                                         transcribe_weight=0.0)
