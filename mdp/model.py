@@ -113,7 +113,7 @@ class OmniTrainModel(nn.Module):
         lens = [int(d["pcm"].shape[-1]) for d in items]
         bucket = self.cfg.audio.samples_per_frame * 4
         width = -(-max(lens) // bucket) * bucket
-        pcm = torch.zeros(len(items), width)
+        pcm = torch.zeros(len(items), width, device=items[0]["pcm"].device)  # where the clips are
         for i, d in enumerate(items):
             pcm[i, : lens[i]] = d["pcm"].to(torch.float32)
         y, frames = enc(pcm, torch.tensor(lens))

@@ -147,6 +147,10 @@ class MiniTrainer(Trainer):
 
     def _load(self, step: int):
         packed = next(self._batches)
+        # media buffers to the device first (one copy per dtype), so that padding the
+        # audio and concatenating the patches run there, not as CPU copies of this
+        # process (which busy loader workers stall, see main_process_threads)
+        packed["buffers"] = {dt: b.to(self.device, non_blocking=True) for dt, b in packed["buffers"].items()}
         items = unpack_step(packed)
         self._order = packed["order"]
         return packed["batch"], items, [it.kind for it in items], [it.num_tokens for it in items]
