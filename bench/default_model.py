@@ -17,9 +17,13 @@
    questions, the client- and server-side latency breakdown, and the server's
    real-time figures.
 
-`--question text` asks the same questions as text beside the picture instead
-(the `omni chat --image --text` layout): not a bar, it tells whether a model that
-fails the bars cannot see or cannot hear.
+`--question` picks a diagnostic instead of the bars' spoken questions, to tell
+whether a model that fails them cannot see or cannot hear:
+  text        the same questions as text beside the picture (`omni chat --image --text`);
+  transcribe  the spoken question + "write down what I said": exact transcripts and
+              word accuracy (1 - word error rate) against the question's text;
+  caption     each question's picture + "describe the picture": exact captions and
+              the F1 of the named objects (color, shape, place) against the scene.
 
 Writes a JSON report (default bench/results/default_model.json). Untrained or
 smoke checkpoints run too; their numbers are meaningless.
@@ -57,7 +61,7 @@ def stream_frames(frames: list, num_samples: int, sample_rate: int = 16000) -> t
 
 def load_items(args) -> list[dict]:
     """Held-out samples: question audio, camera frames, answer, accepted forms, family."""
-    from omni.synth.questions import normalize_answer
+    from omni.synth.questions import normalize_answer, scene_caption
 
     items = []
     if args.pack:
@@ -66,8 +70,10 @@ def load_items(args) -> list[dict]:
         pack = Pack(args.pack)
         for i in range(len(pack)):
             frames = pack.frames(i)
+            k = int(pack.sample_scene[i])
             items.append({"id": pack.sample_id(i), "family": pack.family(i), "audio": pack.question_audio(i),
                           "question_text": pack.question_text(i),
+                          "caption": scene_caption(pack.scene(k)) if k >= 0 else None,
                           "frames": None if frames is None else list(frames), "answer": pack.answer_text(i),
                           "accept": [pack.answer_text(i)]})
     else:
@@ -75,7 +81,10 @@ def load_items(args) -> list[dict]:
         from omni.synth.audio import read_wav, to_float
         from omni.synth.build import read_jsonl
 
+        from omni.synth.world import Scene
+
         rows = read_jsonl(os.path.join(args.data, "manifest.jsonl"))
+        scenes = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(os.path.join(args.data, "scenes.jsonl"))}
         for r in rows:
             frames = None
             if r.get("video"):
@@ -88,10 +97,14 @@ def load_items(args) -> list[dict]:
             wav = to_float(read_wav(os.path.join(args.data, r["question_audio"]))[0])
             items.append({"id": r["id"], "family": r["family"], "audio": wav, "frames": frames,
                           "question_text": r["question_text"],
+                          "caption": scene_caption(scenes[r["scene_id"]]) if r.get("scene_id") in scenes else None,
                           "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]],
                           "question_audio": r["question_audio"], "stream_video": r.get("stream_video")})
     for it in items:
         it["accept_norm"] = sorted({normalize_answer(a) for a in it["accept"] + [it["answer"]]})
+    if args.question == "caption":  # pictures only; a scene asked about several times counts once
+        seen: set = set()
+        items = [it for it in items if it["caption"] and not (it["caption"] in seen or seen.add(it["caption"]))]
     if args.limit and args.limit < len(items):
         keep = np.linspace(0, len(items) - 1, args.limit).round().astype(int)
         items = [items[k] for k in keep]
@@ -111,6 +124,58 @@ def text_request(it: dict):
     return OmniRequest(text=it["question_text"], video=list(frames), video_times=[k * 0.5 for k in range(len(frames))])
 
 
+def word_accuracy(ref: str, hyp: str) -> float:
+    """1 - word error rate (Levenshtein over words), floored at 0."""
+    r, h = ref.split(), hyp.split()
+    d = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, hw in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
+    return max(0.0, 1.0 - d[len(h)] / max(1, len(r)))
+
+
+def caption_f1(ref: str, hyp: str) -> float:
+    """F1 of the objects a caption names ("red circle top"), against the scene's."""
+    objs = lambda c: {" ".join(p.split()) for p in c.split(",") if p.strip()}
+    a, b = objs(ref), objs(hyp)
+    hit = len(a & b)
+    return 0.0 if not hit else 2 * hit / (len(a) + len(b))
+
+
+def score(items: list[dict], question: str) -> None:
+    """it["text_ok"] (exact, normalized) and it["score"] (a partial credit in [0, 1])."""
+    from omni.synth.questions import normalize_answer
+
+    for it in items:
+        got = normalize_answer(it["text"])
+        if question == "transcribe":
+            ref = normalize_answer(it["question_text"])
+            it["text_ok"], it["score"] = got == ref, word_accuracy(ref, got)
+        elif question == "caption":
+            it["text_ok"] = it["text"].strip().lower() == it["caption"]
+            it["score"] = caption_f1(it["caption"], it["text"].lower())
+        else:
+            it["text_ok"] = got in it["accept_norm"]
+
+
+def mean_score(items: list[dict]) -> dict:
+    fams: dict[str, list[float]] = {}
+    for it in items:
+        fams.setdefault(it["family"], []).append(it["score"])
+        fams.setdefault("all", []).append(it["score"])
+    return {f: {"n": len(v), "mean": round(sum(v) / len(v), 4)} for f, v in sorted(fams.items(), key=lambda x: x[0] == "all")}
+
+
+def probe_request(it: dict, question: str):
+    from omni.generation import OmniRequest
+    from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT
+
+    if question == "transcribe":
+        return OmniRequest(audio=it["audio"], text=TRANSCRIBE_PROMPT)
+    return OmniRequest(text=CAPTION_PROMPT, images=[it["frames"][0]])
+
+
 def offline(model, items: list[dict], batch: int, speech: bool, question: str = "spoken") -> None:
     """Fill it["text"] (and it["reply_audio"]) for every item, batched."""
     from tqdm import tqdm
@@ -123,6 +188,8 @@ def offline(model, items: list[dict], batch: int, speech: bool, question: str = 
         for it in items[k : k + batch]:
             if question == "text":
                 reqs.append(text_request(it))
+            elif question in ("transcribe", "caption"):
+                reqs.append(probe_request(it, question))
             elif it["frames"] is None:
                 reqs.append(OmniRequest(audio=it["audio"]))
             else:
@@ -245,9 +312,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="requests per batched generate call")
     p.add_argument("--max-steps", type=int, default=80, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
-    p.add_argument("--question", choices=("spoken", "text"), default="spoken",
-                   help="spoken: the held-out spoken question with the camera on (what the bars judge); text: "
-                        "the question as text beside the picture, to tell hearing from seeing")
+    p.add_argument("--question", choices=("spoken", "text", "transcribe", "caption"), default="spoken",
+                   help="spoken: the held-out spoken question with the camera on (what the bars judge); "
+                        "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out", default="bench/results/default_model.json")
@@ -258,16 +325,14 @@ def main() -> int:
     if args.stream and not args.data:
         p.error("--stream needs --data (the client streams the split's files)")
     from omni.model import OmniModel
-    from omni.synth.questions import normalize_answer
 
     t0 = time.time()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model = OmniModel.from_pretrained(args.model, device=args.device)
     items = load_items(args)
-    speech = bool(args.data)
+    speech = bool(args.data) and args.question in ("spoken", "text")  # probes reply in text
     offline(model, items, args.batch, speech, args.question)
-    for it in items:
-        it["text_ok"] = normalize_answer(it["text"]) in it["accept_norm"]
+    score(items, args.question)
     report = {
         "model": os.path.basename(os.path.normpath(args.model)),
         "source": "files" if args.data else "pack",
@@ -277,24 +342,32 @@ def main() -> int:
         "bars": BARS,
         "text": per_family(items, "text_ok"),
     }
+    if args.question in ("transcribe", "caption"):
+        report["partial_credit"] = {"measure": "word accuracy" if args.question == "transcribe" else "object F1",
+                                    **mean_score(items)}
     if speech:
         judge_speech(items, model.output_sample_rate)
         report["speech"] = per_family(items, "speech_ok")
     if args.stream:
         report["streaming"] = streaming(args, items)
     report["wall_s"] = round(time.time() - t0, 1)
-    report["samples"] = [{k: it.get(k) for k in ("id", "family", "answer", "text", "text_ok", "heard", "speech_ok")}
-                         for it in items]
+    ref = {"transcribe": "question_text", "caption": "caption"}.get(args.question, "answer")
+    report["samples"] = [{"id": it["id"], "family": it["family"], "reference": it[ref],
+                          **{k: it.get(k) for k in ("text", "text_ok", "score", "heard", "speech_ok")}} for it in items]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
     print(f"default model {args.model} on {report['device']}, {len(items)} held-out samples ({report['source']}, "
           f"{args.question} questions)")
-    print(f"{'family':12} {'n':>5} {'text':>7}" + (f" {'speech':>7}" if speech else ""))
+    partial = report.get("partial_credit")
+    print(f"{'family':12} {'n':>5} {'exact':>7}" + (f" {'speech':>7}" if speech else "")
+          + (f"  {partial['measure']}" if partial else ""))
     for fam, v in report["text"].items():
         row = f"{fam:12} {v['n']:5d} {v['accuracy']:7.1%}"
         if speech:
             row += f" {report['speech'][fam]['accuracy']:7.1%}"
+        if partial:
+            row += f"  {partial[fam]['mean']:.3f}"
         print(row)
     print(f"bars: text >= {BARS['text']:.0%}, speech >= {BARS['speech']:.0%}")
     if args.stream:
