@@ -12,7 +12,8 @@
 #
 # What runs on the GPU: `omni train --recipe omni-mini` (three stages, resumable)
 # under a time budget, the export, then bench/default_model.py on the held-out
-# pack (text answers per family, offline). The GPU image has no espeak-ng, sox or
+# pack (text answers per family, offline) and its probes (PROBES: text questions,
+# transcription, captions). The GPU image has no espeak-ng, sox or
 # av: everything is drawn from the packs. Files back are at most 8 of 16 MB, so the
 # bf16 weights travel in 15 MB parts. If the budget ends inside a stage, the run
 # checkpoints and says so; calling the script again while the machine is still
@@ -37,7 +38,7 @@ if [[ "${1:-}" == "--collect" ]]; then
   "$py" -c "from mdp.omni_mini import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
   cp runs/omni-mini-gpu/loss.png bench/results/omni_mini_loss.png
   cp "$src/train_log.txt" bench/results/omni_mini_train_gpu_log.txt
-  [[ -f "$src/default_model_gpu.json" ]] && cp "$src/default_model_gpu.json" bench/results/
+  for f in "$src"/default_model_gpu*.json; do [[ -f "$f" ]] && cp "$f" bench/results/; done
   "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
   exit 0
 fi
@@ -50,6 +51,8 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
 BENCH_LIMIT=${BENCH_LIMIT:-0}
+PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics after the export
+PROBE_LIMIT=${PROBE_LIMIT:-200}
 sets=()
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set plan_budget_s="$PLAN_BUDGET")
@@ -76,6 +79,10 @@ tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d plan.json */lo
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
     --batch 64 --limit "$BENCH_LIMIT" --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
+  for q in $PROBES; do
+    "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+      --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$OUT/default_model_gpu_$q.json" 2>&1 | tail -10 | tee -a "$log"
+  done
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
     && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer codec)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"
