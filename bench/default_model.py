@@ -182,7 +182,8 @@ def offline(model, items: list[dict], batch: int, speech: bool, question: str = 
 
     from omni.generation import GenerationOptions, OmniRequest, generate
 
-    opts = GenerationOptions(max_new_tokens=args_max_steps, speech=True, decode_audio=speech)
+    # the probes' replies were trained as text (`ASSISTANT:`), the questions' in both modes
+    opts = GenerationOptions(max_new_tokens=args_max_steps, speech=question in ("spoken", "text"), decode_audio=speech)
     for k in tqdm(range(0, len(items), batch), desc="offline", unit="batch", file=sys.stderr):
         reqs = []
         for it in items[k : k + batch]:
