@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
-from mdp.omni_mini_data import PackDataset, answer_code_table
+from mdp.omni_mini_data import PackDataset, answer_code_table, pack_cmvn
 from mdp.omni_mini_stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
 from mdp.trainer import Trainer
@@ -283,6 +283,11 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     trainer = MiniTrainer(r, device_for_rank())
     if init is not None:
         trainer.model.load_state_dict(init)
+    elif last is None:  # a model from scratch: its audio features normalized by the pack's statistics
+        cmvn = trainer.model.encoders["audio"].frontend.cmvn
+        mean, istd = pack_cmvn(pack, trainer.model.encoders["audio"].frontend, seed=r.seed)
+        cmvn.mean.copy_(mean)
+        cmvn.istd.copy_(istd)
     extra = {"step": -1}
     if last is not None:
         checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,22 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
 
     m = OmniModel.from_pretrained(model_dir)
     assert m.config.llm.hidden_size == 256 and os.path.getsize(os.path.join(model_dir, "model.safetensors")) < 50e6
+    # the audio features were normalized with the pack's statistics from the start, and
+    # the exported model carries them: over pack questions (fresh microphones) they are
+    # about zero-mean, unit-variance per bin, where raw log-mel bins sit far from zero
+    import numpy as np
+
+    from omni.synth.pack import Pack
+
+    pack, rng = Pack(mini_pack), np.random.default_rng(11)
+    with torch.no_grad():
+        clips = [torch.from_numpy(pack.question_audio(i % len(pack), rng))[None] for i in range(24)]
+        fe = m.audio_encoder.frontend
+        f = torch.cat([fe.cmvn(fe.fbank(c))[0] for c in clips])
+        raw = torch.cat([fe.fbank(c)[0] for c in clips])
+    # (24 clips against the 256 of the estimate: sampling spread allowed)
+    assert float(f.mean(0).abs().max()) < 0.6 and 0.6 < float(f.std(0).mean()) < 1.6, (f.mean(0), f.std(0))
+    assert float(raw.mean()) > 5.0  # what an identity CMVN would pass on
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     res = subprocess.run(
         [sys.executable, "-m", "omni.cli", "chat", "--model", str(model_dir), "--text", "say red",
