@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -283,11 +284,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     trainer = MiniTrainer(r, device_for_rank())
     if init is not None:
         trainer.model.load_state_dict(init)
-    elif last is None:  # a model from scratch: its audio features normalized by the pack's statistics
-        cmvn = trainer.model.encoders["audio"].frontend.cmvn
-        mean, istd = pack_cmvn(pack, trainer.model.encoders["audio"].frontend, seed=r.seed)
-        cmvn.mean.copy_(mean)
-        cmvn.istd.copy_(istd)
+    elif last is None:  # a model from scratch
+        _prepare_encoders(r, trainer, pack, rank0)
     extra = {"step": -1}
     if last is not None:
         checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
@@ -332,6 +330,39 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if end < r.steps:
         return None
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
+    """Audio features normalized by the pack's statistics, then the encoders'
+    pre-training (`encoder_steps`), logged to out_dir/encoders.json."""
+    from mdp.omni_mini_encoders import parse_encoder_steps, pretrain_audio, pretrain_vision
+    from omni.tokenizer import load_tokenizer
+
+    encs = trainer.model.encoders
+    if "audio" in encs:
+        cmvn = encs["audio"].frontend.cmvn
+        mean, istd = pack_cmvn(pack, encs["audio"].frontend, seed=r.seed)
+        cmvn.mean.copy_(mean)
+        cmvn.istd.copy_(istd)
+    plan = parse_encoder_steps(r.encoder_steps)
+    report = {}
+    for name, steps in plan.items():
+        if name not in encs or steps <= 0:
+            continue
+        t0 = time.monotonic()
+        if name == "vision":
+            losses = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed, trainer._autocast)
+        else:
+            losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
+                                    trainer._autocast)
+        report[name] = {"steps": steps, "seconds": round(time.monotonic() - t0, 1), "loss_first": losses[0],
+                        "loss_last10": float(np.mean(losses[-10:])), "losses": losses}
+        if rank0:
+            print(f"encoder pre-training {name}: {steps} steps in {report[name]['seconds']} s, loss "
+                  f"{losses[0]:.3f} -> {report[name]['loss_last10']:.3f}", file=sys.stderr)
+    if rank0 and report:
+        with open(os.path.join(os.path.dirname(r.out_dir), "encoders.json"), "w") as fh:
+            json.dump(report, fh)
 
 
 def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> str | None:

@@ -62,6 +62,9 @@ class Recipe:
     stage_steps: str = ""  # "speech:300,vision:300,dialogue:600"
     stage_seq_len: str = ""  # "speech:176,dialogue:384" (stages not named: seq_len)
     stage_samples: int = 20000  # manifest lines written per stage
+    encoder_steps: str = ""  # "vision:600,audio:600": encoder pre-training before the first stage (mdp.omni_mini_encoders)
+    encoder_batch: int = 64
+    encoder_lr: float = 2e-3
     caption_weight: float = -1.0  # relative weight of captions in the stage mixes (< 0: mdp.omni_mini_stages.STAGES)
     transcribe_weight: float = -1.0  # the same for transcriptions of spoken questions
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
@@ -127,6 +130,7 @@ RECIPES = {
         curriculum="omni-mini",
         pack="runs/data/train.pack.npz",
         stage_steps="speech:800,vision:1000,dialogue:3000",  # upper bounds: fit_budget shrinks them
+        encoder_steps="vision:600,audio:600",
         stage_samples=100000,
         modalities="image,video,audio",
         # one step costs ~0.45 s on an H100 at 48 or at 192 samples alike (the
@@ -154,6 +158,8 @@ RECIPES = {
         curriculum="omni-mini",
         pack="runs/data/train.pack.npz",
         stage_steps="speech:4,vision:4,dialogue:6",
+        encoder_steps="vision:2,audio:2",
+        encoder_batch=4,
         stage_samples=64,
         global_batch=4,
         seq_len=384,

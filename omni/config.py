@@ -447,7 +447,7 @@ def _audio_mini() -> AudioEncoderConfig:
         num_layers=6,
         num_right_layers=2,
         left_order=10,
-        ctc_vocab_size=64,
+        ctc_vocab_size=512,  # the LLM tokenizer's ids: CTC pre-training on the questions' words
         out_dim=256,
     )
 

@@ -1,0 +1,48 @@
+"""Encoder pre-training of the default model: slot targets from scene records, and a
+few steps of each objective lower its loss on the test pack."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from mdp.omni_mini_encoders import SLOT_CLASSES, parse_encoder_steps, pretrain_audio, pretrain_vision, slot_targets
+from omni.config import get_omni_config
+
+
+def test_slot_targets_and_step_spec():
+    from omni.synth.world import Scene, SceneObject
+
+    objs = (SceneObject("star", "blue", "left", 0.18, 0.5, 0.1, 0.0), SceneObject("circle", "red", "top", 0.5, 0.18, 0.1, 0.0))
+    y = slot_targets(Scene("s", "train", "image", 0.0, (20, 20, 20), objs))
+    # POSITIONS = center, left, right, top, bottom; class = 1 + color * 4 + shape
+    assert y == [0, 1 + 2 * 4 + 3, 0, 1, 0] and max(y) < SLOT_CLASSES
+    assert parse_encoder_steps("vision:5,audio:0") == {"vision": 5, "audio": 0} and parse_encoder_steps("") == {}
+    with pytest.raises(ValueError, match="encoder_steps"):
+        parse_encoder_steps("hearing:5")
+
+
+def test_pretraining_lowers_each_loss(mini_pack):
+    from encoders.audio import StreamingAudioEncoder
+    from encoders.vision import VisionEncoder
+    from mdp.omni_mini_data import pack_cmvn
+    from omni.synth.pack import Pack
+    from omni.tokenizer import load_tokenizer
+
+    torch.manual_seed(0)
+    pack, cfg, none = Pack(mini_pack), get_omni_config("mini"), contextlib.nullcontext
+    vis = pretrain_vision(VisionEncoder(cfg.vision), pack, 40, 16, 2e-3, 0, none)
+    assert sum(vis[-5:]) / 5 < 0.6 * vis[0], vis
+    audio = StreamingAudioEncoder(cfg.audio)
+    mean, istd = pack_cmvn(pack, audio.frontend, num_clips=32)
+    audio.frontend.cmvn.mean.copy_(mean)
+    audio.frontend.cmvn.istd.copy_(istd)
+    aud = pretrain_audio(audio, pack, load_tokenizer(), 40, 8, 2e-3, 0, none, pool=64)
+    assert sum(aud[-5:]) / 5 < 0.6 * aud[0], aud
+    with pytest.raises(ValueError, match="ctc_vocab_size"):
+        import dataclasses
+
+        small = StreamingAudioEncoder(dataclasses.replace(cfg.audio, ctc_vocab_size=64))
+        pretrain_audio(small, pack, load_tokenizer(), 1, 2, 1e-3, 0, none, pool=4)
