@@ -351,7 +351,8 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
             continue
         t0 = time.monotonic()
         if name == "vision":
-            losses = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed, trainer._autocast)
+            losses, _ = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed,
+                                        trainer._autocast)
         else:
             losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
                                     trainer._autocast)

@@ -51,18 +51,30 @@ def _lr_at(step: int, steps: int, lr: float, warmup: int = 30) -> float:
     return lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, autocast) -> list[float]:
-    """Slot classification of the pack's stills (first frame of every scene). Returns the losses."""
+def still_patches(pack, cfg) -> tuple[torch.Tensor, tuple[int, int], int]:
+    """Patches [scenes, P, patch_dim] of every scene's first frame, their grid and tokens per still."""
     from encoders.image_processing import preprocess_image
 
-    cfg = vision.cfg
     units = [preprocess_image(pack.scene_frames(k)[0], cfg) for k in range(pack.num_scenes)]
     grid = tuple(units[0].grid)
     if any(tuple(u.grid) != grid for u in units):
         raise ValueError("vision pre-training needs stills of one size (the pack renders them so)")
-    patches = torch.stack([u.patches for u in units])  # [S, P, patch_dim]
+    return torch.stack([u.patches for u in units]), grid, units[0].num_tokens
+
+
+def slot_logits(vision, head, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[B, 5, SLOT_CLASSES] slot logits of B stills' patches [B, P, patch_dim]."""
+    b = patches.shape[0]
+    out = vision(patches.reshape(-1, patches.shape[-1]).to(vision.device, vision.dtype), [grid] * b).reshape(b, -1)
+    return head(out).float().reshape(b, len(POSITIONS), SLOT_CLASSES)
+
+
+def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, autocast):
+    """Slot classification of the pack's stills (first frame of every scene).
+    Returns the losses and the throw-away head (for held-out checks)."""
+    cfg = vision.cfg
+    patches, grid, ntok = still_patches(pack, cfg)
     targets = torch.tensor([slot_targets(pack.scene(k)) for k in range(pack.num_scenes)])
-    ntok = units[0].num_tokens
     dev = vision.device
     head = torch.nn.Linear(ntok * cfg.out_dim, len(POSITIONS) * SLOT_CLASSES, device=dev)
     params = list(vision.parameters()) + list(head.parameters())
@@ -73,18 +85,16 @@ def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, 
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
-        idx = torch.randint(0, len(units), (batch,), generator=gen)
-        x = patches[idx].reshape(-1, patches.shape[-1]).to(dev, vision.dtype)
+        idx = torch.randint(0, len(patches), (batch,), generator=gen)
         with autocast():
-            out = vision(x, [grid] * batch).reshape(batch, -1)
-            logits = head(out).float()
+            logits = slot_logits(vision, head, patches[idx], grid)
         loss = F.cross_entropy(logits.reshape(-1, SLOT_CLASSES), targets[idx].reshape(-1).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
-    return losses
+    return losses, head
 
 
 def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, seed: int, autocast,

@@ -33,7 +33,7 @@ def test_pretraining_lowers_each_loss(mini_pack):
 
     torch.manual_seed(0)
     pack, cfg, none = Pack(mini_pack), get_omni_config("mini"), contextlib.nullcontext
-    vis = pretrain_vision(VisionEncoder(cfg.vision), pack, 40, 16, 2e-3, 0, none)
+    vis, _ = pretrain_vision(VisionEncoder(cfg.vision), pack, 40, 16, 2e-3, 0, none)
     assert sum(vis[-5:]) / 5 < 0.6 * vis[0], vis
     audio = StreamingAudioEncoder(cfg.audio)
     mean, istd = pack_cmvn(pack, audio.frontend, num_clips=32)
@@ -46,3 +46,25 @@ def test_pretraining_lowers_each_loss(mini_pack):
 
         small = StreamingAudioEncoder(dataclasses.replace(cfg.audio, ctc_vocab_size=64))
         pretrain_audio(small, pack, load_tokenizer(), 1, 2, 1e-3, 0, none, pool=4)
+
+
+def test_bench_encoder_pretrain_runs(tmp_path, mini_pack):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "enc.json"
+    res = subprocess.run(
+        [sys.executable, os.path.join(root, "bench", "encoder_pretrain.py"), "--train-pack", str(mini_pack),
+         "--heldout-pack", str(mini_pack), "--vision-steps", "3", "--vision-batch", "4", "--audio-steps", "3",
+         "--audio-batch", "2", "--audio-pool", "8", "--heldout-questions", "3", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert len(rep["vision"]["losses"]) == 3 and 0 <= rep["vision"]["slot_accuracy"] <= 1
+    assert [a["cmvn"].split()[0] for a in rep["audio"]] == ["pack", "identity"]
+    assert all(a["heldout_questions"] == 3 and a["heldout_token_error_rate"] >= 0 for a in rep["audio"])
+    assert "held-out token error" in res.stdout
