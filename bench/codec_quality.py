@@ -74,7 +74,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped speech/pretrained/default)")
     p.add_argument("--per-voice", type=int, default=12, help="utterances per held-out voice")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--results", default=os.path.join("bench", "results"), help="output folder")
     p.add_argument("--samples", type=int, default=3, help="before/after WAV pairs to write")
     a = p.parse_args()

@@ -105,7 +105,7 @@ def hardware(device: torch.device) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped speech/pretrained/default)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--streams", type=int, default=1, help="streams batched into one step")
     p.add_argument("--seconds", type=float, default=10.0, help="audio seconds decoded per stream")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave default)")

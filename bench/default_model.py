@@ -316,9 +316,9 @@ def main() -> int:
     p.add_argument("--question", choices=("spoken", "text", "transcribe", "caption"), default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--out", default="bench/results/default_model.json")
+    p.add_argument("--out", default="bench/results/default_model.json", help="report path (JSON; a plot or table beside it where the script makes one)")
     args = p.parse_args()
     args_max_steps = args.max_steps
     if args.threads:

@@ -165,18 +165,18 @@ def plot(res: dict, path: Path) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--flavor", default="a1b")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--clip-seconds", type=float, default=10.0)
-    p.add_argument("--frame-size", type=int, default=224)
-    p.add_argument("--num-samples", type=int, default=16)
+    p.add_argument("--flavor", default="a1b", help="model flavor (omni/flavors)")
+    p.add_argument("--device", default="cuda", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="compute dtype")
+    p.add_argument("--clip-seconds", type=float, default=10.0, help="seconds of video + audio per sample")
+    p.add_argument("--frame-size", type=int, default=224, help="frame side in pixels")
+    p.add_argument("--num-samples", type=int, default=16, help="clips per run")
     p.add_argument("--batch-sizes", default="1,16", help="comma list; the first is the baseline")
     p.add_argument("--steps", type=int, default=16, help="LLM steps per answer")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="timed repetitions")
     p.add_argument("--no-graph-row", dest="graph_row", action="store_false",
                    help="skip the extra row with the decode step in a CUDA graph (GPU only)")
-    p.add_argument("--out", default=str(ROOT / "bench/results/offline.json"))
+    p.add_argument("--out", default=str(ROOT / "bench/results/offline.json"), help="report path (JSON; a plot or table beside it where the script makes one)")
     p.add_argument("--plot", metavar="JSON", help="only redraw the PNG of an existing result JSON")
     args = p.parse_args()
     if args.plot:

@@ -112,7 +112,7 @@ def main() -> int:
                    help="held-out question mode of bench/default_model.py")
     p.add_argument("--limit", type=int, default=200, help="held-out samples (even stride; 0 = all)")
     p.add_argument("--work", default="runs/recipe_ab", help="arms' training directories and logs")
-    p.add_argument("--out", default="bench/results/recipe_ab.json")
+    p.add_argument("--out", default="bench/results/recipe_ab.json", help="report path (JSON; a plot or table beside it where the script makes one)")
     args = p.parse_args()
     try:
         arms = [parse_arm(a) for a in args.arm]

@@ -278,8 +278,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="checkpoint directory (default: random weights of --flavor)")
     p.add_argument("--flavor", default="debug", help="omni flavor without --model (a1b on a GPU)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype")
     p.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph"],
                    help="decode step mode (auto: graph on CUDA, eager on CPU)")
     p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")
@@ -290,7 +290,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
     p.add_argument("--speech-dir", help="folder of q*.wav questions (made with espeak-ng if empty)")
     p.add_argument("--make-speech-only", action="store_true", help="only synthesize the questions")
-    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="directory for the JSON and plot")
     p.add_argument("--tag", help="result file tag (default: flavor_device)")
     args = p.parse_args()
     args.sessions = [int(x) for x in args.sessions.split(",")]
