@@ -7,9 +7,11 @@ Trains fresh `mini` encoders with the curriculum's own functions
 
 - vision: slot classification of each still (empty, or color x shape, for 5 slots);
   held-out slot accuracy, exact objects, color and shape accuracy of occupied slots;
-- audio: CTC of the questions' words, side by side with the audio features normalized by
-  the pack's statistics (`pack_cmvn`, what the recipe does) and left raw (identity CMVN,
-  what earlier runs did); training loss and held-out token error rate (greedy CTC).
+- audio: CTC of the questions' words in three arms: what the recipe does (features
+  normalized by the pack's statistics, `pack_cmvn`, and every question re-drawn through
+  speed / gain / noise perturbation and time masking), the same without augmentation, and
+  neither (identity CMVN, what earlier runs did); training loss and held-out token error
+  rate (greedy CTC).
 
 Prints a table, writes JSON and a loss plot (default bench/results/encoder_pretrain_cpu.*).
 """
@@ -63,7 +65,7 @@ def _edit_distance(a: list, b: list) -> int:
     return d[len(b)]
 
 
-def audio_run(args, train, heldout, cfg, tok, cmvn: bool) -> dict:
+def audio_run(args, train, heldout, cfg, tok, cmvn: bool, augment: bool) -> dict:
     from encoders.audio import StreamingAudioEncoder
     from mdp.omni_mini_data import pack_cmvn
     from mdp.omni_mini_encoders import pretrain_audio
@@ -76,7 +78,7 @@ def audio_run(args, train, heldout, cfg, tok, cmvn: bool) -> dict:
         enc.frontend.cmvn.istd.copy_(istd)
     t0 = time.time()
     losses = pretrain_audio(enc, train, tok, args.audio_steps, args.audio_batch, args.lr, args.seed,
-                            contextlib.nullcontext, pool=args.audio_pool)
+                            contextlib.nullcontext, pool=args.audio_pool, augment=augment)
     secs = time.time() - t0
     enc.eval()
     picks = np.linspace(0, len(heldout) - 1, min(args.heldout_questions, len(heldout))).round().astype(int)
@@ -90,7 +92,9 @@ def audio_run(args, train, heldout, cfg, tok, cmvn: bool) -> dict:
             ref = tok.encode(heldout.question_text(int(i)))
             errors += _edit_distance(ref, hyp)
             words += len(ref)
-    return {"cmvn": "pack statistics" if cmvn else "identity (raw log-mel)", "steps": args.audio_steps,
+    return {"cmvn": "pack statistics" if cmvn else "identity (raw log-mel)", "augment": augment,
+            "arm": ("pack statistics" if cmvn else "identity (raw log-mel)") + (" + augmentation" if augment else ""),
+            "steps": args.audio_steps,
             "batch": args.audio_batch, "seconds": round(secs, 1), "losses": losses,
             "train_loss_last20": round(float(np.mean(losses[-20:])), 4),
             "heldout_questions": int(len(picks)), "heldout_token_error_rate": round(errors / max(1, words), 4)}
@@ -102,7 +106,7 @@ def main() -> int:
     p.add_argument("--train-pack", default="runs/data/train.pack.npz", help="pack the encoders train on")
     p.add_argument("--heldout-pack", default="runs/data/heldout.pack.npz",
                    help="pack of held-out scenes and voices they are checked on")
-    p.add_argument("--vision-steps", type=int, default=600, help="ViT slot-classification steps")
+    p.add_argument("--vision-steps", type=int, default=600, help="ViT slot-classification steps (0: audio only)")
     p.add_argument("--vision-batch", type=int, default=64, help="stills per vision step")
     p.add_argument("--audio-steps", type=int, default=300, help="CTC steps of each audio arm")
     p.add_argument("--audio-batch", type=int, default=32, help="questions per audio step")
@@ -120,25 +124,29 @@ def main() -> int:
 
     cfg, tok = get_omni_config("mini"), load_tokenizer()
     train, heldout = Pack(args.train_pack), Pack(args.heldout_pack)
-    print(f"vision: {args.vision_steps} steps x {args.vision_batch} stills ...", file=sys.stderr)
-    vision = vision_run(args, train, heldout, cfg)
+    vision = None
+    if args.vision_steps > 0:
+        print(f"vision: {args.vision_steps} steps x {args.vision_batch} stills ...", file=sys.stderr)
+        vision = vision_run(args, train, heldout, cfg)
     audio = []
-    for cmvn in (True, False):
-        print(f"audio ({'pack CMVN' if cmvn else 'identity CMVN'}): {args.audio_steps} steps x {args.audio_batch} ...",
-              file=sys.stderr)
-        audio.append(audio_run(args, train, heldout, cfg, tok, cmvn))
+    # what the recipe does (statistics + augmentation), then each change undone in turn
+    for cmvn, augment in ((True, True), (True, False), (False, False)):
+        print(f"audio ({'pack CMVN' if cmvn else 'identity CMVN'}{', augmented' if augment else ''}): "
+              f"{args.audio_steps} steps x {args.audio_batch} ...", file=sys.stderr)
+        audio.append(audio_run(args, train, heldout, cfg, tok, cmvn, augment))
     report = {"device": f"{platform.machine()} CPU, {os.cpu_count()} cores", "threads": args.threads,
               "command": "python bench/encoder_pretrain.py " + " ".join(sys.argv[1:]), "vision": vision, "audio": audio}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
     print(f"encoder pre-training on {report['device']} ({args.threads} threads), held-out pack scenes and voices")
-    print(f"vision  {vision['steps']} steps x {vision['batch']}, {vision['seconds']} s: slot accuracy "
+    if vision:
+        print(f"vision  {vision['steps']} steps x {vision['batch']}, {vision['seconds']} s: slot accuracy "
           f"{vision['slot_accuracy']:.1%}, objects exact {vision['object_exact']:.1%}, color {vision['color_accuracy']:.1%}, "
           f"shape {vision['shape_accuracy']:.1%} ({vision['heldout_stills']} stills)")
-    print(f"{'audio features':26} {'steps':>6} {'train loss (last 20)':>21} {'held-out token error':>21}")
+    print(f"{'audio arm':40} {'steps':>6} {'train loss (last 20)':>21} {'held-out token error':>21}")
     for a in audio:
-        print(f"{a['cmvn']:26} {a['steps']:6d} {a['train_loss_last20']:21.3f} {a['heldout_token_error_rate']:21.1%}")
+        print(f"{a['arm']:40} {a['steps']:6d} {a['train_loss_last20']:21.3f} {a['heldout_token_error_rate']:21.1%}")
     try:
         import matplotlib
 
@@ -146,10 +154,11 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-        ax[0].plot(vision["losses"])
+        if vision:
+            ax[0].plot(vision["losses"])
         ax[0].set(title="ViT slot classification", xlabel="step", ylabel="loss", yscale="log")
         for a in audio:
-            ax[1].plot(a["losses"], label=a["cmvn"])
+            ax[1].plot(a["losses"], label=a["arm"])
         ax[1].set(title="audio encoder CTC (words)", xlabel="step", ylabel="loss")
         ax[1].legend()
         fig.tight_layout()

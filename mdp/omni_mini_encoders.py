@@ -97,14 +97,48 @@ def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, 
     return losses, head
 
 
+def perturb(wavs: list[torch.Tensor], gen: torch.Generator, speed=(0.85, 1.15), gain_db=(-6.0, 6.0),
+            snr_db=(10.0, 35.0)) -> list[torch.Tensor]:
+    """A new microphone and speaker for each question, on the tensors' device: speed
+    (by resampling, so the pitch moves with it: another voice), gain, and white noise
+    at a random SNR. Cheap next to the pack's own microphone (~9 ms a question in numpy)."""
+    out = []
+    for w in wavs:
+        u = torch.rand(3, generator=gen).tolist()
+        n = max(160, round(len(w) / (speed[0] + u[0] * (speed[1] - speed[0]))))
+        w = F.interpolate(w[None, None], size=n, mode="linear", align_corners=False)[0, 0]
+        w = w * 10 ** ((gain_db[0] + u[1] * (gain_db[1] - gain_db[0])) / 20)
+        snr = snr_db[0] + u[2] * (snr_db[1] - snr_db[0])
+        noise = torch.randn(n, generator=gen).to(w.device)
+        out.append(w + noise * (w.pow(2).mean().sqrt() * 10 ** (-snr / 20)))
+    return out
+
+
+def mask_frames(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator, masks: int = 2,
+                width: int = 2) -> torch.Tensor:
+    """Time masking (SpecAugment): up to `masks` spans of up to `width` spliced 80 ms
+    frames per row set to the features' mean (0 after CMVN)."""
+    feats = feats.clone()
+    for r, n in enumerate(lens.tolist()):
+        for _ in range(masks):
+            w = int(torch.randint(0, width + 1, (1,), generator=gen))
+            if w and n > w:
+                t = int(torch.randint(0, n - w, (1,), generator=gen))
+                feats[r, t : t + w] = 0
+    return feats
+
+
 def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, seed: int, autocast,
-                   pool: int = 2048) -> list[float]:
+                   pool: int = 2048, augment: bool = True) -> list[float]:
     """CTC of the questions' words on a pool of the pack's questions (their stored
-    microphones: noise, gain, silences differ per sample). Returns the losses."""
+    microphones: noise, gain, silences differ per sample), each drawn again through
+    `perturb` and `mask_frames` when `augment` (the pool is small next to the steps:
+    without it the encoder learns the pool's recordings, not the words). Returns the losses."""
     from encoders.audio import ctc_loss
 
     vocab = audio.cfg.ctc_vocab_size
     rng = np.random.default_rng([seed, 11])
+    gen = torch.Generator().manual_seed(seed * 1000 + 11)
     picks = rng.choice(len(pack), size=min(pool, len(pack)), replace=False)
     wavs = [torch.from_numpy(pack.question_audio(int(i))) for i in picks]
     ids = [tokenizer.encode(pack.question_text(int(i))) for i in picks]
@@ -119,15 +153,20 @@ def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, se
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
         sel = rng.choice(len(wavs), size=batch)
-        n = max(len(wavs[k]) for k in sel)
-        pcm = torch.stack([F.pad(wavs[k], (0, n - len(wavs[k]))) for k in sel]).to(dev)
-        lens = torch.tensor([len(wavs[k]) for k in sel])
+        clips = [wavs[k].to(dev) for k in sel]
+        if augment:
+            clips = perturb(clips, gen)
+        n = max(len(c) for c in clips)
+        pcm = torch.stack([F.pad(c, (0, n - len(c))) for c in clips])
+        lens = torch.tensor([len(c) for c in clips])
         tl = torch.tensor([len(ids[k]) for k in sel])
         tgt = torch.zeros(batch, int(tl.max()), dtype=torch.long)
         for r, k in enumerate(sel):
             tgt[r, : len(ids[k])] = torch.tensor(ids[k])
         with torch.no_grad():
             feats, flens = audio.features(pcm, lens)
+            if augment:
+                feats = mask_frames(feats, flens, gen)
         with autocast():
             loss = ctc_loss(audio, feats, flens.to(dev), tgt.to(dev), tl.to(dev))
         opt.zero_grad(set_to_none=True)

@@ -65,6 +65,42 @@ def test_bench_encoder_pretrain_runs(tmp_path, mini_pack):
     assert res.returncode == 0, res.stderr[-2000:]
     rep = json.loads(out.read_text())
     assert len(rep["vision"]["losses"]) == 3 and 0 <= rep["vision"]["slot_accuracy"] <= 1
-    assert [a["cmvn"].split()[0] for a in rep["audio"]] == ["pack", "identity"]
+    assert [(a["cmvn"].split()[0], a["augment"]) for a in rep["audio"]] == [("pack", True), ("pack", False), ("identity", False)]
     assert all(a["heldout_questions"] == 3 and a["heldout_token_error_rate"] >= 0 for a in rep["audio"])
     assert "held-out token error" in res.stdout
+
+
+def test_perturb_speed_gain_noise_bounds_and_determinism():
+    import torch
+
+    from mdp.omni_mini_encoders import perturb
+
+    t = torch.arange(16000) / 16000
+    wav = (0.3 * torch.sin(2 * torch.pi * 220 * t)).float()
+    a = perturb([wav, wav[:8000]], torch.Generator().manual_seed(5))
+    b = perturb([wav, wav[:8000]], torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for out, src in zip(a, (wav, wav[:8000])):
+        assert len(src) / 1.15 - 1 <= len(out) <= len(src) / 0.85 + 1
+        m = min(len(out), len(src)) // 2
+        assert not torch.allclose(out[:m], src[:m])
+        rms = out.pow(2).mean().sqrt() / src.pow(2).mean().sqrt()
+        assert 10 ** (-6.5 / 20) < rms < 10 ** (6.5 / 20)  # the gain range, noise at >= 10 dB SNR
+    # the noise: a silent question stays silent (noise scales with the signal)
+    assert perturb([torch.zeros(4000)], torch.Generator().manual_seed(0))[0].abs().max() == 0
+
+
+def test_mask_frames_masks_only_valid_frames_and_leaves_the_input():
+    import torch
+
+    from mdp.omni_mini_encoders import mask_frames
+
+    feats = torch.ones(3, 20, 6)
+    lens = torch.tensor([20, 10, 3])
+    out = mask_frames(feats, lens, torch.Generator().manual_seed(1), masks=2, width=2)
+    assert torch.equal(feats, torch.ones(3, 20, 6))
+    zero = (out == 0).all(-1)
+    assert (out[~zero] == 1).all()  # whole frames masked, nothing else touched
+    assert int(zero.sum(1).max()) <= 4
+    assert not zero[1, 10:].any() and not zero[2, 3:].any()
+    assert zero.any()
