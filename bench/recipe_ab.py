@@ -64,10 +64,15 @@ def paired(a: list[dict], b: list[dict]) -> dict:
     return {"only_first": only_a, "only_this": only_b, "mcnemar_p": round(mcnemar_p(only_a, only_b), 4)}
 
 
+# torchrun's variables: an arm is its own one-process job, never a rank of the caller's group
+DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def run(cmd: list[str], log: str) -> float:
     t0 = time.time()
+    env = {k: v for k, v in os.environ.items() if k not in DIST_ENV}
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if proc.returncode:
         with open(log) as fh:
             tail = fh.read()[-3000:]

@@ -52,6 +52,11 @@ def test_paired_counts_and_refuses_different_samples():
 
 
 def test_two_arm_smoke_run(tmp_path, mini_pack):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
     out = tmp_path / "ab.json"
     res = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "recipe_ab.py"), "--train", str(mini_pack), "--heldout",
@@ -59,7 +64,10 @@ def test_two_arm_smoke_run(tmp_path, mini_pack):
          "--common", "stage_samples=8", "--arm", "base: encoder_steps=", "--arm", "pre: encoder_steps=vision:2,audio:0",
          "--limit", "4", "--work", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
+        # as left by an in-process run earlier in the session: its port is taken
+        env=dict(os.environ, RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(busy.getsockname()[1])),
     )
+    busy.close()
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     rep = json.loads(out.read_text())
     assert list(rep["arms"]) == ["base", "pre"] and rep["samples"] == 4
