@@ -7,11 +7,11 @@ Trains fresh `mini` encoders with the curriculum's own functions
 
 - vision: slot classification of each still (empty, or color x shape, for 5 slots);
   held-out slot accuracy, exact objects, color and shape accuracy of occupied slots;
-- audio: CTC of the questions' words in three arms: what the recipe does (features
-  normalized by the pack's statistics, `pack_cmvn`, and every question re-drawn through
-  speed / gain / noise perturbation and time masking), the same without augmentation, and
-  neither (identity CMVN, what earlier runs did); training loss and held-out token error
-  rate (greedy CTC).
+- audio: CTC of the questions' words in three arms: features normalized by the pack's
+  statistics (`pack_cmvn`) with every question re-drawn through speed / gain / noise
+  perturbation and time masking (recipe `encoder_augment=true`), the same without
+  augmentation (the recipe's default), and neither (identity CMVN, what earlier runs
+  did); training loss and held-out token error rate (greedy CTC).
 
 Prints a table, writes JSON and a loss plot (default bench/results/encoder_pretrain_cpu.*).
 """
@@ -129,7 +129,7 @@ def main() -> int:
         print(f"vision: {args.vision_steps} steps x {args.vision_batch} stills ...", file=sys.stderr)
         vision = vision_run(args, train, heldout, cfg)
     audio = []
-    # what the recipe does (statistics + augmentation), then each change undone in turn
+    # statistics + augmentation, statistics alone (the recipe's default), neither
     for cmvn, augment in ((True, True), (True, False), (False, False)):
         print(f"audio ({'pack CMVN' if cmvn else 'identity CMVN'}{', augmented' if augment else ''}): "
               f"{args.audio_steps} steps x {args.audio_batch} ...", file=sys.stderr)

@@ -355,7 +355,7 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
                                         trainer._autocast)
         else:
             losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
-                                    trainer._autocast)
+                                    trainer._autocast, augment=r.encoder_augment)
         report[name] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss_first": losses[0],
                         "loss_last10": float(np.mean(losses[-10:])), "losses": losses}
         if rank0:

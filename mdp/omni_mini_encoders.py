@@ -129,11 +129,13 @@ def mask_frames(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator, m
 
 
 def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, seed: int, autocast,
-                   pool: int = 2048, augment: bool = True) -> list[float]:
+                   pool: int = 2048, augment: bool = False) -> list[float]:
     """CTC of the questions' words on a pool of the pack's questions (their stored
-    microphones: noise, gain, silences differ per sample), each drawn again through
-    `perturb` and `mask_frames` when `augment` (the pool is small next to the steps:
-    without it the encoder learns the pool's recordings, not the words). Returns the losses."""
+    microphones: noise, gain, silences differ per sample). With `augment` each is drawn
+    again through `perturb` and `mask_frames`, against learning the pool's recordings
+    rather than the words; in 300 CPU steps it fit slower and scored worse on held-out
+    voices (bench/results/encoder_pretrain_audio_cpu.json), so it is off by default.
+    Returns the losses."""
     from encoders.audio import ctc_loss
 
     vocab = audio.cfg.ctc_vocab_size
