@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +22,15 @@ def mini_pack(tmp_path_factory):
     # no `omni data codes`: the bridge tokenizes the answers with the shipped codec itself
     write_pack(root / "train", root / "train.pack.npz", max_mb=None, progress=False)
     return root / "train.pack.npz"
+
+
+@pytest.fixture
+def load_bench():
+    """bench/NAME.py as a module (bench/ holds scripts, not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "bench", f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

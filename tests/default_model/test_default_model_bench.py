@@ -32,18 +32,8 @@ def test_bench_default_model_on_pack(tmp_path, mini_pack):
     assert "family" in res.stdout and "bars" in res.stdout
 
 
-def _bench_module():
-    import importlib.util
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    spec = importlib.util.spec_from_file_location("bench_default_model", os.path.join(root, "bench", "default_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_partial_credit_measures():
-    m = _bench_module()
+def test_partial_credit_measures(load_bench):
+    m = load_bench("default_model")
     assert m.word_accuracy("what color is the square", "what color is the square") == 1.0
     assert m.word_accuracy("what color is the square", "what color the star") == 1 - 2 / 5  # one deletion, one swap
     assert m.word_accuracy("a b", "x y z w") == 0.0  # floored

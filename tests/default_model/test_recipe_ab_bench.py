@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,15 +12,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("recipe_ab", os.path.join(ROOT, "bench", "recipe_ab.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_parse_arm_keeps_commas_and_colons_in_values():
-    ab = _bench()
+def test_parse_arm_keeps_commas_and_colons_in_values(load_bench):
+    ab = load_bench("recipe_ab")
     assert ab.parse_arm("pre: encoder_steps=vision:600,audio:0; caption_weight=0") == (
         "pre", ["encoder_steps=vision:600,audio:0", "caption_weight=0"])
     assert ab.parse_arm("base: encoder_steps=") == ("base", ["encoder_steps="])
@@ -31,8 +23,8 @@ def test_parse_arm_keeps_commas_and_colons_in_values():
             ab.parse_arm(bad)
 
 
-def test_mcnemar_exact_values():
-    ab = _bench()
+def test_mcnemar_exact_values(load_bench):
+    ab = load_bench("recipe_ab")
     assert ab.mcnemar_p(0, 0) == 1.0
     assert ab.mcnemar_p(3, 3) == 1.0
     # 0 vs 6 discordant: 2 * (1/64)
@@ -42,8 +34,8 @@ def test_mcnemar_exact_values():
     assert ab.mcnemar_p(2, 10) == pytest.approx(2 * 79 / 4096)
 
 
-def test_paired_counts_and_refuses_different_samples():
-    ab = _bench()
+def test_paired_counts_and_refuses_different_samples(load_bench):
+    ab = load_bench("recipe_ab")
     a = [{"id": i, "text_ok": ok} for i, ok in enumerate([1, 1, 0, 0, 1])]
     b = [{"id": i, "text_ok": ok} for i, ok in enumerate([1, 0, 1, 1, 1])]
     assert ab.paired(a, b) == {"only_first": 1, "only_this": 2, "mcnemar_p": 1.0}
