@@ -5,7 +5,8 @@
 Trains fresh `mini` encoders with the curriculum's own functions
 (`mdp/omni_mini_encoders.py`) on the train pack and checks them on the held-out pack:
 
-- vision: slot classification of each still (empty, or color x shape, for 5 slots);
+- vision: slot classification of each still (empty, or color x shape, for 5 slots), on
+  the stills as they are or (`--vision-augment`) on jittered views of them;
   held-out slot accuracy, exact objects, color and shape accuracy of occupied slots;
 - audio: CTC of the questions' words in three arms: features normalized by the pack's
   statistics (`pack_cmvn`) with every question re-drawn through speed / gain / noise
@@ -40,7 +41,7 @@ def vision_run(args, train, heldout, cfg) -> dict:
     vis = VisionEncoder(cfg.vision)
     t0 = time.time()
     losses, head = pretrain_vision(vis, train, args.vision_steps, args.vision_batch, args.lr, args.seed,
-                                   contextlib.nullcontext)
+                                   contextlib.nullcontext, augment=args.vision_augment)
     secs = time.time() - t0
     vis.eval()
     patches, grid, _ = still_patches(heldout, cfg.vision)
@@ -48,7 +49,8 @@ def vision_run(args, train, heldout, cfg) -> dict:
     with torch.no_grad():
         pred = torch.cat([slot_logits(vis, head, patches[k : k + 50], grid).argmax(-1) for k in range(0, len(patches), 50)])
     occ = y > 0
-    return {"steps": args.vision_steps, "batch": args.vision_batch, "seconds": round(secs, 1), "losses": losses,
+    return {"augment": args.vision_augment, "steps": args.vision_steps, "batch": args.vision_batch,
+            "seconds": round(secs, 1), "losses": losses,
             "heldout_stills": int(len(y)),
             "slot_accuracy": round(float((pred == y).float().mean()), 4),
             "object_exact": round(float((pred == y)[occ].float().mean()), 4),
@@ -108,7 +110,9 @@ def main() -> int:
                    help="pack of held-out scenes and voices they are checked on")
     p.add_argument("--vision-steps", type=int, default=600, help="ViT slot-classification steps (0: audio only)")
     p.add_argument("--vision-batch", type=int, default=64, help="stills per vision step")
-    p.add_argument("--audio-steps", type=int, default=300, help="CTC steps of each audio arm")
+    p.add_argument("--vision-augment", action="store_true",
+                   help="pre-train the ViT on jittered stills (recipe encoder_augment=vision)")
+    p.add_argument("--audio-steps", type=int, default=300, help="CTC steps of each audio arm (0: vision only)")
     p.add_argument("--audio-batch", type=int, default=32, help="questions per audio step")
     p.add_argument("--audio-pool", type=int, default=2048, help="train questions (stored microphones) drawn from")
     p.add_argument("--heldout-questions", type=int, default=100, help="held-out spoken questions scored")
@@ -130,7 +134,7 @@ def main() -> int:
         vision = vision_run(args, train, heldout, cfg)
     audio = []
     # statistics + augmentation, statistics alone (the recipe's default), neither
-    for cmvn, augment in ((True, True), (True, False), (False, False)):
+    for cmvn, augment in ((True, True), (True, False), (False, False)) if args.audio_steps > 0 else ():
         print(f"audio ({'pack CMVN' if cmvn else 'identity CMVN'}{', augmented' if augment else ''}): "
               f"{args.audio_steps} steps x {args.audio_batch} ...", file=sys.stderr)
         audio.append(audio_run(args, train, heldout, cfg, tok, cmvn, augment))
@@ -141,10 +145,12 @@ def main() -> int:
         json.dump(report, fh, indent=1)
     print(f"encoder pre-training on {report['device']} ({args.threads} threads), held-out pack scenes and voices")
     if vision:
-        print(f"vision  {vision['steps']} steps x {vision['batch']}, {vision['seconds']} s: slot accuracy "
-          f"{vision['slot_accuracy']:.1%}, objects exact {vision['object_exact']:.1%}, color {vision['color_accuracy']:.1%}, "
-          f"shape {vision['shape_accuracy']:.1%} ({vision['heldout_stills']} stills)")
-    print(f"{'audio arm':40} {'steps':>6} {'train loss (last 20)':>21} {'held-out token error':>21}")
+        print(f"vision{' (augmented)' if args.vision_augment else ''}  {vision['steps']} steps x {vision['batch']}, "
+              f"{vision['seconds']} s: slot accuracy "
+              f"{vision['slot_accuracy']:.1%}, objects exact {vision['object_exact']:.1%}, color {vision['color_accuracy']:.1%}, "
+              f"shape {vision['shape_accuracy']:.1%} ({vision['heldout_stills']} stills)")
+    if audio:
+        print(f"{'audio arm':40} {'steps':>6} {'train loss (last 20)':>21} {'held-out token error':>21}")
     for a in audio:
         print(f"{a['arm']:40} {a['steps']:6d} {a['train_loss_last20']:21.3f} {a['heldout_token_error_rate']:21.1%}")
     try:

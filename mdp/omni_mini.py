@@ -335,7 +335,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
 def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
     """Audio features normalized by the pack's statistics, then the encoders'
     pre-training (`encoder_steps`), logged to out_dir/encoders.json."""
-    from mdp.omni_mini_encoders import parse_encoder_steps, pretrain_audio, pretrain_vision
+    from mdp.omni_mini_encoders import parse_encoder_augment, parse_encoder_steps, pretrain_audio, pretrain_vision
     from omni.tokenizer import load_tokenizer
 
     encs = trainer.model.encoders
@@ -345,6 +345,7 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
         cmvn.mean.copy_(mean)
         cmvn.istd.copy_(istd)
     plan = parse_encoder_steps(r.encoder_steps)
+    augment = parse_encoder_augment(r.encoder_augment)
     report = {}
     for name, steps in plan.items():
         if name not in encs or steps <= 0:
@@ -352,10 +353,10 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
         t0 = time.perf_counter()  # a duration; the run's deadline clock is time.monotonic
         if name == "vision":
             losses, _ = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed,
-                                        trainer._autocast)
+                                        trainer._autocast, augment="vision" in augment)
         else:
             losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
-                                    trainer._autocast, augment=r.encoder_augment)
+                                    trainer._autocast, augment="audio" in augment)
         report[name] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss_first": losses[0],
                         "loss_last10": float(np.mean(losses[-10:])), "losses": losses}
         if rank0:

@@ -34,6 +34,14 @@ def slot_targets(scene) -> list[int]:
     return y
 
 
+def parse_encoder_augment(spec: str) -> set[str]:
+    """"vision,audio" -> {"vision", "audio"}: the encoders pre-trained on augmented views."""
+    names = {a.strip() for a in spec.split(",") if a.strip()}
+    if names - {"vision", "audio"}:
+        raise ValueError(f"encoder_augment {spec!r}: name 'vision' and/or 'audio'")
+    return names
+
+
 def parse_encoder_steps(spec: str) -> dict[str, int]:
     """"vision:600,audio:600" -> {"vision": 600, "audio": 600} (empty: no pre-training)."""
     out: dict[str, int] = {}
@@ -69,9 +77,40 @@ def slot_logits(vision, head, patches: torch.Tensor, grid: tuple[int, int]) -> t
     return head(out).float().reshape(b, len(POSITIONS), SLOT_CLASSES)
 
 
-def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, autocast):
-    """Slot classification of the pack's stills (first frame of every scene).
-    Returns the losses and the throw-away head (for held-out checks)."""
+def unpatch_stills(patches: torch.Tensor, grid: tuple[int, int], cfg) -> torch.Tensor:
+    """Still patches [B, P, c*t*p*p] (each frame tiled along time) -> images [B, c, H, W]."""
+    (gh, gw), p, t = grid, cfg.patch_size, cfg.temporal_patch_size
+    x = patches.reshape(len(patches), gh, gw, -1, t, p, p)[:, :, :, :, 0]  # [B, gh, gw, c, p, p]
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(len(patches), -1, gh * p, gw * p)
+
+
+def patch_stills(images: torch.Tensor, cfg) -> torch.Tensor:
+    """Images [B, c, H, W] -> still patches [B, P, c*t*p*p], as `preprocess_image` makes them."""
+    b, c, hh, ww = images.shape
+    p, t = cfg.patch_size, cfg.temporal_patch_size
+    x = images.reshape(b, c, hh // p, p, ww // p, p).permute(0, 2, 4, 1, 3, 5)  # [B, gh, gw, c, p, p]
+    x = x[:, :, :, :, None].expand(-1, -1, -1, -1, t, -1, -1)
+    return x.reshape(b, (hh // p) * (ww // p), c * t * p * p)
+
+
+def jitter_stills(images: torch.Tensor, gen: torch.Generator, shift: int = 3, gain=(0.9, 1.1), offset: float = 0.1,
+                  noise: float = 0.1) -> torch.Tensor:
+    """New views of normalized stills that keep every label: a shift of up to `shift`
+    pixels (an object stays in its slot; the pack draws objects >= 4 px from the
+    border, so none wraps around), contrast and
+    brightness that leave the hues apart, and pixel noise."""
+    b = len(images)
+    d = torch.randint(-shift, shift + 1, (b, 2), generator=gen).tolist()
+    out = torch.stack([torch.roll(images[i], (d[i][0], d[i][1]), dims=(1, 2)) for i in range(b)])
+    a = (gain[0] + torch.rand(b, 1, 1, 1, generator=gen) * (gain[1] - gain[0])).to(out)
+    o = ((torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * offset).to(out)
+    return out * a + o + noise * torch.randn(out.shape, generator=gen).to(out)
+
+
+def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, autocast, augment: bool = False):
+    """Slot classification of the pack's stills (first frame of every scene), each
+    drawn again through `jitter_stills` when `augment`. Returns the losses and the
+    throw-away head (for held-out checks)."""
     cfg = vision.cfg
     patches, grid, ntok = still_patches(pack, cfg)
     targets = torch.tensor([slot_targets(pack.scene(k)) for k in range(pack.num_scenes)])
@@ -86,8 +125,11 @@ def pretrain_vision(vision, pack, steps: int, batch: int, lr: float, seed: int, 
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr)
         idx = torch.randint(0, len(patches), (batch,), generator=gen)
+        x = patches[idx]
+        if augment:
+            x = patch_stills(jitter_stills(unpatch_stills(x, grid, cfg), gen), cfg)
         with autocast():
-            logits = slot_logits(vision, head, patches[idx], grid)
+            logits = slot_logits(vision, head, x, grid)
         loss = F.cross_entropy(logits.reshape(-1, SLOT_CLASSES), targets[idx].reshape(-1).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()

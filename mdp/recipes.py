@@ -65,7 +65,7 @@ class Recipe:
     encoder_steps: str = ""  # "vision:600,audio:600": encoder pre-training before the first stage (mdp.omni_mini_encoders)
     encoder_batch: int = 64
     encoder_lr: float = 2e-3
-    encoder_augment: bool = False  # audio CTC pre-training through perturb + mask_frames (slower to fit; see README)
+    encoder_augment: str = ""  # encoders pre-trained on augmented views: "vision", "audio" or "vision,audio" (README)
     caption_weight: float = -1.0  # relative weight of captions in the stage mixes (< 0: mdp.omni_mini_stages.STAGES)
     transcribe_weight: float = -1.0  # the same for transcriptions of spoken questions
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU

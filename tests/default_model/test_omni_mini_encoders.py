@@ -4,11 +4,13 @@ few steps of each objective lower its loss on the test pack."""
 from __future__ import annotations
 
 import contextlib
+import math
 
 import pytest
 import torch
 
-from mdp.omni_mini_encoders import SLOT_CLASSES, parse_encoder_steps, pretrain_audio, pretrain_vision, slot_targets
+from mdp.omni_mini_encoders import (SLOT_CLASSES, parse_encoder_augment, parse_encoder_steps, pretrain_audio,
+                                    pretrain_vision, slot_targets)
 from omni.config import get_omni_config
 
 
@@ -22,6 +24,9 @@ def test_slot_targets_and_step_spec():
     assert parse_encoder_steps("vision:5,audio:0") == {"vision": 5, "audio": 0} and parse_encoder_steps("") == {}
     with pytest.raises(ValueError, match="encoder_steps"):
         parse_encoder_steps("hearing:5")
+    assert parse_encoder_augment("vision, audio") == {"vision", "audio"} and parse_encoder_augment("") == set()
+    with pytest.raises(ValueError, match="encoder_augment"):
+        parse_encoder_augment("vision,true")
 
 
 def test_pretraining_lowers_each_loss(mini_pack):
@@ -41,6 +46,10 @@ def test_pretraining_lowers_each_loss(mini_pack):
     audio.frontend.cmvn.istd.copy_(istd)
     aud = pretrain_audio(audio, pack, load_tokenizer(), 40, 8, 2e-3, 0, none, pool=64)
     assert sum(aud[-5:]) / 5 < 0.6 * aud[0], aud
+    # the augmented paths run end to end (their effect is measured by bench/encoder_pretrain.py)
+    vis_aug, _ = pretrain_vision(VisionEncoder(cfg.vision), pack, 2, 4, 2e-3, 0, none, augment=True)
+    aud_aug = pretrain_audio(audio, pack, load_tokenizer(), 2, 4, 2e-3, 0, none, pool=8, augment=True)
+    assert all(map(math.isfinite, vis_aug + aud_aug))
     with pytest.raises(ValueError, match="ctc_vocab_size"):
         import dataclasses
 
@@ -104,3 +113,32 @@ def test_mask_frames_masks_only_valid_frames_and_leaves_the_input():
     assert int(zero.sum(1).max()) <= 4
     assert not zero[1, 10:].any() and not zero[2, 3:].any()
     assert zero.any()
+
+
+def test_still_patches_round_trip_and_jitter_keeps_the_layout():
+    import numpy as np
+    import torch
+
+    from encoders.image_processing import preprocess_image
+    from mdp.omni_mini_encoders import jitter_stills, patch_stills, unpatch_stills
+    from omni.config import get_omni_config
+
+    cfg = get_omni_config("mini").vision
+    imgs = [(np.random.default_rng(k).random((112, 112, 3)) * 255).astype(np.uint8) for k in range(3)]
+    units = [preprocess_image(im, cfg) for im in imgs]
+    patches = torch.stack([u.patches for u in units])
+    grid = tuple(units[0].grid)
+    stills = unpatch_stills(patches, grid, cfg)
+    assert stills.shape == (3, 3, 112, 112)
+    assert torch.equal(patch_stills(stills, cfg), patches)  # exactly what preprocess_image makes
+
+    # a plain square on a flat background: jitter moves it by <= 3 px and keeps it whole
+    flat = torch.zeros(2, 3, 28, 28)
+    flat[:, :, 10:16, 10:16] = 1.0
+    a = jitter_stills(flat, torch.Generator().manual_seed(3), noise=0.0)
+    b = jitter_stills(flat, torch.Generator().manual_seed(3), noise=0.0)
+    assert torch.equal(a, b)
+    for img in a:
+        lit = img[0] > img[0].min() + 0.5 * (img[0].max() - img[0].min())
+        ys, xs = torch.nonzero(lit, as_tuple=True)
+        assert len(ys) == 36 and 7 <= int(ys.min()) <= 13 and 7 <= int(xs.min()) <= 13
