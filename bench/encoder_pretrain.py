@@ -166,7 +166,8 @@ def main() -> int:
         for a in audio:
             ax[1].plot(a["losses"], label=a["arm"])
         ax[1].set(title="audio encoder CTC (words)", xlabel="step", ylabel="loss")
-        ax[1].legend()
+        if audio:
+            ax[1].legend()
         fig.tight_layout()
         fig.savefig(os.path.splitext(args.out)[0] + ".png", dpi=100)
     except ImportError:
