@@ -14,6 +14,8 @@ samples, so the comparison is paired: besides each arm's accuracy (per family) t
 gives, for every arm against the first, the samples only one of the two got right and the
 exact two-sided McNemar p-value, so a difference within the noise of a few hundred
 questions reads as such. Prints a table, writes JSON and a bar plot next to it.
+`--reuse` keeps an arm's model from an earlier run with the same settings (a series of
+A/Bs against one baseline trains the baseline once).
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ def main() -> int:
                    help="held-out question mode of bench/default_model.py")
     p.add_argument("--limit", type=int, default=200, help="held-out samples (even stride; 0 = all)")
     p.add_argument("--work", default="runs/recipe_ab", help="arms' training directories and logs")
+    p.add_argument("--reuse", action="store_true",
+                   help="skip training an arm whose directory holds a model trained with the same recipe, "
+                        "overrides and packs (WORK/NAME/arm.json); it is evaluated again")
     p.add_argument("--out", default="bench/results/recipe_ab.json", help="report path (JSON; a plot or table beside it where the script makes one)")
     args = p.parse_args()
     try:
@@ -139,11 +144,26 @@ def main() -> int:
         cmd = [py, "-m", "omni.cli", "train", "--recipe", args.recipe, "--no-resume"]
         for o in overrides:
             cmd += ["--set", o]
-        print(f"[{i + 1}/{len(arms)}] {name}: training ({'; '.join(sets) or 'no overrides'})", flush=True)
+        record = os.path.join(work, "arm.json")  # what this directory's model was trained with
+        trained = {"recipe": args.recipe, "overrides": overrides[:-1]}
         encoders = os.path.join(work, "encoders.json")  # the encoder pre-training's log, if it runs
-        if os.path.exists(encoders):
-            os.remove(encoders)
-        train_s = run(cmd, os.path.join(work, "train.log"))
+        prior = None
+        if args.reuse and os.path.isfile(record) and os.path.isdir(os.path.join(work, "model")):
+            with open(record) as fh:
+                prior = json.load(fh)
+            if {k: prior.get(k) for k in trained} != trained:
+                prior = None
+        if prior is not None:
+            print(f"[{i + 1}/{len(arms)}] {name}: reusing the model trained with the same recipe", flush=True)
+            train_s = prior["train_s"]
+        else:
+            print(f"[{i + 1}/{len(arms)}] {name}: training ({'; '.join(sets) or 'no overrides'})", flush=True)
+            for stale in (encoders, record):
+                if os.path.exists(stale):
+                    os.remove(stale)
+            train_s = run(cmd, os.path.join(work, "train.log"))
+            with open(record, "w") as fh:
+                json.dump({**trained, "train_s": round(train_s, 1)}, fh, indent=1)
         evaluation = os.path.join(work, "eval.json")
         print(f"[{i + 1}/{len(arms)}] {name}: evaluating on {args.limit or 'all'} held-out samples", flush=True)
         eval_s = run([py, "bench/default_model.py", "--model", os.path.join(work, "model"), "--pack",
@@ -152,7 +172,8 @@ def main() -> int:
         with open(evaluation) as fh:
             ev = json.load(fh)
         ok = [bool(s["text_ok"]) for s in ev["samples"]]
-        report["arms"][name] = {"overrides": sets, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+        report["arms"][name] = {"overrides": sets, "train_s": round(train_s, 1), "reused": prior is not None,
+                                "eval_s": round(eval_s, 1),
                                 "accuracy": round(sum(ok) / len(ok), 4), "text": ev["text"],
                                 "partial_credit": ev.get("partial_credit"), "samples": ev["samples"]}
         if os.path.isfile(encoders):

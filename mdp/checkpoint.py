@@ -64,6 +64,18 @@ def latest_step(ckpt_dir: str) -> int | None:
     return max(steps) if steps else None
 
 
+def discard(ckpt_dir: str) -> int:
+    """Remove every step under ckpt_dir (one rank). For a run that starts afresh in a
+    used directory: a later resume takes the newest step, which must be its own, and the
+    pruning of old steps must not keep an earlier run's. Returns how many were removed."""
+    if not os.path.isdir(ckpt_dir):
+        return 0
+    names = [n for n in os.listdir(ckpt_dir) if _STEP.match(n) or n.endswith(".tmp")]
+    for n in names:
+        shutil.rmtree(os.path.join(ckpt_dir, n), ignore_errors=True)
+    return len(names)
+
+
 def save(ckpt_dir: str, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2) -> str:
     """Collective: every rank calls it. Returns the final directory."""
     final = os.path.join(ckpt_dir, f"step-{step}")

@@ -265,6 +265,11 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     from mdp.train import _Log, logged_step, save_due, save_step
 
     rank0 = dist.get_rank() == 0
+    if rank0 and not resume:  # afresh: neither an earlier run's steps nor its sample draw
+        if n := checkpoint.discard(r.checkpoint_dir):
+            print(f"starting afresh: removed {n} earlier checkpoint(s) from {r.checkpoint_dir}", file=sys.stderr)
+        if os.path.isfile(r.manifest):
+            os.remove(r.manifest)
     if rank0 and not os.path.isfile(r.manifest):
         stage = r.name.split(":")[-1]
         counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed,

@@ -85,6 +85,10 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     ckpt_dir = recipe.checkpoint_dir
     start = 0
     extra: dict = {"step": -1}
+    if not resume:
+        if rank0 and (n := checkpoint.discard(ckpt_dir)):
+            print(f"starting afresh: removed {n} earlier checkpoint(s) from {ckpt_dir}", file=sys.stderr)
+        dist.barrier()
     last = checkpoint.latest_step(ckpt_dir) if resume else None
     if last is not None:
         checkpoint.load(ckpt_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)

@@ -69,3 +69,18 @@ def test_two_arm_smoke_run(tmp_path, mini_pack):
     assert cmp["only_first"] + cmp["only_this"] <= 4 and 0 <= cmp["mcnemar_p"] <= 1
     assert (tmp_path / "ab.png").stat().st_size > 1000
     assert "McNemar" in res.stdout
+
+    # --reuse: the unchanged arm is evaluated again without training; the changed one trains
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "recipe_ab.py"), "--train", str(mini_pack), "--heldout",
+         str(mini_pack), "--recipe", "omni-mini-smoke", "--common", "stage_steps=speech:1,vision:1,dialogue:1",
+         "--common", "stage_samples=8", "--arm", "base: encoder_steps=", "--arm", "pre: encoder_steps=vision:1,audio:0",
+         "--limit", "4", "--work", str(tmp_path / "work"), "--out", str(out), "--reuse"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    rep2 = json.loads(out.read_text())
+    assert rep2["arms"]["base"]["reused"] and not rep2["arms"]["pre"]["reused"]
+    assert rep2["arms"]["base"]["train_s"] == rep["arms"]["base"]["train_s"]
+    assert rep2["arms"]["pre"]["encoders"]["vision"]["steps"] == 1
+    assert "base: reusing" in res.stdout and "pre: training" in res.stdout

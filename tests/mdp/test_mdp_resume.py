@@ -64,3 +64,26 @@ def test_resume_after_kill9_gives_identical_losses(tmp_path) -> None:
     resumed = list(range(max(done) + 1, STEPS))
     assert len(resumed_losses) == len(resumed) >= 1
     assert [b[s] for s in resumed] == [a[s] for s in resumed], "resumed losses differ from the uninterrupted run"
+
+
+def test_fresh_start_in_a_used_directory_discards_the_earlier_steps(tmp_path) -> None:
+    """`--no-resume` over an earlier run's directory: saving its steps must not collide
+    with the old ones (it once failed: 'Directory not empty'), and a later resume must
+    continue this run, not the earlier run's newer step."""
+    from mdp.train import init_distributed, run
+
+    manifest = synthesize(str(tmp_path / "data"), build_config(get_recipe("debug")), 6, 48, seed=5)
+    out = str(tmp_path / "run")
+
+    def recipe(steps: int):
+        return get_recipe("debug").override([f"steps={steps}", "save_every=1", "keep_checkpoints=2", "seq_len=48",
+                                             "plot=false", f"out_dir={out}", f"manifest={manifest}"])
+
+    init_distributed()
+    ckpts = os.path.join(out, "checkpoints")
+    run(recipe(3))
+    assert sorted(os.listdir(ckpts)) == ["step-1", "step-2"]
+    run(recipe(3), resume=False, stop_after=1)  # afresh, stopped after step 0
+    assert sorted(os.listdir(ckpts)) == ["step-0"]
+    records = run(recipe(3))  # resumes this run at step 1
+    assert [r["step"] for r in records] == [1, 2]
