@@ -59,7 +59,8 @@ import torch  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flavor", default="a1b", help="backbone flavor (default a1b)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="compute dtype")
     p.add_argument("--context", type=int, default=1024, help="decode context length (default 1024)")
     p.add_argument("--decode-steps", type=int, default=128, help="timed decode steps, batch 1 (default 128)")

@@ -318,7 +318,7 @@ def main() -> int:
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--out", default="bench/results/default_model.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default="bench/results/default_model.json", help="JSON report path")
     args = p.parse_args()
     args_max_steps = args.max_steps
     if args.threads:

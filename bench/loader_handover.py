@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="loader worker processes")
     p.add_argument("--batches", type=int, default=12, help="timed batches per case")
     p.add_argument("--warmup", type=int, default=4, help="untimed warm-up steps")
-    p.add_argument("--out", default="bench/results/loader_handover_cpu.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default="bench/results/loader_handover_cpu.json", help="JSON report path")
     args = p.parse_args(argv)
     many, one = measure(False, args), measure(True, args)
     print(f"{'hand-over':24s} ms/batch")

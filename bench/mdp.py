@@ -300,7 +300,8 @@ def main() -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny debug-flavor run on CPU (gloo), not performance")
     ap.add_argument("--iters", type=int, default=10, help="timed iterations per measurement (median reported)")
     ap.add_argument("--mfu-backends", default="grouped_mm,bmm", help="expert backends for the MFU part")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mdp.json"), help="report path (JSON; a plot or table beside it where the script makes one)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mdp.json"),
+                    help="JSON report path")
     args = ap.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     smoke = args.cpu_smoke

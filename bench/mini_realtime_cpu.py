@@ -130,9 +130,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--flavor", default="mini", help="model flavor (omni/flavors)")
     p.add_argument("--seconds", type=int, default=6, help="simulated seconds (listen, then speak)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine 2 threads thrash)")
-    p.add_argument("--decode-mode", default="static", choices=["eager", "static"], help="decode path: eager, static KV cache, or CUDA graph (auto picks by device)")
-    p.add_argument("--out", default="bench/results/mini_realtime_cpu.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared 2-core machine 2 threads thrash)")
+    p.add_argument("--decode-mode", default="static", choices=["eager", "static"],
+                   help="decode path: eager, or the static KV cache")
+    p.add_argument("--out", default="bench/results/mini_realtime_cpu.json", help="JSON report path")
     args = p.parse_args()
     load = os.getloadavg()[0]
     rows = [measure(args.flavor, args.seconds, args.threads, m) for m in ("eager", args.decode_mode)]

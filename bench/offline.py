@@ -176,7 +176,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="timed repetitions")
     p.add_argument("--no-graph-row", dest="graph_row", action="store_false",
                    help="skip the extra row with the decode step in a CUDA graph (GPU only)")
-    p.add_argument("--out", default=str(ROOT / "bench/results/offline.json"), help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default=str(ROOT / "bench/results/offline.json"), help="JSON report path")
     p.add_argument("--plot", metavar="JSON", help="only redraw the PNG of an existing result JSON")
     args = p.parse_args()
     if args.plot:

@@ -75,7 +75,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=6.0, help="seconds of 16 kHz audio per clip")
     p.add_argument("--patch-mb", type=float, default=70.0, help="MB of float32 picture patches in the step")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats per case (median reported)")
-    p.add_argument("--out", default="bench/results/omp_stall_cpu.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default="bench/results/omp_stall_cpu.json", help="JSON report path")
     args = p.parse_args()
     ctx_busy = [int(b) for b in args.busy.split(",")]
     rows = []

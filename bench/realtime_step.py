@@ -88,7 +88,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds per mode (modes alternate)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "realtime_step_cpu.json"), help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "realtime_step_cpu.json"),
+                   help="JSON report path")
     args = p.parse_args()
     sessions = [int(x) for x in args.sessions.split(",")]
     if any(not 1 <= n <= 4 for n in sessions):

@@ -122,7 +122,7 @@ def main() -> int:
     p.add_argument("--reuse", action="store_true",
                    help="skip training an arm whose directory holds a model trained with the same recipe, "
                         "overrides and packs (WORK/NAME/arm.json); it is evaluated again")
-    p.add_argument("--out", default="bench/results/recipe_ab.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--out", default="bench/results/recipe_ab.json", help="JSON report path")
     args = p.parse_args()
     try:
         arms = [parse_arm(a) for a in args.arm]

@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=15, help="ops listed per profile")
     p.add_argument("--loader-only", action="store_true", help="measure the data loader's throughput alone")
     p.add_argument("--loader-batches", type=int, default=36, help="batches timed with --loader-only")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--out", default="bench/results/train_step_profile.json", help="report path (JSON; a plot or table beside it where the script makes one)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device, e.g. cpu or cuda")
+    p.add_argument("--out", default="bench/results/train_step_profile.json", help="JSON report path")
     args = p.parse_args(argv)
 
     from mdp.omni_mini_data import answer_code_table
