@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="total steps (shortcut for --set steps=N)")
     p.add_argument("--out-dir", default=None, help="logs, plot and (default) checkpoints go here")
     p.add_argument("--manifest", default=None, help="JSON-lines manifest of interleaved samples")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh: remove the earlier checkpoints (and omni-mini stage sample lists) first")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
