@@ -66,7 +66,7 @@ def test_resume_after_kill9_gives_identical_losses(tmp_path) -> None:
     assert [b[s] for s in resumed] == [a[s] for s in resumed], "resumed losses differ from the uninterrupted run"
 
 
-def test_fresh_start_in_a_used_directory_discards_the_earlier_steps(tmp_path) -> None:
+def test_fresh_start_in_a_used_directory_discards_the_earlier_steps(tmp_path, monkeypatch) -> None:
     """`--no-resume` over an earlier run's directory: saving its steps must not collide
     with the old ones (it once failed: 'Directory not empty'), and a later resume must
     continue this run, not the earlier run's newer step."""
@@ -79,11 +79,18 @@ def test_fresh_start_in_a_used_directory_discards_the_earlier_steps(tmp_path) ->
         return get_recipe("debug").override([f"steps={steps}", "save_every=1", "keep_checkpoints=2", "seq_len=48",
                                              "plot=false", f"out_dir={out}", f"manifest={manifest}"])
 
+    import torch.distributed as dist
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)  # a one-process group of its own, its variables undone after
     init_distributed()
-    ckpts = os.path.join(out, "checkpoints")
-    run(recipe(3))
-    assert sorted(os.listdir(ckpts)) == ["step-1", "step-2"]
-    run(recipe(3), resume=False, stop_after=1)  # afresh, stopped after step 0
-    assert sorted(os.listdir(ckpts)) == ["step-0"]
-    records = run(recipe(3))  # resumes this run at step 1
-    assert [r["step"] for r in records] == [1, 2]
+    try:
+        ckpts = os.path.join(out, "checkpoints")
+        run(recipe(3))
+        assert sorted(os.listdir(ckpts)) == ["step-1", "step-2"]
+        run(recipe(3), resume=False, stop_after=1)  # afresh, stopped after step 0
+        assert sorted(os.listdir(ckpts)) == ["step-0"]
+        records = run(recipe(3))  # resumes this run at step 1
+        assert [r["step"] for r in records] == [1, 2]
+    finally:
+        dist.destroy_process_group()
