@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 
 import torch
 import torch.distributed as dist
@@ -65,7 +66,7 @@ def latest_step(ckpt_dir: str) -> int | None:
 
 
 def discard(ckpt_dir: str) -> int:
-    """Remove every step under ckpt_dir (one rank). For a run that starts afresh in a
+    """Remove every step under ckpt_dir (one rank), saying so. For a run that starts afresh in a
     used directory: a later resume takes the newest step, which must be its own, and the
     pruning of old steps must not keep an earlier run's. Returns how many were removed."""
     if not os.path.isdir(ckpt_dir):
@@ -73,6 +74,8 @@ def discard(ckpt_dir: str) -> int:
     names = [n for n in os.listdir(ckpt_dir) if _STEP.match(n) or n.endswith(".tmp")]
     for n in names:
         shutil.rmtree(os.path.join(ckpt_dir, n), ignore_errors=True)
+    if names:
+        print(f"starting afresh: removed {len(names)} earlier checkpoint(s) from {ckpt_dir}", file=sys.stderr)
     return len(names)
 
 

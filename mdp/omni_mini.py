@@ -266,8 +266,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
 
     rank0 = dist.get_rank() == 0
     if rank0 and not resume:  # afresh: neither an earlier run's steps nor its sample draw
-        if n := checkpoint.discard(r.checkpoint_dir):
-            print(f"starting afresh: removed {n} earlier checkpoint(s) from {r.checkpoint_dir}", file=sys.stderr)
+        checkpoint.discard(r.checkpoint_dir)
         if os.path.isfile(r.manifest):
             os.remove(r.manifest)
     if rank0 and not os.path.isfile(r.manifest):

@@ -97,8 +97,8 @@ def jitter_stills(images: torch.Tensor, gen: torch.Generator, shift: int = 3, ga
                   noise: float = 0.1) -> torch.Tensor:
     """New views of normalized stills that keep every label: a shift of up to `shift`
     pixels (an object stays in its slot; the pack draws objects >= 4 px from the
-    border, so none wraps around), contrast and
-    brightness that leave the hues apart, and pixel noise."""
+    border, so none wraps around), contrast and brightness that leave the hues apart,
+    and pixel noise."""
     b = len(images)
     d = torch.randint(-shift, shift + 1, (b, 2), generator=gen).tolist()
     out = torch.stack([torch.roll(images[i], (d[i][0], d[i][1]), dims=(1, 2)) for i in range(b)])

@@ -87,8 +87,8 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     start = 0
     extra: dict = {"step": -1}
     if not resume:
-        if rank0 and (n := checkpoint.discard(ckpt_dir)):
-            print(f"starting afresh: removed {n} earlier checkpoint(s) from {ckpt_dir}", file=sys.stderr)
+        if rank0:
+            checkpoint.discard(ckpt_dir)
         dist.barrier()
     last = checkpoint.latest_step(ckpt_dir) if resume else None
     if last is not None:
