@@ -18,17 +18,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     espeak-ng sox chromium chromium-driver >/dev/null
 fi
 
-# Reinstall when the project's metadata or its set of packages changes (the
-# editable install maps the packages that exist when it runs).
-stamp=.venv/.installed-$( (cat pyproject.toml; ls -d */__init__.py) | sha1sum | cut -c1-12)
+# Reinstall when the project's metadata, the lock or the set of packages changes
+# (the editable install maps the packages that exist when it runs).
+stamp=.venv/.installed-$( (cat pyproject.toml requirements.lock; ls -d */__init__.py) | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  echo "[bootstrap] creating .venv and installing Python packages"
+  echo "[bootstrap] creating .venv and installing Python packages (exact versions: requirements.lock)"
   [ -d .venv ] || python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  # torch/torchaudio pinned to builds that pip takes from the machine's local
-  # wheel store; torchaudio 2.11 runs on torch 2.14 for everything we use.
-  .venv/bin/pip install -q torch==2.14.1 torchaudio==2.11.0
+  rm -f .venv/.installed-*
+  # -c requirements.lock: every package, pip included, at the version CI last passed
+  # with. torch/torchaudio come first, pinned to builds that pip takes from the
+  # machine's local wheel store (torchaudio 2.11 runs on torch 2.14 for all we use).
+  .venv/bin/pip install -q -c requirements.lock --upgrade pip
+  .venv/bin/pip install -q -c requirements.lock -r scripts/torch-pins.txt
   # silero-vad without extras: its extras pin an old torchaudio.
-  .venv/bin/pip install -q -e '.[test]'
+  # the build backend comes from the lock too (no isolated build environment that
+  # would take whatever setuptools is newest that day)
+  .venv/bin/pip install -q -c requirements.lock setuptools
+  .venv/bin/pip install -q -c requirements.lock --no-build-isolation -e '.[test]'
   touch "$stamp"
 fi

@@ -4,14 +4,17 @@ Config: `LongcatFlashConfig` fields <-> `LLMConfig` (same names; transformers
 adds `head_dim` (= qk_rope_head_dim, it sizes the rope table) and
 `rope_parameters`).
 
-Weights: names are identical except for the routed experts, which appear in
-one of three layouts:
-* per expert (what `save_pretrained` writes and the original release uses):
-  `mlp.experts.E.{gate_proj,up_proj,down_proj}.weight`; transformers also
-  writes gate/up for the zero experts E >= N (unused; we drop them);
-* fused with N + Z rows (transformers' in-memory module):
-  `mlp.experts.gate_up_proj` [N+Z, 2I, H] (rows >= N unused), `down_proj` [N, H, I];
+Weights: names are identical except for the routed experts (N real experts,
+Z zero-computation experts), which appear in one of these layouts:
+* per expert (the original release, and what transformers' save_pretrained writes):
+  `mlp.experts.E.{gate_proj,up_proj,down_proj}.weight`, E < N; transformers
+  releases up to 5.24 also write (unused) rows E in [N, N+Z) for the zero experts;
+* fused, transformers' in-memory module: `mlp.experts.gate_up_proj` [R, 2I, H]
+  and `down_proj` [R', H, I], where R = N + Z (releases up to 5.24: the rows
+  >= N are never used) or R = N (5.25 and later), and R' = N (or N + Z);
 * ours: fused with exactly N rows.
+The loader reads all of them; `save_pretrained(format="hf")` asks the installed
+transformers how many rows its module allocates and writes exactly that.
 `model.mtp.*` (multi-token-prediction weights) are ignored, as transformers does.
 """
 
@@ -125,8 +128,22 @@ def _first(v: Any, default: int) -> int:
     return int(v[0]) if isinstance(v, (list, tuple)) else int(v)
 
 
+def _fused_rows(key: str, t: torch.Tensor, cfg: LLMConfig) -> torch.Tensor:
+    """A fused expert tensor of any known layout -> exactly N rows; any other
+    shape is an unknown layout, reported with the key and both shapes."""
+    n, i, h = cfg.n_routed_experts, cfg.expert_ffn_hidden_size, cfg.hidden_size
+    inner = (2 * i, h) if key.endswith("gate_up_proj") else (h, i)
+    rows = {n, cfg.num_experts_total}
+    if t.dim() != 3 or tuple(t.shape[1:]) != inner or t.shape[0] not in rows:
+        raise ValueError(
+            f"{key} has shape {list(t.shape)}: not a known LongCat-Flash expert layout "
+            f"(expected [{' or '.join(str(r) for r in sorted(rows))}, {inner[0]}, {inner[1]}])"
+        )
+    return t[:n]
+
+
 def from_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig) -> dict[str, torch.Tensor]:
-    """Any of the three expert layouts -> ours. Other keys pass through unchanged
+    """Any of the expert layouts -> ours. Other keys pass through unchanged
     (so that the strict load reports them by name)."""
     n = cfg.n_routed_experts
     out: dict[str, torch.Tensor] = {}
@@ -137,15 +154,15 @@ def from_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig) -> dict[s
         m = _EXPERT_KEY.match(key)
         if m:
             prefix, e, proj = m.group(1), int(m.group(2)), m.group(3)
-            if e >= n and proj in ("gate_proj", "up_proj") and e < cfg.num_experts_total:
-                continue  # transformers' unused gate/up rows of the zero experts
+            if n <= e < cfg.num_experts_total:
+                continue  # rows of the zero experts (never read: they compute nothing)
             if e >= n:
                 out[key] = t  # reported as unexpected
                 continue
             per_expert.setdefault(prefix, {}).setdefault(e, {})[proj] = t
             continue
-        if key.endswith("mlp.experts.gate_up_proj") and t.dim() == 3 and t.shape[0] == cfg.num_experts_total != n:
-            t = t[:n]
+        if key.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+            t = _fused_rows(key, t, cfg)
         out[key] = t
     for prefix, experts in per_expert.items():
         missing = [f"{prefix}.{e}.{p}.weight" for e in range(n) for p in ("gate_proj", "up_proj", "down_proj")
@@ -159,25 +176,43 @@ def from_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig) -> dict[s
     return out
 
 
-def to_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig) -> dict[str, torch.Tensor]:
-    """Ours -> the per-expert layout transformers' save_pretrained writes (zero
-    experts get zero gate/up tensors, which transformers expects to find)."""
+def installed_expert_rows(cfg: LLMConfig) -> tuple[int, int]:
+    """(gate/up rows, down rows) that the installed transformers' LongCat-Flash
+    expert module allocates for `cfg`: (N + Z, N) up to 5.24, (N, N) from 5.25.
+    Without transformers: (N, N), the newest layout. Built on the meta device,
+    so it costs nothing even for the 560B configuration."""
+    n = cfg.n_routed_experts
+    try:
+        from transformers import LongcatFlashConfig
+        from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashExperts
+    except ImportError:
+        return n, n
+    conf = LongcatFlashConfig(**{k: v for k, v in hf_config_dict(cfg).items() if k not in ("architectures", "model_type")})
+    with torch.device("meta"):
+        experts = LongcatFlashExperts(conf)
+    return int(experts.gate_up_proj.shape[0]), int(experts.down_proj.shape[0])
+
+
+def to_hf_state_dict(sd: Mapping[str, torch.Tensor], cfg: LLMConfig,
+                     rows: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Ours -> the per-expert layout (the original release's), with as many
+    gate/up and down rows as `rows` says (default: what the installed
+    transformers allocates, so that it loads every weight and reinitializes
+    none). Rows of the zero experts, where wanted, are zeros."""
     n, i = cfg.n_routed_experts, cfg.expert_ffn_hidden_size
+    gate_up_rows, down_rows = rows or installed_expert_rows(cfg)
     out: dict[str, torch.Tensor] = {}
     for key, t in sd.items():
         if key.endswith("mlp.experts.gate_up_proj"):
             prefix = key[: -len(".gate_up_proj")]
-            for e in range(cfg.num_experts_total):
-                if e < n:
-                    gate, up = t[e, :i], t[e, i:]
-                else:
-                    gate, up = torch.zeros_like(t[0, :i]), torch.zeros_like(t[0, :i])
+            for e in range(gate_up_rows):
+                gate, up = (t[e, :i], t[e, i:]) if e < n else (torch.zeros_like(t[0, :i]), torch.zeros_like(t[0, i:]))
                 out[f"{prefix}.{e}.gate_proj.weight"] = gate.contiguous()
                 out[f"{prefix}.{e}.up_proj.weight"] = up.contiguous()
         elif key.endswith("mlp.experts.down_proj"):
             prefix = key[: -len(".down_proj")]
-            for e in range(n):
-                out[f"{prefix}.{e}.down_proj.weight"] = t[e].contiguous()
+            for e in range(down_rows):
+                out[f"{prefix}.{e}.down_proj.weight"] = (t[e] if e < n else torch.zeros_like(t[0])).contiguous()
         else:
             out[key] = t
     return out
