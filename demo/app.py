@@ -8,14 +8,22 @@ to a Web Audio player in the page (`demo.live_audio`: it plays while the reply
 is still being spoken, and stops at once on barge-in), keeps each whole reply
 in an audio player for replay, and prints the latency readout; the Interrupt
 button sends `response.cancel`.
+The page says which model the server runs (from the session the server
+describes) and, when the server reports a randomly initialized model, that its
+words and voice are noise. The transcript shows text only: control characters
+(but newlines) and U+FFFD replacement characters that a babbling model can
+produce are dropped.
 It never imports the model: only streaming.protocol and streaming.client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +32,62 @@ from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
 TITLE = "omni-stream live demo"
+RANDOM_NOTE = ("**randomly initialized (untrained): its words and voice are noise, not answers.** "
+               "Start the server with a trained model (`omni serve --model DIR`) for real replies.")
+
+
+def clean_text(text: str) -> str:
+    """Text only: drops control characters (newlines stay), lone surrogates and U+FFFD."""
+    return "".join(ch for ch in text if ch == "\n" or (ch != "\ufffd" and unicodedata.category(ch) not in ("Cc", "Cs")))
+
+
+def model_info(session: dict[str, Any] | None) -> tuple[str | None, bool | None]:
+    """(name, trained) of the model a session reports; None where it does not say.
+
+    `session.model` is the model's name (as in the OpenAI protocol) or an object
+    {"name": str, "trained": bool}; the extension `session.omni.model` may be
+    such an object too (it wins where both say)."""
+    name: str | None = None
+    trained: bool | None = None
+    if not isinstance(session, dict):
+        return None, None
+    omni = session.get("omni") if isinstance(session.get("omni"), dict) else {}
+    for m in (session.get("model"), omni.get("model")):
+        if isinstance(m, str) and m:
+            name = m
+        elif isinstance(m, dict):
+            if isinstance(m.get("name"), str) and m["name"]:
+                name = m["name"]
+            if isinstance(m.get("trained"), bool):
+                trained = m["trained"]
+    return name, trained
+
+
+def model_note(session: dict[str, Any] | None) -> str:
+    """The page's Markdown line about the model the server runs."""
+    name, trained = model_info(session)
+    if name is None and trained is None:
+        return "**model:** not known yet (shown once the page is connected)"
+    shown = clean_text(name or "unnamed").replace("`", "'").replace("\n", " ")[:120]
+    if trained is False:
+        return f"**model:** `{shown}`, {RANDOM_NOTE}"
+    return f"**model:** `{shown}`" + (" (trained)" if trained else "")
+
+
+async def fetch_session(url: str, api_key: str | None = None, timeout: float = 10.0) -> dict[str, Any] | None:
+    """The session the server describes to a new connection (then closed at once),
+    or None when the server is full. Connection failures raise (OSError, websockets')."""
+    client = RealtimeClient(url, api_key=api_key)
+    try:
+        async with asyncio.timeout(timeout):
+            await client.connect()
+        return dict(client.session)
+    except ConnectionError:
+        if client.ws is None:  # no connection at all (refused, unreachable)
+            raise
+        return None  # connected, then closed before session.created: full, or going down
+    finally:
+        await client.close()
 
 
 @dataclass
@@ -39,6 +103,7 @@ class TabSession:
     t_last_frame: float = 0.0
     log: list[str] = field(default_factory=list)
     live: LiveAudio = field(default_factory=LiveAudio)
+    shown_note: str = ""
 
     def transcript(self) -> str:
         lines = []
@@ -50,16 +115,26 @@ class TabSession:
                 lines[-1] = "you: (spoke)"
             elif e["type"] == "response.created":
                 lines.append(f"assistant [{e['response']['id'][-6:]}]: ")
+            elif e["type"] == "omni.context_reset":  # not an error: the talk goes on in a fresh context
+                lines.append(f"(context full: older turns dropped, the last {e.get('kept_turns', 0)} text turns kept)")
         for rid in c.order:
             r = c.replies[rid]
             tag = f"assistant [{rid[-6:]}]: "
             for i, line in enumerate(lines):
                 if line.startswith(tag):
                     suffix = "" if r.status in ("in_progress", "completed") else f"  [{r.status}]"
-                    lines[i] = tag + r.transcript + suffix
+                    lines[i] = tag + clean_text(r.transcript) + suffix
         for err in c.errors[-3:]:
-            lines.append(f"[server error] {err.get('code')}: {err.get('message')}")
+            lines.append(clean_text(f"[server error] {err.get('code')}: {err.get('message')}"))
         return "\n".join(lines)
+
+    def model_update(self) -> str | None:
+        """The model line when it has changed since last shown, else None."""
+        note = model_note(self.client.session) if self.client.session else None
+        if note is None or note == self.shown_note:
+            return None
+        self.shown_note = note
+        return note
 
     def latency(self) -> str:
         c = self.client
@@ -78,7 +153,9 @@ class TabSession:
         return "\n".join(out)
 
 
-def make_app(url: str, api_key: str | None = None):
+def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | None = None):
+    """The page for the server at `url`; `session` (see fetch_session) says which
+    model it runs before a tab connects (each tab then shows what its own session says)."""
     import gradio as gr
 
     async def ensure(state: TabSession | None) -> TabSession:
@@ -132,7 +209,7 @@ def make_app(url: str, api_key: str | None = None):
 
     def poll(state: TabSession | None):
         if state is None:
-            return "press Record to talk", gr.skip(), "no reply yet", "not connected", gr.skip()
+            return "press Record to talk", gr.skip(), "no reply yet", "not connected", gr.skip(), gr.skip()
         c = state.client
         chunk = state.live.next_message(c)
         audio_update = gr.skip()
@@ -145,11 +222,14 @@ def make_app(url: str, api_key: str | None = None):
                 audio_update = (c.out_rate, (np.clip(wav, -1, 1) * 32767).astype(np.int16))
         status = ("disconnected" if c.closed.is_set() else "connected") + \
             f" | mic {state.mic_seconds:.1f} s sent | frames {state.frames_sent}"
-        return state.transcript(), audio_update, state.latency(), status, gr.skip() if chunk is None else chunk
+        note = state.model_update()
+        return (state.transcript(), audio_update, state.latency(), status, gr.skip() if chunk is None else chunk,
+                gr.skip() if note is None else note)
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nTalk to the assistant: press **Record**, speak, pause. "
                     "It answers when you stop; speak over it (or press Interrupt) to cut it off.")
+        model = gr.Markdown(model_note(session), elem_id="model")
         state = gr.State(None)
         with gr.Row():
             with gr.Column():
@@ -171,6 +251,6 @@ def make_app(url: str, api_key: str | None = None):
                    show_progress="hidden")
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
         live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)
-        gr.Timer(0.3).tick(poll, inputs=[state], outputs=[transcript, reply, latency, status, live_audio],
+        gr.Timer(0.3).tick(poll, inputs=[state], outputs=[transcript, reply, latency, status, live_audio, model],
                            show_progress="hidden")
     return app

@@ -10,25 +10,106 @@ microphone and camera need localhost or https).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from urllib.parse import urlsplit
+
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+SERVER_OPTIONS = ("--model", "--flavor", "--device", "--server-port")
+
+
+def _port(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= x <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535 (0 picks a free one), got {x}")
+    return x
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return x
+
+
+def _ws_url(text: str) -> str:
+    try:
+        u = urlsplit(text)
+        u.port  # noqa: B018  (raises on a bad port)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid URL ({e})") from None
+    if u.scheme not in ("ws", "wss") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a websocket URL; expected ws://HOST:PORT/v1/realtime")
+    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="connect to this running server instead of starting one")
+    p.add_argument("--url", type=_ws_url, help="connect to this running server instead of starting one")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="server bearer token")
     p.add_argument("--model", metavar="DIR", help="checkpoint for the server this command starts")
     p.add_argument("--flavor", default=None,
                    help="random model of this flavor for the started server (default: the default model)")
-    p.add_argument("--device", default="auto", help="device for the started server (default auto)")
-    p.add_argument("--server-port", type=int, default=0, help="port of the started server (default: a free one)")
+    p.add_argument("--device", default=None, help="device for the started server (default auto)")
+    p.add_argument("--server-port", type=_port, default=None,
+                   help="port of the started server (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="bind address of the page (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port of the page (default 7860)")
-    p.add_argument("--server-timeout", type=float, default=300.0, help="seconds to wait for the server to start")
+    p.add_argument("--port", type=_port, default=7860, help="port of the page (default 7860)")
+    p.add_argument("--server-timeout", type=_seconds, default=300.0, help="seconds to wait for the server to start")
+
+
+def _listen_problem(host: str, port: int) -> tuple[str, str] | None:
+    """Why nothing could listen on host:port now, as ("host" or "port", reason), or
+    None (bound and released at once, with SO_REUSEADDR as a server binds)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return "host", f"cannot resolve {host!r} ({e.strerror})"
+    if port == 0:
+        return None
+    for family, kind, proto, _, addr in dict.fromkeys(infos):
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return "port", f"port {port} is already in use on {host}"
+                if e.errno == errno.EADDRNOTAVAIL:
+                    return "host", f"{host} is not an address of this machine"
+                return "port", f"cannot listen on {host}:{port} ({e.strerror})"
+    return None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse what would fail only after the server has started (ports, contradictions)."""
+    if args.url:
+        given = [o for o in SERVER_OPTIONS if getattr(args, o[2:].replace("-", "_")) is not None]
+        if given:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(given)} set up the server this command starts; with --url the server is already "
+                "running (drop --url to start one, or drop those options)")
+    for option, host, port in (("--port", args.host, args.port), ("--server-port", "127.0.0.1", args.server_port)):
+        problem = _listen_problem(host, port or 0)
+        if problem:
+            which, reason = problem
+            if "already in use" in reason:
+                reason += f"; pick another with {option} N"
+            raise argparse.ArgumentTypeError(f"argument {'--host' if which == 'host' else option}: {reason}")
+    if args.server_port and args.server_port == args.port:
+        raise argparse.ArgumentTypeError("--server-port and --port must differ")
 
 
 def _free_port() -> int:
@@ -37,10 +118,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerLog(threading.Thread):
+    """Relays the started server's stderr to ours, but keeps back an argparse
+    refusal (`usage: omni serve ...` + `omni serve: error: ...`) and the
+    server's own `omni serve: error:` lines: the demo reports those itself,
+    in its own name, since they concern options the user gave `omni demo`."""
+
+    PREFIX = "omni serve: error: "
+
+    def __init__(self, stream, out=None) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.out = stream, out
+        self.refusal: str | None = None
+
+    def run(self) -> None:
+        out = self.out or sys.stderr
+        in_usage = False
+        for line in self.stream:
+            if line.startswith("usage: omni serve"):
+                in_usage = True
+                continue
+            if in_usage and line.startswith(" "):
+                continue
+            in_usage = False
+            if line.startswith(self.PREFIX):
+                self.refusal = line[len(self.PREFIX):].strip()
+                continue
+            out.write(line)
+            out.flush()
+
+
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     """Run `omni serve` as a child process (the demo never imports the model)."""
     port = args.server_port or _free_port()
-    cmd = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port), "--device", args.device]
+    cmd = [sys.executable, "-m", "omni.cli", "serve", "--port", str(port), "--device", args.device or "auto"]
     if args.flavor:
         cmd += ["--flavor", args.flavor]
     if args.model:
@@ -48,30 +159,44 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ)
     if args.api_key:
         env["OMNI_API_KEY"] = args.api_key
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    log = ServerLog(proc.stderr)
+    log.start()
     deadline = time.time() + args.server_timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"omni demo: the server exited with code {proc.returncode}")
+            log.join(5)
+            if log.refusal:  # a refused --model / --flavor / --device
+                raise argparse.ArgumentTypeError(log.refusal)
+            raise SystemExit(f"omni demo: error: the server exited with code {proc.returncode} (its log is above)")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
             return proc, f"ws://127.0.0.1:{port}/v1/realtime"
         except OSError:
             time.sleep(0.3)
     proc.terminate()
-    raise SystemExit(f"omni demo: the server did not come up within {args.server_timeout:g} s")
+    raise SystemExit(f"omni demo: error: the server did not come up within {args.server_timeout:g} s "
+                     "(see --server-timeout)")
 
 
 def main(args: argparse.Namespace) -> int:
+    check_arguments(args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     proc = None
     url = args.url
     if not url:
         proc, url = start_server(args)
     try:
-        from demo.app import make_app
+        import asyncio
 
-        app = make_app(url, api_key=args.api_key)
+        from demo.app import fetch_session, make_app
+
+        try:  # which model the server runs, shown on the page before anyone connects
+            session = asyncio.run(fetch_session(url, args.api_key))
+        except (OSError, InvalidHandshake, InvalidURI) as e:
+            print(f"omni demo: error: cannot connect to the server at {url}: {e}", file=sys.stderr)
+            return 2
+        app = make_app(url, api_key=args.api_key, session=session)
         print(f"omni demo: page on http://{args.host}:{args.port} talking to {url}", flush=True)
         app.queue().launch(server_name=args.host, server_port=args.port, share=False, prevent_thread_lock=False)
     finally:

@@ -15,11 +15,13 @@ import os
 import subprocess
 import sys
 
+from omni.commands.argtypes import positive_int
+
 from mdp import train
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs, or CPU ranks with gloo)")
+    p.add_argument("--nproc-per-node", type=positive_int, default=1, help="processes (GPUs, or CPU ranks with gloo)")
     train.add_arguments(p)
 
 
@@ -39,9 +41,12 @@ def _forward_args(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.nproc_per_node < 1:
-        raise SystemExit(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
-    train.recipe_from_args(args)  # validate the recipe before starting processes
+    try:  # validate the recipe before starting processes
+        recipe = train.recipe_from_args(args)
+    except (KeyError, ValueError) as e:
+        raise argparse.ArgumentTypeError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from None
+    if recipe.manifest and not recipe.curriculum and not os.path.isfile(recipe.manifest):
+        raise argparse.ArgumentTypeError(f"argument --manifest: no such file: {recipe.manifest}")
     if args.nproc_per_node == 1:
         return train.main(args)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",

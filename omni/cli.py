@@ -7,6 +7,12 @@ dependencies (gradio, the websocket server, torch.distributed) load only when
 used. This is also the one deliberate late-binding point across package
 boundaries: `serve`, `client`, `demo` and `train` are implemented in the
 `streaming`, `demo` and `mdp` packages that `omni` itself never imports.
+
+Refused arguments end in argparse's usage line and one `omni CMD: error: ...`
+line, with exit status 2 and no traceback: from the parser itself (types and
+choices, see omni/commands/argtypes.py), and from checks that a subcommand's
+`main` makes before any heavy work by raising `argparse.ArgumentTypeError`.
+`main()` returns that status rather than exiting (`--help` still exits).
 """
 
 from __future__ import annotations
@@ -48,9 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
         if not _available(module):
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
         importlib.import_module(module).add_arguments(p)
     return parser
+
+
+def _refuse(parser: argparse.ArgumentParser, message: str) -> int:
+    """argparse's own report of a refused argument, as a return value."""
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message
+        if not e.code:
+            raise  # --help
+        return e.code if isinstance(e.code, int) else 2
+
+
+def _run(parser: argparse.ArgumentParser, module, args: argparse.Namespace) -> int:
+    try:
+        return int(module.main(args) or 0)
+    except argparse.ArgumentTypeError as e:
+        return _refuse(parser, str(e))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         p = argparse.ArgumentParser(prog=f"omni {name}", description=help_text)
         module.add_arguments(p)
-        args = p.parse_args(argv[1:])
-        return int(module.main(args) or 0)
+        args = _parse(p, argv[1:])
+        return args if isinstance(args, int) else _run(p, module, args)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    return int(importlib.import_module(args._module).main(args) or 0)
+    return _run(args._parser, importlib.import_module(args._module), args)
 
 
 if __name__ == "__main__":

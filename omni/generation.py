@@ -121,12 +121,15 @@ class ReplyState:
         self.steps = 0
 
     @property
-    def finished(self) -> bool:
+    def ended(self) -> bool:
+        """The model ended its turn (as opposed to reaching max_new_tokens)."""
         if self.machine.done:
             return True
-        if self.opts.stop_after_text and self.machine.ending and self.machine.state == AUDIO_ONLY:
-            return True
-        return self.steps >= self.opts.max_new_tokens
+        return bool(self.opts.stop_after_text and self.machine.ending and self.machine.state == AUDIO_ONLY)
+
+    @property
+    def finished(self) -> bool:
+        return self.ended or self.steps >= self.opts.max_new_tokens
 
     def record_audio(self, codes: list[int]) -> None:
         row = torch.tensor(codes, dtype=torch.long, device=self.audio_hist.device)[:, None]

@@ -35,12 +35,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from encoders.image_processing import preprocess_video
+from encoders.image_processing import preprocess_video, video_num_tokens
 from omni.generation import GenerationOptions, ReplyState, feed_step, sample_step
 from omni.realtime_api import StepOutput, UserChunk
 from omni.sequence import Tokens
 from omni.sequence_av import EncodedChunk
 from omni.sequence_stream import IncrementalBuilder, TurnState
+
+
+SPARSE_SHARE = 8  # frames seen while answering take at most 1/SPARSE_SHARE of the context
 
 
 @dataclass
@@ -119,7 +122,7 @@ class RealtimeOmni:
         cfg = self.model.config
         self._slots[slot] = _Slot(IncrementalBuilder(
             self.model.fmt, frames_ready=self._frames_ready, sample_rate=cfg.audio.sample_rate,
-            chunk_seconds=cfg.chunk_seconds))
+            chunk_seconds=cfg.chunk_seconds, max_sparse_tokens=self.capacity // SPARSE_SHARE))
         self._audio.reset_rows([slot])
         self._record(slot)
         prompt = system_prompt if system_prompt is not None else self.system_prompt
@@ -175,6 +178,46 @@ class RealtimeOmni:
             s.reply.logits = None  # no more decoding: the engine closes the reply next
             s.cut = True
         self._record(slot)
+
+    # ------------------------------------------------------------------ context accounting
+    # Upper bounds of what a call may write into a slot, so that the engine makes
+    # room (or refuses) before the call instead of overflowing inside it.
+    MARKUP_TOKENS = 8  # markers and a timestamp, per visual unit or second of audio
+
+    def prefill_cost(self, slot: int, enc: EncodedChunk) -> int:
+        """Tokens `prefill([(slot, enc)])` may write: the chunk's audio frames and
+        visual units plus what the builder still holds for this turn (seconds not
+        yet complete, sparse frames kept while answering, a lone dense frame)."""
+        st = self._slot(slot).builder.state
+        held = [int(f.shape[0]) for p in st.pending.values() for f in (*p.images, *p.audio)]
+        held += [int(f.shape[0]) for _, f in st.sparse]
+        units = len(enc.images) + len(st.sparse) + sum(len(p.images) for p in st.pending.values())
+        if st.lone_frame is not None:
+            held.append(self._unit_tokens(st.lone_frame[1]))
+            units += 1
+        seconds = math.ceil(enc.num_samples / self.input_sample_rate / self.model.config.chunk_seconds) + 1
+        media = int(enc.audio.shape[0]) + sum(int(f.shape[0]) for f in enc.images) + sum(held)
+        return media + self.MARKUP_TOKENS * (units + seconds + len(st.pending))
+
+    def text_cost(self, role: str, text: str) -> int:
+        """Tokens `prefill_text(slot, role, text)` writes (the turn's markers included)."""
+        return len(self.model.tokenizer.encode(text)) + self.MARKUP_TOKENS
+
+    def response_cost(self, slot: int) -> int:
+        """Tokens `begin_response` may write before the first step: the turn's
+        remaining audio and frames, the lone frame, and the reply's opening."""
+        st = self._slot(slot).builder.state
+        held = [int(f.shape[0]) for p in st.pending.values() for f in (*p.images, *p.audio)]
+        if st.lone_frame is not None:
+            held.append(self._unit_tokens(st.lone_frame[1]))
+        # the encoder's flush releases the frames of every sample fed so far
+        enc = self.model.audio_encoder
+        tail = max(0, enc.num_frames(st.stream_samples) - st.stream_frames) + 1 if st.audio_open else 0
+        return sum(held) + int(tail) + self.MARKUP_TOKENS * (len(held) + 2)
+
+    def _unit_tokens(self, frame: Any) -> int:
+        h, w = np.asarray(frame).shape[:2]
+        return video_num_tokens(2, h, w, self.model.config.vision)[0]
 
     # ------------------------------------------------------------------ input
     def encode_chunk(self, slot: int, chunk: UserChunk) -> EncodedChunk:
@@ -356,7 +399,8 @@ class RealtimeOmni:
             # one recorded at begin_response (truncate restores that one)
             text = st.detok.push(r.text_token) if r.text_token is not None else ""
             frame = None if r.frame is None else np.asarray(r.frame, dtype=np.int64)
-            outs.append(StepOutput(r.text_token, text, frame, st.finished))
+            # a reply that stops at a length limit (max_new_tokens, or a full context) is cut, not ended
+            outs.append(StepOutput(r.text_token, text, frame, st.finished, cut=st.finished and not st.ended))
         return outs
 
     def end_response(self, slot: int) -> None:

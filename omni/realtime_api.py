@@ -68,7 +68,8 @@ class StepOutput:
     text_token: int | None  # None while in the audio-only part of a segment
     text: str  # detokenized text added by this step ('' if none)
     codec_frame: np.ndarray | None  # int64 [4] codec values (no offset) of one 60 ms frame, or None
-    done: bool  # the assistant ended its turn
+    done: bool  # the reply is over (no more steps for this slot)
+    cut: bool = False  # ...because it reached a length limit, not the model's end of turn
 
 
 class RealtimeModel(Protocol):

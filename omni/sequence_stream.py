@@ -82,6 +82,7 @@ class IncrementalBuilder:
         fmt: ChatFormat,
         sparse_interval: float = 2.0,
         max_sparse_units: int = 8,
+        max_sparse_tokens: int | None = None,
         frames_ready: FramesReady = default_frames_ready,
         sample_rate: int = 16000,
         chunk_seconds: float = 1.0,
@@ -89,6 +90,9 @@ class IncrementalBuilder:
         self.fmt = fmt
         self.sparse_interval = sparse_interval
         self.max_sparse_units = max_sparse_units
+        # a token budget too: a long answer watched by a large camera frame must not
+        # buffer more than the next turn's context can take
+        self.max_sparse_tokens = max_sparse_tokens
         self.frames_ready = frames_ready
         self.chunk_seconds = chunk_seconds
         self.chunk_samples = int(round(sample_rate * chunk_seconds))
@@ -109,6 +113,9 @@ class IncrementalBuilder:
                 s.sparse.append((float(t), feats))
                 s.last_sparse_time = float(t)
         del s.sparse[: max(0, len(s.sparse) - self.max_sparse_units)]
+        if self.max_sparse_tokens is not None:
+            while s.sparse and sum(int(f.shape[0]) for _, f in s.sparse) > self.max_sparse_tokens:
+                del s.sparse[0]  # the oldest goes first
 
     def open_user_turn(self, origin: int | None = None, time: float = 0.0) -> Tokens:
         """`USER:` and the buffered sparse frames; the turn's second 0 starts at

@@ -20,18 +20,34 @@ import wave
 
 import numpy as np
 
+from omni.commands.argtypes import existing_file, non_negative_float, output_file, positive_float
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wav", required=True, help="spoken question: WAV (or any audio file PyAV reads)")
-    p.add_argument("--video", help="video to stream alongside (frames at 2 FPS; its own audio is ignored)")
-    p.add_argument("--url", default="ws://127.0.0.1:8765/v1/realtime", help="server websocket URL")
+    p.add_argument("--wav", required=True, type=existing_file, help="spoken question: WAV (or any audio file PyAV reads)")
+    p.add_argument("--video", type=existing_file, help="video to stream alongside (frames at 2 FPS; its own audio is ignored)")
+    p.add_argument("--url", type=websocket_url, default="ws://127.0.0.1:8765/v1/realtime",
+                   help="server websocket URL (ws:// or wss://)")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="bearer token (default $OMNI_API_KEY)")
-    p.add_argument("--out", default="reply.wav", help="where to save the spoken reply (default reply.wav)")
-    p.add_argument("--silence", type=float, default=1.5, help="seconds of silence sent after the question")
+    p.add_argument("--out", type=output_file, default="reply.wav", help="where to save the spoken reply (default reply.wav)")
+    p.add_argument("--silence", type=non_negative_float, default=1.5, help="seconds of silence sent after the question")
     p.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     p.add_argument("--instructions", help="system prompt for the session")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.add_argument("--timeout", type=positive_float, default=120.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
+
+
+def websocket_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(text)
+        u.port  # noqa: B018  (raises on a bad port)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid URL ({e})") from None
+    if u.scheme not in ("ws", "wss") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a websocket URL; expected ws://HOST:PORT/v1/realtime")
+    return text
 
 
 def read_question(path: str) -> np.ndarray:
@@ -85,11 +101,26 @@ def breakdown(c, reply, t_speech_end: float | None) -> dict:
     return {"client": rel, "server": server}
 
 
-async def _run(args: argparse.Namespace) -> int:
+def read_inputs(args: argparse.Namespace) -> tuple[np.ndarray, list[tuple[float, bytes]]]:
+    """The question's samples and the video's frames; a file that cannot be decoded is refused."""
+    from encoders.media import MediaError
+
+    try:
+        question = read_question(args.wav)
+    except MediaError as e:
+        raise argparse.ArgumentTypeError(f"argument --wav: {e}") from None
+    if not len(question):
+        raise argparse.ArgumentTypeError(f"argument --wav: {args.wav} holds no audio")
+    try:
+        frames = video_frames(args.video) if args.video else []
+    except MediaError as e:
+        raise argparse.ArgumentTypeError(f"argument --video: {e}") from None
+    return question, frames
+
+
+async def _run(args: argparse.Namespace, question: np.ndarray, frames: list[tuple[float, bytes]]) -> int:
     from streaming.client import RealtimeClient
 
-    question = read_question(args.wav)
-    frames = video_frames(args.video) if args.video else []
     audio = np.concatenate([question, np.zeros(int(16000 * args.silence), np.float32)])
 
     def show(e: dict) -> None:
@@ -122,8 +153,18 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    from websockets.exceptions import InvalidHandshake, InvalidURI
+
+    question, frames = read_inputs(args)  # before connecting
     try:
-        return asyncio.run(asyncio.wait_for(_run(args), args.timeout + 60))
-    except (OSError, ConnectionError) as e:
-        print(f"omni client: cannot talk to {args.url}: {e}", file=sys.stderr)
+        return asyncio.run(asyncio.wait_for(_run(args, question, frames), args.timeout + 60))
+    except TimeoutError:
+        print(f"omni client: error: no complete reply from {args.url} within {args.timeout:g} s (see --timeout)",
+              file=sys.stderr)
+        return 1
+    except InvalidURI as e:
+        print(f"omni client: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, ConnectionError, InvalidHandshake) as e:
+        print(f"omni client: error: cannot talk to {args.url}: {e}", file=sys.stderr)
         return 2

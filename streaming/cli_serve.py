@@ -15,46 +15,73 @@ import asyncio
 import logging
 import os
 import signal
+import sys
+
+from omni.commands.argtypes import (check_listen, device, flavor_choices, log_level, model_dir, port, positive_float,
+                                    positive_int, resolved_device)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", metavar="DIR", help="checkpoint directory (OmniModel.save_pretrained layout)")
-    g.add_argument("--flavor", default=None,
+    g.add_argument("--model", metavar="DIR", type=model_dir, help="checkpoint directory (OmniModel.save_pretrained layout)")
+    g.add_argument("--flavor", default=None, choices=flavor_choices("omni"),
                    help="serve a randomly initialized model of this flavor (default: the shipped default "
                         "model, or a random debug model when none is shipped)")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    g.add_argument("--device", type=device(allow_auto=True), default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="inference dtype")
-    g.add_argument("--capacity", type=int, default=4096, help="KV-cache tokens per session (default 4096)")
+    g.add_argument("--capacity", type=positive_int, default=4096, help="KV-cache tokens per session (default 4096)")
     g.add_argument("--decode-mode", choices=["auto", "eager", "static", "graph"], default="auto",
                    help="decode step: graph = CUDA graphs (GPU only), static = the static-shape step, "
                         "eager = the general forward; auto (default) = graph on CUDA, eager on CPU")
-    g.add_argument("--max-steps", type=int, default=600,
+    g.add_argument("--max-steps", type=positive_int, default=600,
                    help="decode steps per response, 60 ms of speech each (default 600 = 36 s)")
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    g.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    g.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 picks a free one)")
     g.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $OMNI_API_KEY, else no key)")
     g.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed besides loopback ones, e.g. https://demo.example (repeatable)")
-    g.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions = KV-cache slots (default 4)")
-    g.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest client message (default 1 MiB)")
-    g.add_argument("--idle-timeout", type=float, default=300.0, help="close sessions silent this long (s)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    g.add_argument("--max-sessions", type=positive_int, default=4, help="concurrent sessions = KV-cache slots (default 4)")
+    g.add_argument("--max-message-bytes", type=positive_int, default=1 << 20, help="largest client message (default 1 MiB)")
+    g.add_argument("--idle-timeout", type=positive_float, default=300.0, help="close sessions silent this long (s)")
+    p.add_argument("--log-level", type=log_level, default="INFO",
+                   help="DEBUG, INFO (default), WARNING, ERROR or CRITICAL")
+
+
+def model_identity(args: argparse.Namespace) -> tuple[str, bool]:
+    """What sessions report of the model: (the checkpoint folder's name, else the random
+    model's flavor; whether it is trained, i.e. loaded from a checkpoint)."""
+    from omni.defaults import resolve_model
+
+    path, flavor = resolve_model(args.model, args.flavor)
+    return (os.path.basename(os.path.normpath(path)), True) if path else (flavor, False)
 
 
 async def _serve(args: argparse.Namespace) -> int:
     from streaming.model_loader import load_realtime_model
     from streaming.server import OmniServer, ServerConfig
 
-    model, desc = load_realtime_model(args.model, args.flavor, args.device, args.dtype, args.max_sessions,
-                                      args.capacity, args.max_steps, decode_mode=args.decode_mode)
+    try:
+        model, desc = load_realtime_model(args.model, args.flavor, args.device, args.dtype, args.max_sessions,
+                                          args.capacity, args.max_steps, decode_mode=args.decode_mode)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"omni serve: error: cannot load the model: {msg}", file=sys.stderr)
+        return 2
+    name, trained = model_identity(args)
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,
-                       model_name=os.path.basename(args.model.rstrip("/")) if args.model else (args.flavor or "default"))
-    srv = await OmniServer(model, cfg).start()
+                       model_name=name, model_trained=trained)
+    srv = OmniServer(model, cfg)
+    try:
+        await srv.start()
+    except OSError as e:  # the port was taken while the model loaded
+        await srv.close()
+        print(f"omni serve: error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); "
+              "pick another with --port N (--port 0 picks a free one)", file=sys.stderr)
+        return 2
     print(f"omni serve: {desc}", flush=True)
     print(f"omni serve: listening on {srv.url}  (metrics: http://{args.host}:{srv.port}/metrics)", flush=True)
     stop = asyncio.Event()
@@ -66,8 +93,16 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """What argparse cannot see alone: the port on this host, graphs on a CPU."""
+    check_listen(args.host, args.port)
+    if args.decode_mode == "graph" and resolved_device(args.device) == "cpu":
+        raise argparse.ArgumentTypeError("--decode-mode graph needs a CUDA device (--device cuda)")
+
+
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    check_arguments(args)  # before the model loads
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         logging.warning("binding %s without --api-key: anyone who can reach this port can use the model", args.host)
     return asyncio.run(_serve(args))

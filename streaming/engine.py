@@ -23,6 +23,18 @@ Barge-in (`interrupt`): decoding stops before the next step; the reply is cut
 to the text whose audio was delivered, at its last punctuation; a later
 `truncate` (what the client reports it played) may shorten it further until the
 next packet of the new user turn is prefilled.
+
+Faults stay in their session: every command of a slot runs guarded. A request
+the engine refuses up front (a text that cannot fit the context) raises
+`SlotError` before anything changes; any other failure ends that slot's reply
+as failed and puts its model state back to the last turn boundary (or, if even
+that fails, onto a fresh context). No other slot is touched.
+
+Context: before each call the engine asks the model what it may write
+(`prefill_cost`, `text_cost`, `response_cost`) and, when the slot would
+overflow, starts the conversation over on a fresh context that keeps the
+system prompt and the most recent text turns (the older context is dropped;
+the packet that did not fit goes into the new context, nothing is lost).
 """
 
 from __future__ import annotations
@@ -48,7 +60,17 @@ from streaming.protocol import StreamingResampler
 log = logging.getLogger(__name__)
 PUNCTUATION = set(".!?,;:\u3002\uff01\uff1f\uff0c\uff1b\uff1a")
 CONTROL = {"confirm", "rollback", "interrupt", "truncate", "close"}
-PACKET_ROOM = 256  # tokens kept free for one packet (audio slots, timestamps, turn markers)
+PACKET_ROOM = 256  # tokens kept free beyond a call's own cost (turn markers, the next packet's start)
+CARRY_TURNS = 8  # most recent text turns carried into a fresh context
+CARRY_SHARE = 4  # ...as long as they fill at most 1/CARRY_SHARE of it
+
+
+class SlotError(Exception):
+    """A request of one session that the engine refuses before changing any state."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -92,6 +114,7 @@ class _Slot:
     steps_live: int = 0  # steps already done at t_live
     closed: bool = False
     gen: int = 0  # bumped when the model slot changes (context reset): older encodings are void
+    history: deque = field(default_factory=lambda: deque(maxlen=CARRY_TURNS))  # recent (role, text) turns
 
 
 class Engine:
@@ -164,12 +187,11 @@ class Engine:
                         for fut in self._barriers:
                             fut.set_result(None)
                         self._barriers = []
-                except Exception as e:  # a bad command must not stop the engine
+                except Exception as e:  # a fault outside any one slot's guard: an engine bug
                     log.exception("engine iteration failed")
                     for s in list(self.slots.values()):
-                        if s.mode != "idle" and not s.queue:
-                            s.mode = "idle"
-                            s.sink(EngineEvent("error", s.epoch, info={"message": f"engine error: {e}"}))
+                        if s.mode != "idle":
+                            self._fail(s, f"engine error: {e}")
             # shutting down: carry out the closes sessions sent on their way out, free every slot
             self._take(block=False)
             for s in list(self.slots.values()):
@@ -200,7 +222,7 @@ class Engine:
             if s is None or s.closed:
                 continue
             if kind in CONTROL:
-                getattr(self, "_" + kind)(s, *args)
+                self._guarded(s, kind, *args)
             elif kind == "chunk":
                 s.queue.append((kind, (EncodeJob(s, s.gen, args[0]),)))
             else:
@@ -235,7 +257,49 @@ class Engine:
             self.encoder.main_waits()
             return fn(*args)
 
+    # ---- fault isolation ----------------------------------------------------
+    def _guarded(self, s: _Slot, kind: str, *args: Any) -> bool:
+        """Run one command of one slot; a failure stays in that slot."""
+        before = self.model.slot_length(s.slot)
+        try:
+            getattr(self, "_" + kind)(s, *args)
+            return True
+        except SlotError as e:
+            self.metrics.inc("omni_engine_rejections_total")
+            s.sink(EngineEvent("error", s.epoch, info={"code": e.code, "message": str(e)}))
+        except Exception as e:
+            log.exception("session %d: %s failed", s.handle, kind)
+            self._fail(s, f"{kind} failed: {e}", before)
+        return False
+
+    def _fail(self, s: _Slot, message: str, before: int | None = None) -> None:
+        """End this slot's reply (if any) as failed and put its model state back to
+        a turn boundary: the length before the reply, or before the failed call."""
+        self.metrics.inc("omni_engine_slot_errors_total")
+        replying = s.mode != "idle" or s.pending_close
+        try:
+            target = s.mark if replying else before
+            if target is not None:
+                self.model.truncate(s.slot, min(target, self.model.slot_length(s.slot)))
+            s.mode, s.audio_state, s.pending_close = "idle", None, False
+        except Exception:
+            log.exception("restoring slot %d failed; starting it over", s.slot)
+            self._reset_context(s, "a failed call left the context unusable")
+        s.sink(EngineEvent("error", s.epoch, info={"code": "server_error", "message": message}))
+
+    def _cost(self, name: str, *args: Any, default: int) -> int:
+        fn = getattr(self.model, name, None)
+        return int(fn(*args)) if fn is not None else default
+
     def _open(self, sink: Callable[[EngineEvent], None], system_prompt: str | None, fut: Future) -> None:
+        capacity = getattr(self.model, "capacity", None)
+        if system_prompt and capacity:
+            cost = self._cost("text_cost", "system", system_prompt, default=len(system_prompt.encode()))
+            if cost > capacity // CARRY_SHARE:
+                fut.set_exception(SlotError(
+                    "instructions_too_long",
+                    f"instructions of {cost} tokens exceed a quarter of the {capacity}-token context"))
+                return
         try:
             slot = self._model_call(self.model.open_slot, system_prompt)
         except Exception as e:
@@ -254,7 +318,9 @@ class Engine:
         self.metrics.inc("omni_engine_slots_closed_total")
 
     def _reset_context(self, s: _Slot, reason: str) -> None:
-        """Start the conversation over on a fresh slot (context full, or a failed step)."""
+        """Start the conversation over on a fresh slot (context full, or a failed call):
+        the system prompt and the most recent text turns that fill at most
+        1/CARRY_SHARE of the context go along; older context is dropped."""
         with self.encoder_lock:
             s.gen += 1  # packets encoded for the old slot are encoded again
             self.encoder.main_waits()
@@ -264,13 +330,37 @@ class Engine:
                 log.exception("closing slot %d failed", s.slot)
             s.slot = self.model.open_slot(s.system_prompt)
         s.mode, s.pending_close, s.audio_state = "idle", False, None
+        kept = self._carry_history(s)
         self.metrics.inc("omni_context_resets_total")
-        s.sink(EngineEvent("context_reset", s.epoch, info={"reason": reason}))
+        s.sink(EngineEvent("context_reset", s.epoch, info={"reason": reason, "kept_turns": kept}))
+
+    def _carry_history(self, s: _Slot) -> int:
+        capacity = getattr(self.model, "capacity", None) or 0
+        budget, turns = capacity // CARRY_SHARE, []
+        for role, text in reversed(s.history):
+            cost = self._cost("text_cost", role, text, default=len(text.encode()))
+            if cost > budget:
+                break
+            budget -= cost
+            turns.append((role, text))
+        turns.reverse()
+        for role, text in turns:
+            try:
+                self.model.prefill_text(s.slot, role, text)
+            except Exception:  # the fresh context stays usable without it
+                log.exception("carrying a %s turn into a fresh context failed", role)
+                break
+        s.history = deque(turns, maxlen=CARRY_TURNS)
+        return len(turns)
 
     def _room(self, s: _Slot, need: int) -> None:
         capacity = getattr(self.model, "capacity", None)
-        if capacity and self.model.slot_length(s.slot) + need > capacity:
-            self._reset_context(s, f"the conversation reached the {capacity}-token context; it starts over")
+        if not capacity or self.model.slot_length(s.slot) + need <= capacity:
+            return
+        self._reset_context(s, f"the conversation reached the {capacity}-token context; "
+                               "it goes on with the most recent text turns")
+        if self.model.slot_length(s.slot) + need > capacity:
+            raise SlotError("input_too_long", f"a request of {need} tokens cannot fit the {capacity}-token context")
 
     def _prefill_and_control(self) -> None:
         """Drain per-slot queues: batched prefill of packets, in-order control."""
@@ -294,7 +384,7 @@ class Engine:
                         break  # one packet per slot per batch keeps the batch fair
                     s.queue.popleft()
                     progressed = True
-                    getattr(self, "_" + kind)(s, *args)
+                    self._guarded(s, kind, *args)
             if batch:
                 self._prefill(batch)
                 if any(s.mode == "decoding" and s.confirmed for s in self.slots.values()):
@@ -309,50 +399,68 @@ class Engine:
 
     def _prefill(self, batch: list[tuple[_Slot, EncodeJob]]) -> None:
         t0 = time.perf_counter()
-        items = []
+        items, ready, before = [], [], []
         for s, job in batch:
-            self._close_reply(s)
-            self._room(s, PACKET_ROOM + 64 * len(job.chunk.frames))
-            if job.gen != s.gen:  # the context was reset just now: encode for the new slot
-                with self.encoder_lock:
-                    self.encoder.main_waits()
-                    job.result, job.event = self.model.encode_chunk(s.slot, job.chunk), None
-            if job.event is not None:
-                _consume_on_current_stream(job.event, job.result)
+            if not self._guarded(s, "ready_packet", job):
+                continue  # refused or failed: that session got its error, the others go on
+            ready.append((s, job))
             items.append((s.slot, job.result))
+            before.append(self.model.slot_length(s.slot))
             self.metrics.observe("omni_packet_wait_seconds", time.perf_counter() - job.t_submit)
+        if not items:
+            return
         try:
             self.model.prefill(items)
         except Exception:
-            if len(items) == 1:
-                self._reset_context(batch[0][0], "prefill failed")
-                log.exception("prefill failed")
-                return
-            # isolate the failing session; the others go on
             log.exception("batched prefill failed; retrying one session at a time")
-            for (s, _), item in zip(batch, items):
+            # the failed call may have moved every slot's builder on: back to where each was
+            for (s, _), item, length in zip(ready, items, before):
                 try:
+                    self.model.truncate(s.slot, length)
                     self.model.prefill([item])
-                except Exception:
-                    self._reset_context(s, "prefill failed")
+                except Exception as e:
+                    log.exception("session %d: prefill failed", s.handle)
+                    self._fail(s, f"prefill failed: {e}", length)
         dt = time.perf_counter() - t0
-        self.metrics.observe("omni_prefill_packet_seconds", dt / len(batch))
-        self.metrics.observe("omni_prefill_batch_size", len(batch))
+        self.metrics.observe("omni_prefill_packet_seconds", dt / len(items))
+        self.metrics.observe("omni_prefill_batch_size", len(items))
+
+    def _ready_packet(self, s: _Slot, job: EncodeJob) -> None:
+        """Make room for an encoded packet (by its real token cost) and have its
+        encoding usable on this stream and for this slot."""
+        self._close_reply(s)
+        cost = self._cost("prefill_cost", s.slot, job.result, default=64 * len(job.chunk.frames) + 32)
+        self._room(s, PACKET_ROOM + cost)
+        if job.gen != s.gen:  # the context was reset just now: encode for the new slot
+            with self.encoder_lock:
+                self.encoder.main_waits()
+                job.result, job.event = self.model.encode_chunk(s.slot, job.chunk), None
+            job.gen = s.gen
+        if job.event is not None:
+            _consume_on_current_stream(job.event, job.result)
+            job.event = None
 
     def _text(self, s: _Slot, role: str, text: str) -> None:
+        capacity = getattr(self.model, "capacity", None)
+        cost = self._cost("text_cost", role, text, default=len(text.encode()))
+        if capacity and cost + PACKET_ROOM > capacity // 2:
+            raise SlotError("instructions_too_long" if role == "system" else "input_too_long",
+                            f"a {role} text of {cost} tokens cannot fit half of the {capacity}-token context")
         self._close_reply(s)
-        self._room(s, PACKET_ROOM + len(text))
+        self._room(s, PACKET_ROOM + cost)
         self.model.prefill_text(s.slot, role, text)
+        s.history.append((role, text))
 
     def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None,
                  out_rate: int | None = None) -> None:
         self._close_reply(s)
+        s.epoch = epoch  # from here on, a failure is this reply's: its error carries this epoch
         s.max_steps = min(max_steps or self.max_steps, self.max_steps)
-        self._room(s, s.max_steps + PACKET_ROOM)
+        self._room(s, s.max_steps + PACKET_ROOM + self._cost("response_cost", s.slot, default=0))
         s.mark = self.model.slot_length(s.slot)
         self._model_call(self.model.begin_response, s.slot)
         s.base = self.model.slot_length(s.slot)
-        s.epoch, s.confirmed, s.mode = epoch, not speculative, "decoding"
+        s.confirmed, s.mode = not speculative, "decoding"
         s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
         s.audio_state = self.model.new_audio_state()
         s.resampler = StreamingResampler(self.out_rate, out_rate) if out_rate and out_rate != self.out_rate else None
@@ -412,6 +520,10 @@ class Engine:
             return
         length, kept = self._cut(s, heard_samples, delivered_chars)
         self.model.truncate(s.slot, length)
+        if finished and s.history and s.history[-1] == ("assistant", s.text):
+            s.history.pop()  # its full text went in when it finished; what was heard replaces it
+        if kept.strip():
+            s.history.append(("assistant", kept))
         s.mode, s.audio_state, s.pending_close = "idle", None, True
         self.metrics.inc("omni_interruptions_total" if reason == "barge_in" else "omni_cancellations_total")
         s.sink(EngineEvent("interrupted", epoch, text=kept, info={"length": length, "reason": reason}))
@@ -430,6 +542,8 @@ class Engine:
         prefill), so a truncate for what the client actually played can still
         shorten it while the user barges in over the playback."""
         s.mode, s.pending_close = "idle", True
+        if s.text.strip():
+            s.history.append(("assistant", s.text))
 
     def _decode(self) -> None:
         # a speculative reply pauses once it holds `spec_ahead_frames` of speech: more
@@ -442,16 +556,11 @@ class Engine:
         t0 = time.perf_counter()
         try:
             outs = self.model.decode_step([s.slot for s in active])
-        except Exception:
-            # the responses of this step fail (rolled out of the context); the sessions go on
+        except Exception as e:
+            # one forward for all: its replies fail (rolled out of the context); the sessions go on
             log.exception("decode step failed")
             for s_ in active:
-                s_.sink(EngineEvent("error", s_.epoch, info={"message": "decode step failed"}))
-                try:
-                    self.model.truncate(s_.slot, s_.mark)
-                    s_.mode, s_.audio_state = "idle", None
-                except Exception:
-                    self._reset_context(s_, "decode failed")
+                self._fail(s_, f"decode step failed: {e}")
             return
         dt = time.perf_counter() - t0
         self.metrics.observe("omni_decode_step_seconds", dt)
@@ -466,7 +575,8 @@ class Engine:
             if out.done or len(s.steps) >= s.max_steps:
                 s.mode = "finished"
                 job.done_info = {
-                    "status": "completed" if out.done else "incomplete",
+                    # cut by the step cap or a full context: incomplete, as the protocol says
+                    "status": "completed" if out.done and not getattr(out, "cut", False) else "incomplete",
                     "steps": len(s.steps),
                     "frames": s.frames,
                     "decode_seconds": s.decode_time,

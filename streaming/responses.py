@@ -85,23 +85,35 @@ class ResponseMixin:
     def _on_engine(self, e: EngineEvent) -> None:
         r = self.resp
         if e.kind == "context_reset":
-            return self.error(ProtocolError("context_reset", e.info.get("reason", "context reset"),
-                                            type="server_error"))
+            # not an error: the conversation goes on with its most recent text turns
+            self.metrics.inc("omni_context_resets_total")
+            return self.send(self.ev.make("omni.context_reset", reason=e.info.get("reason", ""),
+                                          kept_turns=e.info.get("kept_turns", 0)))
         if e.kind == "truncated":
             return self._on_truncated(e)
+        if e.kind == "error":
+            return self._on_engine_error(r, e)
         if r is None or e.epoch != r.epoch or r.closed:
             return  # fenced: output of a rolled-back or cancelled response
-        if e.kind == "error":
-            if not r.confirmed:  # a failed speculation is forgotten; the end of turn starts afresh
-                self.resp = None
-                return
-            return self._finish(r, "failed", {"type": "failed", "error": e.info})
         if e.kind in ("rolled_back", "interrupted"):
             return
         if not r.confirmed:
             r.held.append(e)
             return
         self._deliver(r, e)
+
+    def _on_engine_error(self, r: Response | None, e: EngineEvent) -> None:
+        """The engine refused or failed a request of this session. Its reply, if the
+        error is the reply's, ends failed; the client always hears of it, typed."""
+        code = e.info.get("code", "server_error")
+        kind = "server_error" if code == "server_error" else "invalid_request_error"
+        replying = r is not None and e.epoch == r.epoch and not r.closed
+        if replying and not r.confirmed:  # a failed speculation is forgotten; the end of turn starts afresh
+            self.resp = None
+            return
+        self.error(ProtocolError(code, e.info.get("message", "the request failed"), type=kind))
+        if replying:
+            self._finish(r, "failed", {"type": "failed", "error": {"code": code, "message": e.info.get("message")}})
 
     def _deliver(self, r: Response, e: EngineEvent) -> None:
         base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
@@ -117,7 +129,9 @@ class ResponseMixin:
         if e.kind == "done":
             r.finished = True
             r.done_info = e.info
-            self._finish(r, e.info.get("status", "completed"), None)
+            status = e.info.get("status", "completed")  # "incomplete": cut by the step cap or a full context
+            details = {"type": "incomplete", "reason": "max_output_tokens"} if status == "incomplete" else None
+            self._finish(r, status, details)
 
     def _metrics_of(self, r: Response) -> dict[str, Any]:
         m: dict[str, Any] = {"speculative": r.speculative}

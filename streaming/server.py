@@ -57,6 +57,7 @@ class ServerConfig:
     max_steps: int = 1000
     spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
     model_name: str = "omni"
+    model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
 
 
 class OmniServer:
@@ -147,7 +148,8 @@ class OmniServer:
         self.metrics.inc("omni_sessions_total")
         out: asyncio.Queue = asyncio.Queue()
         session = Session(out.put_nowait, self.engine, self.inputs, self.metrics,
-                          Limits(), beta=beta, model_name=self.cfg.model_name)
+                          Limits(), beta=beta, model_name=self.cfg.model_name,
+                          model_trained=self.cfg.model_trained)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             out.put_nowait(session.ev.make("session.created", session=session.cfg.to_json()))

@@ -39,6 +39,7 @@ from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, SessionConfig, StreamingResampler, apply_session_update, decode_pcm16
 from streaming.protocol.audio import AudioDecodeError
 from streaming.protocol.events import ClientEvent, ServerEvents, new_id
+from streaming.protocol.image import verify_jpeg
 from streaming.responses import Response, ResponseMixin
 from streaming.vad import Endpointer, TurnEvent
 
@@ -55,11 +56,12 @@ class Limits:
 
 class Session(ResponseMixin):
     def __init__(self, send: Callable[[dict], None], engine: Engine, inputs: InputWorker, metrics: Metrics,
-                 limits: Limits | None = None, beta: bool = False, model_name: str = "omni") -> None:
+                 limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
+                 model_trained: bool | None = None) -> None:
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
-        self.cfg = SessionConfig(id=new_id("sess"), model=model_name)
+        self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained)
         self.loop = asyncio.get_running_loop()
         self.slot: int | None = None
         self.configured = False
@@ -86,9 +88,15 @@ class Session(ResponseMixin):
         """Called on the engine thread."""
         self.loop.call_soon_threadsafe(self._on_engine, event)
 
-    async def open(self) -> None:
-        fut = self.engine.open(self.engine_sink, self.cfg.instructions)
-        self.slot = await asyncio.wrap_future(fut)
+    async def open(self, instructions: str | None) -> None:
+        fut = self.engine.open(self.engine_sink, instructions)
+        try:
+            self.slot = await asyncio.wrap_future(fut)
+        except Exception as e:
+            code = getattr(e, "code", None)
+            if isinstance(code, str):  # the engine refused the request (e.g. instructions too long for the context)
+                raise ProtocolError(code, str(e), param="session.instructions") from None
+            raise
 
     def close(self) -> None:
         if self.slot is not None:
@@ -97,12 +105,21 @@ class Session(ResponseMixin):
 
     # ---- client events -----------------------------------------------------
     async def handle(self, e: ClientEvent) -> None:
+        """Act on one client event (already checked against its schema). A client
+        mistake becomes an `error` event; so does anything unexpected (last resort:
+        logged with its traceback as a server fault), and the session goes on."""
         try:
             await self._dispatch(e)
         except ProtocolError as err:
             if err.event_id is None:
                 err.event_id = e.event_id
             self.error(err)
+        except Exception:
+            log.exception("handling client event %s failed; the session goes on", e.type)
+            self.metrics.inc("omni_internal_errors_total")
+            self.send(self.ev.error(ProtocolError(
+                "server_error", f"the server failed to handle {e.type}; the session goes on",
+                event_id=e.event_id, type="server_error")))
 
     def error(self, err: ProtocolError) -> None:
         self.metrics.inc("omni_protocol_errors_total")
@@ -118,11 +135,11 @@ class Session(ResponseMixin):
         if e.type == "input_audio_buffer.append":
             return await self._append(d["audio"])
         if e.type == "input_image_buffer.append":
-            t = d.get("time_ms")
-            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
-                raise ProtocolError("invalid_value", "time_ms must be a non-negative number", param="time_ms")
+            t = d.get("time_ms")  # the schema allows null or a finite number in [0, 1e10]
             t_s = t / 1000 if t is not None else self.total / SR
-            self.frames.add(parse_frame(d["image"], t_s, self.limits.max_image_bytes), answering=self._answering())
+            frame = parse_frame(d["image"], t_s, self.limits.max_image_bytes)
+            verify_jpeg(frame.jpeg)  # decoded now, so a corrupt frame never reaches a packet
+            self.frames.add(frame, answering=self._answering())
             return
         if e.type == "input_audio_buffer.commit":
             return self._commit()
@@ -138,7 +155,7 @@ class Session(ResponseMixin):
             if self.resp is not None and not self.resp.closed:
                 raise ProtocolError("conversation_already_has_active_response",
                                     f"response {self.resp.id} is still in progress; cancel it first")
-            r = d.get("response") or {}
+            r = d.get("response") or {}  # the schema allows null or an object with arrays of modalities
             mods = r.get("output_modalities") or r.get("modalities") or self.cfg.output_modalities
             self._start_response(speculative=False, modalities=mods)
             return
@@ -159,16 +176,17 @@ class Session(ResponseMixin):
         if not first and new.input_format.rate != self.cfg.input_format.rate and self.total:
             raise ProtocolError("invalid_value", "the input sample rate cannot change after audio was sent",
                                 param="session.audio.input.format.rate")
+        if first:  # the slot first: if it cannot be opened, the session stays as it was, unconfigured
+            await self.open(new.instructions)
         self.cfg = new
         td = new.turn_detection
         if td is not None:
             self.endpointer.configure(td.threshold, td.silence_duration_ms, td.speculative_silence_ms)
         self.frames.dense_fps, self.frames.sparse_fps = new.dense_fps, new.sparse_fps
-        self.resampler_in = StreamingResampler(new.input_format.rate, SR) if first or self.resampler_in is None \
-            else self.resampler_in
+        if self.resampler_in is None or self.resampler_in.in_rate != new.input_format.rate:
+            self.resampler_in = StreamingResampler(new.input_format.rate, SR)  # (no audio yet: checked above)
         if first:
             self.configured = True
-            await self.open()
         elif "instructions" in (d.get("session") or {}) and new.instructions:
             self.engine.submit(self.slot, "text", "system", new.instructions)
         self.send(self.ev.make("session.updated", session=new.to_json()))
@@ -317,6 +335,8 @@ class Session(ResponseMixin):
         self._committed()
 
     def _item_create(self, item: Any) -> None:
+        # the schema checked the item's shape; check every part before acting on any,
+        # so a bad part leaves no trace of the parts before it in the context
         if not isinstance(item, dict) or item.get("type", "message") != "message":
             raise ProtocolError("invalid_value", "only message items are supported", param="item.type")
         role = item.get("role")
@@ -325,25 +345,30 @@ class Session(ResponseMixin):
         content = item.get("content")
         if not isinstance(content, list) or not content:
             raise ProtocolError("invalid_value", "item.content must be a non-empty list", param="item.content")
+        parts: list[tuple[str, Any]] = []
         for i, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind in ("input_text", "text", "output_text"):
                 if not isinstance(part.get("text"), str):
                     raise ProtocolError("invalid_value", "text part needs a string 'text'",
                                         param=f"item.content[{i}].text")
-                self.engine.submit(self.slot, "text", role, part["text"])
+                parts.append(("text", part["text"]))
             elif kind == "input_audio" and role == "user":
                 try:
-                    audio = decode_pcm16(part.get("audio"))
+                    parts.append(("audio", decode_pcm16(part.get("audio"))))
                 except AudioDecodeError as err:
                     raise ProtocolError("invalid_audio", str(err), param=f"item.content[{i}].audio") from None
-                r = StreamingResampler(self.cfg.input_format.rate, SR)
-                a16 = np.concatenate([r.process(audio), r.flush()])
-                for a in range(0, len(a16), PACKET):
-                    self._submit(UserChunk(a16[a:a + PACKET], [], a / SR, True))
             else:
                 raise ProtocolError("invalid_value", f"unsupported content type {kind!r} for role {role}",
                                     param=f"item.content[{i}].type")
+        for kind, value in parts:
+            if kind == "text":
+                self.engine.submit(self.slot, "text", role, value)
+                continue
+            r = StreamingResampler(self.cfg.input_format.rate, SR)
+            a16 = np.concatenate([r.process(value), r.flush()])
+            for a in range(0, len(a16), PACKET):
+                self._submit(UserChunk(a16[a:a + PACKET], [], a / SR, True))
         item_id = item.get("id") or new_id("item")
         body = {**item, "id": item_id, "object": "realtime.item", "status": "completed"}
         self.send(self.ev.make("conversation.item.added", item=body, previous_item_id=None))

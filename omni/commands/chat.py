@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
+from omni.commands.argtypes import existing_file, flavor_choices, model_dir, output_file, positive_int
 from omni.commands.options import add_sampling_and_device_arguments
 
 
@@ -23,17 +25,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = """examples:
   omni chat --model MODEL_DIR --video clip.mp4 --audio question.wav --out reply.wav
   omni chat --text "what color is the star?" --image scene.png   (random debug model)"""
-    p.add_argument("--model", help="model directory (from save_pretrained or `omni convert`)")
-    p.add_argument("--flavor", default=None,
+    p.add_argument("--model", type=model_dir, help="model directory (from save_pretrained or `omni convert`)")
+    p.add_argument("--flavor", default=None, choices=flavor_choices("omni"),
                    help="build a randomly initialized model of this flavor instead of the default model")
     p.add_argument("--text", help="the question as text")
-    p.add_argument("--audio", help="the question as speech (wav/mp3/flac/...)")
-    p.add_argument("--image", help="an image file")
-    p.add_argument("--video", help="a video file (frames at 2 FPS and its audio track)")
+    p.add_argument("--audio", type=existing_file, help="the question as speech (wav/mp3/flac/...)")
+    p.add_argument("--image", type=existing_file, help="an image file")
+    p.add_argument("--video", type=existing_file, help="a video file (frames at 2 FPS and its audio track)")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--out", help="write the spoken reply to this WAV file")
+    p.add_argument("--out", type=output_file, help="write the spoken reply to this WAV file")
     p.add_argument("--no-speech", action="store_true", help="text-only reply (ASSISTANT: prompt)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="LLM steps (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="LLM steps (default 256)")
     add_sampling_and_device_arguments(p)
 
 
@@ -61,7 +63,21 @@ def load_model(args):
     return model.to(args.device)
 
 
+def model_config(args):
+    """The OmniConfig `load_model(args)` will build, read without loading any weights."""
+    from omni.checkpoint import read_omni_config
+    from omni.config import get_omni_config
+    from omni.defaults import resolve_model
+
+    model_dir, flavor = resolve_model(args.model, args.flavor)
+    return read_omni_config(model_dir) if model_dir else get_omni_config(flavor)
+
+
 def main(args) -> int:
+    if not any([args.text, args.audio, args.image, args.video]):
+        raise argparse.ArgumentTypeError("give at least one of --text, --audio, --image, --video")
+    if args.out and args.no_speech:
+        raise argparse.ArgumentTypeError("--out writes the spoken reply, and --no-speech asks for none; drop one")
     import numpy as np
     import torch
 
@@ -69,18 +85,23 @@ def main(args) -> int:
     from omni.generation import GenerationOptions, OmniRequest, stream
     from omni.segments import TextSampling
 
-    if not any([args.text, args.audio, args.image, args.video]):
-        print("omni chat: give at least one of --text, --audio, --image, --video", file=sys.stderr)
+    try:
+        config = model_config(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"omni chat: error: cannot load the model: {e}", file=sys.stderr)
         return 2
+    try:  # read the media before the model: a bad file is refused at once
+        req = OmniRequest.from_files(args.text, args.image, args.video, args.audio, args.system, config.vision)
+    except MediaError as e:
+        given = {k: getattr(args, k) for k in ("audio", "image", "video") if getattr(args, k)}
+        option = next((f"--{k}" for k, v in given.items() if str(Path(v)) == e.path), None)
+        raise argparse.ArgumentTypeError(f"argument {option}: {e}" if option else str(e)) from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     try:
         model = load_model(args)
     except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"omni chat: cannot load the model: {e}", file=sys.stderr)
-        return 2
-    try:
-        req = OmniRequest.from_files(args.text, args.image, args.video, args.audio, args.system, model.config.vision)
-    except (MediaError, ValueError) as e:
-        print(f"omni chat: {e}", file=sys.stderr)
+        print(f"omni chat: error: cannot load the model: {e}", file=sys.stderr)
         return 2
     opts = GenerationOptions(
         max_new_tokens=args.max_new_tokens,

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from omni.commands.argtypes import existing_dir, output_dir
+
 FORMATS = ("longcat-omni",)
 
 
@@ -25,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   omni convert --from longcat-omni ./LongCat-Flash-Omni ./omni-longcat --dtype bfloat16
   omni chat --model ./omni-longcat --text hello"""
     p.add_argument("--from", dest="source_format", required=True, choices=FORMATS, help="layout of SRC")
-    p.add_argument("src", help="official checkpoint directory")
-    p.add_argument("dst", help="output model directory")
+    p.add_argument("src", type=existing_dir, help="official checkpoint directory")
+    p.add_argument("dst", type=output_dir, help="output model directory")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="store the weights in this dtype (default: as loaded)")
 
@@ -41,7 +43,7 @@ def main(args) -> int:
         cfg = convert_longcat_omni(args.src, args.dst, dtype=dtype)
     except (FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"omni convert: {msg}", file=sys.stderr)
+        print(f"omni convert: error: {msg}", file=sys.stderr)
         return 2
     print(
         f"converted {args.src} -> {args.dst}: LLM {cfg.llm.num_layers} layers x {cfg.llm.hidden_size}, "

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from omni.commands.argtypes import existing_dir, flavor_choices, positive_int
 from omni.commands.options import add_sampling_and_device_arguments
 
 BYTE_OFFSET = 4
@@ -63,17 +64,22 @@ class HFTokenizer:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--flavor", default=None, help="backbone flavor with random (seeded) weights, e.g. debug, a1b")
-    src.add_argument("--checkpoint", default=None, help="backbone directory (ours or transformers' save_pretrained)")
+    src.add_argument("--flavor", default=None, choices=flavor_choices("llm"),
+                     help="backbone flavor with random (seeded) weights, e.g. debug, a1b")
+    src.add_argument("--checkpoint", type=existing_dir, default=None,
+                     help="backbone directory (ours or transformers' save_pretrained)")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--tokenizer", default=None, help="local Hugging Face tokenizer directory (default: bytes)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    p.add_argument("--tokenizer", type=existing_dir, default=None,
+                   help="local Hugging Face tokenizer directory (default: bytes)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens to generate (default 32)")
     add_sampling_and_device_arguments(p)
     p.add_argument("--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (cuda only)")
     p.add_argument("--ids", action="store_true", help="also print the generated token ids")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        raise argparse.ArgumentTypeError("--cuda-graph needs --device cuda")
     from omni.config import get_llm_config
     from omni.llm import LongcatFlashForCausalLM, from_pretrained
     from omni.llm.generation import generate
@@ -82,8 +88,6 @@ def main(args: argparse.Namespace) -> int:
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     try:
         sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
-        if args.max_new_tokens < 1:
-            raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
         if args.checkpoint:
             model = from_pretrained(args.checkpoint, dtype=dtype, device=args.device)
         else:

@@ -2,8 +2,11 @@
 
 OpenAI-Realtime-compatible JSON events (the names the current `openai` SDK's
 realtime client sends and expects), a documented extension event for video
-frames, the session configuration they negotiate, and pcm16 audio helpers.
-This package imports numpy only, so thin clients (the demo) can use it.
+frames, the schema every client event is checked against before the server
+acts on it (schemas.py, validate.py, safe_json.py; frames: image.py), the
+session configuration they negotiate, and pcm16 audio helpers. This package
+imports numpy only (Pillow on the first frame check), so thin clients (the
+demo) can use it.
 See docs/protocol.md for the prose version.
 """
 

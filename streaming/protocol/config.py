@@ -53,6 +53,7 @@ class TurnDetection:
 class SessionConfig:
     id: str = ""
     model: str = "omni"
+    model_trained: bool | None = None  # False: randomly initialized (its words are noise); None: not said
     instructions: str | None = None
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_format: AudioFormat = field(default_factory=AudioFormat)
@@ -82,6 +83,8 @@ class SessionConfig:
                 "debug_events": self.debug_events,
                 "dense_fps": self.dense_fps,
                 "sparse_fps": self.sparse_fps,
+                **({"model": {"name": self.model, "trained": self.model_trained}}
+                   if self.model_trained is not None else {}),
             },
         }
 

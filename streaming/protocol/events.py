@@ -1,6 +1,6 @@
 """Client and server events, with their names as the `openai` SDK uses them.
 
-Client -> server (validated here; `parse_client_event`):
+Client -> server (parsed and checked against schemas.py here; `parse_client_event`):
   session.update, input_audio_buffer.append / commit / clear,
   conversation.item.create, conversation.item.truncate, response.create,
   response.cancel, output_audio_buffer.clear, and the extension
@@ -29,6 +29,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from streaming.protocol.errors import ProtocolError
+from streaming.protocol.safe_json import loads_bounded
+from streaming.protocol.schemas import check_event
+
 CLIENT_EVENTS = {
     "session.update": (),
     "input_audio_buffer.append": ("audio",),
@@ -55,15 +59,6 @@ BETA_NAMES = {
 }
 
 
-class ProtocolError(Exception):
-    """A client mistake, reported as an `error` event; the session goes on."""
-
-    def __init__(self, code: str, message: str, param: str | None = None, event_id: str | None = None,
-                 type: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.code, self.message, self.param, self.event_id, self.type = code, message, param, event_id, type
-
-
 @dataclass
 class ClientEvent:
     type: str
@@ -81,10 +76,7 @@ def parse_client_event(raw: str | bytes, max_bytes: int | None = None) -> Client
             raw = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("invalid_json", "binary message is not UTF-8 JSON") from None
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise ProtocolError("invalid_json", f"message is not valid JSON: {e.msg} at position {e.pos}") from None
+    obj = loads_bounded(raw)  # bounded nesting, finite numbers, valid Unicode
     if not isinstance(obj, dict):
         raise ProtocolError("invalid_event", "an event must be a JSON object")
     event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
@@ -99,6 +91,7 @@ def parse_client_event(raw: str | bytes, max_bytes: int | None = None) -> Client
     for key in CLIENT_EVENTS[kind]:
         if key not in obj:
             raise ProtocolError("missing_field", f"{kind} needs field {key!r}", param=key, event_id=event_id)
+    check_event(kind, obj, event_id)  # types, ranges and sizes of every field the server reads
     return ClientEvent(kind, event_id, obj)
 
 

@@ -109,6 +109,7 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
             player = page.evaluate("({chunks: omniPlayer.chunks, samples: omniPlayer.samples, "
                                    "rate: omniPlayer.ctx.sampleRate, state: omniPlayer.ctx.state})")
             status = page.inner_text("#status")
+            model_line = page.inner_text("#model")
             latency = page.inner_text("#latency")
             browser.close()
         path = tmp_path / "reply.wav"
@@ -116,6 +117,7 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     finally:
         app.close()
     assert "connected" in status and "frames 0" not in status  # webcam frames were streamed too
+    assert "model: omni" in model_line, model_line  # the name the server's session reports
     with wave.open(str(path)) as w:
         seconds = w.getnframes() / w.getframerate()
         frames = w.getnframes()
