@@ -10,11 +10,22 @@ Parameter names are the keys of the official ``vision/vision_model.pt``
 (``embeddings.patch_embedding.*``, ``encoder.layers.{i}.{norm1,norm2,attn.*,mlp.*,ls1,ls2}``),
 so it loads with ``strict=True``.
 
+Option (not in the official model): ``VisionConfig.abs_pos_grid = S > 0`` adds a
+learned absolute position embedding to the patch embeddings, one key more
+(``embeddings.position_embedding.weight`` [S * S, hidden]). RoPE only tells a
+token where the others are relative to it: on a uniform background a shape
+yields nearly the same tokens wherever it is. The S x S table spans the image
+and is bilinearly resampled (``align_corners=False``) to each unit's (h, w)
+grid, so "left" keeps its meaning at every native resolution; all frame pairs
+of a video get the same table (their times reach the LLM as timestamps).
+
 Input is packed: ``patches`` [total, 3*2*14*14] rows in (channel, time, y, x)
 order, raster order of patches within each unit, and one (h, w) grid per unit.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +34,29 @@ from torch import nn
 from encoders.attention import PackInfo, packed_attention, padded_attention
 from omni.config import VisionConfig
 from omni.nn import RMSNorm
+
+
+@dataclass
+class GridPositions:
+    """(row, col) of every patch of a pack and the (h, w) of its unit: long [total] each."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    heights: torch.Tensor
+    widths: torch.Tensor
+
+    @classmethod
+    def of(cls, grids: list[tuple[int, int]], device: torch.device | str) -> "GridPositions":
+        """Raster order within each unit, units one after another; one vectorized pass
+        (no loop over units, no device->host sync)."""
+        total = sum(int(h) * int(w) for h, w in grids)
+        g = torch.tensor([(int(h), int(w)) for h, w in grids], dtype=torch.long, device=device).reshape(-1, 2)
+        lens = g[:, 0] * g[:, 1]
+        heights = torch.repeat_interleave(g[:, 0], lens, output_size=total)
+        widths = torch.repeat_interleave(g[:, 1], lens, output_size=total)
+        start = torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens, output_size=total)
+        k = torch.arange(total, device=device) - start  # index within the unit
+        return cls(k // widths, k % widths, heights, widths)
 
 
 class VisionRotaryEmbedding2D(nn.Module):
@@ -38,16 +72,48 @@ class VisionRotaryEmbedding2D(nn.Module):
         inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, grids: list[tuple[int, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, cols = [], []
-        for h, w in grids:
-            rows.append(torch.arange(h, device=device).repeat_interleave(w))
-            cols.append(torch.arange(w, device=device).repeat(h))
-        r = torch.cat(rows).float()[:, None] * self.inv_freq.to(device)
-        c = torch.cat(cols).float()[:, None] * self.inv_freq.to(device)
+    def forward(
+        self, grids: list[tuple[int, int]], device: torch.device, pos: GridPositions | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[total, head_dim] cos and sin; `pos` (of these grids) saves recomputing them."""
+        pos = GridPositions.of(grids, device) if pos is None else pos
+        inv_freq = self.inv_freq.to(device)
+        r = pos.rows.float()[:, None] * inv_freq
+        c = pos.cols.float()[:, None] * inv_freq
         freqs = torch.cat([r, c], dim=-1)
         emb = torch.cat([freqs, freqs], dim=-1)  # [total, head_dim]
         return emb.cos(), emb.sin()
+
+
+class VisionAbsolutePositionEmbedding(nn.Module):
+    """Learned `side` x `side` table (`weight` [side * side, dim], row-major) resampled
+    to each unit's grid exactly as ``F.interpolate(mode="bilinear", align_corners=False)``
+    would, gathered per patch in one pass for a whole pack of mixed grids. At a grid of
+    side x side the table is used as is (one entry per patch)."""
+
+    def __init__(self, side: int, dim: int, std: float) -> None:
+        super().__init__()
+        self.side = side
+        self.weight = nn.Parameter(torch.empty(side * side, dim))
+        nn.init.normal_(self.weight, 0.0, std)
+
+    @staticmethod
+    def _axis(i: torch.Tensor, n: torch.Tensor, side: int):
+        """Source taps of output index i in an axis of n (of `side` in the table)."""
+        src = ((i.float() + 0.5) * (side / n.float()) - 0.5).clamp_min(0.0)
+        lo = src.floor().long().clamp_max(side - 1)
+        hi = (lo + 1).clamp_max(side - 1)
+        return lo, hi, src - lo.float()
+
+    def forward(self, pos: GridPositions) -> torch.Tensor:
+        """[total, dim] in float32."""
+        s = self.side
+        y0, y1, fy = self._axis(pos.rows, pos.heights, s)
+        x0, x1, fx = self._axis(pos.cols, pos.widths, s)
+        idx = torch.stack([y0 * s + x0, y0 * s + x1, y1 * s + x0, y1 * s + x1], dim=-1)  # [total, 4]
+        wts = torch.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], dim=-1)
+        taps = F.embedding(idx, self.weight).float()  # [total, 4, dim]
+        return (wts[..., None] * taps).sum(1)  # elementwise: stays float32 under autocast
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -137,12 +203,23 @@ class VisionEmbeddings(nn.Module):
         super().__init__()
         k = (cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
         self.patch_embedding = nn.Conv3d(cfg.num_channels, cfg.hidden_size, kernel_size=k, stride=k, bias=True)
+        # only when on: off, the keys and the random init for a seed are the official
+        # model's as before (on, the modules after it draw other initial weights)
+        self.position_embedding = (
+            VisionAbsolutePositionEmbedding(cfg.abs_pos_grid, cfg.hidden_size, cfg.abs_pos_init_std)
+            if cfg.abs_pos_grid > 0 else None
+        )
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings alone (no position): [..., patch_dim] -> [..., hidden]."""
         # kernel == stride over one patch: the Conv3d is exactly a Linear on the
         # flattened (c, t, y, x) row; run it as one GEMM.
         w = self.patch_embedding.weight
         return F.linear(patches.to(w.dtype), w.reshape(w.shape[0], -1), self.patch_embedding.bias)
+
+    def positions(self, pos: GridPositions) -> torch.Tensor | None:
+        """Absolute position embedding of every patch [total, hidden] (float32), None when off."""
+        return None if self.position_embedding is None else self.position_embedding(pos)
 
 
 class VisionTransformerEncoder(nn.Module):
@@ -162,6 +239,10 @@ class LongCatViT(nn.Module):
                 f"VisionConfig: hidden_size {cfg.hidden_size} / num_heads {cfg.num_heads} "
                 "must give a head_dim divisible by 4 (2D RoPE)"
             )
+        if cfg.abs_pos_grid < 0:
+            raise ValueError(
+                f"VisionConfig: abs_pos_grid must be >= 0 (0 = no absolute position), got {cfg.abs_pos_grid}"
+            )
         self.cfg = cfg
         self.embeddings = VisionEmbeddings(cfg)
         self.encoder = VisionTransformerEncoder(cfg)
@@ -176,8 +257,12 @@ class LongCatViT(nn.Module):
     def forward(self, patches: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
         self._check(patches, grids)
         pack = PackInfo.from_lengths([h * w for h, w in grids], patches.device)
+        pos = GridPositions.of(grids, patches.device)
         x = self.embeddings(patches)
-        cos, sin = self.encoder.rotary_pos_emb(grids, patches.device)
+        ape = self.embeddings.positions(pos)
+        if ape is not None:
+            x = x + ape.to(x.dtype)
+        cos, sin = self.encoder.rotary_pos_emb(grids, patches.device, pos)
         for layer in self.encoder.layers:
             x = layer(x, cos, sin, pack)
         return x
@@ -193,8 +278,14 @@ class LongCatViT(nn.Module):
         key_mask = torch.arange(m, device=dev)[None, :] < torch.tensor(lens, device=dev)[:, None]
         padded = patches.new_zeros(b, m, patches.shape[1])
         padded[key_mask] = patches
+        pos = GridPositions.of(grids, dev)
         x = self.embeddings(padded)
-        cos, sin = self.encoder.rotary_pos_emb(grids, dev)
+        ape = self.embeddings.positions(pos)
+        if ape is not None:
+            apad = x.new_zeros(b, m, ape.shape[-1])
+            apad[key_mask] = ape.to(x.dtype)
+            x = x + apad
+        cos, sin = self.encoder.rotary_pos_emb(grids, dev, pos)
         cpad = cos.new_zeros(b, m, cos.shape[-1])
         spad = sin.new_zeros(b, m, sin.shape[-1])
         cpad[key_mask], spad[key_mask] = cos, sin

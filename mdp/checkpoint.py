@@ -26,6 +26,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_state_dict,
     set_state_dict,
 )
@@ -106,6 +107,16 @@ def load(ckpt_dir: str, step: int, model, optimizer, scheduler, extra: dict) -> 
         raise FileNotFoundError(f"checkpoint {path} does not exist (complete steps: {latest_step(ckpt_dir)})")
     state = _TrainState(model, optimizer, scheduler, extra)
     rng = {"rng": _rng_state()}
+    # partial load is for optimizer state only: a model key the checkpoint lacks (a
+    # parameter the architecture gained since, e.g. the ViT's absolute position table)
+    # would silently keep its fresh initialization
+    saved = dcp.FileSystemReader(path).read_metadata().state_dict_metadata
+    lost = [k for k in get_model_state_dict(model, options=StateDictOptions(strict=False))
+            if f"train.model.{k}" not in saved]
+    if lost:
+        raise ValueError(f"checkpoint {path} has no value for {len(lost)} model key(s): {', '.join(lost[:5])}"
+                         f"{' ...' if len(lost) > 5 else ''} (written by a model without them: train afresh, "
+                         "or build the model with the configuration it was trained with)")
     # partial: parameters that never received a gradient (e.g. the audio encoder's CTC
     # head) have no optimizer state at save time, while a fresh optimizer lists them
     dcp.load({"train": state, **rng}, checkpoint_id=path, planner=DefaultLoadPlanner(allow_partial_load=True))

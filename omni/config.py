@@ -96,6 +96,12 @@ class VisionConfig:
     max_video_tokens: int = 16384  # after the projector, over all frames of a request
     min_video_pair_tokens: int = 64  # patches per frame pair never shrink below this
     attention_backend: str = "auto"  # packed attention: "auto" | "varlen" (flash, CUDA) | "sdpa"
+    # Learned absolute 2D position embedding, added to the patch embeddings: a table of
+    # abs_pos_grid x abs_pos_grid vectors over the image, bilinearly resampled to each
+    # unit's patch grid (any size; every frame pair of a video gets the same one).
+    # 0 = none: the official LongCat-ViT (2D RoPE only) and its checkpoint keys.
+    abs_pos_grid: int = 0
+    abs_pos_init_std: float = 0.02  # normal init of that table
 
     @property
     def head_dim(self) -> int:
@@ -406,6 +412,9 @@ def _vision_mini() -> VisionConfig:
         max_video_frames=64,
         max_video_tokens=2048,
         min_video_pair_tokens=64,
+        # uniform backgrounds leave 2D RoPE alone blind to where an object is; the
+        # table matches the world's 112 px frames (8 x 8 patches) one entry per patch
+        abs_pos_grid=8,
     )
 
 
