@@ -67,7 +67,9 @@ class LiveAudio:
         parts = []
         for rid in client.order:
             r = client.replies[rid]
-            if r.status in ("cancelled", "incomplete", "failed"):
+            # a barge-in or a failure stops playback; a reply cut by a length limit
+            # ("incomplete") was delivered whole and plays out
+            if r.status in ("cancelled", "failed"):
                 if rid not in self.stopped:
                     self.stopped.add(rid)
                     self.seq += 1

@@ -52,3 +52,16 @@ def test_each_sample_once_in_order_then_stop_on_cut():
     a.audio.append(np.clip(chunks[2] * 5, -5, 5))  # out-of-range samples are clipped, not wrapped
     pcm = _pcm(live.next_message(c))
     assert live.seq == seqs[0] + 1 and pcm.min() >= -32767 and pcm.max() <= 32767 and len(pcm) == 480
+
+
+def test_a_reply_cut_by_a_length_limit_plays_out():
+    """`incomplete` (the step cap, a full context) is not a barge-in: all its audio plays."""
+    r = Reply("resp_c")
+    r.audio.append(np.full(960, 0.1, np.float32))
+    c = _client(r)
+    live = LiveAudio()
+    assert len(_pcm(live.next_message(c))) == 960
+    r.audio.append(np.full(480, 0.1, np.float32))
+    r.status = "incomplete"
+    assert len(_pcm(live.next_message(c))) == 480  # the rest, not a stop
+    assert live.next_message(c) is None
