@@ -9,6 +9,9 @@ at the phase edges. Then one step runs under torch.profiler and the busiest ops
 table and writes JSON.
 
     python bench/train_step_profile.py --pack runs/data/train.pack.npz --stage dialogue --batch 48,192
+    python bench/train_step_profile.py --train-path device --stage dialogue --batch 192
+
+(`bench/train_throughput.py` compares the two paths side by side.)
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def _timed(fn, acc: dict, key: str, dev: torch.device):
 
 def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, steps: int, tag: str,
              workers: int):
-    """The omni-mini trainer of `stage` at `batch`, its loader covering `steps` steps."""
+    """The omni-mini trainer of `stage` at `batch`, its loader covering `steps` steps
+    (`--train-path device`: the device-batch trainer, no loader)."""
     from mdp.omni_mini import MiniTrainer, _stage_recipe
     from mdp.omni_mini_stages import write_stage_manifest
     from mdp.recipes import get_recipe
@@ -57,6 +61,12 @@ def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work:
     r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
     if not os.path.isfile(r.manifest):
         write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
+    if args.train_path == "device":
+        from mdp.omni_mini_device import DeviceMiniTrainer
+
+        tr = DeviceMiniTrainer(r, dev)
+        tr.attach_device_data(r.manifest, pack, codes)
+        return tr
     tr = MiniTrainer(r, dev)
     tr.attach_pack(r.manifest, pack, codes, workers, 0, steps)
     return tr
@@ -69,8 +79,16 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
         steps += 4 * workers + args.steps
     tr = _trainer(args, pack, codes, stage, batch, dev, work, steps, "", workers)
     acc: dict[str, float] = {}
-    tr._load = _timed(tr._load, acc, "data_wait", dev)
-    tr._encode = _timed(tr._encode, acc, "encoders", dev)
+    if args.train_path == "device":  # its step's record is read at once here (training reads it a step later)
+        from mdp.omni_mini_device import materialize
+
+        tr.data = _timed(tr.data, acc, "data", dev)
+        tr.encoders = _timed(tr.encoders, acc, "encoders", dev)
+        step = tr.step
+        tr.step = lambda s: materialize(step(s))
+    else:
+        tr._load = _timed(tr._load, acc, "data_wait", dev)
+        tr._encode = _timed(tr._encode, acc, "encoders", dev)
     for s in range(args.warmup):
         tr.step(s)
     acc.clear()
@@ -82,7 +100,7 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
     total = (time.perf_counter() - t0) / args.steps
     per = {k: v / args.steps for k, v in acc.items()}
     per["rest"] = total - sum(per.values())
-    row = {"stage": stage, "global_batch": batch, "workers": workers,
+    row = {"stage": stage, "global_batch": batch, "workers": workers, "train_path": args.train_path,
            "busy_loader": args.busy_loader, "step_s": total, "phases_s": per}
     if args.no_profile:
         tr.close_loader()
@@ -146,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=4000, help="manifest lines drawn per stage")
     p.add_argument("--top", type=int, default=15, help="ops listed per profile")
     p.add_argument("--loader-only", action="store_true", help="measure the data loader's throughput alone")
+    p.add_argument("--train-path", choices=("loader", "device"), default="loader",
+                   help="loader: DataLoader workers (MiniTrainer); device: batches built on the device "
+                        "(DeviceMiniTrainer, no workers; --workers is ignored)")
     p.add_argument("--loader-batches", type=int, default=36, help="batches timed with --loader-only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device, e.g. cpu or cuda")
@@ -170,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         cases = [(st, int(b), int(w)) for st in args.stage.split(",") for b in args.batch.split(",")
                  for w in args.workers.split(",")]
         for stage, b, workers in cases:
+            if args.loader_only and args.train_path == "device":
+                raise SystemExit("--loader-only measures the loader path's DataLoader: use --train-path loader")
             if args.loader_only:
                 rows.append(loader_throughput(args, pack, codes, stage, b, dev, work, workers))
                 r = rows[-1]
@@ -182,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
             r = rows[-1]
             ph = " ".join(f"{k} {v * 1e3:.0f}" for k, v in r["phases_s"].items())
             busy = ", loader busy" if args.busy_loader else ""
-            print(f"{stage:9s} batch {b:4d} workers {workers:2d}{busy}: {r['step_s'] * 1e3:7.0f} "
+            feed = "device path" if args.train_path == "device" else f"workers {workers:2d}{busy}"
+            print(f"{stage:9s} batch {b:4d} {feed}: {r['step_s'] * 1e3:7.0f} "
                   f"ms/step ({ph} ms)" + ("" if args.no_profile else
                   f", {r['kernels']} kernels, {r['ops_dispatched']} profiled events"), flush=True)
             if args.no_profile:

@@ -140,13 +140,17 @@ class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
             raise ValueError(f"audio must be float PCM in [-1, 1], got dtype {x.dtype}")
         return x.to(self.frontend.cmvn.mean.device, torch.float32)
 
-    def features(self, pcm, num_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Spliced 1200-dim features [B, F, input_size] and frame lengths [B]."""
-        return self.frontend(self._pcm(pcm), num_samples)
+    def features(self, pcm, num_samples: torch.Tensor | None = None,
+                 pad_to_buffer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spliced 1200-dim features [B, F, input_size] and frame lengths [B]
+        (`pad_to_buffer`: F from the buffer's width, see `AudioFrontend.forward`)."""
+        return self.frontend(self._pcm(pcm), num_samples, pad_to_buffer)
 
-    def forward(self, pcm, num_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """PCM [B, samples] (float, 16 kHz) -> projected [B, F, out_dim], frame lengths [B]."""
-        feats, lens = self.features(pcm, num_samples)
+    def forward(self, pcm, num_samples: torch.Tensor | None = None,
+                pad_to_buffer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """PCM [B, samples] (float, 16 kHz) -> projected [B, F, out_dim], frame lengths [B].
+        With `pad_to_buffer` and lengths on the device, nothing is read back to the host."""
+        feats, lens = self.features(pcm, num_samples, pad_to_buffer)
         hidden = self.encoder(feats.to(self.dtype), lens)
         mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lens.to(hidden.device)[:, None])
         return self.projector(hidden) * mask[..., None].to(hidden.dtype), lens

@@ -170,3 +170,22 @@ def splice(feats: torch.Tensor, left: int, right: int, stride: int) -> torch.Ten
     n_out = math.ceil(t / stride)
     win = padded.unfold(1, left + 1 + right, 1)[:, : (n_out - 1) * stride + 1 : stride]  # [B, n, F, ctx]
     return win.transpose(2, 3).reshape(b, n_out, -1)
+
+
+def splice_rows(feats: torch.Tensor, frames: torch.Tensor, left: int, right: int, stride: int,
+                width: int) -> torch.Tensor:
+    """`splice` of every row at its own length in one gather: feats [B, T, F], frames [B]
+    valid fbank frames per row (a tensor on feats' device) -> [B, width, ctx * F], where
+    output j of row r stacks frames j*stride-left .. j*stride+right clamped to [0, frames_r - 1]
+    (each row's edges replicated, as `splice` of that row alone) and outputs past the row's
+    ceil(frames_r / stride) are zero. No value is read back to the host."""
+    b, t, f = feats.shape
+    ctx = left + 1 + right
+    if width == 0 or t == 0:
+        return feats.new_zeros(b, width, ctx * f)
+    j = torch.arange(width, device=feats.device)
+    idx = (j[:, None] * stride + torch.arange(-left, right + 1, device=feats.device)[None])[None]  # [1, width, ctx]
+    idx = torch.minimum(idx, frames.to(feats.device)[:, None, None] - 1).clamp(0, t - 1).reshape(b, -1)
+    out = feats.gather(1, idx[..., None].expand(-1, -1, f)).reshape(b, width, ctx * f)
+    keep = j[None] < -(-frames.to(feats.device)[:, None] // stride)
+    return out * keep[..., None].to(out.dtype)

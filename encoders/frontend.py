@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from encoders.fbank import GlobalCMVN, KaldiFbank, splice
+from encoders.fbank import GlobalCMVN, KaldiFbank, splice_rows
 from encoders.ragged import concat_rows, slice_rows
 from omni.config import AudioEncoderConfig
 from omni.nn import StreamingState
@@ -80,22 +80,27 @@ class AudioFrontend(nn.Module):
         """[B, samples] -> normalized fbank [B, T, mel] (fp32)."""
         return self.cmvn(self.fbank(wav))
 
-    def forward(self, wav: torch.Tensor, num_samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, samples] (+ true lengths) -> spliced [B, F, input_size], frame lengths [B]."""
+    def forward(self, wav: torch.Tensor, num_samples: torch.Tensor | None = None,
+                pad_to_buffer: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, samples] (+ true lengths) -> spliced [B, F, input_size], frame lengths [B].
+
+        Every row is spliced at its own end in one batched gather. F is the longest
+        row's frame count, read on the host from `num_samples`; with `pad_to_buffer`
+        it is the count of the whole buffer instead, so that nothing is read back
+        (`num_samples` may then live on the device; frames past a row's end are zero
+        either way, and the lengths are returned on `num_samples`' device)."""
         c = self.cfg
         if num_samples is None:
             num_samples = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
-        lens = [int(n) for n in num_samples]
+        n = torch.as_tensor(num_samples).long()
+        t = torch.where(n < c.window_samples, 0, torch.div(n - c.window_samples, c.hop_samples, rounding_mode="floor") + 1)
+        out_lens = -torch.div(-t, c.splice_stride, rounding_mode="floor")
+        if pad_to_buffer:
+            width = self.num_frames(wav.shape[1])
+        else:
+            width = max((self.num_frames(int(v)) for v in n.tolist()), default=0)
         feats = self.features(wav)
-        rows = []
-        for i, n in enumerate(lens):  # splice pads each row at its own end
-            t = self.fbank.num_frames(n)
-            rows.append(splice(feats[i : i + 1, :t], c.splice_left, c.splice_right, c.splice_stride)[0])
-        out_lens = torch.tensor([r.shape[0] for r in rows], dtype=torch.long)
-        out = feats.new_zeros(len(rows), int(out_lens.max()) if rows else 0, c.input_size)
-        for i, r in enumerate(rows):
-            out[i, : r.shape[0]] = r
-        return out, out_lens
+        return splice_rows(feats, t, c.splice_left, c.splice_right, c.splice_stride, width), out_lens
 
     # --- streaming ---------------------------------------------------------------
 

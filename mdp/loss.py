@@ -93,7 +93,6 @@ def stage1_loss(
         if text_pad_id is None:
             raise ValueError("word_weight needs text_pad_id")
         trained = term_means(text_ce * torch.where(text_lab != text_pad_id, word_weight, 1.0))
-    w = torch.tensor([WEIGHTS[t] for t in TERMS], dtype=per.dtype, device=per.device)
     if stats is not None:
         with torch.no_grad():
             words = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)
@@ -101,7 +100,8 @@ def stage1_loss(
                 words &= text_lab != text_pad_id
             right = ((text_logits.argmax(-1) == text_lab) & words).sum().double()
             stats.append(torch.cat([per.detach().double(), right[None], words.sum().double()[None]]))
-    return (w * trained).sum()
+    # the weights as Python numbers: a tensor made from a host list is a blocking copy (a device sync)
+    return sum(WEIGHTS[t] * trained[k] for k, t in enumerate(TERMS))
 
 
 STAT_NAMES = tuple(f"{t}_loss" for t in TERMS) + ("text_acc",)

@@ -26,9 +26,11 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
+from mdp.loss import STAT_NAMES
 from mdp.omni_mini_data import PackDataset, answer_code_table, pack_cmvn
 from mdp.omni_mini_stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
+from mdp.train import _Log
 from mdp.trainer import Trainer
 
 
@@ -110,7 +112,7 @@ class MiniTrainer(Trainer):
     audio features in sequence order, so the encoder outputs (item order) are
     permuted into placeholder order before the embedding."""
 
-    def attach_pack(self, manifest: str, pack, codes, workers: int, start: int, end: int) -> None:
+    def attach_pack(self, manifest: str, pack, codes, workers: int, start: int, end: int, prefetch: int = 4) -> None:
         from omni.tokenizer import load_tokenizer
 
         if self.dims.inner_dp > 1 or self.dims.pp > 1:
@@ -134,7 +136,7 @@ class MiniTrainer(Trainer):
                                    enc.num_frames, frames_ready, codes)
         data = _StepBatches(self.dataset, self.r.seed, self.r.global_batch, self.meshes.dp_rank, self.dims.dp, start, end)
         self._batches = iter(torch.utils.data.DataLoader(
-            data, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=4 if workers else None,
+            data, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=prefetch if workers else None,
             persistent_workers=False, collate_fn=lambda x: x,
         ))
 
@@ -254,15 +256,16 @@ def _agree(value: float, device) -> float:
 
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
                  deadline: float, plan: _Plan | None = None, idx: int = 0,
-                 fit_deadline: float | None = None) -> dict | None:
+                 fit_deadline: float | None = None, shared: dict | None = None) -> dict | None:
     """Train one stage; returns its final model state dict (None if stopped early:
     `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint).
-    The plan is fitted to the time left until `fit_deadline` (default: `deadline`)."""
+    The plan is fitted to the time left until `fit_deadline` (default: `deadline`).
+    `shared` keeps what later stages reuse (the device path's pack tables)."""
     fit_deadline = deadline if fit_deadline is None else fit_deadline
     from tqdm import tqdm
 
     from mdp.dims import device_for_rank
-    from mdp.train import _Log, logged_step, save_due, save_step
+    from mdp.train import logged_step, save_due, save_step
 
     rank0 = dist.get_rank() == 0
     if rank0 and not resume:  # afresh: neither an earlier run's steps nor its sample draw
@@ -285,7 +288,14 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                          _agree(fit_deadline - time.monotonic() - plan.STAGE_OVERHEAD_S, device_for_rank()),
                          measured=False)
         r = dataclasses.replace(r, steps=total)
-    trainer = MiniTrainer(r, device_for_rank())
+    if r.train_path not in ("loader", "device"):
+        raise ValueError(f"recipe train_path must be loader or device, got {r.train_path!r}")
+    if r.train_path == "device":
+        from mdp.omni_mini_device import DeviceMiniTrainer
+
+        trainer = DeviceMiniTrainer(r, device_for_rank())
+    else:
+        trainer = MiniTrainer(r, device_for_rank())
     if init is not None:
         trainer.model.load_state_dict(init)
     elif last is None:  # a model from scratch
@@ -298,11 +308,19 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     cap = plan.bounds[idx] if plan is not None and plan.needs_fit(idx) else r.steps
     limit = (lambda n: n) if stop_after is None else (lambda n: min(n, stop_after))
     end = limit(r.steps)
-    trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
-    log = _Log(r.out_dir, start) if rank0 else None
+    device_path = r.train_path == "device"
+    if device_path:
+        shared = {} if shared is None else shared
+        trainer.attach_device_data(r.manifest, pack, codes, tables=shared.get("tables"))
+        shared["tables"] = trainer.tables
+        log = _BufferedLog(r.out_dir, start, r.log_every) if rank0 else None
+    else:
+        trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
+        log = _Log(r.out_dir, start) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
     times: list[float] = []
     saved = start - 1  # the last step with a checkpoint
+    pending = None  # device path: the last step's record, logged once the next step is launched
     for step in range(start, end):
         if step >= end:  # the plan shrank this stage below the range's end
             break
@@ -321,19 +339,64 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                 save_step(r.checkpoint_dir, step - 1, trainer, extra, r.keep_checkpoints)
             end = step
             break
-        times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
+        if device_path:
+            t0 = time.perf_counter()
+            rec = trainer.step(step)
+            if pending is not None:
+                _log_lagged(*pending, log, bar if rank0 else None)
+            times.append(time.perf_counter() - t0)  # one step's launch + the previous step's wait
+            pending = (rec, times[-1])
+        else:
+            times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
         if save_due(r, step):
             save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
             saved = step
+            if isinstance(log, _BufferedLog):  # the log on disk reaches the checkpoint (but for the lagged step)
+                log.flush()
+    if pending is not None:
+        _log_lagged(*pending, log, bar if rank0 else None)
+    if isinstance(log, _BufferedLog):
+        log.flush()
     bar.close()
     trainer.close_loader()
-    if rank0 and trainer.dataset.too_long:
-        print(f"{r.name}: {trainer.dataset.too_long} samples over seq_len {r.seq_len} were replaced", file=sys.stderr)
+    too_long = (trainer.planner if device_path else trainer.dataset).too_long
+    if rank0 and too_long:
+        print(f"{r.name}: {too_long} samples over seq_len {r.seq_len} were replaced", file=sys.stderr)
     if rank0 and r.plot:
         log.plot()
     if end < r.steps:
         return None
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+class _BufferedLog(_Log):
+    """The loss log, written every `every` records (a device-path step takes tens of
+    milliseconds; rewriting loss.json / loss.csv after each one would cost as much)."""
+
+    def __init__(self, out_dir: str, start: int, every: int) -> None:
+        super().__init__(out_dir, start)
+        self.every = max(1, every)
+
+    def write(self, rec: dict) -> None:
+        self.rows.append({k: rec[k] for k in self.FIELDS + STAT_NAMES if k in rec})
+        if len(self.rows) % self.every == 0:
+            self._flush()
+
+    def flush(self) -> None:
+        self._flush()
+
+
+def _log_lagged(rec: dict, seconds: float, log, bar) -> None:
+    """Log a device-path step record (reading its values waits for that step only)."""
+    from mdp.omni_mini_device import materialize
+
+    out = materialize(rec)
+    out["seconds"] = seconds
+    if log is not None:
+        log.write(out)
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{out['loss']:.4f}")
 
 
 def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
@@ -390,6 +453,7 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     deadline = time.monotonic() + budget
     # the plan may be fitted to a longer budget than this run's, spent over resumed runs
     fit_deadline = deadline if recipe.plan_budget_s <= 0 else time.monotonic() + recipe.plan_budget_s
+    shared: dict = {}  # across stages: the device path's pack tables
     for n in range(len(stages)):
         name, steps = stages[n]
         r = _stage_recipe(recipe, name, steps)
@@ -397,7 +461,7 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
         if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
             state = torch.load(final, map_location="cpu", weights_only=True)
             continue
-        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n, fit_deadline)
+        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n, fit_deadline, shared)
         steps = stages[n][1]
         if state is None:
             if rank0:

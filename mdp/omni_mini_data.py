@@ -133,6 +133,7 @@ class PackDataset:
         self._units: dict[tuple, list] = {}
         self.too_long = 0
         self.stream_jitter = True  # random turn start time and buffered sparse frame (tests turn it off)
+        self.augment = True  # a fresh microphone per sample; off: the clean clip (the device path's equality test)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -196,7 +197,7 @@ class PackDataset:
         else:  # audio / stream / transcribe: the chunked user turn of omni.sequence_av
             from omni.sequence_av import build_av_user_turn
 
-            pcm = pack.question_audio(i, rng)
+            pcm = pack.question_audio(i, rng) if self.augment else pack.clean_question(i)
             ns = len(pcm)
             video, sparse, t0 = [], [], 0.0
             if layout == "stream":
@@ -245,7 +246,10 @@ class PackDataset:
             cat += [CAT_TEXT] * len(text_ids)
             audio += [[IGNORE] * 4] * len(text_ids)
             first += [False] * len(text_ids)
-        return self._finish(n, ids, codec, cat, audio, first, units, pcm)
+        s = self._finish(n, ids, codec, cat, audio, first, units, pcm)
+        # the stream's draws, for comparing the device path on the same rows
+        s.stream = (t0, bool(sparse)) if layout == "stream" else (0.0, False)  # type: ignore[attr-defined]
+        return s
 
     def _finish(self, n, ids, codec, cat, audio, first, units, pcm) -> Sample:
         L = len(ids)

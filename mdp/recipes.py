@@ -75,6 +75,8 @@ class Recipe:
     plan_budget_s: float = 0.0  # > 0 (with fit_budget): fit the stages to this much time, spent over resumed runs
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
+    train_path: str = "loader"  # omni-mini steps: "loader" (DataLoader workers) | "device" (mdp.omni_mini_device)
+    bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)
 
     def override(self, pairs: list[str]) -> "Recipe":
         """Apply `field=value` strings (types follow the field's default)."""

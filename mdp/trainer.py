@@ -125,7 +125,7 @@ class Trainer:
         self.param_groups = groups
         self.optimizer = torch.optim.AdamW(
             [{"params": v, "name": k} for k, v in groups.items() if v],
-            lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay,
+            lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay, **self._adamw_impl(),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
@@ -139,6 +139,10 @@ class Trainer:
                 model, self.pp_rank, d.pp, d.pp_microbatches, device, self.meshes.group("pp"), self._pp_loss
             )
         self.dataset: Dataset | None = None
+
+    def _adamw_impl(self) -> dict:
+        """AdamW implementation flags (torch's default choice here; subclasses pick)."""
+        return {}
 
     # --- schedule / loss -------------------------------------------------------
 
@@ -329,6 +333,21 @@ class Trainer:
             grads = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
                      for p in self.model.parameters() if p.grad is not None]
             torch._foreach_mul_(grads, coef)
+        return total
+
+    @torch.no_grad()
+    def clip_grads_async(self, max_norm: float) -> torch.Tensor:
+        """`clip_grads` for one process without reading the norm back: the scale
+        min(1, max_norm / norm) is applied as a device scalar. Returns the norm (a
+        device tensor, float64)."""
+        if self.world > 1:
+            raise ValueError("clip_grads_async is for a single process; use clip_grads")
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum().sqrt()
+        if max_norm > 0:
+            torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp(max=1.0).float())
         return total
 
     @torch.no_grad()

@@ -1,0 +1,326 @@
+"""Host-side plan of a training step of the device batch path: small integer tables.
+
+For a step's manifest records this computes, with whole-array numpy (no loop over
+samples), everything whose size the host must know: the random draws of each
+row (microphone: speed, silences, gain, noise, SNR; stream: start time, buffered
+frame), the length of every token segment of every row, the distinct vision units
+(frame pairs) and the audio rows. `mdp.omni_mini_build` turns the plan into
+tensors on the device; the plan itself is a few hundred KB of ints per step.
+
+A row is a fixed list of segment slots (most are empty for a given layout), in the
+order `PackDataset._build` emits its runs:
+
+    header | sparse timestamp, sparse still | still, newline | question text |
+    K x [chunk timestamp, frame pair, audio open, audio pads a_k] | tail pads,
+    audio close | transcribe prompt | newline | generation prompt | reply text | reply pads
+
+Each slot reads (id pool start, stride), (codec row start, stride), a label
+category, a first-audio flag, and a feature source (a vision unit or an audio
+row's frame offset), so expanding it to positions is a gather (`expand_segments`).
+
+Length buckets: the rows of `window` consecutive steps (the records the loader path
+would train in those steps) are sorted by length and cut into the steps' batches,
+taken in a seeded random order. Each row is then trimmed to its batch's longest,
+rounded up to `LENGTH_MULTIPLE`. `window = 1` keeps the loader path's batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
+from mdp.omni_mini_tables import LAYOUT_CODE, PackTables, record_arrays
+from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TAIL_RANGE_S
+from omni.synth.pack import SPEED_RANGE
+
+LENGTH_MULTIPLE = 16  # LLM rows are trimmed to a multiple of this (few distinct shapes)
+AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
+FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
+AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"])
+
+
+def encoder_frames(n: np.ndarray, a) -> np.ndarray:
+    """`encoders.audio.num_encoder_frames` of sample counts n (array)."""
+    t = np.where(n < a.window_samples, 0, (n - a.window_samples) // a.hop_samples + 1)
+    return -(-t // a.splice_stride)
+
+
+def frames_ready(n: np.ndarray, a) -> np.ndarray:
+    """Encoder frames released after n samples (`MiniTrainer`'s frames_ready, closed form):
+    frames j < total whose `samples_needed(j)` <= n."""
+    j = ((n - a.window_samples) // a.hop_samples - a.splice_right) // a.splice_stride - a.lookahead_frames + 1
+    return np.clip(j, 0, encoder_frames(n, a))
+
+
+def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter: bool) -> dict[str, np.ndarray]:
+    """Random conditions of n rows, as arrays. The laws are the loader path's
+    (`omni.synth.audio.random_noise_params`, `Pack.question_audio`, the stream jitter
+    of `PackDataset._build`); the numbers differ (one generator per window, not one
+    per record). Without `augment` the clip is heard clean at its own speed; without
+    `jitter` streams start at 0 s with no buffered frame."""
+    d: dict[str, np.ndarray] = {}
+    if augment:
+        d["speed"] = rng.uniform(*SPEED_RANGE, n)
+        d["kind"] = rng.choice(len(NOISE_PROBS), p=NOISE_PROBS, size=n)
+        d["snr_db"] = np.round(rng.uniform(*SNR_RANGE_DB, n), 1)
+        d["lead"] = np.round(np.round(rng.uniform(*LEAD_RANGE_S, n), 2) * 16000).astype(np.int64)
+        d["tail"] = np.round(np.round(rng.uniform(*TAIL_RANGE_S, n), 2) * 16000).astype(np.int64)
+        d["gain_db"] = np.round(rng.uniform(*GAIN_RANGE_DB, n), 1)
+    else:
+        d["speed"], d["kind"] = np.ones(n), np.zeros(n, np.int64)
+        d["snr_db"], d["gain_db"] = np.zeros(n), np.zeros(n)
+        d["lead"], d["tail"] = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    d["babble"] = rng.integers(num_clips, size=(n, 3))
+    d["babble_at"] = rng.integers(1 << 40, size=(n, 3))
+    d["hum_hz"] = rng.choice([50.0, 60.0], size=n)
+    d["hum_phase"] = rng.uniform(0, 2 * np.pi, (n, 4))
+    if jitter:
+        d["t0"] = rng.integers(0, 4, n) * 10 + np.where(rng.random(n) < 0.3, rng.integers(0, 10, n), 0)
+        d["sparse"] = (d["t0"] >= 20) & (rng.random(n) < 0.5)
+    else:
+        d["t0"], d["sparse"] = np.zeros(n, np.int64), np.zeros(n, bool)
+    return d
+
+
+@dataclasses.dataclass
+class Rows:
+    """Per-row plan before the rows are grouped into a step (see `finalize`)."""
+
+    index: np.ndarray  # [n] manifest record of each row
+    seg: np.ndarray  # int64 [n, S, len(FIELDS)]
+    length: np.ndarray  # [n] positions (the last one only a target)
+    units: np.ndarray  # int64 [n, 2 + K, 2] (first, second) frame of each vision slot, -1 = none
+    draws: dict  # `draw` arrays of the rows
+    clip: np.ndarray  # [n] question clip
+    n_speech: np.ndarray  # [n] samples of the (speed-changed) speech
+    ns: np.ndarray  # [n] samples heard (0: no audio)
+    is_av: np.ndarray  # [n] bool
+
+    def take(self, sel: np.ndarray) -> "Rows":
+        return Rows(self.index[sel], self.seg[sel], self.length[sel], self.units[sel],
+                    {k: v[sel] for k, v in self.draws.items()}, self.clip[sel], self.n_speech[sel], self.ns[sel],
+                    self.is_av[sel])
+
+
+def _pad_slots(a: np.ndarray, s: int, axis: int = 1) -> np.ndarray:
+    """Append empty slots (zeros; -1 for the feature keys) up to s."""
+    if a.shape[axis] >= s:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, s - a.shape[axis])
+    out = np.pad(a, pad)
+    if a.ndim == 3 and a.shape[2] == len(FIELDS):  # segment table: empty slots have no feature
+        out[:, a.shape[1]:, FIELDS.index("vkey")] = -1
+        out[:, a.shape[1]:, FIELDS.index("aoff")] = -1
+    elif a.ndim == 3:  # unit frames
+        out[:, a.shape[1]:] = -1
+    return out
+
+
+def concat_rows(parts: list[Rows]) -> Rows:
+    s = max(p.seg.shape[1] for p in parts)
+    u = max(p.units.shape[1] for p in parts)
+    return Rows(np.concatenate([p.index for p in parts]), np.concatenate([_pad_slots(p.seg, s) for p in parts]),
+                np.concatenate([p.length for p in parts]), np.concatenate([_pad_slots(p.units, u) for p in parts]),
+                {k: np.concatenate([p.draws[k] for p in parts]) for k in parts[0].draws},
+                np.concatenate([p.clip for p in parts]), np.concatenate([p.n_speech for p in parts]),
+                np.concatenate([p.ns for p in parts]), np.concatenate([p.is_av for p in parts]))
+
+
+def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: dict[str, np.ndarray]) -> Rows:
+    """Segment tables of the records `index` under draws `d` (arrays over rows)."""
+    a, sr = t.cfg.audio, t.cfg.audio.sample_rate
+    chunk = int(round(sr * t.cfg.chunk_seconds))
+    n = len(index)
+    lay, voice = rec["layout"][index], rec["voice"][index]
+    scene, answer = rec["scene"][index], rec["answer"][index]
+    clip = t.sample_clip[rec["i"][index]]
+    is_av = np.isin(lay, AV)
+    is_stream = lay == LAYOUT_CODE["stream"]
+    is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))
+    if np.any(voice & ~t.voice_ok[answer]):
+        raise ValueError("a spoken reply's text is longer than its audio rows (speech_rows)")
+    # --- audio: samples heard, frames, frames released per 1 s chunk
+    clip_len = t.clip_len[clip]
+    n_speech = np.where(d["speed"] == 1.0, clip_len, np.maximum(1, np.round(clip_len / d["speed"]))).astype(np.int64)
+    ns = np.where(is_av, n_speech + d["lead"] + d["tail"], 0)
+    n_audio = encoder_frames(ns, a)
+    n_chunks = -(-ns // chunk)
+    k_max = int(n_chunks.max()) if n else 0
+    k = np.arange(k_max)
+    live = k[None] < n_chunks[:, None]  # [n, K]
+    ready = np.minimum(frames_ready(np.minimum((k[None] + 1) * chunk, ns[:, None]), a), n_audio[:, None])
+    prev = np.concatenate([np.zeros((n, 1), np.int64), ready[:, :-1]], axis=1)
+    last = ready[:, -1] if k_max else np.zeros(n, np.int64)
+    t0 = np.where(is_stream, d["t0"], 0)
+    sparse = is_stream & d["sparse"]
+    ut = t.unit_tokens
+    # --- vision units: sparse still, still, one frame pair per chunk
+    f0 = np.where(scene >= 0, t.frame_offset[np.maximum(scene, 0)], 0)
+    nf = np.where(scene >= 0, t.num_frames[np.maximum(scene, 0)], 1)
+    units = np.full((n, 2 + k_max, 2), -1, np.int64)
+    units[sparse, 0] = f0[sparse, None]
+    units[is_img, 1] = f0[is_img, None]
+    vid = is_stream[:, None] & live
+    for j in (0, 1):  # the pair's first and second frame (past a scene's end its last frame holds)
+        fj = f0[:, None] + np.minimum(2 * k[None] + j, nf[:, None] - 1)
+        units[:, 2:, j] = np.where(vid, fj, -1)
+    # --- the slots
+    S = 6 + 4 * k_max + 7
+    seg = np.zeros((n, S, len(FIELDS)), np.int64)
+    seg[..., FIELDS.index("vkey")] = -1
+    seg[..., FIELDS.index("aoff")] = -1
+    col = {f: FIELDS.index(f) for f in FIELDS}
+
+    def put(slot, length, start, stride=1, mask=None, **kw):
+        m = np.ones(n, bool) if mask is None else mask
+        seg[:, slot, col["len"]] = np.where(m, length, 0)
+        seg[:, slot, col["id_start"]] = start
+        seg[:, slot, col["id_stride"]] = stride
+        for key, v in kw.items():
+            seg[:, slot, col[key]] = v
+
+    put(0, t.user[1], t.user[0])
+    ts_sparse = np.maximum(t0 - 20, 0)
+    put(1, t.ts_len[ts_sparse], t.ts_off[ts_sparse], mask=sparse)
+    put(2, ut, t.IMAGE_PAD, 0, mask=sparse, vkey=np.where(sparse, 0, -1))
+    put(3, ut, t.IMAGE_PAD, 0, mask=is_img, vkey=np.where(is_img, 1, -1))
+    put(4, t.newline[1], t.newline[0], mask=is_img)
+    q_len = np.select([lay == LAYOUT_CODE["text"], lay == LAYOUT_CODE["image"], lay == LAYOUT_CODE["say"],
+                       lay == LAYOUT_CODE["caption"]],
+                      [t.q_len[clip], t.q_len[clip], t.say_len[answer], t.caption_prompt[1]], 0)
+    q_off = np.select([np.isin(lay, (LAYOUT_CODE["text"], LAYOUT_CODE["image"])), lay == LAYOUT_CODE["say"]],
+                      [t.q_off[clip], t.say_off[answer]], t.caption_prompt[0])
+    put(5, q_len, q_off)
+    for kk in range(k_max):
+        base = 6 + 4 * kk
+        ts = np.minimum(t0 + 10 * kk, len(t.ts_len) - 1)
+        put(base, t.ts_len[ts], t.ts_off[ts], mask=live[:, kk])
+        put(base + 1, ut, t.IMAGE_PAD, 0, mask=vid[:, kk], vkey=np.where(vid[:, kk], 2 + kk, -1))
+        put(base + 2, t.audio_open[1], t.audio_open[0], mask=live[:, kk] & (kk == 0))
+        put(base + 3, ready[:, kk] - prev[:, kk], t.AUDIO_PAD, 0, mask=live[:, kk], aoff=np.where(is_av, prev[:, kk], -1))
+    tail = 6 + 4 * k_max
+    put(tail, n_audio - last, t.AUDIO_PAD, 0, mask=is_av, aoff=np.where(is_av, last, -1))
+    put(tail + 1, t.audio_close[1], t.audio_close[0], mask=is_av)
+    trx = lay == LAYOUT_CODE["transcribe"]
+    put(tail + 2, t.transcribe_prompt[1], t.transcribe_prompt[0], mask=trx)
+    put(tail + 3, t.newline[1], t.newline[0])
+    put(tail + 4, np.where(voice, t.prompt_voice[1], t.prompt_text[1]), np.where(voice, t.prompt_voice[0], t.prompt_text[0]))
+    cap = lay == LAYOUT_CODE["caption"]
+    r_len = np.select([cap, trx], [t.cap_len[np.maximum(scene, 0)], t.trx_len[clip]], t.ans_len[answer])
+    r_off = np.select([cap, trx], [t.cap_off[np.maximum(scene, 0)], t.trx_off[clip]], t.ans_off[answer])
+    cat = np.where(voice, CAT_AUDIO_TEXT, CAT_TEXT)
+    put(tail + 5, r_len, r_off, cat=cat, first=voice.astype(np.int64),
+        row_start=np.where(voice, t.rows_off[answer], 0), row_stride=voice.astype(np.int64))
+    put(tail + 6, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
+        row_start=t.rows_off[answer] + r_len, row_stride=1)
+    assert CAT_NONE == 0  # the zeros of empty slots and prompts are "no label"
+    length = seg[..., col["len"]].sum(1)
+    return Rows(np.asarray(index), seg, length, units, d, clip, n_speech, ns, is_av)
+
+
+@dataclasses.dataclass
+class StepPlan:
+    """One step's rows, ready for `mdp.omni_mini_build`."""
+
+    rows: Rows
+    T: int  # LLM input positions per row
+    seg: np.ndarray  # int64 [B, S, 8]: FIELDS up to "first", then the feature row of the slot's first position
+    unit_frames: np.ndarray  # int64 [U, 2] frames of the distinct vision units
+    audio_rows: np.ndarray  # [Ba] batch rows that carry audio
+    W: int  # audio buffer width (samples)
+    F: int  # encoder frames per audio row (the feature table's stride)
+    step: int = -1
+
+    @property
+    def tokens(self) -> int:
+        return int(self.rows.length.sum())
+
+
+def finalize(t: PackTables, rows: Rows, seq_len: int) -> StepPlan:
+    """Resolve a step's feature sources: distinct units (a still repeated over a
+    stream's chunks or across rows is encoded once), audio rows, buffer sizes."""
+    a = t.cfg.audio
+    seg = rows.seg.copy()
+    col = {f: FIELDS.index(f) for f in FIELDS}
+    u = rows.units  # [B, V, 2]
+    present = u[..., 0] >= 0
+    key = u[..., 0] * len(t.pack.frames_all) + u[..., 1]
+    uniq, inv = np.unique(key[present], return_inverse=True)
+    unit_id = np.full(key.shape, -1, np.int64)
+    unit_id[present] = inv
+    unit_frames = np.stack([uniq // len(t.pack.frames_all), uniq % len(t.pack.frames_all)], 1) if len(uniq) else \
+        np.zeros((0, 2), np.int64)
+    audio_rows = np.flatnonzero(rows.is_av)
+    arow = np.cumsum(rows.is_av) - 1
+    bucket = a.samples_per_frame * AUDIO_BUCKET_FRAMES
+    W = int(-(-rows.ns.max() // bucket) * bucket) if len(audio_rows) else 0
+    F = int(encoder_frames(np.array([W]), a)[0]) if W else 0
+    ut = t.unit_tokens
+    vkey, aoff = seg[..., col["vkey"]], seg[..., col["aoff"]]
+    vis = np.take_along_axis(unit_id, np.maximum(vkey, 0), axis=1)
+    feat = np.where(vkey >= 0, 1 + vis * ut, 0)
+    feat = np.where(aoff >= 0, 1 + len(uniq) * ut + arow[:, None] * F + aoff, feat)
+    out = np.concatenate([seg[..., : col["first"] + 1], feat[..., None]], axis=-1)
+    T = int(min(seq_len, -(-(int(rows.length.max()) - 1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE))
+    return StepPlan(rows, T, out, unit_frames, audio_rows, W, F)
+
+
+class StepPlanner:
+    """Step s -> its `StepPlan`, a pure function of (seed, s): resumable.
+
+    The records of the steps of one window are those the loader path trains in
+    those steps (`Dataset.step_indices`); a row longer than seq_len + 1 is replaced
+    by the next record (as `PackDataset.sample` does)."""
+
+    def __init__(self, tables: PackTables, records: list[dict], seed: int, global_batch: int, seq_len: int,
+                 window: int = 8, augment: bool = True, jitter: bool = True) -> None:
+        self.t, self.rec = tables, record_arrays(records)
+        self.n = len(records)
+        self.seed, self.gb, self.seq_len = seed, global_batch, seq_len
+        self.window, self.augment, self.jitter = max(1, window), augment, jitter
+        self.too_long = 0
+        self._win: tuple[int, Rows] | None = None
+
+    def step_indices(self, step: int) -> list[int]:
+        from mdp.data import Dataset
+
+        return Dataset.step_indices(self, self.seed, step, self.gb)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self, index: np.ndarray, rng: np.random.Generator, draws: dict | None = None) -> Rows:
+        """Rows of the records `index`, too-long ones replaced by later records."""
+        d = draws if draws is not None else draw(rng, len(index), len(self.t.clip_len), self.augment, self.jitter)
+        r = plan_rows(self.t, self.rec, np.asarray(index, np.int64), d)
+        for k in range(1, 17):
+            bad = np.flatnonzero(r.length > self.seq_len + 1)
+            if not len(bad):
+                return r
+            self.too_long += len(bad)
+            fix = plan_rows(self.t, self.rec, (r.index[bad] + 1) % self.n, {key: v[bad] for key, v in d.items()})
+            merged = concat_rows([r, fix])
+            keep = np.arange(len(r.index))
+            keep[bad] = len(r.index) + np.arange(len(bad))
+            r = merged.take(keep)
+            d = r.draws
+        raise ValueError(f"16 records in a row from {r.index[bad[0]]} exceed seq_len + 1 = {self.seq_len + 1}")
+
+    def plan(self, step: int) -> StepPlan:
+        w = step // self.window
+        if self._win is None or self._win[0] != w:
+            first = w * self.window
+            index = np.concatenate([self.step_indices(s) for s in range(first, first + self.window)])
+            rng = np.random.default_rng([self.seed, 7, w])
+            rows = self.rows(index, rng)
+            if self.window > 1:  # length buckets, taken in a random order
+                order = np.argsort(rows.length, kind="stable").reshape(self.window, self.gb)
+                rows = rows.take(order[rng.permutation(self.window)].reshape(-1))
+            self._win = (w, rows)
+        k = step % self.window
+        plan = finalize(self.t, self._win[1].take(np.arange(k * self.gb, (k + 1) * self.gb)), self.seq_len)
+        plan.step = step
+        return plan

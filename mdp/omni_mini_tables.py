@@ -1,0 +1,156 @@
+"""The default model's pack as lookup tables, for building whole batches on the device.
+
+`mdp.omni_mini_data.PackDataset` builds one sample at a time in Python (token runs,
+numpy microphone, PIL patches) in loader workers. The device path
+(`mdp.omni_mini_plan` plans a step on the host, `mdp.omni_mini_build` materializes it
+on the device) instead reads the pack through the tables made here, once per run:
+
+    id pool      every token run a sample can contain, tokenized once by the same
+                 `ChatFormat` pieces the serving code uses: role headers, newline,
+                 generation prompts, audio open / close, prompts, each clip's question,
+                 each answer's "say ..." and reply text (+ EOS), each scene's caption,
+                 every `second{t}:` timestamp, and single placeholder / pad ids (runs
+                 of one id are read with stride 0)
+    row pool     codec rows [R, 4]: row 0 the codec pad, then every answer's spoken
+                 reply rows (`speech_rows`)
+    media        the pack's frames (uint8 [F, S, S, 3]) and clean question clips
+                 (mu-law uint8, decoded by a 256-entry table equal to `mulaw_decode`)
+
+A sample is then a list of (pool start, length, stride) segments, so a batch is a
+few gathers whatever its layouts. Host-side arrays (numpy) give the lengths the
+planner needs; device tensors hold what the builder reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mdp.omni_mini_data import LAYOUTS, speech_rows
+from omni.synth.audio import mulaw_decode
+from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
+
+MAX_TIMESTAMP_S = 120.0  # `second{t}:` runs tokenized for t in [0, MAX] in 0.1 s steps
+
+
+class _Pool:
+    """A growing flat list of ids with (offset, length) per added run."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+
+    def add(self, run: list[int]) -> tuple[int, int]:
+        off = len(self.ids)
+        self.ids += list(run)
+        return off, len(run)
+
+    def add_many(self, runs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        spans = [self.add(r) for r in runs]
+        return np.array([s[0] for s in spans], np.int64), np.array([s[1] for s in spans], np.int64)
+
+
+class PackTables:
+    """Token, codec-row and media tables of a pack (see the module docstring).
+
+    `codes`: the answers' codec tokens (`answer_code_table`), the ones the loader path
+    uses. Tables for things no layout can reach (e.g. spoken replies whose text is
+    longer than their audio) are still built; the planner never selects them."""
+
+    def __init__(self, pack, cfg, tokenizer, codes: list[np.ndarray], device: torch.device) -> None:
+        from omni.sequence import ChatFormat, format_timestamp
+
+        self.pack, self.cfg, self.device = pack, cfg, torch.device(device)
+        fmt = ChatFormat(tokenizer, cfg.audio_pad_id)
+        sp = self.sp = tokenizer.special
+        text = lambda s: fmt.text(s).ids.tolist()
+        pool = _Pool()
+        # single ids, read with stride 0 for runs of any length
+        self.IMAGE_PAD = pool.add([sp.image_pad])[0]
+        self.AUDIO_PAD = pool.add([sp.audio_pad])[0]
+        self.REPLY_PAD = pool.add([cfg.audio_pad_id])[0]  # text stream of a spoken reply after its EOS
+        self.ROW_PAD = pool.add([sp.pad])[0]
+        # fixed runs: (offset, length)
+        self.user = pool.add(fmt.header("user").ids.tolist())
+        self.newline = pool.add(fmt.newline().ids.tolist())
+        self.prompt_voice = pool.add(fmt.generation_prompt(True).ids.tolist())
+        self.prompt_text = pool.add(fmt.generation_prompt(False).ids.tolist())
+        self.audio_open = pool.add(fmt.audio_open().ids.tolist())
+        self.audio_close = pool.add(fmt.audio_close().ids.tolist())
+        self.caption_prompt = pool.add(text(CAPTION_PROMPT))
+        self.transcribe_prompt = pool.add(text(TRANSCRIBE_PROMPT))
+        meta = pack.meta
+        clip_texts, answers = meta["clip_texts"], meta["answer_texts"]
+        # per clip: the question as a user text item, and as a transcription reply (+ EOS)
+        self.q_off, self.q_len = pool.add_many([text(t) for t in clip_texts])
+        self.trx_off, self.trx_len = pool.add_many([tokenizer.encode(t) + [sp.eos] for t in clip_texts])
+        # per answer: "say {answer}", and the reply text (+ EOS)
+        self.say_off, self.say_len = pool.add_many([text("say " + a) for a in answers])
+        reply = [tokenizer.encode(a) + [sp.eos] for a in answers]
+        self.ans_off, self.ans_len = pool.add_many(reply)
+        # per scene: the caption reply (+ EOS)
+        self.cap_off, self.cap_len = pool.add_many(
+            [tokenizer.encode(scene_caption(pack.scene(k))) + [sp.eos] for k in range(pack.num_scenes)])
+        # `second{t}:` for t = tenth / 10
+        self.ts_off, self.ts_len = pool.add_many(
+            [text(format_timestamp(k / 10)) for k in range(int(MAX_TIMESTAMP_S * 10) + 1)])
+        # codec rows of every spoken reply; row 0 is the pad row
+        rows = [[cfg.audio_pad_id] * 4]
+        self.rows_off = np.zeros(len(answers), np.int64)
+        self.rows_len = np.zeros(len(answers), np.int64)
+        self.voice_ok = np.zeros(len(answers), bool)  # the reply's text fits its audio rows
+        for a, c in enumerate(codes):
+            _, r = speech_rows(reply[a][: len(c[0]) + 1], c, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id)
+            self.rows_off[a], self.rows_len[a] = len(rows), len(r)
+            self.voice_ok[a] = len(reply[a]) <= len(r)
+            rows += r
+        # host views the planner reads
+        self.sample_clip = pack.sample_clip.astype(np.int64)
+        self.clip_offset = pack.clip_offset.astype(np.int64)
+        self.clip_len = np.diff(self.clip_offset)
+        self.frame_offset = pack.scene_frame_offset.astype(np.int64)
+        self.num_frames = np.diff(self.frame_offset)
+        self.frame_size = tuple(pack.frames_all.shape[1:3])
+        self._check_vision()
+        # device copies the builder reads
+        dev = self.device
+        self.id_pool = torch.tensor(pool.ids, dtype=torch.long, device=dev)
+        self.row_pool = torch.tensor(rows, dtype=torch.long, device=dev)
+        self.frames = torch.from_numpy(np.ascontiguousarray(pack.frames_all)).to(dev)
+        self.clips = torch.from_numpy(pack.clip_mulaw.copy()).to(dev)  # (the pack's buffer is read-only)
+        self.mulaw = torch.from_numpy(mulaw_decode(np.arange(256, dtype=np.uint8))).to(dev)
+        v = cfg.vision
+        self.image_mean = torch.tensor(v.image_mean, device=dev).view(1, 1, 3, 1, 1)
+        self.image_std = torch.tensor(v.image_std, device=dev).view(1, 1, 3, 1, 1)
+
+    @property
+    def unit_tokens(self) -> int:
+        """LLM tokens of one still or frame pair (every unit of a pack has one size)."""
+        return self.grid[0] * self.grid[1] // 2
+
+    def _check_vision(self) -> None:
+        """The device path patchifies frames as they are: every still and every frame
+        pair the loader path would make must keep the pack's size (no resize)."""
+        from encoders.image_processing import image_size, video_frame_size
+
+        v, (h, w) = self.cfg.vision, self.frame_size
+        p = v.patch_size
+        sizes = {image_size(h, w, v)} | {video_frame_size(h, w, 2 * n, v) for n in range(1, 33)}
+        if sizes != {(h, w)} or h % p or w % (2 * p):
+            raise ValueError(f"the device batch path needs the pack's {h}x{w} frames to reach the ViT unresized; "
+                             f"the loader path would resize them to {sorted(sizes)}")
+        self.grid = (h // p, w // p)
+
+
+LAYOUT_CODE = {name: k for k, name in enumerate(LAYOUTS)}
+
+
+def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
+    """A stage manifest's records as column arrays (once per stage)."""
+    return {
+        "i": np.array([r["i"] for r in records], np.int64),
+        "layout": np.array([LAYOUT_CODE[r["layout"]] for r in records], np.int64),
+        "scene": np.array([r["scene"] for r in records], np.int64),
+        "answer": np.array([r["answer"] for r in records], np.int64),
+        "voice": np.array([r["voice"] for r in records], bool),
+        "seed": np.array([r["seed"] for r in records], np.int64),
+    }

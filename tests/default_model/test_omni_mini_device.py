@@ -1,0 +1,274 @@
+"""The device batch path of the default model (`train_path=device`) against the
+loader path (`PackDataset` + `MiniTrainer`), on the tests' tiny pack.
+
+Compared with the microphone augmentation off in both (the clean clip; the stream's
+start time and buffered frame are taken from the loader's draws):
+
+* token rows: ids, codec rows, text labels and categories, audio labels and
+  first-audio flags are equal, exactly, over the device batch's length; the loader's
+  positions past it are all padding;
+* media: every placeholder position reads the same source: the same patch rows of
+  the same still / frame pair, or the same audio samples of the same frame;
+* model: with the same weights, the LLM's input rows and the stage-1 loss agree
+  to float32 tolerance (the encoders batch differently: packed vs dense ViT
+  attention, audio buffers of another width).
+
+Then: a device step reads nothing back to the host (`HostReads(strict=True)` makes
+the Tensor methods that would raise when project code calls them), and the staged
+recipe trains, resumes and exports with `train_path=device`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+STAGE_LEN = {"speech": 176, "vision": 176, "dialogue": 384}
+
+
+@pytest.fixture(scope="module")
+def world(mini_pack):
+    from mdp.omni_mini_data import answer_code_table
+    from mdp.omni_mini_tables import PackTables
+    from omni.config import get_omni_config
+    from omni.synth.pack import Pack
+    from omni.tokenizer import load_tokenizer
+
+    pack = Pack(mini_pack)
+    cfg, tok = get_omni_config("mini"), load_tokenizer()
+    codes = answer_code_table(pack)
+    return pack, cfg, tok, codes, PackTables(pack, cfg, tok, codes, torch.device("cpu"))
+
+
+def _frames_ready_loop(cfg):
+    from encoders.audio import num_encoder_frames, samples_needed
+
+    def ready(n: int) -> int:
+        total, j = num_encoder_frames(n, cfg.audio), 0
+        while j < total and samples_needed(j, cfg.audio) <= n:
+            j += 1
+        return j
+
+    return ready
+
+
+def _both(world, stage: str, tmp_path, rows: int = 40):
+    """Loader samples and the device plan of the same records, augmentation off."""
+    from encoders.audio import num_encoder_frames
+    from mdp.omni_mini_data import PackDataset
+    from mdp.omni_mini_plan import StepPlanner, draw, finalize
+    from mdp.omni_mini_stages import write_stage_manifest
+
+    pack, cfg, tok, codes, tables = world
+    manifest = str(tmp_path / f"{stage}.jsonl")
+    write_stage_manifest(pack, stage, manifest, rows, 3)
+    ds = PackDataset(manifest, pack, cfg, tok, STAGE_LEN[stage], lambda n: num_encoder_frames(n, cfg.audio),
+                     _frames_ready_loop(cfg), codes)
+    ds.augment = False
+    idx = np.arange(rows)
+    samples = [ds.sample(int(i)) for i in idx]
+    planner = StepPlanner(tables, ds.records, 0, rows, STAGE_LEN[stage], window=1, augment=False, jitter=False)
+    d = draw(np.random.default_rng(0), rows, len(tables.clip_len), augment=False, jitter=False)
+    d["t0"] = np.array([int(round(s.stream[0] * 10)) for s in samples])
+    d["sparse"] = np.array([s.stream[1] for s in samples])
+    plan = finalize(tables, planner.rows(idx, None, d), STAGE_LEN[stage])
+    return ds, samples, plan
+
+
+def test_closed_form_frame_counts_equal_the_encoders(world):
+    from encoders.audio import num_encoder_frames
+    from mdp.omni_mini_plan import encoder_frames, frames_ready
+
+    cfg = world[1]
+    n = np.arange(0, 60000, 7)
+    assert np.array_equal(encoder_frames(n, cfg.audio), [num_encoder_frames(int(v), cfg.audio) for v in n])
+    loop = _frames_ready_loop(cfg)
+    assert np.array_equal(frames_ready(n, cfg.audio), [loop(int(v)) for v in n])
+
+
+@pytest.mark.parametrize("stage", ["speech", "vision", "dialogue"])
+def test_device_batches_equal_loader_batches(world, stage, tmp_path):
+    from mdp.data import CAT_NONE, IGNORE, stack
+    from mdp.omni_mini_build import build_audio, build_patches, expand_segments, to_device
+
+    ds, samples, plan = _both(world, stage, tmp_path)
+    tables = world[4]
+    old = stack(samples)
+    p = to_device(tables, plan, torch.device("cpu"))
+    new = expand_segments(tables, p["seg"], plan.T)
+    T = plan.T
+    assert T <= STAGE_LEN[stage] and T % 16 == 0
+    for key in ("ids", "codec", "text_labels", "text_cat", "audio_labels", "first_audio"):
+        assert torch.equal(new[key], old[key][:, :T]), key
+    # past the device batch's length the loader rows hold padding only
+    assert (old["ids"][:, T:] == tables.sp.pad).all() and (old["text_cat"][:, T:] == CAT_NONE).all()
+    assert (old["audio_labels"][:, T:] == IGNORE).all() and not old["first_audio"][:, T:].any()
+    layouts = {ds.records[i]["layout"] for i in range(len(samples))}
+    if stage == "dialogue":
+        assert {"stream", "image", "audio"} <= layouts
+        assert any(s.stream[1] for s in samples), "no buffered still in the rows: widen the test"
+    # media: what fills each placeholder position
+    patches = build_patches(tables, p["units"]) if len(plan.unit_frames) else None
+    pcm = build_audio(tables, p, augment=False, gen=None) if len(plan.audio_rows) else None
+    ut, per = tables.unit_tokens, tables.grid[0] * tables.grid[1]
+    arow = {int(b): a for a, b in enumerate(plan.audio_rows)}
+    checked = 0
+    for b, s in enumerate(samples):
+        starts = np.cumsum([0] + [it.num_tokens for it in s.items])
+        feat = new["feat"][b]
+        ph = ((s.ids == tables.sp.image_pad) | (s.ids == tables.sp.audio_pad)).nonzero().flatten().tolist()
+        assert ph == (feat > 0).nonzero().flatten().tolist()
+        for pos, row in zip(ph, s.order):
+            k = int(np.searchsorted(starts, row, side="right") - 1)
+            item, j = s.items[k], row - starts[k]
+            f = int(feat[pos]) - 1
+            if item.kind == "image":
+                u, jj = divmod(f, ut)
+                assert jj == j
+                assert torch.equal(patches[u * per + 2 * j : u * per + 2 * j + 2], item.data["patches"][2 * j : 2 * j + 2])
+            else:
+                f -= len(plan.unit_frames) * ut
+                a, jj = divmod(f, plan.F)
+                assert jj == j and a == arow[b]
+                want = item.data["pcm"]
+                assert torch.equal(pcm[a, : len(want)], want) and not pcm[a, len(want):].any()
+            checked += 1
+    assert checked > 0
+
+
+@pytest.fixture(scope="module")
+def trainer(world, tmp_path_factory):
+    """A device-path trainer of the mini model on CPU in fp32 (one-process group)."""
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from mdp.data import default_layout
+    from mdp.omni_mini import _stage_recipe
+    from mdp.omni_mini_device import DeviceMiniTrainer
+    from mdp.recipes import get_recipe
+    from mdp.train import init_distributed
+
+    init_distributed()
+    work = tmp_path_factory.mktemp("device_trainer")
+    r = _stage_recipe(get_recipe("omni-mini-smoke"), "dialogue", 8)
+    r = dataclasses.replace(r, out_dir=str(work), global_batch=6, bf16="off", lr=3e-3, min_lr=3e-3, warmup_steps=1)
+    tr = DeviceMiniTrainer(r, torch.device("cpu"))
+    tr.layout = default_layout(tr.cfg.llm.pad_token_id, tr.cfg.audio_pad_id)
+    yield tr
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
+    """Same weights, same records: the LLM input rows and the loss agree."""
+    from mdp.loss import label_counts, pack_labels
+    from mdp.omni_mini import pack_step
+    from mdp.omni_mini_build import expand_segments, to_device
+
+    tr = trainer
+    ds, samples, plan = _both(world, "dialogue", tmp_path, rows=10)
+    tr.tables, tr.augment = world[4], False
+    with torch.no_grad():
+        tr._batches = iter([pack_step(samples)])
+        batch, items, kinds, ntok = tr._load(0)
+        bplan, mine = tr.balance.distribute(items, [it.cost for it in items])
+        gathered, _ = tr._encode(bplan, mine, kinds, ntok)
+        ph = (batch["ids"] == tr.layout.image_pad_id) | (batch["ids"] == tr.layout.audio_pad_id)
+        x_old = tr.model.embed(batch["ids"], batch["codec"], gathered, ph)
+        h = tr.model.run_layers(x_old, final_norm=True)
+        loss_old = tr.model.loss_from_hidden(h, pack_labels(batch), label_counts(batch))
+
+        p = to_device(tr.tables, plan, tr.device)
+        new = expand_segments(tr.tables, p["seg"], plan.T)
+        feats = tr.encoders(plan, p)
+        x_new = tr.embed_inputs(new, feats)
+        loss_new = tr.forward_loss(new, feats)
+    assert torch.allclose(x_new, x_old[:, : plan.T], atol=2e-5, rtol=1e-5)
+    assert torch.allclose(loss_new, loss_old, rtol=1e-5), (float(loss_new), float(loss_old))
+
+
+def test_guard_catches_host_reads():
+    from mdp.omni_mini_device import HostReadError, HostReads
+
+    x = torch.ones(3)
+    with HostReads(strict=True), pytest.raises(HostReadError):
+        float(x.sum())
+    with HostReads() as seen:
+        bool(x.any())
+        x.tolist()
+    assert len(seen.calls) == 2 and float(x.sum()) == 3.0
+
+
+def test_device_step_reads_nothing_back(world, trainer, mini_pack, tmp_path):
+    from mdp.omni_mini_device import HostReads, materialize
+    from mdp.omni_mini_stages import write_stage_manifest
+
+    pack, _, _, codes, tables = world
+    manifest = str(tmp_path / "dialogue.jsonl")
+    write_stage_manifest(pack, "dialogue", manifest, 24, 0)
+    trainer.attach_device_data(manifest, pack, codes, tables=tables, window=2, augment=True)
+    plans = [trainer.planner.plan(s) for s in range(3)]  # host work: numpy and the records' CPU permutation
+    with HostReads(strict=True):
+        recs = [trainer.run(plan) for plan in plans]
+    vals = [materialize(r) for r in recs]
+    assert all(np.isfinite(v["loss"]) and v["grad_norm"] > 0 for v in vals), vals
+    assert trainer.expert_backend == "grouped_mm"  # the sort-based experts run on CPU
+
+
+@pytest.mark.slow
+def test_device_path_trains_resumes_exports(tmp_path, mini_pack):
+    """The staged recipe with `train_path=device`: the loss falls, a stopped run
+    resumes, and the export loads."""
+    import torch.distributed as dist
+
+    from mdp.omni_mini import run_curriculum
+    from mdp.recipes import get_recipe
+    from mdp.train import init_distributed
+
+    out = tmp_path / "run"
+    r = get_recipe("omni-mini-smoke").override(
+        [f"pack={mini_pack}", f"out_dir={out}", "stage_steps=speech:3,vision:2,dialogue:6", "stage_samples=8",
+         "save_every=2", "lr=3e-3", "min_lr=3e-3", "train_path=device", "bucket_window=2", "log_every=4"]
+    )
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    init_distributed()
+    try:
+        assert run_curriculum(r, stop_after=2) is None
+        model_dir = run_curriculum(r)
+    finally:
+        dist.destroy_process_group()
+    speech = json.loads((out / "speech" / "loss.json").read_text())
+    assert [row["step"] for row in speech] == [0, 1, 2]
+    assert all(0.0 <= row["text_acc"] <= 1.0 for row in speech)
+    dialogue = [row["loss"] for row in json.loads((out / "dialogue" / "loss.json").read_text())]
+    assert min(dialogue[-2:]) < 0.6 * speech[0]["loss"], (speech, dialogue)
+    from omni.model import OmniModel
+
+    assert OmniModel.from_pretrained(model_dir).config.llm.hidden_size == 256
+
+
+def test_too_long_rows_are_replaced_by_later_records(world, tmp_path):
+    """As `PackDataset.sample`: a row longer than seq_len + 1 takes the next record."""
+    from mdp.omni_mini_data import read_stage_manifest
+    from mdp.omni_mini_plan import StepPlanner, draw
+    from mdp.omni_mini_stages import write_stage_manifest
+
+    pack, tables = world[0], world[4]
+    manifest = str(tmp_path / "dialogue.jsonl")
+    write_stage_manifest(pack, "dialogue", manifest, 60, 1)
+    recs = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+    idx = np.arange(60)
+    d = draw(np.random.default_rng(1), 60, len(tables.clip_len), augment=True, jitter=True)
+    free = StepPlanner(tables, recs, 0, 60, 384).rows(idx, None, d).length
+    cap = int(np.sort(free)[40])  # about a third of the rows are too long for this seq_len
+    planner = StepPlanner(tables, recs, 0, 60, cap - 1)
+    rows = planner.rows(idx, None, d)
+    assert (rows.length <= cap).all() and planner.too_long > 0
+    moved = rows.index != idx
+    assert moved.any() and (free[~moved] <= cap).all() and (free[moved] > cap).all()
+    assert (((rows.index - idx) % 60)[moved] >= 1).all()
