@@ -17,7 +17,13 @@ optimizer (clipping, AdamW, expert bias), and the host syncs of one step: reads 
 device values by project code (both devices) and, on CUDA, every synchronizing
 CUDA call (`torch.cuda.set_sync_debug_mode`). The loader path's records of step s
 are those the device path trains in the window of steps holding s (its length
-buckets reorder rows within `--window` steps). Prints a table, writes JSON.
+buckets reorder rows within `--window` steps). With `--profile`, one more step of
+each case runs under torch.profiler: its kernel count, device time, the busiest
+kernels and host ops go into the case's row (`--trace-dir`: its chrome trace too).
+`--paths device_legacy` runs the device path with what this version changed set
+back where a switch exists (torch's own SDPA choice, cuDNN attention included; the
+ViT through SDPA; trimmed lengths rounded to 16 only), for old-vs-new in one run.
+Prints a table, writes JSON.
 
     python bench/train_throughput.py --pack runs/data/train.pack.npz --device cuda --batch 192
     python bench/train_throughput.py --pack runs/tp_data/train.pack.npz --device cpu --batch 8 --steps 3 --workers 0
@@ -117,7 +123,7 @@ def run_loader(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
 
     r = _recipe(stage, batch, work, manifest, args)
     tr = MiniTrainer(r, dev)
-    total = args.warmup + args.steps + args.breakdown + 1
+    total = args.warmup + args.steps + args.breakdown + 1 + int(args.profile)
     tr.attach_pack(manifest, pack, codes, args.workers, 0, total, prefetch=args.prefetch)
     seen = {"tokens": 0, "on": False}
     load = tr._load
@@ -157,18 +163,26 @@ def run_loader(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
            "llm_positions_per_step": batch * r.seq_len, "workers": args.workers}
     row["llm_tokens_per_step"] = seen["tokens"] / args.steps
     row.update(_breakdown(tr, ph, dev, s, args, bar, tr.step, tr.step, [(tr, "_load")]))
+    if args.profile:
+        row["profile"] = _profile(tr.step, s + args.breakdown + 1, dev, args, f"{stage}_{batch}_loader")
     tr.close_loader()
     return row
 
 
 def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, manifest: str, bar,
-               tables) -> tuple[dict, object]:
+               tables, legacy: bool = False) -> tuple[dict, object]:
     from mdp.omni_mini_device import DeviceMiniTrainer, materialize
 
     r = _recipe(stage, batch, work, manifest, args)
     tr = DeviceMiniTrainer(r, dev)
+    if args.length_buckets >= 0:
+        tr.per_octave = args.length_buckets
+    if legacy:  # the settings before this version's changes, where a switch exists
+        tr.attention, tr.per_octave = (), 0
+        for layer in tr.model.encoders["vision"].vit.encoder.layers if "vision" in tr.model.encoders else []:
+            layer.attn.backend = "sdpa"  # a dense SDPA batch (without the old all-True key mask)
     if args.compile:
-        tr.compile_regions(args.compile)
+        tr.compile_regions(args.compile, args.compile_mode or None)
     tr.attach_device_data(manifest, pack, codes, tables=tables, augment=not args.no_augment)
     ph = _Phases(dev)
     ph.wrap(tr.planner, "plan", "data")
@@ -196,13 +210,17 @@ def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
     materialize(pending)
     _sync(dev)
     elapsed = time.perf_counter() - t0
-    row = {"path": "device", "stage": stage, "batch": batch, "steps": args.steps, "seconds": elapsed,
-           "samples_per_s": args.steps * batch / elapsed, "ms_per_step": 1e3 * elapsed / args.steps,
+    row = {"path": "device_legacy" if legacy else "device", "stage": stage, "batch": batch, "steps": args.steps,
+           "seconds": elapsed, "samples_per_s": args.steps * batch / elapsed, "ms_per_step": 1e3 * elapsed / args.steps,
            "llm_tokens_per_step": tokens / args.steps, "llm_positions_per_step": positions / args.steps,
            "window": args.window, "expert_backend": tr.expert_backend, "augment": not args.no_augment,
-           "compile": args.compile}
+           "compile": args.compile, "compile_mode": args.compile_mode, "attention": list(tr.attention),
+           "lengths_per_octave": tr.per_octave}
     row.update(_breakdown(tr, ph, dev, s, args, bar, lambda k: materialize(tr.step(k)), tr.step,
                           [(tr.planner, "plan")]))
+    if args.profile:
+        tag = f"{stage}_{batch}_{row['path']}" + (f"_compile_{args.compile_mode or 'default'}" if args.compile else "")
+        row["profile"] = _profile(lambda k: materialize(tr.step(k)), s + args.breakdown + 1, dev, args, tag)
     return row, tr.tables
 
 
@@ -236,6 +254,60 @@ def _breakdown(tr, ph: _Phases, dev, s: int, args, bar, step, bare, host_only: l
     return out
 
 
+# kernel families by name, to see where the launches go (first match wins)
+KERNEL_KINDS = (("attention", ("flash", "fmha", "sdpa", "attention")),
+                ("conv/fft", ("conv", "depthwise", "fft")),
+                ("gemm", ("gemm", "cutlass", "sm90_", "xmma", "cublas", "matmul", "grouped_mm")),
+                ("reduce", ("reduce", "norm", "softmax", "cross_entropy", "nll")),
+                ("index/scatter/sort", ("index", "scatter", "gather", "sort", "radix", "embedding", "search")),
+                ("copy/fill", ("copy", "memcpy", "memset", "fill", "cat")),
+                ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton_")))
+
+
+def _profile(step, s: int, dev: torch.device, args, tag: str) -> dict:
+    """One step under torch.profiler: kernels launched and their device time (by
+    family, and the busiest), the busiest host ops by self time, the step's wall
+    time; `--trace-dir`: the chrome trace, gzipped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    _sync(dev)
+    with profile(activities=acts) as prof:
+        t = time.perf_counter()
+        step(s)
+        _sync(dev)
+        wall = time.perf_counter() - t
+    ev = prof.key_averages()
+    on_dev = [e for e in ev if "CUDA" in str(getattr(e, "device_type", ""))]
+    dev_us = lambda e: getattr(e, "self_device_time_total", 0.0)
+    kinds: dict[str, list] = {}
+    for e in on_dev:
+        name = e.key.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
+        acc = kinds.setdefault(kind, [0, 0.0])
+        acc[0] += e.count
+        acc[1] += dev_us(e) / 1e3
+    out = {"wall_ms": round(1e3 * wall, 2), "kernels": int(sum(e.count for e in on_dev)),
+           "device_ms": round(sum(dev_us(e) for e in on_dev) / 1e3, 2),
+           "by_kind": {k: [n, round(ms, 2)] for k, (n, ms) in sorted(kinds.items(), key=lambda kv: -kv[1][1])},
+           "top_kernels": [(e.key[:120], round(dev_us(e) / 1e3, 3), e.count)
+                           for e in sorted(on_dev, key=dev_us, reverse=True)[: args.top]],
+           "top_host_ops": [(e.key[:120], round(e.self_cpu_time_total / 1e3, 3), e.count)
+                            for e in sorted(ev, key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]],
+           "host_ops": int(sum(e.count for e in ev if e.key.startswith("aten::")))}
+    if args.trace_dir:
+        import gzip
+        import shutil
+
+        os.makedirs(args.trace_dir, exist_ok=True)
+        raw = os.path.join(args.trace_dir, f"{tag}.json")
+        prof.export_chrome_trace(raw)
+        with open(raw, "rb") as src, gzip.open(raw + ".gz", "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        os.remove(raw)
+    return out
+
+
 def _release(dev) -> None:
     gc.collect()
     if dev.type == "cuda":
@@ -243,23 +315,44 @@ def _release(dev) -> None:
 
 
 def _table(rows: list[dict]) -> str:
-    head = (f"{'stage':9s} {'batch':>5s} {'path':7s} {'samples/s':>10s} {'ms/step':>8s} {'tokens':>13s} "
+    head = (f"{'stage':9s} {'batch':>5s} {'path':13s} {'samples/s':>10s} {'ms/step':>8s} {'tokens':>13s} "
             f"{'data':>7s} {'enc':>7s} {'llm':>7s} {'opt':>7s} {'syncs':>6s} {'speedup':>8s}")
     lines = [head, "-" * len(head)]
     base = {(r["stage"], r["batch"]): r["samples_per_s"] for r in rows if r["path"] == "loader" and "error" not in r}
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:7s} failed: {r['error'][:80]}")
+            lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:13s} failed: {r['error'][:80]}")
             continue
         ph = r.get("phases_ms", {})
         syncs = r.get("cuda_syncs", r.get("host_reads", float("nan")))
         tok = f"{r['llm_tokens_per_step']:.0f}/{r['llm_positions_per_step']:.0f}"
         b = base.get((r["stage"], r["batch"]))
         sp = f"{r['samples_per_s'] / b:7.1f}x" if b else ""
-        lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:7s} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} "
+        lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:13s} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} "
                      f"{tok:>13s} {ph.get('data', 0):7.1f} {ph.get('encoders', 0):7.1f} {ph.get('llm', 0):7.1f} "
                      f"{ph.get('optimizer', 0):7.1f} {syncs:6d} {sp:>8s}")
     return "\n".join(lines)
+
+
+def _write(args, dev: torch.device, rows: list[dict]) -> dict:
+    """The JSON report of the rows so far (rewritten after every case: a run stopped
+    by a time limit keeps the cases it finished). Returns the speed-ups."""
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    speedups = {}
+    for r in rows:
+        if r["path"].startswith("device") and "error" not in r:
+            base = [b for b in rows if b["path"] == "loader" and b["stage"] == r["stage"] and b["batch"] == r["batch"]
+                    and "error" not in b]
+            if base:
+                key = f"{r['stage']}@{r['batch']}" + ("" if r["path"] == "device" else f":{r['path']}")
+                speedups[key] = round(r["samples_per_s"] / base[0]["samples_per_s"], 2)
+    report = {"device": name, "torch": torch.__version__, "command": " ".join(sys.argv), "args": vars(args),
+              "rows": rows, "speedup_device_over_loader": speedups}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out + ".tmp", "w") as fh:
+        json.dump(report, fh, indent=1)
+    os.replace(args.out + ".tmp", args.out)
+    return speedups
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -268,7 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stage", default="speech,vision,dialogue",
                    help="comma-separated stages of the omni-mini recipe (speech, vision, dialogue)")
     p.add_argument("--batch", default="192", help="comma-separated global batch sizes (rows per step)")
-    p.add_argument("--paths", default="loader,device", help="comma-separated paths to run: loader, device")
+    p.add_argument("--paths", default="loader,device",
+                   help="comma-separated paths to run: loader, device, device_legacy (the device path with the "
+                        "settings this version changed set back: see the top of this file)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per case (throughput)")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps first (the loader path adds --workers more, so that its prefetched "
@@ -282,7 +377,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-augment", action="store_true", help="device path: clean clips (no microphone augmentation)")
     p.add_argument("--compile", default="", metavar="REGIONS",
                    help="device path: torch.compile these regions, comma-separated: layers (decoder layers), "
-                        "heads (audio heads), audio (DFSMN layers); a hook to measure on the GPU (default: none)")
+                        "heads (audio heads), audio (DFSMN layers), vision (ViT layers); a hook to measure on the "
+                        "GPU (default: none)")
+    p.add_argument("--compile-mode", default="",
+                   help="device path with --compile: torch.compile's mode, e.g. reduce-overhead (CUDA graphs); "
+                        "default: torch's")
+    p.add_argument("--length-buckets", type=int, default=-1,
+                   help="device path: trimmed lengths per doubling (mdp.omni_mini_plan.bucket_length; 0: multiples "
+                        "of 16 only; -1: the trainer's default)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile one more step of each case (kernels, device time, busiest kernels and host ops)")
+    p.add_argument("--top", type=int, default=20, help="with --profile: kernels and host ops listed per case")
+    p.add_argument("--trace-dir", default="", help="with --profile: write each profiled step's chrome trace here (.gz)")
     p.add_argument("--samples", type=int, default=0,
                    help="stage manifest lines (0: enough for every step of the run, both paths)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -309,8 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     codes = answer_code_table(pack, use_pack=True)
     stages, batches = args.stage.split(","), [int(b) for b in args.batch.split(",")]
     paths = [x for x in args.paths.split(",") if x]
-    per_case = {"loader": args.warmup + args.workers + args.steps + args.breakdown + 1,
-                "device": args.warmup + args.steps + args.breakdown + 1}
+    per_case = {"loader": args.warmup + args.workers + args.steps + args.breakdown + 1 + int(args.profile),
+                "device": args.warmup + args.steps + args.breakdown + 1 + int(args.profile)}
+    per_case["device_legacy"] = per_case["device"]
     bar = tqdm(total=sum(per_case[x] for x in paths) * len(stages) * len(batches), desc="train_throughput",
                unit="step", file=sys.stderr)
     rows: list[dict] = []
@@ -320,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
             for batch in batches:
                 manifest = os.path.join(work, f"{stage}_{batch}.jsonl")
                 n = args.samples or batch * (args.window + 1) * (
-                    (args.warmup + args.workers + args.steps + args.breakdown + 2) // args.window + 2)
+                    (args.warmup + args.workers + args.steps + args.breakdown + 3) // args.window + 2)
                 write_stage_manifest(pack, stage, manifest, n, 0)
                 for path in paths:
                     case = os.path.join(work, f"{stage}_{batch}_{path}")
@@ -328,32 +435,22 @@ def main(argv: list[str] | None = None) -> None:
                         if path == "loader":
                             a = argparse.Namespace(**{**vars(args), "warmup": args.warmup + args.workers})
                             rows.append(run_loader(a, pack, codes, stage, batch, dev, case, manifest, bar))
-                        elif path == "device":
-                            row, tables = run_device(args, pack, codes, stage, batch, dev, case, manifest, bar, tables)
+                        elif path in ("device", "device_legacy"):
+                            row, tables = run_device(args, pack, codes, stage, batch, dev, case, manifest, bar, tables,
+                                                     legacy=path == "device_legacy")
                             rows.append(row)
                         else:
-                            raise ValueError(f"unknown path {path!r}: use loader and/or device")
+                            raise ValueError(f"unknown path {path!r}: use loader, device, device_legacy")
                         bar.write(f"{stage} batch {batch} {path}: {rows[-1]['samples_per_s']:.1f} samples/s, "
                                   f"{rows[-1]['ms_per_step']:.1f} ms/step")
                     except Exception as exc:
                         traceback.print_exc()
                         rows.append({"path": path, "stage": stage, "batch": batch, "error": repr(exc)[:800]})
                     _release(dev)
+                    _write(args, dev, rows)
     bar.close()
     print(_table(rows))
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    speedups = {}
-    for r in rows:
-        if r["path"] == "device" and "error" not in r:
-            base = [b for b in rows if b["path"] == "loader" and b["stage"] == r["stage"] and b["batch"] == r["batch"]
-                    and "error" not in b]
-            if base:
-                speedups[f"{r['stage']}@{r['batch']}"] = round(r["samples_per_s"] / base[0]["samples_per_s"], 2)
-    report = {"device": name, "torch": torch.__version__, "command": " ".join(sys.argv), "args": vars(args),
-              "rows": rows, "speedup_device_over_loader": speedups}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(report, fh, indent=1)
+    speedups = _write(args, dev, rows)
     print(f"speed-up (device over loader, samples/s): {speedups}")
     print(f"wrote {args.out}")
     dist.destroy_process_group()

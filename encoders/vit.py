@@ -21,6 +21,8 @@ of a video get the same table (their times reach the LLM as timestamps).
 
 Input is packed: ``patches`` [total, 3*2*14*14] rows in (channel, time, y, x)
 order, raster order of patches within each unit, and one (h, w) grid per unit.
+``forward_dense`` takes units of one grid as a [U, P] batch (the training data of a
+pack), with nothing made on the host and the same attention kernel on CUDA.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders.attention import PackInfo, packed_attention, padded_attention
+from encoders.attention import PackInfo, _common_dtype, _varlen_available, packed_attention, padded_attention
 from omni.config import VisionConfig
 from omni.nn import RMSNorm
 
@@ -57,6 +59,13 @@ class GridPositions:
         start = torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens, output_size=total)
         k = torch.arange(total, device=device) - start  # index within the unit
         return cls(k // widths, k % widths, heights, widths)
+
+    @classmethod
+    def of_grid(cls, h: int, w: int, device: torch.device | str) -> "GridPositions":
+        """`of([(h, w)])` from device ops alone (`of` copies its grid list to the device:
+        a blocking copy on CUDA)."""
+        k = torch.arange(h * w, device=device)
+        return cls(k // w, k % w, torch.full_like(k, h), torch.full_like(k, w))
 
 
 class VisionRotaryEmbedding2D(nn.Module):
@@ -116,6 +125,26 @@ class VisionAbsolutePositionEmbedding(nn.Module):
         return (wts[..., None] * taps).sum(1)  # elementwise: stays float32 under autocast
 
 
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Non-causal attention within each of U units of P patches: q, k, v [U, P, heads,
+    head_dim] -> the same shape. Where `packed_attention` would take the varlen flash
+    kernel it takes it too (cumulative lengths made on the device, no mask); otherwise
+    one SDPA call over the [U, heads, P, head_dim] batch, without a mask (a key mask of
+    all-True keeps SDPA off flash attention)."""
+    if backend not in ("auto", "varlen", "sdpa"):
+        raise ValueError(f"attention_backend must be auto, varlen or sdpa, got {backend!r}")
+    q, k, v = _common_dtype(q, k, v)
+    u, p, h, d = q.shape
+    if backend == "varlen" or (backend == "auto" and _varlen_available(q)):
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = torch.arange(0, (u + 1) * p, p, dtype=torch.int32, device=q.device)
+        flat = lambda t: t.reshape(u * p, h, d)
+        return varlen_attn(flat(q), flat(k), flat(v), cu, cu, p, p).reshape(u, p, h, d)
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return o.transpose(1, 2)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     a, b = x.chunk(2, dim=-1)
     return torch.cat([-b, a], dim=-1)
@@ -153,9 +182,13 @@ class VisionAttention(nn.Module):
             k = self.k_norm(k.reshape(*lead, -1)).view_as(v)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pack: PackInfo) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pack: PackInfo | None) -> torch.Tensor:
+        """x [total, D] packed as `pack` says, or (pack None) [U, P, D]: U units of one size."""
         q, k, v = self._qkv(x, cos, sin)
-        o = packed_attention(q, k, v, pack, self.backend)
+        if pack is None:
+            o = dense_attention(q, k, v, self.backend)
+        else:
+            o = packed_attention(q, k, v, pack, self.backend)
         return self.proj(o.reshape(x.shape))
 
     def forward_padded(self, x, cos, sin, key_mask):
@@ -189,7 +222,7 @@ class VisionLayer(nn.Module):
         self.ls1 = nn.Parameter(torch.full((d,), cfg.layerscale_init))
         self.ls2 = nn.Parameter(torch.full((d,), cfg.layerscale_init))
 
-    def forward(self, x, cos, sin, pack: PackInfo) -> torch.Tensor:
+    def forward(self, x, cos, sin, pack: PackInfo | None) -> torch.Tensor:
         x = x + self.ls1 * self.attn(self.norm1(x), cos, sin, pack)
         return x + self.ls2 * self.mlp(self.norm2(x))
 
@@ -266,6 +299,25 @@ class LongCatViT(nn.Module):
         for layer in self.encoder.layers:
             x = layer(x, cos, sin, pack)
         return x
+
+    def forward_dense(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """`forward(patches, [grid] * U)` for U units of one grid, as a [U, P, D] batch:
+        no packing plan and nothing copied from the host (positions from device ops,
+        one unit's tables broadcast over the units), the attention of
+        `dense_attention`. Returns [U * P, D] (`forward`'s rows)."""
+        h, w = int(grid[0]), int(grid[1])
+        self._check(patches, [(h, w)] * (patches.shape[0] // max(1, h * w)))
+        p = h * w
+        u = patches.shape[0] // p
+        pos = GridPositions.of_grid(h, w, patches.device)
+        x = self.embeddings(patches).view(u, p, -1)
+        ape = self.embeddings.positions(pos)
+        if ape is not None:
+            x = x + ape.to(x.dtype)
+        cos, sin = self.encoder.rotary_pos_emb([(h, w)], patches.device, pos)  # [P, head_dim]: broadcast
+        for layer in self.encoder.layers:
+            x = layer(x, cos, sin, None)
+        return x.reshape(u * p, -1)
 
     def forward_padded(self, patches: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
         """Baseline batching: every unit padded to the longest (pads cost full compute).

@@ -15,8 +15,9 @@ Here a step is:
     copy     the plan's integer / float tables, two non-blocking copies
     device   `mdp.omni_mini_build`: token rows, labels and feature indices by
              gathers; microphone augmentation; patches from the pack's uint8 frames
-    model    encoders on the distinct units / audio rows, input embedding as one
-             gather from the encoder outputs, LLM, loss, one backward
+    model    encoders on the distinct units (one [U, P] ViT batch: every unit of a
+             pack has one grid) / audio rows, input embedding as one gather from
+             the encoder outputs, LLM, loss, one backward
     update   gradient clipping by a device scalar, fused AdamW (foreach on CPU),
              the expert-bias update
 
@@ -25,8 +26,10 @@ tensors, read (`materialize`) when it is logged, after the next step is launched
 The experts run the sort-based grouped GEMM (no capacity read back) in the autocast
 dtype when a probe finds it sync-free and equal to the bmm path on this device, and
 the MoE load statistics are counted without the host scalar copy of `MoE.route`.
-One blocking copy is left on CUDA, in shared code: `mdp.loss.stage1_loss` makes its
-term weights from a host list on every call.
+Shapes change from step to step (rows trimmed to their batch, distinct units, audio
+rows), so nothing per shape may be costly: the ViT takes the loader path's flash
+kernel, SDPA is kept off cuDNN attention (`ATTENTION`), and the trimmed lengths fall
+in a few buckets (`mdp.omni_mini_plan.bucket_length`).
 
 Single process only (world size 1): the recipe trains on one GPU.
 """
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +47,7 @@ from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, IGNORE
 from mdp.loss import pack_labels, stat_record
 from mdp.omni_mini import MiniTrainer
 from mdp.omni_mini_build import DevicePlan, build_audio, build_patches, expand_segments, to_device
-from mdp.omni_mini_plan import StepPlan, StepPlanner
+from mdp.omni_mini_plan import LENGTHS_PER_OCTAVE, StepPlan, StepPlanner
 from mdp.omni_mini_tables import PackTables
 from omni.embedding import embed_rows
 
@@ -57,38 +61,6 @@ def label_counts_device(batch: dict[str, torch.Tensor]) -> torch.Tensor:
                         first.sum()]).double()
 
 
-def encode_units(vision, patches: torch.Tensor, grid: tuple[int, int], cache: dict | None = None) -> torch.Tensor:
-    """ViT + projector of U units of one grid, as a dense [U, P] batch: every unit of
-    a pack has the same size, so no packing plan and no per-unit position tables
-    (host data copied to the device) are needed; the positions of the one grid are
-    made once and kept in `cache`. Follows `LongCatViT.forward` (patch embedding,
-    absolute positions where the ViT has them, 2D RoPE, layers) and equals
-    `vision(patches, [grid] * U)` (tests). Returns [U * P / 2, out_dim]."""
-    vit = vision.vit
-    per = grid[0] * grid[1]
-    u = patches.shape[0] // per
-    dev = patches.device
-    cache = {} if cache is None else cache
-    key = (grid, dev)
-    if key not in cache:
-        grid_pos = getattr(sys.modules[type(vit).__module__], "GridPositions", None)
-        pos = grid_pos.of([grid], dev) if grid_pos is not None else None
-        cos, sin = vit.encoder.rotary_pos_emb([grid], dev, *([pos] if pos is not None else []))
-        cache[key] = (pos, cos, sin, torch.ones(u, per, dtype=torch.bool, device=dev))
-    pos, cos, sin, keep = cache[key]
-    if keep.shape[0] != u:
-        keep = torch.ones(u, per, dtype=torch.bool, device=dev)
-    x = vit.embeddings(patches).view(u, per, -1)
-    positions = getattr(vit.embeddings, "positions", None)
-    ape = positions(pos) if positions is not None and pos is not None else None
-    if ape is not None:
-        x = x + ape.to(x.dtype)[None]
-    cos, sin = cos[None].expand(u, -1, -1), sin[None].expand(u, -1, -1)
-    for layer in vit.encoder.layers:
-        x = layer.forward_padded(x, cos, sin, keep)
-    return vision.projector(x.reshape(u * per, -1), [grid])
-
-
 @torch.no_grad()
 def _count_load(moe, router, args, routing) -> None:
     """MoE load statistics of one routing (what `MoE.route` accumulates), with the
@@ -97,30 +69,6 @@ def _count_load(moe, router, args, routing) -> None:
     n_real = routing.real_experts_per_token().float()
     total = n_real.sum()
     moe.real_per_token_acc += torch.stack([total, torch.full_like(total, n_real.numel())])
-
-
-def experts_in_autocast_dtype(experts) -> None:
-    """Run `experts` (a `GroupedExperts`) in the autocast dtype when autocast is on, as
-    autocast runs an nn.Linear: the MoE's input is the fp32 residual stream, and
-    `torch._grouped_mm` in fp32 takes a fallback on CUDA that copies the group
-    offsets to the host and loops over the groups. The parameters are cast inside the
-    graph (`functional_call`), so their gradients stay fp32."""
-    forward = experts.forward
-    busy = [False]
-
-    def cast_forward(x, indices, weights):
-        dev = x.device.type
-        if busy[0] or not torch.is_autocast_enabled(dev):
-            return forward(x, indices, weights)
-        dt = torch.get_autocast_dtype(dev)
-        params = {n: p.to(dt) for n, p in experts.named_parameters(recurse=False)}
-        busy[0] = True
-        try:
-            return torch.func.functional_call(experts, params, (x.to(dt), indices, weights))
-        finally:
-            busy[0] = False
-
-    experts.forward = cast_forward
 
 
 def grouped_mm_ok(model, device: torch.device, autocast) -> bool:
@@ -168,9 +116,6 @@ class DeviceMiniTrainer(MiniTrainer):
         if self.world > 1:
             raise ValueError("train_path=device trains in one process (world size 1); use train_path=loader")
         # the expert dispatch without a host read of the largest expert group
-        for moe in self.model.moe_layers():
-            if moe.experts is not None:
-                experts_in_autocast_dtype(moe.experts)
         self.expert_backend = "grouped_mm" if grouped_mm_ok(self.model, device, self._autocast) else "bmm"
         self.model.llm.set_expert_backend(self.expert_backend)
         for moe in self.model.moe_layers():
@@ -181,16 +126,38 @@ class DeviceMiniTrainer(MiniTrainer):
         self.tables: PackTables | None = None
         self.planner: StepPlanner | None = None
         self.augment = True
-        self._grid_cache: dict = {}  # the ViT's positions of the pack's one grid
+        self.attention = self.ATTENTION
+        self.per_octave = LENGTHS_PER_OCTAVE  # the planner's length buckets (set before attach_device_data)
+        self._graph_steps = False  # compiled regions replay CUDA graphs (`compile_regions`)
 
-    COMPILE_REGIONS = ("layers", "heads", "audio")
+    # SDPA backends a step may use (in torch's order of preference). Not cuDNN: where
+    # torch prefers it (sm90 / sm100 with a recent cuDNN) it builds an execution plan,
+    # milliseconds of host time, for each new (batch, length) of a call and its
+    # backward, and the trimmed rows bring new lengths for many steps (the loader
+    # path's fixed rows build once). Empty: torch's own choice.
+    ATTENTION = ("flash", "efficient", "math")
 
-    def compile_regions(self, regions: str) -> None:
+    def _attention(self):
+        if not self.attention:
+            return nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kinds = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                 "math": SDPBackend.MATH, "cudnn": SDPBackend.CUDNN_ATTENTION}
+        return sdpa_kernel([kinds[k] for k in self.attention])
+
+    COMPILE_REGIONS = ("layers", "heads", "audio", "vision")
+
+    def compile_regions(self, regions: str, mode: str | None = None) -> None:
         """torch.compile (dynamic shapes, in place: the state dict keeps its keys) of
         "layers" (each decoder layer), "heads" (the audio heads), "audio" (the DFSMN
-        layers), comma-separated. A hook to measure on the GPU: the eager step launches
+        layers), "vision" (the ViT layers, as `forward_dense` calls them),
+        comma-separated; `mode`: torch.compile's ("reduce-overhead": CUDA graphs, one
+        per shape). A hook to measure on the GPU: the eager step launches
         thousands of small kernels; on a 2-core CPU compiling the decoder layers took
-        ~100 s, made one graph and no graph break, and changed nothing in speed."""
+        ~100 s, made one graph and no graph break, and changed nothing in speed. The
+        layers of a region share one cache of compiled code: "audio" recompiles for
+        each DFSMN layer (its context sizes are static ints) past dynamo's limit."""
         names = [r for r in regions.split(",") if r]
         unknown = set(names) - set(self.COMPILE_REGIONS)
         if unknown:
@@ -202,8 +169,12 @@ class DeviceMiniTrainer(MiniTrainer):
             mods.append(self.model.audio_head)
         if "audio" in names and "audio" in self.model.encoders:
             mods += list(self.model.encoders["audio"].encoder.fsmn_layers)
+        if "vision" in names and "vision" in self.model.encoders:
+            mods += list(self.model.encoders["vision"].vit.encoder.layers)
         for m in mods:
-            m.compile(dynamic=True)
+            m.compile(dynamic=True, mode=mode)
+        # CUDA graph trees: a step's outputs may be overwritten once the next step begins
+        self._graph_steps = bool(mods) and mode in ("reduce-overhead", "max-autotune")
 
     def _adamw_impl(self) -> dict:
         # one fused kernel per parameter group on CUDA; CPU keeps the multi-tensor path
@@ -221,7 +192,7 @@ class DeviceMiniTrainer(MiniTrainer):
         records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
         window = self.r.bucket_window if window is None else window
         self.planner = StepPlanner(tables, records, self.r.seed, self.r.global_batch, self.r.seq_len, window,
-                                   augment, jitter)
+                                   augment, jitter, self.per_octave)
 
     def close_loader(self) -> None:
         pass
@@ -239,9 +210,10 @@ class DeviceMiniTrainer(MiniTrainer):
         parts = [torch.zeros(1, h, device=self.device)]
         encs = self.model.encoders
         with self._autocast():
-            if len(plan.unit_frames):
-                parts.append(encode_units(encs["vision"], build_patches(self.tables, p["units"]), self.tables.grid,
-                                          self._grid_cache).float())
+            if len(plan.unit_frames):  # every unit of a pack has one grid: a dense [U, P] batch
+                vis, grid = encs["vision"], self.tables.grid
+                x = vis.vit.forward_dense(build_patches(self.tables, p["units"]), grid)
+                parts.append(vis.projector(x, [grid]).float())
             if len(plan.audio_rows):
                 self.gen.manual_seed(self.r.seed * 1_000_003 + plan.step)  # resumable noise
                 pcm = build_audio(self.tables, p, self.augment, self.gen if self.augment else None)
@@ -291,9 +263,12 @@ class DeviceMiniTrainer(MiniTrainer):
     def run(self, plan: StepPlan, grad_hook=None) -> dict:
         """The step of a plan (`StepPlanner.plan`, host work only): this part issues
         device work and reads nothing back."""
-        p, batch = self.data(plan)
-        feats = self.encoders(plan, p)
-        loss, stats = self.llm(batch, feats)
+        if self._graph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._attention():
+            p, batch = self.data(plan)
+            feats = self.encoders(plan, p)
+            loss, stats = self.llm(batch, feats)
         if grad_hook is not None:
             grad_hook(self.model)
         lr = self.optimizer.param_groups[0]["lr"]

@@ -21,7 +21,10 @@ row's frame offset), so expanding it to positions is a gather (`expand_segments`
 Length buckets: the rows of `window` consecutive steps (the records the loader path
 would train in those steps) are sorted by length and cut into the steps' batches,
 taken in a seeded random order. Each row is then trimmed to its batch's longest,
-rounded up to `LENGTH_MULTIPLE`. `window = 1` keeps the loader path's batches.
+rounded up to `LENGTH_MULTIPLE` and then to one of a few fixed lengths
+(`bucket_length`): a batch of a shape not seen before costs more than its padding
+wherever a kernel or a compiled graph is prepared per shape (cuDNN attention plans,
+torch.compile, CUDA graphs). `window = 1` keeps the loader path's batches.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE
 from omni.synth.pack import SPEED_RANGE
 
 LENGTH_MULTIPLE = 16  # LLM rows are trimmed to a multiple of this (few distinct shapes)
+LENGTHS_PER_OCTAVE = 4  # `bucket_length`: ..., 64, 80, 96, 112, 128, 160, 192, ... (< 25 % padding past 64)
 AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
 FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
 AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"])
@@ -239,7 +243,20 @@ class StepPlan:
         return int(self.rows.length.sum())
 
 
-def finalize(t: PackTables, rows: Rows, seq_len: int) -> StepPlan:
+def bucket_length(n: int, seq_len: int, per_octave: int = LENGTHS_PER_OCTAVE) -> int:
+    """Input positions of a batch whose longest row needs n: n rounded up to a
+    multiple of `LENGTH_MULTIPLE`, then (per_octave > 0) to the next of `per_octave`
+    evenly spaced lengths per doubling (also multiples of it), at most seq_len. A
+    stage then has ~per_octave * log2(seq_len / 16) shapes instead of seq_len / 16."""
+    t = -(-n // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
+    if per_octave > 0 and t > LENGTH_MULTIPLE:
+        base = 1 << (int(t - 1).bit_length() - 1)  # the octave [base, 2 * base) holding t - 1
+        step = -(-base // per_octave // LENGTH_MULTIPLE) * LENGTH_MULTIPLE
+        t = -(-(t - base) // step) * step + base
+    return int(min(seq_len, t))
+
+
+def finalize(t: PackTables, rows: Rows, seq_len: int, per_octave: int = LENGTHS_PER_OCTAVE) -> StepPlan:
     """Resolve a step's feature sources: distinct units (a still repeated over a
     stream's chunks or across rows is encoded once), audio rows, buffer sizes."""
     a = t.cfg.audio
@@ -264,7 +281,7 @@ def finalize(t: PackTables, rows: Rows, seq_len: int) -> StepPlan:
     feat = np.where(vkey >= 0, 1 + vis * ut, 0)
     feat = np.where(aoff >= 0, 1 + len(uniq) * ut + arow[:, None] * F + aoff, feat)
     out = np.concatenate([seg[..., : col["first"] + 1], feat[..., None]], axis=-1)
-    T = int(min(seq_len, -(-(int(rows.length.max()) - 1) // LENGTH_MULTIPLE) * LENGTH_MULTIPLE))
+    T = bucket_length(int(rows.length.max()) - 1, seq_len, per_octave)
     return StepPlan(rows, T, out, unit_frames, audio_rows, W, F)
 
 
@@ -273,14 +290,16 @@ class StepPlanner:
 
     The records of the steps of one window are those the loader path trains in
     those steps (`Dataset.step_indices`); a row longer than seq_len + 1 is replaced
-    by the next record (as `PackDataset.sample` does)."""
+    by the next record (as `PackDataset.sample` does). `per_octave`: `bucket_length`'s."""
 
     def __init__(self, tables: PackTables, records: list[dict], seed: int, global_batch: int, seq_len: int,
-                 window: int = 8, augment: bool = True, jitter: bool = True) -> None:
+                 window: int = 8, augment: bool = True, jitter: bool = True,
+                 per_octave: int = LENGTHS_PER_OCTAVE) -> None:
         self.t, self.rec = tables, record_arrays(records)
         self.n = len(records)
         self.seed, self.gb, self.seq_len = seed, global_batch, seq_len
         self.window, self.augment, self.jitter = max(1, window), augment, jitter
+        self.per_octave = per_octave
         self.too_long = 0
         self._win: tuple[int, Rows] | None = None
 
@@ -321,6 +340,7 @@ class StepPlanner:
                 rows = rows.take(order[rng.permutation(self.window)].reshape(-1))
             self._win = (w, rows)
         k = step % self.window
-        plan = finalize(self.t, self._win[1].take(np.arange(k * self.gb, (k + 1) * self.gb)), self.seq_len)
+        plan = finalize(self.t, self._win[1].take(np.arange(k * self.gb, (k + 1) * self.gb)), self.seq_len,
+                        self.per_octave)
         plan.step = step
         return plan

@@ -139,6 +139,12 @@ class GroupedExperts(nn.Module):
             plan = plan_dispatch(indices, self.num_experts, capacity=cap)
         else:
             raise ValueError(f"unknown expert backend {backend!r}")
+        w_gate_up, w_down = self.gate_up_proj, self.down_proj
+        if backend == "grouped_mm" and torch.is_autocast_enabled(x.device.type):
+            # autocast leaves torch._grouped_mm alone; cast as it casts a matmul (in fp32,
+            # CUDA's grouped_mm takes a fallback that copies the offsets to the host)
+            dt = torch.get_autocast_dtype(x.device.type)
+            x, w_gate_up, w_down = x.to(dt), w_gate_up.to(dt), w_down.to(dt)
         token = torch.arange(m, device=x.device).repeat_interleave(k)
         buf = x.new_zeros(plan.rows, self.hidden)
         # Zero-expert pairs land on the trash row, which lies outside every
@@ -148,10 +154,10 @@ class GroupedExperts(nn.Module):
         src = torch.where(plan.real[:, None], x.index_select(0, token), 0)
         buf.index_copy_(0, plan.dest, src)
         if backend == "grouped_mm":
-            h = torch._grouped_mm(buf, self.gate_up_proj.transpose(-2, -1), offs=plan.offs)
+            h = torch._grouped_mm(buf, w_gate_up.transpose(-2, -1), offs=plan.offs)
             gate, up = h.split(self.inner, dim=-1)
             h = F.silu(gate) * up
-            out = torch._grouped_mm(h, self.down_proj.transpose(-2, -1), offs=plan.offs)
+            out = torch._grouped_mm(h, w_down.transpose(-2, -1), offs=plan.offs)
         else:
             cap = (plan.rows - 1) // self.num_experts
             bx = buf[:-1].view(self.num_experts, cap, self.hidden)

@@ -219,6 +219,47 @@ def test_device_step_reads_nothing_back(world, trainer, mini_pack, tmp_path):
     assert trainer.expert_backend == "grouped_mm"  # the sort-based experts run on CPU
 
 
+def test_trimmed_lengths_fall_in_few_buckets(world, tmp_path):
+    """`bucket_length`: never shorter than asked, multiples of 16, at most seq_len,
+    a few lengths per doubling; the planner's steps take them."""
+    from mdp.omni_mini_data import read_stage_manifest
+    from mdp.omni_mini_plan import LENGTH_MULTIPLE, StepPlanner, bucket_length
+    from mdp.omni_mini_stages import write_stage_manifest
+
+    for per in (0, 1, 2, 4):
+        got = [bucket_length(n, 384, per) for n in range(1, 500)]
+        assert all(t >= min(n, 384) and t % LENGTH_MULTIPLE == 0 and t <= 384 for n, t in zip(range(1, 500), got))
+        assert all(a <= b for a, b in zip(got, got[1:]))
+        if per:  # at most `per` lengths in each octave past the first multiples of 16
+            assert len({t for t in got if 64 < t <= 128}) <= per and len({t for t in got if 128 < t <= 256}) <= per
+    assert sorted({bucket_length(n, 384, 0) for n in range(1, 385)}) == list(range(16, 385, 16))
+    assert sorted({bucket_length(n, 384, 2) for n in range(1, 385)}) == [16, 32, 48, 64, 96, 128, 192, 256, 384]
+    pack, tables = world[0], world[4]
+    manifest = str(tmp_path / "dialogue.jsonl")
+    write_stage_manifest(pack, "dialogue", manifest, 48, 0)
+    recs = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+    for per in (0, 2):
+        planner = StepPlanner(tables, recs, 0, 6, 384, window=4, per_octave=per)
+        for step in range(8):
+            plan = planner.plan(step)
+            assert plan.T == bucket_length(int(plan.rows.length.max()) - 1, 384, per)
+
+
+def test_device_step_keeps_sdpa_off_cudnn(trainer):
+    """The step's attention runs with cuDNN attention off (a plan per new shape) and
+    torch's choice returns after it; an empty `attention` leaves torch's choice."""
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with trainer._attention():
+        assert not torch.backends.cuda.cudnn_sdp_enabled() and torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    saved, trainer.attention = trainer.attention, ()
+    try:
+        with trainer._attention():
+            assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    finally:
+        trainer.attention = saved
+
+
 @pytest.mark.slow
 def test_device_path_trains_resumes_exports(tmp_path, mini_pack):
     """The staged recipe with `train_path=device`: the loss falls, a stopped run

@@ -227,6 +227,29 @@ def test_gradients_reach_the_table(mini, small_on):
     assert vit2.embeddings.position_embedding.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("on", [True, False])
+def test_dense_batch_of_one_grid_equals_the_packed_forward(mini, on):
+    """`forward_dense` (the device training path's call: U units of one grid as a
+    [U, P] batch, positions made on the device) gives `forward`'s rows and gradients,
+    with the table on and off, at the mini grid and at a non-square one."""
+    cfg = mini if on else _off(mini)
+    torch.manual_seed(6)
+    vit = _boost(VisionEncoder(cfg)).vit
+    for grid, u in (((8, 8), 5), ((3, 4), 3)):
+        pos = GridPositions.of([grid], "cpu")
+        one = GridPositions.of_grid(*grid, "cpu")
+        assert all(torch.equal(getattr(pos, f), getattr(one, f)) for f in ("rows", "cols", "heights", "widths"))
+        patches = torch.randn(u * grid[0] * grid[1], cfg.patch_dim)
+        a, b = patches.clone().requires_grad_(), patches.clone().requires_grad_()
+        want, got = vit(a, [grid] * u), vit.forward_dense(b, grid)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        want.square().sum().backward()
+        got.square().sum().backward()
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        vit.forward_dense(torch.randn(65, cfg.patch_dim), (8, 8))
+
+
 # --- config and checkpoints ---------------------------------------------------------
 
 

@@ -88,6 +88,45 @@ def test_grouped_mm_gradients_match_bmm_with_zero_experts_routed():
     torch.testing.assert_close(grads["grouped_mm"], grads["bmm"], rtol=1e-4, atol=1e-5)
 
 
+def test_grouped_mm_under_autocast_runs_in_the_autocast_dtype():
+    """Autocast does not cover torch._grouped_mm (an fp32 call on CUDA takes a fallback
+    that reads the group offsets back): under autocast the experts cast their input
+    and weights to the autocast dtype as a matmul would, and the weights' gradients
+    stay fp32. Equal to the bmm backend (which autocast casts) under the same autocast."""
+    if not grouped_mm_available(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("torch._grouped_mm in bf16 unavailable on CPU in this torch")
+    torch.manual_seed(0)
+    ex = GroupedExperts(4, 32, 16)
+    with torch.no_grad():
+        ex.gate_up_proj.normal_(0, 0.1)
+        ex.down_proj.normal_(0, 0.1)
+    x = torch.randn(24, 32)
+    idx = torch.randint(0, 6, (24, 2))
+    w = torch.rand(24, 2)
+    seen, out, grads = [], {}, {}
+    orig = torch._grouped_mm
+
+    def spy(a, b, *args, **kw):
+        seen.append((a.dtype, b.dtype))
+        return orig(a, b, *args, **kw)
+
+    for impl in ("grouped_mm", "bmm"):
+        ex.impl = impl
+        ex.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch._grouped_mm = spy
+            try:
+                y = ex(x, idx, w)
+            finally:
+                torch._grouped_mm = orig
+        y.square().sum().backward()
+        out[impl], grads[impl] = y.detach(), ex.gate_up_proj.grad
+    assert seen and all(d == (torch.bfloat16, torch.bfloat16) for d in seen)
+    assert out["grouped_mm"].dtype == torch.float32 and grads["grouped_mm"].dtype == torch.float32
+    torch.testing.assert_close(out["grouped_mm"], out["bmm"], rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grads["grouped_mm"], grads["bmm"], rtol=5e-2, atol=5e-2)
+
+
 def test_zero_experts_chosen_and_real_count_varies():
     cfg, moe = _moe()
     x = torch.randn(200, cfg.hidden_size)
