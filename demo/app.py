@@ -8,8 +8,10 @@ to a Web Audio player in the page (`demo.live_audio`: it plays while the reply
 is still being spoken, and stops at once on barge-in), keeps each whole reply
 in an audio player for replay, and prints the latency readout; the Interrupt
 button sends `response.cancel`.
-The page says which model the server runs (from the session the server
-describes) and, when the server reports a randomly initialized model, that its
+The transcript shows the user's words as the server's recognizer heard them
+(input transcription, asked for when the tab connects; "(spoke)" until they
+arrive, or when the server has no recognizer). The page says which model the
+server runs (from the session the server describes) and, when the server reports a randomly initialized model, that its
 words and voice are noise. The transcript shows text only: control characters
 (but newlines) and U+FFFD replacement characters that a babbling model can
 produce are dropped.
@@ -108,8 +110,10 @@ class TabSession:
     def transcript(self) -> str:
         lines = []
         c = self.client
+        user_line: dict[str, int] = {}  # user item id -> its line
         for e in c.events:
             if e["type"] == "input_audio_buffer.speech_started":
+                user_line[e.get("item_id") or ""] = len(lines)
                 lines.append("you: (speaking...)")
             elif e["type"] == "input_audio_buffer.speech_stopped" and lines and lines[-1].endswith("(speaking...)"):
                 lines[-1] = "you: (spoke)"
@@ -117,6 +121,10 @@ class TabSession:
                 lines.append(f"assistant [{e['response']['id'][-6:]}]: ")
             elif e["type"] == "omni.context_reset":  # not an error: the talk goes on in a fresh context
                 lines.append(f"(context full: older turns dropped, the last {e.get('kept_turns', 0)} text turns kept)")
+        for item_id, words in getattr(c, "input_transcripts", {}).items():
+            at = user_line.get(item_id)
+            if at is not None and words.strip():
+                lines[at] = "you: " + clean_text(words).replace("\n", " ")
         for rid in c.order:
             r = c.replies[rid]
             tag = f"assistant [{rid[-6:]}]: "
@@ -162,7 +170,8 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         if state is None or state.client.closed.is_set():
             client = RealtimeClient(url, api_key=api_key)
             await client.connect()
-            await client.configure(input_rate=16000, output_rate=24000)
+            # {}: the server's own recognizer (whatever it is); the transcript shows the user's words
+            await client.configure(input_rate=16000, output_rate=24000, transcription={})
             state = TabSession(client)
         return state
 

@@ -216,6 +216,15 @@ class CodecConfig:
 
 
 @dataclass
+class TemplateConfig:
+    """Modes of the chat template a checkpoint was trained with (omni/sequence.py).
+    All off: the original release's voice-chat layout."""
+
+    rounds: bool = False  # user turns are numbered: "[Round N] USER:"
+    thinking: bool = False  # understands " /think_on" / " /think_off" and writes <longcat_think> sections
+
+
+@dataclass
 class OmniConfig:
     """Encoders -> LLM -> text head + four audio heads -> codec decoder."""
 
@@ -231,6 +240,7 @@ class OmniConfig:
     audio_rep_penalty_window: int = 30
     chunk_seconds: float = 1.0
     text_end_ids: tuple[int, ...] = ()  # extra text ids that end a segment's text (original release: 137)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
 
     @property
     def audio_vocab_size(self) -> int:

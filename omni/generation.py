@@ -33,6 +33,7 @@ class OmniRequest:
     video_times: list[float] = field(default_factory=list)
     video_audio: np.ndarray | None = None  # the video's own audio track
     system: str | None = None
+    think: bool | None = None  # thinking switch of the turn (checkpoints whose template has the mode); None: not said
 
     def audio_stream(self) -> np.ndarray | None:
         """The user's audio in time order: the video's track, then the question."""

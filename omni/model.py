@@ -72,7 +72,7 @@ class OmniModel(nn.Module):
                 f"tokenizer {self.tokenizer.source} has {self.tokenizer.vocab_size} tokens but "
                 f"llm.vocab_size is {cfg.llm.vocab_size}"
             )
-        self.fmt = ChatFormat(self.tokenizer, cfg.audio_pad_id)
+        self.fmt = ChatFormat(self.tokenizer, cfg.audio_pad_id, cfg.template)
         self.llm = LongcatFlashForCausalLM(cfg.llm, init=init)
         self.vision = VisionEncoder(cfg.vision)
         self.audio_encoder = StreamingAudioEncoder(cfg.audio)
@@ -199,20 +199,22 @@ class OmniModel(nn.Module):
             runs = []
             if r.system:
                 runs.append(self.fmt.system_turn(r.system))
-            runs.append(self.fmt.header("user"))
+            runs.append(self.fmt.user_header(0))  # one request: round 0 (numbered only by templates with rounds)
             runs += [self.fmt.image_item(f) for f in per_image[i]]
+            think = getattr(r, "think", None)
             if has_audio[i] or per_video[i]:
                 a = next(audio_feats) if has_audio[i] else None
                 n = len(streams[i]) if has_audio[i] else 0
                 turn = build_av_user_turn(
                     self.fmt, a, n, per_video[i], frames_ready=self.frames_ready,
                     sample_rate=cfg.audio.sample_rate, chunk_seconds=cfg.chunk_seconds, text=r.text, header=False,
+                    think=think,
                 )
                 runs.append(turn)
             else:
                 if r.text:
                     runs.append(self.fmt.text(r.text))
-                runs.append(self.fmt.newline())
+                runs += [self.fmt.think_switch(think), self.fmt.newline()]
             runs.append(self.fmt.generation_prompt(voice))
             out.append(Tokens.cat(runs, cfg.audio_pad_id))
         return out

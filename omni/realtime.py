@@ -356,8 +356,9 @@ class RealtimeOmni:
 
     # ------------------------------------------------------------------ output
     @torch.no_grad()
-    def begin_response(self, slot: int) -> None:
-        """Close the user turn (releasing the encoder's last frames) and open the reply."""
+    def begin_response(self, slot: int, opening: str = "") -> None:
+        """Close the user turn (releasing the encoder's last frames) and open the reply,
+        prefilled with `opening` (text the reply must start with, e.g. a forced tool call)."""
         s = self._slot(slot)
         if s.reply is not None:
             raise RuntimeError(f"slot {slot} is already answering")
@@ -365,7 +366,7 @@ class RealtimeOmni:
         tail = None
         if s.builder.state.audio_open:
             tail = self.model.audio_encoder.flush(self._audio.select(slot))[0]  # a copy: the row goes on
-        run = s.builder.begin_response(tail, voice=self.options.speech)
+        run = s.builder.begin_response(tail, voice=self.options.speech, opening=opening)
         out = self._prefill_runs([slot], [run])
         reply = ReplyState(self.model, self.options)
         reply.logits, reply.hidden = out[slot]

@@ -13,6 +13,8 @@ Life of a session (one KV slot):
     m.prefill([(slot, enc), ...])                 # stage 3: batched over sessions
     mark = m.slot_length(slot)                    # snapshot before speculating
     m.begin_response(slot)                        # close user turn, open reply
+                                                  # (begin_response(slot, opening): the reply
+                                                  #  starts with that text, e.g. a forced tool call)
     outs = m.decode_step([slot, ...])             # batched, one LLM step each
     ... user resumes -> m.truncate(slot, mark)    # rollback: cache == never decoded
     ... barge-in     -> m.truncate(slot, kept); m.end_response(slot)
@@ -31,6 +33,9 @@ Notes on the implementation (`omni.realtime.RealtimeOmni`):
 - Optional batched variant of stage 2: `encode_chunks([(slot, chunk), ...])`
   (one audio-encoder step over all slot rows, one packed ViT pass);
   `slot_token_ids(slot)` gives the text id of every cached position.
+- Reply text may hold blocks that are never spoken (tool calls, thinking); the
+  engine splits them off with omni.reply_stream.ReplyStream, so a model only
+  writes its text as it is.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ class RealtimeModel(Protocol):
     def encode_chunk(self, slot: int, chunk: UserChunk) -> Any: ...
     def prefill(self, items: Sequence[tuple[int, Any]]) -> None: ...
     def prefill_text(self, slot: int, role: str, text: str) -> None: ...
-    def begin_response(self, slot: int) -> None: ...
+    def begin_response(self, slot: int, opening: str = "") -> None: ...
     def decode_step(self, slots: Sequence[int]) -> list[StepOutput]: ...
     def end_response(self, slot: int) -> None: ...
     def new_audio_state(self) -> Any: ...

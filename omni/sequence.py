@@ -16,6 +16,22 @@ Items: text; image = N x `<|image_pad|>` + `\\n`; audio = `<|audio|>` + n x
 `<|audio_pad|>` + `<|/audio|>`; streamed audio-visual input is interleaved in 1 s
 chunks with `second{t}:` timestamps (see `sequence_av.py`).
 
+Template modes (`TemplateConfig` in omni/config.py, saved with the checkpoint;
+all off for the original release, so its layout above is unchanged). They carry
+LongCat-Flash's text template, `SYSTEM:{system_prompt} [Round N] USER:{query}
+/think_on ASSISTANT:`, into this newline-separated layout:
+
+    rounds:   user turns are numbered from 0:  `[Round N] USER:{items}\\n`
+    thinking: a user turn may end with ` /think_on` or ` /think_off` (before its
+              newline); a reply may then open with a thinking section
+              `<longcat_think>...</longcat_think>` (omni/reply_stream.py splits it
+              off; serving never speaks it). Asking for it from a checkpoint
+              without the mode is an error.
+
+Tool results (role "tool") are user turns holding
+`<longcat_tool_response>{output}</longcat_tool_response>` (omni/tool_calls.py);
+they are not numbered as rounds.
+
 Text pieces are tokenized one at a time at fixed boundaries (role header,
 timestamp, text item), so the offline and the incremental builders, which emit
 the same pieces, give identical ids with any BPE tokenizer.
@@ -29,9 +45,12 @@ from typing import Iterable
 
 import torch
 
+from omni.config import TemplateConfig
 from omni.tokenizer import OmniTokenizer
+from omni.tool_calls import tool_response
 
 NUM_CODEBOOKS = 4
+THINK_ON, THINK_OFF = " /think_on", " /think_off"
 ROLE_HEADERS = {
     "system": "SYSTEM:",
     "user": "USER:",
@@ -89,10 +108,11 @@ def format_timestamp(t: float) -> str:
 class ChatFormat:
     """Renders pieces of the chat template into `Tokens`."""
 
-    def __init__(self, tokenizer: OmniTokenizer, codec_pad: int = 3) -> None:
+    def __init__(self, tokenizer: OmniTokenizer, codec_pad: int = 3, template: TemplateConfig | None = None) -> None:
         self.tok = tokenizer
         self.sp = tokenizer.special
         self.codec_pad = codec_pad
+        self.template = template or TemplateConfig()
         self._cache: dict[str, list[int]] = {}
 
     # ---------------------------------------------------------- primitives
@@ -110,6 +130,20 @@ class ChatFormat:
         if role not in ROLE_HEADERS:
             raise ValueError(f"unknown role {role!r}; known: {sorted(ROLE_HEADERS)}")
         return self.text(ROLE_HEADERS[role])
+
+    def user_header(self, round: int | None = None) -> Tokens:
+        """`USER:`, or `[Round N] USER:` when the template numbers rounds and N is given."""
+        if self.template.rounds and round is not None:
+            return self.text(f"[Round {int(round)}] {ROLE_HEADERS['user']}")
+        return self.header("user")
+
+    def think_switch(self, think: bool | None) -> Tokens:
+        """` /think_on` / ` /think_off` at the end of a user turn; nothing for None."""
+        if think is None:
+            return Tokens.empty(self.codec_pad)
+        if not self.template.thinking:
+            raise ValueError("this checkpoint's chat template has no thinking mode (TemplateConfig.thinking)")
+        return self.text(THINK_ON if think else THINK_OFF)
 
     def newline(self) -> Tokens:
         return self.text("\n")
@@ -147,23 +181,37 @@ class ChatFormat:
     def assistant_text_turn(self, text: str) -> Tokens:
         return Tokens.cat([self.header("assistant"), self.text(text), self.eos(), self.newline()])
 
-    def user_text_turn(self, text: str) -> Tokens:
-        return Tokens.cat([self.header("user"), self.text(text), self.newline()])
+    def user_text_turn(self, text: str, round: int | None = None, think: bool | None = None) -> Tokens:
+        return Tokens.cat([self.user_header(round), self.text(text), self.think_switch(think), self.newline()])
 
-    def text_turn(self, role: str, text: str) -> Tokens:
+    def tool_turn(self, output: str) -> Tokens:
+        """A tool's result for the model (a user turn, not a numbered round)."""
+        return Tokens.cat([self.header("user"), self.text(tool_response(output)), self.newline()])
+
+    def text_turn(self, role: str, text: str, round: int | None = None) -> Tokens:
         if role == "system":
             return self.system_turn(text)
         if role == "user":
-            return self.user_text_turn(text)
+            return self.user_text_turn(text, round)
+        if role == "tool":
+            return self.tool_turn(text)
         if role in ("assistant", "voice_assistant"):
             return self.assistant_text_turn(text)
-        raise ValueError(f"unknown role {role!r}; expected system, user or assistant")
+        raise ValueError(f"unknown role {role!r}; expected system, user, assistant or tool")
 
     def generation_prompt(self, voice: bool = True) -> Tokens:
         return self.header("voice_assistant" if voice else "assistant")
 
-    def render_text(self, messages: list[dict], voice: bool = True) -> Tokens:
-        """Text-only conversation (list of {role, content}) + generation prompt."""
-        runs = [self.text_turn(m["role"], m["content"]) for m in messages]
+    def render_text(self, messages: list[dict], voice: bool = True, think: bool | None = None) -> Tokens:
+        """Text-only conversation (list of {role, content}) + generation prompt; `think`
+        switches thinking on / off in the last user turn (templates with the mode)."""
+        runs, rounds = [], 0
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+        for i, m in enumerate(messages):
+            if m["role"] == "user":
+                runs.append(self.user_text_turn(m["content"], rounds, think if i == last_user else None))
+                rounds += 1
+            else:
+                runs.append(self.text_turn(m["role"], m["content"]))
         runs.append(self.generation_prompt(voice))
         return Tokens.cat(runs)

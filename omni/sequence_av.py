@@ -68,13 +68,15 @@ def build_av_user_turn(
     time_offset: float = 0.0,
     text: str | None = None,
     header: bool = True,
+    think: bool | None = None,
 ) -> Tokens:
     """The offline path: one user turn from whole-file features.
 
     `audio` [N, D] are all encoder frames of the clip (streaming frames followed
     by the flushed tail), `video` the (time, features) of each frame pair,
     `sparse` earlier buffered frames. Returns `USER:` ... `\\n` (no generation
-    prompt; without the `USER:` header when `header` is False).
+    prompt; without the `USER:` header when `header` is False). `think` ends the
+    turn with the thinking switch (templates with a thinking mode, omni/sequence.py).
     """
     n_audio = 0 if audio is None else int(audio.shape[0])
     chunk_samples = int(round(sample_rate * chunk_seconds))
@@ -104,5 +106,5 @@ def build_av_user_turn(
         runs.append(fmt.audio_close())
     if text:
         runs.append(fmt.text(text))
-    runs.append(fmt.newline())
+    runs += [fmt.think_switch(think), fmt.newline()]
     return Tokens.cat(runs)

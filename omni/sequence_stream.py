@@ -65,12 +65,13 @@ class TurnState:
     # a timed dense frame (time, RGB) waiting for the other frame of its pair;
     # RealtimeOmni fills it, it lives here so that snapshots carry it
     lone_frame: tuple[float, Any] | None = None
+    rounds: int = 0  # user turns opened so far (the round number of templates with rounds)
 
     def copy(self) -> "TurnState":
         return TurnState(
             self.in_user_turn, self.audio_open, self.in_response, list(self.sparse), self.last_sparse_time,
             self.stream_samples, self.stream_frames, self.turn_origin, self.turn_time, self.next_second,
-            {k: v.copy() for k, v in self.pending.items()}, self.lone_frame,
+            {k: v.copy() for k, v in self.pending.items()}, self.lone_frame, self.rounds,
         )
 
 
@@ -121,7 +122,8 @@ class IncrementalBuilder:
         """`USER:` and the buffered sparse frames; the turn's second 0 starts at
         encoder position `origin` (default: the current one) and stream time `time`."""
         s = self.state
-        runs = [self.fmt.header("user")]
+        runs = [self.fmt.user_header(s.rounds)]
+        s.rounds += 1
         for t, feats in s.sparse:
             runs += [self.fmt.timestamp(t), self.fmt.image_pads(feats)]
         s.sparse, s.last_sparse_time = [], None
@@ -216,10 +218,18 @@ class IncrementalBuilder:
 
     # -------------------------------------------------------------- turns
     def add_text_turn(self, role: str, text: str) -> Tokens:
-        return Tokens.cat([self.close_user_turn(), self.fmt.text_turn(role, text)])
+        closing = self.close_user_turn()
+        round = None
+        if role == "user":
+            round, self.state.rounds = self.state.rounds, self.state.rounds + 1
+        return Tokens.cat([closing, self.fmt.text_turn(role, text, round)])
 
-    def begin_response(self, tail_audio: torch.Tensor | None = None, voice: bool = True) -> Tokens:
+    def begin_response(self, tail_audio: torch.Tensor | None = None, voice: bool = True, opening: str = "") -> Tokens:
+        """Close the user turn and open the reply; `opening` is text the reply is
+        made to start with (a forced tool call, omni/tool_calls.forced_opening)."""
         runs = [self.close_user_turn(tail_audio), self.fmt.generation_prompt(voice)]
+        if opening:
+            runs.append(self.fmt.text(opening))
         self.state.in_response = True
         return Tokens.cat(runs)
 

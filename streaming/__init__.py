@@ -5,7 +5,10 @@ Layout:
   vad.py      silero-vad batched over sessions + the two-threshold endpointer
   frames.py   video frame sampling (dense while the user speaks, sparse while answering)
   engine.py   the worker thread that owns the model and batches prefill/decode
-  session.py  per-connection state machine (listen, speculate, respond, interrupted)
+  session.py  per-connection state machine (listen, speculate, respond, interrupted); its halves:
+              responses.py (replies), calls.py (function calling), transcripts.py (input
+              transcripts), conversation.py (the items, for retrieve / delete)
+  transcribe_stage.py  the input recognizer, in a process of its own
   server.py   websockets transport, security, admission control, /metrics
   client.py   asyncio reference client (used by `omni client`, the demo and the benchmark)
 """

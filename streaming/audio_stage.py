@@ -5,7 +5,8 @@ session) to this stage and goes straight on to the next LLM step, so the
 speech decoder of step n runs while the LLM computes step n+1. Frames of all
 sessions that are waiting are decoded in one `decode_audio` call; frames of one
 response stay in order (one per call), and text is emitted in step order with
-its audio. Output of a response that was rolled back or interrupted meanwhile
+its audio (a tool-call block goes out after the text before it). Output of a
+response that was rolled back or interrupted meanwhile
 is still produced but carries the old epoch, which the session drops.
 """
 
@@ -35,6 +36,7 @@ class AudioJob:
     frame: np.ndarray | None = None
     resampler: Any = None  # StreamingResampler to the client's rate, or None
     done_info: dict[str, Any] | None = None  # set on the response's last job: flush, then "done"
+    marks: list[dict[str, Any]] = field(default_factory=list)  # engine events sent after this job's delta ("block")
     t_step: float = field(default_factory=time.perf_counter)
 
 
@@ -97,6 +99,8 @@ class AudioStage:
                 audio = j.resampler.process(audio)
             if j.text or (audio is not None and len(audio)):
                 j.sink(self.make_event("delta", j.epoch, text=j.text, audio=audio))
+            for m in j.marks:  # e.g. a tool-call block: after the text before it, in order
+                j.sink(self.make_event("block", j.epoch, info=m))
             if j.done_info is not None:
                 try:
                     tail = self.model.flush_audio(j.state)

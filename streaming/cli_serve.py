@@ -19,6 +19,7 @@ import sys
 
 from omni.commands.argtypes import (check_listen, device, flavor_choices, log_level, model_dir, port, positive_float,
                                     positive_int, resolved_device)
+from omni.transcribe import TRANSCRIBERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "eager = the general forward; auto (default) = graph on CUDA, eager on CPU")
     g.add_argument("--max-steps", type=positive_int, default=600,
                    help="decode steps per response, 60 ms of speech each (default 600 = 36 s)")
+    g.add_argument("--transcriber", choices=[*TRANSCRIBERS, "off"], default="world-sphinx",
+                   help="input transcription for sessions that ask for it (audio.input.transcription): "
+                        "world-sphinx (default: pocketsphinx with the default world's language model), sphinx "
+                        "(pocketsphinx, any English), ctc (the served model's own CTC head), off")
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -73,7 +78,7 @@ async def _serve(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,
-                       model_name=name, model_trained=trained)
+                       model_name=name, model_trained=trained, **transcriber_config(args))
     srv = OmniServer(model, cfg)
     try:
         await srv.start()
@@ -91,6 +96,20 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await srv.close()
     return 0
+
+
+def transcriber_config(args: argparse.Namespace) -> dict:
+    """ServerConfig fields of --transcriber ("ctc" reads the CTC head of the served checkpoint, or of a
+    random model of the served flavor)."""
+    if args.transcriber == "off":
+        return {"transcriber": None}
+    extra = {}
+    if args.transcriber == "ctc":
+        from omni.defaults import resolve_model
+
+        path, flavor = resolve_model(args.model, args.flavor)
+        extra = {"model_dir": path} if path else {"flavor": flavor}
+    return {"transcriber": args.transcriber, "transcriber_args": extra, "prestart_transcriber": True}
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -50,6 +50,7 @@ class RealtimeClient:
         self.replies: dict[str, Reply] = {}
         self.order: list[str] = []
         self.errors: list[dict] = []
+        self.input_transcripts: dict[str, str] = {}  # user item id -> what the server heard (as it arrives)
         self.session: dict[str, Any] = {}
         self.out_rate = 24000
         self.in_rate = 24000
@@ -105,6 +106,10 @@ class RealtimeClient:
             self.in_rate = e["session"]["audio"]["input"]["format"].get("rate", 24000)
         elif kind == "error":
             self.errors.append(e["error"])
+        elif kind == "conversation.item.input_audio_transcription.delta":
+            self.input_transcripts[e["item_id"]] = self.input_transcripts.get(e["item_id"], "") + (e.get("delta") or "")
+        elif kind == "conversation.item.input_audio_transcription.completed":
+            self.input_transcripts[e["item_id"]] = e["transcript"]
         elif kind == "response.created":
             rid = e["response"]["id"]
             self.replies[rid] = Reply(rid, t_created=e["_t"])
@@ -126,8 +131,9 @@ class RealtimeClient:
             r.status, r.t_done = resp["status"], e["_t"]
             r.status_details = resp.get("status_details")
             r.server_metrics = resp.get("omni_metrics") or {}
-            if resp.get("output"):
-                r.item_id = resp["output"][0]["id"]
+            spoken = [o for o in resp.get("output") or [] if o.get("type") == "message"]
+            if spoken:  # the reply's message item (function calls are items of their own)
+                r.item_id = spoken[0]["id"]
 
     # ---- sending -----------------------------------------------------------
     async def send(self, event: dict) -> None:
@@ -135,10 +141,15 @@ class RealtimeClient:
         await self.ws.send(json.dumps(event))
 
     async def configure(self, turn_detection: dict | None | str = "default", input_rate: int = 16000,
-                        output_rate: int = 24000, instructions: str | None = None, **extra: Any) -> dict:
+                        output_rate: int = 24000, instructions: str | None = None,
+                        transcription: dict | None | str = "default", **extra: Any) -> dict:
+        """session.update; `transcription` ({} = the server's recognizer, None = off) asks for
+        input transcripts; `extra` fields (tools, tool_choice, ...) go into the session as given."""
         audio_in: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": input_rate}}
         if turn_detection != "default":
             audio_in["turn_detection"] = turn_detection
+        if transcription != "default":
+            audio_in["transcription"] = transcription
         session: dict[str, Any] = {"type": "realtime", "audio": {
             "input": audio_in, "output": {"format": {"type": "audio/pcm", "rate": output_rate}}}}
         if instructions is not None:

@@ -30,6 +30,15 @@ the engine refuses up front (a text that cannot fit the context) raises
 as failed and puts its model state back to the last turn boundary (or, if even
 that fails, onto a fresh context). No other slot is touched.
 
+Reply text that is not speech (tool-call blocks, thinking sections) is split off
+as it streams (omni.reply_stream.ReplyStream): it never becomes a text delta,
+and the speech frames of its steps are dropped (frames of steps that only hold a
+possible tag start wait until the tag is ruled out). A complete or cut tool-call
+block goes to the session as a "block" event, in order with the reply's deltas
+(through stage 4); the session decides whether it is a valid call. A barge-in
+cut keeps whole tool calls: a step that completes a call is a cut point, like a
+step whose text holds punctuation.
+
 Context: before each call the engine asks the model what it may write
 (`prefill_cost`, `text_cost`, `response_cost`) and, when the slot would
 overflow, starts the conversation over on a fresh context that keeps the
@@ -52,6 +61,7 @@ from typing import Any, Callable
 import numpy as np
 
 from omni.realtime_api import RealtimeModel
+from omni.reply_stream import Piece, ReplyStream
 from streaming.audio_stage import AudioJob, AudioStage
 from streaming.encode_stage import EncodeJob, EncodeStage
 from streaming.metrics import Metrics
@@ -75,7 +85,7 @@ class SlotError(Exception):
 
 @dataclass
 class EngineEvent:
-    kind: str  # opened | delta | done | rolled_back | interrupted | truncated | error
+    kind: str  # opened | delta | done | block | rolled_back | interrupted | truncated | error
     epoch: int = 0
     text: str = ""
     audio: np.ndarray | None = None  # float32 at the model's output rate
@@ -85,8 +95,11 @@ class EngineEvent:
 @dataclass
 class _Step:
     length: int  # slot length after this step
-    chars: int  # cumulative text characters through this step
-    frames: int  # cumulative codec frames through this step
+    chars: int  # cumulative text characters through this step (all of the reply's text)
+    frames: int  # cumulative codec frames delivered through this step
+    shown: int = 0  # cumulative characters of speakable text through this step
+    cut_ok: bool = False  # a barge-in may cut here: its text holds punctuation, or it completed a tool call
+    blocks: int = 0  # cumulative tool-call blocks handed to the session through this step
 
 
 @dataclass
@@ -105,6 +118,10 @@ class _Slot:
     steps: list[_Step] = field(default_factory=list)
     text: str = ""
     frames: int = 0
+    shown: int = 0  # speakable characters so far
+    blocks: int = 0  # tool-call blocks so far
+    stream: ReplyStream = field(default_factory=ReplyStream)
+    held: list = field(default_factory=list)  # AudioJobs of steps that only hold a possible tag start
     audio_state: Any = None
     resampler: StreamingResampler | None = None  # model rate -> the session's output rate
     pending_close: bool = False  # interrupted reply: end_response deferred (truncate may shorten it)
@@ -452,16 +469,19 @@ class Engine:
         s.history.append((role, text))
 
     def _respond(self, s: _Slot, epoch: int, speculative: bool, max_steps: int | None,
-                 out_rate: int | None = None) -> None:
+                 out_rate: int | None = None, opening: str = "") -> None:
+        """Start a reply; `opening` is text it is made to start with (a forced tool call)."""
         self._close_reply(s)
         s.epoch = epoch  # from here on, a failure is this reply's: its error carries this epoch
         s.max_steps = min(max_steps or self.max_steps, self.max_steps)
         self._room(s, s.max_steps + PACKET_ROOM + self._cost("response_cost", s.slot, default=0))
         s.mark = self.model.slot_length(s.slot)
-        self._model_call(self.model.begin_response, s.slot)
+        self._model_call(self.model.begin_response, s.slot, *((opening,) if opening else ()))
         s.base = self.model.slot_length(s.slot)
         s.confirmed, s.mode = not speculative, "decoding"
-        s.steps, s.text, s.frames, s.decode_time = [], "", 0, 0.0
+        s.steps, s.text, s.frames, s.decode_time, s.shown, s.blocks = [], opening, 0, 0.0, 0, 0
+        s.stream, s.held = ReplyStream(), []
+        s.stream.feed(opening)  # an opening is a block's start: nothing of it is spoken
         s.audio_state = self.model.new_audio_state()
         s.resampler = StreamingResampler(self.out_rate, out_rate) if out_rate and out_rate != self.out_rate else None
         s.t_begin = s.t_live = time.perf_counter()
@@ -494,31 +514,34 @@ class Engine:
         elif self._drop_queued_respond(s, epoch):
             s.sink(EngineEvent("rolled_back", epoch, info={"length": self.model.slot_length(s.slot), "steps": 0}))
 
-    def _cut(self, s: _Slot, heard_samples: int | None, delivered_chars: int | None) -> tuple[int, str]:
-        """Slot length and text to keep: what was heard, cut at the last punctuation."""
+    def _cut(self, s: _Slot, heard_samples: int | None, delivered_chars: int | None,
+             min_blocks: int = 0) -> tuple[int, str]:
+        """Slot length and text to keep: what was heard, cut at the last punctuation,
+        and at least through the first `min_blocks` tool-call blocks (the session was
+        given those calls; the model must go on knowing it made them)."""
+        # the steps heard are a prefix: their cumulative counts never decrease
         if heard_samples is not None:
             frames = heard_samples // self.frame_samples
-            n = sum(1 for st in s.steps if st.frames <= frames)
+            heard = [st for st in s.steps if st.frames <= frames]
         else:
-            n = sum(1 for st in s.steps if st.chars <= (delivered_chars or 0))
-        heard_text = s.text[: s.steps[n - 1].chars] if n else ""
-        cut = max((i for i, ch in enumerate(heard_text) if ch in PUNCTUATION), default=-1) + 1
-        if cut == 0:
+            heard = [st for st in s.steps if st.shown <= (delivered_chars or 0)]
+        # the last heard step that holds punctuation or completed a tool call
+        last = next((st for st in reversed(heard) if st.cut_ok), None)
+        need = next((st for st in s.steps if st.blocks >= min_blocks), None) if min_blocks else None
+        if need is not None and (last is None or need.length > last.length):
+            last = need
+        if last is None:
             return s.base, ""
-        # the first step whose cumulative text reaches the punctuation
-        for st in s.steps:
-            if st.chars >= cut:
-                return st.length, s.text[: st.chars]
-        return s.base, ""
+        return last.length, s.text[: last.chars]
 
     def _interrupt(self, s: _Slot, epoch: int, heard_samples: int | None, delivered_chars: int | None,
-                   reason: str) -> None:
+                   reason: str, delivered_blocks: int = 0) -> None:
         finished = s.epoch == epoch and s.mode == "idle" and s.pending_close  # decoded, maybe still playing
         if not finished and (s.epoch != epoch or s.mode == "idle"):
             if self._drop_queued_respond(s, epoch):
                 s.sink(EngineEvent("interrupted", epoch, info={"kept_text": "", "reason": reason}))
             return
-        length, kept = self._cut(s, heard_samples, delivered_chars)
+        length, kept = self._cut(s, heard_samples, delivered_chars, delivered_blocks)
         self.model.truncate(s.slot, length)
         if finished and s.history and s.history[-1] == ("assistant", s.text):
             s.history.pop()  # its full text went in when it finished; what was heard replaces it
@@ -530,7 +553,7 @@ class Engine:
 
     def _truncate(self, s: _Slot, epoch: int, heard_samples: int) -> None:
         if s.epoch == epoch and s.pending_close and s.mode == "idle":
-            length, kept = self._cut(s, heard_samples, None)
+            length, kept = self._cut(s, heard_samples, None, s.steps[-1].blocks if s.steps else 0)
             if length < self.model.slot_length(s.slot):
                 self.model.truncate(s.slot, length)
             s.sink(EngineEvent("truncated", epoch, text=kept, info={"applied": True}))
@@ -567,12 +590,15 @@ class Engine:
         self.metrics.observe("omni_decode_batch_size", len(active))
         for s, out in zip(active, outs):
             s.text += out.text
-            if out.codec_frame is not None:
-                s.frames += 1
-            s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames))
+            pieces = s.stream.feed(out.text)
+            finished = out.done or len(s.steps) + 1 >= s.max_steps
+            if finished:
+                pieces += s.stream.finish()
+            jobs, cut_ok = self._split_step(s, pieces, out.codec_frame)
+            s.steps.append(_Step(self.model.slot_length(s.slot), len(s.text), s.frames, s.shown, cut_ok, s.blocks))
             s.decode_time += dt
-            job = AudioJob(s.sink, s.epoch, s.audio_state, out.text, out.codec_frame, s.resampler)
-            if out.done or len(s.steps) >= s.max_steps:
+            job = jobs[-1]
+            if finished:
                 s.mode = "finished"
                 job.done_info = {
                     # cut by the step cap or a full context: incomplete, as the protocol says
@@ -586,11 +612,48 @@ class Engine:
                     "live_seconds": time.perf_counter() - s.t_live,
                     "audio_seconds": s.frames * self.frame_samples / self.out_rate,
                 }
-            if job.text or job.frame is not None or job.done_info is not None:
-                self.audio.put(job)  # stage 4 runs on its own thread
+            for j in jobs:
+                if j.text or j.frame is not None or j.done_info is not None or j.marks:
+                    self.audio.put(j)  # stage 4 runs on its own thread
             if job.done_info is not None:
                 if s.confirmed:
                     self._finish(s)
+
+    def _split_step(self, s: _Slot, pieces: list[Piece], frame: Any) -> tuple[list[AudioJob], bool]:
+        """Stage-4 jobs of one step, in order: speakable text, tool-call blocks (as
+        marks), then the step's speech frame unless a block covers the step. While
+        the stream only holds a possible tag start, the jobs wait (in `s.held`) for
+        the next step to decide. Returns the jobs and whether a barge-in may cut here."""
+        def job(text: str = "", frame: Any = None, marks: list | None = None) -> AudioJob:
+            return AudioJob(s.sink, s.epoch, s.audio_state, text, frame, s.resampler, marks=marks or [])
+
+        jobs, cut_ok, hidden = [], False, s.stream.in_block
+        for p in pieces:
+            if p.kind == "text":
+                s.shown += len(p.text)
+                cut_ok |= any(ch in PUNCTUATION for ch in p.text)
+                jobs.append(job(p.text))
+            else:
+                hidden = True
+                if p.kind == "call":
+                    cut_ok |= p.complete
+                    s.blocks += 1
+                    jobs.append(job(marks=[{"kind": "call", "text": p.text, "complete": p.complete}]))
+                else:
+                    self.metrics.inc("omni_thinking_sections_total")
+        if frame is not None:  # with the step's last text, as one delta (like a step without blocks)
+            if jobs and not jobs[-1].marks:
+                jobs[-1].frame = frame
+            else:
+                jobs.append(job(frame=frame))
+        jobs, s.held = s.held + jobs, []
+        if hidden:  # a block starts, goes on or ends here: these steps' frames are not speech
+            for j in jobs:
+                j.frame = None
+        if s.stream.hiding and not s.stream.in_block:  # a possible tag start: wait for the next step
+            s.held, jobs = jobs, []
+        s.frames += sum(j.frame is not None for j in jobs)
+        return jobs or [job()], cut_ok
 
 
 def _consume_on_current_stream(event: Any, result: Any) -> None:

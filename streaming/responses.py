@@ -6,6 +6,11 @@ speculative reply is held until the end of turn is confirmed; engine events
 of an older epoch (rolled back, cancelled) are dropped; barge-in and
 response.cancel share `_interrupt`, which sends exactly one terminal
 `response.done`.
+
+A reply's output items appear in the order the model produces them: the spoken
+message item opens with its first text or audio delta, and each tool call the
+model writes becomes a `function_call` item after it (streaming/calls.py); a
+reply with no output at all still ends with an (empty) message item.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ class Response:
     closed: bool = False  # response.done sent
     held: list[EngineEvent] = field(default_factory=list)
     transcript: str = ""
+    tools: dict[str, Any] = field(default_factory=dict)  # name -> omni.tool_calls.Tool the reply may call
+    tool_choice: Any = "auto"
+    message_index: int | None = None  # output_index of the message item once opened
+    outputs: list[dict] = field(default_factory=list)  # output items in order (the message: a placeholder)
+    blocks: int = 0  # tool-call blocks received (valid or not): a barge-in cut keeps them in the context
     delivered_out_samples: int = 0  # audio sent, at the session's output rate
     t_speech_end: float | None = None
     t_spec: float | None = None
@@ -43,8 +53,11 @@ class Response:
 class ResponseMixin:
     """Reply handling of Session; uses its send/engine/metrics/cfg/ev/slot/resp fields."""
 
-    def _start_response(self, speculative: bool, modalities: list[str]) -> None:
+    def _start_response(self, speculative: bool, modalities: list[str], tools: list[dict] | None = None,
+                        tool_choice: Any = None) -> None:
         r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
+        opening = self._tool_context(r, self.cfg.tools if tools is None else tools,
+                                     self.cfg.tool_choice if tool_choice is None else tool_choice)
         r.t_speech_end = self.speech_end_time
         r.t_spec = time.perf_counter()
         self.resp = r
@@ -53,7 +66,7 @@ class ResponseMixin:
             self.items.pop(next(iter(self.items)))
         # the audio stage resamples to the client's rate, off the event loop
         self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens,
-                           self.cfg.output_format.rate)
+                           self.cfg.output_format.rate, opening)
         if speculative:
             self._debug("speculating", r)
         else:
@@ -69,14 +82,23 @@ class ResponseMixin:
         fmt = self.cfg.output_format.to_json()
         self.send(self.ev.make("response.created", response=ServerEvents.response(
             r.id, "in_progress", modalities=r.modalities, out_format=fmt)))
-        item = ServerEvents.assistant_item(r.item_id, "in_progress")
-        self.send(self.ev.make("response.output_item.added", response_id=r.id, output_index=0, item=item))
-        self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=None))
-        self.send(self.ev.make("response.content_part.added", response_id=r.id, item_id=r.item_id,
-                               output_index=0, content_index=0, part={"type": "audio", "transcript": ""}))
         held, r.held = r.held, []
         for e in held:
             self._deliver(r, e)
+
+    def _open_message(self, r: Response) -> None:
+        """The reply's spoken message item, announced with its first output."""
+        if r.message_index is not None:
+            return
+        r.message_index = len(r.outputs)
+        r.outputs.append({})  # filled in when the item is done
+        item = ServerEvents.assistant_item(r.item_id, "in_progress")
+        self.send(self.ev.make("response.output_item.added", response_id=r.id, output_index=r.message_index,
+                               item=item))
+        self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=None))
+        self.send(self.ev.make("response.content_part.added", response_id=r.id, item_id=r.item_id,
+                               output_index=r.message_index, content_index=0,
+                               part={"type": "audio", "transcript": ""}))
 
     def _debug(self, state: str, r: Response) -> None:
         if self.cfg.debug_events:
@@ -87,8 +109,10 @@ class ResponseMixin:
         if e.kind == "context_reset":
             # not an error: the conversation goes on with its most recent text turns
             self.metrics.inc("omni_context_resets_total")
-            return self.send(self.ev.make("omni.context_reset", reason=e.info.get("reason", ""),
-                                          kept_turns=e.info.get("kept_turns", 0)))
+            self.send(self.ev.make("omni.context_reset", reason=e.info.get("reason", ""),
+                                   kept_turns=e.info.get("kept_turns", 0)))
+            self.declared = self.opened_with  # the fresh context has the system prompt's tools only
+            return self._declare(self.cfg.tools, self.cfg.tool_choice)
         if e.kind == "truncated":
             return self._on_truncated(e)
         if e.kind == "error":
@@ -97,6 +121,11 @@ class ResponseMixin:
             return  # fenced: output of a rolled-back or cancelled response
         if e.kind in ("rolled_back", "interrupted"):
             return
+        if e.kind == "block" and not r.confirmed:
+            r.held.append(e)
+            return
+        if e.kind == "block":
+            return self._on_block(r, e)  # a tool call, or why it is none (streaming/calls.py)
         if not r.confirmed:
             r.held.append(e)
             return
@@ -116,12 +145,17 @@ class ResponseMixin:
             self._finish(r, "failed", {"type": "failed", "error": {"code": code, "message": e.info.get("message")}})
 
     def _deliver(self, r: Response, e: EngineEvent) -> None:
-        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
+        if e.kind == "block":
+            return self._on_block(r, e)
+        out = e.audio  # already at the session's output rate
+        speaks = out is not None and len(out) and "audio" in r.modalities
+        if e.text or speaks:
+            self._open_message(r)
+        base = dict(response_id=r.id, item_id=r.item_id, output_index=r.message_index or 0, content_index=0)
         if e.text:
             r.transcript += e.text
             self.send(self.ev.make("response.output_audio_transcript.delta", delta=e.text, **base))
-        out = e.audio  # already at the session's output rate
-        if out is not None and len(out) and "audio" in r.modalities:
+        if speaks:
             if r.t_first_audio is None:
                 r.t_first_audio = time.perf_counter()
             r.delivered_out_samples += len(out)
@@ -160,23 +194,30 @@ class ResponseMixin:
     def _finish(self, r: Response, status: str, details: dict | None) -> None:
         r.closed = True
         self.last_resp = r
-        base = dict(response_id=r.id, item_id=r.item_id, output_index=0, content_index=0)
-        if "audio" in r.modalities:
-            self.send(self.ev.make("response.output_audio.done", **base))
-        self.send(self.ev.make("response.output_audio_transcript.done", transcript=r.transcript, **base))
-        self.send(self.ev.make("response.content_part.done", part={"type": "audio", "transcript": r.transcript},
-                               **base))
-        item = ServerEvents.assistant_item(r.item_id, "completed" if status == "completed" else "incomplete",
-                                           r.transcript)
-        self.send(self.ev.make("response.output_item.done", response_id=r.id, output_index=0, item=item))
-        self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=None))
+        if not r.outputs:  # nothing was said or called: the reply still has its (empty) message item
+            self._open_message(r)
+        if r.message_index is not None:
+            base = dict(response_id=r.id, item_id=r.item_id, output_index=r.message_index, content_index=0)
+            if "audio" in r.modalities:
+                self.send(self.ev.make("response.output_audio.done", **base))
+            self.send(self.ev.make("response.output_audio_transcript.done", transcript=r.transcript, **base))
+            self.send(self.ev.make("response.content_part.done", part={"type": "audio", "transcript": r.transcript},
+                                   **base))
+            item = ServerEvents.assistant_item(r.item_id, "completed" if status == "completed" else "incomplete",
+                                               r.transcript)
+            r.outputs[r.message_index] = item
+            self.send(self.ev.make("response.output_item.done", response_id=r.id, output_index=r.message_index,
+                                   item=item))
+            self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=None))
+            self.conv.add(item)
         self.send(self.ev.make("response.done", response=ServerEvents.response(
-            r.id, status, [item], r.modalities, details, self._metrics_of(r), self.cfg.output_format.to_json())))
+            r.id, status, list(r.outputs), r.modalities, details, self._metrics_of(r),
+            self.cfg.output_format.to_json())))
 
     def _interrupt(self, r: Response, reason: str) -> None:
         """Barge-in and response.cancel share this path: stop at once, one terminal event."""
         heard = self._model_samples(r.delivered_out_samples) if "audio" in r.modalities else None
-        self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason)
+        self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason, r.blocks)
         detail_reason = "turn_detected" if reason == "barge_in" else "client_cancelled"
         self._finish(r, "cancelled", {"type": "cancelled", "reason": detail_reason})
 

@@ -33,12 +33,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from omni.realtime_api import RealtimeModel
+from omni.transcribe import TRANSCRIBERS
 from streaming.engine import Engine
 from streaming.input import InputWorker
 from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, parse_client_event
 from streaming.protocol.events import ServerEvents, dumps
 from streaming.session import Limits, Session
+from streaming.transcribe_stage import TranscribeStage
 
 log = logging.getLogger(__name__)
 WS_PATHS = ("/v1/realtime", "/realtime", "/")
@@ -58,11 +60,19 @@ class ServerConfig:
     spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
+    # input transcription (a name of omni/transcribe.py TRANSCRIBERS, or a "module:factory"), in its own process from the first session
+    # that asks for it; None: the server has none (sessions that ask get transcription null)
+    transcriber: str | None = "world-sphinx"
+    transcriber_args: dict = field(default_factory=dict)
+    prestart_transcriber: bool = False  # start its process with the server (omni serve), not at first use
 
 
 class OmniServer:
     def __init__(self, model: RealtimeModel, cfg: ServerConfig | None = None) -> None:
         self.cfg = cfg or ServerConfig()
+        t = self.cfg.transcriber
+        if t is not None and t not in TRANSCRIBERS and ":" not in t:
+            raise ValueError(f"unknown transcriber {t!r}; known: {sorted(TRANSCRIBERS)} or a 'module:factory'")
         self.metrics = Metrics()
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
                              spec_ahead_frames=self.cfg.spec_ahead_frames).start()
@@ -71,6 +81,14 @@ class OmniServer:
         self.max_sessions = min(self.cfg.max_sessions or slots, slots)
         self.active = 0
         self.server: Any = None
+        self.transcribe_stage: TranscribeStage | None = None
+
+    def transcripts(self) -> TranscribeStage | None:
+        """The transcription process, started when a session first needs it."""
+        if self.transcribe_stage is None and self.cfg.transcriber is not None:
+            name = self.cfg.transcriber
+            self.transcribe_stage = TranscribeStage(name, TRANSCRIBERS.get(name, name), self.cfg.transcriber_args)
+        return self.transcribe_stage
 
     # ---- lifecycle ---------------------------------------------------------
     async def start(self) -> "OmniServer":
@@ -83,6 +101,8 @@ class OmniServer:
             close_timeout=2,  # a vanished client must not hold up shutdown
         )
         self.port = self.server.sockets[0].getsockname()[1]
+        if self.cfg.prestart_transcriber:
+            self.transcripts()
         log.info("serving on ws://%s:%d/v1/realtime", self.cfg.host, self.port)
         return self
 
@@ -92,6 +112,8 @@ class OmniServer:
             await self.server.wait_closed()
         self.engine.stop()
         self.inputs.stop()
+        if self.transcribe_stage is not None:
+            self.transcribe_stage.close()
 
     @property
     def url(self) -> str:
@@ -149,7 +171,8 @@ class OmniServer:
         out: asyncio.Queue = asyncio.Queue()
         session = Session(out.put_nowait, self.engine, self.inputs, self.metrics,
                           Limits(), beta=beta, model_name=self.cfg.model_name,
-                          model_trained=self.cfg.model_trained)
+                          model_trained=self.cfg.model_trained, transcriber=self.cfg.transcriber,
+                          transcribe_stage=self.transcripts)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             out.put_nowait(session.ev.make("session.created", session=session.cfg.to_json()))

@@ -15,7 +15,9 @@ loop); the endpointer's events drive the turn:
       is cut to what was delivered (at its last punctuation); the interrupting
       speech, with its pre-roll, starts the next user turn
 
-Replies (response.* events, holding, fencing, barge-in) are in responses.py.
+Replies (response.* events, holding, fencing, barge-in) are in responses.py,
+function calling in calls.py, input transcripts in transcripts.py; the items
+the conversation holds (for retrieve / delete) in conversation.py.
 Output events leave through one writer task, in order. Engine events carry the
 response epoch; anything from an older epoch is dropped (output fencing).
 """
@@ -25,13 +27,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from omni.realtime_api import UserChunk
+from streaming.calls import CallMixin, declared_key, system_prompt
+from streaming.conversation import Conversation
 from streaming.engine import Engine, EngineEvent
 from streaming.frames import FrameSampler, parse_frame
 from streaming.input import InputWorker, InputState
@@ -40,7 +44,9 @@ from streaming.protocol import ProtocolError, SessionConfig, StreamingResampler,
 from streaming.protocol.audio import AudioDecodeError
 from streaming.protocol.events import ClientEvent, ServerEvents, new_id
 from streaming.protocol.image import verify_jpeg
+from streaming.protocol.config import check_tool_choice, parse_tools
 from streaming.responses import Response, ResponseMixin
+from streaming.transcripts import TranscriptMixin
 from streaming.vad import Endpointer, TurnEvent
 
 log = logging.getLogger(__name__)
@@ -54,14 +60,24 @@ class Limits:
     max_pending_seconds: float = 120.0  # manual-mode input buffer cap
 
 
-class Session(ResponseMixin):
+class Session(ResponseMixin, CallMixin, TranscriptMixin):
     def __init__(self, send: Callable[[dict], None], engine: Engine, inputs: InputWorker, metrics: Metrics,
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
-                 model_trained: bool | None = None) -> None:
+                 model_trained: bool | None = None, transcriber: str | None = None,
+                 transcribe_stage: Callable[[], Any] | None = None) -> None:
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
-        self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained)
+        self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained,
+                                 transcriber=transcriber)
+        self.stage_for_transcripts = transcribe_stage or (lambda: None)  # the server's, started on first use
+        self.conv = Conversation()
+        self.calls: OrderedDict[str, str] = OrderedDict()
+        self.declared = declared_key([], "auto")  # no tools told to the model yet
+        self.opened_with = self.declared  # the tools in the slot's system prompt (they survive a context reset)
+        self.capture: list[np.ndarray] | None = None
+        self.capture_samples = 0
+        self.transcribing: set = set()
         self.loop = asyncio.get_running_loop()
         self.slot: int | None = None
         self.configured = False
@@ -99,6 +115,7 @@ class Session(ResponseMixin):
             raise
 
     def close(self) -> None:
+        self._stop_transcripts()
         if self.slot is not None:
             self.engine.submit(self.slot, "close")
             self.slot = None
@@ -151,13 +168,32 @@ class Session(ResponseMixin):
             return
         if e.type == "conversation.item.create":
             return self._item_create(d["item"])
+        if e.type == "conversation.item.retrieve":
+            item = self.conv.get(d["item_id"])
+            if item is None:
+                raise ProtocolError("item_not_found", f"no item {d['item_id']!r} in this conversation",
+                                    param="item_id")
+            return self.send(self.ev.make("conversation.item.retrieved", item=item))
+        if e.type == "conversation.item.delete":
+            item = self.conv.get(d["item_id"])
+            if item is None or not self.conv.delete(d["item_id"]):
+                raise ProtocolError("item_not_found", f"no item {d['item_id']!r} in this conversation",
+                                    param="item_id")
+            if item.get("type") == "function_call":  # a deleted call can no longer be answered
+                self.calls.pop(item.get("call_id"), None)
+            return self.send(self.ev.make("conversation.item.deleted", item_id=d["item_id"]))
         if e.type == "response.create":
             if self.resp is not None and not self.resp.closed:
                 raise ProtocolError("conversation_already_has_active_response",
                                     f"response {self.resp.id} is still in progress; cancel it first")
             r = d.get("response") or {}  # the schema allows null or an object with arrays of modalities
             mods = r.get("output_modalities") or r.get("modalities") or self.cfg.output_modalities
-            self._start_response(speculative=False, modalities=mods)
+            tools = parse_tools(r["tools"], "response.tools") if r.get("tools") is not None else None
+            choice = r.get("tool_choice")
+            if choice is not None or tools is not None:  # this reply's own tools and / or choice
+                choice = check_tool_choice(choice if choice is not None else self.cfg.tool_choice,
+                                           self.cfg.tools if tools is None else tools, "response.tool_choice")
+            self._start_response(speculative=False, modalities=mods, tools=tools, tool_choice=choice)
             return
         if e.type == "response.cancel":
             r = self.resp
@@ -177,7 +213,8 @@ class Session(ResponseMixin):
             raise ProtocolError("invalid_value", "the input sample rate cannot change after audio was sent",
                                 param="session.audio.input.format.rate")
         if first:  # the slot first: if it cannot be opened, the session stays as it was, unconfigured
-            await self.open(new.instructions)
+            await self.open(system_prompt(new.instructions, new.tools, new.tool_choice))
+            self.declared = self.opened_with = declared_key(new.tools, new.tool_choice)
         self.cfg = new
         td = new.turn_detection
         if td is not None:
@@ -187,8 +224,10 @@ class Session(ResponseMixin):
             self.resampler_in = StreamingResampler(new.input_format.rate, SR)  # (no audio yet: checked above)
         if first:
             self.configured = True
-        elif "instructions" in (d.get("session") or {}) and new.instructions:
-            self.engine.submit(self.slot, "text", "system", new.instructions)
+        else:
+            if "instructions" in (d.get("session") or {}) and new.instructions:
+                self.engine.submit(self.slot, "text", "system", new.instructions)
+            self._declare(new.tools, new.tool_choice)  # tools or choice changed: tell the model now
         self.send(self.ev.make("session.updated", session=new.to_json()))
 
     # ---- audio in ----------------------------------------------------------
@@ -213,6 +252,7 @@ class Session(ResponseMixin):
                                     "buffer cleared")
             return
         self.audio = np.concatenate([self.audio, audio])
+        self._capture_add(audio)  # the turn's audio, for its transcript (before this chunk's turn events)
         for ev in self.endpointer.feed(probs):
             self._on_turn(ev)
         self._emit_packets()
@@ -271,6 +311,7 @@ class Session(ResponseMixin):
                 self._send_speech_started(ev)
             self.turn_active = True
             self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
+            self._capture_start(self.audio[self.packet_start - self.audio_start:])
             self.frames.start_turn(self.packet_start / SR)  # dense frame slots count from here
             t_held, held = self.frames.take_held_timed()
             if held:  # what the camera saw while the assistant spoke, ahead of the new turn
@@ -306,14 +347,20 @@ class Session(ResponseMixin):
         self.send(self.ev.make("input_audio_buffer.speech_started", audio_start_ms=ev.sample * 1000 // SR,
                                item_id=self.user_item))
 
-    def _committed(self, content: list[dict] | None = None) -> None:
+    def _committed(self, content: list[dict] | None = None, audio: np.ndarray | None = None) -> None:
         item_id = self.user_item or new_id("item")
-        prev = self.last_resp.item_id if self.last_resp else None
+        prev = self.conv.last_id()
         self.send(self.ev.make("input_audio_buffer.committed", item_id=item_id, previous_item_id=prev))
         item = ServerEvents.user_item(item_id, content or [{"type": "input_audio", "transcript": None}])
         self.send(self.ev.make("conversation.item.added", item=item, previous_item_id=prev))
         self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=prev))
+        self.conv.add(item)
         self.user_item = None
+        if audio is not None:  # a committed manual buffer
+            self.capture = None
+            self._transcribe(item_id, 0, audio)
+        else:
+            self._capture_end(item_id)
 
     def _commit(self) -> None:
         if self.cfg.turn_detection is None:
@@ -328,26 +375,36 @@ class Session(ResponseMixin):
                 s0 = t0 + a
                 times, frames = self.frames.take_timed(s0 / SR, (s0 + len(seg)) / SR)
                 self._submit(UserChunk(seg, frames, s0 / SR, True, frame_times=times))
-        else:
-            self._flush_partial(self.total)
-            self.turn_active = False
-            self.endpointer.reset()
+            return self._committed(audio=audio)
+        self._flush_partial(self.total)
+        self.turn_active = False
+        self.endpointer.reset()
         self._committed()
 
     def _item_create(self, item: Any) -> None:
-        # the schema checked the item's shape; check every part before acting on any,
-        # so a bad part leaves no trace of the parts before it in the context
-        if not isinstance(item, dict) or item.get("type", "message") != "message":
-            raise ProtocolError("invalid_value", "only message items are supported", param="item.type")
+        # the schema checked the item's shape and refused the types it does not serve
+        if item.get("id") is not None and self.conv.get(item["id"]) is not None:
+            raise ProtocolError("invalid_value", f"an item {item['id']!r} already exists", param="item.id")
+        kind = item.get("type", "message")
+        if kind == "function_call_output":
+            return self._announce_item(self._call_output_item(item))
+        if kind == "function_call":
+            return self._announce_item(self._call_item(item))
+        self._message_item(item)
+
+    def _announce_item(self, body: dict) -> None:
+        prev = self.conv.last_id()
+        self.conv.add(body)
+        self.send(self.ev.make("conversation.item.added", item=body, previous_item_id=prev))
+        self.send(self.ev.make("conversation.item.done", item=body, previous_item_id=prev))
+
+    def _message_item(self, item: dict) -> None:
+        # check every part before acting on any, so a bad part leaves no trace of the parts before it
         role = item.get("role")
-        if role not in ("user", "system", "assistant"):
-            raise ProtocolError("invalid_value", f"unsupported role {role!r}", param="item.role")
         content = item.get("content")
-        if not isinstance(content, list) or not content:
-            raise ProtocolError("invalid_value", "item.content must be a non-empty list", param="item.content")
         parts: list[tuple[str, Any]] = []
         for i, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
+            kind = part.get("type")
             if kind in ("input_text", "text", "output_text"):
                 if not isinstance(part.get("text"), str):
                     raise ProtocolError("invalid_value", "text part needs a string 'text'",
@@ -361,15 +418,23 @@ class Session(ResponseMixin):
             else:
                 raise ProtocolError("invalid_value", f"unsupported content type {kind!r} for role {role}",
                                     param=f"item.content[{i}].type")
-        for kind, value in parts:
+        item_id = item.get("id") or new_id("item")
+        heard: list[tuple[int, np.ndarray]] = []
+        for i, (kind, value) in enumerate(parts):
             if kind == "text":
                 self.engine.submit(self.slot, "text", role, value)
                 continue
             r = StreamingResampler(self.cfg.input_format.rate, SR)
             a16 = np.concatenate([r.process(value), r.flush()])
+            heard.append((i, a16))
             for a in range(0, len(a16), PACKET):
                 self._submit(UserChunk(a16[a:a + PACKET], [], a / SR, True))
-        item_id = item.get("id") or new_id("item")
-        body = {**item, "id": item_id, "object": "realtime.item", "status": "completed"}
-        self.send(self.ev.make("conversation.item.added", item=body, previous_item_id=None))
-        self.send(self.ev.make("conversation.item.done", item=body, previous_item_id=None))
+        # the echo keeps the item's fields but not its audio payloads (the client has them)
+        shown = [{k: v for k, v in part.items() if k != "audio"} for part in content]
+        for i, _ in heard:
+            shown[i].setdefault("transcript", None)
+        body = {**item, "content": shown, "id": item_id, "type": "message", "object": "realtime.item",
+                "status": "completed"}
+        self._announce_item(body)
+        for i, a16 in heard:
+            self._transcribe(item_id, i, a16)

@@ -4,6 +4,10 @@
     omni chat --text "what color is the star?" --image scene.png
 
 The text reply is printed as it streams; the spoken reply is written to --out.
+`--think` switches on the thinking mode of checkpoints whose chat template has
+one (` /think_on`, omni/sequence.py); the thinking section is printed to stderr
+as `[thinking] ...`, apart from the answer (and a tool-call block as
+`[tool call] ...`).
 Without --model a randomly initialized model of --flavor (default `debug`) is
 used, and the command says so: its answers are noise until a trained model is
 given.
@@ -35,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="system prompt")
     p.add_argument("--out", type=output_file, help="write the spoken reply to this WAV file")
     p.add_argument("--no-speech", action="store_true", help="text-only reply (ASSISTANT: prompt)")
+    p.add_argument("--think", action="store_true",
+                   help="ask for a thinking section first (models whose chat template has the thinking mode)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="LLM steps (default 256)")
     add_sampling_and_device_arguments(p)
 
@@ -90,8 +96,12 @@ def main(args) -> int:
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"omni chat: error: cannot load the model: {e}", file=sys.stderr)
         return 2
+    if args.think and not config.template.thinking:
+        raise argparse.ArgumentTypeError("argument --think: this model's chat template has no thinking mode "
+                                         "(its config's template.thinking is false)")
     try:  # read the media before the model: a bad file is refused at once
         req = OmniRequest.from_files(args.text, args.image, args.video, args.audio, args.system, config.vision)
+        req.think = True if args.think else None
     except MediaError as e:
         given = {k: getattr(args, k) for k in ("audio", "image", "video") if getattr(args, k)}
         option = next((f"--{k}" for k, v in given.items() if str(Path(v)) == e.path), None)
@@ -113,10 +123,18 @@ def main(args) -> int:
     t0 = time.perf_counter()
     first = None
     pieces, frames = [], 0
+    from omni.reply_stream import ReplyStream
+
+    parts = ReplyStream()  # thinking and tool calls apart from the answer
     for ev in stream(model, req, opts, gen):
         if ev.text:
             first = first or time.perf_counter() - t0
-            print(ev.text, end="", flush=True)
+        for piece in parts.feed(ev.text) + (parts.finish() if ev.done else []):
+            if piece.kind == "text":
+                print(piece.text, end="", flush=True)
+            else:
+                label = "thinking" if piece.kind == "think" else "tool call"
+                print(f"[{label}] {piece.text}" + ("" if piece.complete else " (cut off)"), file=sys.stderr)
         if ev.frame is not None:
             frames += 1
         if ev.audio is not None and len(ev.audio):

@@ -5,8 +5,8 @@ realtime client sends and expects), a documented extension event for video
 frames, the schema every client event is checked against before the server
 acts on it (schemas.py, validate.py, safe_json.py; frames: image.py), the
 session configuration they negotiate, and pcm16 audio helpers. This package
-imports numpy only (Pillow on the first frame check), so thin clients (the
-demo) can use it.
+imports numpy and the pure-Python omni.tool_calls only (Pillow on the first
+frame check), so thin clients (the demo) can use it.
 See docs/protocol.md for the prose version.
 """
 

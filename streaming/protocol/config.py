@@ -7,6 +7,23 @@ Accepts both shapes the `openai` SDK has sent: the GA shape
 as the OpenAI server does; known fields with bad values raise a ProtocolError
 that names the field.
 
+Settings the server cannot honour as asked are not refused but replaced by what
+it actually uses, and `session.omni.adjusted` lists each replacement
+({param, requested, used}) so nothing changes silently:
+- `voice`: the model has one voice, reported as "default";
+- `turn_detection.type: "semantic_vad"`: there is no semantic model; server VAD
+  runs with `silence_duration_ms` from the eagerness (low 1000, medium / auto
+  600, high 400 ms), and the echo says `server_vad`;
+- `audio.input.transcription` (`input_audio_transcription`): the server's own
+  recognizer (its name in `model`, language "en") whatever model is named, or
+  null when the server runs none.
+
+Function tools (`tools`, `tool_choice`, also per `response.create`): names
+must be unique and 1-64 of [A-Za-z0-9_.-]; a parameter schema may use only the
+JSON-schema keywords the server checks calls against (omni/tool_calls.py), so a
+call is never passed on unchecked; a named `tool_choice` must name a declared
+tool, and `required` needs one.
+
 Extensions (ignored by OpenAI clients that do not send them):
 - `turn_detection.speculative_silence_ms`: the early silence point at which the
   engine starts decoding speculatively (null disables speculation). The other
@@ -21,9 +38,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from omni.tool_calls import TOOL_NAME, SchemaError, check_schema
 from streaming.protocol.events import ProtocolError
 
 SUPPORTED_RATES = (24000, 16000)
+VOICE = "default"  # the one voice the model speaks with
 
 
 @dataclass
@@ -59,8 +78,13 @@ class SessionConfig:
     input_format: AudioFormat = field(default_factory=AudioFormat)
     output_format: AudioFormat = field(default_factory=AudioFormat)
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
-    voice: str = "default"
+    voice: str = VOICE
     max_output_tokens: int | None = None  # decode steps; None: the server's cap
+    tools: list[dict[str, Any]] = field(default_factory=list)  # {"type": "function", name, description, parameters}
+    tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"type": "function", "name": ...}
+    transcriber: str | None = None  # the server's input recognizer (None: it has none)
+    transcription: dict[str, Any] | None = None  # what the session uses: {"model": transcriber, "language": "en"}
+    adjusted: dict[str, dict[str, Any]] = field(default_factory=dict)  # param -> {param, requested, used}
     debug_events: bool = False
     dense_fps: float = 2.0
     sparse_fps: float = 0.5
@@ -75,11 +99,15 @@ class SessionConfig:
             "instructions": self.instructions or "",
             "output_modalities": list(self.output_modalities),
             "max_output_tokens": self.max_output_tokens if self.max_output_tokens else "inf",
+            "tools": [dict(t) for t in self.tools],
+            "tool_choice": self.tool_choice,
             "audio": {
-                "input": {"format": self.input_format.to_json(), "turn_detection": td},
+                "input": {"format": self.input_format.to_json(), "turn_detection": td,
+                          "transcription": dict(self.transcription) if self.transcription else None},
                 "output": {"format": self.output_format.to_json(), "voice": self.voice},
             },
             "omni": {
+                "adjusted": list(self.adjusted.values()),
                 "debug_events": self.debug_events,
                 "dense_fps": self.dense_fps,
                 "sparse_fps": self.sparse_fps,
@@ -117,7 +145,16 @@ def _num(d: dict, key: str, param: str, lo: float, hi: float, integer: bool = Fa
     return int(v) if integer else float(v)
 
 
-def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> TurnDetection | None:
+def _adjust(adjusted: dict, param: str, requested: Any, used: Any) -> None:
+    """Note (or clear) that `param` was asked as `requested` and the server uses `used`."""
+    if requested == used:
+        adjusted.pop(param, None)
+    else:
+        adjusted[param] = {"param": param, "requested": requested, "used": used}
+
+
+def _turn_detection(value: Any, current: TurnDetection | None, param: str,
+                    adjusted: dict | None = None) -> TurnDetection | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -127,7 +164,9 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
     if kind == "semantic_vad":  # no semantic model here: map eagerness onto the silence threshold
         eager = value.get("eagerness", "auto")
         td.silence_duration_ms = {"low": 1000, "medium": 600, "auto": 600, "high": 400}.get(eager, 600)
-    elif kind != "server_vad":
+    if adjusted is not None and kind in ("server_vad", "semantic_vad"):
+        _adjust(adjusted, param + ".type", kind, "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
         raise _err(param + ".type", f"unknown turn_detection type {kind!r}; use server_vad or semantic_vad")
     if "threshold" in value:
         td.threshold = _num(value, "threshold", param, 0.05, 0.99)
@@ -152,11 +191,44 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str) -> Tu
     return td
 
 
+def parse_tools(value: Any, param: str) -> list[dict[str, Any]]:
+    """Function tools (already of the schema's shape) in their normalized form."""
+    tools, seen = [], set()
+    for i, t in enumerate(value or []):
+        name = t["name"]
+        if not TOOL_NAME.match(name):
+            raise _err(f"{param}[{i}].name", f"tool name {name[:64]!r} must be 1-64 of A-Z a-z 0-9 _ . -")
+        if name in seen:
+            raise _err(f"{param}[{i}].name", f"tool name {name!r} is declared twice")
+        seen.add(name)
+        params = t.get("parameters") or {"type": "object", "properties": {}}
+        try:
+            check_schema(params)
+        except SchemaError as e:
+            raise _err(f"{param}[{i}].{e.path}", str(e)) from None
+        tools.append({"type": "function", "name": name, "description": t.get("description") or "",
+                      "parameters": params})
+    return tools
+
+
+def check_tool_choice(choice: Any, tools: list[dict[str, Any]], param: str) -> Any:
+    """`choice` (already of the schema's shape) if it fits `tools`."""
+    if choice is None:
+        return "auto"
+    if isinstance(choice, dict):
+        if choice["name"] not in {t["name"] for t in tools}:
+            raise _err(param + ".name", f"tool_choice names {choice['name'][:64]!r}, which is not a declared tool")
+        return {"type": "function", "name": choice["name"]}
+    if choice == "required" and not tools:
+        raise _err(param, "tool_choice 'required' needs at least one tool")
+    return choice
+
+
 def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
     """A new SessionConfig with the fields present in `session` applied."""
     if not isinstance(session, dict):
         raise _err("session", "session must be an object")
-    new = dataclasses.replace(cfg)
+    new = dataclasses.replace(cfg, adjusted=dict(cfg.adjusted))
     if "instructions" in session:
         if session["instructions"] is not None and not isinstance(session["instructions"], str):
             raise _err("session.instructions", "instructions must be a string")
@@ -180,9 +252,16 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
     if "output_audio_format" in session:
         new.output_format = _format(session["output_audio_format"], "session.output_audio_format")
     if "turn_detection" in session:
-        new.turn_detection = _turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection")
+        new.turn_detection = _turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection",
+                                             new.adjusted)
     if isinstance(session.get("voice"), str):
-        new.voice = session["voice"]
+        _adjust(new.adjusted, "session.voice", session["voice"], VOICE)
+    if "input_audio_transcription" in session:
+        _transcription(new, session["input_audio_transcription"], "session.input_audio_transcription")
+    if "tools" in session:
+        new.tools = parse_tools(session["tools"], "session.tools")
+    if "tool_choice" in session:
+        new.tool_choice = session["tool_choice"] or "auto"
     # GA shape
     audio = session.get("audio")
     if audio is not None:
@@ -193,11 +272,13 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
             new.input_format = _format(inp["format"], "session.audio.input.format")
         if "turn_detection" in inp:
             new.turn_detection = _turn_detection(
-                inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection")
+                inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection", new.adjusted)
+        if "transcription" in inp:
+            _transcription(new, inp["transcription"], "session.audio.input.transcription")
         if "format" in out:
             new.output_format = _format(out["format"], "session.audio.output.format")
         if isinstance(out.get("voice"), str):
-            new.voice = out["voice"]
+            _adjust(new.adjusted, "session.audio.output.voice", out["voice"], VOICE)
     omni = session.get("omni")
     if omni is not None:
         if not isinstance(omni, dict):
@@ -208,4 +289,22 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
             new.dense_fps = _num(omni, "dense_fps", "session.omni", 0.1, 10)
         if "sparse_fps" in omni:
             new.sparse_fps = _num(omni, "sparse_fps", "session.omni", 0.05, 10)
+    # checked against the tools in force after this update (either may have changed)
+    new.tool_choice = check_tool_choice(new.tool_choice, new.tools, "session.tool_choice")
     return new
+
+
+def _transcription(new: SessionConfig, value: Any, param: str) -> None:
+    """Input transcription on (with the server's recognizer) or off."""
+    if value is None:
+        new.transcription = None
+        for key in [k for k in new.adjusted if k.startswith(param)]:
+            del new.adjusted[key]
+        return
+    used = {"model": new.transcriber, "language": "en"} if new.transcriber else None
+    new.transcription = used
+    asked = value.get("model")
+    if used is None or asked is not None:  # off although asked for, or another recognizer than named
+        _adjust(new.adjusted, param + ".model", asked or "(any)", new.transcriber)
+    if value.get("language") is not None:
+        _adjust(new.adjusted, param + ".language", value["language"], "en" if used else None)

@@ -2,15 +2,17 @@
 
 Client -> server (parsed and checked against schemas.py here; `parse_client_event`):
   session.update, input_audio_buffer.append / commit / clear,
-  conversation.item.create, conversation.item.truncate, response.create,
+  conversation.item.create / truncate / retrieve / delete, response.create,
   response.cancel, output_audio_buffer.clear, and the extension
   input_image_buffer.append {image: base64 JPEG, time_ms?} for video frames.
 
 Server -> client (built by `ServerEvents`): session.created / updated,
   input_audio_buffer.speech_started / speech_stopped / committed / cleared,
-  conversation.item.added / done, conversation.item.truncated,
+  conversation.item.added / done / truncated / retrieved / deleted,
+  conversation.item.input_audio_transcription.delta / completed / failed,
   response.created, response.output_item.added, response.content_part.added,
   response.output_audio.delta, response.output_audio_transcript.delta,
+  response.function_call_arguments.delta / done,
   response.output_audio.done, response.output_audio_transcript.done,
   response.content_part.done, response.output_item.done, response.done, error,
   and, only when the session asks for them (`session.omni.debug_events`),
@@ -47,7 +49,7 @@ CLIENT_EVENTS = {
     "output_audio_buffer.clear": (),
     "input_image_buffer.append": ("image",),  # extension: one JPEG video frame
 }
-UNSUPPORTED = {"conversation.item.delete", "conversation.item.retrieve"}
+UNSUPPORTED: set[str] = set()  # events known but not served (none at present; they get unsupported_event)
 
 BETA_NAMES = {
     "response.output_audio.delta": "response.audio.delta",
@@ -141,6 +143,11 @@ class ServerEvents:
             "id": item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": status,
             "content": [{"type": "output_audio", "transcript": transcript}],
         }
+
+    @staticmethod
+    def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+        return {"id": item_id, "object": "realtime.item", "type": "function_call", "status": status,
+                "call_id": call_id, "name": name, "arguments": arguments}
 
     @staticmethod
     def user_item(item_id: str, content: list[dict]) -> dict[str, Any]:

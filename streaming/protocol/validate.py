@@ -1,14 +1,16 @@
 """A small declarative schema checker for client events.
 
 A schema is a tree of specs (`Obj`, `List`, `Str`, `Int`, `Num`, `Bool`,
-`Null`, `Enum`, `Either`, `Anything`); `spec.check(value, path)` raises a
+`Null`, `Enum`, `Either`, `Tagged`, `Anything`); `spec.check(value, path)` raises a
 ProtocolError naming the field (`param`, e.g. "session.audio.input") and what
 was wrong. Codes: `missing_field` (a required field is absent),
 `invalid_type` (wrong JSON type), `invalid_value` (right type, but out of
-range, not among the allowed values, or too long).
+range, not among the allowed values, or too long), and the code a `Tagged` spec
+gives a kind the API defines but this server does not support (e.g.
+`unsupported_item_type`, naming the kind).
 
 Objects accept fields they do not list (OpenAI clients send fields this server
-ignores, like `tools` or `tracing`); those are never read, so they cannot hurt.
+ignores, like `tracing`); those are never read, so they cannot hurt.
 The schemas themselves are in schemas.py.
 """
 
@@ -186,3 +188,35 @@ class Either(Spec):
 def Optional(spec: Spec) -> Either:
     """`spec`, or null."""
     return Either(spec, Null())
+
+
+class Tagged(Spec):
+    """An object whose `key` field picks its schema (`default` when absent). Kinds in
+    `refused` are ones the API defines but this server does not support: they get
+    the error code `refused_code`, and the message names the kind and says why."""
+
+    what = "an object"
+
+    def __init__(self, key: str, cases: dict[str, Spec], refused: dict[str, str] | None = None,
+                 default: str | None = None, refused_code: str = "invalid_value") -> None:
+        self.key, self.cases, self.refused, self.default = key, cases, refused or {}, default
+        self.refused_code = refused_code
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise self.type_error(value, path)
+        param = _join(path, self.key)
+        kind = value.get(self.key, self.default)
+        if kind is None:
+            raise ProtocolError("missing_field", f"{param} is required", param=param)
+        if not isinstance(kind, str):
+            raise ProtocolError("invalid_type", f"{param} must be a string, got {json_type(kind)}", param=param)
+        if kind in self.refused:
+            raise ProtocolError(self.refused_code, f"{param} {kind!r} is not supported by this server: "
+                                f"{self.refused[kind]}", param=param)
+        spec = self.cases.get(kind)
+        if spec is None:
+            known = ", ".join(map(repr, [*self.cases, *self.refused]))
+            shown = repr(kind) if len(kind) <= 40 else "a long string"
+            raise ProtocolError("invalid_value", f"{param} must be one of {known}, got {shown}", param=param)
+        spec.check(value, path)

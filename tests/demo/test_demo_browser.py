@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -94,7 +95,7 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
             try:
                 page.wait_for_function(
                     "(() => { const t = document.querySelector('#transcript textarea').value;"
-                    " const m = t.match(/assistant \\[\\w+\\]: (.+)/); return t.includes('you: (spoke)') && m &&"
+                    " const m = t.match(/assistant \\[\\w+\\]: (.+)/); return /you: (\\(spoke\\)|[a-z])/.test(t) && m &&"
                     " m[1].trim().length > 0 })()", timeout=120000)
             except Exception:
                 pytest.fail(f"no reply in the page; transcript: {page.input_value('#transcript textarea')!r}; "
@@ -131,4 +132,5 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     assert player["chunks"] >= 1 and player["samples"] == frames, (player, frames)
     assert player["state"] == "running", player
     assert "first audio after end-of-turn confirmation" in latency
-    assert "you: (spoke)" in transcript
+    # the user's turn: the words the server's recognizer heard in the fake microphone's tone, or "(spoke)"
+    assert re.search(r"you: (\(spoke\)|[a-z])", transcript), transcript

@@ -126,3 +126,16 @@ def test_the_server_says_whether_its_model_is_trained():
     session = asyncio.run(main())
     assert session["omni"]["model"] == {"name": "debug", "trained": False}
     assert "noise" in model_note(session)
+
+
+def test_transcript_shows_the_users_words_once_they_are_heard():
+    tab = _tab(Reply("resp_000001", status="completed", transcript="It is red."))
+    c = tab.client
+    c.events[:0] = [{"type": "input_audio_buffer.speech_started", "item_id": "item_u1"},
+                    {"type": "input_audio_buffer.speech_stopped", "item_id": "item_u1"}]
+    c.events += [{"type": "input_audio_buffer.speech_started", "item_id": "item_u2"}]
+    c.input_transcripts = {}
+    assert tab.transcript().splitlines()[0] == "you: (spoke)"  # not heard yet
+    c.input_transcripts = {"item_u1": "what color is\x00 the\nstar", "item_u2": "and"}
+    assert tab.transcript().splitlines() == ["you: what color is the star", "assistant [000001]: It is red.",
+                                             "you: and"]

@@ -34,7 +34,9 @@ class ScriptedModel:
     """A RealtimeModel stand-in whose context is a plain token list per slot.
 
     Prefill appends one token per 80 ms of audio; a reply is a fixed script
-    spoken one word per decode step with one codec frame each. Every call
+    spoken one word per decode step with one codec frame each (`replies`: one
+    script per reply in turn, the last one repeating; a script given as a list
+    is its steps' text pieces exactly, so a tag can be split anywhere). Every call
     records its thread, so tests can prove the model only runs on the engine
     thread."""
 
@@ -43,9 +45,13 @@ class ScriptedModel:
     codec_frame_samples = 960
 
     def __init__(self, max_slots: int = 4, reply: str = "Sure. The sky is blue, mostly. Bye now!",
-                 step_delay: float = 0.0, encode_delay: float = 0.0) -> None:
+                 step_delay: float = 0.0, encode_delay: float = 0.0, replies: list | None = None) -> None:
         self.max_slots = max_slots
-        self.words = reply.split(" ")
+        # each step's text: a string script's words (a space after all but the last), a list's pieces as given
+        self.scripts = [list(r) if isinstance(r, list) else [w + " " for w in r.split(" ")[:-1]] + [r.split(" ")[-1]]
+                        for r in (replies or [reply])]
+        self.replies_begun = 0
+        self.words = self.scripts[0]
         self.ctx: dict[int, list] = {}
         self.free = list(range(max_slots))
         self.threads: set[int] = set()
@@ -114,10 +120,12 @@ class ScriptedModel:
         self._t("text", slot, role, text)
         self.ctx[slot].append((role, text))
 
-    def begin_response(self, slot: int) -> None:
+    def begin_response(self, slot: int, opening: str = "") -> None:
         self._t("begin", slot)
-        self.ctx[slot].append(("begin",))
+        self.ctx[slot].append(("begin", opening) if opening else ("begin",))
         self.pos[slot] = 0
+        # the next script once a reply was closed (a rolled-back speculative reply takes it again)
+        self.words = self.scripts[min(self.replies_begun, len(self.scripts) - 1)]
 
     def decode_step(self, slots):
         import time
@@ -134,13 +142,14 @@ class ScriptedModel:
             i = self.pos[s]
             self.pos[s] = i + 1
             done = i + 1 >= len(self.words)
-            word = self.words[i] + ("" if done else " ")
+            word = self.words[i]
             self.ctx[s].append(("tok", word))
             outs.append(StepOutput(i, word, np.array([i, 1, 2, 3]), done))
         return outs
 
     def end_response(self, slot: int) -> None:
         self._t("end", slot)
+        self.replies_begun += 1
         self.ctx[slot].append(("end",))
 
     def new_audio_state(self):
@@ -157,3 +166,20 @@ class ScriptedModel:
 
     def flush_audio(self, state):
         return np.zeros(0, np.float32)
+
+
+class SlowTranscriber:
+    """A transcriber (built in the server's transcription process) that takes its time
+    and says which process it ran in: tests show the turn never waits for it."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float = 2.0) -> None:
+        self.seconds = seconds
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        import os
+        import time
+
+        time.sleep(self.seconds)
+        return f"pid {os.getpid()} heard {len(audio)} samples"

@@ -38,7 +38,8 @@ CODES = {
     "invalid_type", "invalid_value", "message_too_large", "session_not_configured", "unsupported_audio_format",
     "invalid_audio", "invalid_image", "input_buffer_overflow", "input_audio_buffer_commit_empty",
     "conversation_already_has_active_response", "response_cancel_not_active", "item_not_found",
-    "server_error", "context_reset",
+    "server_error", "context_reset", "unsupported_item_type", "unsupported_tool_type", "call_id_not_found",
+    "call_already_answered",
 }
 
 
@@ -77,6 +78,16 @@ def templates() -> list[dict]:
         {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
             {"type": "input_audio", "audio": B64_AUDIO}]}},
         {"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 100},
+        {"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "call_x",
+                                                      "output": "{}"}},
+        {"type": "conversation.item.create", "item": {"type": "function_call", "call_id": "call_y", "name": "f",
+                                                      "arguments": "{}"}},
+        {"type": "conversation.item.retrieve", "item_id": "item_x"},
+        {"type": "conversation.item.delete", "item_id": "item_x"},
+        {"type": "session.update", "session": {"tools": [{"type": "function", "name": "f", "parameters": {
+            "type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"]}}],
+            "tool_choice": {"type": "function", "name": "f"}, "audio": {"input": {"transcription": {"model": "m"}}}}},
+        {"type": "response.create", "response": {"tools": [], "tool_choice": "none"}},
         {"type": "response.create", "response": {"output_modalities": ["text"]}},
         {"type": "response.cancel"},
         {"type": "output_audio_buffer.clear"},
@@ -86,7 +97,8 @@ def templates() -> list[dict]:
 
 KEYS = ["type", "session", "audio", "input", "output", "format", "rate", "turn_detection", "eagerness",
         "threshold", "item", "content", "text", "role", "response", "output_modalities", "time_ms", "image",
-        "item_id", "audio_end_ms", "content_index", "response_id", "omni", "max_output_tokens", "event_id"]
+        "item_id", "audio_end_ms", "content_index", "response_id", "omni", "max_output_tokens", "event_id",
+        "tools", "tool_choice", "name", "parameters", "call_id", "output", "arguments", "transcription"]
 LEAF = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
         | st.sampled_from([10**400, -(10**30), 2**63, 0, -1, 1e308, "inf", "pcm16", "audio", "text", "",
                            "semantic_vad", "server_vad", "message", "user", "audio/pcm", B64_AUDIO[:9]]))

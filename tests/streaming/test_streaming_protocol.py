@@ -60,7 +60,12 @@ def test_pcm16_roundtrip_and_errors():
     ("[1,2]", "invalid_event"),
     ('{"type": "made.up"}', "unknown_event"),
     ('{"type": "input_audio_buffer.append"}', "missing_field"),
-    ('{"type": "conversation.item.delete", "item_id": "x"}', "unsupported_event"),
+    ('{"type": "conversation.item.delete"}', "missing_field"),
+    ('{"type": "conversation.item.create", "item": {"type": "mcp_call", "id": "x"}}', "unsupported_item_type"),
+    ('{"type": "conversation.item.create", "item": {"type": "reasoning"}}', "invalid_value"),
+    ('{"type": "session.update", "session": {"tools": [{"type": "mcp", "server_label": "s"}]}}',
+     "unsupported_tool_type"),
+    ('{"type": "response.create", "response": {"tool_choice": {"type": "function"}}}', "missing_field"),
 ])
 def test_bad_events_are_typed_errors(raw, code):
     with pytest.raises(ProtocolError) as e:
