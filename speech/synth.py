@@ -168,3 +168,4 @@ def generate_corpus(out_dir: str, minutes: float, seed: int = 0, sample_rate: in
             meta.write(f"{os.path.basename(path)}\t{u.voice}\t{u.speed}\t{u.pitch}\t{u.text}\n")
             paths.append(path)
     return paths
+

@@ -4,11 +4,18 @@ Examples:
     omni train-codec --generate-minutes 15 --data runs/codec_data --out runs/codec --steps 2000
     omni train-codec --data my_wavs/ --resample --out runs/codec --device cuda --time-budget 600
     omni train-codec --data runs/codec_data --out runs/codec --resume --steps 4000
+    # the decoder alone, from the shipped codec: its tokens stay exactly the same
+    omni train-codec --data .codec_data/voice_v3.npz --init-from speech/pretrained/default \
+        --finetune-decoder --out runs/codec_ft --device cuda --time-budget 450
+
+Also runnable as `python -m speech.train_cli ...` (imports nothing of the omni CLI).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from omni.config import flavor_names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "reproduce that speaker")
     t = p.add_argument_group("training")
     t.add_argument("--out", default="runs/codec", help="output directory")
-    t.add_argument("--flavor", default="default", help="codec config flavor (omni.config: debug, default, longcat)")
+    t.add_argument("--flavor", default="default", choices=flavor_names("codec"), help="codec config flavor")
     t.add_argument("--steps", type=int, default=2000, help="training steps (0 = only --time-budget)")
     t.add_argument("--time-budget", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
     t.add_argument("--batch-size", type=int, default=16)
@@ -48,7 +55,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--log-every", type=int, default=10, help="steps between loss log rows")
     t.add_argument("--ckpt-seconds", type=float, default=300.0, help="seconds between checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
-    t.add_argument("--init-from", default="", metavar="CKPT", help="start a fresh run (new optimizers and schedule) from these weights")
+    t.add_argument("--init-from", default="", metavar="CKPT|CODEC_DIR",
+                   help="start a fresh run (new optimizers and schedule) from these weights: a ckpt.pt, or a codec "
+                        "directory such as speech/pretrained/default (its config replaces --flavor; the "
+                        "discriminator starts afresh)")
+    t.add_argument("--freeze", default="", metavar="PARTS",
+                   help="keep these parts fixed, comma-separated: encoder (with the latent BatchNorm), quantizer "
+                        "(every codebook); both together keep the codec's tokens exactly as they were")
+    t.add_argument("--finetune-decoder", action="store_true",
+                   help="train the decoder alone: --freeze encoder,quantizer (needs --init-from or --resume)")
+    t.add_argument("--mel-band-weights", default="", metavar="LO-HI:W[,...]",
+                   help="weight the mel loss per frequency band in Hz, e.g. 2000-8000:2 (weights are scaled to mean 1)")
+    t.add_argument("--mel-onset-weight", type=float, default=0.0,
+                   help="weigh the mel loss of the ~150 ms after a speech onset up to 1 + this (scaled to mean 1); "
+                        "there the shipped codec's mel error is twice the rest's")
+    t.add_argument("--aligned-share", type=float, default=0.0,
+                   help="share of the training crops that start where a clip starts (as an utterance decoded alone)")
+    t.add_argument("--eval-data", default="", metavar="FILE.npz",
+                   help="held-out clips (e.g. from `omni data codec-voice --eval-pack`), each decoded whole and scored (mel L1) before and "
+                        "after the run: eval.json")
     t.add_argument("--warmup-steps", type=int, default=100)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -62,9 +87,54 @@ def _cuda() -> bool:
         return False
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse impossible values before any speech is generated or read."""
+    import os
+
+    numbers = (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 0), ("--time-budget", args.time_budget, 0),
+               ("--generate-minutes", args.generate_minutes, 0), ("--log-every", args.log_every, 1),
+               ("--warmup-steps", args.warmup_steps, 0), ("--ckpt-seconds", args.ckpt_seconds, 0))
+    for option, value, lo in numbers:
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"argument {option}: must be >= {lo}, got {value:g}")
+    for option, value in (("--segment-seconds", args.segment_seconds), ("--lr", args.lr), ("--lr-disc", args.lr_disc)):
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"argument {option}: must be > 0, got {value:g}")
+    if not 0 <= args.adv_start <= 1:
+        raise argparse.ArgumentTypeError(f"argument --adv-start: must be in [0, 1], got {args.adv_start:g}")
+    if args.steps == 0 and args.time_budget == 0:
+        raise argparse.ArgumentTypeError("--steps 0 trains until --time-budget, which is 0 (no limit): give one of them")
+    if args.device.startswith("cuda") and not _cuda():
+        raise argparse.ArgumentTypeError(f"argument --device: {args.device}: this machine has no CUDA GPU that torch "
+                                         "can use; use --device cpu")
+    if args.init_from and not (os.path.isfile(args.init_from) or os.path.isdir(args.init_from)):
+        raise argparse.ArgumentTypeError(f"argument --init-from: no such file or codec directory: {args.init_from}")
+    if args.finetune_decoder and not (args.init_from or args.resume or args.generate_only):
+        raise argparse.ArgumentTypeError("--finetune-decoder keeps a trained codec's tokens: give --init-from "
+                                         "(e.g. speech/pretrained/default) or --resume")
+    for option, value in (("--aligned-share", args.aligned_share), ("--mel-onset-weight", args.mel_onset_weight)):
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"argument {option}: must be >= 0, got {value:g}")
+    if args.aligned_share > 1:
+        raise argparse.ArgumentTypeError(f"argument --aligned-share: must be in [0, 1], got {args.aligned_share:g}")
+    try:
+        from speech.losses import parse_band_weights
+        from speech.train import parse_freeze
+
+        parse_freeze(args.freeze)
+        parse_band_weights(args.mel_band_weights)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if args.eval_data and not os.path.isfile(args.eval_data):
+        raise argparse.ArgumentTypeError(f"argument --eval-data: no such file: {args.eval_data}")
+    if args.data and not args.generate_minutes and not os.path.exists(args.data):
+        raise argparse.ArgumentTypeError(f"argument --data: {args.data}: no such file or folder")
+
+
 def main(args: argparse.Namespace) -> int:
     import os
 
+    check_arguments(args)
     from speech.data import load_clips, pack_npz
     from speech.train import Trainer, TrainOptions
 
@@ -96,6 +166,9 @@ def main(args: argparse.Namespace) -> int:
         adv_start=args.adv_start, device=args.device, bf16=not args.no_bf16, seed=args.seed,
         log_every=args.log_every, ckpt_seconds=args.ckpt_seconds, resume=args.resume, init_from=args.init_from,
         warmup_steps=args.warmup_steps, progress=not args.no_progress,
+        freeze=("encoder", "quantizer") if args.finetune_decoder else tuple(filter(None, args.freeze.split(","))),
+        mel_band_weights=args.mel_band_weights, mel_onset_weight=args.mel_onset_weight,
+        aligned_share=args.aligned_share, eval_data=args.eval_data,
     )
     history = Trainer(opts, clips).run()
     if history:
@@ -103,3 +176,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"step {last['step']}: mel {first['mel']:.3f} -> {last['mel']:.3f}, stft {first['stft']:.3f} -> {last['stft']:.3f}")
     print(f"codec written to {os.path.join(args.out, 'codec')}")
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m speech.train_cli")
+    add_arguments(parser)
+    try:
+        sys.exit(main(parser.parse_args()))
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))

@@ -153,6 +153,8 @@ def test_convert_refuses_missing_source(files):
     (["pack", "--data", "{dir}", "--out", "/nonexistent/dir/p.npz"], ["argument --out", "/nonexistent/dir"]),
     (["build", "--split", "train", "--out", "{dir}/b", "--scenes", "0"], ["argument --scenes", ">= 1"]),
     (["build", "--split", "train", "--out", "{dir}/b", "--video-fraction", "2"], ["argument --video-fraction"]),
+    (["codec-voice", "--out", "{dir}/w", "--minutes", "0"], ["argument --minutes"]),
+    (["codec-voice", "--out", "{dir}/w", "--answer-share", "1.5"], ["argument --answer-share"]),
 ])
 def test_data_refuses(argv, parts, files):
     _has(refused("data", *[a.format(**files) for a in argv]), *parts)

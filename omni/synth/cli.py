@@ -15,6 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from omni.commands.argtypes import (existing_dir, float_between, int_between, non_negative_float, output_dir,
+                                    output_file, positive_float, positive_int)
+
 # Sizes of the default model's data (README "default model" explains the choice).
 DEFAULTS = {
     "train": {"scenes": 3000, "renderings": 2},
@@ -31,63 +34,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("default", help="write train + held-out splits, eval sets, corpus and packs")
-    p.add_argument("--out", default="runs/data", help="output root (default: runs/data)")
+    p.add_argument("--out", type=output_dir, default="runs/data", help="output root (default: runs/data)")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
-    p.add_argument("--train-scenes", type=int, default=DEFAULTS["train"]["scenes"], help="train scenes (default 3000)")
-    p.add_argument("--heldout-scenes", type=int, default=DEFAULTS["heldout"]["scenes"], help="held-out scenes (default 200)")
-    p.add_argument("--max-mb", type=float, default=30.0, help="size budget of the train pack in MB (default 30)")
-    p.add_argument("--codec", default=None, help="codec directory for answer tokens (default: the shipped codec, if any)")
+    p.add_argument("--train-scenes", type=positive_int, default=DEFAULTS["train"]["scenes"], help="train scenes (default 3000)")
+    p.add_argument("--heldout-scenes", type=positive_int, default=DEFAULTS["heldout"]["scenes"], help="held-out scenes (default 200)")
+    p.add_argument("--max-mb", type=positive_float, default=30.0, help="size budget of the train pack in MB (default 30)")
+    p.add_argument("--codec", type=existing_dir, default=None, help="codec directory for answer tokens (default: the shipped codec, if any)")
     _common(p)
 
     p = sub.add_parser("build", help="write one split: media, spoken questions/answers, manifest")
     p.add_argument("--split", choices=("train", "heldout"), required=True, help="which split")
-    p.add_argument("--out", required=True, help="split directory to write")
+    p.add_argument("--out", required=True, type=output_dir, help="split directory to write")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
-    p.add_argument("--scenes", type=int, default=None, help="scenes (default: 3000 train, 200 held-out)")
-    p.add_argument("--questions-per-scene", type=int, default=QUESTIONS_PER_SCENE, help="visual questions per scene (3)")
-    p.add_argument("--speech-ratio", type=float, default=SPEECH_RATIO, help="speech-task samples per visual one (0.2)")
-    p.add_argument("--renderings", type=int, default=None, help="spoken renderings per question text (2 train, 4 held-out)")
-    p.add_argument("--video-fraction", type=float, default=0.4, help="share of video scenes (0.4)")
+    p.add_argument("--scenes", type=positive_int, default=None, help="scenes (default: 3000 train, 200 held-out)")
+    p.add_argument("--questions-per-scene", type=positive_int, default=QUESTIONS_PER_SCENE, help="visual questions per scene (3)")
+    p.add_argument("--speech-ratio", type=non_negative_float, default=SPEECH_RATIO, help="speech-task samples per visual one (0.2)")
+    p.add_argument("--renderings", type=positive_int, default=None, help="spoken renderings per question text (2 train, 4 held-out)")
+    p.add_argument("--video-fraction", type=float_between(0.0, 1.0), default=0.4, help="share of video scenes (0.4)")
     p.add_argument("--eval-sets", action="store_true", help="also write av_mcq.jsonl and spoken_qa.jsonl")
     _common(p)
 
     p = sub.add_parser("eval-sets", help="write av_mcq.jsonl + spoken_qa.jsonl (omni eval formats) for a split")
-    p.add_argument("--data", required=True, help="split directory (holds manifest.jsonl)")
+    p.add_argument("--data", required=True, type=existing_dir, help="split directory (holds manifest.jsonl)")
 
     p = sub.add_parser("corpus", help="write the tokenizer text corpus (one string per line)")
-    p.add_argument("--out", required=True, help="output text file")
+    p.add_argument("--out", required=True, type=output_file, help="output text file")
     p.add_argument("--include-heldout", action="store_true", help="also include held-out wordings")
 
     p = sub.add_parser("pack", help="pack a split into one compact .npz for GPU training")
-    p.add_argument("--data", required=True, help="split directory")
-    p.add_argument("--out", required=True, help="output .npz")
-    p.add_argument("--size", type=int, default=112, help="frame side in pixels (default 112)")
-    p.add_argument("--fps", type=float, default=2.0, help="video frames per second in the pack (default 2)")
-    p.add_argument("--max-mb", type=float, default=30.0, help="size budget in MB; 0 = no limit (default 30)")
-    p.add_argument("--limit", type=int, default=None, help="keep N samples, evenly spread (default: all)")
+    p.add_argument("--data", required=True, type=existing_dir, help="split directory")
+    p.add_argument("--out", required=True, type=output_file, help="output .npz")
+    p.add_argument("--size", type=positive_int, default=112, help="frame side in pixels (default 112)")
+    p.add_argument("--fps", type=positive_float, default=2.0, help="video frames per second in the pack (default 2)")
+    p.add_argument("--max-mb", type=non_negative_float, default=30.0, help="size budget in MB; 0 = no limit (default 30)")
+    p.add_argument("--limit", type=positive_int, default=None, help="keep N samples, evenly spread (default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("codes", help="tokenize the assistant's spoken answers with the project's codec")
-    p.add_argument("--data", required=True, help="split directory")
-    p.add_argument("--codec", default=None, help="codec directory (default: the shipped codec)")
+    p.add_argument("--data", required=True, type=existing_dir, help="split directory")
+    p.add_argument("--codec", type=existing_dir, default=None, help="codec directory (default: the shipped codec)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("check-voice", help="how well pocketsphinx (answer grammar) hears a voice saying every answer")
     p.add_argument("--voice", default=None, help="espeak-ng voice, e.g. en-us+klatt5 (default: the assistant's)")
-    p.add_argument("--speed", type=int, default=None, help="words per minute (default: the assistant's)")
-    p.add_argument("--pitch", type=int, default=None, help="pitch 0-99 (default: the assistant's)")
+    p.add_argument("--speed", type=positive_int, default=None, help="words per minute (default: the assistant's)")
+    p.add_argument("--pitch", type=int_between(0, 99), default=None, help="pitch 0-99 (default: the assistant's)")
     p.add_argument("--through-codec", nargs="?", const="", default=None, metavar="CODEC_DIR",
                    help="judge the answers after a codec encode/decode round trip (default codec if no dir)")
-    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--renderings", type=int_between(1, 9), default=1, metavar="N",
+                   help="judge every answer in N renderings of the voice: its own speed and pitch first, then "
+                        "the speed/pitch offsets of omni/synth/recognize.py RENDERING_OFFSETS (default 1)")
+    p.add_argument("--min-share", type=float_between(0.0, 1.0), default=0.8,
+                   help="with --renderings: an answer passes when heard in at least this share of them (default 0.8)")
+    p.add_argument("--with-original", action="store_true",
+                   help="with --through-codec: also judge the original speech (tells the codec's misses from the judge's)")
+    p.add_argument("--out", type=output_file, default=None, help="also write the result as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("codec-voice", help="the assistant's voice saying the world's answers and questions, for "
+                       "a codec fine-tune (WAVs + transcripts.tsv; optionally a held-out pack for --eval-data)")
+    p.add_argument("--out", required=True, type=output_dir, help="folder for the WAVs (e.g. DATA/world under the "
+                   "folder that `omni train-codec --data` reads)")
+    p.add_argument("--minutes", type=positive_float, default=14.5, help="minutes of speech (default 14.5)")
+    p.add_argument("--answer-share", type=float_between(0.0, 1.0), default=0.9,
+                   help="share of the utterances that are answers, every answer in turn; the rest are the "
+                        "world's train questions (default 0.9)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the speeds, pitches and order (default 0)")
+    p.add_argument("--eval-pack", type=output_file, default=None, metavar="FILE.npz",
+                   help="also write a held-out pack for `omni train-codec --eval-data`: label 'assistant' = every "
+                        "answer at the voice's own speed and pitch (what check-voice judges), label 'users' = the "
+                        "held-out voices of bench/codec_quality.py saying random sentences")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("validate", help="check a split: schema, files, decodability, answers vs scenes")
-    p.add_argument("--data", required=True, help="split directory")
+    p.add_argument("--data", required=True, type=existing_dir, help="split directory")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image/video (faster)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=2, help="parallel workers for synthesis/rendering (default 2)")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel workers for synthesis/rendering (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -167,6 +192,15 @@ def _main(args: argparse.Namespace) -> int:
         return 0 if not problems else 1
     if cmd == "check-voice":
         return _check_voice(args)
+    if cmd == "codec-voice":
+        from .codec_voice import generate_world_corpus, write_eval_pack
+
+        paths = generate_world_corpus(args.out, args.minutes, seed=args.seed, answer_share=args.answer_share,
+                                      progress=not args.no_progress)
+        print(f"{len(paths)} utterances -> {args.out}")
+        if args.eval_pack:
+            print(f"eval pack {args.eval_pack}: {json.dumps(write_eval_pack(args.eval_pack, seed=args.seed + 1000))}")
+        return 0
     if cmd == "default":
         return _default(args)
     raise ValueError(f"unknown action {cmd!r}")
@@ -186,11 +220,26 @@ def _check_voice(args: argparse.Namespace) -> int:
         from .codes import load_codec
 
         codec = load_codec(args.through_codec or None)
-    res = check_voice(voice, progress=not args.no_progress, codec=codec)
+    res = check_voice(voice, progress=not args.no_progress, codec=codec, renderings=args.renderings,
+                      min_share=args.min_share, with_original=args.with_original)
     how = " through the codec" if codec is not None else ""
+    if codec is not None:
+        res["codec"] = args.through_codec or "speech/pretrained/default"
+    import os
+    import platform
+
+    res["hardware"] = f"{platform.machine()} CPU, {os.cpu_count()} cores"
     print(f"{voice.key()}{how}: {res['correct']}/{res['answers']} answers recognized ({100 * res['accuracy']:.1f}%)")
     for m in res["misses"]:
         print(f"  said {m['answer']!r}, heard {m['heard']!r}")
+    for cond, s in res.get("conditions", {}).items():
+        bar = res["bar"]
+        rend = ", ".join(f"s{r['speed']}/p{r['pitch']}" for r in res["renderings"])
+        print(f"{cond}, {bar['of']} renderings ({rend}): correct per rendering {s['per_rendering_correct']}; "
+              f"{res['answers'] - len(s['answers_below_bar'])}/{res['answers']} answers heard >= {bar['min_times']} "
+              f"of {bar['of']} times")
+        for a in s["answers_below_bar"]:
+            print(f"  {a!r}: {s['heard_correct_times'][a]}/{bar['of']}, heard {s['heard'][a]}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     return 0

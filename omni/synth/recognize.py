@@ -60,30 +60,79 @@ class AnswerRecognizer:
         return normalize_answer(hyp.hypstr) if hyp is not None else ""
 
 
-def check_voice(voice=None, answers: list[str] | None = None, progress: bool = True, codec=None) -> dict:
+# Renderings of one voice that `check_voice` judges (speed and pitch offsets from the
+# voice's own): the first is the voice itself, then slower/lower, faster/higher, ...
+RENDERING_OFFSETS: tuple[tuple[int, int], ...] = (
+    (0, 0), (-15, -8), (15, 8), (-8, 10), (8, -10), (-20, 4), (20, -4), (0, -16), (0, 16),
+)
+
+
+def voice_renderings(voice, n: int = 1) -> list:
+    """The first `n` judged renderings of `voice` (same name and word gap, other speed / pitch)."""
+    from dataclasses import replace
+
+    if not 1 <= n <= len(RENDERING_OFFSETS):
+        raise ValueError(f"renderings must be 1..{len(RENDERING_OFFSETS)}, got {n}")
+    return [replace(voice, speed=voice.speed + ds, pitch=min(99, max(0, voice.pitch + dp)))
+            for ds, dp in RENDERING_OFFSETS[:n]]
+
+
+def check_voice(voice=None, answers: list[str] | None = None, progress: bool = True, codec=None,
+                renderings: int = 1, min_share: float = 0.8, with_original: bool = False) -> dict:
     """Share of the answers, spoken by `voice` (default: the assistant's), that the judge hears right.
 
     codec: a `speech.Codec`; the judge then hears each answer after an encode /
     decode round trip, the best a model speaking through that codec can sound.
+    renderings: judge every answer in that many renderings of the voice
+    (`voice_renderings`); an answer passes when it is heard in at least `min_share`
+    of them. with_original (with a codec): also judge the original speech, with its
+    own recognizer, to tell the codec's misses from the judge's own.
+    The top-level "correct" / "misses" are those of the first rendering (the voice itself).
     """
+    import math
+
     from .voices import ASSISTANT_VOICE, synthesize
 
     voice = voice or ASSISTANT_VOICE
+    setups = voice_renderings(voice, renderings)
+    # one recognizer per condition: its dither sequence is then the same whatever else is judged
     judge = AnswerRecognizer(answers)
-    items = judge.answers
+    orig_judge = AnswerRecognizer(answers) if (with_original and codec is not None) else None
+    names = judge.answers
+    conditions = ["codec" if codec is not None else "original"] + (["original"] if orig_judge else [])
+    heard = {c: {a: [] for a in names} for c in conditions}
+    items = [(r, a) for r in range(len(setups)) for a in names]
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc=f"recognize {voice.name}", unit="answer", dynamic_ncols=True)
-    misses = []
-    for a in items:
-        wav = to_float(synthesize(a, voice))
+        items = tqdm(items, desc=f"recognize {voice.name} x{len(setups)}", unit="answer", dynamic_ncols=True)
+    for r, a in items:
+        wav = to_float(synthesize(a, setups[r]))
+        if orig_judge is not None:
+            heard["original"][a].append(orig_judge.recognize(wav))
         if codec is not None:
             import torch
 
             wav = codec.decode(codec.encode(torch.from_numpy(wav)))[0].cpu().numpy()
-        heard = judge.recognize(wav)
-        if heard != a:
-            misses.append({"answer": a, "heard": heard})
-    n = len(judge.answers)
-    return {"voice": voice.to_dict(), "through_codec": codec is not None, "answers": n, "correct": n - len(misses), "accuracy": (n - len(misses)) / n, "misses": misses}
+        heard[conditions[0]][a].append(judge.recognize(wav))
+    n = len(names)
+    need = math.ceil(min_share * len(setups) - 1e-9)
+
+    def summary(c: str) -> dict:
+        per = {a: sum(h == a for h in heard[c][a]) for a in names}
+        return {
+            "per_rendering_correct": [sum(heard[c][a][r] == a for a in names) for r in range(len(setups))],
+            "heard_correct_times": per,
+            "answers_below_bar": sorted((a for a in names if per[a] < need), key=lambda a: (per[a], a)),
+            "heard": {a: heard[c][a] for a in names if per[a] < len(setups)},
+        }
+
+    main = conditions[0]
+    misses = [{"answer": a, "heard": heard[main][a][0]} for a in names if heard[main][a][0] != a]
+    res = {"voice": voice.to_dict(), "through_codec": codec is not None, "answers": n, "correct": n - len(misses),
+           "accuracy": (n - len(misses)) / n, "misses": misses}
+    if len(setups) > 1 or orig_judge is not None:
+        res["renderings"] = [{"speed": v.speed, "pitch": v.pitch} for v in setups]
+        res["bar"] = {"min_share": min_share, "min_times": need, "of": len(setups)}
+        res["conditions"] = {c: summary(c) for c in conditions}
+    return res

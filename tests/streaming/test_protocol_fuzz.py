@@ -41,6 +41,12 @@ CODES = {
     "server_error", "context_reset", "unsupported_item_type", "unsupported_tool_type", "call_id_not_found",
     "call_already_answered",
 }
+# The random model may open a tool call it never closes or fill it with junk: the server then says so
+# (fail closed). Those are the model's errors, not the client's, and are allowed here.
+MODEL_CODES = {
+    "tool_call_incomplete", "tool_call_invalid_json", "tool_call_invalid_arguments", "tool_call_not_allowed",
+    "tool_call_unknown_function",
+}
 
 
 def _jpeg(shade: int) -> bytes:
@@ -245,7 +251,11 @@ def test_fuzzed_sessions_never_die_and_never_disturb_others(fuzz_server, configu
     errors, lost = asyncio.run(play(live.url, configure, messages))
     assert lost is None, lost
     for e in errors:
-        assert e["error"]["code"] in CODES and e["error"]["message"], e
+        assert e["error"]["message"], e
+        if e["error"]["type"] == "tool_call_error":
+            assert e["error"]["code"] in MODEL_CODES, e
+            continue
+        assert e["error"]["code"] in CODES, e
         assert e["error"]["type"] == "invalid_request_error", e  # a server_error means validation missed it
     assert len(live.errors.records) == n_logged, live.errors.text()
     assert not good.failures, good.failures[:3]
