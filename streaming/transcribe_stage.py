@@ -58,4 +58,12 @@ class TranscribeStage:
         return await asyncio.wrap_future(self.pool.submit(_transcribe, pcm))
 
     def close(self) -> None:
+        # Nothing waits for a transcript once the server closes, and a worker still building its
+        # recognizer (a spawn plus imports: tens of seconds on a busy machine) would hold up the
+        # process's exit, since concurrent.futures joins its workers at interpreter exit. So the
+        # workers are ended, not awaited.
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            if proc.is_alive():
+                proc.terminate()
