@@ -26,11 +26,10 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
-from mdp.loss import STAT_NAMES
+from mdp.log import BufferedTrainLog, TrainLog, logged_step
 from mdp.omni_mini_data import PackDataset, answer_code_table, pack_cmvn
 from mdp.omni_mini_stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
-from mdp.train import _Log
 from mdp.trainer import Trainer
 
 
@@ -265,7 +264,6 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     from tqdm import tqdm
 
     from mdp.dims import device_for_rank
-    from mdp.train import logged_step, save_due, save_step
 
     rank0 = dist.get_rank() == 0
     if rank0 and not resume:  # afresh: neither an earlier run's steps nor its sample draw
@@ -313,10 +311,10 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         shared = {} if shared is None else shared
         trainer.attach_device_data(r.manifest, pack, codes, tables=shared.get("tables"))
         shared["tables"] = trainer.tables
-        log = _BufferedLog(r.out_dir, start, r.log_every) if rank0 else None
+        log = BufferedTrainLog(r.out_dir, start, r.log_every) if rank0 else None
     else:
         trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
-        log = _Log(r.out_dir, start) if rank0 else None
+        log = TrainLog(r.out_dir, start) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
     times: list[float] = []
     saved = start - 1  # the last step with a checkpoint
@@ -336,7 +334,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                 break
         if _agree(float(time.monotonic() > deadline), trainer.device):  # out of time: checkpoint, stop
             if step > start and saved != step - 1:  # the periodic save may just have written it
-                save_step(r.checkpoint_dir, step - 1, trainer, extra, r.keep_checkpoints)
+                checkpoint.save_step(r.checkpoint_dir, step - 1, trainer, extra, r.keep_checkpoints)
             end = step
             break
         if device_path:
@@ -348,14 +346,14 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             pending = (rec, times[-1])
         else:
             times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
-        if save_due(r, step):
-            save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
+        if checkpoint.save_due(r, step):
+            checkpoint.save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
             saved = step
-            if isinstance(log, _BufferedLog):  # the log on disk reaches the checkpoint (but for the lagged step)
+            if isinstance(log, BufferedTrainLog):  # the log on disk reaches the checkpoint (but for the lagged step)
                 log.flush()
     if pending is not None:
         _log_lagged(*pending, log, bar if rank0 else None)
-    if isinstance(log, _BufferedLog):
+    if isinstance(log, BufferedTrainLog):
         log.flush()
     bar.close()
     trainer.close_loader()
@@ -367,23 +365,6 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if end < r.steps:
         return None
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
-
-
-class _BufferedLog(_Log):
-    """The loss log, written every `every` records (a device-path step takes tens of
-    milliseconds; rewriting loss.json / loss.csv after each one would cost as much)."""
-
-    def __init__(self, out_dir: str, start: int, every: int) -> None:
-        super().__init__(out_dir, start)
-        self.every = max(1, every)
-
-    def write(self, rec: dict) -> None:
-        self.rows.append({k: rec[k] for k in self.FIELDS + STAT_NAMES if k in rec})
-        if len(self.rows) % self.every == 0:
-            self._flush()
-
-    def flush(self) -> None:
-        self._flush()
 
 
 def _log_lagged(rec: dict, seconds: float, log, bar) -> None:

@@ -46,7 +46,7 @@ class Recipe:
     # numerics
     bf16: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; "on" | "off"
     deterministic: bool = True
-    expert_backend: str = "auto"  # experts' single-device backend: auto (= bmm, gradient-safe) | bmm | grouped_mm
+    expert_backend: str = "auto"  # single-device experts: auto (as serving: grouped_mm where it runs, else bmm) | bmm | grouped_mm
     bias_update_rate: float = 1e-3  # aux-loss-free expert-bias step (0 disables)
     audio_dropout: float = 0.0  # audio encoder dropout during training
     # outputs

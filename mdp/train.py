@@ -8,19 +8,16 @@ to out_dir/loss.csv + loss.json every step and plots out_dir/loss.png at the end
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import socket
 import sys
-import time
 
 import torch
 import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.dims import device_for_rank
-from mdp.loss import STAT_NAMES
+from mdp.log import TrainLog, logged_step
 from mdp.recipes import RECIPES, Recipe, get_recipe
 
 
@@ -94,7 +91,7 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     if last is not None:
         checkpoint.load(ckpt_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
-    log = _Log(recipe.out_dir, start) if rank0 else None
+    log = TrainLog(recipe.out_dir, start) if rank0 else None
     bar = None
     if rank0:
         from tqdm import tqdm
@@ -104,85 +101,13 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     end = recipe.steps if stop_after is None else min(recipe.steps, stop_after)
     for step in range(start, end):
         records.append(logged_step(trainer, step, log if rank0 else None, bar if rank0 else None))
-        if save_due(recipe, step):
-            save_step(ckpt_dir, step, trainer, extra, recipe.keep_checkpoints)
+        if checkpoint.save_due(recipe, step):
+            checkpoint.save_step(ckpt_dir, step, trainer, extra, recipe.keep_checkpoints)
     if rank0:
         bar.close()
         if recipe.plot:
             log.plot()
     return records
-
-
-def logged_step(trainer, step: int, log: "_Log | None", bar) -> dict:
-    """One training step, timed; rank 0 passes its log and progress bar."""
-    t0 = time.perf_counter()
-    rec = trainer.step(step)
-    rec["seconds"] = time.perf_counter() - t0
-    if log is not None:
-        log.write(rec)
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}")
-    return rec
-
-
-def save_due(recipe: Recipe, step: int) -> bool:
-    """A periodic checkpoint after `step` (every `save_every` steps and at the last)."""
-    return recipe.save_every > 0 and ((step + 1) % recipe.save_every == 0 or step + 1 == recipe.steps)
-
-
-def save_step(ckpt_dir: str, step: int, trainer, extra: dict, keep: int) -> None:
-    """Collective: the checkpoint of the state after `step`."""
-    extra["step"] = step
-    checkpoint.save(ckpt_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, extra, keep=keep)
-
-
-class _Log:
-    """loss.csv / loss.json in out_dir; on resume, entries past the checkpoint are dropped."""
-
-    FIELDS = ("step", "loss", "grad_norm", "lr", "llm_tokens", "seconds")
-
-    def __init__(self, out_dir: str, start: int) -> None:
-        os.makedirs(out_dir, exist_ok=True)
-        self.json_path = os.path.join(out_dir, "loss.json")
-        self.csv_path = os.path.join(out_dir, "loss.csv")
-        self.png_path = os.path.join(out_dir, "loss.png")
-        self.rows: list[dict] = []
-        if start > 0 and os.path.isfile(self.json_path):
-            with open(self.json_path) as fh:
-                self.rows = [r for r in json.load(fh) if r["step"] < start]
-        self._flush()
-
-    def write(self, rec: dict) -> None:
-        self.rows.append({k: rec[k] for k in self.FIELDS + STAT_NAMES if k in rec})
-        self._flush()
-
-    def _flush(self) -> None:
-        with open(self.json_path, "w") as fh:
-            json.dump(self.rows, fh, indent=1)
-        # the per-term columns exist when the trainer measured them (not with pipeline stages)
-        fields = self.FIELDS + tuple(k for k in STAT_NAMES if self.rows and k in self.rows[-1])
-        with open(self.csv_path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
-            w.writeheader()
-            w.writerows(self.rows)
-
-    def plot(self) -> None:
-        if not self.rows:
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([r["step"] for r in self.rows], [r["loss"] for r in self.rows], marker=".")
-        ax.set_xlabel("step")
-        ax.set_ylabel("stage-1 loss")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(self.png_path, dpi=100)
-        plt.close(fig)
 
 
 def main(args: argparse.Namespace | None = None) -> int:

@@ -35,6 +35,7 @@ from mdp.parallelize import parallelize_encoders, parallelize_llm
 from mdp.pipeline import build_schedule, split_stage
 from mdp.recipes import Recipe
 from omni.config import get_omni_config
+from omni.llm.experts import grouped_mm_available
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -87,10 +88,16 @@ class Trainer:
             model = OmniTrainModel(self.cfg, mods)
         backend = r.expert_backend
         if backend == "auto":
-            # omni.llm's grouped_mm path leaves its padding row uninitialized, and that row
-            # reaches the input gradient of zero-expert pairs (garbage, seen up to 1e33 on
-            # CPU), so training uses bmm unless the recipe asks for grouped_mm
-            backend = "bmm"
+            # serving's policy (omni.llm.experts.choose_backend) for a call with gradients
+            # on this device: grouped_mm where it runs in the dtype the experts compute in,
+            # else bmm (the Triton decode kernels have no backward). The grouped_mm trash
+            # row of zero-expert pairs is masked out of every gradient:
+            # tests/mdp/test_expert_backend_grads.py holds both backends' parameter
+            # gradients equal, with garbage planted in that row.
+            dtype = torch.bfloat16 if self.bf16 else torch.float32
+            backend = "grouped_mm" if grouped_mm_available(device, dtype) else "bmm"
+        if backend not in ("grouped_mm", "bmm"):
+            raise ValueError(f"recipe expert_backend must be auto, grouped_mm or bmm, got {backend!r}")
         model.llm.set_expert_backend(backend)
         self.expert_backend = backend
         self.pp_rank = self.meshes.pp_rank

@@ -1,4 +1,5 @@
-"""Enforces the package boundaries of ARCHITECTURE.md by reading every import.
+"""Enforces the package boundaries stated in docs/architecture.md ("Import rules")
+by reading every import, and keeps that document's repository paths true.
 
 Static imports only: the `omni` command line resolves subcommands by module
 name at run time (omni/cli.py) and is the one documented exception.
@@ -7,6 +8,7 @@ name at run time (omni/cli.py) and is the one documented exception.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -86,7 +88,7 @@ def test_imports_respect_package_boundaries(path: Path) -> None:
     zone = _zone(path)
     rel = path.relative_to(ROOT).as_posix()
     bad = [m for m in _imports(path) if not _allowed(zone, m, rel)]
-    assert not bad, f"{rel} ({zone}) imports {bad}, which ARCHITECTURE.md forbids"
+    assert not bad, f"{rel} ({zone}) imports {bad}, which docs/architecture.md (Import rules) forbids"
 
 
 def test_nothing_imports_mdp() -> None:
@@ -104,3 +106,32 @@ def test_rule_checker_catches_a_violation(tmp_path: Path) -> None:
     assert not _allowed("demo", "omni.model", "demo/app.py")
     assert not _allowed("streaming", "torch.distributed", "streaming/x.py")
     assert _allowed("demo", "streaming.protocol", "demo/app.py")
+
+
+DOC = ROOT / "docs" / "architecture.md"
+# what a backticked span must start with to be read as a repository path
+TOP_DIRS = ("omni", "encoders", "speech", "streaming", "mdp", "demo", "bench", "tests", "docs", "scripts")
+TOP_FILES = ("README.md", "pyproject.toml", "requirements.lock", "omni.sh")
+
+
+def _doc_paths(text: str) -> list[str]:
+    """Backticked repository paths of a Markdown text (fenced code blocks left out):
+    spans without spaces that start with a top-level directory and a slash, or
+    name a top-level file. Globs (`*`) are allowed."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    spans = re.findall(r"`([^`\n]+)`", text)
+    return [s for s in spans
+            if s in TOP_FILES or (" " not in s and "/" in s and s.split("/")[0] in TOP_DIRS)]
+
+
+def test_architecture_doc_paths_exist() -> None:
+    paths = _doc_paths(DOC.read_text())
+    assert len(paths) > 20  # the document names the files it describes
+    missing = [p for p in paths if not (any(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
+    assert not missing, f"docs/architecture.md names paths that do not exist: {missing}"
+
+
+def test_doc_path_reader() -> None:
+    text = "`omni/llm/` and `tests/x.py` and `README.md`, not `omni.nn`, `out_dir/loss.csv` or `a b/c`\n" \
+           "```\n`mdp/in_a_code_block.py`\n```\n"
+    assert _doc_paths(text) == ["omni/llm/", "tests/x.py", "README.md"]

@@ -177,3 +177,27 @@ def test_train_command_arguments() -> None:
     assert cli._forward_args(args)[:4] == ["--recipe", "debug", "--set", "pp=2"]
     with pytest.raises(ValueError, match="unknown recipe field"):
         train.recipe_from_args(p.parse_args(["--set", "nope=1"]))
+
+
+def test_train_log_resumes_and_buffers(tmp_path) -> None:
+    from mdp.log import BufferedTrainLog, TrainLog, logged_step
+
+    class _Steps:
+        def step(self, step: int) -> dict:
+            return {"step": step, "loss": 1.0 / (step + 1), "lr": 0.1, "ignored": "x"}
+
+    log = TrainLog(str(tmp_path), 0)
+    for s in range(4):
+        rec = logged_step(_Steps(), s, log, None)
+        assert rec["seconds"] >= 0
+    assert [r["step"] for r in json.loads((tmp_path / "loss.json").read_text())] == [0, 1, 2, 3]
+    assert "ignored" not in log.rows[0] and "seconds" in log.rows[0]
+    # a resume at step 2 keeps the entries before the checkpoint only
+    assert [r["step"] for r in TrainLog(str(tmp_path), 2).rows] == [0, 1]
+    buf = BufferedTrainLog(str(tmp_path / "b"), 0, every=3)
+    for s in range(4):
+        buf.write({"step": s, "loss": 1.0})
+    assert len(json.loads((tmp_path / "b" / "loss.json").read_text())) == 3  # written at the third record
+    buf.flush()
+    assert len(json.loads((tmp_path / "b" / "loss.json").read_text())) == 4
+    assert (tmp_path / "b" / "loss.csv").read_text().splitlines()[0].startswith("step,loss")

@@ -5,7 +5,8 @@
 * the trainer under four layouts vs the single-process reference (see common.py):
   FSDP2 dp 2 with the encoders sharded over both ranks (HSDP 1 x 2), dp 2 x ep 2,
   and pipeline pp 2 (1F1B) with the bridge over inner-DP 2 at two micro-batch /
-  chunk settings.
+  chunk settings; and dp 2 once more with the trainer's default expert backend
+  (grouped_mm where it runs) against the same bmm reference.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ LAYOUTS = [
     {"dp": 2, "ep": 2},
     {"pp": 2, "microbatches": 2, "bridge_chunks": 1},
     {"pp": 2, "microbatches": 4, "bridge_chunks": 3},
+    {"dp": 2, "enc_shard": 2, "expert_backend": "auto"},
 ]
 
 
@@ -58,3 +60,11 @@ def test_ep2_layer_matches_single_device_and_overlap_is_bitwise(world2) -> None:
 def test_layout_matches_reference(world2, i: int) -> None:
     results, ref = world2
     check_layout(results["layouts"][i], ref)
+
+
+@pytest.mark.dist
+def test_default_expert_backend_is_the_grouped_gemm_on_cpu(world2) -> None:
+    from omni.llm.experts import grouped_mm_available
+
+    want = "grouped_mm" if grouped_mm_available(torch.device("cpu"), torch.float32) else "bmm"
+    assert world2[0]["layouts"][-1]["backend"] == want
