@@ -9,6 +9,9 @@ on and off, side by side in the same run. Reported per configuration:
   p50/p95 first audio byte - end of user speech          (includes the 600 ms VAD endpoint)
   decode steps/s per session (p50, min) vs the 16.67 steps/s real-time need
   encode+prefill time per 1 s packet (p50/p95)
+  the first-audio critical path by component (p50/p95 ms): from the end of user
+      speech to the first audio byte sent, as the server measures it
+      (streaming/timing.py; /metrics omni_first_audio_path_seconds)
 
     python bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32   # GPU
     python bench/streaming.py --flavor debug --device cpu --sessions 1,4                  # this CPU
@@ -155,6 +158,7 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
     finally:
         prefill = srv.metrics.samples("omni_prefill_packet_seconds")
         steps = srv.metrics.samples("omni_decode_step_seconds")
+        path = first_audio_path(srv.metrics)
         rollbacks = srv.metrics.counter("omni_rollbacks_total")
         await srv.close()
     ok = [r for r in results if isinstance(r, dict)]
@@ -182,7 +186,23 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
         "decode_step_ms_p50": float(np.percentile(steps, 50)) * 1000 if steps else None,
         "rollbacks": rollbacks,
         "response_steps_p50": float(np.median([r["steps"] for r in ok if "steps" in r])) if ok else None,
+        "first_audio_path_ms": path,
     }
+
+
+def first_audio_path(metrics) -> dict:
+    """p50/p95 (ms) per component of the replies' first-audio critical path, and its total."""
+    from streaming.timing import COMPONENTS, PATH, PATH_TOTAL
+
+    def stats(vals: list[float]) -> dict:
+        if not vals:
+            return {"p50": None, "p95": None, "n": 0}
+        return {"p50": float(np.percentile(vals, 50)) * 1000, "p95": float(np.percentile(vals, 95)) * 1000,
+                "n": len(vals)}
+
+    out = {name: stats(metrics.samples(PATH, {"component": name})) for name in (*COMPONENTS, "other")}
+    out["total"] = stats(metrics.samples(PATH_TOTAL))
+    return out
 
 
 def fmt(v: float | None, digits: int = 0) -> str:
@@ -201,6 +221,12 @@ def print_table(rows: list[dict], hw: str) -> None:
                           f"{fmt(fa['p50'])}/{fmt(fa['p95'])}", f"{fmt(fe['p50'])}/{fmt(fe['p95'])}",
                           f"{fmt(ds['p50'], 1)} ({fmt(ds['min'], 1)})", "yes" if r["all_sessions_realtime"] else "NO",
                           f"{fmt(pf['p50'], 1)}/{fmt(pf['p95'], 1)}"]))
+    print("\nfirst-audio critical path (end of speech -> first audio byte sent), p50/p95 ms per component")
+    for r in rows:
+        path = r.get("first_audio_path_ms") or {}
+        parts = [f"{k} {fmt(v['p50'], 1)}/{fmt(v['p95'], 1)}" for k, v in path.items()
+                 if k == "total" or (v["p95"] or 0) >= 0.05]  # components that took any time
+        print(f"  {r['sessions']} sessions, spec {'on' if r['speculative'] else 'off'}: " + ", ".join(parts))
     by = {(r["sessions"], r["speculative"]): r for r in rows}
     for n in sorted({r["sessions"] for r in rows}):
         on, off = by.get((n, True)), by.get((n, False))

@@ -1,4 +1,4 @@
-"""Function calling in a session (the half of `Session` that handles tools).
+"""Function calling in a session: `Calls`, the part of a session that handles tools.
 
 Declaring: the tools in force (the session's, or a `response.create`'s own) are
 written into the model's context as a system turn in LongCat-Flash's tool
@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from omni.tool_calls import NO_TOOLS, CallError, Tool, call_block, check_call, forced_opening, tool_section
+from streaming.engine import EngineSlot
+from streaming.engine_commands import Text
+from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError
 from streaming.protocol.events import ServerEvents, new_id
 
@@ -49,25 +52,42 @@ def system_prompt(instructions: str | None, tools: list[dict], choice: Any) -> s
     return "\n\n".join(x for x in (instructions, section) if x) or None
 
 
-class CallMixin:
-    """Uses the session's send/engine/slot/cfg/ev/conv/metrics/error and these fields."""
+class Calls:
+    """The tools the model was told about and the calls of one conversation."""
 
-    calls: "OrderedDict[str, str]"  # call_id -> "pending" | "answered"
-    declared: str  # declared_key of what the model was last told
+    def __init__(self, send: Callable[[dict], None], ev: ServerEvents, slot: EngineSlot, conv: Any,
+                 metrics: Metrics) -> None:
+        self.send, self.ev, self.slot, self.conv, self.metrics = send, ev, slot, conv, metrics
+        self.calls: OrderedDict[str, str] = OrderedDict()  # call_id -> "pending" | "answered"
+        self.declared = declared_key([], "auto")  # what the model was last told: no tools yet
+        self.opened_with = self.declared  # the tools in the slot's system prompt (they survive a context reset)
 
-    def _tool_context(self, r: Any, tools: list[dict], choice: Any) -> str:
+    def opened(self, tools: list[dict], choice: Any) -> None:
+        """The slot was opened with these tools in its system prompt."""
+        self.declared = self.opened_with = declared_key(tools, choice)
+
+    def context_reset(self, tools: list[dict], choice: Any) -> None:
+        """The model starts over with the system prompt's tools only: tell it again if they differ."""
+        self.declared = self.opened_with
+        self.declare(tools, choice)
+
+    def forget(self, call_id: str | None) -> None:
+        """A deleted call can no longer be answered."""
+        self.calls.pop(call_id, None)
+
+    def tool_context(self, r: Any, tools: list[dict], choice: Any) -> str:
         """Give reply `r` its tools, tell the model if they changed; the reply's forced opening."""
         r.tools = {t.name: t for t in _tools(tools)}
         r.tool_choice = choice
-        self._declare(tools, choice)
+        self.declare(tools, choice)
         return forced_opening(choice) if tools else ""
 
-    def _declare(self, tools: list[dict], choice: Any) -> None:
+    def declare(self, tools: list[dict], choice: Any) -> None:
         key = declared_key(tools, choice)
         if key == self.declared:
             return
         shown = tools if choice != "none" else []
-        self.engine.submit(self.slot, "text", "system", tool_section(_tools(shown)) or NO_TOOLS)
+        self.slot.submit(Text("system", tool_section(_tools(shown)) or NO_TOOLS))
         self.declared = key
 
     def _remember_call(self, call_id: str) -> None:
@@ -76,7 +96,7 @@ class CallMixin:
             self.calls.popitem(last=False)
 
     # ---- the model's calls ---------------------------------------------------
-    def _on_block(self, r: Any, e: Any) -> None:
+    def on_block(self, r: Any, e: Any) -> None:
         r.blocks += 1
         text = e.info.get("text", "")
         if e.info.get("complete"):
@@ -107,7 +127,7 @@ class CallMixin:
         self.metrics.inc("omni_tool_calls_total")
 
     # ---- items from the client ---------------------------------------------
-    def _call_output_item(self, item: dict) -> dict:
+    def output_item(self, item: dict) -> dict:
         """A tool's result: into the context as a tool turn. Returns the item to announce."""
         call_id = item["call_id"]
         state = self.calls.get(call_id)
@@ -117,12 +137,12 @@ class CallMixin:
         if state == "answered":
             raise ProtocolError("call_already_answered", f"function call {call_id!r} already has its output",
                                 param="item.call_id")
-        self.engine.submit(self.slot, "text", "tool", item["output"])
+        self.slot.submit(Text("tool", item["output"]))
         self.calls[call_id] = "answered"
         return {"id": item.get("id") or new_id("item"), "object": "realtime.item", "type": "function_call_output",
                 "status": "completed", "call_id": call_id, "output": item["output"]}
 
-    def _call_item(self, item: dict) -> dict:
+    def call_item(self, item: dict) -> dict:
         """A call the client writes into the conversation (e.g. replayed history)."""
         try:
             args = json.loads(item["arguments"])
@@ -133,7 +153,7 @@ class CallMixin:
             raise ProtocolError("invalid_value", "arguments must be a JSON object", param="item.arguments")
         if item["call_id"] in self.calls:
             raise ProtocolError("invalid_value", f"call_id {item['call_id']!r} is already used", param="item.call_id")
-        self.engine.submit(self.slot, "text", "assistant", call_block(item["name"], args))
+        self.slot.submit(Text("assistant", call_block(item["name"], args)))
         self._remember_call(item["call_id"])
         return ServerEvents.function_call_item(item.get("id") or new_id("item"), item["call_id"], item["name"],
                                                item["arguments"], "completed")

@@ -11,12 +11,17 @@ engine waits on the job's event before it prefills the result.
 Encoder state is shared with the engine thread (slots open, close and close a
 user turn there), so both sides hold `lock` while they touch it, and each job
 carries the slot's generation: a job whose session closed or whose context was
-reset meanwhile is skipped (`stale`), and the engine encodes the packet again for
+reset meanwhile is skipped (STALE), and the engine encodes the packet again for
 the new slot.
+
+A job is in one `EncodeState`; the stage sets the final one last, once the
+result, error and event are in place, so the engine thread may read those
+fields as soon as it sees the job finished.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import threading
@@ -26,8 +31,21 @@ from typing import Any, Callable
 
 from streaming.metrics import Metrics
 from streaming.stage_queue import collect
+from streaming.timing import observe_stage
 
 log = logging.getLogger(__name__)
+
+
+class EncodeState(enum.Enum):
+    WAITING = "waiting"  # made by the engine, not handed to the stage yet
+    ENCODING = "encoding"  # with the stage
+    ENCODED = "encoded"  # `result` (and `event` on a GPU) are final
+    FAILED = "failed"  # `error` is final
+    STALE = "stale"  # skipped: its slot closed or its context was reset; encode it again
+
+    @property
+    def finished(self) -> bool:
+        return self in (EncodeState.ENCODED, EncodeState.FAILED, EncodeState.STALE)
 
 
 @dataclass
@@ -37,11 +55,12 @@ class EncodeJob:
     chunk: Any  # UserChunk
     result: Any = None
     error: BaseException | None = None
-    stale: bool = False
     event: Any = None  # CUDA event recorded after the encoding (None on CPU)
-    done: bool = False  # set last, once the fields above are final
-    dispatched: bool = False
-    t_submit: float = field(default_factory=time.perf_counter)
+    state: EncodeState = EncodeState.WAITING
+    t_submit: float = field(default_factory=time.perf_counter)  # the engine took the packet
+    t_dispatch: float = 0.0  # handed to the stage
+    t_start: float = 0.0  # its encoding call began
+    t_end: float = 0.0  # ...and ended
 
 
 class EncodeStage:
@@ -55,7 +74,7 @@ class EncodeStage:
 
     # ---- any thread ------------------------------------------------------------
     def put(self, job: EncodeJob) -> None:
-        job.dispatched = True
+        job.state, job.t_dispatch = EncodeState.ENCODING, time.perf_counter()
         self.q.put(job)
 
     def stop(self) -> None:
@@ -90,8 +109,8 @@ class EncodeStage:
                 except Exception as e:  # the stage must not die: the engine would wait for these forever
                     log.exception("encoder stage failed")
                     for job in batch:
-                        if not job.done:
-                            job.error, job.done = e, True
+                        if not job.state.finished:
+                            job.error, job.state = e, EncodeState.FAILED
                 self.on_done()
 
     def _encode(self, batch: list[EncodeJob]) -> None:
@@ -99,12 +118,9 @@ class EncodeStage:
 
         t0 = time.perf_counter()
         with self.lock:
-            live = []
+            live, stale = [], []
             for job in batch:
-                if job.owner.closed or job.owner.gen != job.gen:
-                    job.stale = True
-                else:
-                    live.append(job)
+                (stale if job.owner.closed or job.owner.gen != job.gen else live).append(job)
             if live:
                 if self.stream is not None:  # see the engine's resets / turn closes first
                     self.stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -116,10 +132,16 @@ class EncodeStage:
                         job.event = event
                 else:
                     self._call(live)
-        for job in batch:
-            job.done = True
+        t1 = time.perf_counter()
+        for job in live:
+            job.t_start, job.t_end = t0, t1
+            observe_stage(self.metrics, "encode", t0 - job.t_dispatch, t1 - t0)
+        for job in stale:
+            job.state = EncodeState.STALE
+        for job in live:  # last: the engine reads the fields above once it sees this
+            job.state = EncodeState.FAILED if job.error is not None else EncodeState.ENCODED
         if live:
-            self.metrics.observe("omni_encode_seconds", time.perf_counter() - t0)
+            self.metrics.observe("omni_encode_seconds", t1 - t0)
             self.metrics.observe("omni_encode_batch_size", len(live))
 
     def _call(self, jobs: list[EncodeJob]) -> None:

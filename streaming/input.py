@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from streaming.metrics import Metrics
 from streaming.protocol import StreamingResampler
+from streaming.timing import observe_stage
 from streaming.vad import SileroVAD, VADState
 
 
@@ -25,8 +28,9 @@ class InputState:
 
 
 class InputWorker:
-    def __init__(self, vad: SileroVAD | None = None) -> None:
+    def __init__(self, vad: SileroVAD | None = None, metrics: Metrics | None = None) -> None:
         self.vad = vad or SileroVAD()
+        self.metrics = metrics  # stage timings ("input"), when given
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="omni-input", daemon=True)
         self.thread.start()
@@ -39,7 +43,7 @@ class InputWorker:
                       vad: bool) -> tuple[np.ndarray, np.ndarray]:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.q.put((loop, fut, state, resampler, samples, vad))
+        self.q.put((loop, fut, state, resampler, samples, vad, time.perf_counter()))
         return await fut
 
     def _run(self) -> None:
@@ -62,8 +66,9 @@ class InputWorker:
                     self.q.put(None)
                     break
                 batch.append(item)
+            t0 = time.perf_counter()
             try:
-                audio = [res.process(s) for (_, _, _, res, s, _) in batch]
+                audio = [res.process(s) for (_, _, _, res, s, _, _) in batch]
                 todo = [(b[2].vad, a) for b, a in zip(batch, audio) if b[5]]
                 scored = iter(self.vad.probs(todo)) if todo else iter(())
                 results = [(a, next(scored) if b[5] else np.zeros(0, np.float32)) for b, a in zip(batch, audio)]
@@ -71,6 +76,10 @@ class InputWorker:
                 for loop, fut, *_ in batch:
                     loop.call_soon_threadsafe(_set_exc, fut, e)
                 continue
+            if self.metrics is not None:
+                t1 = time.perf_counter()
+                for item in batch:
+                    observe_stage(self.metrics, "input", t0 - item[6], t1 - t0)
             for (loop, fut, *_), res in zip(batch, results):
                 loop.call_soon_threadsafe(_set, fut, res)
 

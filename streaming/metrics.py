@@ -9,6 +9,10 @@ thread and the event loop (hence the lock). Latency names, all in seconds:
   omni_speculative_lead_seconds              confirmation - speculative decode start
   omni_response_rtf                          decode wall time / audio seconds produced
   omni_prefill_packet_seconds, omni_decode_step_seconds
+  omni_stage_queue_seconds{stage}, omni_stage_compute_seconds{stage}
+                                             per packet / step / event of each pipeline stage
+  omni_first_audio_path_seconds{component}   a reply's first-audio critical path, by component
+  omni_first_audio_path_total_seconds        ...and its whole length (streaming/timing.py)
 Counters: omni_rollbacks_total, omni_interruptions_total, omni_responses_total,
 omni_sessions_total, omni_sessions_rejected_total, omni_protocol_errors_total.
 """
@@ -22,6 +26,8 @@ from collections import defaultdict
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# stage timings and path components are often well under a millisecond (a send, a queue hop)
+FINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025) + LATENCY_BUCKETS
 
 HELP = {
     "omni_first_audio_after_confirm_seconds": "first audio byte out minus end-of-turn confirmation",
@@ -39,6 +45,11 @@ HELP = {
     "omni_sessions_rejected_total": "connections refused because the server was full",
     "omni_sessions_active": "sessions currently open",
     "omni_protocol_errors_total": "error events sent for bad client input",
+    "omni_stage_queue_seconds": "time a packet, step or event waited for its pipeline stage",
+    "omni_stage_compute_seconds": "time the stage's (batched) call took for a packet, step or event",
+    "omni_first_audio_path_seconds": "one component of the path from end of speech (or confirmation) "
+                                     "to the first audio byte sent",
+    "omni_first_audio_path_total_seconds": "end of speech (or confirmation) to the first audio byte sent",
 }
 
 
@@ -47,6 +58,8 @@ def _buckets(name: str) -> tuple:
         return RATIO_BUCKETS
     if name.endswith("_size"):
         return COUNT_BUCKETS
+    if name.startswith(("omni_stage_", "omni_first_audio_path_")):
+        return FINE_BUCKETS
     return LATENCY_BUCKETS
 
 
@@ -55,7 +68,8 @@ class Metrics:
         self.lock = threading.Lock()
         self.counters: dict[str, float] = defaultdict(float)
         self.gauges: dict[str, float] = defaultdict(float)
-        self.hist: dict[str, list] = {}  # name -> [bucket counts, sum, count, raw samples]
+        # (name, sorted label pairs) -> [bucket counts, sum, count, raw samples]
+        self.hist: dict[tuple[str, tuple], list] = {}
 
     def inc(self, name: str, value: float = 1.0) -> None:
         with self.lock:
@@ -65,20 +79,22 @@ class Metrics:
         with self.lock:
             self.gauges[name] = value
 
-    def observe(self, name: str, value: float) -> None:
+    def observe(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
+        key = (name, tuple(sorted((labels or {}).items())))
         with self.lock:
-            h = self.hist.get(name)
+            h = self.hist.get(key)
             if h is None:
-                h = self.hist[name] = [[0] * (len(_buckets(name)) + 1), 0.0, 0, []]
+                h = self.hist[key] = [[0] * (len(_buckets(name)) + 1), 0.0, 0, []]
             h[0][bisect.bisect_left(_buckets(name), value)] += 1
             h[1] += value
             h[2] += 1
             if len(h[3]) < 100000:  # raw samples for percentiles in benchmarks
                 h[3].append(value)
 
-    def samples(self, name: str) -> list[float]:
+    def samples(self, name: str, labels: dict[str, str] | None = None) -> list[float]:
+        key = (name, tuple(sorted((labels or {}).items())))
         with self.lock:
-            return list(self.hist.get(name, [None, 0, 0, []])[3])
+            return list(self.hist.get(key, [None, 0, 0, []])[3])
 
     def counter(self, name: str) -> float:
         with self.lock:
@@ -93,13 +109,18 @@ class Metrics:
             for name in sorted(self.gauges):
                 lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} gauge",
                           f"{name} {self.gauges[name]:g}"]
-            for name in sorted(self.hist):
-                counts, total, n, _ = self.hist[name]
-                lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} histogram"]
+            family = None
+            for name, labels in sorted(self.hist):
+                counts, total, n, _ = self.hist[(name, labels)]
+                if name != family:  # one HELP and TYPE per metric, then each label set's series
+                    family = name
+                    lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} histogram"]
+                tags = "".join(f'{k}="{v}",' for k, v in labels)
                 acc = 0
                 for b, c in zip(_buckets(name), counts):
                     acc += c
-                    lines.append(f'{name}_bucket{{le="{b:g}"}} {acc}')
-                lines.append(f'{name}_bucket{{le="+Inf"}} {n}')
-                lines += [f"{name}_sum {total:.6g}", f"{name}_count {n}"]
+                    lines.append(f'{name}_bucket{{{tags}le="{b:g}"}} {acc}')
+                lines.append(f'{name}_bucket{{{tags}le="+Inf"}} {n}')
+                sel = f"{{{tags[:-1]}}}" if tags else ""
+                lines += [f"{name}_sum{sel} {total:.6g}", f"{name}_count{sel} {n}"]
         return "\n".join(lines) + "\n"

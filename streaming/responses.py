@@ -1,7 +1,8 @@
 """A session's replies: start, hold while speculative, confirm, deliver, finish, cut.
 
-`ResponseMixin` is the half of `Session` (streaming/session.py) that turns
-engine events into the response.* events of the protocol. Output of a
+`Replies` is the part of a session (streaming/session.py) that turns engine
+events into the response.* events of the protocol; it holds the session's
+current and recent replies. Output of a
 speculative reply is held until the end of turn is confirmed; engine events
 of an older epoch (rolled back, cancelled) are dropped; barge-in and
 response.cancel share `_interrupt`, which sends exactly one terminal
@@ -11,18 +12,27 @@ A reply's output items appear in the order the model produces them: the spoken
 message item opens with its first text or audio delta, and each tool call the
 model writes becomes a `function_call` item after it (streaming/calls.py); a
 reply with no output at all still ends with an (empty) message item.
+
+Timing: the first delta with speech carries the spans of the path that made it
+(streaming/timing.py); the reply adds the hop to the event loop, the hold until
+the end of turn was confirmed and the send, and records the breakdown once the
+connection's writer has sent it (`Response.first_audio_path`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from streaming.engine import EngineEvent
+from streaming.calls import Calls
+from streaming.engine import EngineSlot
+from streaming.engine_commands import Confirm, EngineEvent, Interrupt, Respond, Rollback, Truncate
+from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError
 from streaming.protocol.audio import encode_pcm16
 from streaming.protocol.events import ServerEvents, new_id
+from streaming.timing import add_span, breakdown, observe_breakdown, span_end
 
 
 @dataclass
@@ -46,45 +56,74 @@ class Response:
     t_speech_end: float | None = None
     t_spec: float | None = None
     t_confirm: float | None = None
-    t_first_audio: float | None = None
+    t_first_audio: float | None = None  # its first audio delta was handed to the connection's writer
+    from_turn: bool = False  # started by turn detection (its first-audio path counts from the end of speech)
+    first_audio_path: dict[str, float] | None = None  # seconds per component (streaming/timing.py), once sent
     done_info: dict[str, Any] = field(default_factory=dict)
 
 
-class ResponseMixin:
-    """Reply handling of Session; uses its send/engine/metrics/cfg/ev/slot/resp fields."""
 
-    def _start_response(self, speculative: bool, modalities: list[str], tools: list[dict] | None = None,
-                        tool_choice: Any = None) -> None:
+class Replies:
+    """The replies of one session. Its collaborators are explicit: `send` (to the
+    connection's writer; a second argument is called once the event was sent),
+    `slot` (the engine), `config()` (the session's current SessionConfig), the
+    conversation, the session's `Calls`, and `error` (sends an error event)."""
+
+    def __init__(self, send: Callable[..., None], ev: ServerEvents, slot: EngineSlot, metrics: Metrics,
+                 config: Callable[[], Any], conv: Any, calls: Calls, error: Callable[[ProtocolError], None],
+                 model_rate: int) -> None:
+        self.send, self.ev, self.slot, self.metrics = send, ev, slot, metrics
+        self.config, self.conv, self.calls, self.error = config, conv, calls, error
+        self.model_rate = model_rate  # the engine's output rate (what `Interrupt` and `Truncate` count in)
+        self.current: Response | None = None
+        self.last: Response | None = None  # the last reply that ended
+        self.items: dict[str, Response] = {}  # recent replies by message item id (for truncate)
+        self.epochs = iter(range(1, 1 << 62))
+
+    def answering(self) -> bool:
+        return self.current is not None and not self.current.closed
+
+    def start(self, speculative: bool, modalities: list[str], tools: list[dict] | None = None,
+              tool_choice: Any = None, t_speech_end: float | None = None, from_turn: bool = False) -> None:
+        cfg = self.config()
         r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
-        opening = self._tool_context(r, self.cfg.tools if tools is None else tools,
-                                     self.cfg.tool_choice if tool_choice is None else tool_choice)
-        r.t_speech_end = self.speech_end_time
+        opening = self.calls.tool_context(r, cfg.tools if tools is None else tools,
+                                          cfg.tool_choice if tool_choice is None else tool_choice)
+        r.t_speech_end = t_speech_end
+        r.from_turn = from_turn
         r.t_spec = time.perf_counter()
-        self.resp = r
+        self.current = r
         self.items[r.item_id] = r
         while len(self.items) > 32:  # only recent replies can still be truncated
             self.items.pop(next(iter(self.items)))
         # the audio stage resamples to the client's rate, off the event loop
-        self.engine.submit(self.slot, "respond", r.epoch, speculative, self.cfg.max_output_tokens,
-                           self.cfg.output_format.rate, opening)
+        self.slot.submit(Respond(r.epoch, speculative, cfg.max_output_tokens, cfg.output_format.rate, opening))
         if speculative:
             self._debug("speculating", r)
         else:
-            self._confirm(r)
+            self.confirm(r)
 
-    def _confirm(self, r: Response) -> None:
+    def confirm(self, r: Response) -> None:
         r.confirmed = True
         r.t_confirm = time.perf_counter()
         if r.speculative:
-            self.engine.submit(self.slot, "confirm", r.epoch)
+            self.slot.submit(Confirm(r.epoch))
             self._debug("confirmed", r)
         self.metrics.inc("omni_responses_total")
-        fmt = self.cfg.output_format.to_json()
+        fmt = self.config().output_format.to_json()
         self.send(self.ev.make("response.created", response=ServerEvents.response(
             r.id, "in_progress", modalities=r.modalities, out_format=fmt)))
         held, r.held = r.held, []
         for e in held:
             self._deliver(r, e)
+
+    def roll_back(self) -> None:
+        """The user went on talking: forget the speculative reply, if there is one."""
+        r = self.current
+        if r is not None and r.speculative and not r.confirmed:
+            self.slot.submit(Rollback(r.epoch))
+            self.current = None
+            self._debug("rolled_back", r)
 
     def _open_message(self, r: Response) -> None:
         """The reply's spoken message item, announced with its first output."""
@@ -101,18 +140,21 @@ class ResponseMixin:
                                part={"type": "audio", "transcript": ""}))
 
     def _debug(self, state: str, r: Response) -> None:
-        if self.cfg.debug_events:
+        if self.config().debug_events:
             self.send(self.ev.make("omni.turn", state=state, response_id=r.id))
 
-    def _on_engine(self, e: EngineEvent) -> None:
-        r = self.resp
+    def on_engine(self, e: EngineEvent) -> None:
+        """An engine event, on the event loop."""
+        if e.trace is not None:
+            add_span(e.trace, "hop", span_end(e.trace))
+        r = self.current
         if e.kind == "context_reset":
             # not an error: the conversation goes on with its most recent text turns
             self.metrics.inc("omni_context_resets_total")
             self.send(self.ev.make("omni.context_reset", reason=e.info.get("reason", ""),
                                    kept_turns=e.info.get("kept_turns", 0)))
-            self.declared = self.opened_with  # the fresh context has the system prompt's tools only
-            return self._declare(self.cfg.tools, self.cfg.tool_choice)
+            cfg = self.config()
+            return self.calls.context_reset(cfg.tools, cfg.tool_choice)
         if e.kind == "truncated":
             return self._on_truncated(e)
         if e.kind == "error":
@@ -125,7 +167,7 @@ class ResponseMixin:
             r.held.append(e)
             return
         if e.kind == "block":
-            return self._on_block(r, e)  # a tool call, or why it is none (streaming/calls.py)
+            return self.calls.on_block(r, e)  # a tool call, or why it is none (streaming/calls.py)
         if not r.confirmed:
             r.held.append(e)
             return
@@ -138,7 +180,7 @@ class ResponseMixin:
         kind = "server_error" if code == "server_error" else "invalid_request_error"
         replying = r is not None and e.epoch == r.epoch and not r.closed
         if replying and not r.confirmed:  # a failed speculation is forgotten; the end of turn starts afresh
-            self.resp = None
+            self.current = None
             return
         self.error(ProtocolError(code, e.info.get("message", "the request failed"), type=kind))
         if replying:
@@ -146,7 +188,7 @@ class ResponseMixin:
 
     def _deliver(self, r: Response, e: EngineEvent) -> None:
         if e.kind == "block":
-            return self._on_block(r, e)
+            return self.calls.on_block(r, e)
         out = e.audio  # already at the session's output rate
         speaks = out is not None and len(out) and "audio" in r.modalities
         if e.text or speaks:
@@ -156,16 +198,32 @@ class ResponseMixin:
             r.transcript += e.text
             self.send(self.ev.make("response.output_audio_transcript.delta", delta=e.text, **base))
         if speaks:
-            if r.t_first_audio is None:
+            first = r.t_first_audio is None
+            if first:
                 r.t_first_audio = time.perf_counter()
             r.delivered_out_samples += len(out)
-            self.send(self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base))
+            event = self.ev.make("response.output_audio.delta", delta=encode_pcm16(out), **base)
+            if first and e.trace is not None:
+                add_span(e.trace, "hold", span_end(e.trace))  # held while the end of turn was unconfirmed
+                self.send(event, lambda *times: self._first_audio_sent(r, e.trace, *times))
+            else:
+                self.send(event)
         if e.kind == "done":
             r.finished = True
             r.done_info = e.info
             status = e.info.get("status", "completed")  # "incomplete": cut by the step cap or a full context
             details = {"type": "incomplete", "reason": "max_output_tokens"} if status == "incomplete" else None
             self._finish(r, status, details)
+
+    def _first_audio_sent(self, r: Response, spans: list, t_queued: float, t_send: float, t_sent: float) -> None:
+        """The writer sent the reply's first audio: its critical path, by component."""
+        add_span(spans, "send_queue", t_queued, t_send)
+        add_span(spans, "send", t_send, t_sent)
+        origin = r.t_speech_end if r.from_turn and r.t_speech_end is not None else r.t_confirm
+        if origin is None:
+            return
+        r.first_audio_path = breakdown(spans, origin, t_sent)
+        observe_breakdown(self.metrics, r.first_audio_path)
 
     def _metrics_of(self, r: Response) -> dict[str, Any]:
         m: dict[str, Any] = {"speculative": r.speculative}
@@ -193,7 +251,7 @@ class ResponseMixin:
 
     def _finish(self, r: Response, status: str, details: dict | None) -> None:
         r.closed = True
-        self.last_resp = r
+        self.last = r
         if not r.outputs:  # nothing was said or called: the reply still has its (empty) message item
             self._open_message(r)
         if r.message_index is not None:
@@ -210,53 +268,56 @@ class ResponseMixin:
                                    item=item))
             self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=None))
             self.conv.add(item)
+        cfg = self.config()
         self.send(self.ev.make("response.done", response=ServerEvents.response(
             r.id, status, list(r.outputs), r.modalities, details, self._metrics_of(r),
-            self.cfg.output_format.to_json())))
+            cfg.output_format.to_json())))
 
-    def _interrupt(self, r: Response, reason: str) -> None:
+    def interrupt(self, r: Response, reason: str) -> None:
         """Barge-in and response.cancel share this path: stop at once, one terminal event."""
         heard = self._model_samples(r.delivered_out_samples) if "audio" in r.modalities else None
-        self.engine.submit(self.slot, "interrupt", r.epoch, heard, len(r.transcript), reason, r.blocks)
+        self.slot.submit(Interrupt(r.epoch, heard, len(r.transcript), reason, r.blocks))
         detail_reason = "turn_detected" if reason == "barge_in" else "client_cancelled"
         self._finish(r, "cancelled", {"type": "cancelled", "reason": detail_reason})
 
     def _model_samples(self, out_samples: int) -> int:
-        return out_samples * self.engine.out_rate // self.cfg.output_format.rate
+        return out_samples * self.model_rate // self.config().output_format.rate
 
-    def _playback_truncate(self) -> None:
+    def playback_truncate(self) -> None:
         """Speech while the client may still be playing a finished reply: assume
         real-time playback from the first audio byte and cut the reply there;
         conversation.item.truncate from the client refines it."""
-        r = self.last_resp
+        r = self.last
         if r is None or r.t_first_audio is None or not r.finished or r.done_info.get("truncated"):
             return
-        played = (time.perf_counter() - r.t_first_audio) * self.engine.out_rate
+        played = (time.perf_counter() - r.t_first_audio) * self.model_rate
         if played < self._model_samples(r.delivered_out_samples):
             r.done_info["truncated"] = True
-            self.engine.submit(self.slot, "truncate", r.epoch, int(played))
+            self.slot.submit(Truncate(r.epoch, int(played)))
 
-    def _truncate(self, d: dict) -> None:
+    def truncate(self, d: dict) -> None:
+        """conversation.item.truncate: the client played only part of a reply."""
         r = self.items.get(d.get("item_id"))
         if r is None:
             raise ProtocolError("item_not_found", f"no assistant item {d.get('item_id')!r}", param="item_id")
         ms = d.get("audio_end_ms")
         if isinstance(ms, bool) or not isinstance(ms, int) or ms < 0:
             raise ProtocolError("invalid_value", "audio_end_ms must be a non-negative integer", param="audio_end_ms")
-        total_ms = r.delivered_out_samples * 1000 // self.cfg.output_format.rate
+        rate = self.config().output_format.rate
+        total_ms = r.delivered_out_samples * 1000 // rate
         if ms > total_ms + 1:
             raise ProtocolError("invalid_value", f"audio_end_ms {ms} is past the {total_ms} ms of audio sent",
                                 param="audio_end_ms")
-        heard = ms * self.engine.out_rate // 1000
+        heard = ms * self.model_rate // 1000
         r.done_info["truncated"] = True  # the client's report replaces the server's playback estimate
         r.done_info["truncate_ms"] = ms
         r.done_info["truncate_item"] = d.get("content_index", 0)
         if not r.closed:
-            r.delivered_out_samples = min(r.delivered_out_samples, ms * self.cfg.output_format.rate // 1000)
-            self._interrupt(r, reason="cancel")
+            r.delivered_out_samples = min(r.delivered_out_samples, ms * rate // 1000)
+            self.interrupt(r, reason="cancel")
             self._emit_truncated(r)
         else:
-            self.engine.submit(self.slot, "truncate", r.epoch, heard)
+            self.slot.submit(Truncate(r.epoch, heard))
 
     def _on_truncated(self, e: EngineEvent) -> None:
         for r in self.items.values():

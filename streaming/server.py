@@ -24,6 +24,7 @@ import hmac
 import http
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, parse_client_event
 from streaming.protocol.events import ServerEvents, dumps
 from streaming.session import Limits, Session
+from streaming.timing import observe_stage
 from streaming.transcribe_stage import TranscribeStage
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class OmniServer:
         self.metrics = Metrics()
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
                              spec_ahead_frames=self.cfg.spec_ahead_frames).start()
-        self.inputs = InputWorker()
+        self.inputs = InputWorker(metrics=self.metrics)
         slots = getattr(model, "max_slots", 1)
         self.max_sessions = min(self.cfg.max_sessions or slots, slots)
         self.active = 0
@@ -168,14 +170,18 @@ class OmniServer:
             return
         self.active += 1
         self.metrics.inc("omni_sessions_total")
-        out: asyncio.Queue = asyncio.Queue()
-        session = Session(out.put_nowait, self.engine, self.inputs, self.metrics,
+        out: asyncio.Queue = asyncio.Queue()  # (event, when queued, on_sent or None); None ends the writer
+
+        def send(event: dict, on_sent: Any = None) -> None:
+            out.put_nowait((event, time.perf_counter(), on_sent))
+
+        session = Session(send, self.engine, self.inputs, self.metrics,
                           Limits(), beta=beta, model_name=self.cfg.model_name,
                           model_trained=self.cfg.model_trained, transcriber=self.cfg.transcriber,
                           transcribe_stage=self.transcripts)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
-            out.put_nowait(session.ev.make("session.created", session=session.cfg.to_json()))
+            send(session.ev.make("session.created", session=session.cfg.to_json()))
             while True:
                 try:
                     async with asyncio.timeout(self.cfg.idle_timeout_s):
@@ -205,13 +211,20 @@ class OmniServer:
                 writer.cancel()
             await ws.close()
 
-    @staticmethod
-    async def _writer(ws: ServerConnection, out: asyncio.Queue) -> None:
+    async def _writer(self, ws: ServerConnection, out: asyncio.Queue) -> None:
+        """The connection's one writer: events leave in order. Each event's wait in the
+        queue and its send are the pipeline's last stage ("send")."""
         try:
             while True:
-                event = await out.get()
-                if event is None:
+                item = await out.get()
+                if item is None:
                     return
+                event, t_queued, on_sent = item
+                t_send = time.perf_counter()
                 await ws.send(dumps(event))
+                t_sent = time.perf_counter()
+                observe_stage(self.metrics, "send", t_send - t_queued, t_sent - t_send)
+                if on_sent is not None:
+                    on_sent(t_queued, t_send, t_sent)
         except ConnectionClosed:
             return

@@ -15,9 +15,11 @@ loop); the endpointer's events drive the turn:
       is cut to what was delivered (at its last punctuation); the interrupting
       speech, with its pre-roll, starts the next user turn
 
-Replies (response.* events, holding, fencing, barge-in) are in responses.py,
-function calling in calls.py, input transcripts in transcripts.py; the items
-the conversation holds (for retrieve / delete) in conversation.py.
+A session is made of parts, each an object with its own file: `Replies`
+(response.* events, holding, fencing, barge-in: responses.py), `Calls`
+(function calling: calls.py), `Transcripts` (input transcripts:
+transcripts.py) and the `Conversation` (the items it holds, for retrieve and
+delete: conversation.py). It talks to the engine through its `EngineSlot`.
 Output events leave through one writer task, in order. Engine events carry the
 response epoch; anything from an older epoch is dropped (output fencing).
 """
@@ -27,16 +29,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from omni.realtime_api import UserChunk
-from streaming.calls import CallMixin, declared_key, system_prompt
+from streaming.calls import Calls, system_prompt
 from streaming.conversation import Conversation
-from streaming.engine import Engine, EngineEvent
+from streaming.engine import Engine, EngineEvent, EngineSlot
+from streaming.engine_commands import Chunk, Text
 from streaming.frames import FrameSampler, parse_frame
 from streaming.input import InputWorker, InputState
 from streaming.metrics import Metrics
@@ -45,8 +48,8 @@ from streaming.protocol.audio import AudioDecodeError
 from streaming.protocol.events import ClientEvent, ServerEvents, new_id
 from streaming.protocol.image import verify_jpeg
 from streaming.protocol.config import check_tool_choice, parse_tools
-from streaming.responses import Response, ResponseMixin
-from streaming.transcripts import TranscriptMixin
+from streaming.responses import Replies
+from streaming.transcripts import Transcripts
 from streaming.vad import Endpointer, TurnEvent
 
 log = logging.getLogger(__name__)
@@ -60,26 +63,26 @@ class Limits:
     max_pending_seconds: float = 120.0  # manual-mode input buffer cap
 
 
-class Session(ResponseMixin, CallMixin, TranscriptMixin):
-    def __init__(self, send: Callable[[dict], None], engine: Engine, inputs: InputWorker, metrics: Metrics,
+class Session:
+    def __init__(self, send: Callable[..., None], engine: Engine, inputs: InputWorker, metrics: Metrics,
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
                  model_trained: bool | None = None, transcriber: str | None = None,
                  transcribe_stage: Callable[[], Any] | None = None) -> None:
+        # send(event[, on_sent]): to the connection's writer, which calls on_sent(queued, send, sent) once sent
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
         self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained,
                                  transcriber=transcriber)
-        self.stage_for_transcripts = transcribe_stage or (lambda: None)  # the server's, started on first use
         self.conv = Conversation()
-        self.calls: OrderedDict[str, str] = OrderedDict()
-        self.declared = declared_key([], "auto")  # no tools told to the model yet
-        self.opened_with = self.declared  # the tools in the slot's system prompt (they survive a context reset)
-        self.capture: list[np.ndarray] | None = None
-        self.capture_samples = 0
-        self.transcribing: set = set()
+        self.slot = EngineSlot(engine)
+        self.calls = Calls(send, self.ev, self.slot, self.conv, metrics)
+        self.replies = Replies(send, self.ev, self.slot, metrics, self.config, self.conv, self.calls, self.error,
+                               engine.out_rate)
+        # transcribe_stage(): the server's recognizer, started on first use
+        self.transcripts = Transcripts(send, self.ev, self.conv, metrics, self.config,
+                                       transcribe_stage or (lambda: None))
         self.loop = asyncio.get_running_loop()
-        self.slot: int | None = None
         self.configured = False
         self.istate = InputState()
         self.resampler_in: StreamingResampler | None = None
@@ -93,21 +96,20 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
         self.packet_start = 0
         self.user_item: str | None = None
         self.manual_buffer: list[np.ndarray] = []
-        self.resp: Response | None = None
-        self.last_resp: Response | None = None
-        self.epochs = iter(range(1, 1 << 62))
         self.speech_end_time: float | None = None
-        self.items: dict[str, Response] = {}
+
+    def config(self) -> SessionConfig:
+        """The current configuration (session.update replaces it: parts ask for it each time)."""
+        return self.cfg
 
     # ---- engine side -------------------------------------------------------
     def engine_sink(self, event: EngineEvent) -> None:
         """Called on the engine thread."""
-        self.loop.call_soon_threadsafe(self._on_engine, event)
+        self.loop.call_soon_threadsafe(self.replies.on_engine, event)
 
     async def open(self, instructions: str | None) -> None:
-        fut = self.engine.open(self.engine_sink, instructions)
         try:
-            self.slot = await asyncio.wrap_future(fut)
+            await self.slot.open(self.engine_sink, instructions)
         except Exception as e:
             code = getattr(e, "code", None)
             if isinstance(code, str):  # the engine refused the request (e.g. instructions too long for the context)
@@ -115,10 +117,8 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             raise
 
     def close(self) -> None:
-        self._stop_transcripts()
-        if self.slot is not None:
-            self.engine.submit(self.slot, "close")
-            self.slot = None
+        self.transcripts.stop()
+        self.slot.close()
 
     # ---- client events -----------------------------------------------------
     async def handle(self, e: ClientEvent) -> None:
@@ -156,7 +156,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             t_s = t / 1000 if t is not None else self.total / SR
             frame = parse_frame(d["image"], t_s, self.limits.max_image_bytes)
             verify_jpeg(frame.jpeg)  # decoded now, so a corrupt frame never reaches a packet
-            self.frames.add(frame, answering=self._answering())
+            self.frames.add(frame, answering=self.replies.answering())
             return
         if e.type == "input_audio_buffer.commit":
             return self._commit()
@@ -179,13 +179,13 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             if item is None or not self.conv.delete(d["item_id"]):
                 raise ProtocolError("item_not_found", f"no item {d['item_id']!r} in this conversation",
                                     param="item_id")
-            if item.get("type") == "function_call":  # a deleted call can no longer be answered
-                self.calls.pop(item.get("call_id"), None)
+            if item.get("type") == "function_call":
+                self.calls.forget(item.get("call_id"))
             return self.send(self.ev.make("conversation.item.deleted", item_id=d["item_id"]))
         if e.type == "response.create":
-            if self.resp is not None and not self.resp.closed:
+            if self.replies.answering():
                 raise ProtocolError("conversation_already_has_active_response",
-                                    f"response {self.resp.id} is still in progress; cancel it first")
+                                    f"response {self.replies.current.id} is still in progress; cancel it first")
             r = d.get("response") or {}  # the schema allows null or an object with arrays of modalities
             mods = r.get("output_modalities") or r.get("modalities") or self.cfg.output_modalities
             tools = parse_tools(r["tools"], "response.tools") if r.get("tools") is not None else None
@@ -193,18 +193,20 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             if choice is not None or tools is not None:  # this reply's own tools and / or choice
                 choice = check_tool_choice(choice if choice is not None else self.cfg.tool_choice,
                                            self.cfg.tools if tools is None else tools, "response.tool_choice")
-            self._start_response(speculative=False, modalities=mods, tools=tools, tool_choice=choice)
+            self.replies.start(speculative=False, modalities=mods, tools=tools, tool_choice=choice,
+                               t_speech_end=self.speech_end_time)
             return
         if e.type == "response.cancel":
-            r = self.resp
+            r = self.replies.current
             if r is None or r.closed or (d.get("response_id") not in (None, r.id)):
                 raise ProtocolError("response_cancel_not_active", "there is no active response to cancel",
                                     param="response_id")
-            return self._interrupt(r, reason="cancel")
+            return self.replies.interrupt(r, reason="cancel")
         if e.type == "conversation.item.truncate":
-            return self._truncate(d)
+            return self.replies.truncate(d)
         if e.type == "output_audio_buffer.clear":
-            self.send(self.ev.make("output_audio_buffer.cleared", response_id=getattr(self.resp, "id", None)))
+            current = self.replies.current
+            self.send(self.ev.make("output_audio_buffer.cleared", response_id=getattr(current, "id", None)))
 
     async def _session_update(self, d: dict) -> None:
         new = apply_session_update(self.cfg, d.get("session"))
@@ -214,7 +216,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
                                 param="session.audio.input.format.rate")
         if first:  # the slot first: if it cannot be opened, the session stays as it was, unconfigured
             await self.open(system_prompt(new.instructions, new.tools, new.tool_choice))
-            self.declared = self.opened_with = declared_key(new.tools, new.tool_choice)
+            self.calls.opened(new.tools, new.tool_choice)
         self.cfg = new
         td = new.turn_detection
         if td is not None:
@@ -226,8 +228,8 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             self.configured = True
         else:
             if "instructions" in (d.get("session") or {}) and new.instructions:
-                self.engine.submit(self.slot, "text", "system", new.instructions)
-            self._declare(new.tools, new.tool_choice)  # tools or choice changed: tell the model now
+                self.slot.submit(Text("system", new.instructions))
+            self.calls.declare(new.tools, new.tool_choice)  # tools or choice changed: tell the model now
         self.send(self.ev.make("session.updated", session=new.to_json()))
 
     # ---- audio in ----------------------------------------------------------
@@ -252,7 +254,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
                                     "buffer cleared")
             return
         self.audio = np.concatenate([self.audio, audio])
-        self._capture_add(audio)  # the turn's audio, for its transcript (before this chunk's turn events)
+        self.transcripts.add(audio)  # the turn's audio, for its transcript (before this chunk's turn events)
         for ev in self.endpointer.feed(probs):
             self._on_turn(ev)
         self._emit_packets()
@@ -268,9 +270,6 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
                 return t - (end - sample) / SR
         return time.perf_counter()
 
-    def _answering(self) -> bool:
-        return self.resp is not None and not self.resp.closed
-
     def _packet(self, a: int, b: int) -> UserChunk | None:
         a = max(a, self.audio_start)
         if b <= a:
@@ -281,7 +280,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
 
     def _submit(self, chunk: UserChunk | None) -> None:
         if chunk is not None and len(chunk.audio):
-            self.engine.submit(self.slot, "chunk", chunk)
+            self.slot.submit(Chunk(chunk))
 
     def _emit_packets(self) -> None:
         while self.turn_active and self.total - self.packet_start >= PACKET:
@@ -301,46 +300,44 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
     def _on_turn(self, ev: TurnEvent) -> None:
         td = self.cfg.turn_detection
         if ev.kind == "speech_started":
-            r = self.resp
+            r = self.replies.current
             if r is not None and not r.closed and r.confirmed and td.interrupt_response:
                 self._send_speech_started(ev)
-                self._interrupt(r, reason="barge_in")
+                self.replies.interrupt(r, reason="barge_in")
             else:
                 if r is None or r.closed:
-                    self._playback_truncate()
+                    self.replies.playback_truncate()
                 self._send_speech_started(ev)
             self.turn_active = True
             self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
-            self._capture_start(self.audio[self.packet_start - self.audio_start:])
+            self.transcripts.start(self.audio[self.packet_start - self.audio_start:])
             self.frames.start_turn(self.packet_start / SR)  # dense frame slots count from here
             t_held, held = self.frames.take_held_timed()
             if held:  # what the camera saw while the assistant spoke, ahead of the new turn
-                self.engine.submit(self.slot, "chunk", UserChunk(np.zeros(0, np.float32), held, t_held[0], False,
-                                                                 frame_times=t_held))
-        elif ev.kind == "speculate" and td.create_response and not self._answering():
+                self.slot.submit(Chunk(UserChunk(np.zeros(0, np.float32), held, t_held[0], False,
+                                                 frame_times=t_held)))
+        elif ev.kind == "speculate" and td.create_response and not self.replies.answering():
             self._flush_partial(ev.sample)
             self.speech_end_time = self._wall(ev.speech_end)
-            self._start_response(speculative=True, modalities=self.cfg.output_modalities)
+            self.replies.start(speculative=True, modalities=self.cfg.output_modalities,
+                               t_speech_end=self.speech_end_time, from_turn=True)
         elif ev.kind == "resumed":
-            r = self.resp
-            if r is not None and r.speculative and not r.confirmed:
-                self.engine.submit(self.slot, "rollback", r.epoch)
-                self.resp = None
-                self._debug("rolled_back", r)
+            self.replies.roll_back()
         elif ev.kind == "end_of_turn":
             self.speech_end_time = self._wall(ev.speech_end)
             self.send(self.ev.make("input_audio_buffer.speech_stopped", audio_end_ms=ev.speech_end * 1000 // SR,
                                    item_id=self.user_item))
-            r = self.resp
+            r = self.replies.current
             spec = r is not None and r.speculative and not r.confirmed
             if not spec:
                 self._flush_partial(ev.sample)
             self.turn_active = False
             self._committed()
             if spec:
-                self._confirm(r)
-            elif td.create_response and not self._answering():
-                self._start_response(speculative=False, modalities=self.cfg.output_modalities)
+                self.replies.confirm(r)
+            elif td.create_response and not self.replies.answering():
+                self.replies.start(speculative=False, modalities=self.cfg.output_modalities,
+                                   t_speech_end=self.speech_end_time, from_turn=True)
 
     def _send_speech_started(self, ev: TurnEvent) -> None:
         self.user_item = new_id("item")
@@ -356,11 +353,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
         self.send(self.ev.make("conversation.item.done", item=item, previous_item_id=prev))
         self.conv.add(item)
         self.user_item = None
-        if audio is not None:  # a committed manual buffer
-            self.capture = None
-            self._transcribe(item_id, 0, audio)
-        else:
-            self._capture_end(item_id)
+        self.transcripts.end(item_id, audio)
 
     def _commit(self) -> None:
         if self.cfg.turn_detection is None:
@@ -387,9 +380,9 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
             raise ProtocolError("invalid_value", f"an item {item['id']!r} already exists", param="item.id")
         kind = item.get("type", "message")
         if kind == "function_call_output":
-            return self._announce_item(self._call_output_item(item))
+            return self._announce_item(self.calls.output_item(item))
         if kind == "function_call":
-            return self._announce_item(self._call_item(item))
+            return self._announce_item(self.calls.call_item(item))
         self._message_item(item)
 
     def _announce_item(self, body: dict) -> None:
@@ -422,7 +415,7 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
         heard: list[tuple[int, np.ndarray]] = []
         for i, (kind, value) in enumerate(parts):
             if kind == "text":
-                self.engine.submit(self.slot, "text", role, value)
+                self.slot.submit(Text(role, value))
                 continue
             r = StreamingResampler(self.cfg.input_format.rate, SR)
             a16 = np.concatenate([r.process(value), r.flush()])
@@ -437,4 +430,4 @@ class Session(ResponseMixin, CallMixin, TranscriptMixin):
                 "status": "completed"}
         self._announce_item(body)
         for i, a16 in heard:
-            self._transcribe(item_id, i, a16)
+            self.transcripts.transcribe(item_id, i, a16)

@@ -1,4 +1,4 @@
-"""Input transcripts of a session (the half of `Session` that reports what the user said).
+"""Input transcripts of a session: `Transcripts`, the part of a session that reports what the user said.
 
 With `audio.input.transcription` on, the 16 kHz audio of each user turn (from
 its pre-roll to the confirmed end of turn; or a committed manual buffer; or the
@@ -14,47 +14,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from streaming.metrics import Metrics
+from streaming.protocol.events import ServerEvents
 
 log = logging.getLogger(__name__)
 SR = 16000
 MAX_TURN_SECONDS = 120  # audio kept for one transcript (a longer turn is transcribed up to this)
 
 
-class TranscriptMixin:
-    """Uses the session's send/ev/cfg/conv/metrics, `stage_for_transcripts()` and these fields."""
+class Transcripts:
+    def __init__(self, send: Callable[[dict], None], ev: ServerEvents, conv: Any, metrics: Metrics,
+                 config: Callable[[], Any], stage: Callable[[], Any]) -> None:
+        # config(): the session's current SessionConfig; stage(): the server's recognizer (started on first use)
+        self.send, self.ev, self.conv, self.metrics, self.config, self.stage = send, ev, conv, metrics, config, stage
+        self.capture: list[np.ndarray] | None = None  # the current user turn's audio, while transcripts are on
+        self.capture_samples = 0
+        self.tasks: set = set()
 
-    capture: list[np.ndarray] | None
-    capture_samples: int
-    transcribing: set
-
-    def _capture_start(self, audio: np.ndarray) -> None:
+    def start(self, audio: np.ndarray) -> None:
         """A user turn starts (its pre-roll is `audio`): keep its audio if transcripts are on."""
-        self.capture = [audio.copy()] if self.cfg.transcription else None
+        self.capture = [audio.copy()] if self.config().transcription else None
         self.capture_samples = len(audio)
 
-    def _capture_add(self, audio: np.ndarray) -> None:
+    def add(self, audio: np.ndarray) -> None:
         if self.capture is not None and self.capture_samples < MAX_TURN_SECONDS * SR:
             self.capture.append(audio)
             self.capture_samples += len(audio)
 
-    def _capture_end(self, item_id: str) -> None:
-        """The turn is committed as `item_id`: transcribe what was kept."""
+    def end(self, item_id: str, audio: np.ndarray | None = None) -> None:
+        """The turn is committed as `item_id`: transcribe what was kept (or `audio`,
+        a committed manual buffer)."""
         kept, self.capture = self.capture, None
-        if kept:
-            self._transcribe(item_id, 0, np.concatenate(kept)[: MAX_TURN_SECONDS * SR])
+        if audio is not None:
+            self.transcribe(item_id, 0, audio)
+        elif kept:
+            self.transcribe(item_id, 0, np.concatenate(kept)[: MAX_TURN_SECONDS * SR])
 
-    def _transcribe(self, item_id: str, content_index: int, audio: np.ndarray) -> None:
-        if not self.cfg.transcription or not len(audio):
+    def transcribe(self, item_id: str, content_index: int, audio: np.ndarray) -> None:
+        if not self.config().transcription or not len(audio):
             return
-        stage = self.stage_for_transcripts()
+        stage = self.stage()
         if stage is None:
             return
         task = asyncio.create_task(self._run_transcript(stage, item_id, content_index, audio))
-        self.transcribing.add(task)
-        task.add_done_callback(self.transcribing.discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _run_transcript(self, stage: Any, item_id: str, content_index: int, audio: np.ndarray) -> None:
         base = dict(item_id=item_id, content_index=content_index)
@@ -79,6 +87,6 @@ class TranscriptMixin:
         self.send(self.ev.make("conversation.item.input_audio_transcription.completed", transcript=text,
                                usage={"type": "duration", "seconds": round(len(audio) / SR, 3)}, **base))
 
-    def _stop_transcripts(self) -> None:
-        for task in list(self.transcribing):
+    def stop(self) -> None:
+        for task in list(self.tasks):
             task.cancel()

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from streaming.client import RealtimeClient
+from streaming.engine_commands import Chunk
 from streaming.server import OmniServer, ServerConfig
 
 SR = 16000
@@ -67,9 +68,9 @@ def test_two_minutes_with_a_camera_keep_going_without_losing_packets(omni, voice
             stack.push_async_callback(srv.close)
             real_submit = srv.engine.submit
 
-            def counting_submit(handle, kind, *args):
-                submitted[0] += kind == "chunk"
-                real_submit(handle, kind, *args)
+            def counting_submit(handle, command):
+                submitted[0] += isinstance(command, Chunk)
+                real_submit(handle, command)
 
             srv.engine.submit = counting_submit
             c = await stack.enter_async_context(RealtimeClient(srv.url))

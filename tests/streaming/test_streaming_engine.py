@@ -12,6 +12,7 @@ from streaming_helpers import ScriptedModel
 
 from omni.realtime_api import UserChunk
 from streaming.engine import Engine, EngineEvent
+from streaming.engine_commands import Chunk, Close, Interrupt, Respond, Rollback, Truncate
 
 
 def _sink():
@@ -45,18 +46,18 @@ def test_rollback_restores_context_exactly_and_model_stays_on_engine_thread():
     try:
         qa, a, qb, b = _two_sessions(eng)
         for s in (a, b):
-            eng.submit(s, "chunk", _chunk(0.0, 1.0))
-            eng.submit(s, "chunk", _chunk(1.0, 0.4))  # partial packet flushed at the speculative point
-        eng.submit(a, "respond", 1, True, None)
+            eng.submit(s, Chunk(_chunk(0.0, 1.0)))
+            eng.submit(s, Chunk(_chunk(1.0, 0.4)))  # partial packet flushed at the speculative point
+        eng.submit(a, Respond(1, True, None))
         _drain_until(qa, "done")  # speculative reply fully decoded, held (not closed)
-        eng.submit(a, "rollback", 1)
+        eng.submit(a, Rollback(1))
         _drain_until(qa, "rolled_back")
         for s in (a, b):
-            eng.submit(s, "chunk", _chunk(1.4, 1.0))
+            eng.submit(s, Chunk(_chunk(1.4, 1.0)))
         eng.barrier().result(30)  # both packets prefilled: each reply can begin as soon as asked
         model.gate = threading.Event()  # a's first step waits until b's reply is queued too
-        eng.submit(a, "respond", 2, False, None)
-        eng.submit(b, "respond", 1, False, None)
+        eng.submit(a, Respond(2, False, None))
+        eng.submit(b, Respond(1, False, None))
         model.gate.set()
         _drain_until(qa, "done")
         _drain_until(qb, "done")
@@ -84,24 +85,24 @@ def test_barge_in_cuts_at_last_punctuation_then_truncate_refines():
         q, sink = _sink()
         s = eng.open(sink).result(30)
         ms = eng.slots[s].slot
-        eng.submit(s, "chunk", _chunk(0.0, 1.0))
-        eng.submit(s, "respond", 1, False, None)
+        eng.submit(s, Chunk(_chunk(0.0, 1.0)))
+        eng.submit(s, Respond(1, False, None))
         events = []
         while sum(1 for e in events if e.kind == "delta") < 6:
             events.append(q.get(timeout=30))
         heard = 5 * model.codec_frame_samples + 10  # 5 frames played: "Sure. The sky is blue, "
-        eng.submit(s, "interrupt", 1, heard, None, "barge_in")
+        eng.submit(s, Interrupt(1, heard, None, "barge_in"))
         ev = _drain_until(q, "interrupted")[-1]
         assert ev.text.strip() == "Sure. The sky is blue,"
         words = [t[1] for t in model.ctx[ms] if t[0] == "tok"]
         assert "".join(words).strip() == "Sure. The sky is blue,"
         # the client then reports it played only 2 frames: cut back to "Sure."
-        eng.submit(s, "truncate", 1, 2 * model.codec_frame_samples)
+        eng.submit(s, Truncate(1, 2 * model.codec_frame_samples))
         ev = _drain_until(q, "truncated")[-1]
         assert ev.info["applied"] and ev.text.strip() == "Sure."
         # the next user packet closes the reply exactly once
-        eng.submit(s, "chunk", _chunk(3.0, 1.0))
-        eng.submit(s, "respond", 2, False, None)
+        eng.submit(s, Chunk(_chunk(3.0, 1.0)))
+        eng.submit(s, Respond(2, False, None))
         _drain_until(q, "done")
     finally:
         eng.stop()
@@ -119,12 +120,12 @@ def test_full_context_starts_over_with_a_clear_event_and_others_continue():
     try:
         qa, a, qb, b = _two_sessions(eng)
         for i in range(5):
-            eng.submit(a, "chunk", _chunk(float(i), 1.0))
-        eng.submit(b, "chunk", _chunk(0.0, 1.0))
+            eng.submit(a, Chunk(_chunk(float(i), 1.0)))
+        eng.submit(b, Chunk(_chunk(0.0, 1.0)))
         eng.barrier().result(30)
         reset = [e for e in _drain_until(qa, "context_reset")]
-        eng.submit(a, "respond", 1, False, 4)
-        eng.submit(b, "respond", 1, False, 4)
+        eng.submit(a, Respond(1, False, 4))
+        eng.submit(b, Respond(1, False, 4))
         _drain_until(qa, "done")
         _drain_until(qb, "done")
         slot_a = eng.slots[a].slot
@@ -143,11 +144,11 @@ def test_encoding_overlaps_decoding_and_keeps_each_session_in_order():
     eng = Engine(model).start()
     try:
         qa, a, qb, b = _two_sessions(eng)
-        eng.submit(a, "chunk", _chunk(0.0, 1.0))
-        eng.submit(a, "respond", 1, False, None)
-        eng.submit(a, "chunk", _chunk(1.0, 1.0))  # after the turn close: encoded after begin
+        eng.submit(a, Chunk(_chunk(0.0, 1.0)))
+        eng.submit(a, Respond(1, False, None))
+        eng.submit(a, Chunk(_chunk(1.0, 1.0)))  # after the turn close: encoded after begin
         for k in range(6):  # b keeps talking while a answers
-            eng.submit(b, "chunk", _chunk(float(k), 1.0))
+            eng.submit(b, Chunk(_chunk(float(k), 1.0)))
         _drain_until(qa, "done")
         eng.barrier().result(30)
         ma, mb = eng.slots[a].slot, eng.slots[b].slot
@@ -171,16 +172,16 @@ def test_session_closed_while_its_packet_is_encoded_leaves_no_trace():
     try:
         qa, sa = _sink()
         a = eng.open(sa).result(30)
-        eng.submit(a, "chunk", _chunk(0.0, 1.0))
-        eng.submit(a, "chunk", _chunk(1.0, 1.0))
+        eng.submit(a, Chunk(_chunk(0.0, 1.0)))
+        eng.submit(a, Chunk(_chunk(1.0, 1.0)))
         import time
 
         time.sleep(0.05)  # the first packet is being encoded
-        eng.submit(a, "close")
+        eng.submit(a, Close())
         qb, sb = _sink()
         b = eng.open(sb).result(30)
-        eng.submit(b, "chunk", _chunk(0.0, 0.4))
-        eng.submit(b, "respond", 1, False, None)
+        eng.submit(b, Chunk(_chunk(0.0, 0.4)))
+        eng.submit(b, Respond(1, False, None))
         _drain_until(qb, "done")
         mb = eng.slots[b].slot
     finally:
@@ -195,11 +196,11 @@ def test_a_packet_the_encoder_rejects_gives_an_error_and_the_sessions_go_on():
     eng = Engine(model).start()
     try:
         qa, a, qb, b = _two_sessions(eng)
-        eng.submit(a, "chunk", _chunk(-1.0, 1.0))  # batched with b's packet, then isolated
-        eng.submit(b, "chunk", _chunk(0.0, 1.0))
-        eng.submit(a, "chunk", _chunk(0.0, 0.4))
+        eng.submit(a, Chunk(_chunk(-1.0, 1.0)))  # batched with b's packet, then isolated
+        eng.submit(b, Chunk(_chunk(0.0, 1.0)))
+        eng.submit(a, Chunk(_chunk(0.0, 0.4)))
         for s in (a, b):
-            eng.submit(s, "respond", 1, False, None)
+            eng.submit(s, Respond(1, False, None))
         got_a = _drain_until(qa, "done")
         _drain_until(qb, "done")
         ma, mb = eng.slots[a].slot, eng.slots[b].slot

@@ -15,6 +15,7 @@ import torch
 from omni.realtime_api import UserChunk
 from streaming.client import RealtimeClient
 from streaming.engine import Engine
+from streaming.engine_commands import Chunk, Respond, Rollback
 from streaming.server import OmniServer, ServerConfig
 
 SR = 16000
@@ -93,18 +94,18 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
         assert len(q) > 2 * SR
         for s in (ha, hb):
             for lo, hi in pieces[:2]:
-                eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
-        eng.submit(ha, "respond", 1, True, 5)
+                eng.submit(s, Chunk(UserChunk(q[lo:hi].copy(), [], lo / SR, True)))
+        eng.submit(ha, Respond(1, True, 5))
         eng.barrier().result(60)
         deadline = time.time() + 60
         while not any(e.kind == "done" for e in events) and time.time() < deadline:
             time.sleep(0.02)
         assert any(e.kind == "done" for e in events), "the speculative decode did not run"
         assert omni.slot_length(a) > omni.slot_length(b)  # the reply is in a's cache
-        eng.submit(ha, "rollback", 1)
+        eng.submit(ha, Rollback(1))
         for s in (ha, hb):
             lo, hi = pieces[2]
-            eng.submit(s, "chunk", UserChunk(q[lo:hi].copy(), [], lo / SR, True))
+            eng.submit(s, Chunk(UserChunk(q[lo:hi].copy(), [], lo / SR, True)))
         eng.barrier().result(60)
         la, lb = omni.slot_length(a), omni.slot_length(b)
         kv = omni.cache.kv
@@ -113,7 +114,7 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
         # packet boundaries do not change the context (the encoder's rounding aside);
         # c goes alone so that its prefill batches leave a's and b's shapes alone
         for lo in range(0, len(q), SR):
-            eng.submit(hc, "chunk", UserChunk(q[lo:lo + SR].copy(), [], lo / SR, True))
+            eng.submit(hc, Chunk(UserChunk(q[lo:lo + SR].copy(), [], lo / SR, True)))
         eng.barrier().result(60)
         assert omni.slot_token_ids(c) == omni.slot_token_ids(b)
         torch.testing.assert_close(kv[:, c, :la], kv[:, b, :lb], atol=1e-4, rtol=1e-4)
