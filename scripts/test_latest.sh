@@ -14,6 +14,7 @@ python3 -m venv --clear "$env_dir"
 "$env_dir/bin/pip" install -q --upgrade --upgrade-strategy eager -e '.[test]'
 echo "[latest] packages newer (or other) than requirements.lock:"
 "$env_dir/bin/pip" freeze --all --exclude-editable | grep -v -E '^(omni-stream|-e )' | LC_ALL=C sort -f > "$env_dir/versions.txt"
-diff <(grep '==' requirements.lock) "$env_dir/versions.txt" | grep '^[<>]' | sed 's/^</  locked:/; s/^>/  newest:/' || echo "  (none)"
+changes=$(diff <(grep '==' requirements.lock) "$env_dir/versions.txt" | grep '^[<>]' | sed 's/^</  locked:/; s/^>/  newest:/' || true)
+echo "${changes:-  (none)}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 exec "$env_dir/bin/python" -m pytest -q "$@"
