@@ -58,6 +58,7 @@ class Sample:
     audio_labels: torch.Tensor  # [L, 4]
     first_audio: torch.Tensor  # [L] bool: first frame of a spoken reply
     items: list[ModalityItem] = field(default_factory=list)
+    answer: torch.Tensor | None = None  # [L] bool: labels of a question's answer (`answer_weight`); None: none
 
 
 @dataclass
@@ -238,4 +239,5 @@ def stack(samples: list[Sample]) -> dict[str, torch.Tensor]:
         "text_cat": torch.stack([s.text_cat for s in samples]),
         "audio_labels": torch.stack([s.audio_labels for s in samples]),
         "first_audio": torch.stack([s.first_audio for s in samples]),
+        "answer": torch.stack([s.answer if s.answer is not None else torch.zeros_like(s.first_audio) for s in samples]),
     }

@@ -37,27 +37,68 @@ def label_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def pack_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One int64 tensor [B, T, 7] (text label, category, 4 audio labels, first-audio):
-    a single target tensor is what pipeline schedules split into micro-batches."""
+    """One int64 tensor [B, T, 8] (text label, category, 4 audio labels, first-audio,
+    answer): a single target tensor is what pipeline schedules split into micro-batches.
+    A batch without an "answer" mask (no label is an answer) gets zeros."""
+    answer = batch.get("answer")
+    if answer is None:
+        answer = torch.zeros_like(batch["first_audio"])
     return torch.cat(
         [
             batch["text_labels"][..., None],
             batch["text_cat"][..., None],
             batch["audio_labels"],
             batch["first_audio"].long()[..., None],
+            answer.long()[..., None],
         ],
         dim=-1,
     )
 
 
+def text_label_weights(labels: torch.Tensor, text_pad_id: int | None, word_weight: float = 1.0,
+                       answer_weight: float = 1.0) -> torch.Tensor | None:
+    """Per-position multiplier of the text cross-entropy (None: all 1). `word_weight`:
+    text labels that are not pads; `answer_weight` on top: labels marked as the answer
+    of a question (pack_labels column 7: its words and end, never a pad)."""
+    w = None
+    if word_weight != 1.0:
+        if text_pad_id is None:
+            raise ValueError("word_weight needs text_pad_id")
+        w = torch.where(labels[..., 0] != text_pad_id, word_weight, 1.0)
+    if answer_weight != 1.0 and labels.shape[-1] > 7:
+        a = torch.where(labels[..., 7].bool(), answer_weight, 1.0)
+        w = a if w is None else w * a
+    return w
+
+
+def answer_share(batch: dict[str, torch.Tensor], text_pad_id: int, word_weight: float = 1.0,
+                 answer_weight: float = 1.0) -> float:
+    """The share of the batch's loss weight (each label's weight in `stage1_loss`:
+    term weight / term count x its multiplier, audio labels included) that the
+    answer labels carry."""
+    labels = pack_labels(batch).double()
+    counts = label_counts(batch).clamp_min(1.0)
+    cat = batch["text_cat"]
+    mult = text_label_weights(labels, text_pad_id, word_weight, answer_weight)
+    mult = torch.ones(cat.shape, dtype=torch.float64) if mult is None else mult.double()
+    text = mult * (WEIGHTS["text"] / counts[0] * (cat == CAT_TEXT)
+                   + WEIGHTS["audio_text"] / counts[2] * (cat == CAT_AUDIO_TEXT))
+    audio_valid = batch["audio_labels"] != IGNORE
+    audio = WEIGHTS["audio"] / counts[1] * audio_valid.sum(-1) + WEIGHTS["first_audio"] / counts[3] * (
+        batch["first_audio"] & audio_valid[..., 0])
+    total = float(text.sum() + audio.sum())
+    return float((text * labels[..., 7]).sum()) / total if total > 0 else 0.0
+
+
 def stage1_loss(
     text_logits: torch.Tensor,  # [B, T, V]
     audio_logits: torch.Tensor,  # [B, T, 4, Va]
-    labels: torch.Tensor,  # [B, T, 7] from pack_labels
+    labels: torch.Tensor,  # [B, T, 8] from pack_labels (7 columns: no answer mask)
     counts: torch.Tensor,  # [4] global counts (TERMS order)
     stats: list | None = None,
     text_pad_id: int | None = None,
     word_weight: float = 1.0,
+    answer_weight: float = 1.0,
 ) -> torch.Tensor:
     """The weighted loss. With `stats`, also appends a detached float64 [6]: the four
     unweighted terms (TERMS order; plain cross-entropies, without `word_weight`), each already divided by its global count (so sums
@@ -67,7 +108,10 @@ def stage1_loss(
     trivial) are not counted. `word_weight` multiplies the cross-entropy of the text
     labels that are not pads (the answer's words and its end; needs `text_pad_id`):
     in a spoken reply they are ~2 of ~12 text labels, so their share of the gradient
-    is small; the terms stay normalized by the plain counts, so shards still add up."""
+    is small; the terms stay normalized by the plain counts, so shards still add up.
+    `answer_weight` multiplies, on top, the labels marked as a question's answer
+    (`text_label_weights`): beside captions, transcripts and a spoken reply's pads
+    they are a few percent of the loss weight (`answer_share`)."""
     text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
     text_ce = F.cross_entropy(
         text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
@@ -87,12 +131,9 @@ def stage1_loss(
         )
         return sums / counts.to(sums.device, sums.dtype).clamp_min(1.0)
 
-    per = term_means(text_ce)  # what is logged: plain cross-entropies, whatever word_weight
-    trained = per
-    if word_weight != 1.0:
-        if text_pad_id is None:
-            raise ValueError("word_weight needs text_pad_id")
-        trained = term_means(text_ce * torch.where(text_lab != text_pad_id, word_weight, 1.0))
+    per = term_means(text_ce)  # what is logged: plain cross-entropies, whatever the weights
+    mult = text_label_weights(labels, text_pad_id, word_weight, answer_weight)
+    trained = per if mult is None else term_means(text_ce * mult)
     if stats is not None:
         with torch.no_grad():
             words = (cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT)

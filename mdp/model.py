@@ -156,13 +156,15 @@ class OmniTrainModel(nn.Module):
         return self.llm.model.norm(x) if final_norm else x
 
     def loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
-                         stats: list | None = None, word_weight: float = 1.0) -> torch.Tensor:
-        """h [B, T, H] after the final norm; labels [B, T, 7] (`mdp.loss.pack_labels`);
-        `stats` and `word_weight` as in `mdp.loss.stage1_loss`."""
+                         stats: list | None = None, word_weight: float = 1.0,
+                         answer_weight: float = 1.0) -> torch.Tensor:
+        """h [B, T, H] after the final norm; labels [B, T, 8] (`mdp.loss.pack_labels`);
+        `stats`, `word_weight` and `answer_weight` as in `mdp.loss.stage1_loss`."""
         text_logits = self.llm.lm_head(h)
         # teacher forcing: head k sees the target codes of heads < k (ignored labels are skipped)
         audio_logits = self.audio_head(h, labels[..., 2:6])
-        return stage1_loss(text_logits, audio_logits, labels, counts, stats, self.cfg.llm.pad_token_id, word_weight)
+        return stage1_loss(text_logits, audio_logits, labels, counts, stats, self.cfg.llm.pad_token_id, word_weight,
+                           answer_weight)
 
     def moe_layers(self) -> list[nn.Module]:
         return [self.llm.model.layers[i].mlp for i in self.layer_ids()]

@@ -1,12 +1,16 @@
 """The staged training run of the default model (`omni train --recipe omni-mini`).
 
 For each stage of `recipe.stage_steps` (see `mdp.omni_mini_stages`): write the
-stage manifest from the pack, train with the project's MDP trainer (AdamW,
-cosine LR per stage, stage-1 loss on the reply), checkpoint every
-`save_every` steps, log loss.csv / loss.json / loss.png in out_dir/STAGE, and
-leave out_dir/STAGE/model.pt + done.json when the stage is complete. A stage
-starts from the previous stage's weights. Rerunning the command resumes: done
-stages are skipped, a stage in progress continues from its newest checkpoint.
+stage manifest from the pack, train with the project's MDP trainer (AdamW, cosine
+LR, stage-1 loss on the reply), checkpoint every `save_every` steps and at the
+stage's end, log loss.csv / loss.json / loss.png in out_dir/STAGE, and leave
+out_dir/STAGE/model.pt + done.json when the stage is complete. A stage starts from
+the previous stage's final checkpoint: its weights and (unless
+`optimizer_per_stage`) its AdamW moments and its place in one LR schedule, a
+warm-up once and a cosine over every stage's steps, so a stage boundary changes
+only the data mix (a fresh optimizer re-warmed with empty moments at every stage
+jolted the loss). Rerunning the command resumes: done stages are skipped, a stage
+in progress continues from its newest checkpoint.
 At the end the weights are exported as an `OmniModel` checkpoint directory
 (`export_dir`, default out_dir/model) that `omni chat --model DIR` loads, and
 out_dir/loss.png shows all stages on one axis.
@@ -255,11 +259,14 @@ def _agree(value: float, device) -> float:
 
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
                  deadline: float, plan: _Plan | None = None, idx: int = 0,
-                 fit_deadline: float | None = None, shared: dict | None = None) -> dict | None:
+                 fit_deadline: float | None = None, shared: dict | None = None,
+                 carry: tuple[str, int] | None = None) -> dict | None:
     """Train one stage; returns its final model state dict (None if stopped early:
     `stop_after` steps, or past `deadline` (time.monotonic), after a checkpoint).
     The plan is fitted to the time left until `fit_deadline` (default: `deadline`).
-    `shared` keeps what later stages reuse (the device path's pack tables)."""
+    `shared` keeps what later stages reuse (the device path's pack tables).
+    `carry`: (checkpoint directory, steps) of the stages before this one, whose
+    final optimizer and schedule state a stage started afresh continues."""
     fit_deadline = deadline if fit_deadline is None else fit_deadline
     from tqdm import tqdm
 
@@ -298,10 +305,16 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         trainer.model.load_state_dict(init)
     elif last is None:  # a model from scratch
         _prepare_encoders(r, trainer, pack, rank0)
+    continuous = not r.optimizer_per_stage
+    offset = carry[1] if carry is not None else 0
+    if continuous:  # the cosine spans every stage (the scheduler counts steps over all of them)
+        trainer.lr_total = _lr_total(plan, offset + r.steps)
     extra = {"step": -1}
     if last is not None:
         checkpoint.load(r.checkpoint_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
+    elif continuous and carry is not None:
+        _continue_optimizer(trainer, carry[0], offset, rank0)
     # a stage that will re-fit itself may grow up to the recipe's bound: the loader covers that range
     cap = plan.bounds[idx] if plan is not None and plan.needs_fit(idx) else r.steps
     limit = (lambda n: n) if stop_after is None else (lambda n: min(n, stop_after))
@@ -328,6 +341,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                              _agree(fit_deadline - time.monotonic(), trainer.device))
             r = dataclasses.replace(r, steps=total)
             trainer.r = r  # the cosine schedule follows the new length
+            if continuous:
+                trainer.lr_total = _lr_total(plan, offset + total)
             end = limit(total)
             bar.total = total
             if step >= end:
@@ -351,6 +366,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             saved = step
             if isinstance(log, BufferedTrainLog):  # the log on disk reaches the checkpoint (but for the lagged step)
                 log.flush()
+    if continuous and end == r.steps and saved != end - 1:  # the next stage continues this state
+        checkpoint.save_step(r.checkpoint_dir, end - 1, trainer, extra, r.keep_checkpoints)
     if pending is not None:
         _log_lagged(*pending, log, bar if rank0 else None)
     if isinstance(log, BufferedTrainLog):
@@ -365,6 +382,28 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if end < r.steps:
         return None
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+def _lr_total(plan: _Plan | None, fallback: int) -> int:
+    """Steps of the whole schedule: every stage of the plan (it may be re-fitted)."""
+    return sum(n for _, n in plan.stages) if plan is not None else fallback
+
+
+def _continue_optimizer(trainer, ckpt_dir: str, offset: int, rank0: bool) -> None:
+    """Load the previous stage's final state (weights, AdamW moments, schedule position,
+    RNG) into a stage that starts afresh. A previous stage without a checkpoint (run
+    with `optimizer_per_stage`, or its checkpoints removed) leaves the moments fresh
+    but puts the schedule at step `offset` all the same."""
+    step = checkpoint.latest_step(ckpt_dir)
+    if step is not None:
+        checkpoint.load(ckpt_dir, step, trainer.model, trainer.optimizer, trainer.scheduler, {})
+        return
+    if rank0:
+        print(f"no checkpoint in {ckpt_dir}: a fresh optimizer at schedule step {offset}", file=sys.stderr)
+    sched = trainer.scheduler
+    sched.last_epoch = offset
+    for g, base in zip(trainer.optimizer.param_groups, sched.base_lrs):
+        g["lr"] = base * trainer._lr_factor(offset)
 
 
 def _log_lagged(rec: dict, seconds: float, log, bar) -> None:
@@ -435,15 +474,18 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     # the plan may be fitted to a longer budget than this run's, spent over resumed runs
     fit_deadline = deadline if recipe.plan_budget_s <= 0 else time.monotonic() + recipe.plan_budget_s
     shared: dict = {}  # across stages: the device path's pack tables
+    carry: tuple[str, int] | None = None  # the previous stage's checkpoints and the steps so far
     for n in range(len(stages)):
         name, steps = stages[n]
         r = _stage_recipe(recipe, name, steps)
         final = os.path.join(r.out_dir, "model.pt")
         if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
             state = torch.load(final, map_location="cpu", weights_only=True)
+            carry = (r.checkpoint_dir, sum(k for _, k in stages[: n + 1]))
             continue
-        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n, fit_deadline, shared)
+        state = _train_stage(r, pack, codes, state, resume, stop_after, deadline, plan, n, fit_deadline, shared, carry)
         steps = stages[n][1]
+        carry = (r.checkpoint_dir, sum(k for _, k in stages[: n + 1]))
         if state is None:
             if rank0:
                 print(f"stopped in stage {name} (time budget or step limit); rerun the same command to resume",

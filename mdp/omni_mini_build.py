@@ -79,7 +79,7 @@ def to_device(t: PackTables, plan: StepPlan, device: torch.device) -> DevicePlan
 
 def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """seg [B, S, 8] (len, id start, id stride, row start, row stride, category,
-    first-audio, feature row) -> the loader path's batch tensors over T input
+    first-audio and answer flags, feature row) -> the loader path's batch tensors over T input
     positions, plus `feat` [B, T]: the row of the feature table (0 = none) each
     input position takes its embedding from."""
     b, s, _ = seg.shape
@@ -94,7 +94,9 @@ def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch
     ids = torch.where(live, t.id_pool[torch.where(live, pick(id0) + pick(ids_k) * off, 0)], t.sp.pad)
     rows = t.row_pool[torch.where(live, pick(row0) + pick(row_k) * off, 0)]  # [B, T+1, 4]
     category = torch.where(live, pick(cat), 0)
-    first_audio = live & (pick(first) > 0) & (off == 0)
+    flags = pick(first)  # bit 0: first audio frame, bit 1: answer (`mdp.omni_mini_plan.ANSWER_BIT`)
+    first_audio = live & (flags % 2 > 0) & (off == 0)
+    answer = live & (flags // 2 % 2 > 0)
     feat_start = pick(feat0)
     feat = torch.where(live & (feat_start > 0), feat_start + off, 0)
     return {
@@ -103,6 +105,7 @@ def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch
         "text_cat": category[:, 1:],
         "audio_labels": torch.where((category[:, 1:] == CAT_AUDIO_TEXT)[..., None], rows[:, 1:], IGNORE),
         "first_audio": first_audio[:, 1:],
+        "answer": answer[:, 1:],
         "feat": feat[:, :-1],
     }
 

@@ -42,6 +42,10 @@ from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, 
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
 
 LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe")
+# layouts whose reply answers a question: their reply's words and end are the labels
+# `answer_weight` raises ("say" copies its prompt, captions and transcripts are dense
+# auxiliary signals)
+ANSWER_LAYOUTS = ("text", "image", "audio", "stream")
 SPEECH_FAMILIES = ("repeat", "greeting")
 
 
@@ -232,6 +236,7 @@ class PackDataset:
         cat = [CAT_NONE] * len(ids)
         audio = [[IGNORE] * 4 for _ in ids]
         first = [False] * len(ids)
+        is_answer = layout in ANSWER_LAYOUTS
         if rec["voice"]:
             tx, rows = speech_rows(text_ids, self.codes[rec["answer"]], self.cfg.audio_id_offset,
                                    self.cfg.audio_eos_id, self.cfg.audio_pad_id)
@@ -240,18 +245,21 @@ class PackDataset:
             cat += [CAT_AUDIO_TEXT] * len(rows)
             audio += rows
             first += [True] + [False] * (len(rows) - 1)
+            marks = [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
         else:
             ids += text_ids
             codec += [[self.cfg.audio_pad_id] * 4] * len(text_ids)
             cat += [CAT_TEXT] * len(text_ids)
             audio += [[IGNORE] * 4] * len(text_ids)
             first += [False] * len(text_ids)
-        s = self._finish(n, ids, codec, cat, audio, first, units, pcm)
+            marks = [is_answer] * len(text_ids)
+        answer_mark = [False] * (len(ids) - len(marks)) + marks
+        s = self._finish(n, ids, codec, cat, audio, first, units, pcm, answer_mark)
         # the stream's draws, for comparing the device path on the same rows
         s.stream = (t0, bool(sparse)) if layout == "stream" else (0.0, False)  # type: ignore[attr-defined]
         return s
 
-    def _finish(self, n, ids, codec, cat, audio, first, units, pcm) -> Sample:
+    def _finish(self, n, ids, codec, cat, audio, first, units, pcm, answer_mark) -> Sample:
         L = len(ids)
         if L > self.seq_len + 1:
             raise _TooLong(n)
@@ -263,6 +271,7 @@ class PackDataset:
         codec_p = torch.tensor(codec + [p4] * pad)
         aud_p = torch.tensor(audio + [[IGNORE] * 4] * pad)
         first_p = torch.tensor(first + [False] * pad)
+        ans_p = torch.tensor(answer_mark + [False] * pad)
         items = [ModalityItem("image", {"patches": u.patches, "grid": tuple(u.grid)}, u.num_tokens,
                               float(len(u.patches)) + len(u.patches) ** 2 / 256.0) for u in units]
         if pcm is not None:
@@ -270,7 +279,7 @@ class PackDataset:
                                       self.audio_frames(len(pcm)), len(pcm) / 160.0))
         s = Sample(
             ids=ids_p[:-1], codec=codec_p[:-1], text_labels=torch.where(cat_p[1:] > CAT_NONE, ids_p[1:], IGNORE),
-            text_cat=cat_p[1:], audio_labels=aud_p[1:], first_audio=first_p[1:], items=items,
+            text_cat=cat_p[1:], audio_labels=aud_p[1:], first_audio=first_p[1:], items=items, answer=ans_p[1:],
         )
         s.order = placeholder_order(s.ids, items, self.sp.image_pad, self.sp.audio_pad)  # type: ignore[attr-defined]
         return s

@@ -238,7 +238,7 @@ class DeviceMiniTrainer(MiniTrainer):
         with self._autocast():
             h = self.model.run_layers(x, final_norm=True)
             return self.model.loss_from_hidden(h, pack_labels(batch), label_counts_device(batch), stats,
-                                               self.r.word_weight)
+                                               self.r.word_weight, self.r.answer_weight)
 
     def llm(self, batch: dict[str, torch.Tensor], feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedding, decoder, loss and the one backward (LLM and encoders). Returns

@@ -34,6 +34,7 @@ import dataclasses
 import numpy as np
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
+from mdp.omni_mini_data import ANSWER_LAYOUTS
 from mdp.omni_mini_tables import LAYOUT_CODE, PackTables, record_arrays
 from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TAIL_RANGE_S
 from omni.synth.pack import SPEED_RANGE
@@ -41,6 +42,7 @@ from omni.synth.pack import SPEED_RANGE
 LENGTH_MULTIPLE = 16  # LLM rows are trimmed to a multiple of this (few distinct shapes)
 LENGTHS_PER_OCTAVE = 4  # `bucket_length`: ..., 64, 80, 96, 112, 128, 160, 192, ... (< 25 % padding past 64)
 AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
+ANSWER_BIT = 2  # in a slot's "first" field: its labels are a question's answer (`answer_weight`)
 FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
 AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"])
 
@@ -216,7 +218,9 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     r_len = np.select([cap, trx], [t.cap_len[np.maximum(scene, 0)], t.trx_len[clip]], t.ans_len[answer])
     r_off = np.select([cap, trx], [t.cap_off[np.maximum(scene, 0)], t.trx_off[clip]], t.ans_off[answer])
     cat = np.where(voice, CAT_AUDIO_TEXT, CAT_TEXT)
-    put(tail + 5, r_len, r_off, cat=cat, first=voice.astype(np.int64),
+    # "first" bit 0: a spoken reply's first frame; bit 1 (ANSWER_BIT): the reply text answers a question
+    is_answer = np.isin(lay, [LAYOUT_CODE[x] for x in ANSWER_LAYOUTS])
+    put(tail + 5, r_len, r_off, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT * is_answer,
         row_start=np.where(voice, t.rows_off[answer], 0), row_stride=voice.astype(np.int64))
     put(tail + 6, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
         row_start=t.rows_off[answer] + r_len, row_stride=1)

@@ -6,8 +6,9 @@ modality and keeps replaying the earlier ones:
     speech    text <-> speech alignment: "say {answer}" for every answer, the speech
               tasks (repeat, greetings) asked in text and spoken, and transcription
               of every spoken question (visual ones included)
-    vision    still images with text questions (the offline `omni chat --image` layout)
-              and captions naming every object of a still
+    vision    still images with text questions (the offline `omni chat --image` layout;
+              motion questions, which need the video, are left out of it) and
+              captions naming every object of a still
     dialogue  spoken questions with the camera on, chunk-interleaved in 1 s
               `second{t}:` blocks (the streaming layout of `omni serve`)
 
@@ -55,6 +56,12 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
 REPAIR_PROB = 0.5  # visual questions asked of another scene, when its answer is unique
+# Layouts that show a single still (scene frame 0), and the question families that need
+# the frames of a video: a motion question shown one still has no answer in its input
+# (18 % of the visual questions of an 800-scene train pack); the stream layout,
+# which shows the video's frame pairs, keeps them.
+STILL_LAYOUTS = ("image",)
+VIDEO_FAMILIES = ("motion",)
 
 
 def parse_stage_steps(spec: str) -> list[tuple[str, int]]:
@@ -98,12 +105,14 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
     visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES) & (pack.sample_scene >= 0))
+    still = visual[~np.isin(fam[visual], VIDEO_FAMILIES)]
     num_answers = len(pack.answer_offset) - 1
     weight = {"caption": caption_weight, "transcribe": transcribe_weight}
     mix = [(weight[m[1]], *m[1:]) if weight.get(m[1]) is not None else m for m in STAGES[stage]]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
              "clip": np.arange(len(pack))}
-    usable = [m for m in mix if len(pools[m[2]]) and m[0] > 0]
+    pool = lambda layout, kind: still if kind == "visual" and layout in STILL_LAYOUTS else pools[kind]
+    usable = [m for m in mix if len(pool(m[1], m[2])) and m[0] > 0]
     if not usable:
         raise ValueError(f"pack {pack.path} has no samples for stage {stage}")
     w = np.array([m[0] for m in usable])
@@ -122,7 +131,7 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
             i = int(rng.choice(pools["clip"]))
             scene, a = -1, int(pack.sample_answer[i])
         else:
-            i = int(rng.choice(pools[kind]))
+            i = int(rng.choice(pool(layout, kind)))
             scene, a = int(pack.sample_scene[i]), int(pack.sample_answer[i])
             if kind == "visual" and rng.random() < REPAIR_PROB:
                 k = int(rng.integers(pack.num_scenes))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+ANSWER_WEIGHT = 4.0  # the default `answer_weight` (README: the answer's share of the loss weight)
+
 
 @dataclass
 class Recipe:
@@ -31,6 +33,9 @@ class Recipe:
     beta2: float = 0.95
     grad_clip: float = 1.0
     word_weight: float = 1.0  # loss weight of the reply's words (and end) over its text pads (mdp.loss.stage1_loss)
+    # loss weight of the words (and end) of a question's answer, on top of word_weight: in
+    # the omni-mini mixes they would otherwise carry ~2-10 % of the loss weight (README)
+    answer_weight: float = ANSWER_WEIGHT
     seed: int = 0
     # parallelism (see mdp.dims.ParallelDims)
     dp: int = -1
@@ -77,6 +82,9 @@ class Recipe:
     fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
     train_path: str = "loader"  # omni-mini steps: "loader" (DataLoader workers) | "device" (mdp.omni_mini_device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)
+    # omni-mini: False carries one AdamW state and one LR schedule (warm-up once, cosine
+    # over all stages' steps) from stage to stage; True restarts both in every stage
+    optimizer_per_stage: bool = False
 
     def override(self, pairs: list[str]) -> "Recipe":
         """Apply `field=value` strings (types follow the field's default)."""

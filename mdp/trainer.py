@@ -134,6 +134,7 @@ class Trainer:
             [{"params": v, "name": k} for k, v in groups.items() if v],
             lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay, **self._adamw_impl(),
         )
+        self.lr_total: int | None = None  # steps the cosine spans (None: the recipe's steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
         self.inner_group = self.meshes.group("inner_dp") if d.inner_dp > 1 else None
@@ -157,7 +158,8 @@ class Trainer:
         r = self.r
         if step < r.warmup_steps:
             return (step + 1) / r.warmup_steps
-        span = max(1, r.steps - r.warmup_steps)
+        # a schedule spanning several stages (mdp.omni_mini) sets lr_total
+        span = max(1, (self.lr_total or r.steps) - r.warmup_steps)
         t = min(1.0, (step - r.warmup_steps) / span)
         return (r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * t))) / r.lr
 
@@ -165,7 +167,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def _pp_loss(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model.loss_from_hidden(h, labels, self._counts, word_weight=self.r.word_weight) * self.dims.dp
+        return self.model.loss_from_hidden(h, labels, self._counts, word_weight=self.r.word_weight,
+                                          answer_weight=self.r.answer_weight) * self.dims.dp
 
     def attach_data(self, path: str) -> None:
         self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
@@ -258,7 +261,7 @@ class Trainer:
         if self.schedule is None:
             with self._autocast():
                 h = model.run_layers(x_leaf, final_norm=True)
-                loss = model.loss_from_hidden(h, labels, counts, stats, self.r.word_weight) * d.dp
+                loss = model.loss_from_hidden(h, labels, counts, stats, self.r.word_weight, self.r.answer_weight) * d.dp
             loss.backward()
             loss_sum += loss.detach().double()
         else:
