@@ -422,13 +422,15 @@ class RealtimeOmni:
 
     @torch.no_grad()
     def decode_audio(self, items: Sequence[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
+        if not items:
+            return []
         dec = self.model.codec_decoder
         device = next(dec.parameters()).device
-        out = []
-        for state, frame in items:
-            codes = torch.as_tensor(np.asarray(frame, dtype=np.int64).reshape(1, -1), device=device)
-            out.append(dec.step(codes, state)[0].float().cpu().numpy())
-        return out
+        # one batched decoder step for all responses (each at its own position in its
+        # stream): the cost of a round barely grows with the number of sessions
+        codes = np.stack([np.asarray(frame, dtype=np.int64).reshape(-1) for _, frame in items])
+        pieces = dec.step_streams(torch.as_tensor(codes, device=device), [state for state, _ in items])
+        return [p.float().cpu().numpy() for p in pieces]
 
     @torch.no_grad()
     def flush_audio(self, state: Any) -> np.ndarray:

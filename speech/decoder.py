@@ -253,20 +253,62 @@ class CodecDecoder(StreamingModule[DecoderState]):
         x = ops.conv_valid(window, self.decoder.model[0])  # the window is exactly one output
         return self.decoder.stream_upsample(x, state.caches).squeeze(1)
 
-    def step(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
-        """codes [B, 4] (or [B, 4, 1]) of frame t -> audio [B, hop] of frame t - lookahead ([B, 0] at first)."""
-        if codes.dim() == 3:
-            codes = codes[..., 0]
+    def _lstm_step(self, codes: torch.Tensor, lstm_h: torch.Tensor, lstm_c: torch.Tensor) -> torch.Tensor:
+        """codes [B, 4] -> LSTM output [B, H]; updates lstm_h / lstm_c [layers, B, H] in place."""
         x = self.latents(codes.unsqueeze(-1))[..., 0]  # [B, H]
         k = 0
         for mem in self.decoder.mem_layers:
             for lstm, ln in ((mem.lstm_list1[0], mem.ln1), (mem.lstm_list2[0], mem.ln2)):
-                h, c = ops.lstm_step(x, state.lstm_h[k], state.lstm_c[k], lstm)
-                state.lstm_h[k], state.lstm_c[k] = h, c
+                h, c = ops.lstm_step(x, lstm_h[k], lstm_c[k], lstm)
+                lstm_h[k], lstm_c[k] = h, c
                 x = ln(h)
                 k += 1
+        return x
+
+    def step(self, codes: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """codes [B, 4] (or [B, 4, 1]) of frame t -> audio [B, hop] of frame t - lookahead ([B, 0] at first)."""
+        if codes.dim() == 3:
+            codes = codes[..., 0]
+        x = self._lstm_step(codes, state.lstm_h, state.lstm_c)
         state.frames_in += 1
         return self._push(x, state)
+
+    def step_streams(self, codes: torch.Tensor, states: list[DecoderState]) -> list[torch.Tensor]:
+        """One frame for each of N independent single-stream states, in one batched pass.
+
+        codes [N, 4]; states: N distinct `init_state(1)` states, each at its own position
+        in its stream. Returns per stream the audio `step` would return for it alone:
+        [hop] samples, or [0] while its look-ahead fills. Streams are gathered into one
+        batch (a copy of their small state tensors), stepped once and scattered back, so
+        the matmuls run once for all streams instead of once per stream. (The batch size
+        and the set of emitting rows change from call to call; a CUDA graph of this step
+        would need a fixed-size pooled state with a row per slot and a per-row mask.)
+        """
+        if len(states) == 1:
+            return [self.step(codes, states[0])[0]]
+        if len({id(s) for s in states}) != len(states) or any(s.frames.shape[0] != 1 for s in states):
+            raise ValueError("step_streams needs distinct single-stream states (init_state(1))")
+        lstm_h = torch.cat([s.lstm_h for s in states], dim=1)
+        lstm_c = torch.cat([s.lstm_c for s in states], dim=1)
+        x = self._lstm_step(codes, lstm_h, lstm_c)
+        window = torch.cat([torch.cat([s.frames for s in states]), x.unsqueeze(-1)], dim=-1)  # [N, H, 2L + 1]
+        emit = []  # rows past their look-ahead: only these run (and advance) the upsampler, as in `_push`
+        for i, s in enumerate(states):
+            # each state keeps views of its row: rows are disjoint, and the next gather copies them anyway
+            s.lstm_h, s.lstm_c, s.frames = lstm_h[:, i : i + 1], lstm_c[:, i : i + 1], window[i : i + 1, :, 1:]
+            s.frames_in += 1
+            if 0 <= s.frames_pushed - self.lookahead < s.frames_in:
+                emit.append(i)
+            s.frames_pushed += 1
+        out = [x.new_zeros(0)] * len(states)
+        if emit:
+            rows = window if len(emit) == len(states) else window[emit]
+            caches = [torch.cat([states[i].caches[k] for i in emit]) for k in range(len(states[0].caches))]
+            wav = self.decoder.stream_upsample(ops.conv_valid(rows, self.decoder.model[0]), caches).squeeze(1)
+            for j, i in enumerate(emit):
+                states[i].caches = [c[j : j + 1] for c in caches]
+                out[i] = wav[j]
+        return out
 
     def prepare_inference(self) -> "CodecDecoder":
         """Fold weight norm and cache stream-layout weights (frozen inference only)."""

@@ -1,4 +1,4 @@
-"""Fast single-stream kernels for the decoder's `step`.
+"""Fast kernels for the decoder's `step` (one stream, or a batch of streams).
 
 Decoding one 60 ms frame touches tensors of a few hundred samples, where the
 generic PyTorch CPU paths are dominated by overhead: dilated `conv1d` falls back
@@ -35,6 +35,21 @@ def _conv_matrix(conv: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor | None]:
     return w.permute(0, 2, 1).reshape(w.shape[0], -1), conv.bias  # [Cout, k * Cin], taps outer
 
 
+# Up to this many time steps per stream, a batch of streams is multiplied as one GEMM
+# over all B * n columns: at a few samples per stream the product is bound by reading
+# the weights, which a per-stream (batched-matmul) product does once per stream.
+FOLD_MAX_STEPS = 16
+
+
+def _matmul_streams(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """w [M, K] @ x [B, K, n] -> [B, M, n] (a strided view when folded)."""
+    B, K, n = x.shape
+    if B == 1 or n > FOLD_MAX_STEPS:
+        return torch.matmul(w, x)
+    y = torch.mm(w, x.transpose(0, 1).reshape(K, B * n))
+    return y.view(-1, B, n).transpose(0, 1)
+
+
 def conv_valid(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Unpadded conv1d: x [B, Cin, n + (k-1)d] -> [B, Cout, n]."""
     w, b = _conv_matrix(conv)
@@ -44,7 +59,7 @@ def conv_valid(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
         cols = x
     else:
         cols = torch.cat([x[..., i * d : i * d + n] for i in range(k)], dim=1)
-    y = torch.matmul(w, cols)
+    y = _matmul_streams(w, cols)
     return y if b is None else y + b[:, None]
 
 
@@ -61,7 +76,7 @@ def conv_transpose_nonoverlap(x: torch.Tensor, conv: nn.ConvTranspose1d) -> torc
     w, b = _tconv_matrix(conv)
     s = conv.stride[0]
     B, _, n = x.shape
-    y = torch.matmul(w, x).view(B, -1, s, n)  # [B, Cout, s, n]
+    y = _matmul_streams(w, x).reshape(B, -1, s, n)  # [B, Cout, s, n]
     y = y.permute(0, 1, 3, 2).reshape(B, -1, n * s)
     return y if b is None else y + b[:, None]
 
