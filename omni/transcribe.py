@@ -37,8 +37,6 @@ TRANSCRIBERS: dict[str, str] = {
     "ctc": "omni.transcribe:ctc",
 }
 SAMPLE_RATE = 16000
-PAD_S = 0.6  # pocketsphinx needs context around an utterance (see omni/synth/recognize.py)
-DITHER_RMS = 30.0 / 32768.0
 
 
 class Transcriber(Protocol):
@@ -127,15 +125,9 @@ class SphinxTranscriber:
         self._rng = np.random.default_rng(0)
 
     def transcribe(self, audio: np.ndarray) -> str:
-        x = np.asarray(audio, dtype=np.float64).reshape(-1)
-        pad = np.zeros(int(PAD_S * SAMPLE_RATE))
-        x = np.concatenate([pad, x, pad])
-        x = x + self._rng.standard_normal(len(x)) * DITHER_RMS
-        pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
-        self.decoder.start_utt()
-        self.decoder.process_raw(pcm.tobytes(), full_utt=True)
-        self.decoder.end_utt()
-        hyp = self.decoder.hyp()
+        from omni.synth.recognize import sphinx_decode
+
+        hyp = sphinx_decode(self.decoder, audio, self._rng)
         words = hyp.hypstr.split() if hyp is not None else []
         return " ".join(w.split("(")[0] for w in words if not w.startswith(("<", "[")))
 

@@ -12,6 +12,8 @@ empty. `recognize` therefore pads 0.6 s on each side and adds faint dither
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .audio import SAMPLE_RATE, to_float
@@ -19,6 +21,19 @@ from .questions import answer_space, normalize_answer
 
 PAD_S = 0.6
 DITHER_RMS = 30.0 / 32768.0
+
+
+def sphinx_decode(decoder: Any, x: np.ndarray, rng: np.random.Generator) -> Any:
+    """One utterance (float in [-1, 1] at 16 kHz) through a pocketsphinx decoder: padded with
+    PAD_S of faintly dithered silence each side, which short words need; its hypothesis or None."""
+    pad = np.zeros(int(PAD_S * SAMPLE_RATE))
+    x = np.concatenate([pad, np.asarray(x, dtype=np.float64).reshape(-1), pad])
+    x = x + rng.standard_normal(len(x)) * DITHER_RMS
+    pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
+    decoder.start_utt()
+    decoder.process_raw(pcm.tobytes(), full_utt=True)
+    decoder.end_utt()
+    return decoder.hyp()
 
 
 def answer_grammar(answers: list[str]) -> str:
@@ -49,14 +64,7 @@ class AnswerRecognizer:
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"the recognizer takes {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
         x = wav.astype(np.float64) / (32768.0 if wav.dtype == np.int16 else 1.0)
-        pad = np.zeros(int(PAD_S * SAMPLE_RATE))
-        x = np.concatenate([pad, x, pad])
-        x = x + self._rng.standard_normal(len(x)) * DITHER_RMS
-        pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
-        self.decoder.start_utt()
-        self.decoder.process_raw(pcm.tobytes(), full_utt=True)
-        self.decoder.end_utt()
-        hyp = self.decoder.hyp()
+        hyp = sphinx_decode(self.decoder, x, self._rng)
         return normalize_answer(hyp.hypstr) if hyp is not None else ""
 
 

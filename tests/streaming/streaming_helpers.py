@@ -5,6 +5,8 @@ session logic."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import subprocess
 import threading
@@ -183,3 +185,24 @@ class SlowTranscriber:
 
         time.sleep(self.seconds)
         return f"pid {os.getpid()} heard {len(audio)} samples"
+
+
+def run(coro, timeout: float = 90.0):
+    """Run one test's coroutine with a time limit."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@contextlib.asynccontextmanager
+async def serving(model, **kw):
+    """An OmniServer on a free port for the block."""
+    from streaming.server import OmniServer, ServerConfig
+
+    srv = await OmniServer(model, ServerConfig(port=0, **kw)).start()
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+def silence(seconds: float, sr: int = 16000) -> np.ndarray:
+    return np.zeros(int(sr * seconds), np.float32)

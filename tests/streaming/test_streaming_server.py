@@ -6,39 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import time
 import urllib.request
 
 import numpy as np
 import pytest
-from streaming_helpers import ScriptedModel
+from streaming_helpers import ScriptedModel, run, serving, silence
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from streaming.client import RealtimeClient
 from streaming.protocol import encode_pcm16
-from streaming.server import OmniServer, ServerConfig
 
 SR = 16000
 
-
-def run(coro, timeout: float = 60.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@contextlib.asynccontextmanager
-async def serving(model, **kw):
-    srv = await OmniServer(model, ServerConfig(port=0, **kw)).start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(SR * seconds), np.float32)
 
 
 def types(c: RealtimeClient) -> list[str]:

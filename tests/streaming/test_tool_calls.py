@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 
 import numpy as np
 import pytest
-from streaming_helpers import ScriptedModel
+from streaming_helpers import ScriptedModel, run, serving, silence
 
 from streaming.client import RealtimeClient
 from streaming.protocol import encode_pcm16
 from streaming.protocol.audio import resample
-from streaming.server import OmniServer, ServerConfig
 
 SR = 16000
 FRAME_24K = 24000 * 960 // 16000  # one scripted codec frame at the client's 24 kHz
@@ -31,22 +29,6 @@ CALL = ["Okay, ", "turning it on. ", "<longcat", "_tool_call>", '{"name": "set_l
         "</longcat_tool", "_call>"]
 AFTER = "The lamp is on now."
 
-
-def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@contextlib.asynccontextmanager
-async def serving(model, **kw):
-    srv = await OmniServer(model, ServerConfig(port=0, **kw)).start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(SR * seconds), np.float32)
 
 
 def block(name: str, args: str) -> list[str]:

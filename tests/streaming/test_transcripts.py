@@ -7,34 +7,16 @@ removes it. Settings the server cannot honour are echoed as what it uses."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 import numpy as np
-from streaming_helpers import ScriptedModel
+from streaming_helpers import ScriptedModel, run, serving, silence
 
 from streaming.client import RealtimeClient
 from streaming.protocol import SessionConfig, apply_session_update, encode_pcm16
-from streaming.server import OmniServer, ServerConfig
 
 SR = 16000
 
-
-def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@contextlib.asynccontextmanager
-async def serving(model, **kw):
-    srv = await OmniServer(model, ServerConfig(port=0, **kw)).start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(SR * seconds), np.float32)
 
 
 def test_spoken_turn_gets_its_words_and_the_item_can_be_retrieved_and_deleted(voice):
