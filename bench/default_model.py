@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import socket
@@ -48,115 +47,42 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from omni.synth.heldout import QUESTIONS, answer, per_family, score  # noqa: E402
+
 BARS = {"text": 0.90, "speech": 0.80}
-
-
-def stream_frames(frames: list, num_samples: int, sample_rate: int = 16000) -> tuple[list, list[float]]:
-    """The camera over the question: 2 FPS for each started second of audio (a still
-    repeats; a video past its end holds its last frame), as the model was trained."""
-    n = 2 * max(1, math.ceil(num_samples / sample_rate))
-    out = [frames[min(j, len(frames) - 1)] for j in range(n)]
-    return out, [j / 2 for j in range(n)]
 
 
 def load_items(args) -> list[dict]:
     """Held-out samples: question audio, camera frames, answer, accepted forms, family."""
-    from omni.synth.questions import normalize_answer, scene_caption
+    from omni.synth.heldout import items_from_pack, select
 
-    items = []
     if args.pack:
-        from omni.synth.pack import Pack
+        return items_from_pack(args.pack, args.limit, args.question)
+    from encoders.media import read_video
+    from omni.synth.audio import read_wav, to_float
+    from omni.synth.build import read_jsonl
+    from omni.synth.questions import scene_caption
+    from omni.synth.world import Scene
 
-        pack = Pack(args.pack)
-        for i in range(len(pack)):
-            frames = pack.frames(i)
-            k = int(pack.sample_scene[i])
-            items.append({"id": pack.sample_id(i), "family": pack.family(i), "audio": pack.question_audio(i),
-                          "question_text": pack.question_text(i),
-                          "caption": scene_caption(pack.scene(k)) if k >= 0 else None,
-                          "frames": None if frames is None else list(frames), "answer": pack.answer_text(i),
-                          "accept": [pack.answer_text(i)]})
-    else:
-        from encoders.media import read_video
-        from omni.synth.audio import read_wav, to_float
-        from omni.synth.build import read_jsonl
+    rows = read_jsonl(os.path.join(args.data, "manifest.jsonl"))
+    scenes = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(os.path.join(args.data, "scenes.jsonl"))}
+    items = []
+    for r in rows:
+        frames = None
+        if r.get("video"):
+            frames = list(read_video(os.path.join(args.data, r["video"])).frames)
+        elif r.get("image"):
+            from PIL import Image
 
-        from omni.synth.world import Scene
-
-        rows = read_jsonl(os.path.join(args.data, "manifest.jsonl"))
-        scenes = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(os.path.join(args.data, "scenes.jsonl"))}
-        for r in rows:
-            frames = None
-            if r.get("video"):
-                frames = list(read_video(os.path.join(args.data, r["video"])).frames)
-            elif r.get("image"):
-                from PIL import Image
-
-                with Image.open(os.path.join(args.data, r["image"])) as im:
-                    frames = [np.asarray(im.convert("RGB"))]
-            wav = to_float(read_wav(os.path.join(args.data, r["question_audio"]))[0])
-            items.append({"id": r["id"], "family": r["family"], "audio": wav, "frames": frames,
-                          "question_text": r["question_text"],
-                          "caption": scene_caption(scenes[r["scene_id"]]) if r.get("scene_id") in scenes else None,
-                          "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]],
-                          "question_audio": r["question_audio"], "stream_video": r.get("stream_video")})
-    for it in items:
-        it["accept_norm"] = sorted({normalize_answer(a) for a in it["accept"] + [it["answer"]]})
-    if args.question == "caption":  # pictures only; a scene asked about several times counts once
-        seen: set = set()
-        items = [it for it in items if it["caption"] and not (it["caption"] in seen or seen.add(it["caption"]))]
-    if args.limit and args.limit < len(items):
-        keep = np.linspace(0, len(items) - 1, args.limit).round().astype(int)
-        items = [items[k] for k in keep]
-    return items
-
-
-def text_request(it: dict):
-    """The question as text beside the picture (the `omni chat --image --text` layout;
-    a video as its 2 FPS frames): what the model understands without hearing it."""
-    from omni.generation import OmniRequest
-
-    frames = it["frames"]
-    if not frames:
-        return OmniRequest(text=it["question_text"])
-    if len(frames) == 1:
-        return OmniRequest(text=it["question_text"], images=list(frames))
-    return OmniRequest(text=it["question_text"], video=list(frames), video_times=[k * 0.5 for k in range(len(frames))])
-
-
-def word_accuracy(ref: str, hyp: str) -> float:
-    """1 - word error rate (Levenshtein over words), floored at 0."""
-    r, h = ref.split(), hyp.split()
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return max(0.0, 1.0 - d[len(h)] / max(1, len(r)))
-
-
-def caption_f1(ref: str, hyp: str) -> float:
-    """F1 of the objects a caption names ("red circle top"), against the scene's."""
-    objs = lambda c: {" ".join(p.split()) for p in c.split(",") if p.strip()}
-    a, b = objs(ref), objs(hyp)
-    hit = len(a & b)
-    return 0.0 if not hit else 2 * hit / (len(a) + len(b))
-
-
-def score(items: list[dict], question: str) -> None:
-    """it["text_ok"] (exact, normalized) and it["score"] (a partial credit in [0, 1])."""
-    from omni.synth.questions import normalize_answer
-
-    for it in items:
-        got = normalize_answer(it["text"])
-        if question == "transcribe":
-            ref = normalize_answer(it["question_text"])
-            it["text_ok"], it["score"] = got == ref, word_accuracy(ref, got)
-        elif question == "caption":
-            it["text_ok"] = it["text"].strip().lower() == it["caption"]
-            it["score"] = caption_f1(it["caption"], it["text"].lower())
-        else:
-            it["text_ok"] = got in it["accept_norm"]
+            with Image.open(os.path.join(args.data, r["image"])) as im:
+                frames = [np.asarray(im.convert("RGB"))]
+        wav = to_float(read_wav(os.path.join(args.data, r["question_audio"]))[0])
+        items.append({"id": r["id"], "family": r["family"], "audio": wav, "frames": frames,
+                      "question_text": r["question_text"],
+                      "caption": scene_caption(scenes[r["scene_id"]]) if r.get("scene_id") in scenes else None,
+                      "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]],
+                      "question_audio": r["question_audio"], "stream_video": r.get("stream_video")})
+    return select(items, args.limit, args.question)
 
 
 def mean_score(items: list[dict]) -> dict:
@@ -165,53 +91,6 @@ def mean_score(items: list[dict]) -> dict:
         fams.setdefault(it["family"], []).append(it["score"])
         fams.setdefault("all", []).append(it["score"])
     return {f: {"n": len(v), "mean": round(sum(v) / len(v), 4)} for f, v in sorted(fams.items(), key=lambda x: x[0] == "all")}
-
-
-def probe_request(it: dict, question: str):
-    from omni.generation import OmniRequest
-    from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT
-
-    if question == "transcribe":
-        return OmniRequest(audio=it["audio"], text=TRANSCRIBE_PROMPT)
-    return OmniRequest(text=CAPTION_PROMPT, images=[it["frames"][0]])
-
-
-def offline(model, items: list[dict], batch: int, speech: bool, question: str = "spoken") -> None:
-    """Fill it["text"] (and it["reply_audio"]) for every item, batched."""
-    from tqdm import tqdm
-
-    from omni.generation import GenerationOptions, OmniRequest, generate
-
-    # the probes' replies were trained as text (`ASSISTANT:`), the questions' in both modes
-    opts = GenerationOptions(max_new_tokens=args_max_steps, speech=question in ("spoken", "text"), decode_audio=speech)
-    for k in tqdm(range(0, len(items), batch), desc="offline", unit="batch", file=sys.stderr):
-        reqs = []
-        for it in items[k : k + batch]:
-            if question == "text":
-                reqs.append(text_request(it))
-            elif question in ("transcribe", "caption"):
-                reqs.append(probe_request(it, question))
-            elif it["frames"] is None:
-                reqs.append(OmniRequest(audio=it["audio"]))
-            else:
-                frames, times = stream_frames(it["frames"], len(it["audio"]))
-                reqs.append(OmniRequest(audio=it["audio"], video=frames, video_times=times))
-        for it, rep in zip(items[k : k + batch], generate(model, reqs, opts)):
-            it["text"] = rep.text
-            it["frames_out"] = int(len(rep.frames))
-            if speech:
-                it["reply_audio"] = rep.audio
-
-
-def per_family(items: list[dict], key: str) -> dict:
-    fams: dict[str, list[bool]] = {}
-    for it in items:
-        if key in it:
-            fams.setdefault(it["family"], []).append(bool(it[key]))
-    out = {f: {"n": len(v), "accuracy": round(sum(v) / len(v), 4)} for f, v in sorted(fams.items())}
-    allv = [bool(it[key]) for it in items if key in it]
-    out["all"] = {"n": len(allv), "accuracy": round(sum(allv) / max(1, len(allv)), 4)}
-    return out
 
 
 def judge_speech(items: list[dict], sample_rate: int) -> None:
@@ -298,11 +177,7 @@ def streaming(args, items: list[dict]) -> dict:
     }
 
 
-args_max_steps = 80
-
-
 def main() -> int:
-    global args_max_steps
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, help="OmniModel checkpoint directory")
@@ -313,26 +188,24 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="requests per batched generate call")
     p.add_argument("--max-steps", type=int, default=80, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
-    p.add_argument("--question", choices=("spoken", "text", "transcribe", "caption"), default="spoken",
+    p.add_argument("--question", choices=QUESTIONS, default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out", default="bench/results/default_model.json", help="JSON report path")
     args = p.parse_args()
-    args_max_steps = args.max_steps
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.stream and not args.data:
         p.error("--stream needs --data (the client streams the split's files)")
     from omni.model import OmniModel
-
     t0 = time.time()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model = OmniModel.from_pretrained(args.model, device=args.device)
     items = load_items(args)
     speech = bool(args.data) and args.question in ("spoken", "text")  # probes reply in text
-    offline(model, items, args.batch, speech, args.question)
+    answer(model, items, args.batch, args.question, args.max_steps, decode_audio=speech)
     score(items, args.question)
     report = {
         "model": os.path.basename(os.path.normpath(args.model)),

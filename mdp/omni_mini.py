@@ -328,6 +328,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     else:
         trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
         log = TrainLog(r.out_dir, start) if rank0 else None
+    stage = r.name.split(":")[-1]
+    probe = _probe(r, shared, trainer.device) if rank0 else None
     bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
     times: list[float] = []
     saved = start - 1  # the last step with a checkpoint
@@ -361,6 +363,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             pending = (rec, times[-1])
         else:
             times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
+        if probe is not None and r.eval_every > 0 and (step + 1) % r.eval_every == 0 and step + 1 < end:
+            probe(trainer.model, stage, step, (offset + step + 1) * r.global_batch)
         if checkpoint.save_due(r, step):
             checkpoint.save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
             saved = step
@@ -381,7 +385,23 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         log.plot()
     if end < r.steps:
         return None
+    if probe is not None and end > start:
+        probe(trainer.model, stage, end - 1, (offset + end) * r.global_batch)
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+def _probe(r: Recipe, shared: dict | None, device):
+    """The run's held-out probe (built once, kept in `shared`), or None without `eval_pack`."""
+    if not r.eval_pack:
+        return None
+    if shared is not None and "probe" in shared:
+        return shared["probe"]
+    from mdp.omni_mini_heldout import HeldoutProbe
+
+    probe = HeldoutProbe(r, os.path.dirname(r.out_dir), device)
+    if shared is not None:
+        shared["probe"] = probe
+    return probe
 
 
 def _lr_total(plan: _Plan | None, fallback: int) -> int:

@@ -85,6 +85,10 @@ class Recipe:
     # omni-mini: False carries one AdamW state and one LR schedule (warm-up once, cosine
     # over all stages' steps) from stage to stage; True restarts both in every stage
     optimizer_per_stage: bool = False
+    # omni-mini: held-out spoken questions answered during training (mdp.omni_mini_heldout)
+    eval_pack: str = ""  # a held-out pack (`omni data default` writes runs/data/heldout.pack.npz); empty: no probe
+    eval_every: int = 0  # probe every this many steps of a stage and at each stage's end (0: stage ends only)
+    eval_samples: int = 120  # held-out questions per probe (an even stride over the pack)
 
     def override(self, pairs: list[str]) -> "Recipe":
         """Apply `field=value` strings (types follow the field's default)."""
@@ -140,19 +144,20 @@ RECIPES = {
         flavor="mini",
         curriculum="omni-mini",
         pack="runs/data/train.pack.npz",
-        stage_steps="speech:800,vision:1000,dialogue:3000",  # upper bounds: fit_budget shrinks them
+        stage_steps="speech:1500,vision:2000,dialogue:6000",  # upper bounds: fit_budget shrinks them
         encoder_steps="vision:600,audio:600",
         stage_samples=100000,
         modalities="image,video,audio",
-        # one step costs ~0.45 s on an H100 at 48 or at 192 samples alike (the
-        # mini model is launch-bound: ~7k small kernels a step), so the time budget
-        # buys 4x the samples at 192
-        global_batch=192,
+        # the mini model is launch-bound (thousands of small kernels a step): on the
+        # device path a dialogue step at 768 rows costs 1.2x one at 192 and buys 4x
+        # the samples (bench/results/train_throughput_h200_run2.json)
+        train_path="device",
+        global_batch=768,
         seq_len=384,
         stage_seq_len="speech:176,vision:176,dialogue:384",
-        lr=1e-3,
-        min_lr=1e-4,
-        warmup_steps=50,
+        lr=1.5e-3,
+        min_lr=1.5e-4,
+        warmup_steps=100,
         weight_decay=0.05,
         bias_update_rate=1e-3,
         out_dir="runs/omni-mini",

@@ -37,6 +37,9 @@ if [[ "${1:-}" == "--collect" ]]; then
   tar -xzf "$src/omni_mini_logs.tgz" -C runs/omni-mini-gpu
   "$py" -c "from mdp.omni_mini import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
   cp runs/omni-mini-gpu/loss.png bench/results/omni_mini_loss.png
+  for f in heldout.json heldout.png encoders.json; do
+    [[ -f runs/omni-mini-gpu/$f ]] && cp "runs/omni-mini-gpu/$f" "bench/results/omni_mini_${f%.*}_gpu.${f##*.}"
+  done
   cp "$src/train_log.txt" bench/results/omni_mini_train_gpu_log.txt
   for f in "$src"/default_model_gpu*.json; do [[ -f "$f" ]] && cp "$f" bench/results/; done
   "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
@@ -53,7 +56,9 @@ EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "stage_steps=speech:2
 BENCH_LIMIT=${BENCH_LIMIT:-0}
 PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics after the export
 PROBE_LIMIT=${PROBE_LIMIT:-200}
-sets=()
+EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
+EVAL_SAMPLES=${EVAL_SAMPLES:-120}
+sets=(--set eval_pack=runs/data/heldout.pack.npz --set eval_every="$EVAL_EVERY" --set eval_samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set plan_budget_s="$PLAN_BUDGET")
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -69,12 +74,12 @@ done
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
     --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false "${sets[@]}" 2>&1 \
-    | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|Error|error|Traceback|File/' \
+    | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|held-out|encoder pre-training|time budget|Error|error|Traceback|File/' \
     || echo "training failed (see above)"
   echo "train wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$log"
 
-tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d plan.json */loss.json */loss.csv */done.json 2>/dev/null) \
+tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d plan.json heldout.json heldout.png encoders.json */loss.json */loss.csv */done.json 2>/dev/null) \
   || echo "no training logs to bring back"
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \

@@ -24,7 +24,7 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
     out = tmp_path / "run"
     r = get_recipe("omni-mini-smoke").override(
         [f"pack={mini_pack}", f"out_dir={out}", "stage_steps=speech:3,vision:2,dialogue:5", "stage_samples=8",
-         "save_every=2", "lr=3e-3", "min_lr=3e-3"]
+         "save_every=2", "lr=3e-3", "min_lr=3e-3", f"eval_pack={mini_pack}", "eval_every=2", "eval_samples=4"]
     )
     init_distributed()
     try:
@@ -40,6 +40,13 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
     for stage in ("speech", "vision", "dialogue"):
         assert (out / stage / "done.json").exists() and (out / stage / "loss.png").exists()
     assert (out / "loss.png").exists()
+    # held-out probes: every 2 steps inside a stage and at each stage's end, counted in
+    # samples seen over all stages (batch 4), none repeated by the resumed call
+    probes = json.loads((out / "heldout.json").read_text())
+    assert [(p["stage"], p["step"], p["samples_seen"]) for p in probes] == [
+        ("speech", 2, 12), ("vision", 1, 20), ("dialogue", 1, 28), ("dialogue", 3, 36), ("dialogue", 4, 40)]
+    assert all(p["n"] == 4 and 0.0 <= p["accuracy"] <= 1.0 for p in probes)
+    assert (out / "heldout.png").exists()
     # 8 samples per stage seen again and again: the loss must fall well below its start
     dialogue = [row["loss"] for row in json.loads((out / "dialogue" / "loss.json").read_text())]
     assert min(dialogue[-2:]) < 0.6 * speech[0]["loss"], (speech, dialogue)
