@@ -56,6 +56,8 @@ class AudioFrontend(nn.Module):
         self.cfg = cfg
         self.fbank = KaldiFbank(cfg)
         self.cmvn = GlobalCMVN(cfg.num_mel_bins)
+        # training only: other speakers' spectra (encoders.speaker_augment), set by a trainer
+        self.augment = None
 
     def _apply(self, fn, recurse=True):
         # Features are computed in fp32 whatever the encoder's dtype: casting the
@@ -78,6 +80,8 @@ class AudioFrontend(nn.Module):
 
     def features(self, wav: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> normalized fbank [B, T, mel] (fp32)."""
+        if self.training and self.augment is not None:
+            return self.augment.mask(self.cmvn(self.augment.spectral(self.fbank(wav))))
         return self.cmvn(self.fbank(wav))
 
     def forward(self, wav: torch.Tensor, num_samples: torch.Tensor | None = None,

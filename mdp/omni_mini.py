@@ -301,6 +301,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         trainer = DeviceMiniTrainer(r, device_for_rank())
     else:
         trainer = MiniTrainer(r, device_for_rank())
+    _attach_speaker_augment(r, trainer)
     if init is not None:
         trainer.model.load_state_dict(init)
     elif last is None:  # a model from scratch
@@ -388,6 +389,22 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if probe is not None and end > start:
         probe(trainer.model, stage, end - 1, (offset + end) * r.global_batch)
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+
+
+def _attach_speaker_augment(r: Recipe, trainer) -> None:
+    """With `speaker_augment` > 0 the audio front end hears each training row as another
+    speaker (the encoders' pre-training included); draws from the trainer's generator
+    (reseeded every step on the device path: resumable)."""
+    audio = trainer.model.encoders["audio"] if "audio" in trainer.model.encoders else None
+    if audio is None or r.speaker_augment <= 0:
+        return
+    from encoders.speaker_augment import SpeakerAugment
+
+    gen = getattr(trainer, "gen", None)
+    if gen is None:
+        gen = torch.Generator(device=trainer.device)
+        gen.manual_seed(r.seed * 7919 + 17)
+    audio.frontend.augment = SpeakerAugment(warp=r.speaker_augment, generator=gen)
 
 
 def _probe(r: Recipe, shared: dict | None, device):

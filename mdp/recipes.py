@@ -85,6 +85,9 @@ class Recipe:
     # omni-mini: False carries one AdamW state and one LR schedule (warm-up once, cosine
     # over all stages' steps) from stage to stage; True restarts both in every stage
     optimizer_per_stage: bool = False
+    # audio features heard as other speakers while training (encoders.speaker_augment):
+    # the largest frequency warp (0: off); tilt and masks come with it
+    speaker_augment: float = 0.0
     # omni-mini: held-out spoken questions answered during training (mdp.omni_mini_heldout)
     eval_pack: str = ""  # a held-out pack (`omni data default` writes runs/data/heldout.pack.npz); empty: no probe
     eval_every: int = 0  # probe every this many steps of a stage and at each stage's end (0: stage ends only)

@@ -39,8 +39,11 @@ def items_from_pack(path: str, limit: int = 0, question: str = "spoken") -> list
     from omni.synth.questions import scene_caption
 
     pack = Pack(path)
+    index = range(len(pack))
+    if limit and limit < len(pack) and question != "caption":  # read only the chosen samples
+        index = _stride(len(pack), limit)
     items = []
-    for i in range(len(pack)):
+    for i in index:
         frames = pack.frames(i)
         k = int(pack.sample_scene[i])
         items.append({"id": pack.sample_id(i), "family": pack.family(i), "audio": pack.question_audio(i),
@@ -62,9 +65,12 @@ def select(items: list[dict], limit: int, question: str) -> list[dict]:
         seen: set = set()
         items = [it for it in items if it["caption"] and not (it["caption"] in seen or seen.add(it["caption"]))]
     if limit and limit < len(items):
-        keep = np.linspace(0, len(items) - 1, limit).round().astype(int)
-        items = [items[k] for k in keep]
+        items = [items[k] for k in _stride(len(items), limit)]
     return items
+
+
+def _stride(n: int, limit: int) -> list[int]:
+    return [int(k) for k in np.linspace(0, n - 1, limit).round().astype(int)]
 
 
 def request(it: dict, question: str = "spoken"):
