@@ -4,7 +4,7 @@
 # On the CPU machine, once:   omni data default --out runs/data     (packs with codec tokens)
 # On the GPU machine (the device `run`, timeout 600 s, carrying the two packs):
 #     bash scripts/train_default_gpu.sh
-#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz   (~33 MB; the code ~11 MB)
+#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz   (~39 MB; the code ~13 MB)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -33,6 +33,8 @@ if [[ "${1:-}" == "--collect" ]]; then
   cat "$src"/model.safetensors.part-* > "$dest/model.safetensors"
   (cd "$dest" && sha256sum -c model.safetensors.sha256)
   rm -f "$dest/model.safetensors.sha256"
+  # the export speaks through the shipped codec: link it rather than keep a second copy
+  [[ -e "$dest/codec" ]] || ln -s "$(realpath --relative-to="$dest" speech/pretrained/default)" "$dest/codec"
   mkdir -p runs/omni-mini-gpu
   tar -xzf "$src/omni_mini_logs.tgz" -C runs/omni-mini-gpu
   "$py" -c "from mdp.omni_mini import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
@@ -40,8 +42,8 @@ if [[ "${1:-}" == "--collect" ]]; then
   for f in heldout.json heldout.png encoders.json; do
     [[ -f runs/omni-mini-gpu/$f ]] && cp "runs/omni-mini-gpu/$f" "bench/results/omni_mini_${f%.*}_gpu.${f##*.}"
   done
-  cp "$src/train_log.txt" bench/results/omni_mini_train_gpu_log.txt
-  for f in "$src"/default_model_gpu*.json; do [[ -f "$f" ]] && cp "$f" bench/results/; done
+  cp runs/omni-mini-gpu/train_log.txt bench/results/omni_mini_train_gpu_log.txt
+  for f in runs/omni-mini-gpu/default_model_gpu*.json; do [[ -f "$f" ]] && cp "$f" bench/results/; done
   "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
   exit 0
 fi
@@ -79,20 +81,25 @@ done
   echo "train wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$log"
 
-tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d plan.json heldout.json heldout.png encoders.json */loss.json */loss.csv */done.json 2>/dev/null) \
-  || echo "no training logs to bring back"
+# at most 8 files come back: the logs, the bench reports and the training log travel in one archive
+pack_logs() {
+  cat "$log" >> "$RUN/train_log.txt"  # every call's log, in order
+  tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d train_log.txt plan.json heldout.json heldout.png \
+    encoders.json default_model_gpu*.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
+}
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
-    --batch 64 --limit "$BENCH_LIMIT" --out "$OUT/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
+    --batch 64 --limit "$BENCH_LIMIT" --out "$RUN/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
   for q in $PROBES; do
     "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
-      --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$OUT/default_model_gpu_$q.json" 2>&1 | tail -10 | tee -a "$log"
+      --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$RUN/default_model_gpu_$q.json" 2>&1 | tail -10 | tee -a "$log"
   done
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
-    && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer codec)
+    && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"
   echo "DONE: the model is in $OUT (collect with: bash scripts/train_default_gpu.sh --collect FILES_DIR DEST)" | tee -a "$log"
 else
   echo "NOT DONE: the time budget ended before the last stage; call this script again to resume" | tee -a "$log"
 fi
+pack_logs
 ls -la "$OUT"

@@ -7,6 +7,7 @@ weights (it babbles; every piece of the pipeline is real) and says so.
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -41,7 +42,7 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
-    from omni.defaults import resolve_model
+    from omni.defaults import DEFAULT_MODEL_DIR, resolve_model
 
     model_dir, flavor = resolve_model(model_dir, flavor)  # no --model/--flavor: the shipped default
     device = pick_device(device)
@@ -49,7 +50,8 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
     torch_dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     if model_dir:
         model = OmniModel.from_pretrained(model_dir, device=device, dtype=torch_dtype)
-        desc = f"checkpoint {model_dir}"
+        shipped = os.path.realpath(model_dir) == os.path.realpath(DEFAULT_MODEL_DIR)
+        desc = f"the shipped default model ({model_dir})" if shipped else f"checkpoint {model_dir}"
     else:
         from omni.config import get_omni_config
 

@@ -50,7 +50,7 @@ def test_serve_and_client_commands(tmp_path):
             m = re.search(r"listening on (ws://\S+)", line)
             url = m.group(1) if m else None
         assert url, "server did not start:\n" + "".join(lines)
-        assert any("RANDOM weights" in ln for ln in lines)  # it says the weights are untrained
+        assert any("the shipped default model" in ln for ln in lines)  # no --model: the trained default
         q = tmp_path / "q.wav"
         speak("What is moving in the video?", q)
         video = tmp_path / "clip.mp4"
