@@ -414,8 +414,11 @@ def _vision_mini() -> VisionConfig:
         intermediate_size=576,
         num_layers=4,
         num_heads=3,
+        # the world is rendered at 112 px and the model is trained on nothing else: any
+        # picture (a 224 px file, a 640x480 webcam) is resized to those 8 x 8 patches, where
+        # a larger grid would be one the model never saw (held-out files: 11.7 % -> 19.2 %)
         min_tokens=64,
-        max_tokens=256,
+        max_tokens=64,
         adaptor_dim=512,
         out_dim=256,
         min_video_frames=1,

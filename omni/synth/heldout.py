@@ -115,13 +115,9 @@ def answer(model, items: list[dict], batch: int, question: str = "spoken", max_s
 
 def word_accuracy(ref: str, hyp: str) -> float:
     """1 - word error rate (Levenshtein over words), floored at 0."""
-    r, h = ref.split(), hyp.split()
-    d = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, hw in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (rw != hw))
-    return max(0.0, 1.0 - d[len(h)] / max(1, len(r)))
+    from speech.judge import word_errors
+
+    return max(0.0, 1.0 - word_errors(ref, hyp) / max(1, len(ref.split())))
 
 
 def caption_f1(ref: str, hyp: str) -> float:
