@@ -65,15 +65,38 @@ def model_info(session: dict[str, Any] | None) -> tuple[str | None, bool | None]
     return name, trained
 
 
+def model_card(session: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """(about, questions to ask) from `session.omni.model` (`omni serve` reads them from
+    the model directory's card.json); empty where the server does not say."""
+    omni = session.get("omni") if isinstance(session, dict) and isinstance(session.get("omni"), dict) else {}
+    m = omni.get("model") if isinstance(omni.get("model"), dict) else {}
+    about = m.get("about") if isinstance(m.get("about"), str) else ""
+    ask = m.get("ask") if isinstance(m.get("ask"), list) else []
+    return _plain(about, 600), [_plain(q, 100) for q in ask[:8] if isinstance(q, str) and q.strip()]
+
+
+def _plain(text: str, limit: int) -> str:
+    """One line of plain text for the page's Markdown (no markup a server could inject)."""
+    text = clean_text(text).replace("\n", " ")[:limit]
+    return "".join("\\" + ch if ch in "\\`*_[]<>#|~" else ch for ch in text).strip()
+
+
 def model_note(session: dict[str, Any] | None) -> str:
-    """The page's Markdown line about the model the server runs."""
+    """The page's Markdown about the model the server runs: its name, whether it is
+    trained, and (when the server says) what it knows and what to ask it."""
     name, trained = model_info(session)
     if name is None and trained is None:
         return "**model:** not known yet (shown once the page is connected)"
     shown = clean_text(name or "unnamed").replace("`", "'").replace("\n", " ")[:120]
     if trained is False:
         return f"**model:** `{shown}`, {RANDOM_NOTE}"
-    return f"**model:** `{shown}`" + (" (trained)" if trained else "")
+    note = f"**model:** `{shown}`" + (" (trained)" if trained else "")
+    about, ask = model_card(session)
+    if about:
+        note += f"\n\n{about}"
+    if ask:
+        note += "\n\n**Try asking:** " + " · ".join(f"*{q}*" for q in ask)
+    return note
 
 
 async def fetch_session(url: str, api_key: str | None = None, timeout: float = 10.0) -> dict[str, Any] | None:

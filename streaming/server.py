@@ -62,6 +62,7 @@ class ServerConfig:
     spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
+    model_card: dict | None = None  # sessions report it too (session.omni.model.about / .ask)
     # input transcription (a name of omni/transcribe.py TRANSCRIBERS, or a "module:factory"), in its own process from the first session
     # that asks for it; None: the server has none (sessions that ask get transcription null)
     transcriber: str | None = "world-sphinx"
@@ -178,7 +179,7 @@ class OmniServer:
         session = Session(send, self.engine, self.inputs, self.metrics,
                           Limits(), beta=beta, model_name=self.cfg.model_name,
                           model_trained=self.cfg.model_trained, transcriber=self.cfg.transcriber,
-                          transcribe_stage=self.transcripts)
+                          transcribe_stage=self.transcripts, model_card=self.cfg.model_card)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             send(session.ev.make("session.created", session=session.cfg.to_json()))

@@ -67,13 +67,13 @@ class Session:
     def __init__(self, send: Callable[..., None], engine: Engine, inputs: InputWorker, metrics: Metrics,
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
                  model_trained: bool | None = None, transcriber: str | None = None,
-                 transcribe_stage: Callable[[], Any] | None = None) -> None:
+                 transcribe_stage: Callable[[], Any] | None = None, model_card: dict | None = None) -> None:
         # send(event[, on_sent]): to the connection's writer, which calls on_sent(queued, send, sent) once sent
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
         self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained,
-                                 transcriber=transcriber)
+                                 transcriber=transcriber, model_card=model_card)
         self.conv = Conversation()
         self.slot = EngineSlot(engine)
         self.calls = Calls(send, self.ev, self.slot, self.conv, metrics)

@@ -73,6 +73,7 @@ class SessionConfig:
     id: str = ""
     model: str = "omni"
     model_trained: bool | None = None  # False: randomly initialized (its words are noise); None: not said
+    model_card: dict[str, Any] | None = None  # what the model knows and what to ask it (omni.model_card)
     instructions: str | None = None
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_format: AudioFormat = field(default_factory=AudioFormat)
@@ -111,8 +112,8 @@ class SessionConfig:
                 "debug_events": self.debug_events,
                 "dense_fps": self.dense_fps,
                 "sparse_fps": self.sparse_fps,
-                **({"model": {"name": self.model, "trained": self.model_trained}}
-                   if self.model_trained is not None else {}),
+                **({"model": {"name": self.model, "trained": self.model_trained, **(self.model_card or {})}}
+                   if self.model_trained is not None or self.model_card else {}),
             },
         }
 

@@ -139,3 +139,34 @@ def test_transcript_shows_the_users_words_once_they_are_heard():
     c.input_transcripts = {"item_u1": "what color is\x00 the\nstar", "item_u2": "and"}
     assert tab.transcript().splitlines() == ["you: what color is the star", "assistant [000001]: It is red.",
                                              "you: and"]
+
+
+def test_the_page_says_what_a_trained_model_knows_and_what_to_ask():
+    """A server with a model card (`card.json` of the model directory) reports it to
+    every session; the page shows it as plain text (markup a server sends is escaped)."""
+    from streaming.server import OmniServer, ServerConfig
+    from tests.streaming.streaming_helpers import ScriptedModel
+
+    card = {"about": "Coloured *shapes* only.", "ask": ["what color is the circle", "what is moving"]}
+
+    async def main():
+        srv = await OmniServer(ScriptedModel(), ServerConfig(port=0, model_name="default", model_trained=True,
+                                                             model_card=card)).start()
+        try:
+            return await fetch_session(srv.url)
+        finally:
+            await srv.close()
+
+    session = asyncio.run(main())
+    assert session["omni"]["model"] == {"name": "default", "trained": True, **card}
+    note = model_note(session)
+    assert "Coloured \\*shapes\\* only." in note and "noise" not in note
+    assert "**Try asking:** *what color is the circle* · *what is moving*" in note
+    assert model_note({"model": {"name": "x", "trained": True}}).count("\n") == 0  # no card: one line
+    hostile = {"omni": {"model": {"name": "m", "trained": True, "about": "<img src=x>`[a](b)`\x00",
+                                  "ask": ["**bold**", 7, "", "q" * 500] + ["ok"] * 20}}}
+    note = model_note(hostile)
+    import re
+
+    assert not re.search(r"(?<!\\)[<`\[]", note.split("\n", 1)[1]) and "\\<img" in note and "\x00" not in note
+    assert note.count("*ok*") == 4 and "q" * 101 not in note  # at most 8 questions, each cut to 100
