@@ -191,6 +191,9 @@ def main() -> int:
     p.add_argument("--question", choices=QUESTIONS, default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
+    p.add_argument("--vision-max-tokens", type=int, default=0,
+                   help="resize pictures to at most this many patches instead of the model's own limit "
+                        "(0 = the model's): what a picture size the model was not trained on costs")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out", default="bench/results/default_model.json", help="JSON report path")
@@ -203,6 +206,8 @@ def main() -> int:
     t0 = time.time()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     model = OmniModel.from_pretrained(args.model, device=args.device)
+    if args.vision_max_tokens:  # the vision encoder resizes with the model's own VisionConfig
+        model.config.vision.max_tokens = args.vision_max_tokens
     items = load_items(args)
     speech = bool(args.data) and args.question in ("spoken", "text")  # probes reply in text
     answer(model, items, args.batch, args.question, args.max_steps, decode_audio=speech)
@@ -211,6 +216,7 @@ def main() -> int:
         "model": os.path.basename(os.path.normpath(args.model)),
         "source": "files" if args.data else "pack",
         "question": args.question,
+        "vision_max_tokens": model.config.vision.max_tokens,
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
                   f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
         "bars": BARS,
