@@ -152,8 +152,8 @@ RECIPES = {
         stage_samples=100000,
         modalities="image,video,audio",
         # the mini model is launch-bound (thousands of small kernels a step): on the
-        # device path a dialogue step at 768 rows costs 1.2x one at 192 and buys 4x
-        # the samples (bench/results/train_throughput_h200_run2.json)
+        # device path a dialogue step at 768 rows costs ~1.5x one at 192 (236 vs 154 ms)
+        # and carries 4x the samples (bench/results/train_throughput_h200_run2.json)
         train_path="device",
         global_batch=768,
         seq_len=384,

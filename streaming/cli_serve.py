@@ -63,6 +63,14 @@ def model_identity(args: argparse.Namespace) -> tuple[str, bool]:
     return (os.path.basename(os.path.normpath(path)), True) if path else (flavor, False)
 
 
+def model_card(args: argparse.Namespace) -> dict | None:
+    """What sessions report of what the model knows: its directory's card, if any."""
+    from omni.defaults import resolve_model
+    from omni.model_card import read_card
+
+    return read_card(resolve_model(args.model, args.flavor)[0])
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from streaming.model_loader import load_realtime_model
     from streaming.server import OmniServer, ServerConfig
@@ -75,14 +83,10 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"omni serve: error: cannot load the model: {msg}", file=sys.stderr)
         return 2
     name, trained = model_identity(args)
-    from omni.defaults import resolve_model
-    from omni.model_card import read_card
-
-    card = read_card(resolve_model(args.model, args.flavor)[0])
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps,
-                       model_name=name, model_trained=trained, model_card=card, **transcriber_config(args))
+                       model_name=name, model_trained=trained, model_card=model_card(args), **transcriber_config(args))
     srv = OmniServer(model, cfg)
     try:
         await srv.start()
