@@ -295,6 +295,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         r = dataclasses.replace(r, steps=total)
     if r.train_path not in ("loader", "device"):
         raise ValueError(f"recipe train_path must be loader or device, got {r.train_path!r}")
+    if r.voice_bank and r.train_path != "device":
+        raise ValueError("recipe voice_bank needs train_path=device (the loader path hears the pack's clips only)")
     if r.train_path == "device":
         from mdp.omni_mini_device import DeviceMiniTrainer
 
@@ -479,8 +481,10 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
             losses, _ = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed,
                                         trainer._autocast, augment="vision" in augment)
         else:
+            from mdp.omni_mini_tables import load_bank
+
             losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
-                                    trainer._autocast, augment="audio" in augment)
+                                    trainer._autocast, augment="audio" in augment, bank=load_bank(r.voice_bank))
         report[name] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss_first": losses[0],
                         "loss_last10": float(np.mean(losses[-10:])), "losses": losses}
         if rank0:

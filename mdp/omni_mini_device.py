@@ -48,7 +48,7 @@ from mdp.loss import pack_labels, stat_record
 from mdp.omni_mini import MiniTrainer
 from mdp.omni_mini_build import DevicePlan, build_audio, build_patches, expand_segments, to_device
 from mdp.omni_mini_plan import LENGTHS_PER_OCTAVE, StepPlan, StepPlanner
-from mdp.omni_mini_tables import PackTables
+from mdp.omni_mini_tables import PackTables, load_bank
 from omni.embedding import embed_rows
 
 
@@ -187,7 +187,7 @@ class DeviceMiniTrainer(MiniTrainer):
         from omni.tokenizer import load_tokenizer
 
         if tables is None:
-            tables = PackTables(pack, self.cfg, load_tokenizer(), codes, self.device)
+            tables = PackTables(pack, self.cfg, load_tokenizer(), codes, self.device, bank=load_bank(self.r.voice_bank))
         self.tables, self.augment = tables, augment
         records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
         window = self.r.bucket_window if window is None else window

@@ -171,13 +171,14 @@ def mask_frames(feats: torch.Tensor, lens: torch.Tensor, gen: torch.Generator, m
 
 
 def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, seed: int, autocast,
-                   pool: int = 2048, augment: bool = False) -> list[float]:
+                   pool: int = 2048, augment: bool = False, bank=None, bank_pool: int = 16384) -> list[float]:
     """CTC of the questions' words on a pool of the pack's questions (their stored
     microphones: noise, gain, silences differ per sample). With `augment` each is drawn
     again through `perturb` and `mask_frames`, against learning the pool's recordings
     rather than the words; in 300 CPU steps it fit slower and scored worse on held-out
     voices (bench/results/encoder_pretrain_audio_cpu.json), so it is off by default.
-    Returns the losses."""
+    With a voice bank (`omni.synth.voice_bank`) up to `bank_pool` of its clean clips join
+    the pool: the same words in many more voices. Returns the losses."""
     from encoders.audio import ctc_loss
 
     vocab = audio.cfg.ctc_vocab_size
@@ -186,6 +187,13 @@ def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, se
     picks = rng.choice(len(pack), size=min(pool, len(pack)), replace=False)
     wavs = [torch.from_numpy(pack.question_audio(int(i))) for i in picks]
     ids = [tokenizer.encode(pack.question_text(int(i))) for i in picks]
+    if bank is not None and len(bank):
+        from omni.synth.audio import mulaw_decode
+
+        for b in rng.choice(len(bank), size=min(bank_pool, len(bank)), replace=False):
+            lo, hi = bank.clip_offset[b], bank.clip_offset[b + 1]
+            wavs.append(torch.from_numpy(mulaw_decode(bank.clip_mulaw[lo:hi])))
+            ids.append(tokenizer.encode(bank.clip_texts[b]))
     if max(max(t) for t in ids) >= vocab:
         raise ValueError(f"audio ctc_vocab_size {vocab} is smaller than the tokenizer's ids (up to {max(max(t) for t in ids)})")
     dev = audio.frontend.cmvn.mean.device

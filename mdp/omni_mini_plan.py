@@ -60,12 +60,15 @@ def frames_ready(n: np.ndarray, a) -> np.ndarray:
     return np.clip(j, 0, encoder_frames(n, a))
 
 
-def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter: bool) -> dict[str, np.ndarray]:
+def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter: bool,
+         variants: bool = False) -> dict[str, np.ndarray]:
     """Random conditions of n rows, as arrays. The laws are the loader path's
     (`omni.synth.audio.random_noise_params`, `Pack.question_audio`, the stream jitter
     of `PackDataset._build`); the numbers differ (one generator per window, not one
     per record). Without `augment` the clip is heard clean at its own speed; without
-    `jitter` streams start at 0 s with no buffered frame."""
+    `jitter` streams start at 0 s with no buffered frame. `variants` (a voice bank, with
+    `augment`): each row hears a random rendering of its question text (`variant`),
+    drawn last so that the other draws do not change with it."""
     d: dict[str, np.ndarray] = {}
     if augment:
         d["speed"] = rng.uniform(*SPEED_RANGE, n)
@@ -87,6 +90,8 @@ def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter
         d["sparse"] = (d["t0"] >= 20) & (rng.random(n) < 0.5)
     else:
         d["t0"], d["sparse"] = np.zeros(n, np.int64), np.zeros(n, bool)
+    if variants and augment:
+        d["variant"] = rng.integers(1 << 40, size=n)
     return d
 
 
@@ -142,7 +147,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     n = len(index)
     lay, voice = rec["layout"][index], rec["voice"][index]
     scene, answer = rec["scene"][index], rec["answer"][index]
-    clip = t.sample_clip[rec["i"][index]]
+    clip = t.choose_clip(t.sample_clip[rec["i"][index]], d.get("variant"))
     is_av = np.isin(lay, AV)
     is_stream = lay == LAYOUT_CODE["stream"]
     is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))
@@ -317,7 +322,8 @@ class StepPlanner:
 
     def rows(self, index: np.ndarray, rng: np.random.Generator, draws: dict | None = None) -> Rows:
         """Rows of the records `index`, too-long ones replaced by later records."""
-        d = draws if draws is not None else draw(rng, len(index), len(self.t.clip_len), self.augment, self.jitter)
+        d = draws if draws is not None else draw(rng, len(index), len(self.t.clip_len), self.augment, self.jitter,
+                                                 self.t.has_bank)
         r = plan_rows(self.t, self.rec, np.asarray(index, np.int64), d)
         for k in range(1, 17):
             bad = np.flatnonzero(r.length > self.seq_len + 1)

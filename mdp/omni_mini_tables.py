@@ -15,6 +15,10 @@ on the device) instead reads the pack through the tables made here, once per run
                  reply rows (`speech_rows`)
     media        the pack's frames (uint8 [F, S, S, 3]) and clean question clips
                  (mu-law uint8, decoded by a 256-entry table equal to `mulaw_decode`)
+    voice bank   optional (`omni.synth.voice_bank`): more clean renderings of the
+                 pack's question texts, appended after the pack's clips; `alternatives`
+                 lists, per pack clip, every clip that says its text (itself first),
+                 and `choose_clip` picks one per draw
 
 A sample is then a list of (pool start, length, stride) segments, so a batch is a
 few gathers whatever its layouts. Host-side arrays (numpy) give the lengths the
@@ -22,6 +26,8 @@ planner needs; device tensors hold what the builder reads.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -56,7 +62,7 @@ class PackTables:
     uses. Tables for things no layout can reach (e.g. spoken replies whose text is
     longer than their audio) are still built; the planner never selects them."""
 
-    def __init__(self, pack, cfg, tokenizer, codes: list[np.ndarray], device: torch.device) -> None:
+    def __init__(self, pack, cfg, tokenizer, codes: list[np.ndarray], device: torch.device, bank=None) -> None:
         from omni.sequence import ChatFormat, format_timestamp
 
         self.pack, self.cfg, self.device = pack, cfg, torch.device(device)
@@ -83,6 +89,13 @@ class PackTables:
         # per clip: the question as a user text item, and as a transcription reply (+ EOS)
         self.q_off, self.q_len = pool.add_many([text(t) for t in clip_texts])
         self.trx_off, self.trx_len = pool.add_many([tokenizer.encode(t) + [sp.eos] for t in clip_texts])
+        self.sample_clip = pack.sample_clip.astype(np.int64)
+        self.clip_offset = pack.clip_offset[:-1].astype(np.int64)  # start of each clip in `clips`
+        self.clip_len = np.diff(pack.clip_offset).astype(np.int64)
+        clip_audio = pack.clip_mulaw
+        self.alt_start = self.alt_count = self.alt_ids = None
+        if bank is not None:
+            clip_audio = self._add_bank(bank, list(clip_texts))
         # per answer: "say {answer}", and the reply text (+ EOS)
         self.say_off, self.say_len = pool.add_many([text("say " + a) for a in answers])
         reply = [tokenizer.encode(a) + [sp.eos] for a in answers]
@@ -104,9 +117,6 @@ class PackTables:
             self.voice_ok[a] = len(reply[a]) <= len(r)
             rows += r
         # host views the planner reads
-        self.sample_clip = pack.sample_clip.astype(np.int64)
-        self.clip_offset = pack.clip_offset.astype(np.int64)
-        self.clip_len = np.diff(self.clip_offset)
         self.frame_offset = pack.scene_frame_offset.astype(np.int64)
         self.num_frames = np.diff(self.frame_offset)
         self.frame_size = tuple(pack.frames_all.shape[1:3])
@@ -116,11 +126,46 @@ class PackTables:
         self.id_pool = torch.tensor(pool.ids, dtype=torch.long, device=dev)
         self.row_pool = torch.tensor(rows, dtype=torch.long, device=dev)
         self.frames = torch.from_numpy(np.ascontiguousarray(pack.frames_all)).to(dev)
-        self.clips = torch.from_numpy(pack.clip_mulaw.copy()).to(dev)  # (the pack's buffer is read-only)
+        self.clips = torch.from_numpy(np.array(clip_audio)).to(dev)  # (a copy: the pack's buffer is read-only)
         self.mulaw = torch.from_numpy(mulaw_decode(np.arange(256, dtype=np.uint8))).to(dev)
         v = cfg.vision
         self.image_mean = torch.tensor(v.image_mean, device=dev).view(1, 1, 3, 1, 1)
         self.image_std = torch.tensor(v.image_std, device=dev).view(1, 1, 3, 1, 1)
+
+    def _add_bank(self, bank, clip_texts: list[str]) -> np.ndarray:
+        """Append the bank's clips whose text a pack clip says; returns all clip audio."""
+        first: dict[str, int] = {}
+        for c, t in enumerate(clip_texts):
+            first.setdefault(t, c)
+        keep = np.array([b for b, t in enumerate(bank.clip_texts) if t in first], np.int64)
+        src = np.array([first[bank.clip_texts[b]] for b in keep], np.int64)  # a pack clip with the text
+        n = len(clip_texts)
+        for name in ("q_off", "q_len", "trx_off", "trx_len"):  # the same text runs as that clip's
+            col = getattr(self, name)
+            setattr(self, name, np.concatenate([col, col[src]]))
+        total = len(self.pack.clip_mulaw)
+        self.clip_offset = np.concatenate([self.clip_offset, total + bank.clip_offset[keep]])
+        self.clip_len = np.concatenate([self.clip_len, np.diff(bank.clip_offset)[keep]])
+        by_text: dict[str, list[int]] = {}
+        for j, b in enumerate(keep):
+            by_text.setdefault(bank.clip_texts[b], []).append(n + j)
+        alts = [[c] + by_text.get(t, []) for c, t in enumerate(clip_texts)]
+        self.alt_count = np.array([len(a) for a in alts], np.int64)
+        self.alt_start = np.concatenate([[0], np.cumsum(self.alt_count)[:-1]]).astype(np.int64)
+        self.alt_ids = np.concatenate([np.array(a, np.int64) for a in alts])
+        self.bank_keep = keep  # clip n + j is the bank's clip keep[j]
+        return np.concatenate([self.pack.clip_mulaw, bank.clip_mulaw])
+
+    @property
+    def has_bank(self) -> bool:
+        return self.alt_ids is not None
+
+    def choose_clip(self, clip: np.ndarray, variant: np.ndarray | None) -> np.ndarray:
+        """Each row's clip: with a bank and a `variant` draw, any clip that says the
+        same text (the pack's own among them); else the pack's clip."""
+        if variant is None or not self.has_bank:
+            return clip
+        return self.alt_ids[self.alt_start[clip] + variant % self.alt_count[clip]]
 
     @property
     def unit_tokens(self) -> int:
@@ -139,6 +184,14 @@ class PackTables:
             raise ValueError(f"the device batch path needs the pack's {h}x{w} frames to reach the ViT unresized; "
                              f"the loader path would resize them to {sorted(sizes)}")
         self.grid = (h // p, w // p)
+
+
+@functools.lru_cache(maxsize=1)
+def load_bank(path: str):
+    """The recipe's voice bank (read once per run), or None for an empty path."""
+    from omni.synth.voice_bank import VoiceBank
+
+    return VoiceBank.load(path) if path else None
 
 
 LAYOUT_CODE = {name: k for k, name in enumerate(LAYOUTS)}

@@ -88,6 +88,9 @@ class Recipe:
     # audio features heard as other speakers while training (encoders.speaker_augment):
     # the largest frequency warp (0: off); tilt and masks come with it
     speaker_augment: float = 0.0
+    # omni-mini, train_path=device: more renderings of the pack's questions (`omni data
+    # voice-bank`); every draw of a spoken question hears one of them or the pack's own
+    voice_bank: str = ""
     # omni-mini: held-out spoken questions answered during training (mdp.omni_mini_heldout)
     eval_pack: str = ""  # a held-out pack (`omni data default` writes runs/data/heldout.pack.npz); empty: no probe
     eval_every: int = 0  # probe every this many steps of a stage and at each stage's end (0: stage ends only)

@@ -4,7 +4,9 @@
 # On the CPU machine, once:   omni data default --out runs/data     (packs with codec tokens)
 # On the GPU machine (the device `run`, timeout 600 s, carrying the two packs):
 #     bash scripts/train_default_gpu.sh
-#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz   (~39 MB; the code ~13 MB)
+#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~41 MB; the code ~15 MB
+#   without the shipped model's weights, which a call need not carry: move them aside for it)
+#   (.espeak: `bash scripts/espeak_portable.sh`, for the voice bank written there first)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -60,9 +62,15 @@ PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
 EVAL_SAMPLES=${EVAL_SAMPLES:-120}
+# > 0: this many more renderings of every question text, written here before training
+# (`omni data voice-bank`, recipe voice_bank; ~70 s for 32 on 16 cores); a machine without
+# espeak-ng gets it from a carried .espeak (scripts/espeak_portable.sh). 0 (the shipped
+# model's recipe): the pack's recordings only
+VOICE_BANK=${VOICE_BANK:-0}
 sets=(--set eval_pack=runs/data/heldout.pack.npz --set eval_every="$EVAL_EVERY" --set eval_samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set plan_budget_s="$PLAN_BUDGET")
+if (( VOICE_BANK > 0 )); then sets+=(--set voice_bank=runs/data/voices.npz); fi
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT" "$RUN"
 out_abs=$(cd "$OUT" && pwd)
@@ -73,6 +81,14 @@ done
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  if (( VOICE_BANK > 0 )); then
+    if ! command -v espeak-ng >/dev/null && [[ -d .espeak ]]; then
+      export PATH=$PWD/.espeak/bin:$PATH LD_LIBRARY_PATH=$PWD/.espeak/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ESPEAK_DATA_PATH=$PWD/.espeak
+    fi
+    # a resumed call on the same machine finds the bank of the first
+    [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
+      --out runs/data/voices.npz --renderings "$VOICE_BANK" --no-progress
+  fi
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
     --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false "${sets[@]}" 2>&1 \

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from omni.commands.argtypes import (existing_dir, float_between, int_between, non_negative_float, output_dir,
-                                    output_file, positive_float, positive_int)
+from omni.commands.argtypes import (existing_dir, existing_file, float_between, int_at_least, int_between,
+                                    non_negative_float, output_dir, output_file, positive_float, positive_int)
 
 # Sizes of the default model's data (README "default model" explains the choice).
 DEFAULTS = {
@@ -111,6 +111,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also write a held-out pack for `omni train-codec --eval-data`: label 'assistant' = every "
                         "answer at the voice's own speed and pitch (what check-voice judges), label 'users' = the "
                         "held-out voices of bench/codec_quality.py saying random sentences")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("voice-bank", help="many more spoken renderings of a pack's questions, in voices of their "
+                       "own, for training (recipe voice_bank; written where training runs, e.g. the GPU machine)")
+    p.add_argument("--pack", required=True, type=existing_file, help="the train pack whose question texts to render")
+    p.add_argument("--out", required=True, type=output_file, help="output .npz")
+    p.add_argument("--renderings", type=positive_int, default=24, help="renderings per question text (default 24)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the voices (default 0)")
+    p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     p = sub.add_parser("validate", help="check a split: schema, files, decodability, answers vs scenes")
@@ -208,6 +217,8 @@ def _main(args: argparse.Namespace) -> int:
         if args.eval_pack:
             print(f"eval pack {args.eval_pack}: {json.dumps(write_eval_pack(args.eval_pack, seed=args.seed + 1000))}")
         return 0
+    if cmd == "voice-bank":
+        return _voice_bank(args)
     if cmd == "default":
         return _default(args)
     raise ValueError(f"unknown action {cmd!r}")
@@ -249,6 +260,20 @@ def _check_voice(args: argparse.Namespace) -> int:
             print(f"  {a!r}: {s['heard_correct_times'][a]}/{bar['of']}, heard {s['heard'][a]}")
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+def _voice_bank(args: argparse.Namespace) -> int:
+    from .pack import Pack
+    from .voice_bank import VoiceBank, build_voice_bank, write_voice_bank
+
+    t0 = time.perf_counter()
+    texts = sorted(set(Pack(args.pack).meta["clip_texts"]))
+    write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress))
+    bank = VoiceBank.load(args.out)
+    print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts, "
+          f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "
+          f"{time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0
 
 

@@ -8,7 +8,10 @@ The assistant speaks with one fixed voice that no user has.
 espeak-ng writes 22.05 kHz WAV; sox converts it to 16 kHz mono 16-bit, the rate
 of the audio encoder and the codec. espeak-ng is deterministic; sox dithers with
 a random seed unless run with -R (repeatable), which it is here, so the same
-text and voice always give the same samples.
+text and voice always give the same samples. Where sox is missing (the GPU
+machine, which synthesizes only the voice bank of `omni.synth.voice_bank`),
+torchaudio's windowed-sinc resampler converts instead: the same words, samples
+that differ from sox's at the quantization level.
 """
 
 from __future__ import annotations
@@ -37,6 +40,17 @@ VOICES: dict[str, tuple[str, ...]] = {
     "train": tuple(f"{a}+{v}" for a in ACCENTS for v in TRAIN_VARIANTS),
     "heldout": tuple(f"{a}+{v}" for a in ACCENTS for v in HELDOUT_VARIANTS),
 }
+# More timbres for the voice bank (`omni.synth.voice_bank`): every espeak-ng variant
+# of a human speaker that is neither held out nor the assistant's (klatt5), so the
+# held-out variants stay unseen speakers.
+BANK_VARIANTS: tuple[str, ...] = TRAIN_VARIANTS + (
+    "m8", "klatt", "klatt3", "klatt6", "Alex", "Alicia", "Andrea", "Andy", "Annie", "Denis", "Diogo", "Gene",
+    "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen", "Storm",
+    "adam", "anika", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb", "david", "ed", "edward",
+    "edward2", "grandma", "grandpa", "gustave", "iven", "iven2", "iven3", "iven4", "john", "kaukovalta",
+    "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob",
+    "robert", "sandro", "shelby", "steph", "steph2", "steph3", "travis", "victor", "zac",
+)
 SPEED_RANGE = (140, 195)  # words per minute
 PITCH_RANGE = (30, 70)  # espeak-ng 0-99
 
@@ -75,9 +89,10 @@ def sample_voice(rng: np.random.Generator, split: str) -> Voice:
     )
 
 
-def check_tools() -> None:
-    """Clear error when the Debian speech tools are missing (e.g. on GPU machines)."""
-    missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+def check_tools(need_sox: bool = True) -> None:
+    """Clear error when the Debian speech tools are missing (e.g. on GPU machines).
+    need_sox=False: sox may be missing (`synthesize` then resamples with torchaudio)."""
+    missing = [t for t in ("espeak-ng", "sox")[: 2 if need_sox else 1] if shutil.which(t) is None]
     if missing:
         raise RuntimeError(
             f"{' and '.join(missing)} not found on PATH: speech synthesis needs the Debian packages "
@@ -90,11 +105,13 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     """int16 16 kHz mono speech of `text` spoken by `voice`, leading/trailing silence trimmed."""
     if not text.strip():
         raise ValueError("cannot synthesize empty text")
-    check_tools()
+    check_tools(need_sox=False)
     cmd = ["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-g", str(voice.word_gap)]
     raw = subprocess.run(cmd + ["--stdout", text], capture_output=True, check=False)
     if raw.returncode != 0 or not raw.stdout:
         raise RuntimeError(f"espeak-ng failed for voice {voice.name!r}: {raw.stderr.decode(errors='replace')}")
+    if shutil.which("sox") is None:
+        return trim_silence(_resample_without_sox(raw.stdout))
     conv = subprocess.run(
         ["sox", "-R", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"],
         input=raw.stdout,
@@ -109,11 +126,23 @@ def synthesize(text: str, voice: Voice) -> np.ndarray:
     return trim_silence(samples)
 
 
+def _resample_without_sox(wav: bytes) -> np.ndarray:
+    """espeak-ng's WAV stream -> int16 at SAMPLE_RATE (torchaudio's sinc resampler)."""
+    import torch
+    import torchaudio.functional as AF
+
+    samples, rate = read_wav(_fix_wav_sizes(wav))
+    x = torch.from_numpy(samples.astype(np.float32) / 32768.0)
+    if rate != SAMPLE_RATE:
+        x = AF.resample(x, rate, SAMPLE_RATE)
+    return np.clip(np.round(x.numpy() * 32768.0), -32768, 32767).astype(np.int16)
+
+
 def _fix_wav_sizes(data: bytes) -> bytes:
     """Streamed WAVs carry placeholder chunk sizes; rewrite them from the real length."""
     buf = bytearray(data)
     if buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
-        raise RuntimeError("sox did not return a WAV stream")
+        raise RuntimeError("not a WAV stream")
     pos = 12
     while pos + 8 <= len(buf):
         cid, size = bytes(buf[pos : pos + 4]), int.from_bytes(buf[pos + 4 : pos + 8], "little")
@@ -124,7 +153,7 @@ def _fix_wav_sizes(data: bytes) -> bytes:
             buf[4:8] = (pos + real).to_bytes(4, "little")
             return bytes(buf[: pos + 8 + real])
         pos += 8 + size + (size % 2)
-    raise RuntimeError("sox WAV stream has no data chunk")
+    raise RuntimeError("WAV stream has no data chunk")
 
 
 def trim_silence(samples: np.ndarray, threshold: int = 64, keep_s: float = 0.05) -> np.ndarray:

@@ -1,0 +1,139 @@
+"""A voice bank: many more spoken renderings of a pack's questions, for training only.
+
+A pack stores each question text in two or three renderings (`omni data pack`), so
+a model trained on it hears the same ~1,300 recordings again and again and learns
+the recordings, not the words: its held-out voices' transcripts stay poor. The bank
+renders every question text of a pack `renderings` more times, each in a voice of its
+own: an accent of the world, a timbre from `BANK_VARIANTS` (every espeak-ng human
+variant but the held-out ones and the assistant's), a speed and a pitch, all drawn
+from a seeded generator per (text, k). Training (`voice_bank` in the recipe, device
+path) then hears a random rendering of the question text at every draw.
+
+The bank is large (about 20 KB per clip) and cheap to make (espeak-ng writes a clip
+in ~15 ms), so it is written where training runs rather than carried: on the GPU
+machine with a portable espeak-ng (`scripts/espeak_portable.sh`) and no sox.
+
+File (.npz, uncompressed: it is read where it is written, and lzma would take
+minutes): clip_mulaw (8-bit mu-law at 16 kHz, as in a pack), clip_offset [N + 1],
+meta (JSON bytes: texts, clip_text [N] index into texts, voices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import mulaw_encode, to_float
+from .voices import ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, check_tools, synthesize
+from .world import rng_for
+
+BANK_VERSION = 1
+
+
+def bank_voice(seed: int, text: str, k: int) -> Voice:
+    """The k-th bank rendering's voice of `text` (independent of every other draw)."""
+    rng = rng_for(seed, "voice-bank", text, k)
+    return Voice(
+        name=f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+{BANK_VARIANTS[int(rng.integers(len(BANK_VARIANTS)))]}",
+        speed=int(rng.integers(SPEED_RANGE[0] - 10, SPEED_RANGE[1] + 11)),
+        pitch=int(rng.integers(PITCH_RANGE[0] - 10, PITCH_RANGE[1] + 11)),
+        word_gap=int(rng.choice([0, 0, 0, 1, 2])),
+    )
+
+
+def espeak_version() -> str:
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip()
+
+
+def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+    """Render each of `texts` `renderings` times; returns the .npz arrays."""
+    if renderings < 1:
+        raise ValueError("renderings must be >= 1")
+    texts = sorted(set(texts))
+    if not texts:
+        raise ValueError("no question texts to render")
+    check_tools(need_sox=False)
+    jobs = [(t, k) for t in range(len(texts)) for k in range(renderings)]
+    voices = [bank_voice(seed, texts[t], k) for t, k in jobs]
+
+    def render(j: int) -> np.ndarray:
+        return mulaw_encode(to_float(synthesize(texts[jobs[j][0]], voices[j])))
+
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:  # the work is in espeak-ng subprocesses
+        it = pool.map(render, range(len(jobs)))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(jobs), desc="voice bank", unit="clip")
+        clips = list(it)
+    offsets = np.zeros(len(clips) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(c) for c in clips])
+    meta = {
+        "version": BANK_VERSION,
+        "seed": seed,
+        "renderings": renderings,
+        "texts": texts,
+        "clip_text": [t for t, _ in jobs],
+        "voices": [v.key() for v in voices],
+        "espeak": espeak_version(),
+    }
+    return {
+        "clip_mulaw": np.concatenate(clips),
+        "clip_offset": offsets,
+        "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+    }
+
+
+def write_voice_bank(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+@dataclass
+class VoiceBank:
+    """A read bank: mu-law clips, their offsets, and each clip's question text."""
+
+    clip_mulaw: np.ndarray  # uint8 [samples]
+    clip_offset: np.ndarray  # int64 [N + 1]
+    clip_texts: list[str]  # [N]
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.clip_offset) - 1
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VoiceBank":
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a voice bank ({exc})") from None
+        missing = {"clip_mulaw", "clip_offset", "meta"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path}: not a voice bank (missing {sorted(missing)})")
+        meta = json.loads(arrays["meta"].tobytes())
+        if meta.get("version") != BANK_VERSION:
+            raise ValueError(f"{path}: voice bank version {meta.get('version')}, expected {BANK_VERSION}")
+        mulaw = arrays["clip_mulaw"]
+        offsets = arrays["clip_offset"].astype(np.int64)
+        if offsets[-1] != len(mulaw) or len(meta["clip_text"]) != len(offsets) - 1:
+            raise ValueError(f"{path}: voice bank offsets do not match its audio")
+        return cls(mulaw, offsets, [meta["texts"][t] for t in meta["clip_text"]], meta)
+
+    def alternatives(self, texts: list[str]) -> list[list[int]]:
+        """For each of `texts`, the bank clips that say it (possibly none)."""
+        by_text: dict[str, list[int]] = {}
+        for c, t in enumerate(self.clip_texts):
+            by_text.setdefault(t, []).append(c)
+        return [by_text.get(t, []) for t in texts]
