@@ -15,13 +15,18 @@ server runs (from the session the server describes) and, when the server reports
 words and voice are noise. The transcript shows text only: control characters
 (but newlines) and U+FFFD replacement characters that a babbling model can
 produce are dropped.
-It never imports the model: only streaming.protocol and streaming.client.
+The camera can also be virtual (`demo.scenes`): a held-out scene of the default
+model's world, or an uploaded picture, streamed to the server at 2 frames a second as
+the webcam would be, with suggested questions about the scene that the page can play
+into the conversation in a held-out synthetic voice (the microphone pauses meanwhile).
+A state line says whether the assistant is listening, thinking, speaking or was
+interrupted, and a table gives each turn's latency.
+It never imports the model: only streaming.protocol, streaming.client and demo.scenes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -30,10 +35,17 @@ from typing import Any
 import numpy as np
 
 from demo.live_audio import PLAYER_JS, LiveAudio
+from demo.scenes import (QUESTION_PAD_S, SceneSet, ask_note, frame_jpeg, question_choices, question_for,
+                         read_question)
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
 TITLE = "omni-stream live demo"
+CAMERAS = ("world scene", "uploaded picture", "webcam")
+# the events that move the state line (a late input transcript does not)
+TURN_EVENTS = ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "response.created",
+               "response.output_audio.delta", "response.audio.delta", "response.done")
+PLAYBACK_SLACK_S = 1.0  # the page starts playing a reply up to a poll (and a busy browser) after it arrives
 RANDOM_NOTE = ("**randomly initialized (untrained): its words and voice are noise, not answers.** "
                "Start the server with a trained model (`omni serve --model DIR`) for real replies.")
 
@@ -129,6 +141,68 @@ class TabSession:
     log: list[str] = field(default_factory=list)
     live: LiveAudio = field(default_factory=LiveAudio)
     shown_note: str = ""
+    playing: asyncio.Task | None = None  # a suggested question being played into the conversation
+    cut_at: float = 0.0  # when a reply was last cut here while it played
+
+    def playing_reply(self, now: float | None = None) -> str | None:
+        """The reply whose arrived audio the page is still playing (real time from its first audio)."""
+        c, now = self.client, time.perf_counter() if now is None else now
+        if not c.order:
+            return None
+        rid = c.order[-1]
+        r = c.replies[rid]
+        if r.t_first_audio is None or rid in self.live.cut_ids or r.status in ("cancelled", "failed"):
+            return None
+        ends = r.t_first_audio + sum(len(a) for a in r.audio) / c.out_rate
+        return rid if now < ends + PLAYBACK_SLACK_S or r.t_done is None else None
+
+    def cut_playing(self) -> bool:
+        """Stop the reply the page is playing (its audio all arrived); True if there was one."""
+        rid = self.playing_reply()
+        if rid is None:
+            return False
+        self.live.cut(rid)
+        self.cut_at = time.perf_counter()
+        return True
+
+    def barge_in(self) -> None:
+        """The user speaking over a reply the server has already finished: stop playing it."""
+        c = self.client
+        rid = self.playing_reply()
+        if rid is None:
+            return
+        first = c.replies[rid].t_first_audio
+        if any(e["type"] == "input_audio_buffer.speech_started" and e["_t"] > first for e in c.events[-8:]):
+            self.cut_playing()
+
+    def question_playing(self) -> bool:
+        return self.playing is not None and not self.playing.done()
+
+    def state(self, now: float | None = None) -> str:
+        """listening / thinking / speaking / interrupted, from the server's events and
+        how much reply audio has arrived (the page plays it in real time)."""
+        now = time.perf_counter() if now is None else now
+        state, last = "listening", 0.0
+        for e in self.client.events:
+            kind = e["type"]
+            if kind in TURN_EVENTS:
+                last = e.get("_t", 0.0)
+            if kind == "input_audio_buffer.speech_started":
+                state = "listening: you are speaking"
+            elif kind == "input_audio_buffer.speech_stopped":
+                state = "thinking: end of your turn?"
+            elif kind == "response.created":
+                state = "thinking: answering"
+            elif kind in ("response.output_audio.delta", "response.audio.delta"):
+                state = "speaking"
+            elif kind == "response.done":
+                status = (e.get("response") or {}).get("status")
+                state = "interrupted" if status in ("cancelled", "incomplete") else "speaking"
+        if state == "speaking" and self.playing_reply(now) is None:  # played out, or cut here
+            state = "listening"
+        if self.cut_at and self.cut_at >= last:  # Interrupt pressed while the page played a finished reply
+            state = "interrupted"
+        return state
 
     def transcript(self) -> str:
         lines = []
@@ -168,26 +242,32 @@ class TabSession:
         return note
 
     def latency(self) -> str:
+        """One row per finished reply (the last 6): the server's timings of the turn."""
         c = self.client
-        done = [c.replies[r] for r in c.order if c.replies[r].t_done is not None]
+        done = [(k, c.replies[r]) for k, r in enumerate(c.order) if c.replies[r].t_done is not None]
         if not done:
             return "no reply yet"
-        m = done[-1].server_metrics
-        rows = [("first audio after end-of-turn confirmation", m.get("first_audio_after_confirm_s")),
-                ("first audio after end of speech", m.get("first_audio_after_speech_end_s")),
-                ("end-of-turn confirmation after end of speech", m.get("confirm_after_speech_end_s")),
-                ("speculative decode lead", m.get("speculative_lead_s"))]
-        out = [f"| measure (last reply, status {done[-1].status}) | ms |", "|---|---|"]
-        out += [f"| {k} | {1000 * v:.0f} |" for k, v in rows if v is not None]
-        if m.get("rtf") is not None:
-            out.append(f"| real-time factor (decode time / audio time) | {m['rtf']:.2f} |")
+        ms = lambda v: "" if v is None else f"{1000 * v:.0f}"
+        out = ["| turn | status | first audio after end of speech, ms | after the end-of-turn confirmation, ms "
+               "| confirmation after end of speech, ms | speculative lead, ms | real-time factor |",
+               "|---|---|---|---|---|---|---|"]
+        for k, r in done[-6:]:
+            m = r.server_metrics
+            rtf = "" if m.get("rtf") is None else f"{m['rtf']:.2f}"
+            out.append(f"| {k + 1} | {r.status} | {ms(m.get('first_audio_after_speech_end_s'))} "
+                       f"| {ms(m.get('first_audio_after_confirm_s'))} | {ms(m.get('confirm_after_speech_end_s'))} "
+                       f"| {ms(m.get('speculative_lead_s'))} | {rtf} |")
         return "\n".join(out)
 
 
-def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | None = None):
+def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | None = None,
+             scenes: SceneSet | None = None):
     """The page for the server at `url`; `session` (see fetch_session) says which
-    model it runs before a tab connects (each tab then shows what its own session says)."""
+    model it runs before a tab connects (each tab then shows what its own session says);
+    `scenes` (see demo.scenes) are the virtual camera's scenes, if any."""
     import gradio as gr
+
+    first = scenes.choices()[0] if scenes else None
 
     async def ensure(state: TabSession | None) -> TabSession:
         if state is None or state.client.closed.is_set():
@@ -202,6 +282,8 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         if chunk is None:
             return state
         state = await ensure(state)
+        if state.question_playing():  # a played question is the microphone meanwhile
+            return state
         rate, data = chunk
         x = np.asarray(data)
         x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32)
@@ -215,20 +297,52 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
             await state.client.append_audio(pcm)
         return state
 
-    async def on_frame(image, state: TabSession | None):
-        if image is None:
-            return state
-        state = await ensure(state)
+    async def send_frame(state: TabSession, frame) -> None:
         now = time.perf_counter()
         if now - state.t_last_frame < 0.45:  # 2 FPS is all the model takes
-            return state
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB").save(buf, format="JPEG", quality=80)
-        await state.client.append_image(buf.getvalue())
+            return
+        await state.client.append_image(frame_jpeg(frame))
         state.frames_sent += 1
         state.t_last_frame = now
+
+    async def on_frame(image, camera: str, state: TabSession | None):
+        if image is None or camera != "webcam":
+            return state
+        state = await ensure(state)
+        await send_frame(state, image)
+        return state
+
+    async def virtual_camera(camera: str, label: str | None, upload, state: TabSession | None):
+        """The chosen scene (or uploaded picture) as the camera, 2 frames a second."""
+        scene = scenes.by_label(label) if scenes else None
+        frame = scene.image if camera == "world scene" and scene else upload if camera == "uploaded picture" else None
+        if frame is None:
+            return state
+        state = await ensure(state)
+        await send_frame(state, frame)
+        return state
+
+    def pick_scene(label: str | None):
+        scene = scenes.by_label(label) if scenes else None
+        choices = question_choices(scene)
+        ok = [c for c, q in zip(choices, scene.questions) if q.ok] if scene else []
+        return (None if scene is None else str(scene.image), ask_note(scene),
+                gr.update(choices=choices, value=(ok or choices or [None])[0]))
+
+    def next_scene(label: str | None):
+        return scenes.next_label(label) if scenes else None
+
+    async def play_question(label: str | None, choice: str | None, state: TabSession | None):
+        q = question_for(scenes.by_label(label) if scenes else None, choice)
+        if q is None:
+            return state
+        state = await ensure(state)
+        if state.question_playing():
+            return state
+        lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
+        pcm = np.concatenate([lead, read_question(q), tail])
+        state.mic_seconds += len(pcm) / 16000
+        state.playing = asyncio.create_task(state.client.stream_audio(pcm, 16000, realtime=True))
         return state
 
     async def on_interrupt(state: TabSession | None):
@@ -237,12 +351,16 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
             active = [r for r in c.order if c.replies[r].t_done is None]
             if active:
                 await c.send({"type": "response.cancel"})
+            else:  # the server sent the whole reply already: stop the page playing it
+                state.cut_playing()
         return state
 
     def poll(state: TabSession | None):
         if state is None:
-            return "press Record to talk", gr.skip(), "no reply yet", "not connected", gr.skip(), gr.skip()
+            return ("press Record to talk, or play a question", gr.skip(), "no reply yet", "not connected",
+                    gr.skip(), gr.skip(), "**state:** not connected")
         c = state.client
+        state.barge_in()
         chunk = state.live.next_message(c)
         audio_update = gr.skip()
         finished = [r for r in c.order if c.replies[r].t_done is not None and r not in state.shown_replies]
@@ -256,7 +374,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
             f" | mic {state.mic_seconds:.1f} s sent | frames {state.frames_sent}"
         note = state.model_update()
         return (state.transcript(), audio_update, state.latency(), status, gr.skip() if chunk is None else chunk,
-                gr.skip() if note is None else note)
+                gr.skip() if note is None else note, f"**state:** {state.state()}")
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nTalk to the assistant: press **Record**, speak, pause. "
@@ -265,10 +383,28 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         state = gr.State(None)
         with gr.Row():
             with gr.Column():
+                camera = gr.Radio(list(CAMERAS) if scenes else ["uploaded picture", "webcam"],
+                                  value="world scene" if scenes else "webcam", label="camera", elem_id="camera")
+                with gr.Row(visible=scenes is not None):
+                    scene_pick = gr.Dropdown(scenes.choices() if scenes else [], value=first,
+                                             label="scene of the model's world (held out from its training)",
+                                             elem_id="scene", scale=4)
+                    next_btn = gr.Button("next scene", elem_id="next_scene", scale=1)
+                scene_view = gr.Image(value=pick_scene(first)[0], label="the virtual camera", interactive=False,
+                                      elem_id="scene_view", height=224, visible=scenes is not None)
+                upload = gr.Image(sources=["upload"], type="numpy", label="a picture of your own (camera: "
+                                  "uploaded picture)", elem_id="upload", height=160)
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam", elem_id="cam")
                 mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="microphone",
                                elem_id="mic")
-                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="webcam", elem_id="cam")
             with gr.Column():
+                ask = gr.Markdown(pick_scene(first)[1], elem_id="ask")
+                with gr.Row(visible=scenes is not None):
+                    question = gr.Radio(question_choices(scenes.by_label(first)) if scenes else [],
+                                        value=pick_scene(first)[2]["value"] if scenes else None,
+                                        label="questions", elem_id="question", scale=4)
+                    play = gr.Button("play it in a held-out voice", elem_id="play_question", scale=1)
+                turn = gr.Markdown("**state:** not connected", elem_id="turn_state")
                 transcript = gr.Textbox(label="transcript", lines=10, elem_id="transcript", interactive=False)
                 # the live player speaks the reply as it arrives; this one keeps it for replay
                 reply = gr.Audio(label="last reply (replay)", autoplay=False, interactive=False, elem_id="reply",
@@ -279,10 +415,16 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                 status = gr.Markdown("not connected", elem_id="status")
         mic.stream(on_audio, inputs=[mic, state], outputs=[state], stream_every=0.25, concurrency_limit=None,
                    show_progress="hidden")
-        cam.stream(on_frame, inputs=[cam, state], outputs=[state], stream_every=0.5, concurrency_limit=None,
+        cam.stream(on_frame, inputs=[cam, camera, state], outputs=[state], stream_every=0.5, concurrency_limit=None,
                    show_progress="hidden")
+        scene_pick.change(pick_scene, inputs=[scene_pick], outputs=[scene_view, ask, question], show_progress="hidden")
+        next_btn.click(next_scene, inputs=[scene_pick], outputs=[scene_pick])
+        play.click(play_question, inputs=[scene_pick, question, state], outputs=[state])
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
         live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)
-        gr.Timer(0.3).tick(poll, inputs=[state], outputs=[transcript, reply, latency, status, live_audio, model],
+        gr.Timer(0.5).tick(virtual_camera, inputs=[camera, scene_pick, upload, state], outputs=[state],
+                           show_progress="hidden")
+        gr.Timer(0.3).tick(poll, inputs=[state],
+                           outputs=[transcript, reply, latency, status, live_audio, model, turn],
                            show_progress="hidden")
     return app

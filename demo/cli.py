@@ -68,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address of the page (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=7860, help="port of the page (default 7860)")
     p.add_argument("--server-timeout", type=_seconds, default=300.0, help="seconds to wait for the server to start")
+    p.add_argument("--scenes", metavar="DIR", default=None,
+                   help="the virtual camera's scenes (`omni data demo-scenes`; default: the model directory's "
+                        "demo/ folder when this command starts the server on a model directory or the shipped "
+                        "default model)")
+    p.add_argument("--no-scenes", action="store_true", help="no virtual camera: webcam and uploads only")
 
 
 def _listen_problem(host: str, port: int) -> tuple[str, str] | None:
@@ -110,6 +115,24 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise argparse.ArgumentTypeError(f"argument {'--host' if which == 'host' else option}: {reason}")
     if args.server_port and args.server_port == args.port:
         raise argparse.ArgumentTypeError("--server-port and --port must differ")
+    if args.scenes and not os.path.isfile(os.path.join(args.scenes, "scenes.json")):
+        raise argparse.ArgumentTypeError(f"argument --scenes: {args.scenes} holds no scenes.json "
+                                         "(write one with `omni data demo-scenes`)")
+
+
+def scenes_dir(args: argparse.Namespace) -> str | None:
+    """Where the page's scenes come from (see --scenes), or None."""
+    if args.no_scenes:
+        return None
+    if args.scenes:
+        return args.scenes
+    if args.url or args.flavor:  # a remote server or a random model: its world is not known here
+        return None
+    # the shipped default model's directory (omni/defaults.py: DEFAULT_MODEL_DIR; the demo
+    # never imports omni), used by the started server when no --model is given
+    model = args.model or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "omni",
+                                       "pretrained", "default")
+    return os.path.join(model, "demo")
 
 
 def _free_port() -> int:
@@ -190,13 +213,19 @@ def main(args: argparse.Namespace) -> int:
         import asyncio
 
         from demo.app import fetch_session, make_app
+        from demo.scenes import SceneSet
 
         try:  # which model the server runs, shown on the page before anyone connects
             session = asyncio.run(fetch_session(url, args.api_key))
         except (OSError, InvalidHandshake, InvalidURI) as e:
             print(f"omni demo: error: cannot connect to the server at {url}: {e}", file=sys.stderr)
             return 2
-        app = make_app(url, api_key=args.api_key, session=session)
+        try:
+            scenes = SceneSet.load(scenes_dir(args))
+        except ValueError as e:
+            print(f"omni demo: error: {e}", file=sys.stderr)
+            return 2
+        app = make_app(url, api_key=args.api_key, session=session, scenes=scenes)
         print(f"omni demo: page on http://{args.host}:{args.port} talking to {url}", flush=True)
         app.queue().launch(server_name=args.host, server_port=args.port, share=False, prevent_thread_lock=False)
     finally:

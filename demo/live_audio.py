@@ -59,7 +59,13 @@ class LiveAudio:
     def __init__(self) -> None:
         self.sent: dict[str, int] = {}  # reply id -> samples handed to the page
         self.stopped: set[str] = set()
+        self.cut_ids: set[str] = set()  # replies cut here (the server had sent them whole)
         self.seq = 0
+
+    def cut(self, rid: str) -> None:
+        """Stop a reply the page is still playing, though the server has finished it
+        (Interrupt, or the user speaking over it): a stop message, no more audio."""
+        self.cut_ids.add(rid)
 
     def next_message(self, client) -> str | None:
         """New audio of every reply since the last call (pcm16, the session's output
@@ -69,7 +75,7 @@ class LiveAudio:
             r = client.replies[rid]
             # a barge-in or a failure stops playback; a reply cut by a length limit
             # ("incomplete") was delivered whole and plays out
-            if r.status in ("cancelled", "failed"):
+            if r.status in ("cancelled", "failed") or rid in self.cut_ids:
                 if rid not in self.stopped:
                     self.stopped.add(rid)
                     self.seq += 1

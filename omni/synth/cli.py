@@ -122,6 +122,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("demo-scenes", help="held-out stills and spoken questions for the live demo's virtual "
+                       "camera (a model directory's demo/ folder)")
+    p.add_argument("--data", required=True, type=existing_dir, help="a written held-out split (runs/data/heldout)")
+    p.add_argument("--out", required=True, type=output_dir, help="output folder (e.g. omni/pretrained/default/demo)")
+    p.add_argument("--model", type=existing_dir, default=None,
+                   help="ask every candidate question offline first: right answers come first, and a scene "
+                        "needs one (default: no model, questions in split order)")
+    p.add_argument("--scenes", type=positive_int, default=10, help="scenes to keep (default 10; write more for "
+                   "`python -m demo.check_scenes` to choose from)")
+    p.add_argument("--per-scene", type=positive_int, default=3, help="questions per scene (default 3)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("validate", help="check a split: schema, files, decodability, answers vs scenes")
     p.add_argument("--data", required=True, type=existing_dir, help="split directory")
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image/video (faster)")
@@ -219,6 +231,13 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if cmd == "voice-bank":
         return _voice_bank(args)
+    if cmd == "demo-scenes":
+        from .demo_scenes import write_demo_scenes
+
+        s = write_demo_scenes(args.data, args.out, args.model, args.scenes, args.per_scene,
+                              progress=not args.no_progress)
+        print(f"demo scenes: {json.dumps(s)} -> {args.out}")
+        return 0
     if cmd == "default":
         return _default(args)
     raise ValueError(f"unknown action {cmd!r}")

@@ -131,6 +131,6 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     # every sample of the reply went through the live player, and its context was running
     assert player["chunks"] >= 1 and player["samples"] == frames, (player, frames)
     assert player["state"] == "running", player
-    assert "first audio after end-of-turn confirmation" in latency
+    assert "after the end-of-turn confirmation" in latency
     # the user's turn: the words the server's recognizer heard in the fake microphone's tone, or "(spoke)"
     assert re.search(r"you: (\(spoke\)|[a-z])", transcript), transcript

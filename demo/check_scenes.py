@@ -1,0 +1,143 @@
+"""Ask a scene folder's questions the way the demo page asks them, and keep what works.
+
+    python -m demo.check_scenes --scenes omni/pretrained/default/demo --model omni/pretrained/default
+
+`omni data demo-scenes` judges questions offline; the page asks through the server: the
+scene streamed as the camera at 2 frames a second from 2 s before the question, the
+held-out recording with 0.3 s of silence before and 1.5 s after, in real time. The
+two inputs differ (the stream layout, the timing), and so do the answers, often. This
+starts `omni serve` on the model (as `omni demo` does), asks every question marked
+`offline_ok` the page's way, records `stream_ok` / `stream_reply`, and rewrites the
+folder: per scene the questions answered right this way first (then the offline
+ones), `--per-scene` of them; only scenes with one such question, `--keep` of them;
+the files of what was dropped are deleted. Real time: about 6 s a question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from demo.scenes import QUESTION_PAD_S, frame_jpeg, read_question
+from streaming.client import RealtimeClient
+
+CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
+
+
+def normalize(text: str) -> str:
+    """Lower case, letters and digits, single spaces (the world's exact-match form)."""
+    kept = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower())
+    return " ".join(kept.split())
+
+
+async def ask_like_the_page(url: str, image: Path, audio: Path, timeout: float = 60.0) -> str:
+    """One question as the page asks it; the reply's text."""
+    from demo.scenes import Question
+
+    jpeg = frame_jpeg(image)
+    clip = read_question(Question("", "", audio, None))
+    async with RealtimeClient(url) as c:
+        await c.configure(input_rate=16000, output_rate=24000, transcription=None)
+
+        async def camera() -> None:
+            while True:
+                await c.append_image(jpeg)
+                await asyncio.sleep(0.5)
+
+        cam = asyncio.create_task(camera())
+        try:
+            await asyncio.sleep(CAMERA_LEAD_S)
+            lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
+            n = len(c.events)
+            await c.stream_audio(np.concatenate([lead, clip, tail]), 16000, realtime=True)
+            reply = await c.wait_response(timeout, start=n)
+        finally:
+            cam.cancel()
+    return reply.transcript
+
+
+def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: bool = True) -> dict:
+    """Ask, judge and prune `doc` (scenes.json) in place; returns a summary."""
+    asked = right = 0
+    kept = []
+    for scene in doc["scenes"]:
+        for q in scene["questions"]:
+            if q.get("offline_ok"):
+                q["stream_reply"] = asyncio.run(ask_like_the_page(url, root / scene["image"], root / q["audio"]))
+                accept = {normalize(a) for a in [q["answer"], *q.get("accept", [])]}
+                q["stream_ok"] = normalize(q["stream_reply"]) in accept
+                asked, right = asked + 1, right + q["stream_ok"]
+            else:
+                q["stream_ok"], q["stream_reply"] = False, None
+        if any(q["stream_ok"] for q in scene["questions"]):
+            scene["questions"] = sorted(scene["questions"], key=lambda q: (not q["stream_ok"], not q.get("offline_ok")))
+            scene["questions"] = scene["questions"][:per_scene]
+            kept.append(scene)
+            if progress:
+                print(f"check_scenes: {len(kept)}/{keep} scenes ({scene['id']}; {right}/{asked} right so far)",
+                      file=sys.stderr, flush=True)
+        if len(kept) == keep:
+            break
+    doc["scenes"] = kept
+    doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
+                           "asked": asked, "right": right}
+    return {"scenes": len(kept), "asked": asked, "right": right,
+            "suggestions": sum(len(s["questions"]) for s in kept),
+            "suggestions_right": sum(q["stream_ok"] for s in kept for q in s["questions"])}
+
+
+def prune_files(doc: dict, root: Path) -> int:
+    """Delete the images and recordings scenes.json no longer names; returns how many."""
+    named = {root / s["image"] for s in doc["scenes"]} | {root / q["audio"] for s in doc["scenes"]
+                                                          for q in s["questions"]}
+    gone = 0
+    for sub in ("images", "questions"):
+        for f in (root / sub).glob("*"):
+            if f not in named:
+                f.unlink()
+                gone += 1
+    return gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m demo.check_scenes", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenes", required=True, help="scene folder (scenes.json), rewritten in place")
+    p.add_argument("--model", required=True, help="the model directory the server runs")
+    p.add_argument("--keep", type=int, default=10, help="scenes to keep (default 10)")
+    p.add_argument("--per-scene", type=int, default=3, help="questions per scene (default 3)")
+    p.add_argument("--device", default="cpu", help="the server's device (default cpu)")
+    p.add_argument("--server-timeout", type=float, default=300.0, help="seconds to wait for the server")
+    args = p.parse_args(argv)
+    root = Path(args.scenes)
+    if not (root / "scenes.json").is_file():
+        p.error(f"--scenes: {root} holds no scenes.json (write one with `omni data demo-scenes`)")
+    if args.keep < 1 or args.per_scene < 1:
+        p.error("--keep and --per-scene must be >= 1")
+    from demo.cli import start_server
+
+    doc = json.loads((root / "scenes.json").read_text())
+    server_args = argparse.Namespace(server_port=None, device=args.device, flavor=None, model=args.model, api_key=None,
+                                     server_timeout=args.server_timeout)
+    t0 = time.perf_counter()
+    proc, url = start_server(server_args)
+    try:
+        summary = check(doc, root, url, args.keep, args.per_scene)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    (root / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")
+    summary["files_deleted"] = prune_files(doc, root)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

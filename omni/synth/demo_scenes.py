@@ -1,0 +1,114 @@
+"""Scenes a newcomer can show the default model: held-out stills with questions about
+them, spoken in held-out voices, for the live demo's virtual camera.
+
+`omni data demo-scenes` picks held-out picture scenes of a written split and, for each,
+up to `per_scene` of its held-out spoken questions. With a model, every candidate
+question is asked offline (its clean clip, the still as a 2 FPS camera, as
+`bench/default_model.py` asks): the ones answered right come first, marked
+`offline_ok`, and a scene is kept only if one of its questions was. The page's promise
+is about questions asked its own way, through the server: `python -m demo.check_scenes`
+then asks them so, adds `stream_ok`, and keeps what works (`demo/check_scenes.py`).
+Writes (a model directory's `demo/` folder is where `omni demo` looks):
+
+    scenes.json   {"version": 1, "model": name, "scenes": [{"id", "image", "caption",
+                   "questions": [{"text", "answer", "accept", "family", "audio",
+                   "offline_ok", "offline_reply"}]}]}
+    images/ID.png, questions/QID.wav (16 kHz mono)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+SCENES_VERSION = 1
+def _candidates(data: Path) -> dict[str, list[dict]]:
+    """Held-out still scenes -> their visual questions (manifest rows), in split order."""
+    from .build import read_jsonl
+
+    by_scene: dict[str, list[dict]] = {}
+    for r in read_jsonl(data / "manifest.jsonl"):
+        if r.get("image") and r.get("family") in ("counting", "attribute", "position"):
+            by_scene.setdefault(r["scene_id"], []).append(r)
+    return by_scene
+
+
+def _ask(model, rows: list[dict], data: Path, batch: int, progress: bool) -> list[dict]:
+    """Answer every row's clean question clip with its still as the camera."""
+    from PIL import Image
+
+    from .audio import read_wav, to_float
+    from .heldout import answer, score, select
+
+    items = []
+    for r in rows:
+        with Image.open(data / r["image"]) as im:
+            frame = np.asarray(im.convert("RGB"))
+        items.append({"id": r["id"], "family": r["family"], "frames": [frame], "question_text": r["question_text"],
+                      "audio": to_float(read_wav(data / r["question_clip"])[0]), "caption": None,
+                      "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]]})
+    items = select(items, 0, "spoken")
+    answer(model, items, batch, "spoken", progress=progress)
+    score(items, "spoken")
+    return items
+
+
+def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None = None, scenes: int = 10,
+                      per_scene: int = 3, batch: int = 16, progress: bool = True) -> dict:
+    """Write the demo's scene folder (see the module docstring); returns a summary."""
+    from .build import read_jsonl
+    from .questions import scene_caption
+    from .world import Scene
+
+    data, out = Path(data), Path(out)
+    if not (data / "manifest.jsonl").is_file():
+        raise FileNotFoundError(f"{data}: no manifest.jsonl (write a held-out split with `omni data default`)")
+    by_scene = _candidates(data)
+    if not by_scene:
+        raise ValueError(f"{data}: no still scenes with visual questions")
+    records = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(data / "scenes.jsonl")}
+    answers: dict[str, dict] = {}
+    name = None
+    if model_dir:
+        from omni.model import OmniModel
+
+        model = OmniModel.from_pretrained(model_dir).eval()
+        name = os.path.basename(os.path.normpath(model_dir))
+        rows = [r for rs in by_scene.values() for r in rs]
+        answers = {it["id"]: it for it in _ask(model, rows, data, batch, progress)}
+    offline = lambda r: bool(answers.get(r["id"], {}).get("text_ok"))
+    chosen = []
+    for sid, rows in by_scene.items():
+        rows = sorted(rows, key=lambda r: not offline(r))[:per_scene]  # right answers first, else split order
+        if model_dir and not offline(rows[0]):
+            continue
+        chosen.append((sid, rows))
+        if len(chosen) == scenes:
+            break
+    if os.path.exists(out / "scenes.json"):  # rewrite the folder whole: no stale files
+        shutil.rmtree(out)
+    (out / "images").mkdir(parents=True)
+    (out / "questions").mkdir()
+    listed = []
+    for sid, rows in chosen:
+        shutil.copyfile(data / rows[0]["image"], out / "images" / f"{sid}.png")
+        qs = []
+        for r in rows:
+            shutil.copyfile(data / r["question_clip"], out / "questions" / f"{r['id']}.wav")
+            it = answers.get(r["id"], {})
+            qs.append({"text": r["question_text"], "answer": r["answer_text"], "accept": r.get("accept") or [],
+                       "family": r["family"], "audio": f"questions/{r['id']}.wav",
+                       "offline_ok": bool(it.get("text_ok")) if model_dir else None,
+                       "offline_reply": it.get("text") if model_dir else None})
+        listed.append({"id": sid, "image": f"images/{sid}.png",
+                       "caption": scene_caption(records[sid]) if sid in records else "", "questions": qs})
+    doc = {"version": SCENES_VERSION, "model": name, "source": str(data), "scenes": listed}
+    (out / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")
+    asked = sum(len(s["questions"]) for s in listed)
+    right = sum(bool(q["offline_ok"]) for s in listed for q in s["questions"])
+    return {"scenes": len(listed), "questions": asked, "offline_ok": right,
+            "candidates_asked": len(answers), "candidates_ok": sum(bool(a.get("text_ok")) for a in answers.values())}

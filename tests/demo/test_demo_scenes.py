@@ -1,0 +1,145 @@
+"""The virtual camera's scene folder (`omni data demo-scenes`, `demo.scenes`) and the
+page's turn state and Interrupt for a reply the page is still playing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from demo.app import TabSession
+from demo.live_audio import LiveAudio
+from demo.scenes import SceneSet, ask_note, frame_jpeg, question_choices, question_for, read_question
+from omni.defaults import DEFAULT_MODEL_DIR
+from streaming.client import Reply
+
+
+def test_shipped_scenes_load_and_suggest_right_answers_first():
+    scenes = SceneSet.load(f"{DEFAULT_MODEL_DIR}/demo")
+    assert scenes is not None and len(scenes.scenes) >= 5
+    for k, s in enumerate(scenes.scenes):
+        assert s.questions and s.questions[0].ok  # a scene is kept for a question it answered right
+        assert [bool(q.ok) for q in s.questions] == sorted((bool(q.ok) for q in s.questions), reverse=True)
+        choices = question_choices(s)
+        assert all(question_for(s, c) is q for c, q in zip(choices, s.questions))
+        assert choices[0].endswith("✓") and scenes.by_label(s.label(k)) is s
+        x = read_question(s.questions[0])
+        assert x.dtype == np.float32 and 0.4 * 16000 < len(x) < 5 * 16000 and np.abs(x).max() > 0.05
+        jpeg = frame_jpeg(s.image)
+        assert jpeg[:2] == b"\xff\xd8"  # the only format the server takes
+    labels = scenes.choices()
+    assert scenes.next_label(labels[-1]) == labels[0] and scenes.next_label(None) == labels[0]
+    assert "✓" in ask_note(scenes.scenes[0]) and "webcam" in ask_note(None)
+
+
+def test_scene_folders_are_checked(tmp_path):
+    assert SceneSet.load(None) is None and SceneSet.load(tmp_path) is None
+    (tmp_path / "scenes.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a demo scene list"):
+        SceneSet.load(tmp_path)
+    (tmp_path / "scenes.json").write_text(json.dumps({"version": 1, "scenes": [
+        {"id": "s", "image": "images/s.png", "questions": [{"text": "q", "answer": "a", "audio": "q.wav"}]}]}))
+    with pytest.raises(ValueError, match="missing files"):
+        SceneSet.load(tmp_path)
+
+
+def test_write_demo_scenes_without_a_model(tmp_path):
+    """Without a model the questions keep split order and say nothing of offline answers."""
+    from omni.synth.build import build_split
+    from omni.synth.demo_scenes import write_demo_scenes
+    from omni.synth.plan import build_plan
+
+    plan = build_plan(0, "heldout", 4, questions_per_scene=3, speech_ratio=0.0, renderings_per_text=1,
+                      video_fraction=0.0)
+    build_split(tmp_path / "heldout", plan, workers=1, progress=False)
+    s = write_demo_scenes(tmp_path / "heldout", tmp_path / "demo", scenes=3, per_scene=2, progress=False)
+    assert s["scenes"] == 3 and s["questions"] <= 6
+    scenes = SceneSet.load(tmp_path / "demo")
+    assert len(scenes.scenes) == 3 and all(q.ok is None for sc in scenes.scenes for q in sc.questions)
+    assert all("✓" not in c for sc in scenes.scenes for c in question_choices(sc))
+
+
+def _tab(reply: Reply, events: list[dict]) -> TabSession:
+    client = SimpleNamespace(events=events, order=[reply.id], replies={reply.id: reply}, errors=[], session={},
+                             out_rate=24000, input_transcripts={})
+    return TabSession(client)
+
+
+def test_turn_state_follows_the_conversation():
+    t0 = time.perf_counter()
+    r = Reply("resp_1")
+    ev = [{"type": "input_audio_buffer.speech_started", "_t": t0}]
+    tab = _tab(r, ev)
+    assert tab.state(t0) == "listening: you are speaking"
+    ev.append({"type": "input_audio_buffer.speech_stopped", "_t": t0 + 1})
+    assert tab.state(t0 + 1) == "thinking: end of your turn?"
+    ev.append({"type": "response.created", "response": {"id": r.id}, "_t": t0 + 1.2})
+    assert tab.state(t0 + 1.2) == "thinking: answering"
+    r.t_first_audio, r.audio = t0 + 1.5, [np.zeros(24000, np.float32)]  # 1 s of reply audio
+    ev.append({"type": "response.output_audio.delta", "_t": t0 + 1.5})
+    r.status, r.t_done = "completed", t0 + 1.6
+    ev.append({"type": "response.done", "response": {"id": r.id, "status": "completed"}, "_t": t0 + 1.6})
+    assert tab.state(t0 + 2.0) == "speaking"  # the server is done, the page still plays it
+    assert tab.state(t0 + 4.0) == "listening"  # played out (with the slack for the page starting late)
+
+
+def test_interrupt_stops_a_reply_the_page_still_plays():
+    now = time.perf_counter()
+    r = Reply("resp_2", status="completed", t_first_audio=now - 0.2, t_done=now - 0.1)
+    r.audio = [np.full(48000, 0.1, np.float32)]  # 2 s: still playing
+    tab = _tab(r, [{"type": "response.done", "response": {"id": r.id, "status": "completed"}, "_t": now - 0.1}])
+    assert tab.live.next_message(tab.client) is not None  # the audio went to the page
+    assert tab.cut_playing()
+    assert json.loads(tab.live.next_message(tab.client))["stop"] is True
+    assert tab.live.next_message(tab.client) is None and tab.state() == "interrupted"
+    assert not tab.cut_playing()  # nothing left to cut
+
+
+def test_speaking_over_a_played_out_reply_cuts_it_here():
+    now = time.perf_counter()
+    r = Reply("resp_3", status="completed", t_first_audio=now - 0.3, t_done=now - 0.2)
+    r.audio = [np.full(48000, 0.1, np.float32)]
+    ev = [{"type": "response.done", "response": {"id": r.id, "status": "completed"}, "_t": now - 0.2}]
+    tab = _tab(r, ev)
+    tab.barge_in()
+    assert r.id not in tab.live.cut_ids  # nobody spoke
+    ev.append({"type": "input_audio_buffer.speech_started", "_t": now})
+    tab.barge_in()
+    assert r.id in tab.live.cut_ids and isinstance(tab.live, LiveAudio)
+
+
+def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
+    """`python -m demo.check_scenes` with the server's answers scripted: questions right
+    the page's way first, scenes without one dropped, their files deleted."""
+    import shutil
+
+    from demo import check_scenes
+
+    src = SceneSet.load(f"{DEFAULT_MODEL_DIR}/demo")
+    root = tmp_path / "demo"
+    shutil.copytree(src.root, root)
+    doc = json.loads((root / "scenes.json").read_text())
+    for s in doc["scenes"]:
+        for q in s["questions"]:
+            q["offline_ok"] = True
+            q.pop("stream_ok", None)
+    first = doc["scenes"][0]
+    right = {first["questions"][-1]["audio"]}  # only the last question of the first scene comes back right
+
+    async def scripted(url, image, audio, timeout=60.0):
+        rel = str(audio.relative_to(root))
+        q = next(q for s in doc["scenes"] for q in s["questions"] if q["audio"] == rel)
+        return q["answer"].upper() + "." if rel in right else "nothing"
+
+    monkeypatch.setattr(check_scenes, "ask_like_the_page", scripted)
+    summary = check_scenes.check(doc, root, "ws://unused", keep=10, per_scene=2, progress=False)
+    assert summary["scenes"] == 1 and summary["suggestions_right"] == 1
+    kept = doc["scenes"][0]["questions"]
+    assert len(kept) == 2 and kept[0]["stream_ok"] and kept[0]["audio"] in right and not kept[1]["stream_ok"]
+    assert check_scenes.prune_files(doc, root) > 0
+    assert sorted(p.name for p in (root / "images").iterdir()) == [Path(first["image"]).name]
+    assert check_scenes.normalize(" Top! ") == "top"

@@ -1,0 +1,147 @@
+"""The whole product in headless Chromium: `omni demo` starts `omni serve` on the shipped
+default model, the page's virtual camera streams a held-out scene of the model's world,
+the page plays a held-out spoken question about it, and the answer appears in the
+transcript and is heard (pocketsphinx, grammar of all answers) in the reply audio; then
+the Interrupt button stops a reply the page is playing. The page's screenshot is kept
+for the README (docs/demo.png)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omni.defaults import DEFAULT_MODEL_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+         "--autoplay-policy=no-user-gesture-required"]
+SCENES = os.path.join(DEFAULT_MODEL_DIR, "demo")
+TEXT = "(s => (document.querySelector(s) || {innerText: ''}).innerText)"  # '' until the element exists
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_page():
+    """`omni demo` on the shipped default model: (page URL, its log file)."""
+    if not os.path.isfile(os.path.join(SCENES, "scenes.json")):
+        pytest.fail(f"{SCENES}/scenes.json is missing: the shipped default model's demo scenes")
+    port, log = _free_port(), ROOT / "runs" / "test_demo_world.log"
+    log.parent.mkdir(exist_ok=True)
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "omni.cli", "demo", "--port", str(port), "--device", "cpu"],
+                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"omni demo exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail(f"the demo page did not come up: {log.read_text()[-2000:]}")
+    yield url, log
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _reply_audio(page, tmp_path) -> np.ndarray:
+    page.wait_for_selector("#reply a[data-testid='download-link']", timeout=60000, state="attached")
+    href = page.get_attribute("#reply a[data-testid='download-link']", "href")
+    path = tmp_path / "reply.wav"
+    path.write_bytes(urllib.request.urlopen(href, timeout=10).read())
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
+    return x, rate
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian chromium is required for the browser test (scripts/bootstrap.sh installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from omni.synth.questions import answer_space, normalize_answer
+    from omni.synth.recognize import AnswerRecognizer
+
+    url, log = demo_page
+    doc = json.loads(Path(SCENES, "scenes.json").read_text())
+    question = next(q for q in doc["scenes"][0]["questions"] if q["stream_ok"])  # the page's first choice
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_context(permissions=["microphone", "camera"], viewport={"width": 1280, "height": 1100}).new_page()
+        page.goto(url, timeout=60000)
+        # the page says what the model knows, shows the scene and suggests questions about it
+        page.wait_for_function(f"{TEXT}('#model').includes('Try asking')", timeout=30000)
+        assert question["text"] in page.inner_text("#question")
+        # the virtual camera streams the scene before anyone speaks
+        page.wait_for_function(f"/frames [3-9]|frames \\d\\d/.test({TEXT}('#status'))", timeout=60000)
+        page.locator("#play_question").click()
+        try:
+            page.wait_for_function(
+                "(() => { const t = document.querySelector('#transcript textarea').value;"
+                " const m = t.match(/assistant \\[\\w+\\]: (.+)/); return m && m[1].trim().length > 0"
+                " && /you: (?!\\(sp)[a-z]/.test(t)"  # the user's words, once the server's recognizer sends them
+                f" && {TEXT}('#latency').includes('completed') }})()", timeout=120000)
+        except Exception:
+            pytest.fail(f"no reply; transcript {page.input_value('#transcript textarea')!r}, "
+                        f"status {page.inner_text('#status')!r}, state {page.inner_text('#turn_state')!r}, "
+                        f"server log: {log.read_text()[-1500:]}")
+        transcript = page.input_value("#transcript textarea")
+        audio, rate = _reply_audio(page, tmp_path)
+        shot = tmp_path / "demo.png"
+        page.screenshot(path=str(shot), full_page=True)
+        # the Interrupt button stops a reply the page is playing: the second question's
+        page.locator("#play_question").click()
+        page.wait_for_function(f"{TEXT}('#turn_state').includes('speaking')", timeout=120000)
+        page.locator("#interrupt").click()
+        page.wait_for_function("window.omniPlayer && window.omniPlayer.stops >= 1", timeout=20000)
+        page.wait_for_function(f"{TEXT}('#turn_state').includes('interrupted')", timeout=20000)
+        stops = page.evaluate("window.omniPlayer.stops")
+        browser.close()
+    reply = transcript.split("assistant [")[1].split("]: ", 1)[1].splitlines()[0]
+    import torch
+    import torchaudio.functional as AF
+
+    pcm16k = AF.resample(torch.from_numpy(audio), rate, 16000).numpy()
+    heard = AnswerRecognizer(answer_space()).recognize(pcm16k, 16000)
+    assert normalize_answer(reply) == normalize_answer(question["answer"]), (question, transcript)
+    assert heard == normalize_answer(question["answer"]), (heard, question["answer"])
+    # the user's words as the server's recognizer heard them
+    from omni.synth.heldout import word_accuracy
+
+    said = transcript.split("you: ", 1)[1].splitlines()[0]
+    assert word_accuracy(question["text"], normalize_answer(said)) >= 0.5, (said, question["text"])
+    assert stops >= 1
+    docs = ROOT / "docs" / "demo.png"
+    if os.environ.get("OMNI_UPDATE_SCREENSHOT"):  # kept out of normal runs: CI must not change tracked files
+        shutil.copyfile(shot, docs)
