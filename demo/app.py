@@ -337,8 +337,9 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         if q is None:
             return state
         state = await ensure(state)
-        if state.question_playing():
-            return state
+        if state.question_playing():  # a new question replaces the one still playing (or its closing silence)
+            state.playing.cancel()
+            await asyncio.gather(state.playing, return_exceptions=True)
         lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
         pcm = np.concatenate([lead, read_question(q), tail])
         state.mic_seconds += len(pcm) / 16000

@@ -113,3 +113,27 @@ class ReplyStream:
         kind = self.block[0]
         self.block = None
         return Piece(kind, "".join(self.content)[:MAX_BLOCK_CHARS], complete)
+
+
+class SpeechGate:
+    """Which decode steps' speech is spoken, for a caller that speaks as it decodes
+    (`omni chat`): not the steps in which a block (thinking, a tool call) starts, goes on
+    or ends, and, while the text may be starting a tag, held until a later step decides.
+    The server's `SlotStream.split_step` keeps the same rule."""
+
+    def __init__(self, stream: ReplyStream | None = None) -> None:
+        self.stream = stream or ReplyStream()
+        self.held: list = []
+
+    def step(self, text: str, speech: list, done: bool = False) -> tuple[list[Piece], list]:
+        """Feed one step's text and its speech items; -> (text pieces, speech to play now)."""
+        was_in = self.stream.in_block
+        pieces = self.stream.feed(text) + (self.stream.finish() if done else [])
+        if was_in or self.stream.in_block or any(p.kind != "text" for p in pieces):
+            self.held = []  # a block's steps (and a held tag start that became one) are not speech
+            return pieces, []
+        self.held += speech
+        if self.stream.hiding and not done:  # a possible tag start: the next step decides
+            return pieces, []
+        out, self.held = self.held, []
+        return pieces, out

@@ -52,6 +52,7 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 SECTION_HEAD = "# Tools\nYou have access to the following tools:\n\n## Tool namespace: function\n\n"
 NO_TOOLS = "# Tools\nNo tools are available now."  # declared when tools are withdrawn after being offered
+NO_INSTRUCTIONS = "No special instructions apply now."  # when instructions given earlier are withdrawn
 SECTION_NOTE = (
     "**Note**: to call a tool, write " + CALL_OPEN + '{"name": <function-name>, "arguments": <args-dict>}'
     + CALL_CLOSE + ".\nTo call several tools, write one block per call, one after another."

@@ -27,7 +27,8 @@ import json
 from collections import OrderedDict
 from typing import Any, Callable
 
-from omni.tool_calls import NO_TOOLS, CallError, Tool, call_block, check_call, forced_opening, tool_section
+from omni.tool_calls import (NO_INSTRUCTIONS, NO_TOOLS, CallError, Tool, call_block, check_call, forced_opening,
+                             tool_section)
 from streaming.engine import EngineSlot
 from streaming.engine_commands import Text
 from streaming.metrics import Metrics
@@ -61,15 +62,27 @@ class Calls:
         self.calls: OrderedDict[str, str] = OrderedDict()  # call_id -> "pending" | "answered"
         self.declared = declared_key([], "auto")  # what the model was last told: no tools yet
         self.opened_with = self.declared  # the tools in the slot's system prompt (they survive a context reset)
+        self.told = self.opened_told = ""  # the instructions in force for the model, and the system prompt's
 
-    def opened(self, tools: list[dict], choice: Any) -> None:
-        """The slot was opened with these tools in its system prompt."""
+    def opened(self, tools: list[dict], choice: Any, instructions: str | None = None) -> None:
+        """The slot was opened with these tools and instructions in its system prompt."""
         self.declared = self.opened_with = declared_key(tools, choice)
+        self.told = self.opened_told = instructions or ""
 
     def context_reset(self, tools: list[dict], choice: Any) -> None:
         """The model starts over with the system prompt's tools only: tell it again if they differ."""
         self.declared = self.opened_with
+        self.told = self.opened_told
         self.declare(tools, choice)
+
+    def tell(self, instructions: str | None) -> None:
+        """The instructions in force for what the model says next (the session's, or a
+        `response.create`'s own for that reply): a system turn when they changed."""
+        text = instructions or ""
+        if text == self.told:
+            return
+        self.slot.submit(Text("system", text or NO_INSTRUCTIONS))
+        self.told = text
 
     def forget(self, call_id: str | None) -> None:
         """A deleted call can no longer be answered."""

@@ -84,9 +84,11 @@ class Replies:
         return self.current is not None and not self.current.closed
 
     def start(self, speculative: bool, modalities: list[str], tools: list[dict] | None = None,
-              tool_choice: Any = None, t_speech_end: float | None = None, from_turn: bool = False) -> None:
+              tool_choice: Any = None, t_speech_end: float | None = None, from_turn: bool = False,
+              instructions: str | None = None) -> None:
         cfg = self.config()
         r = Response(next(self.epochs), new_id("resp"), new_id("item"), speculative, list(modalities))
+        self.calls.tell(cfg.instructions if instructions is None else instructions)
         opening = self.calls.tool_context(r, cfg.tools if tools is None else tools,
                                           cfg.tool_choice if tool_choice is None else tool_choice)
         r.t_speech_end = t_speech_end

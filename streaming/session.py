@@ -190,11 +190,15 @@ class Session:
             mods = r.get("output_modalities") or r.get("modalities") or self.cfg.output_modalities
             tools = parse_tools(r["tools"], "response.tools") if r.get("tools") is not None else None
             choice = r.get("tool_choice")
+            instructions = r.get("instructions")  # this reply's own, in place of the session's
+            if instructions is not None and not isinstance(instructions, str):
+                raise ProtocolError("invalid_type", "response.instructions must be a string",
+                                    param="response.instructions")
             if choice is not None or tools is not None:  # this reply's own tools and / or choice
                 choice = check_tool_choice(choice if choice is not None else self.cfg.tool_choice,
                                            self.cfg.tools if tools is None else tools, "response.tool_choice")
             self.replies.start(speculative=False, modalities=mods, tools=tools, tool_choice=choice,
-                               t_speech_end=self.speech_end_time)
+                               t_speech_end=self.speech_end_time, instructions=instructions)
             return
         if e.type == "response.cancel":
             r = self.replies.current
@@ -216,7 +220,7 @@ class Session:
                                 param="session.audio.input.format.rate")
         if first:  # the slot first: if it cannot be opened, the session stays as it was, unconfigured
             await self.open(system_prompt(new.instructions, new.tools, new.tool_choice))
-            self.calls.opened(new.tools, new.tool_choice)
+            self.calls.opened(new.tools, new.tool_choice, new.instructions)
         self.cfg = new
         td = new.turn_detection
         if td is not None:
@@ -227,8 +231,8 @@ class Session:
         if first:
             self.configured = True
         else:
-            if "instructions" in (d.get("session") or {}) and new.instructions:
-                self.slot.submit(Text("system", new.instructions))
+            if "instructions" in (d.get("session") or {}):
+                self.calls.tell(new.instructions)
             self.calls.declare(new.tools, new.tool_choice)  # tools or choice changed: tell the model now
         self.send(self.ev.make("session.updated", session=new.to_json()))
 

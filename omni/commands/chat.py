@@ -6,7 +6,7 @@
 The text reply is printed as it streams; the spoken reply is written to --out.
 `--think` switches on the thinking mode of checkpoints whose chat template has
 one (` /think_on`, omni/sequence.py); the thinking section is printed to stderr
-as `[thinking] ...`, apart from the answer (and a tool-call block as
+as `[thinking] ...`, apart from the answer, and never spoken (and a tool-call block as
 `[tool call] ...`).
 Without --model a randomly initialized model of --flavor (default `debug`) is
 used, and the command says so: its answers are noise until a trained model is
@@ -123,22 +123,24 @@ def main(args) -> int:
     t0 = time.perf_counter()
     first = None
     pieces, frames = [], 0
-    from omni.reply_stream import ReplyStream
+    from omni.reply_stream import SpeechGate
 
-    parts = ReplyStream()  # thinking and tool calls apart from the answer
+    gate = SpeechGate()  # thinking and tool calls apart from the answer, and never spoken
     for ev in stream(model, req, opts, gen):
         if ev.text:
             first = first or time.perf_counter() - t0
-        for piece in parts.feed(ev.text) + (parts.finish() if ev.done else []):
+        speech = [(ev.frame, ev.audio)] if ev.frame is not None or (ev.audio is not None and len(ev.audio)) else []
+        shown, spoken = gate.step(ev.text, speech, ev.done)
+        for piece in shown:
             if piece.kind == "text":
                 print(piece.text, end="", flush=True)
             else:
                 label = "thinking" if piece.kind == "think" else "tool call"
                 print(f"[{label}] {piece.text}" + ("" if piece.complete else " (cut off)"), file=sys.stderr)
-        if ev.frame is not None:
-            frames += 1
-        if ev.audio is not None and len(ev.audio):
-            pieces.append(ev.audio)
+        for frame, audio in spoken:
+            frames += frame is not None
+            if audio is not None and len(audio):
+                pieces.append(audio)
     print()
     took = time.perf_counter() - t0
     info = f"[omni] {took:.2f} s, {frames} speech frames ({frames * model.config.codec.hop_length / model.output_sample_rate:.2f} s of audio)"

@@ -86,3 +86,48 @@ def test_a_reply_can_be_opened_with_given_text(debug_model, tok):
 def test_chat_think_needs_the_mode(capsys):
     assert cli_main(["chat", "--flavor", "debug", "--text", "hi", "--think"]) == 2
     assert "no thinking mode" in capsys.readouterr().err
+
+
+def test_speech_gate_never_speaks_thinking_or_a_tool_call():
+    """`omni chat`'s rule (the server's too): a step whose text starts, continues or ends
+    a block speaks nothing; a possible tag start is held until a later step decides."""
+    from omni.reply_stream import SpeechGate
+
+    gate, spoken = SpeechGate(), []
+    steps = ["<longcat_th", "ink>let me", " see</longcat", "_think>It is", " red.", " <", "b", "<longcat_tool_call>",
+             '{"name": "x"}', "</longcat_tool_call>", " done"]
+    for k, text in enumerate(steps):
+        _, out = gate.step(text, [k], done=k == len(steps) - 1)
+        spoken += out
+    # 0-2: the thinking block; 3 ends it (its frame is dropped); 5 ("<") is held, then spoken with 6
+    # ("b" shows it was no tag); 7-9: the tool call; 10: speech again
+    assert spoken == [4, 5, 6, 10], spoken
+
+
+def test_chat_writes_no_speech_for_a_thinking_section(tmp_path, monkeypatch, capsys):
+    """A model that thinks aloud: the [thinking] goes to stderr, the answer to stdout, and
+    the saved reply holds only the answer's steps' speech."""
+    import types
+
+    from omni.commands import chat
+
+    cfg = get_omni_config("debug")
+    cfg = dataclasses.replace(cfg, template=dataclasses.replace(cfg.template, thinking=True))
+    model = types.SimpleNamespace(config=cfg, device="cpu", output_sample_rate=24000)
+    texts = ["<longcat_think>", "hmm", "</longcat_think>", "It", " is", " red."]
+    events = [types.SimpleNamespace(text=t, frame=np.zeros(4), audio=np.full(100, k + 1.0, np.float32),
+                                    done=k == len(texts) - 1) for k, t in enumerate(texts)]
+    import omni.generation
+
+    monkeypatch.setattr(chat, "load_model", lambda args: model)
+    monkeypatch.setattr(chat, "model_config", lambda args: cfg)
+    monkeypatch.setattr(omni.generation, "stream", lambda *a, **k: iter(events))
+    out = tmp_path / "reply.wav"
+    rc = cli_main(["chat", "--flavor", "debug", "--text", "what color", "--think", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "[thinking] hmm" in captured.err and captured.out.strip() == "It is red."
+    import wave
+
+    with wave.open(str(out)) as w:
+        assert w.getnframes() == 300  # steps 3-5: nothing of the thinking steps 0-2

@@ -347,3 +347,29 @@ def test_agents_sdk_realtime_runner_calls_the_tool_and_hears_the_continuation(vo
     assert not errors, errors
     # the SDK asks for input transcription (and then retrieves the item): the server's recognizer ran
     assert transcribing and transcripts and transcripts[0].strip()
+
+
+def test_a_responses_own_instructions_apply_to_it_alone():
+    """`response.create` with `instructions`: the model is told them for that reply, and
+    the session's again before the next reply (a system turn only when they change)."""
+    model = ScriptedModel(replies=["Oui.", "Yes.", "Yes again."])
+
+    async def main():
+        async with serving(model) as srv, RealtimeClient(srv.url) as c:
+            await c.configure(turn_detection=None, instructions="Be brief.")
+            for extra in ({"instructions": "Answer in French."}, {}, {}):
+                n = await text_turn(c, "hello", **extra)
+                await c.wait_response(20, start=n)
+            await c.send({"type": "response.create", "response": {"instructions": 7}})
+            err = await c.wait_for(lambda e: e["type"] == "error", 10)
+            return err
+
+    err = run(main())
+    assert err["error"]["code"] == "invalid_type" and err["error"]["param"] == "response.instructions"
+    ctx = model.context(0)
+    told = [t[1] for t in ctx if t[0] == "system"]
+    assert told == ["Answer in French.", "Be brief."], ctx  # the session's were in the system prompt already
+    begins = [k for k, t in enumerate(ctx) if t[0] == "begin"]
+    french = ctx.index(("system", "Answer in French."))
+    assert begins[0] > french and french > begins[0] - 3  # told right before the first reply
+    assert begins[0] < ctx.index(("system", "Be brief.")) < begins[1]  # and back before the second
