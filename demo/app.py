@@ -143,6 +143,8 @@ class TabSession:
     shown_note: str = ""
     playing: asyncio.Task | None = None  # a suggested question being played into the conversation
     cut_at: float = 0.0  # when a reply was last cut here while it played
+    scene_id: str = ""  # the virtual camera's scene, and when its video (re)started
+    video_t0: float = 0.0
 
     def playing_reply(self, now: float | None = None) -> str | None:
         """The reply whose arrived audio the page is still playing (real time from its first audio)."""
@@ -313,13 +315,17 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         return state
 
     async def virtual_camera(camera: str, label: str | None, upload, state: TabSession | None):
-        """The chosen scene (or uploaded picture) as the camera, 2 frames a second."""
+        """The chosen scene (or uploaded picture) as the camera, 2 frames a second; a video
+        scene plays from its start when chosen and when a question is played."""
         scene = scenes.by_label(label) if scenes else None
-        frame = scene.image if camera == "world scene" and scene else upload if camera == "uploaded picture" else None
-        if frame is None:
-            return state
-        state = await ensure(state)
-        await send_frame(state, frame)
+        if camera == "world scene" and scene is not None:
+            state = await ensure(state)
+            if state.scene_id != scene.id:
+                state.scene_id, state.video_t0 = scene.id, time.perf_counter()
+            await send_frame(state, scene.frame_at(time.perf_counter() - state.video_t0))
+        elif camera == "uploaded picture" and upload is not None:
+            state = await ensure(state)
+            await send_frame(state, upload)
         return state
 
     def pick_scene(label: str | None):
@@ -343,6 +349,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
         pcm = np.concatenate([lead, read_question(q), tail])
         state.mic_seconds += len(pcm) / 16000
+        state.video_t0 = time.perf_counter()  # a video scene plays from its start under the question
         state.playing = asyncio.create_task(state.client.stream_audio(pcm, 16000, realtime=True))
         return state
 

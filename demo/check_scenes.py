@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.scenes import QUESTION_PAD_S, frame_jpeg, read_question
+from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, read_question
 from streaming.client import RealtimeClient
 
 CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
@@ -36,23 +36,23 @@ def normalize(text: str) -> str:
     return " ".join(kept.split())
 
 
-async def ask_like_the_page(url: str, image: Path, audio: Path, timeout: float = 60.0) -> str:
+async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float = 60.0) -> str:
     """One question as the page asks it; the reply's text."""
-    from demo.scenes import Question
-
-    jpeg = frame_jpeg(image)
+    jpegs = {f: frame_jpeg(f) for f in scene.frames}
     clip = read_question(Question("", "", audio, None))
     async with RealtimeClient(url) as c:
         await c.configure(input_rate=16000, output_rate=24000, transcription=None)
+        t0 = [time.perf_counter()]  # a video starts with the camera, and again with the question
 
         async def camera() -> None:
             while True:
-                await c.append_image(jpeg)
+                await c.append_image(jpegs[scene.frame_at(time.perf_counter() - t0[0])])
                 await asyncio.sleep(0.5)
 
         cam = asyncio.create_task(camera())
         try:
             await asyncio.sleep(CAMERA_LEAD_S)
+            t0[0] = time.perf_counter()
             lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
             n = len(c.events)
             await c.stream_audio(np.concatenate([lead, clip, tail]), 16000, realtime=True)
@@ -62,14 +62,20 @@ async def ask_like_the_page(url: str, image: Path, audio: Path, timeout: float =
     return reply.transcript
 
 
-def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: bool = True) -> dict:
-    """Ask, judge and prune `doc` (scenes.json) in place; returns a summary."""
+def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: bool = True,
+          videos: int = 0) -> dict:
+    """Ask, judge and prune `doc` (scenes.json) in place; returns a summary. Up to `videos`
+    of the `keep` scenes are videos (when that many have a question answered right)."""
     asked = right = 0
-    kept = []
+    kept, kept_videos = [], []
+    loaded = {s.id: s for s in SceneSet.load(root).scenes}
     for scene in doc["scenes"]:
+        is_video = bool(scene.get("video"))
+        if (len(kept_videos) if is_video else len(kept)) >= (videos if is_video else keep - videos):
+            continue  # this kind's quota is full: no need to ask
         for q in scene["questions"]:
             if q.get("offline_ok"):
-                q["stream_reply"] = asyncio.run(ask_like_the_page(url, root / scene["image"], root / q["audio"]))
+                q["stream_reply"] = asyncio.run(ask_like_the_page(url, loaded[scene["id"]], root / q["audio"]))
                 accept = {normalize(a) for a in [q["answer"], *q.get("accept", [])]}
                 q["stream_ok"] = normalize(q["stream_reply"]) in accept
                 asked, right = asked + 1, right + q["stream_ok"]
@@ -78,24 +84,26 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
         if any(q["stream_ok"] for q in scene["questions"]):
             scene["questions"] = sorted(scene["questions"], key=lambda q: (not q["stream_ok"], not q.get("offline_ok")))
             scene["questions"] = scene["questions"][:per_scene]
-            kept.append(scene)
+            (kept_videos if is_video else kept).append(scene)
             if progress:
-                print(f"check_scenes: {len(kept)}/{keep} scenes ({scene['id']}; {right}/{asked} right so far)",
-                      file=sys.stderr, flush=True)
-        if len(kept) == keep:
+                print(f"check_scenes: {len(kept)} stills, {len(kept_videos)} videos ({scene['id']}; "
+                      f"{right}/{asked} right so far)", file=sys.stderr, flush=True)
+        if len(kept) >= keep - videos and len(kept_videos) >= videos:
             break
+    order = {s["id"]: k for k, s in enumerate(doc["scenes"])}
+    kept = sorted(kept[: keep - len(kept_videos)] + kept_videos, key=lambda s: order[s["id"]])
     doc["scenes"] = kept
     doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
                            "asked": asked, "right": right}
     return {"scenes": len(kept), "asked": asked, "right": right,
-            "suggestions": sum(len(s["questions"]) for s in kept),
+            "videos": sum(bool(s.get("video")) for s in kept), "suggestions": sum(len(s["questions"]) for s in kept),
             "suggestions_right": sum(q["stream_ok"] for s in kept for q in s["questions"])}
 
 
 def prune_files(doc: dict, root: Path) -> int:
     """Delete the images and recordings scenes.json no longer names; returns how many."""
-    named = {root / s["image"] for s in doc["scenes"]} | {root / q["audio"] for s in doc["scenes"]
-                                                          for q in s["questions"]}
+    named = {root / f for s in doc["scenes"] for f in [s["image"], *s.get("frames", [])]}
+    named |= {root / q["audio"] for s in doc["scenes"] for q in s["questions"]}
     gone = 0
     for sub in ("images", "questions"):
         for f in (root / sub).glob("*"):
@@ -112,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="the model directory the server runs")
     p.add_argument("--keep", type=int, default=10, help="scenes to keep (default 10)")
     p.add_argument("--per-scene", type=int, default=3, help="questions per scene (default 3)")
+    p.add_argument("--videos", type=int, default=3, help="of the kept scenes, up to this many videos (default 3)")
     p.add_argument("--device", default="cpu", help="the server's device (default cpu)")
     p.add_argument("--server-timeout", type=float, default=300.0, help="seconds to wait for the server")
     args = p.parse_args(argv)
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     proc, url = start_server(server_args)
     try:
-        summary = check(doc, root, url, args.keep, args.per_scene)
+        summary = check(doc, root, url, args.keep, args.per_scene, videos=min(args.videos, args.keep))
     finally:
         proc.terminate()
         proc.wait(30)

@@ -33,12 +33,23 @@ class Question:
 @dataclass(frozen=True)
 class Scene:
     id: str
-    image: Path
+    image: Path  # the first frame (the preview)
     caption: str
     questions: tuple[Question, ...]
+    frames: tuple[Path, ...] = ()  # a video's frames at 2 FPS; a still: (image,)
 
     def label(self, k: int) -> str:
-        return f"scene {k + 1}: {self.caption}" if self.caption else f"scene {k + 1}"
+        kind = "video, at the start: " if len(self.frames) > 1 else ""
+        return f"scene {k + 1}: {kind}{self.caption}" if self.caption else f"scene {k + 1}"
+
+    def frame_at(self, seconds: float) -> Path:
+        """The camera's frame `seconds` after the video (re)started: 2 FPS, then the last
+        frame held for 1 s, then again from the start (a still: always the one frame)."""
+        n = len(self.frames)
+        if n <= 1:
+            return self.image
+        k = int(max(0.0, seconds) * 2) % (n + 2)
+        return self.frames[min(k, n - 1)]
 
 
 def _ok(q: dict) -> bool | None:
@@ -61,11 +72,13 @@ class SceneSet:
             doc = json.loads((root / "scenes.json").read_text())
             scenes = [Scene(s["id"], root / s["image"], str(s.get("caption") or ""),
                             tuple(Question(q["text"], q["answer"], root / q["audio"], _ok(q))
-                                  for q in s["questions"]))
+                                  for q in s["questions"]),
+                            tuple(root / f for f in s.get("frames") or [s["image"]]))
                       for s in doc["scenes"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{root}/scenes.json is not a demo scene list ({exc})") from None
-        missing = [str(p) for s in scenes for p in (s.image, *[q.audio for q in s.questions]) if not p.is_file()]
+        missing = [str(p) for s in scenes for p in (s.image, *s.frames, *[q.audio for q in s.questions])
+                   if not p.is_file()]
         if missing:
             raise ValueError(f"{root}: scenes.json names missing files: {missing[:3]}")
         return cls(root, scenes) if scenes else None

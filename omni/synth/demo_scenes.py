@@ -1,7 +1,8 @@
 """Scenes a newcomer can show the default model: held-out stills with questions about
 them, spoken in held-out voices, for the live demo's virtual camera.
 
-`omni data demo-scenes` picks held-out picture scenes of a written split and, for each,
+`omni data demo-scenes` picks held-out scenes (stills, and videos at 2 frames a second)
+of a written split and, for each,
 up to `per_scene` of its held-out spoken questions. With a model, every candidate
 question is asked offline (its clean clip, the still as a 2 FPS camera, as
 `bench/default_model.py` asks): the ones answered right come first, marked
@@ -10,10 +11,10 @@ is about questions asked its own way, through the server: `python -m demo.check_
 then asks them so, adds `stream_ok`, and keeps what works (`demo/check_scenes.py`).
 Writes (a model directory's `demo/` folder is where `omni demo` looks):
 
-    scenes.json   {"version": 1, "model": name, "scenes": [{"id", "image", "caption",
+    scenes.json   {"version": 1, "model": name, "scenes": [{"id", "image", "frames", "video", "caption",
                    "questions": [{"text", "answer", "accept", "family", "audio",
                    "offline_ok", "offline_reply"}]}]}
-    images/ID.png, questions/QID.wav (16 kHz mono)
+    images/ID.png (a video: ID_NN.png, its frames), questions/QID.wav (16 kHz mono)
 """
 
 from __future__ import annotations
@@ -26,29 +27,43 @@ from pathlib import Path
 import numpy as np
 
 SCENES_VERSION = 1
+VIDEO_FPS = 2.0  # a video scene's frames, as the camera sends them and as the model was trained
+
+
 def _candidates(data: Path) -> dict[str, list[dict]]:
-    """Held-out still scenes -> their visual questions (manifest rows), in split order."""
+    """Held-out scenes (stills and videos) -> their visual questions (manifest rows), in split order."""
     from .build import read_jsonl
 
     by_scene: dict[str, list[dict]] = {}
     for r in read_jsonl(data / "manifest.jsonl"):
-        if r.get("image") and r.get("family") in ("counting", "attribute", "position"):
+        if (r.get("image") or r.get("video")) and r.get("family") in ("counting", "attribute", "position", "motion"):
             by_scene.setdefault(r["scene_id"], []).append(r)
     return by_scene
 
 
-def _ask(model, rows: list[dict], data: Path, batch: int, progress: bool) -> list[dict]:
-    """Answer every row's clean question clip with its still as the camera."""
+def _frames(data: Path, row: dict, scene) -> list[np.ndarray]:
+    """What the camera shows: the still, or the video re-rendered at VIDEO_FPS from its scene
+    record (the split's mp4 has another frame rate; the pack renders the same way)."""
     from PIL import Image
 
+    from .render import render_clip
+
+    if row.get("video"):
+        return list(render_clip(scene, VIDEO_FPS, 224))
+    with Image.open(data / row["image"]) as im:
+        return [np.asarray(im.convert("RGB"))]
+
+
+def _ask(model, rows: list[dict], data: Path, records: dict, batch: int, progress: bool) -> list[dict]:
+    """Answer every row's clean question clip with its scene as the camera (2 FPS, from the
+    question's start; a video holds its last frame)."""
     from .audio import read_wav, to_float
     from .heldout import answer, score, select
 
     items = []
     for r in rows:
-        with Image.open(data / r["image"]) as im:
-            frame = np.asarray(im.convert("RGB"))
-        items.append({"id": r["id"], "family": r["family"], "frames": [frame], "question_text": r["question_text"],
+        items.append({"id": r["id"], "family": r["family"], "frames": _frames(data, r, records[r["scene_id"]]),
+                      "question_text": r["question_text"],
                       "audio": to_float(read_wav(data / r["question_clip"])[0]), "caption": None,
                       "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]]})
     items = select(items, 0, "spoken")
@@ -69,7 +84,7 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
         raise FileNotFoundError(f"{data}: no manifest.jsonl (write a held-out split with `omni data default`)")
     by_scene = _candidates(data)
     if not by_scene:
-        raise ValueError(f"{data}: no still scenes with visual questions")
+        raise ValueError(f"{data}: no scenes with visual questions")
     records = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(data / "scenes.jsonl")}
     answers: dict[str, dict] = {}
     name = None
@@ -79,7 +94,7 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
         model = OmniModel.from_pretrained(model_dir).eval()
         name = os.path.basename(os.path.normpath(model_dir))
         rows = [r for rs in by_scene.values() for r in rs]
-        answers = {it["id"]: it for it in _ask(model, rows, data, batch, progress)}
+        answers = {it["id"]: it for it in _ask(model, rows, data, records, batch, progress)}
     offline = lambda r: bool(answers.get(r["id"], {}).get("text_ok"))
     chosen = []
     for sid, rows in by_scene.items():
@@ -94,8 +109,13 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
     (out / "images").mkdir(parents=True)
     (out / "questions").mkdir()
     listed = []
+    from .render import write_png
+
     for sid, rows in chosen:
-        shutil.copyfile(data / rows[0]["image"], out / "images" / f"{sid}.png")
+        frames = _frames(data, rows[0], records[sid])
+        names = [f"images/{sid}.png"] if len(frames) == 1 else [f"images/{sid}_{k:02d}.png" for k in range(len(frames))]
+        for name_k, frame in zip(names, frames):
+            write_png(frame, out / name_k)
         qs = []
         for r in rows:
             shutil.copyfile(data / r["question_clip"], out / "questions" / f"{r['id']}.wav")
@@ -104,7 +124,7 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
                        "family": r["family"], "audio": f"questions/{r['id']}.wav",
                        "offline_ok": bool(it.get("text_ok")) if model_dir else None,
                        "offline_reply": it.get("text") if model_dir else None})
-        listed.append({"id": sid, "image": f"images/{sid}.png",
+        listed.append({"id": sid, "image": names[0], "frames": names, "video": len(names) > 1,
                        "caption": scene_caption(records[sid]) if sid in records else "", "questions": qs})
     doc = {"version": SCENES_VERSION, "model": name, "source": str(data), "scenes": listed}
     (out / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")

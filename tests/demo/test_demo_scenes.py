@@ -53,14 +53,28 @@ def test_write_demo_scenes_without_a_model(tmp_path):
     from omni.synth.demo_scenes import write_demo_scenes
     from omni.synth.plan import build_plan
 
-    plan = build_plan(0, "heldout", 4, questions_per_scene=3, speech_ratio=0.0, renderings_per_text=1,
-                      video_fraction=0.0)
+    plan = build_plan(0, "heldout", 6, questions_per_scene=3, speech_ratio=0.0, renderings_per_text=1,
+                      video_fraction=0.5)
     build_split(tmp_path / "heldout", plan, workers=1, progress=False)
-    s = write_demo_scenes(tmp_path / "heldout", tmp_path / "demo", scenes=3, per_scene=2, progress=False)
-    assert s["scenes"] == 3 and s["questions"] <= 6
+    s = write_demo_scenes(tmp_path / "heldout", tmp_path / "demo", scenes=6, per_scene=2, progress=False)
+    assert s["scenes"] == 6 and s["questions"] <= 12
     scenes = SceneSet.load(tmp_path / "demo")
-    assert len(scenes.scenes) == 3 and all(q.ok is None for sc in scenes.scenes for q in sc.questions)
+    assert len(scenes.scenes) == 6 and all(q.ok is None for sc in scenes.scenes for q in sc.questions)
     assert all("✓" not in c for sc in scenes.scenes for c in question_choices(sc))
+    videos = [sc for sc in scenes.scenes if len(sc.frames) > 1]
+    stills = [sc for sc in scenes.scenes if len(sc.frames) == 1]
+    assert videos and stills and all("video" in sc.label(0) for sc in videos)
+    v = videos[0]  # 2 FPS from the start, the last frame held 1 s, then again
+    n = len(v.frames)
+    assert v.frame_at(0) == v.frames[0] and v.frame_at(0.5) == v.frames[1] and v.frame_at(n / 2 + 0.6) == v.frames[-1]
+    assert v.frame_at(n / 2 + 1.0) == v.frames[0] and stills[0].frame_at(7.3) == stills[0].image
+    from PIL import Image
+
+    def moves(sc) -> bool:  # (a video may have nothing moving: "what is moving" -> "nothing")
+        with Image.open(sc.frames[0]) as a, Image.open(sc.frames[-1]) as b:
+            return bool(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() > 0)
+
+    assert any(moves(sc) for sc in videos)
 
 
 def _tab(reply: Reply, events: list[dict]) -> TabSession:
@@ -130,7 +144,7 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     first = doc["scenes"][0]
     right = {first["questions"][-1]["audio"]}  # only the last question of the first scene comes back right
 
-    async def scripted(url, image, audio, timeout=60.0):
+    async def scripted(url, scene, audio, timeout=60.0):
         rel = str(audio.relative_to(root))
         q = next(q for s in doc["scenes"] for q in s["questions"] if q["audio"] == rel)
         return q["answer"].upper() + "." if rel in right else "nothing"
@@ -141,5 +155,6 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     kept = doc["scenes"][0]["questions"]
     assert len(kept) == 2 and kept[0]["stream_ok"] and kept[0]["audio"] in right and not kept[1]["stream_ok"]
     assert check_scenes.prune_files(doc, root) > 0
-    assert sorted(p.name for p in (root / "images").iterdir()) == [Path(first["image"]).name]
+    assert sorted(p.name for p in (root / "images").iterdir()) == sorted(
+        Path(f).name for f in first.get("frames") or [first["image"]])
     assert check_scenes.normalize(" Top! ") == "top"
