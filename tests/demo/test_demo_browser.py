@@ -8,26 +8,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-import socket
 import subprocess
 import threading
 import time
-import urllib.request
-import wave
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.demo.browser_helpers import CHROMIUM, FLAGS, replay_audio
+from tests.demo.browser_helpers import free_port as _free_port
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +90,8 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
                             f"status: {page.inner_text('#status')!r}")
             transcript = page.input_value("#transcript textarea")
             # the spoken reply is loaded into the player: fetch it and check it is real audio
-            page.wait_for_selector("#reply a[data-testid='download-link']", timeout=60000, state="attached")
-            href = page.get_attribute("#reply a[data-testid='download-link']", "href")
-            path = tmp_path / "reply.wav"
-            path.write_bytes(urllib.request.urlopen(href, timeout=10).read())
-            with wave.open(str(path)) as w:
-                frames = w.getnframes()
+            reply_audio, reply_rate = replay_audio(page, tmp_path)
+            frames = len(reply_audio)
             # the live player was handed the reply's audio as it arrived: all of it, in chunks
             # (its polls run every 0.3 s and may lag on a busy machine: wait for the count)
             try:
@@ -125,8 +109,7 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
         app.close()
     assert "connected" in status and "frames 0" not in status  # webcam frames were streamed too
     assert "model: omni" in model_line, model_line  # the name the server's session reports
-    with wave.open(str(path)) as w:
-        seconds = w.getnframes() / w.getframerate()
+    seconds = frames / reply_rate
     assert 0.05 < seconds <= 12 * 0.06 + 0.3, seconds  # at most max_steps codec frames of speech
     # every sample of the reply went through the live player, and its context was running
     assert player["chunks"] >= 1 and player["samples"] == frames, (player, frames)

@@ -14,30 +14,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from omni.defaults import DEFAULT_MODEL_DIR
+from tests.demo.browser_helpers import CHROMIUM, replay_audio
+from tests.demo.browser_helpers import FLAGS as BROWSER_FLAGS
+from tests.demo.browser_helpers import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-         "--autoplay-policy=no-user-gesture-required"]
+FLAGS = BROWSER_FLAGS + ["--autoplay-policy=no-user-gesture-required"]
 SCENES = os.path.join(DEFAULT_MODEL_DIR, "demo")
 TEXT = "(s => (document.querySelector(s) || {innerText: ''}).innerText)"  # '' until the element exists
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +59,6 @@ def demo_page():
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def _reply_audio(page, tmp_path) -> np.ndarray:
-    page.wait_for_selector("#reply a[data-testid='download-link']", timeout=60000, state="attached")
-    href = page.get_attribute("#reply a[data-testid='download-link']", "href")
-    path = tmp_path / "reply.wav"
-    path.write_bytes(urllib.request.urlopen(href, timeout=10).read())
-    with wave.open(str(path)) as w:
-        rate = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-    return x, rate
 
 
 @pytest.mark.browser
@@ -117,7 +95,7 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
                         f"status {page.inner_text('#status')!r}, state {page.inner_text('#turn_state')!r}, "
                         f"server log: {log.read_text()[-1500:]}")
         transcript = page.input_value("#transcript textarea")
-        audio, rate = _reply_audio(page, tmp_path)
+        audio, rate = replay_audio(page, tmp_path)
         shot = tmp_path / "demo.png"
         page.screenshot(path=str(shot), full_page=True)
         # barge-in: asking again while the page plays a reply stops it
