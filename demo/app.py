@@ -30,6 +30,7 @@ import asyncio
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,7 @@ class TabSession:
     cut_at: float = 0.0  # when a reply was last cut here while it played
     scene_id: str = ""  # the virtual camera's scene, and when its video (re)started
     video_t0: float = 0.0
+    shown_frame: Path | None = None  # the video frame the page shows
 
     def playing_reply(self, now: float | None = None) -> str | None:
         """The reply whose arrived audio the page is still playing (real time from its first audio)."""
@@ -316,17 +318,22 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
 
     async def virtual_camera(camera: str, label: str | None, upload, state: TabSession | None):
         """The chosen scene (or uploaded picture) as the camera, 2 frames a second; a video
-        scene plays from its start when chosen and when a question is played."""
+        scene plays from its start when chosen and when a question is played, and the page
+        shows the frame it sends."""
         scene = scenes.by_label(label) if scenes else None
+        shown = gr.skip()
         if camera == "world scene" and scene is not None:
             state = await ensure(state)
             if state.scene_id != scene.id:
                 state.scene_id, state.video_t0 = scene.id, time.perf_counter()
-            await send_frame(state, scene.frame_at(time.perf_counter() - state.video_t0))
+            frame = scene.frame_at(time.perf_counter() - state.video_t0)
+            await send_frame(state, frame)
+            if len(scene.frames) > 1 and frame != state.shown_frame:
+                state.shown_frame, shown = frame, str(frame)
         elif camera == "uploaded picture" and upload is not None:
             state = await ensure(state)
             await send_frame(state, upload)
-        return state
+        return state, shown
 
     def pick_scene(label: str | None):
         scene = scenes.by_label(label) if scenes else None
@@ -430,7 +437,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         play.click(play_question, inputs=[scene_pick, question, state], outputs=[state])
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
         live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)
-        gr.Timer(0.5).tick(virtual_camera, inputs=[camera, scene_pick, upload, state], outputs=[state],
+        gr.Timer(0.5).tick(virtual_camera, inputs=[camera, scene_pick, upload, state], outputs=[state, scene_view],
                            show_progress="hidden")
         gr.Timer(0.3).tick(poll, inputs=[state],
                            outputs=[transcript, reply, latency, status, live_audio, model, turn],

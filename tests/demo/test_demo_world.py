@@ -3,7 +3,8 @@ default model, the page's virtual camera streams a held-out scene of the model's
 the page plays a held-out spoken question about it, and the answer appears in the
 transcript and is heard (pocketsphinx, grammar of all answers) in the reply audio; then
 asking again over the next reply (barge-in) stops it, and the Interrupt button the one
-after. The page's screenshot is kept for the README (docs/demo.png)."""
+after; the next scene, a video, plays in the page. The page's screenshot is kept for the
+README (docs/demo.png)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,11 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
         page.wait_for_function("window.omniPlayer.stops >= 2", timeout=20000)
         page.wait_for_function(f"{TEXT}('#turn_state').includes('interrupted')", timeout=20000)
         stops = page.evaluate("window.omniPlayer.stops")
+        # the next scene is a video: the page shows the frames the camera sends, moving
+        page.locator("#next_scene").click()
+        page.wait_for_function("(() => { const i = document.querySelector('#scene_view img'); if (!i) return false;"
+                               " window.seen = window.seen || new Set(); window.seen.add(i.src);"
+                               " return window.seen.size >= 3 })()", timeout=30000)
         browser.close()
     reply = transcript.split("assistant [")[1].split("]: ", 1)[1].splitlines()[0]
     import torch
