@@ -48,8 +48,9 @@ def bank_voice(seed: int, text: str, k: int) -> Voice:
 
 
 def espeak_version() -> str:
+    """"eSpeak NG text-to-speech: 1.52.0" (without the data folder, a path of this machine)."""
     out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False)
-    return out.stdout.strip()
+    return out.stdout.split("Data at:")[0].strip()
 
 
 def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,

@@ -37,6 +37,7 @@ def test_bank_renders_every_text_in_unseen_voices(bank_world):
 
     _, bank, _, _, texts = bank_world
     assert len(bank) == 5 * 3 and sorted(set(bank.clip_texts)) == sorted(texts[:4] + ["an unrelated sentence"])
+    assert bank.meta["espeak"].startswith("eSpeak NG") and "/" not in bank.meta["espeak"]  # no path of this machine
     voices = bank.meta["voices"]
     assert len(set(voices)) == len(voices)  # every rendering its own voice
     variants = {v.split("/")[0].split("+")[1] for v in voices}
