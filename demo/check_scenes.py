@@ -31,7 +31,8 @@ CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
 
 
 def normalize(text: str) -> str:
-    """Lower case, letters and digits, single spaces (the world's exact-match form)."""
+    """Lower case, letters and digits, single spaces: the world's exact-match form
+    (`omni.synth.questions.normalize_answer`, written again: the demo never imports omni)."""
     kept = "".join(c if c.isalnum() or c.isspace() else " " for c in text.lower())
     return " ".join(kept.split())
 

@@ -44,7 +44,7 @@ def _progress(items: Iterable, total: int, desc: str, enabled: bool):
     return tqdm(items, total=total, desc=desc, unit="item", dynamic_ncols=True)
 
 
-def _parallel(fn: Callable, items: list, workers: int, desc: str, progress: bool) -> list:
+def parallel(fn: Callable, items: list, workers: int, desc: str, progress: bool) -> list:
     """Run fn over items on `workers` threads (the work is in subprocesses, PIL and av)."""
     if workers <= 1:
         return [fn(x) for x in _progress(items, len(items), desc, progress)]
@@ -115,7 +115,7 @@ def build_split(
     def media_of(scene):
         return scene.scene_id, _scene_media(scene, out / "media", still_videos)
 
-    media = dict(_parallel(media_of, scenes, workers, f"{plan.split}: scenes", progress))
+    media = dict(parallel(media_of, scenes, workers, f"{plan.split}: scenes", progress))
     timings["render_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -127,7 +127,7 @@ def build_split(
             _atomic_wav(path, synthesize(clip.text, clip.voice))
         return clip.clip_id
 
-    _parallel(synth_clip, clips, workers, f"{plan.split}: question clips", progress)
+    parallel(synth_clip, clips, workers, f"{plan.split}: question clips", progress)
     answers = sorted({s.question.answer for s in plan.samples})
 
     def synth_answer(text):
@@ -136,7 +136,7 @@ def build_split(
             _atomic_wav(path, synthesize(text, ASSISTANT_VOICE))
         return text
 
-    _parallel(synth_answer, answers, workers, f"{plan.split}: answers", progress)
+    parallel(synth_answer, answers, workers, f"{plan.split}: answers", progress)
     timings["speech_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def build_split(
             _atomic_wav(path, to_int16(noisy_question(sample, bank, bank_ids)))
         return sample.sample_id
 
-    _parallel(noisy, plan.samples, workers, f"{plan.split}: noisy questions", progress)
+    parallel(noisy, plan.samples, workers, f"{plan.split}: noisy questions", progress)
     timings["noise_s"] = time.perf_counter() - t0
 
     records = [sample_record(s, media.get(s.scene_id, {}) if s.scene_id else {}) for s in plan.samples]

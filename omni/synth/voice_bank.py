@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .audio import mulaw_encode, to_float
+from .build import parallel
 from .voices import ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, check_tools, synthesize
 from .world import rng_for
 
@@ -68,14 +68,7 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
     def render(j: int) -> np.ndarray:
         return mulaw_encode(to_float(synthesize(texts[jobs[j][0]], voices[j])))
 
-    workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool:  # the work is in espeak-ng subprocesses
-        it = pool.map(render, range(len(jobs)))
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(jobs), desc="voice bank", unit="clip")
-        clips = list(it)
+    clips = parallel(render, list(range(len(jobs))), workers or os.cpu_count() or 1, "voice bank", progress)
     offsets = np.zeros(len(clips) + 1, np.int64)
     offsets[1:] = np.cumsum([len(c) for c in clips])
     meta = {
