@@ -118,8 +118,12 @@ def build_model(args):
     from streaming.model_loader import pick_decode_mode
 
     mode = pick_decode_mode(args.decode_mode, args.device)
+    from omni.turn_end import load_turn_end
+
+    # the checkpoint's end-of-turn head, as `omni serve` loads it (semantic_vad)
+    turn_end = load_turn_end(args.model, model.config.llm.hidden_size, args.device) if args.model else None
     rt = RealtimeOmni(model, max_slots=max(args.sessions), capacity=args.capacity,
-                      options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=mode)
+                      options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=mode, turn_end=turn_end)
     if mode == "graph":  # as `omni serve` does: capture every batch size before the clients come
         rt.warm_up_decode()
     print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}, decode mode {mode}), built in "

@@ -42,13 +42,16 @@ interruption, backchannel):
                 took the turn).
 
 Each --modes entry is run with the same trials: `server_vad` (the default, VAD
-only: silero-vad, 600 ms end of turn, speculative decoding from 200 ms) and,
-as the server accepts it, `semantic_vad` (there is no semantic model; the server
-maps its eagerness onto the silence threshold and echoes server_vad, recorded in
-the JSON). Turn-taking does not depend on the model's words, so the random
-`debug` model on the CPU measures it:
+only: silero-vad, 600 ms end of turn, speculative decoding from 200 ms) and
+`semantic_vad` (the model judges whether the turn is complete, streaming/semantic_turn.py;
+a model without an end-of-turn head gets server VAD with the eagerness's silence
+instead, and the echo, recorded in the JSON, says so). VAD-only turn-taking does not
+depend on the model's words, so the random `debug` model measures it; semantic_vad
+needs the trained model and its head:
 
     python bench/turn_taking.py --flavor debug --device cpu                # ~3 min on a 2-core CPU
+    python bench/turn_taking.py --model omni/pretrained/default --tag default_cpu \
+        --modes server_vad,semantic_vad                                    # the default model and its head
     python bench/turn_taking.py --modes server_vad --pause-trials 4 --smooth-trials 1 \\
         --interruption-trials 1 --backchannel-trials 1                    # smoke run
     python bench/turn_taking.py --noise-snr 20                             # white noise at 20 dB SNR
@@ -473,7 +476,7 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
         results = await asyncio.gather(*[one(t) for t in trials])
         wall = time.perf_counter() - t0
         counters = {k: srv.metrics.counter(k) for k in ("omni_rollbacks_total", "omni_interruptions_total",
-                                                        "omni_responses_total")}
+                                                        "omni_responses_total", "omni_semantic_turn_ends_total")}
     finally:
         await srv.close()
     return {"mode": spec, "requested_turn_detection": td,

@@ -53,6 +53,7 @@ class _Slot:
     reply: ReplyState | None = None
     response_start: int | None = None  # cache length when the reply's first row was written
     cut: bool = False  # the reply was truncated: close it with </longcat_s>
+    turn_end: float | None = None  # P(the user turn was complete), judged when the reply began
     ids: list[int] = field(default_factory=list)  # text id of every cached position
 
 
@@ -67,10 +68,13 @@ class RealtimeOmni:
         system_prompt: str | None = None,
         options: GenerationOptions | None = None,
         decode_mode: str | None = None,
+        turn_end: Any = None,
     ) -> None:
         """decode_mode: "eager" | "static" | "graph" (CUDA graphs per batch size,
-        see OmniModel.set_decode_mode); None keeps the model's setting."""
+        see OmniModel.set_decode_mode); None keeps the model's setting.
+        turn_end: the model directory's end-of-turn head (omni/turn_end.py), or None."""
         self.model = model.eval()
+        self.turn_end = turn_end
         if decode_mode is not None:
             model.set_decode_mode(decode_mode)
         cfg = model.config
@@ -371,6 +375,13 @@ class RealtimeOmni:
         reply = ReplyState(self.model, self.options)
         reply.logits, reply.hidden = out[slot]
         s.reply, s.response_start, s.cut = reply, self.cache.length(slot), False
+        # the reply's first position has read the whole user turn: judge it complete or not
+        s.turn_end = None if self.turn_end is None or opening else self.turn_end.prob(reply.hidden)
+
+    def turn_end_prob(self, slot: int) -> float | None:
+        """P(the user had finished) judged at the start of the slot's current reply,
+        or None without an end-of-turn head (or for a reply with a forced opening)."""
+        return self._slot(slot).turn_end
 
     @torch.no_grad()
     def decode_step(self, slots: Sequence[int]) -> list[StepOutput]:

@@ -470,6 +470,11 @@ class Engine:
         self._model_call(self.model.begin_response, s.slot, *((cmd.opening,) if cmd.opening else ()))
         s.base = self.model.slot_length(s.slot)
         s.begin_reply(cmd.speculative, cmd.opening)
+        if cmd.speculative:  # the model's judgment of the user turn, for semantic_vad (streaming/semantic_turn.py)
+            judge = getattr(self.model, "turn_end_prob", None)
+            p = judge(s.slot) if judge is not None else None
+            if p is not None:
+                s.sink(EngineEvent("turn_end", s.epoch, info={"p": float(p)}))
         s.audio_state = self.model.new_audio_state()
         out_rate = cmd.out_rate
         s.resampler = StreamingResampler(self.out_rate, out_rate) if out_rate and out_rate != self.out_rate else None

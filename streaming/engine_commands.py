@@ -38,6 +38,7 @@ class SlotError(Exception):
 @dataclass
 class EngineEvent:
     kind: str  # opened | delta | done | block | rolled_back | interrupted | truncated | context_reset | error
+    #          | turn_end (info["p"]: the model's P(the user turn is complete), at a speculative reply's start)
     epoch: int = 0
     text: str = ""
     audio: np.ndarray | None = None  # float32 at the model's output rate

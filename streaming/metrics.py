@@ -26,6 +26,7 @@ from collections import defaultdict
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 RATIO_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 COUNT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 # stage timings and path components are often well under a millisecond (a send, a queue hop)
 FINE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025) + LATENCY_BUCKETS
 
@@ -39,6 +40,8 @@ HELP = {
     "omni_decode_step_seconds": "one batched decode step (LLM + codec decoder)",
     "omni_rollbacks_total": "speculative responses rolled back because the user resumed",
     "omni_interruptions_total": "responses stopped by user speech (barge-in)",
+    "omni_turn_end_probability": "semantic_vad: the model's P(the user turn is complete) at each speculation",
+    "omni_semantic_turn_ends_total": "user turns ended by the model's judgment before the longest silence",
     "omni_cancellations_total": "responses stopped by response.cancel",
     "omni_responses_total": "responses delivered",
     "omni_sessions_total": "sessions admitted",
@@ -54,6 +57,8 @@ HELP = {
 
 
 def _buckets(name: str) -> tuple:
+    if name.endswith("_probability"):
+        return PROBABILITY_BUCKETS
     if name.endswith("_rtf"):
         return RATIO_BUCKETS
     if name.endswith("_size"):

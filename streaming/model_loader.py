@@ -60,8 +60,14 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
         if torch_dtype is not None:
             model = model.to_dtype(torch_dtype)
         desc = f"flavor {flavor} with RANDOM weights (pass --model DIR for a trained checkpoint)"
+    from omni.turn_end import load_turn_end
+
+    # the model's end-of-turn head, when its directory has one: semantic_vad (streaming/semantic_turn.py)
+    turn_end = load_turn_end(model_dir, model.config.llm.hidden_size, device) if model_dir else None
+    if turn_end is not None:
+        desc += "; semantic end of turn"
     rt = RealtimeOmni(model, max_slots=max_slots, capacity=capacity,
-                      options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode)
+                      options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode, turn_end=turn_end)
     if mode == "graph":  # capture every batch size's graph before the first client, not during its reply
         rt.warm_up_decode()
     return rt, f"{desc}; decode mode {mode}"

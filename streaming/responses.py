@@ -79,6 +79,8 @@ class Replies:
         self.last: Response | None = None  # the last reply that ended
         self.items: dict[str, Response] = {}  # recent replies by message item id (for truncate)
         self.epochs = iter(range(1, 1 << 62))
+        # the session's semantic_vad decision, given (reply, P(complete)) of a speculative reply
+        self.on_turn_end: Callable[[Response, float], None] | None = None
 
     def answering(self) -> bool:
         return self.current is not None and not self.current.closed
@@ -164,6 +166,10 @@ class Replies:
         if r is None or e.epoch != r.epoch or r.closed:
             return  # fenced: output of a rolled-back or cancelled response
         if e.kind in ("rolled_back", "interrupted"):
+            return
+        if e.kind == "turn_end":
+            if self.on_turn_end is not None and not r.confirmed:
+                self.on_turn_end(r, float(e.info["p"]))
             return
         if e.kind == "block" and not r.confirmed:
             r.held.append(e)

@@ -179,7 +179,8 @@ class OmniServer:
         session = Session(send, self.engine, self.inputs, self.metrics,
                           Limits(), beta=beta, model_name=self.cfg.model_name,
                           model_trained=self.cfg.model_trained, transcriber=self.cfg.transcriber,
-                          transcribe_stage=self.transcripts, model_card=self.cfg.model_card)
+                          transcribe_stage=self.transcripts, model_card=self.cfg.model_card,
+                          semantic_turn=getattr(self.engine.model, "turn_end", None) is not None)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             send(session.ev.make("session.created", session=session.cfg.to_json()))

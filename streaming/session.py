@@ -50,7 +50,8 @@ from streaming.protocol.image import verify_jpeg
 from streaming.protocol.config import check_tool_choice, parse_tools
 from streaming.responses import Replies
 from streaming.transcripts import Transcripts
-from streaming.vad import Endpointer, TurnEvent
+from streaming.semantic_turn import SemanticTurn
+from streaming.vad import WINDOW, Endpointer, TurnEvent
 
 log = logging.getLogger(__name__)
 SR = 16000
@@ -67,18 +68,20 @@ class Session:
     def __init__(self, send: Callable[..., None], engine: Engine, inputs: InputWorker, metrics: Metrics,
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
                  model_trained: bool | None = None, transcriber: str | None = None,
-                 transcribe_stage: Callable[[], Any] | None = None, model_card: dict | None = None) -> None:
+                 transcribe_stage: Callable[[], Any] | None = None, model_card: dict | None = None,
+                 semantic_turn: bool = False) -> None:
         # send(event[, on_sent]): to the connection's writer, which calls on_sent(queued, send, sent) once sent
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
         self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained,
-                                 transcriber=transcriber, model_card=model_card)
+                                 transcriber=transcriber, model_card=model_card, semantic_turn=semantic_turn)
         self.conv = Conversation()
         self.slot = EngineSlot(engine)
         self.calls = Calls(send, self.ev, self.slot, self.conv, metrics)
         self.replies = Replies(send, self.ev, self.slot, metrics, self.config, self.conv, self.calls, self.error,
                                engine.out_rate)
+        self.replies.on_turn_end = self._on_turn_end
         # transcribe_stage(): the server's recognizer, started on first use
         self.transcripts = Transcripts(send, self.ev, self.conv, metrics, self.config,
                                        transcribe_stage or (lambda: None))
@@ -97,6 +100,7 @@ class Session:
         self.user_item: str | None = None
         self.manual_buffer: list[np.ndarray] = []
         self.speech_end_time: float | None = None
+        self.judged: tuple[Any, float] | None = None  # semantic_vad: (speculative reply, P(turn complete))
 
     def config(self) -> SessionConfig:
         """The current configuration (session.update replaces it: parts ask for it each time)."""
@@ -261,6 +265,7 @@ class Session:
         self.transcripts.add(audio)  # the turn's audio, for its transcript (before this chunk's turn events)
         for ev in self.endpointer.feed(probs):
             self._on_turn(ev)
+        self._semantic_end()
         self._emit_packets()
         # outside a turn keep only the pre-roll
         if not self.turn_active:
@@ -326,6 +331,7 @@ class Session:
             self.replies.start(speculative=True, modalities=self.cfg.output_modalities,
                                t_speech_end=self.speech_end_time, from_turn=True)
         elif ev.kind == "resumed":
+            self.judged = None
             self.replies.roll_back()
         elif ev.kind == "end_of_turn":
             self.speech_end_time = self._wall(ev.speech_end)
@@ -342,6 +348,35 @@ class Session:
             elif td.create_response and not self.replies.answering():
                 self.replies.start(speculative=False, modalities=self.cfg.output_modalities,
                                    t_speech_end=self.speech_end_time, from_turn=True)
+
+    # ---- semantic_vad (streaming/semantic_turn.py) ------------------------------
+    def _on_turn_end(self, r: Any, p: float) -> None:
+        """The engine judged the user turn behind speculative reply `r` (on the loop)."""
+        td = self.cfg.turn_detection
+        if td is None or td.type != "semantic_vad" or r is not self.replies.current:
+            return
+        self.metrics.observe("omni_turn_end_probability", p)
+        self.judged = (r, p)
+        self._semantic_end()
+
+    def _semantic_end(self) -> None:
+        """End the turn now if the model judged it complete enough for the silence so far."""
+        if self.judged is None:
+            return
+        r, p = self.judged
+        td = self.cfg.turn_detection
+        if (td is None or td.type != "semantic_vad" or r is not self.replies.current or r.closed or r.confirmed
+                or not self.turn_active):
+            self.judged = None
+            return
+        silence = self.endpointer.silence_ms()
+        if not silence or not SemanticTurn.for_eagerness(td.eagerness, td.silence_duration_ms).ends(p, silence):
+            return
+        self.judged = None
+        ev = TurnEvent("end_of_turn", self.endpointer.n * WINDOW, self.endpointer.pause_start * WINDOW)
+        self.endpointer.reset()  # this turn is over: speech from here on is a new turn (or a barge-in)
+        self.metrics.inc("omni_semantic_turn_ends_total")
+        self._on_turn(ev)
 
     def _send_speech_started(self, ev: TurnEvent) -> None:
         self.user_item = new_id("item")

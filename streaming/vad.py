@@ -102,6 +102,12 @@ class Endpointer:
         self.speaking = self.in_pause = self.speculated = False
         self.run = 0
 
+    def silence_ms(self) -> float:
+        """How long the current pause inside a user turn has lasted (0 outside one)."""
+        if not (self.speaking and self.in_pause):
+            return 0.0
+        return (self.n - self.pause_start) * WINDOW * 1000 / SAMPLE_RATE
+
     def feed(self, probs: np.ndarray) -> list[TurnEvent]:
         events: list[TurnEvent] = []
         for p in probs:

@@ -160,6 +160,14 @@ def test_data_refuses(argv, parts, files):
     _has(refused("data", *[a.format(**files) for a in argv]), *parts)
 
 
+@pytest.mark.parametrize("argv,parts", [
+    (["--model", "{not_a_model}"], ["not a model directory"]),
+    (["--train", "5"], ["--train needs >= 20"]),
+])
+def test_train_turn_end_refuses(argv, parts, files):
+    _has(refused("train-turn-end", *[a.format(**files) for a in argv]), *parts)
+
+
 def test_train_refuses_an_unknown_recipe_field():  # one case: the module imports torch.distributed
     _has(refused("train", "--set", "nosuch=1"), "unknown recipe field 'nosuch'")
 

@@ -11,9 +11,11 @@ Settings the server cannot honour as asked are not refused but replaced by what
 it actually uses, and `session.omni.adjusted` lists each replacement
 ({param, requested, used}) so nothing changes silently:
 - `voice`: the model has one voice, reported as "default";
-- `turn_detection.type: "semantic_vad"`: there is no semantic model; server VAD
-  runs with `silence_duration_ms` from the eagerness (low 1000, medium / auto
-  600, high 400 ms), and the echo says `server_vad`;
+- `turn_detection.type: "semantic_vad"` on a server whose model has no
+  end-of-turn head (omni/turn_end.py): server VAD runs with
+  `silence_duration_ms` from the eagerness (low 1000, medium / auto 600, high
+  400 ms), and the echo says `server_vad`. With a head, semantic_vad is served
+  as asked (streaming/semantic_turn.py; `SEMANTIC_EAGERNESS` below);
 - `audio.input.transcription` (`input_audio_transcription`): the server's own
   recognizer (its name in `model`, language "en") whatever model is named, or
   null when the server runs none.
@@ -54,6 +56,14 @@ class AudioFormat:
         return {"type": self.type, "rate": self.rate}
 
 
+# semantic_vad, eagerness -> (P(complete) that ends the turn at once, the longest
+# silence before the turn ends whatever the model judged, in ms). The threshold
+# holds for the first half of that silence, then falls to 0 (streaming/semantic_turn.py).
+SEMANTIC_EAGERNESS: dict[str, tuple[float, int]] = {
+    "high": (0.3, 1500), "medium": (0.5, 2500), "auto": (0.5, 2500), "low": (0.7, 4000)}
+SEMANTIC_SPECULATIVE_MS = 128  # semantic_vad speculates (and so judges the turn) this early
+
+
 @dataclass
 class TurnDetection:
     type: str = "server_vad"
@@ -63,9 +73,13 @@ class TurnDetection:
     speculative_silence_ms: int | None = 200  # start decoding early; None: never
     create_response: bool = True
     interrupt_response: bool = True
+    eagerness: str | None = None  # semantic_vad only: low | medium | high | auto
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if self.eagerness is None:
+            del d["eagerness"]
+        return d
 
 
 @dataclass
@@ -74,6 +88,7 @@ class SessionConfig:
     model: str = "omni"
     model_trained: bool | None = None  # False: randomly initialized (its words are noise); None: not said
     model_card: dict[str, Any] | None = None  # what the model knows and what to ask it (omni.model_card)
+    semantic_turn: bool = False  # the model judges the end of a turn (semantic_vad is served as asked)
     instructions: str | None = None
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_format: AudioFormat = field(default_factory=AudioFormat)
@@ -155,20 +170,33 @@ def _adjust(adjusted: dict, param: str, requested: Any, used: Any) -> None:
 
 
 def _turn_detection(value: Any, current: TurnDetection | None, param: str,
-                    adjusted: dict | None = None) -> TurnDetection | None:
+                    adjusted: dict | None = None, semantic: bool = False) -> TurnDetection | None:
+    """semantic: the server's model has an end-of-turn head, so semantic_vad is served as asked."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise _err(param, "turn_detection must be an object or null")
     kind = value.get("type", "server_vad")
-    td = dataclasses.replace(current) if current else TurnDetection()
-    if kind == "semantic_vad":  # no semantic model here: map eagerness onto the silence threshold
-        eager = value.get("eagerness", "auto")
-        td.silence_duration_ms = {"low": 1000, "medium": 600, "auto": 600, "high": 400}.get(eager, 600)
-    if adjusted is not None and kind in ("server_vad", "semantic_vad"):
-        _adjust(adjusted, param + ".type", kind, "server_vad")
     if kind not in ("server_vad", "semantic_vad"):
         raise _err(param + ".type", f"unknown turn_detection type {kind!r}; use server_vad or semantic_vad")
+    td = dataclasses.replace(current) if current else TurnDetection()
+    if kind == "semantic_vad":
+        eager = value.get("eagerness", "auto")
+        if eager not in SEMANTIC_EAGERNESS:
+            raise _err(param + ".eagerness", f"eagerness must be one of {', '.join(SEMANTIC_EAGERNESS)}, got {eager!r}")
+        if semantic:  # the model judges the turn; the silence is only the longest wait
+            td.type, td.eagerness = "semantic_vad", eager
+            td.silence_duration_ms = SEMANTIC_EAGERNESS[eager][1]
+            td.speculative_silence_ms = SEMANTIC_SPECULATIVE_MS
+        else:  # no semantic model here: map eagerness onto the silence threshold
+            td.type, td.eagerness = "server_vad", None
+            td.silence_duration_ms = {"low": 1000, "medium": 600, "auto": 600, "high": 400}[eager]
+    elif td.type == "semantic_vad":  # back to server VAD: its own defaults, unless given below
+        base = TurnDetection()
+        td.type, td.eagerness = "server_vad", None
+        td.silence_duration_ms, td.speculative_silence_ms = base.silence_duration_ms, base.speculative_silence_ms
+    if adjusted is not None:
+        _adjust(adjusted, param + ".type", kind, td.type)
     if "threshold" in value:
         td.threshold = _num(value, "threshold", param, 0.05, 0.99)
     if "prefix_padding_ms" in value:
@@ -254,7 +282,7 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
         new.output_format = _format(session["output_audio_format"], "session.output_audio_format")
     if "turn_detection" in session:
         new.turn_detection = _turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection",
-                                             new.adjusted)
+                                             new.adjusted, cfg.semantic_turn)
     if isinstance(session.get("voice"), str):
         _adjust(new.adjusted, "session.voice", session["voice"], VOICE)
     if "input_audio_transcription" in session:
@@ -273,7 +301,8 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
             new.input_format = _format(inp["format"], "session.audio.input.format")
         if "turn_detection" in inp:
             new.turn_detection = _turn_detection(
-                inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection", new.adjusted)
+                inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection", new.adjusted,
+                cfg.semantic_turn)
         if "transcription" in inp:
             _transcription(new, inp["transcription"], "session.audio.input.transcription")
         if "format" in out:

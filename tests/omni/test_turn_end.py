@@ -1,0 +1,129 @@
+"""The end-of-turn head (omni/turn_end.py): its files, where the realtime model
+reads it, how it is trained (omni/turn_end_train.py), and the shipped one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omni.turn_end import META, WEIGHTS, TurnEndHead, load_turn_end, save_turn_end, turn_end_meta
+from omni.turn_end_train import auc, plan_examples, train_head
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("width", [0, 8])
+def test_head_files_round_trip_and_a_head_of_another_model_is_refused(tmp_path, width):
+    torch.manual_seed(0)
+    head = TurnEndHead(32, width=width)
+    with torch.no_grad():
+        head.mean.normal_()
+        head.scale.uniform_(0.5, 2)
+    save_turn_end(head, tmp_path, {"position": "reply_start"})
+    back = load_turn_end(tmp_path, hidden_size=32)
+    x = torch.randn(5, 32)
+    assert back.width == width and torch.equal(head(x), back(x))
+    assert 0 < back.prob(x[0]) < 1
+    assert turn_end_meta(tmp_path)["position"] == "reply_start"
+    assert load_turn_end(tmp_path / "nowhere") is None and load_turn_end(None) is None
+    with pytest.raises(ValueError, match="hidden size 32, the model has 64"):
+        load_turn_end(tmp_path, hidden_size=64)
+    (tmp_path / META).write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_turn_end(tmp_path)
+
+
+def test_the_realtime_model_judges_a_turn_when_its_reply_begins():
+    from omni.config import get_omni_config
+    from omni.model import OmniModel
+    from omni.realtime import RealtimeOmni
+    from omni.realtime_api import UserChunk
+
+    torch.manual_seed(0)
+    model = OmniModel(get_omni_config("debug"))
+    head = TurnEndHead(model.config.llm.hidden_size, 8)
+    seen = []
+
+    class Spy(TurnEndHead):
+        def prob(self, hidden):
+            seen.append(hidden.clone())
+            return head.prob(hidden)
+
+    spy = Spy(model.config.llm.hidden_size, 8)
+    rt = RealtimeOmni(model, max_slots=1, capacity=512, turn_end=spy)
+    plain = RealtimeOmni(model, max_slots=1, capacity=512)
+    audio = (0.1 * np.sin(np.arange(16000) / 9)).astype(np.float32)
+    for r in (rt, plain):
+        s = r.open_slot()
+        r.prefill([(s, r.encode_chunk(s, UserChunk(audio)))])
+        r.begin_response(s)
+    p = rt.turn_end_prob(0)
+    assert len(seen) == 1 and p == pytest.approx(head.prob(seen[0]))
+    assert plain.turn_end_prob(0) is None  # no head: no judgment
+    # the hidden state it judged is the reply's first (the one the reply samples from)
+    assert torch.allclose(seen[0], plain._slot(0).reply.hidden)
+    # a reply made to start with given text (a forced tool call) is not a judgment of the turn
+    rt.end_response(0)
+    rt.begin_response(0, opening="<longcat_tool_call>")
+    assert rt.turn_end_prob(0) is None
+
+
+def test_training_data_labels_cuts_and_whole_questions():
+    from omni.synth.questions import all_question_texts
+
+    whole = set(all_question_texts("train")) | set(all_question_texts("heldout"))
+    ex = plan_examples("train", 200, seed=3)
+    assert sum(e.complete for e in ex) >= 100  # every even example is whole; a cut may be a whole question too
+    for e in ex:
+        assert e.complete == (e.text in whole)
+    assert any(not e.complete for e in ex) and any(e.camera for e in ex) and any(e.history for e in ex)
+    held = plan_examples("heldout", 50, seed=3)
+    assert {e.voice["name"].split("+")[1] for e in held} <= {"m7", "f4", "klatt4"}  # unseen speakers
+
+
+def test_auc_and_head_training_on_separable_features():
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
+    assert auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 2
+    x = torch.randn(200, 16, generator=g) * 3 + 50  # far from zero: the head standardizes
+    x[:, 3] += 4 * y  # one channel tells
+    head, loss = train_head(x, y, width=8, steps=300)
+    with torch.no_grad():
+        p = torch.sigmoid(head(x))
+    assert ((p > 0.5).long() == y).float().mean() > 0.95 and loss < 0.2
+
+
+def test_the_shipped_default_model_has_a_head_that_fits_it():
+    from omni.defaults import DEFAULT_MODEL_DIR
+
+    cfg = json.loads((Path(DEFAULT_MODEL_DIR) / "config.json").read_text())
+    head = load_turn_end(DEFAULT_MODEL_DIR, cfg["omni"]["llm"]["hidden_size"])
+    assert head is not None, f"{DEFAULT_MODEL_DIR}/{WEIGHTS} is missing"
+    meta = turn_end_meta(DEFAULT_MODEL_DIR)
+    assert meta["heldout"]["auc"] > 0.5 and meta["train"]["utterances"] >= 1000
+
+
+def test_train_turn_end_command_runs_end_to_end(tmp_path):
+    """`omni train-turn-end` on the shipped model, tiny: synthesis, features through the serving
+    path, training and scores; --dry-run leaves the model directory untouched."""
+    from omni.defaults import DEFAULT_MODEL_DIR
+
+    before = os.path.getmtime(Path(DEFAULT_MODEL_DIR) / WEIGHTS)
+    out = tmp_path / "scores.json"
+    r = subprocess.run([sys.executable, "-m", "omni.cli", "train-turn-end", "--train", "24", "--heldout", "12",
+                        "--threads", "2", "--dry-run", "--results", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    scores = json.loads(out.read_text())
+    assert scores["train"]["utterances"] == 24 and scores["heldout"]["n"] == 12
+    assert 0 <= scores["heldout"]["auc"] <= 1
+    assert os.path.getmtime(Path(DEFAULT_MODEL_DIR) / WEIGHTS) == before
