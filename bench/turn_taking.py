@@ -49,7 +49,8 @@ instead, and the echo, recorded in the JSON, says so). VAD-only turn-taking does
 depend on the model's words, so the random `debug` model measures it; semantic_vad
 needs the trained model and its head:
 
-    python bench/turn_taking.py --flavor debug --device cpu                # ~3 min on a 2-core CPU
+    python bench/turn_taking.py --flavor debug --device cpu \
+        --modes server_vad+every-sound,server_vad                          # ~6 min on a 2-core CPU
     python bench/turn_taking.py --model omni/pretrained/default --tag default_cpu \
         --modes server_vad,semantic_vad                                    # the default model and its head
     python bench/turn_taking.py --modes server_vad --pause-trials 4 --smooth-trials 1 \\
@@ -444,10 +445,15 @@ async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
 # ---------------------------------------------------------------------------
 
 def mode_turn_detection(spec: str) -> dict:
-    kind, _, eager = spec.partition(":")
-    if kind not in ("server_vad", "semantic_vad"):
-        raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto]")
-    return {"type": kind, **({"eagerness": eager} if eager else {})}
+    """server_vad | semantic_vad[:low|medium|high|auto], either with "+every-sound": every
+    sound over a reply barges in (ignore_backchannels false: the behaviour before the
+    server's backchannel detector)."""
+    base, plus, opt = spec.partition("+")
+    kind, _, eager = base.partition(":")
+    if kind not in ("server_vad", "semantic_vad") or (plus and opt != "every-sound"):
+        raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto], "
+                         "optionally with +every-sound")
+    return {"type": kind, **({"eagerness": eager} if eager else {}), **({"ignore_backchannels": False} if plus else {})}
 
 
 async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
@@ -476,7 +482,9 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
         results = await asyncio.gather(*[one(t) for t in trials])
         wall = time.perf_counter() - t0
         counters = {k: srv.metrics.counter(k) for k in ("omni_rollbacks_total", "omni_interruptions_total",
-                                                        "omni_responses_total", "omni_semantic_turn_ends_total")}
+                                                        "omni_responses_total", "omni_semantic_turn_ends_total",
+                                                        "omni_backchannels_total",
+                                                        "omni_backchannels_overruled_total")}
     finally:
         await srv.close()
     return {"mode": spec, "requested_turn_detection": td,
@@ -630,8 +638,9 @@ def main(argv: list[str] | None = None) -> int:
                         "interrupt and to backchannel during it)")
     g.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")
     g.add_argument("--modes", default="server_vad,semantic_vad",
-                   help="comma-separated turn_detection modes: server_vad, semantic_vad[:low|medium|high|auto] "
-                        "(default server_vad,semantic_vad)")
+                   help="comma-separated turn_detection modes: server_vad, semantic_vad[:low|medium|high|auto], "
+                        "each optionally +every-sound (no backchannel detector: every sound over a reply "
+                        "barges in) (default server_vad,semantic_vad)")
     g = p.add_argument_group("trials")
     g.add_argument("--pause-trials", type=int, default=32, help="pause trials, spread over the 4 pause buckets")
     g.add_argument("--smooth-trials", type=int, default=16, help="complete-question trials")

@@ -20,13 +20,19 @@ model's world, or an uploaded picture, streamed to the server at 2 frames a seco
 the webcam would be, with suggested questions about the scene that the page can play
 into the conversation in a held-out synthetic voice (the microphone pauses meanwhile).
 A state line says whether the assistant is listening, thinking, speaking or was
-interrupted, and a table gives each turn's latency.
-It never imports the model: only streaming.protocol, streaming.client and demo.scenes.
+interrupted, and a table gives each turn's latency. "new scene" makes another
+held-out scene of that world on the spot, with questions spoken in held-out voices
+(`demo.new_scene`).
+It never imports the model: only streaming.protocol, streaming.client, the demo's own
+modules and the synthetic world (omni.synth: numpy, PIL and espeak-ng, no torch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
+import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from demo.live_audio import PLAYER_JS, LiveAudio
+from demo.new_scene import SceneMaker
 from demo.scenes import (QUESTION_PAD_S, SceneSet, ask_note, frame_jpeg, question_choices, question_for,
                          read_question)
 from streaming.client import RealtimeClient
@@ -265,13 +272,20 @@ class TabSession:
 
 
 def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | None = None,
-             scenes: SceneSet | None = None):
+             scenes: SceneSet | None = None, new_scenes: bool = True):
     """The page for the server at `url`; `session` (see fetch_session) says which
     model it runs before a tab connects (each tab then shows what its own session says);
-    `scenes` (see demo.scenes) are the virtual camera's scenes, if any."""
+    `scenes` (see demo.scenes) are the virtual camera's scenes, if any; with them,
+    `new_scenes` offers a "new scene" button (demo.new_scene; its files live in a
+    temporary folder removed when the process ends)."""
     import gradio as gr
 
     first = scenes.choices()[0] if scenes else None
+    maker = None
+    if scenes is not None and new_scenes:
+        root = Path(tempfile.mkdtemp(prefix="omni-demo-scenes-"))
+        atexit.register(shutil.rmtree, root, True)
+        maker = SceneMaker(root)
 
     async def ensure(state: TabSession | None) -> TabSession:
         if state is None or state.client.closed.is_set():
@@ -343,7 +357,20 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                 gr.update(choices=choices, value=(ok or choices or [None])[0]))
 
     def next_scene(label: str | None):
-        return scenes.next_label(label) if scenes else None
+        if not scenes:
+            return gr.update()
+        return gr.update(choices=scenes.choices(), value=scenes.next_label(label))
+
+    def new_scene():
+        """Another held-out scene of the world, made now (shared with the page's other tabs)."""
+        if maker is None or scenes is None:
+            return gr.update()
+        try:
+            label = scenes.add(maker())
+        except (OSError, RuntimeError, ValueError) as e:  # e.g. espeak-ng missing: the page goes on
+            gr.Warning(f"could not make a new scene: {e}")
+            return gr.update()
+        return gr.update(choices=scenes.choices(), value=label)
 
     async def play_question(label: str | None, choice: str | None, state: TabSession | None):
         q = question_for(scenes.by_label(label) if scenes else None, choice)
@@ -405,6 +432,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                                              label="scene of the model's world (held out from its training)",
                                              elem_id="scene", scale=4)
                     next_btn = gr.Button("next scene", elem_id="next_scene", scale=1)
+                    new_btn = gr.Button("new scene", elem_id="new_scene", scale=1, visible=maker is not None)
                 scene_view = gr.Image(value=pick_scene(first)[0], label="the virtual camera", interactive=False,
                                       elem_id="scene_view", height=224, visible=scenes is not None)
                 upload = gr.Image(sources=["upload"], type="numpy", label="a picture of your own (camera: "
@@ -434,6 +462,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                    show_progress="hidden")
         scene_pick.change(pick_scene, inputs=[scene_pick], outputs=[scene_view, ask, question], show_progress="hidden")
         next_btn.click(next_scene, inputs=[scene_pick], outputs=[scene_pick])
+        new_btn.click(new_scene, inputs=None, outputs=[scene_pick])
         play.click(play_question, inputs=[scene_pick, question, state], outputs=[state])
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
         live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)

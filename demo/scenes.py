@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ class Scene:
     caption: str
     questions: tuple[Question, ...]
     frames: tuple[Path, ...] = ()  # a video's frames at 2 FPS; a still: (image,)
+    fresh: bool = False  # made just now by "new scene" (demo.new_scene): nobody checked its questions
 
     def label(self, k: int) -> str:
         kind = "video, at the start: " if len(self.frames) > 1 else ""
-        return f"scene {k + 1}: {kind}{self.caption}" if self.caption else f"scene {k + 1}"
+        name = f"{'new ' if self.fresh else ''}scene {k + 1}"
+        return f"{name}: {kind}{self.caption}" if self.caption else name
 
     def frame_at(self, seconds: float) -> Path:
         """The camera's frame `seconds` after the video (re)started: 2 FPS, then the last
@@ -62,6 +65,13 @@ class SceneSet:
 
     def __init__(self, root: Path, scenes: list[Scene]) -> None:
         self.root, self.scenes = root, scenes
+        self.lock = threading.Lock()
+
+    def add(self, scene: Scene) -> str:
+        """Append a scene (a new one, shared by every tab of the page); -> its label."""
+        with self.lock:
+            self.scenes.append(scene)
+            return scene.label(len(self.scenes) - 1)
 
     @classmethod
     def load(cls, root: str | Path | None) -> "SceneSet | None":
@@ -119,7 +129,10 @@ def ask_note(scene: Scene | None) -> str:
     if scene is None:
         return "No scenes of the model's world here: point the webcam at something and talk."
     note = "**Ask about this scene** (say it, or play it in a held-out voice below)."
-    if any(q.ok is not None for q in scene.questions):
+    if scene.fresh:
+        note += (" A new scene of the model's world, never seen in its training; nobody has checked how the "
+                 "model does on these questions (it is small, and these voices and wordings are new to it).")
+    elif any(q.ok is not None for q in scene.questions):
         note += (" ✓: the model answered it right when asked this way; it got the others wrong (it is small, "
                  "and these voices and wordings are new to it).")
     return note

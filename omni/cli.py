@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mdp.cli", "modality-decoupled parallel training (wraps torchrun)"),
     "data": ("omni.synth.cli", "generate the synthetic audio-visual world data"),
     "train-turn-end": ("omni.turn_end_train", "train a model's semantic end-of-turn head (for semantic_vad)"),
+    "train-backchannel": ("streaming.backchannel_train", "train the server's backchannel detector"),
 }
 
 

@@ -42,6 +42,8 @@ HELP = {
     "omni_interruptions_total": "responses stopped by user speech (barge-in)",
     "omni_turn_end_probability": "semantic_vad: the model's P(the user turn is complete) at each speculation",
     "omni_semantic_turn_ends_total": "user turns ended by the model's judgment before the longest silence",
+    "omni_backchannels_total": "speech over a reply let through as a backchannel (the reply played on)",
+    "omni_backchannels_overruled_total": "backchannels that went on too long and became interruptions",
     "omni_cancellations_total": "responses stopped by response.cancel",
     "omni_responses_total": "responses delivered",
     "omni_sessions_total": "sessions admitted",

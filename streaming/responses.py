@@ -291,6 +291,18 @@ class Replies:
     def _model_samples(self, out_samples: int) -> int:
         return out_samples * self.model_rate // self.config().output_format.rate
 
+    def playing(self) -> bool:
+        """A reply is being delivered, or the client may still be playing the last one
+        (real-time playback from its first audio byte)."""
+        r = self.current
+        if r is not None and not r.closed and r.confirmed:
+            return True
+        r = self.last
+        if r is None or r.t_first_audio is None or not r.finished:
+            return False
+        played = (time.perf_counter() - r.t_first_audio) * self.model_rate
+        return played < self._model_samples(r.delivered_out_samples)
+
     def playback_truncate(self) -> None:
         """Speech while the client may still be playing a finished reply: assume
         real-time playback from the first audio byte and cut the reply there;

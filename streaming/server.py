@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 
 from omni.realtime_api import RealtimeModel
 from omni.transcribe import TRANSCRIBERS
+from streaming.backchannel import BackchannelDetector
 from streaming.engine import Engine
 from streaming.input import InputWorker
 from streaming.metrics import Metrics
@@ -68,6 +69,8 @@ class ServerConfig:
     transcriber: str | None = "world-sphinx"
     transcriber_args: dict = field(default_factory=dict)
     prestart_transcriber: bool = False  # start its process with the server (omni serve), not at first use
+    # "uh-huh" during a reply does not stop it: the shipped detector (streaming/backchannel.py), a file, or off
+    backchannels: str | bool = True
 
 
 class OmniServer:
@@ -80,6 +83,8 @@ class OmniServer:
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
                              spec_ahead_frames=self.cfg.spec_ahead_frames).start()
         self.inputs = InputWorker(metrics=self.metrics)
+        b = self.cfg.backchannels
+        self.backchannels = None if b is False else BackchannelDetector.load(None if b is True else b)
         slots = getattr(model, "max_slots", 1)
         self.max_sessions = min(self.cfg.max_sessions or slots, slots)
         self.active = 0
@@ -180,7 +185,8 @@ class OmniServer:
                           Limits(), beta=beta, model_name=self.cfg.model_name,
                           model_trained=self.cfg.model_trained, transcriber=self.cfg.transcriber,
                           transcribe_stage=self.transcripts, model_card=self.cfg.model_card,
-                          semantic_turn=getattr(self.engine.model, "turn_end", None) is not None)
+                          semantic_turn=getattr(self.engine.model, "turn_end", None) is not None,
+                          backchannels=self.backchannels)
         writer = asyncio.create_task(self._writer(ws, out))
         try:
             send(session.ev.make("session.created", session=session.cfg.to_json()))

@@ -69,13 +69,17 @@ class Session:
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
                  model_trained: bool | None = None, transcriber: str | None = None,
                  transcribe_stage: Callable[[], Any] | None = None, model_card: dict | None = None,
-                 semantic_turn: bool = False) -> None:
+                 semantic_turn: bool = False, backchannels: Any = None) -> None:
         # send(event[, on_sent]): to the connection's writer, which calls on_sent(queued, send, sent) once sent
         self.send, self.engine, self.inputs, self.metrics = send, engine, inputs, metrics
         self.limits = limits or Limits()
         self.ev = ServerEvents(beta=beta)
         self.cfg = SessionConfig(id=new_id("sess"), model=model_name, model_trained=model_trained,
-                                 transcriber=transcriber, model_card=model_card, semantic_turn=semantic_turn)
+                                 transcriber=transcriber, model_card=model_card, semantic_turn=semantic_turn,
+                                 backchannels=backchannels is not None)
+        # the server's backchannel detector (streaming/backchannel.py), or None: every sound barges in
+        self.backchannels = backchannels
+        self.cfg.turn_detection.ignore_backchannels = backchannels is not None
         self.conv = Conversation()
         self.slot = EngineSlot(engine)
         self.calls = Calls(send, self.ev, self.slot, self.conv, metrics)
@@ -101,6 +105,8 @@ class Session:
         self.manual_buffer: list[np.ndarray] = []
         self.speech_end_time: float | None = None
         self.judged: tuple[Any, float] | None = None  # semantic_vad: (speculative reply, P(turn complete))
+        self.held: TurnEvent | None = None  # a barge-in held until its opening says backchannel or not
+        self.backchannel: TurnEvent | None = None  # the start of a backchannel being let through
 
     def config(self) -> SessionConfig:
         """The current configuration (session.update replaces it: parts ask for it each time)."""
@@ -266,9 +272,10 @@ class Session:
         for ev in self.endpointer.feed(probs):
             self._on_turn(ev)
         self._semantic_end()
+        self._watch_backchannel()
         self._emit_packets()
-        # outside a turn keep only the pre-roll
-        if not self.turn_active:
+        # outside a turn keep only the pre-roll (all of a held barge-in or backchannel: it may become a turn)
+        if not self.turn_active and self.held is None and self.backchannel is None:
             keep = int(SR * max(0.5, self.cfg.turn_detection.prefix_padding_ms / 1000 + 0.1))
             cut = max(0, len(self.audio) - keep)
             self.audio, self.audio_start = self.audio[cut:], self.audio_start + cut
@@ -308,23 +315,14 @@ class Session:
 
     def _on_turn(self, ev: TurnEvent) -> None:
         td = self.cfg.turn_detection
+        if self._backchannel_event(ev):
+            return
         if ev.kind == "speech_started":
-            r = self.replies.current
-            if r is not None and not r.closed and r.confirmed and td.interrupt_response:
-                self._send_speech_started(ev)
-                self.replies.interrupt(r, reason="barge_in")
-            else:
-                if r is None or r.closed:
-                    self.replies.playback_truncate()
-                self._send_speech_started(ev)
-            self.turn_active = True
-            self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
-            self.transcripts.start(self.audio[self.packet_start - self.audio_start:])
-            self.frames.start_turn(self.packet_start / SR)  # dense frame slots count from here
-            t_held, held = self.frames.take_held_timed()
-            if held:  # what the camera saw while the assistant spoke, ahead of the new turn
-                self.slot.submit(Chunk(UserChunk(np.zeros(0, np.float32), held, t_held[0], False,
-                                                 frame_times=t_held)))
+            if td.interrupt_response and td.ignore_backchannels and self.backchannels is not None \
+                    and self.replies.playing():
+                self.held = ev  # over the assistant's voice: decided once its opening is heard (_watch_backchannel)
+                return
+            self._speech_started(ev)
         elif ev.kind == "speculate" and td.create_response and not self.replies.answering():
             self._flush_partial(ev.sample)
             self.speech_end_time = self._wall(ev.speech_end)
@@ -334,20 +332,90 @@ class Session:
             self.judged = None
             self.replies.roll_back()
         elif ev.kind == "end_of_turn":
-            self.speech_end_time = self._wall(ev.speech_end)
-            self.send(self.ev.make("input_audio_buffer.speech_stopped", audio_end_ms=ev.speech_end * 1000 // SR,
-                                   item_id=self.user_item))
-            r = self.replies.current
-            spec = r is not None and r.speculative and not r.confirmed
-            if not spec:
-                self._flush_partial(ev.sample)
-            self.turn_active = False
-            self._committed()
-            if spec:
-                self.replies.confirm(r)
-            elif td.create_response and not self.replies.answering():
-                self.replies.start(speculative=False, modalities=self.cfg.output_modalities,
-                                   t_speech_end=self.speech_end_time, from_turn=True)
+            self._end_of_turn(ev)
+
+    def _speech_started(self, ev: TurnEvent) -> None:
+        """User speech began: a barge-in if a reply is being delivered; a new user turn."""
+        td = self.cfg.turn_detection
+        r = self.replies.current
+        if r is not None and not r.closed and r.confirmed and td.interrupt_response:
+            self._send_speech_started(ev)
+            self.replies.interrupt(r, reason="barge_in")
+        else:
+            if r is None or r.closed:
+                self.replies.playback_truncate()
+            self._send_speech_started(ev)
+        # the user turn starts at the speech, with its pre-roll
+        self.turn_active = True
+        self.packet_start = max(self.audio_start, ev.sample - SR * td.prefix_padding_ms // 1000)
+        self.transcripts.start(self.audio[self.packet_start - self.audio_start:])
+        self.frames.start_turn(self.packet_start / SR)  # dense frame slots count from here
+        t_held, held = self.frames.take_held_timed()
+        if held:  # what the camera saw while the assistant spoke, ahead of the new turn
+            self.slot.submit(Chunk(UserChunk(np.zeros(0, np.float32), held, t_held[0], False,
+                                             frame_times=t_held)))
+
+    def _end_of_turn(self, ev: TurnEvent) -> None:
+        td = self.cfg.turn_detection
+        self.speech_end_time = self._wall(ev.speech_end)
+        self.send(self.ev.make("input_audio_buffer.speech_stopped", audio_end_ms=ev.speech_end * 1000 // SR,
+                               item_id=self.user_item))
+        r = self.replies.current
+        spec = r is not None and r.speculative and not r.confirmed
+        if not spec:
+            self._flush_partial(ev.sample)
+        self.turn_active = False
+        self._committed()
+        if spec:
+            self.replies.confirm(r)
+        elif td.create_response and not self.replies.answering():
+            self.replies.start(speculative=False, modalities=self.cfg.output_modalities,
+                               t_speech_end=self.speech_end_time, from_turn=True)
+
+    # ---- backchannels (streaming/backchannel.py) ---------------------------------
+    def _backchannel_event(self, ev: TurnEvent) -> bool:
+        """Endpointer events while a barge-in is held or a backchannel plays out. True: consumed."""
+        if self.held is not None and ev.kind in ("speculate", "end_of_turn"):
+            self._decide_held(final=True)  # the sound ended before the detector's window: decide on it
+        if self.held is not None:
+            return True
+        if self.backchannel is not None:
+            if ev.kind != "end_of_turn":
+                return True
+            bc, self.backchannel = self.backchannel, None
+            a = max(0, bc.sample - self.audio_start)
+            if self.backchannels.whole_is_backchannel(self.audio[a:max(a, ev.speech_end - self.audio_start)]):
+                return True  # the backchannel is over: it was no turn
+            # heard whole, it was no backchannel (a short question): a turn after all, answered now
+            self.metrics.inc("omni_backchannels_overruled_total")
+            self._speech_started(bc)
+        return False
+
+    def _watch_backchannel(self) -> None:
+        if self.held is not None:
+            self._decide_held(final=False)
+        bc = self.backchannel
+        ep = self.endpointer
+        if bc is not None and ep.speaking and not ep.in_pause and \
+                self.total - bc.sample > self.backchannels.max_backchannel_ms * SR // 1000:
+            self.backchannel = None  # it went on too long for a backchannel: an interruption after all
+            self.metrics.inc("omni_backchannels_overruled_total")
+            self._speech_started(bc)
+
+    def _decide_held(self, final: bool) -> None:
+        ev, det = self.held, self.backchannels
+        w = det.window_samples
+        if not final and self.total - ev.sample < w:
+            return
+        self.held = None
+        a = max(0, ev.sample - self.audio_start)
+        if det.is_backchannel(self.audio[a:a + w]):
+            self.backchannel = ev  # the reply plays on; the sound starts no turn
+            self.metrics.inc("omni_backchannels_total")
+            if self.cfg.debug_events:
+                self.send(self.ev.make("omni.backchannel", audio_start_ms=ev.sample * 1000 // SR))
+        else:
+            self._speech_started(ev)
 
     # ---- semantic_vad (streaming/semantic_turn.py) ------------------------------
     def _on_turn_end(self, r: Any, p: float) -> None:

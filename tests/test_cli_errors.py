@@ -168,6 +168,14 @@ def test_train_turn_end_refuses(argv, parts, files):
     _has(refused("train-turn-end", *[a.format(**files) for a in argv]), *parts)
 
 
+@pytest.mark.parametrize("argv,parts", [
+    (["--train", "5"], ["--train needs >= 40"]),
+    (["--window-ms", "5"], ["--window-ms must be in 32..1000"]),
+])
+def test_train_backchannel_refuses(argv, parts):
+    _has(refused("train-backchannel", *argv), *parts)
+
+
 def test_train_refuses_an_unknown_recipe_field():  # one case: the module imports torch.distributed
     _has(refused("train", "--set", "nosuch=1"), "unknown recipe field 'nosuch'")
 

@@ -66,9 +66,8 @@ def _allowed(zone: str, mod: str, rel: str) -> bool:
     if zone == "mdp":
         return top != "demo"
     if zone == "demo":
-        return top == "demo" or mod in {"streaming", "streaming.protocol", "streaming.client"} or mod.startswith(
-            ("streaming.protocol.", "streaming.client.")
-        )
+        return (top == "demo" or mod in {"streaming", "streaming.protocol", "streaming.client", "omni", "omni.synth"}
+                or mod.startswith(("streaming.protocol.", "streaming.client.", "omni.synth.")))
     return True
 
 
@@ -106,6 +105,24 @@ def test_rule_checker_catches_a_violation(tmp_path: Path) -> None:
     assert not _allowed("demo", "omni.model", "demo/app.py")
     assert not _allowed("streaming", "torch.distributed", "streaming/x.py")
     assert _allowed("demo", "streaming.protocol", "demo/app.py")
+    assert _allowed("demo", "omni.synth.world", "demo/new_scene.py")
+    assert not _allowed("demo", "omni.realtime", "demo/app.py")
+
+
+def test_the_demo_never_loads_torch() -> None:
+    """The page is a client: its modules, a new scene made, and no torch (nor the model) loaded."""
+    import subprocess
+    import sys
+    import tempfile
+
+    code = ("import sys, pathlib, tempfile; import demo.app, demo.cli, demo.scenes, demo.new_scene as n; "
+            "s = n.make_scene(pathlib.Path(tempfile.mkdtemp()), 'new001', 7); assert s.questions, s; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'gradio') or m.startswith('omni.model')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**__import__("os").environ, "TMPDIR": tmp})
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 DOC = ROOT / "docs" / "architecture.md"

@@ -27,6 +27,9 @@ call is never passed on unchecked; a named `tool_choice` must name a declared
 tool, and `required` needs one.
 
 Extensions (ignored by OpenAI clients that do not send them):
+- `turn_detection.ignore_backchannels`: "uh-huh", "yeah", "okay" during a reply
+  do not stop it (default true where the server has its backchannel detector,
+  streaming/backchannel.py; false, and noted in `adjusted`, where it has none).
 - `turn_detection.speculative_silence_ms`: the early silence point at which the
   engine starts decoding speculatively (null disables speculation). The other
   threshold, `silence_duration_ms`, confirms the end of the turn.
@@ -74,6 +77,8 @@ class TurnDetection:
     create_response: bool = True
     interrupt_response: bool = True
     eagerness: str | None = None  # semantic_vad only: low | medium | high | auto
+    # extension: "uh-huh" during a reply does not stop it (needs the server's detector, streaming/backchannel.py)
+    ignore_backchannels: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -89,6 +94,7 @@ class SessionConfig:
     model_trained: bool | None = None  # False: randomly initialized (its words are noise); None: not said
     model_card: dict[str, Any] | None = None  # what the model knows and what to ask it (omni.model_card)
     semantic_turn: bool = False  # the model judges the end of a turn (semantic_vad is served as asked)
+    backchannels: bool = False  # the server tells backchannels from interruptions (ignore_backchannels works)
     instructions: str | None = None
     output_modalities: list[str] = field(default_factory=lambda: ["audio"])
     input_format: AudioFormat = field(default_factory=AudioFormat)
@@ -170,8 +176,10 @@ def _adjust(adjusted: dict, param: str, requested: Any, used: Any) -> None:
 
 
 def _turn_detection(value: Any, current: TurnDetection | None, param: str,
-                    adjusted: dict | None = None, semantic: bool = False) -> TurnDetection | None:
-    """semantic: the server's model has an end-of-turn head, so semantic_vad is served as asked."""
+                    adjusted: dict | None = None, semantic: bool = False,
+                    backchannels: bool = False) -> TurnDetection | None:
+    """semantic: the server's model has an end-of-turn head, so semantic_vad is served as asked;
+    backchannels: the server has a backchannel detector, so ignore_backchannels is too."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -208,6 +216,14 @@ def _turn_detection(value: Any, current: TurnDetection | None, param: str,
             td.speculative_silence_ms = None
         else:
             td.speculative_silence_ms = _num(value, "speculative_silence_ms", param, 32, 10000, True)
+    if current is None:  # turn detection back on: the server's default for backchannels
+        td.ignore_backchannels = backchannels
+    if value.get("ignore_backchannels") is not None:
+        if not isinstance(value["ignore_backchannels"], bool):
+            raise _err(f"{param}.ignore_backchannels", "ignore_backchannels must be true or false")
+        td.ignore_backchannels = value["ignore_backchannels"] and backchannels
+        if adjusted is not None:
+            _adjust(adjusted, param + ".ignore_backchannels", value["ignore_backchannels"], td.ignore_backchannels)
     for key in ("create_response", "interrupt_response"):
         if key in value and value[key] is not None:
             if not isinstance(value[key], bool):
@@ -282,7 +298,7 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
         new.output_format = _format(session["output_audio_format"], "session.output_audio_format")
     if "turn_detection" in session:
         new.turn_detection = _turn_detection(session["turn_detection"], cfg.turn_detection, "session.turn_detection",
-                                             new.adjusted, cfg.semantic_turn)
+                                             new.adjusted, cfg.semantic_turn, cfg.backchannels)
     if isinstance(session.get("voice"), str):
         _adjust(new.adjusted, "session.voice", session["voice"], VOICE)
     if "input_audio_transcription" in session:
@@ -302,7 +318,7 @@ def apply_session_update(cfg: SessionConfig, session: Any) -> SessionConfig:
         if "turn_detection" in inp:
             new.turn_detection = _turn_detection(
                 inp["turn_detection"], cfg.turn_detection, "session.audio.input.turn_detection", new.adjusted,
-                cfg.semantic_turn)
+                cfg.semantic_turn, cfg.backchannels)
         if "transcription" in inp:
             _transcription(new, inp["transcription"], "session.audio.input.transcription")
         if "format" in out:

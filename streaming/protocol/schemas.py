@@ -40,6 +40,7 @@ TURN_DETECTION = Optional(Obj({
     "speculative_silence_ms": Optional(Num()),
     "create_response": Optional(Bool()),
     "interrupt_response": Optional(Bool()),
+    "ignore_backchannels": Optional(Bool()),
 }))
 VOICE = Either(Str(128), Obj(), Null())  # a name, or the GA {"id": ...}; only names are used
 MAX_TOKENS = Either(Int(1, 100000), Enum("inf"), Null())

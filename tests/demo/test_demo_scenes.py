@@ -158,3 +158,32 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     assert sorted(p.name for p in (root / "images").iterdir()) == sorted(
         Path(f).name for f in first.get("frames") or [first["image"]])
     assert check_scenes.normalize(" Top! ") == "top"
+
+
+def test_a_new_scene_is_a_held_out_scene_with_answerable_spoken_questions(tmp_path):
+    from demo.new_scene import SceneMaker, make_scene
+    from omni.synth.questions import answer_space, normalize_answer
+    from omni.synth.world import sample_scene, split_of_signature
+
+    scene = make_scene(tmp_path / "a", "new001", seed=11)
+    again = make_scene(tmp_path / "b", "new001", seed=11)
+    assert [q.text for q in scene.questions] == [q.text for q in again.questions]  # repeatable by seed
+    world = sample_scene(11, "heldout", 0)
+    assert split_of_signature(world.signature()) == "heldout"  # never in the model's training
+    assert scene.fresh and (len(scene.frames) == 1) == (world.kind == "image")
+    assert all(p.is_file() for p in (scene.image, *scene.frames))
+    assert 1 <= len(scene.questions) <= 4
+    answers = {normalize_answer(a) for a in answer_space()}
+    for q in scene.questions:
+        assert q.ok is None and normalize_answer(q.answer) in answers
+        x = read_question(q)
+        assert 0.3 < len(x) / 16000 < 6 and np.abs(x).max() > 0.05  # a spoken question, 16 kHz
+    # added to a page's scenes: labelled new, nothing marked as checked, the page says so
+    shipped = SceneSet.load(Path(DEFAULT_MODEL_DIR) / "demo")
+    n = len(shipped.scenes)
+    label = shipped.add(SceneMaker(tmp_path / "c", seed=1)())
+    assert label.startswith(f"new scene {n + 1}:") and shipped.choices()[-1] == label
+    assert shipped.next_label(label) == shipped.choices()[0]
+    made = shipped.by_label(label)
+    assert all("✓" not in c for c in question_choices(made))
+    assert "never seen in its training" in ask_note(made)

@@ -115,6 +115,15 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
         page.wait_for_function("(() => { const i = document.querySelector('#scene_view img'); if (!i) return false;"
                                " window.seen = window.seen || new Set(); window.seen.add(i.src);"
                                " return window.seen.size >= 3 })()", timeout=30000)
+        # "new scene": a held-out scene made now, with its own questions, on the virtual camera
+        shown = page.evaluate("document.querySelector('#scene_view img').src")
+        page.locator("#new_scene").click()
+        page.wait_for_function("(() => { const i = document.querySelector('#scene input');"
+                               " return i && i.value.startsWith('new scene') })()", timeout=60000)
+        page.wait_for_function(f"{TEXT}('#ask').includes('never seen in its training')", timeout=30000)
+        page.wait_for_function(f"(() => document.querySelector('#scene_view img').src !== {shown!r})()",
+                               timeout=30000)
+        new_questions = page.inner_text("#question")
         browser.close()
     reply = transcript.split("assistant [")[1].split("]: ", 1)[1].splitlines()[0]
     import torch
@@ -130,6 +139,7 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
     said = transcript.split("you: ", 1)[1].splitlines()[0]
     assert word_accuracy(question["text"], normalize_answer(said)) >= 0.5, (said, question["text"])
     assert stops >= 2
+    assert "✓" not in new_questions and len(new_questions.strip()) > 0  # its questions, none marked checked
     docs = ROOT / "docs" / "demo.png"
     if os.environ.get("OMNI_UPDATE_SCREENSHOT"):  # kept out of normal runs: CI must not change tracked files
         shutil.copyfile(shot, docs)

@@ -316,7 +316,7 @@ def test_video_frames_dense_while_speaking_sparse_while_answering(voice):
 
 
 def test_client_truncate_after_playback_and_idle_timeout(voice):
-    q, q2 = voice("Say something."), voice("Okay.")
+    q, q2 = voice("Say something."), voice("What now?")  # not a backchannel: it takes the turn
     model = ScriptedModel()
 
     async def main():
