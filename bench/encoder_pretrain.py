@@ -3,7 +3,7 @@
     python bench/encoder_pretrain.py                       # CPU, ~8 min on 2 cores
 
 Trains fresh `mini` encoders with the curriculum's own functions
-(`mdp/omni_mini_encoders.py`) on the train pack and checks them on the held-out pack:
+(`mdp/curriculum/pretrain.py`) on the train pack and checks them on the held-out pack:
 
 - vision: slot classification of each still (empty, or color x shape, for 5 slots), on
   the stills as they are or (`--vision-augment`) on jittered views of them;
@@ -35,7 +35,7 @@ import torch  # noqa: E402
 
 def vision_run(args, train, heldout, cfg) -> dict:
     from encoders.vision import VisionEncoder
-    from mdp.omni_mini_encoders import pretrain_vision, slot_logits, slot_targets, still_patches
+    from mdp.curriculum.pretrain import pretrain_vision, slot_logits, slot_targets, still_patches
 
     torch.manual_seed(args.seed)
     vis = VisionEncoder(cfg.vision)
@@ -69,8 +69,8 @@ def _edit_distance(a: list, b: list) -> int:
 
 def audio_run(args, train, heldout, cfg, tok, cmvn: bool, augment: bool) -> dict:
     from encoders.audio import StreamingAudioEncoder
-    from mdp.omni_mini_data import pack_cmvn
-    from mdp.omni_mini_encoders import pretrain_audio
+    from mdp.curriculum.data import pack_cmvn
+    from mdp.curriculum.pretrain import pretrain_audio
 
     torch.manual_seed(args.seed)
     enc = StreamingAudioEncoder(cfg.audio)

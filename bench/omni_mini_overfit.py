@@ -42,8 +42,8 @@ def answer_shares(pack_path: str, rows: int, weight: float) -> dict:
     from encoders.audio import num_encoder_frames
     from mdp.data import stack
     from mdp.loss import answer_share
-    from mdp.omni_mini_data import PackDataset, answer_code_table
-    from mdp.omni_mini_stages import STAGE_ORDER, write_stage_manifest
+    from mdp.curriculum.data import PackDataset, answer_code_table
+    from mdp.curriculum.stages import STAGE_ORDER, write_stage_manifest
     from omni.config import get_omni_config
     from omni.synth.pack import Pack
     from omni.tokenizer import load_tokenizer
@@ -68,8 +68,8 @@ def answer_shares(pack_path: str, rows: int, weight: float) -> dict:
 def run_arm(pack: str, out_dir: str, sets: list[str], common: list[str]) -> dict:
     import torch.distributed as dist
 
-    from mdp.omni_mini import run_curriculum
-    from mdp.omni_mini_stages import STAGE_ORDER
+    from mdp.curriculum.run import run_curriculum
+    from mdp.curriculum.stages import STAGE_ORDER
     from mdp.recipes import get_recipe
 
     r = get_recipe("omni-mini-smoke").override([f"pack={pack}", f"out_dir={out_dir}", *common, *sets])

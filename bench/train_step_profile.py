@@ -51,8 +51,8 @@ def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work:
              workers: int):
     """The omni-mini trainer of `stage` at `batch`, its loader covering `steps` steps
     (`--train-path device`: the device-batch trainer, no loader)."""
-    from mdp.omni_mini import MiniTrainer, _stage_recipe
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.run import MiniTrainer, _stage_recipe
+    from mdp.curriculum.stages import write_stage_manifest
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, steps)
@@ -62,7 +62,7 @@ def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work:
     if not os.path.isfile(r.manifest):
         write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
     if args.train_path == "device":
-        from mdp.omni_mini_device import DeviceMiniTrainer
+        from mdp.curriculum.device import DeviceMiniTrainer
 
         tr = DeviceMiniTrainer(r, dev)
         tr.attach_device_data(r.manifest, pack, codes)
@@ -80,7 +80,7 @@ def profile_batch(args, pack, codes, stage: str, batch: int, dev: torch.device, 
     tr = _trainer(args, pack, codes, stage, batch, dev, work, steps, "", workers)
     acc: dict[str, float] = {}
     if args.train_path == "device":  # its step's record is read at once here (training reads it a step later)
-        from mdp.omni_mini_device import materialize
+        from mdp.curriculum.device import materialize
 
         tr.data = _timed(tr.data, acc, "data", dev)
         tr.encoders = _timed(tr.encoders, acc, "encoders", dev)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench/results/train_step_profile.json", help="JSON report path")
     args = p.parse_args(argv)
 
-    from mdp.omni_mini_data import answer_code_table
+    from mdp.curriculum.data import answer_code_table
     from omni.synth.pack import Pack
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -79,7 +79,7 @@ class _Phases:
 
 
 def _recipe(stage: str, batch: int, work: str, manifest: str, args):
-    from mdp.omni_mini import _stage_recipe
+    from mdp.curriculum.run import _stage_recipe
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, args.warmup + args.steps + args.breakdown + 2)
@@ -91,7 +91,7 @@ def _recipe(stage: str, batch: int, work: str, manifest: str, args):
 def _count_syncs(step, dev: torch.device, host_only: list) -> dict:
     """Host reads by project code (and synchronizing CUDA calls) during one step;
     reads inside the (obj, method)s of `host_only` (work on host tensors) are not counted."""
-    from mdp.omni_mini_device import HostReads
+    from mdp.curriculum.device import HostReads
 
     with warnings.catch_warnings(record=True) as caught, HostReads() as reads:
         saved = [(obj, name, getattr(obj, name)) for obj, name in host_only]
@@ -119,7 +119,7 @@ def _count_syncs(step, dev: torch.device, host_only: list) -> dict:
 
 
 def run_loader(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, manifest: str, bar) -> dict:
-    from mdp.omni_mini import MiniTrainer
+    from mdp.curriculum.run import MiniTrainer
 
     r = _recipe(stage, batch, work, manifest, args)
     tr = MiniTrainer(r, dev)
@@ -171,7 +171,7 @@ def run_loader(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
 
 def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, manifest: str, bar,
                tables, legacy: bool = False) -> tuple[dict, object]:
-    from mdp.omni_mini_device import DeviceMiniTrainer, materialize
+    from mdp.curriculum.device import DeviceMiniTrainer, materialize
 
     r = _recipe(stage, batch, work, manifest, args)
     tr = DeviceMiniTrainer(r, dev)
@@ -247,7 +247,7 @@ def _breakdown(tr, ph: _Phases, dev, s: int, args, bar, step, bare, host_only: l
     counted, result = _count_syncs(lambda: bare(s), dev, host_only)
     out.update(counted)
     if isinstance(result, dict) and "stats" in result:
-        from mdp.omni_mini_device import materialize
+        from mdp.curriculum.device import materialize
 
         materialize(result)
     bar.update(1)
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="device path with --compile: torch.compile's mode, e.g. reduce-overhead (CUDA graphs); "
                         "default: torch's")
     p.add_argument("--length-buckets", type=int, default=-1,
-                   help="device path: trimmed lengths per doubling (mdp.omni_mini_plan.bucket_length; 0: multiples "
+                   help="device path: trimmed lengths per doubling (mdp.curriculum.plan.bucket_length; 0: multiples "
                         "of 16 only; -1: the trainer's default)")
     p.add_argument("--profile", action="store_true",
                    help="profile one more step of each case (kernels, device time, busiest kernels and host ops)")
@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from tqdm import tqdm
 
-    from mdp.omni_mini_data import answer_code_table
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.data import answer_code_table
+    from mdp.curriculum.stages import write_stage_manifest
     from omni.synth.pack import Pack
 
     if args.threads:

@@ -3,7 +3,7 @@
 `debug` trains the debug flavor on CPU with gloo (seconds per step; what the tests
 use); `a1b` trains the 1B-active flavor on GPUs with bf16 autocast; `omni-mini`
 trains the default model (`mini` flavor) on a synthetic-world pack in stages
-(`mdp.omni_mini`); `omni-mini-smoke` is its few-step CPU version. Any field can
+(`mdp.curriculum.run`); `omni-mini-smoke` is its few-step CPU version. Any field can
 be overridden from the command line with `--set field=value`.
 """
 
@@ -61,17 +61,17 @@ class Recipe:
     keep_checkpoints: int = 2
     log_every: int = 1
     plot: bool = True
-    # staged curricula (mdp.omni_mini): empty curriculum = one plain run over `manifest`
+    # staged curricula (mdp.curriculum.run): empty curriculum = one plain run over `manifest`
     curriculum: str = ""  # "omni-mini"
     pack: str = ""  # `omni data pack` output the stages are drawn from
     stage_steps: str = ""  # "speech:300,vision:300,dialogue:600"
     stage_seq_len: str = ""  # "speech:176,dialogue:384" (stages not named: seq_len)
     stage_samples: int = 20000  # manifest lines written per stage
-    encoder_steps: str = ""  # "vision:600,audio:600": encoder pre-training before the first stage (mdp.omni_mini_encoders)
+    encoder_steps: str = ""  # "vision:600,audio:600": encoder pre-training before the first stage (mdp.curriculum.pretrain)
     encoder_batch: int = 64
     encoder_lr: float = 2e-3
     encoder_augment: str = ""  # encoders pre-trained on augmented views: "vision", "audio" or "vision,audio" (README)
-    caption_weight: float = -1.0  # relative weight of captions in the stage mixes (< 0: mdp.omni_mini_stages.STAGES)
+    caption_weight: float = -1.0  # relative weight of captions in the stage mixes (< 0: mdp.curriculum.stages.STAGES)
     transcribe_weight: float = -1.0  # the same for transcriptions of spoken questions
     data_workers: int = 0  # DataLoader processes building samples ahead of the GPU
     main_threads: int = 0  # torch CPU threads of the training process (0: 1 on CUDA with data_workers, else default)
@@ -80,7 +80,7 @@ class Recipe:
     plan_budget_s: float = 0.0  # > 0 (with fit_budget): fit the stages to this much time, spent over resumed runs
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     fit_budget: bool = False  # with time_budget_s: shrink the stages' steps to fit it (after timing a few)
-    train_path: str = "loader"  # omni-mini steps: "loader" (DataLoader workers) | "device" (mdp.omni_mini_device)
+    train_path: str = "loader"  # omni-mini steps: "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)
     # omni-mini: False carries one AdamW state and one LR schedule (warm-up once, cosine
     # over all stages' steps) from stage to stage; True restarts both in every stage
@@ -91,7 +91,7 @@ class Recipe:
     # omni-mini, train_path=device: more renderings of the pack's questions (`omni data
     # voice-bank`); every draw of a spoken question hears one of them or the pack's own
     voice_bank: str = ""
-    # omni-mini: held-out spoken questions answered during training (mdp.omni_mini_heldout)
+    # omni-mini: held-out spoken questions answered during training (mdp.curriculum.heldout)
     eval_pack: str = ""  # a held-out pack (`omni data default` writes runs/data/heldout.pack.npz); empty: no probe
     eval_every: int = 0  # probe every this many steps of a stage and at each stage's end (0: stage ends only)
     eval_samples: int = 120  # held-out questions per probe (an even stride over the pack)

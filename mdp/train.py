@@ -119,7 +119,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     init_distributed()
     try:
         if recipe.curriculum:  # staged recipes (omni-mini) run their own stage loop
-            from mdp.omni_mini import run_curriculum
+            from mdp.curriculum.run import run_curriculum
 
             run_curriculum(recipe, resume=not args.no_resume)
         else:

@@ -158,7 +158,7 @@ class Trainer:
         r = self.r
         if step < r.warmup_steps:
             return (step + 1) / r.warmup_steps
-        # a schedule spanning several stages (mdp.omni_mini) sets lr_total
+        # a schedule spanning several stages (mdp.curriculum.run) sets lr_total
         span = max(1, (self.lr_total or r.steps) - r.warmup_steps)
         t = min(1.0, (step - r.warmup_steps) / span)
         return (r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * t))) / r.lr

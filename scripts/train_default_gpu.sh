@@ -39,7 +39,7 @@ if [[ "${1:-}" == "--collect" ]]; then
   [[ -e "$dest/codec" ]] || ln -s "$(realpath --relative-to="$dest" speech/pretrained/default)" "$dest/codec"
   mkdir -p runs/omni-mini-gpu
   tar -xzf "$src/omni_mini_logs.tgz" -C runs/omni-mini-gpu
-  "$py" -c "from mdp.omni_mini import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
+  "$py" -c "from mdp.curriculum.run import plot_stages; plot_stages('runs/omni-mini-gpu', ['speech', 'vision', 'dialogue'])"
   cp runs/omni-mini-gpu/loss.png bench/results/omni_mini_loss.png
   for f in heldout.json heldout.png encoders.json; do
     [[ -f runs/omni-mini-gpu/$f ]] && cp "runs/omni-mini-gpu/$f" "bench/results/omni_mini_${f%.*}_gpu.${f##*.}"

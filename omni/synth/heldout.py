@@ -1,7 +1,7 @@
 """Held-out questions of the synthetic world, asked of a model and scored.
 
 One place for what the default model's bench (`bench/default_model.py`) and the
-training's held-out probe (`mdp.omni_mini_heldout`) both do: read held-out items
+training's held-out probe (`mdp.curriculum.heldout`) both do: read held-out items
 from a pack, build the request a question kind asks for, answer a batch greedily,
 and score exact answers per question family.
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mdp.omni_mini_data import PackDataset, answer_code_table, placeholder_order, speech_rows
-from mdp.omni_mini_stages import STAGES, parse_stage_steps, write_stage_manifest
+from mdp.curriculum.data import PackDataset, answer_code_table, placeholder_order, speech_rows
+from mdp.curriculum.stages import STAGES, parse_stage_steps, write_stage_manifest
 from omni.config import get_omni_config
 from omni.segments import SegmentMachine
 
@@ -118,7 +118,7 @@ def test_stage_manifests_and_errors(tmp_path, mini_pack):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"i": 0, "layout": "smell", "scene": -1, "answer": 0, "voice": True, "seed": 1}) + "\n")
     from mdp.data import ManifestError
-    from mdp.omni_mini_data import read_stage_manifest
+    from mdp.curriculum.data import read_stage_manifest
 
     with pytest.raises(ManifestError, match="layout"):
         read_stage_manifest(str(bad), len(pack), pack.num_scenes, 10)
@@ -149,7 +149,7 @@ def test_too_long_sample_is_replaced(tmp_path, mini_pack, model):
 def test_budget_plan_scales_stages_by_sequence_length(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from mdp.omni_mini import _Plan
+    from mdp.curriculum.run import _Plan
     from mdp.recipes import get_recipe
 
     monkeypatch.setattr(dist, "get_rank", lambda: 0)
@@ -186,7 +186,7 @@ def test_step_packing_round_trip():
     import torch
 
     from mdp.data import ModalityItem, Sample
-    from mdp.omni_mini import pack_step, unpack_step
+    from mdp.curriculum.run import pack_step, unpack_step
 
     def sample(n_items: int, seed: int) -> Sample:
         g = torch.Generator().manual_seed(seed)
@@ -228,7 +228,7 @@ def test_training_process_threads():
     explicit recipe value wins."""
     import torch
 
-    from mdp.omni_mini import main_process_threads
+    from mdp.curriculum.run import main_process_threads
 
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert main_process_threads(0, 12, cuda) == 1
@@ -265,7 +265,7 @@ def test_caption_layout_is_the_chat_prompt_and_names_every_object(tmp_path, mini
 
 def test_caption_weight_sets_the_share_of_captions(tmp_path, mini_pack):
     from mdp.data import ManifestError
-    from mdp.omni_mini_data import read_stage_manifest
+    from mdp.curriculum.data import read_stage_manifest
     from omni.synth.pack import Pack
 
     pack = Pack(mini_pack)

@@ -31,8 +31,8 @@ STAGE_LEN = {"speech": 176, "vision": 176, "dialogue": 384}
 
 @pytest.fixture(scope="module")
 def world(mini_pack):
-    from mdp.omni_mini_data import answer_code_table
-    from mdp.omni_mini_tables import PackTables
+    from mdp.curriculum.data import answer_code_table
+    from mdp.curriculum.tables import PackTables
     from omni.config import get_omni_config
     from omni.synth.pack import Pack
     from omni.tokenizer import load_tokenizer
@@ -58,9 +58,9 @@ def _frames_ready_loop(cfg):
 def _both(world, stage: str, tmp_path, rows: int = 40):
     """Loader samples and the device plan of the same records, augmentation off."""
     from encoders.audio import num_encoder_frames
-    from mdp.omni_mini_data import PackDataset
-    from mdp.omni_mini_plan import StepPlanner, draw, finalize
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.data import PackDataset
+    from mdp.curriculum.plan import StepPlanner, draw, finalize
+    from mdp.curriculum.stages import write_stage_manifest
 
     pack, cfg, tok, codes, tables = world
     manifest = str(tmp_path / f"{stage}.jsonl")
@@ -80,7 +80,7 @@ def _both(world, stage: str, tmp_path, rows: int = 40):
 
 def test_closed_form_frame_counts_equal_the_encoders(world):
     from encoders.audio import num_encoder_frames
-    from mdp.omni_mini_plan import encoder_frames, frames_ready
+    from mdp.curriculum.plan import encoder_frames, frames_ready
 
     cfg = world[1]
     n = np.arange(0, 60000, 7)
@@ -92,7 +92,7 @@ def test_closed_form_frame_counts_equal_the_encoders(world):
 @pytest.mark.parametrize("stage", ["speech", "vision", "dialogue"])
 def test_device_batches_equal_loader_batches(world, stage, tmp_path):
     from mdp.data import CAT_NONE, IGNORE, stack
-    from mdp.omni_mini_build import build_audio, build_patches, expand_segments, to_device
+    from mdp.curriculum.build import build_audio, build_patches, expand_segments, to_device
 
     ds, samples, plan = _both(world, stage, tmp_path)
     tables = world[4]
@@ -148,8 +148,8 @@ def trainer(world, tmp_path_factory):
     import torch.distributed as dist
 
     from mdp.data import default_layout
-    from mdp.omni_mini import _stage_recipe
-    from mdp.omni_mini_device import DeviceMiniTrainer
+    from mdp.curriculum.run import _stage_recipe
+    from mdp.curriculum.device import DeviceMiniTrainer
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 
@@ -167,8 +167,8 @@ def trainer(world, tmp_path_factory):
 def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
     """Same weights, same records: the LLM input rows and the loss agree."""
     from mdp.loss import label_counts, pack_labels
-    from mdp.omni_mini import pack_step
-    from mdp.omni_mini_build import expand_segments, to_device
+    from mdp.curriculum.run import pack_step
+    from mdp.curriculum.build import expand_segments, to_device
 
     tr = trainer
     ds, samples, plan = _both(world, "dialogue", tmp_path, rows=10)
@@ -196,7 +196,7 @@ def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
 
 
 def test_guard_catches_host_reads():
-    from mdp.omni_mini_device import HostReadError, HostReads
+    from mdp.curriculum.device import HostReadError, HostReads
 
     x = torch.ones(3)
     with HostReads(strict=True), pytest.raises(HostReadError):
@@ -208,8 +208,8 @@ def test_guard_catches_host_reads():
 
 
 def test_device_step_reads_nothing_back(world, trainer, mini_pack, tmp_path):
-    from mdp.omni_mini_device import HostReads, materialize
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.device import HostReads, materialize
+    from mdp.curriculum.stages import write_stage_manifest
 
     pack, _, _, codes, tables = world
     manifest = str(tmp_path / "dialogue.jsonl")
@@ -226,9 +226,9 @@ def test_device_step_reads_nothing_back(world, trainer, mini_pack, tmp_path):
 def test_trimmed_lengths_fall_in_few_buckets(world, tmp_path):
     """`bucket_length`: never shorter than asked, multiples of 16, at most seq_len,
     a few lengths per doubling; the planner's steps take them."""
-    from mdp.omni_mini_data import read_stage_manifest
-    from mdp.omni_mini_plan import LENGTH_MULTIPLE, StepPlanner, bucket_length
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.data import read_stage_manifest
+    from mdp.curriculum.plan import LENGTH_MULTIPLE, StepPlanner, bucket_length
+    from mdp.curriculum.stages import write_stage_manifest
 
     for per in (0, 1, 2, 4):
         got = [bucket_length(n, 384, per) for n in range(1, 500)]
@@ -270,7 +270,7 @@ def test_device_path_trains_resumes_exports(tmp_path, mini_pack):
     resumes, and the export loads."""
     import torch.distributed as dist
 
-    from mdp.omni_mini import run_curriculum
+    from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 
@@ -304,9 +304,9 @@ def test_device_path_trains_resumes_exports(tmp_path, mini_pack):
 
 def test_too_long_rows_are_replaced_by_later_records(world, tmp_path):
     """As `PackDataset.sample`: a row longer than seq_len + 1 takes the next record."""
-    from mdp.omni_mini_data import read_stage_manifest
-    from mdp.omni_mini_plan import StepPlanner, draw
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.data import read_stage_manifest
+    from mdp.curriculum.plan import StepPlanner, draw
+    from mdp.curriculum.stages import write_stage_manifest
 
     pack, tables = world[0], world[4]
     manifest = str(tmp_path / "dialogue.jsonl")

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mdp.omni_mini_encoders import (SLOT_CLASSES, parse_encoder_augment, parse_encoder_steps, pretrain_audio,
+from mdp.curriculum.pretrain import (SLOT_CLASSES, parse_encoder_augment, parse_encoder_steps, pretrain_audio,
                                     pretrain_vision, slot_targets)
 from omni.config import get_omni_config
 
@@ -32,7 +32,7 @@ def test_slot_targets_and_step_spec():
 def test_pretraining_lowers_each_loss(mini_pack):
     from encoders.audio import StreamingAudioEncoder
     from encoders.vision import VisionEncoder
-    from mdp.omni_mini_data import pack_cmvn
+    from mdp.curriculum.data import pack_cmvn
     from omni.synth.pack import Pack
     from omni.tokenizer import load_tokenizer
 
@@ -82,7 +82,7 @@ def test_bench_encoder_pretrain_runs(tmp_path, mini_pack):
 def test_perturb_speed_gain_noise_bounds_and_determinism():
     import torch
 
-    from mdp.omni_mini_encoders import perturb
+    from mdp.curriculum.pretrain import perturb
 
     t = torch.arange(16000) / 16000
     wav = (0.3 * torch.sin(2 * torch.pi * 220 * t)).float()
@@ -102,7 +102,7 @@ def test_perturb_speed_gain_noise_bounds_and_determinism():
 def test_mask_frames_masks_only_valid_frames_and_leaves_the_input():
     import torch
 
-    from mdp.omni_mini_encoders import mask_frames
+    from mdp.curriculum.pretrain import mask_frames
 
     feats = torch.ones(3, 20, 6)
     lens = torch.tensor([20, 10, 3])
@@ -120,7 +120,7 @@ def test_still_patches_round_trip_and_jitter_keeps_the_layout():
     import torch
 
     from encoders.image_processing import preprocess_image
-    from mdp.omni_mini_encoders import jitter_stills, patch_stills, unpatch_stills
+    from mdp.curriculum.pretrain import jitter_stills, patch_stills, unpatch_stills
     from omni.config import get_omni_config
 
     cfg = get_omni_config("mini").vision

@@ -15,8 +15,8 @@ STAGE_LEN = {"speech": 176, "vision": 176, "dialogue": 384}
 
 def _dataset(pack, stage: str, manifest: str, rows: int, seed: int = 0):
     from encoders.audio import num_encoder_frames
-    from mdp.omni_mini_data import PackDataset, answer_code_table
-    from mdp.omni_mini_stages import write_stage_manifest
+    from mdp.curriculum.data import PackDataset, answer_code_table
+    from mdp.curriculum.stages import write_stage_manifest
     from omni.config import get_omni_config
     from omni.tokenizer import load_tokenizer
 
@@ -29,7 +29,7 @@ def _dataset(pack, stage: str, manifest: str, rows: int, seed: int = 0):
 
 
 def test_still_layouts_never_ask_video_questions(tmp_path, mini_pack):
-    from mdp.omni_mini_stages import STAGES, STILL_LAYOUTS, VIDEO_FAMILIES, write_stage_manifest
+    from mdp.curriculum.stages import STAGES, STILL_LAYOUTS, VIDEO_FAMILIES, write_stage_manifest
     from omni.synth.pack import Pack
 
     pack = Pack(mini_pack)
@@ -54,7 +54,7 @@ def test_still_layouts_never_ask_video_questions(tmp_path, mini_pack):
 def test_answer_marks_and_their_share_of_the_loss_weight(tmp_path, mini_pack):
     from mdp.data import CAT_NONE, stack
     from mdp.loss import answer_share
-    from mdp.omni_mini_data import ANSWER_LAYOUTS
+    from mdp.curriculum.data import ANSWER_LAYOUTS
     from mdp.recipes import Recipe
     from omni.synth.pack import Pack
 
@@ -117,7 +117,7 @@ def test_one_optimizer_over_the_stages_resumes_exactly(tmp_path, mini_pack, trai
     speech, vision and dialogue stages and resumed logs the uninterrupted run's losses."""
     import torch.distributed as dist
 
-    from mdp.omni_mini import run_curriculum
+    from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 
@@ -146,7 +146,7 @@ def test_one_optimizer_over_the_stages_resumes_exactly(tmp_path, mini_pack, trai
         assert run_curriculum(recipe(per_stage, "optimizer_per_stage=true")) is not None
         # the AdamW moments ran through every stage: the last checkpoint counts all the steps
         from mdp import checkpoint
-        from mdp.omni_mini import MiniTrainer, _stage_recipe
+        from mdp.curriculum.run import MiniTrainer, _stage_recipe
 
         for out, want in ((whole, sum(steps.values())), (per_stage, steps["dialogue"])):
             tr = MiniTrainer(_stage_recipe(recipe(out), "dialogue", steps["dialogue"]), torch.device("cpu"))

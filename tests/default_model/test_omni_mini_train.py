@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
     import torch.distributed as dist
 
-    from mdp.omni_mini import run_curriculum
+    from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 
@@ -90,8 +90,8 @@ def test_deadline_right_after_a_periodic_checkpoint(tmp_path, mini_pack, monkeyp
 
     import torch.distributed as dist
 
-    from mdp import omni_mini
-    from mdp.omni_mini import run_curriculum
+    from mdp.curriculum import run as omni_mini
+    from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 

@@ -11,8 +11,8 @@ import torch
 
 @pytest.fixture(scope="module")
 def bank_world(mini_pack, tmp_path_factory):
-    from mdp.omni_mini_data import answer_code_table
-    from mdp.omni_mini_tables import PackTables
+    from mdp.curriculum.data import answer_code_table
+    from mdp.curriculum.tables import PackTables
     from omni.config import get_omni_config
     from omni.synth.pack import Pack
     from omni.synth.voice_bank import VoiceBank, build_voice_bank, write_voice_bank
@@ -110,10 +110,10 @@ def test_tables_list_every_rendering_of_a_text(bank_world):
 
 
 def test_planner_draws_renderings_only_when_augmenting(bank_world, tmp_path):
-    from mdp.omni_mini_data import read_stage_manifest
-    from mdp.omni_mini_plan import StepPlanner, draw
-    from mdp.omni_mini_stages import write_stage_manifest
-    from mdp.omni_mini_tables import record_arrays
+    from mdp.curriculum.data import read_stage_manifest
+    from mdp.curriculum.plan import StepPlanner, draw
+    from mdp.curriculum.stages import write_stage_manifest
+    from mdp.curriculum.tables import record_arrays
 
     pack, bank, plain, banked, texts = bank_world
     manifest = str(tmp_path / "speech.jsonl")
@@ -150,7 +150,7 @@ def test_planner_draws_renderings_only_when_augmenting(bank_world, tmp_path):
 def test_loader_path_refuses_a_bank(tmp_path, mini_pack):
     import torch.distributed as dist
 
-    from mdp.omni_mini import run_curriculum
+    from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
     from mdp.train import init_distributed
 
@@ -171,8 +171,8 @@ def test_audio_pretraining_learns_from_the_bank(bank_world):
     from contextlib import nullcontext
 
     from encoders.audio import StreamingAudioEncoder
-    from mdp.omni_mini_data import pack_cmvn
-    from mdp.omni_mini_encoders import pretrain_audio
+    from mdp.curriculum.data import pack_cmvn
+    from mdp.curriculum.pretrain import pretrain_audio
     from omni.config import get_omni_config
     from omni.tokenizer import load_tokenizer
 

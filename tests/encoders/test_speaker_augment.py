@@ -77,7 +77,7 @@ def test_frontend_applies_it_in_training_only_and_repeatably():
 
 
 def test_recipe_attaches_it_to_the_training_audio_front_end():
-    from mdp.omni_mini import _attach_speaker_augment
+    from mdp.curriculum.run import _attach_speaker_augment
     from mdp.recipes import get_recipe
 
     class T:

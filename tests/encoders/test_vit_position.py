@@ -312,7 +312,7 @@ def test_training_checkpoint_without_the_table_does_not_resume_silently(tmp_path
         with pytest.raises(ValueError, match=lost):
             checkpoint.load(str(tmp_path), 3, *parts(mini), {"step": -1})
         same, opt2, sched2 = parts(_off(mini))
-        extra = {"step": -1}  # the keys to restore, as mdp/omni_mini.py passes them
+        extra = {"step": -1}  # the keys to restore, as mdp/curriculum/run.py passes them
         checkpoint.load(str(tmp_path), 3, same, opt2, sched2, extra)
         assert extra == {"step": 3} and torch.equal(same.vit.encoder.layers[0].attn.qkv.weight,
                                                      old.vit.encoder.layers[0].attn.qkv.weight)

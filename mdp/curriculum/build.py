@@ -1,4 +1,4 @@
-"""A step's batch built on the device from its host plan (`mdp.omni_mini_plan`).
+"""A step's batch built on the device from its host plan (`mdp.curriculum.plan`).
 
 Three pieces, each a handful of batched tensor ops whatever the batch size, and
 none reads a device value back to the host:
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from mdp.data import CAT_AUDIO_TEXT, IGNORE
-from mdp.omni_mini_plan import StepPlan
-from mdp.omni_mini_tables import PackTables
+from mdp.curriculum.plan import StepPlan
+from mdp.curriculum.tables import PackTables
 from omni.synth.audio import NOISE_KINDS
 
 _INT_AUDIO = ("clip_start", "clip_len", "n_speech", "lead", "ns", "kind")
@@ -94,7 +94,7 @@ def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch
     ids = torch.where(live, t.id_pool[torch.where(live, pick(id0) + pick(ids_k) * off, 0)], t.sp.pad)
     rows = t.row_pool[torch.where(live, pick(row0) + pick(row_k) * off, 0)]  # [B, T+1, 4]
     category = torch.where(live, pick(cat), 0)
-    flags = pick(first)  # bit 0: first audio frame, bit 1: answer (`mdp.omni_mini_plan.ANSWER_BIT`)
+    flags = pick(first)  # bit 0: first audio frame, bit 1: answer (`mdp.curriculum.plan.ANSWER_BIT`)
     first_audio = live & (flags % 2 > 0) & (off == 0)
     answer = live & (flags // 2 % 2 > 0)
     feat_start = pick(feat0)

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from mdp.omni_mini_data import SPEECH_FAMILIES
+from mdp.curriculum.data import SPEECH_FAMILIES
 
 # stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual |
 # answer | scene (a caption of any scene) | clip (any spoken question, transcribed).

@@ -1,8 +1,8 @@
 """The default model's pack as lookup tables, for building whole batches on the device.
 
-`mdp.omni_mini_data.PackDataset` builds one sample at a time in Python (token runs,
+`mdp.curriculum.data.PackDataset` builds one sample at a time in Python (token runs,
 numpy microphone, PIL patches) in loader workers. The device path
-(`mdp.omni_mini_plan` plans a step on the host, `mdp.omni_mini_build` materializes it
+(`mdp.curriculum.plan` plans a step on the host, `mdp.curriculum.build` materializes it
 on the device) instead reads the pack through the tables made here, once per run:
 
     id pool      every token run a sample can contain, tokenized once by the same
@@ -32,7 +32,7 @@ import functools
 import numpy as np
 import torch
 
-from mdp.omni_mini_data import LAYOUTS, speech_rows
+from mdp.curriculum.data import LAYOUTS, speech_rows
 from omni.synth.audio import mulaw_decode
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
 

@@ -1,6 +1,6 @@
 """The staged training run of the default model (`omni train --recipe omni-mini`).
 
-For each stage of `recipe.stage_steps` (see `mdp.omni_mini_stages`): write the
+For each stage of `recipe.stage_steps` (see `mdp.curriculum.stages`): write the
 stage manifest from the pack, train with the project's MDP trainer (AdamW, cosine
 LR, stage-1 loss on the reply), checkpoint every `save_every` steps and at the
 stage's end, log loss.csv / loss.json / loss.png in out_dir/STAGE, and leave
@@ -31,8 +31,8 @@ import torch.distributed as dist
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
 from mdp.log import BufferedTrainLog, TrainLog, logged_step
-from mdp.omni_mini_data import PackDataset, answer_code_table, pack_cmvn
-from mdp.omni_mini_stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
+from mdp.curriculum.data import PackDataset, answer_code_table, pack_cmvn
+from mdp.curriculum.stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
 from mdp.trainer import Trainer
 
@@ -298,7 +298,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if r.voice_bank and r.train_path != "device":
         raise ValueError("recipe voice_bank needs train_path=device (the loader path hears the pack's clips only)")
     if r.train_path == "device":
-        from mdp.omni_mini_device import DeviceMiniTrainer
+        from mdp.curriculum.device import DeviceMiniTrainer
 
         trainer = DeviceMiniTrainer(r, device_for_rank())
     else:
@@ -415,7 +415,7 @@ def _probe(r: Recipe, shared: dict | None, device):
         return None
     if shared is not None and "probe" in shared:
         return shared["probe"]
-    from mdp.omni_mini_heldout import HeldoutProbe
+    from mdp.curriculum.heldout import HeldoutProbe
 
     probe = HeldoutProbe(r, os.path.dirname(r.out_dir), device)
     if shared is not None:
@@ -447,7 +447,7 @@ def _continue_optimizer(trainer, ckpt_dir: str, offset: int, rank0: bool) -> Non
 
 def _log_lagged(rec: dict, seconds: float, log, bar) -> None:
     """Log a device-path step record (reading its values waits for that step only)."""
-    from mdp.omni_mini_device import materialize
+    from mdp.curriculum.device import materialize
 
     out = materialize(rec)
     out["seconds"] = seconds
@@ -461,7 +461,7 @@ def _log_lagged(rec: dict, seconds: float, log, bar) -> None:
 def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
     """Audio features normalized by the pack's statistics, then the encoders'
     pre-training (`encoder_steps`), logged to out_dir/encoders.json."""
-    from mdp.omni_mini_encoders import parse_encoder_augment, parse_encoder_steps, pretrain_audio, pretrain_vision
+    from mdp.curriculum.pretrain import parse_encoder_augment, parse_encoder_steps, pretrain_audio, pretrain_vision
     from omni.tokenizer import load_tokenizer
 
     encs = trainer.model.encoders
@@ -481,7 +481,7 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
             losses, _ = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed,
                                         trainer._autocast, augment="vision" in augment)
         else:
-            from mdp.omni_mini_tables import load_bank
+            from mdp.curriculum.tables import load_bank
 
             losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
                                     trainer._autocast, augment="audio" in augment, bank=load_bank(r.voice_bank))

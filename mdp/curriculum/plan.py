@@ -4,7 +4,7 @@ For a step's manifest records this computes, with whole-array numpy (no loop ove
 samples), everything whose size the host must know: the random draws of each
 row (microphone: speed, silences, gain, noise, SNR; stream: start time, buffered
 frame), the length of every token segment of every row, the distinct vision units
-(frame pairs) and the audio rows. `mdp.omni_mini_build` turns the plan into
+(frame pairs) and the audio rows. `mdp.curriculum.build` turns the plan into
 tensors on the device; the plan itself is a few hundred KB of ints per step.
 
 A row is a fixed list of segment slots (most are empty for a given layout), in the
@@ -34,8 +34,8 @@ import dataclasses
 import numpy as np
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
-from mdp.omni_mini_data import ANSWER_LAYOUTS
-from mdp.omni_mini_tables import LAYOUT_CODE, PackTables, record_arrays
+from mdp.curriculum.data import ANSWER_LAYOUTS
+from mdp.curriculum.tables import LAYOUT_CODE, PackTables, record_arrays
 from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TAIL_RANGE_S
 from omni.synth.pack import SPEED_RANGE
 
@@ -236,7 +236,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
 
 @dataclasses.dataclass
 class StepPlan:
-    """One step's rows, ready for `mdp.omni_mini_build`."""
+    """One step's rows, ready for `mdp.curriculum.build`."""
 
     rows: Rows
     T: int  # LLM input positions per row

@@ -1,5 +1,5 @@
 """The default model's training step with batches built on the device (recipe
-`train_path=device`), next to the loader path of `mdp.omni_mini.MiniTrainer`.
+`train_path=device`), next to the loader path of `mdp.curriculum.run.MiniTrainer`.
 
 Why: in the loader path a step waits on worker processes that build every sample
 in Python and hand ~150 MB of float32 patches per dialogue step to the main process,
@@ -13,7 +13,7 @@ Here a step is:
              lengths, distinct vision units, audio rows); rows of `bucket_window`
              steps are length-bucketed and trimmed to their batch
     copy     the plan's integer / float tables, two non-blocking copies
-    device   `mdp.omni_mini_build`: token rows, labels and feature indices by
+    device   `mdp.curriculum.build`: token rows, labels and feature indices by
              gathers; microphone augmentation; patches from the pack's uint8 frames
     model    encoders on the distinct units (one [U, P] ViT batch: every unit of a
              pack has one grid) / audio rows, input embedding as one gather from
@@ -29,7 +29,7 @@ the MoE load statistics are counted without the host scalar copy of `MoE.route`.
 Shapes change from step to step (rows trimmed to their batch, distinct units, audio
 rows), so nothing per shape may be costly: the ViT takes the loader path's flash
 kernel, SDPA is kept off cuDNN attention (`ATTENTION`), and the trimmed lengths fall
-in a few buckets (`mdp.omni_mini_plan.bucket_length`).
+in a few buckets (`mdp.curriculum.plan.bucket_length`).
 
 Single process only (world size 1): the recipe trains on one GPU.
 """
@@ -45,10 +45,10 @@ import torch.nn.functional as F
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, IGNORE
 from mdp.loss import pack_labels, stat_record
-from mdp.omni_mini import MiniTrainer
-from mdp.omni_mini_build import DevicePlan, build_audio, build_patches, expand_segments, to_device
-from mdp.omni_mini_plan import LENGTHS_PER_OCTAVE, StepPlan, StepPlanner
-from mdp.omni_mini_tables import PackTables, load_bank
+from mdp.curriculum.run import MiniTrainer
+from mdp.curriculum.build import DevicePlan, build_audio, build_patches, expand_segments, to_device
+from mdp.curriculum.plan import LENGTHS_PER_OCTAVE, StepPlan, StepPlanner
+from mdp.curriculum.tables import PackTables, load_bank
 from omni.embedding import embed_rows
 
 
@@ -183,7 +183,7 @@ class DeviceMiniTrainer(MiniTrainer):
     def attach_device_data(self, manifest: str, pack, codes, tables: PackTables | None = None, window: int | None = None,
                            augment: bool = True, jitter: bool = True) -> None:
         """The stage's records and the pack tables (built once per run; pass them in to reuse)."""
-        from mdp.omni_mini_data import read_stage_manifest
+        from mdp.curriculum.data import read_stage_manifest
         from omni.tokenizer import load_tokenizer
 
         if tables is None:
