@@ -15,7 +15,8 @@
    `omni serve` on this machine and `omni client` in real time (question WAV +
    the scene's stream video): accuracy next to the offline answers of the same
    questions, the client- and server-side latency breakdown, and the server's
-   real-time figures.
+   real-time figures; `--turn-detection semantic_vad` ends the turns by the
+   model's judgment instead of silence.
 
 `--question` picks a diagnostic instead of the bars' spoken questions, to tell
 whether a model that fails them cannot see or cannot hear:
@@ -135,7 +136,8 @@ def streaming(args, items: list[dict]) -> dict:
         rows = []
         for it in chosen:
             cmd = [sys.executable, "-m", "omni.cli", "client", "--url", f"ws://127.0.0.1:{port}", "--json",
-                   "--wav", os.path.join(args.data, it["question_audio"]), "--out", reply_wav, "--timeout", "60"]
+                   "--wav", os.path.join(args.data, it["question_audio"]), "--out", reply_wav, "--timeout", "60",
+                   "--turn-detection", args.turn_detection]
             if it.get("stream_video"):
                 cmd += ["--video", os.path.join(args.data, it["stream_video"])]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
@@ -168,6 +170,7 @@ def streaming(args, items: list[dict]) -> dict:
     n = max(1, len(rows))
     return {
         "n": len(rows),
+        "turn_detection": args.turn_detection,
         "accuracy": round(sum(r["ok"] for r in rows) / n, 4),
         "offline_accuracy_same_questions": round(sum(r["offline_ok"] for r in rows) / n, 4),
         "same_text_as_offline": round(sum(r["same_as_offline"] for r in rows) / n, 4),
@@ -188,6 +191,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="requests per batched generate call")
     p.add_argument("--max-steps", type=int, default=80, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
+    p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
+                   help="the streamed sessions' turn detection (default server_vad)")
     p.add_argument("--question", choices=QUESTIONS, default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")

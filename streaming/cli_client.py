@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--silence", type=non_negative_float, default=1.5, help="seconds of silence sent after the question")
     p.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     p.add_argument("--instructions", help="system prompt for the session")
+    p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
+                   help="how the server ends the turn: silence (server_vad, default) or the model's judgment "
+                        "(semantic_vad; a model without an end-of-turn head falls back to silence)")
     p.add_argument("--timeout", type=positive_float, default=120.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
 
@@ -130,7 +133,8 @@ async def _run(args: argparse.Namespace, question: np.ndarray, frames: list[tupl
             print(f"\n[server error] {e['error']['code']}: {e['error']['message']}", file=sys.stderr)
 
     async with RealtimeClient(args.url, api_key=args.api_key, on_event=show) as c:
-        await c.configure(input_rate=16000, output_rate=24000, instructions=args.instructions)
+        await c.configure(input_rate=16000, output_rate=24000, instructions=args.instructions,
+                          turn_detection={"type": args.turn_detection})
         print(f"streaming {len(question) / 16000:.1f} s of speech" + (f" + {len(frames)} frames" if frames else "")
               + f" to {args.url} ...", flush=True)
         print("assistant: ", end="", flush=True)
