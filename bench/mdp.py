@@ -152,7 +152,7 @@ def _ep_worker(rank: int, world: int, flavor: str, tokens: int, iters: int) -> d
     timer = _timer(dev)
     res: dict = {}
     for overlap in (False, True):
-        layer._ep.overlap = overlap
+        layer.mlp.dispatcher.overlap = overlap
         xi = x.clone().requires_grad_()
 
         def fb() -> torch.Tensor:

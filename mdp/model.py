@@ -1,10 +1,11 @@
-"""The training model: encoders -> LongCat-Flash backbone -> text head + 4 audio heads.
+"""The training model is the serving model: `OmniTrainModel` is `omni.model.OmniModel`
+(its construction, initialization, checks and submodule names, so a trained state
+dict is a serving checkpoint by construction) plus the calls of a training step.
 
-A thin single-device adapter over the project's components, shaped for
-modality-decoupled training: the encoders, the input embedding, the decoder
-layers and the heads are separate calls so that the trainer can run each phase
-on the ranks that own it (encoders everywhere, embedding on pipeline stage 0,
-layers per stage, heads and loss on the last stage).
+Those calls are shaped for modality-decoupled training: the encoders, the input
+embedding, the decoder layers and the heads are separate calls so that the trainer
+can run each phase on the ranks that own it (encoders everywhere, embedding on
+pipeline stage 0, layers per stage, heads and loss on the last stage).
 
 Input embedding of a position (spec 1.5): TextEmb(id) (zero for the text pad)
 plus the four codec embeddings (zero for codec pad); positions holding
@@ -13,7 +14,9 @@ Audio heads (`omni.heads.AudioHead`) are teacher-forced with depth conditioning:
 head k+1 sees h + sum_{j<=k} E_j(code_j of the target frame).
 
 No torch.distributed here; parallelism is applied from outside (`mdp.parallelize`,
-`mdp.ep`, `mdp.pipeline`).
+`mdp.ep`, `mdp.pipeline`), and so is what only training needs: encoders the
+recipe's data never uses are dropped, pipeline stages replace what they do not
+own with `Absent`.
 """
 
 from __future__ import annotations
@@ -21,14 +24,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from encoders.audio import StreamingAudioEncoder
-from encoders.vision import VisionEncoder
 from mdp.loss import stage1_loss
 from omni.config import OmniConfig
-from omni.embedding import AudioEmbedding, embed_rows
-from omni.heads import AudioHead
+from omni.embedding import embed_rows
 from omni.llm.context import build_context
-from omni.llm.model import LongcatFlashForCausalLM
+from omni.model import OmniModel
 
 
 class Absent(nn.Module):
@@ -38,29 +38,21 @@ class Absent(nn.Module):
         raise RuntimeError("this submodule lives on another pipeline stage")
 
 
-class OmniTrainModel(nn.Module):
-    """Submodule names equal `omni.model.OmniModel`'s (llm, vision, audio_encoder,
-    audio_embedding, audio_head), so a trained state dict loads into the serving model."""
+class OmniTrainModel(OmniModel):
+    """OmniModel with the training step's calls; `modalities` names the data kinds
+    the run sees: an encoder none of them needs is not kept (no memory, no
+    collectives for it)."""
 
     def __init__(self, cfg: OmniConfig, modalities: tuple[str, ...] = ("image", "video", "audio")) -> None:
-        super().__init__()
-        self.cfg = cfg
-        h = cfg.llm.hidden_size
-        self.llm = LongcatFlashForCausalLM(cfg.llm)
-        self.audio_embedding = AudioEmbedding(cfg.num_audio_heads, cfg.audio_vocab_size, h, cfg.audio_pad_id)
-        self.audio_head = AudioHead(cfg)
-        if any(m in modalities for m in ("image", "video")):
-            if cfg.vision.out_dim != h:
-                raise ValueError(f"vision.out_dim={cfg.vision.out_dim} != llm.hidden_size={h}")
-            self.vision = VisionEncoder(cfg.vision)
-        if "audio" in modalities:
-            if cfg.audio.out_dim != h:
-                raise ValueError(f"audio.out_dim={cfg.audio.out_dim} != llm.hidden_size={h}")
-            self.audio_encoder = StreamingAudioEncoder(cfg.audio)
-        std = cfg.llm.initializer_range
-        for mod in (self.audio_embedding, self.audio_head):
-            for p in mod.parameters():
-                nn.init.normal_(p, 0.0, std)
+        super().__init__(cfg)
+        if not any(m in modalities for m in ("image", "video")):
+            del self.vision
+        if "audio" not in modalities:
+            del self.audio_encoder
+
+    @property
+    def cfg(self) -> OmniConfig:
+        return self.config
 
     @property
     def encoders(self) -> dict[str, nn.Module]:
@@ -130,8 +122,10 @@ class OmniTrainModel(nn.Module):
 
     # --- LLM pieces ------------------------------------------------------------
 
-    def embed(self, ids: torch.Tensor, codec: torch.Tensor, modality: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
-        """ids [B, T], codec [B, T, 4], modality [P, H] for the P placeholder positions."""
+    def embed_placeholders(self, ids: torch.Tensor, codec: torch.Tensor, modality: torch.Tensor | None,
+                           placeholder: torch.Tensor) -> torch.Tensor:
+        """ids [B, T], codec [B, T, 4], modality [P, H] for the P placeholder positions
+        (`OmniModel.embed` takes features per item; a pipeline stage gets them packed)."""
         pad = self.cfg.llm.pad_token_id
         # one call per embedding module: FSDP2 units expect one forward per step
         e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, pad)

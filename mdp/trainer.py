@@ -256,7 +256,7 @@ class Trainer:
             ids, codec = batch["ids"].to(self.device), batch["codec"].to(self.device)
             placeholder = (ids == self.layout.image_pad_id) | (ids == self.layout.audio_pad_id)
             with self._autocast():
-                x = model.embed(ids, codec, gathered, placeholder)
+                x = model.embed_placeholders(ids, codec, gathered, placeholder)
             x_leaf = x.detach().requires_grad_()
         if self.schedule is None:
             with self._autocast():

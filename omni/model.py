@@ -83,10 +83,11 @@ class OmniModel(nn.Module):
             for mod in (self.audio_embedding, self.audio_head):
                 for p in mod.parameters():
                     nn.init.normal_(p, 0.0, std)
-        # the codec (speech.Codec) is not a submodule: it has its own checkpoint folder
-        self.codec = codec if codec is not None else default_codec(cfg)
-        if self.codec.cfg != cfg.codec:
-            raise ValueError("the codec's configuration differs from OmniConfig.codec")
+        # the codec (speech.Codec) is not a submodule: it has its own checkpoint folder.
+        # Without one given, the default is loaded on first use (training never uses it).
+        self._codec = None
+        if codec is not None:
+            self.codec = codec
         self._ready_cache: dict[int, int] = {}
         self.decode_mode = "eager"  # "eager" | "static" | "graph": see set_decode_mode
         self._runners: dict[tuple[int, int], object] = {}
@@ -101,6 +102,19 @@ class OmniModel(nn.Module):
         return self.llm.dtype
 
     @property
+    def codec(self):
+        """The speech codec (speech.Codec), loaded on first use when none was given."""
+        if self._codec is None:
+            self.codec = default_codec(self.config).to(self.device)
+        return self._codec
+
+    @codec.setter
+    def codec(self, codec) -> None:
+        if codec.cfg != self.config.codec:
+            raise ValueError("the codec's configuration differs from OmniConfig.codec")
+        self._codec = codec
+
+    @property
     def codec_decoder(self):
         """The codec's streaming decoder (inference-prepared, on the codec's device)."""
         return self.codec.streaming_decoder()
@@ -108,8 +122,8 @@ class OmniModel(nn.Module):
     def to(self, *args, **kwargs) -> "OmniModel":
         super().to(*args, **kwargs)
         device = torch._C._nn._parse_to(*args, **kwargs)[0]
-        if device is not None:
-            self.codec.to(device)
+        if device is not None and self._codec is not None:  # a codec loaded later follows the model
+            self._codec.to(device)
         return self
 
     @property

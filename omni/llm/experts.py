@@ -68,6 +68,8 @@ class DispatchPlan:
     offs: torch.Tensor  # [N] int32 cumulative end row of each expert group
     rows: int  # buffer rows (static), last one is the trash row
     real: torch.Tensor  # [P] bool pair goes to a real expert
+    order: torch.Tensor  # [P] the pairs sorted by expert (stable); real pairs first
+    counts: torch.Tensor  # [N] pairs per real expert (before padding)
 
 
 def plan_dispatch(indices: torch.Tensor, num_real: int, align: int = 1, capacity: int | None = None) -> DispatchPlan:
@@ -98,7 +100,18 @@ def plan_dispatch(indices: torch.Tensor, num_real: int, align: int = 1, capacity
     rank = torch.arange(p, device=flat.device) - starts[sk]
     dest_sorted = torch.where(skey < num_real, pstarts[sk] + rank, torch.full_like(rank, rows - 1))
     dest = torch.empty_like(dest_sorted).scatter_(0, order, dest_sorted)
-    return DispatchPlan(dest=dest, offs=pends.to(torch.int32), rows=rows, real=real)
+    return DispatchPlan(dest=dest, offs=pends.to(torch.int32), rows=rows, real=real, order=order, counts=counts)
+
+
+def gather_pairs(rows_out: torch.Tensor, plan: DispatchPlan, weights: torch.Tensor) -> torch.Tensor:
+    """Back from expert-contiguous rows: sum_k weights[m, k] * rows_out[dest of (m, k)] over
+    the real pairs, fp32 [M, H]. Rows of zero-expert pairs (the trash row) may hold garbage:
+    they are masked, never weighted."""
+    m, k = weights.shape
+    pair_out = rows_out.index_select(0, plan.dest)  # [P, H]
+    w = torch.where(plan.real, weights.reshape(-1).float(), 0.0)
+    pair_out = torch.where(plan.real[:, None], pair_out.float(), 0.0) * w[:, None]
+    return pair_out.view(m, k, rows_out.shape[-1]).sum(1)
 
 
 class GroupedExperts(nn.Module):
@@ -113,11 +126,11 @@ class GroupedExperts(nn.Module):
         self.down_proj = nn.Parameter(torch.empty(num_experts, hidden, inner))
         self.impl = "auto"
 
-    def backend(self, x: torch.Tensor, num_pairs: int) -> str:
+    def backend(self, x: torch.Tensor, num_pairs: int, num_experts: int | None = None) -> str:
         if self.impl != "auto":
             return self.impl
         return choose_backend(
-            x.is_cuda, num_pairs, self.num_experts, torch.is_grad_enabled(),
+            x.is_cuda, num_pairs, num_experts or self.num_experts, torch.is_grad_enabled(),
             lambda: triton_moe_available(x.device, x.dtype), lambda: grouped_mm_available(x.device, x.dtype),
         )
 
@@ -126,20 +139,26 @@ class GroupedExperts(nn.Module):
 
         Returns sum_k weights[m, k] * expert_{indices[m, k]}(x[m]) over real
         experts, fp32, shape [M, H]."""
+        return self.compute(x, indices, weights, self.gate_up_proj, self.down_proj)
+
+    def compute(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                w_gate_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+        """`forward` with the expert weights given: [E, 2I, H] and [E, H, I] for any E
+        (expert parallelism passes a rank's local shard; ids >= E are ignored)."""
         m, k = indices.shape
-        backend = self.backend(x, m * k)
+        n = w_gate_up.shape[0]
+        backend = self.backend(x, m * k, n)
         if backend == "triton":
-            return triton_experts(x, indices, weights, self.gate_up_proj, self.down_proj, self.num_experts)
+            return triton_experts(x, indices, weights, w_gate_up, w_down, n)
         if backend == "grouped_mm":
             align = 8 if x.is_cuda else 1
-            plan = plan_dispatch(indices, self.num_experts, align=align)
+            plan = plan_dispatch(indices, n, align=align)
         elif backend == "bmm":
-            counts = torch.bincount(indices.reshape(-1).clamp(max=self.num_experts), minlength=self.num_experts + 1)
-            cap = max(1, int(counts[: self.num_experts].max()))  # host sync: fallback only
-            plan = plan_dispatch(indices, self.num_experts, capacity=cap)
+            counts = torch.bincount(indices.reshape(-1).clamp(max=n), minlength=n + 1)
+            cap = max(1, int(counts[:n].max()))  # host sync: fallback only
+            plan = plan_dispatch(indices, n, capacity=cap)
         else:
             raise ValueError(f"unknown expert backend {backend!r}")
-        w_gate_up, w_down = self.gate_up_proj, self.down_proj
         if backend == "grouped_mm" and torch.is_autocast_enabled(x.device.type):
             # autocast leaves torch._grouped_mm alone; cast as it casts a matmul (in fp32,
             # CUDA's grouped_mm takes a fallback that copies the offsets to the host)
@@ -150,7 +169,7 @@ class GroupedExperts(nn.Module):
         # Zero-expert pairs land on the trash row, which lies outside every
         # grouped_mm group: its output and its input gradient are never
         # written (uninitialized memory). Masking the source keeps that garbage
-        # out of x's gradient; the forward masks the output below.
+        # out of x's gradient; `gather_pairs` masks the output.
         src = torch.where(plan.real[:, None], x.index_select(0, token), 0)
         buf.index_copy_(0, plan.dest, src)
         if backend == "grouped_mm":
@@ -159,14 +178,11 @@ class GroupedExperts(nn.Module):
             h = F.silu(gate) * up
             out = torch._grouped_mm(h, w_down.transpose(-2, -1), offs=plan.offs)
         else:
-            cap = (plan.rows - 1) // self.num_experts
-            bx = buf[:-1].view(self.num_experts, cap, self.hidden)
-            h = torch.bmm(bx, self.gate_up_proj.transpose(-2, -1))
+            cap = (plan.rows - 1) // n
+            bx = buf[:-1].view(n, cap, self.hidden)
+            h = torch.bmm(bx, w_gate_up.transpose(-2, -1))
             gate, up = h.split(self.inner, dim=-1)
             h = F.silu(gate) * up
-            out = torch.bmm(h, self.down_proj.transpose(-2, -1)).reshape(-1, self.hidden)
+            out = torch.bmm(h, w_down.transpose(-2, -1)).reshape(-1, self.hidden)
             out = torch.cat([out, out.new_zeros(1, self.hidden)])
-        pair_out = out.index_select(0, plan.dest)  # [P, H]; rows of zero-expert pairs are garbage
-        w = torch.where(plan.real, weights.reshape(-1).float(), 0.0)
-        pair_out = torch.where(plan.real[:, None], pair_out.float(), 0.0) * w[:, None]
-        return pair_out.view(m, k, self.hidden).sum(1)
+        return gather_pairs(out, plan, weights)

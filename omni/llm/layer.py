@@ -7,9 +7,10 @@ LongcatFlashDecoderLayer:
     r = x;  x = r + MLA1(norm_in1(x))
     r = x;  x = r + MLP1(norm_post1(x)) + s                      # and joins here
 
-The MoE branch is started with `mlp.start` right after the first attention
-and joined with `mlp.finish` at the end, so an expert-parallel MoE can run
-its all-to-all while MLP0, MLA1 and MLP1 compute.
+The MoE branch is started with `mlp.start` right after the first attention,
+advanced after MLP0 and joined with `mlp.finish` at the end, so an
+expert-parallel MoE (mdp/ep.py) exchanges its tokens while MLP0 computes and
+their results while MLA1 and MLP1 compute (omni/llm/moe.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DecoderLayer(nn.Module):
         y = self.post_attention_layernorm[0](x)
         pending = self.mlp.start(y)  # shortcut branch starts after the first attention
         x = x + self.mlps[0](y)
+        self.mlp.advance(pending)  # expert parallelism: the local experts compute here
         x = x + self.self_attn[1](self.input_layernorm[1](x), ctx, kv1)
         x = x + self.mlps[1](self.post_attention_layernorm[1](x))
         return x + self.mlp.finish(pending)

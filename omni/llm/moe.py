@@ -1,23 +1,27 @@
 """The shortcut-connected MoE of LongCat-Flash: router + grouped FFN experts +
 zero-computation (identity) experts.
 
-The MoE is split into stages so that expert parallelism can be swapped in from
-outside (the training package replaces `dispatch_compute` with an all-to-all
-version, or overrides `start` / `finish` to overlap the exchange with the
-layer's second half):
+The MoE runs in three calls that the decoder layer spreads over its body (the
+ScMoE shortcut: the MoE's input is ready after the first attention, its output
+is needed only at the layer's end):
 
-    routing = moe.route(x)                  # fp32 router, top-k over N + Z experts
-    y_real  = moe.dispatch_compute(x, routing)   # FFN experts only
-    y       = moe.combine(x, routing, y_real)    # + identity experts, cast back
+    pending = moe.start(y)     # right after the first attention: route, dispatch
+    moe.advance(pending)       # after the first dense MLP: the layer's midpoint
+    s = moe.finish(pending)    # at the layer's end: combine (+ identity experts)
 
-`start(x)` returns an opaque pending object and `finish(pending)` the output;
-the decoder layer calls `start` right after its first attention and `finish`
-at its very end (the ScMoE shortcut).
+Where the tokens go is the job of a token dispatcher, a sibling of the experts
+(`moe.dispatcher`). The default `LocalDispatcher` computes every expert on this
+device in `start` (the grouped kernels of omni/llm/experts.py) and leaves the
+other two calls with nothing to do. Expert parallelism (mdp/ep.py) swaps in a
+dispatcher that sends tokens to the rank holding their expert by all-to-all in
+`start`, computes the local experts with the same grouped kernels in `advance`
+and waits for the results in `finish`, so both exchanges hide behind the
+layer's dense half. The layer's code is the same either way.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -25,6 +29,28 @@ from torch import nn
 from omni.config import LLMConfig
 from omni.llm.experts import GroupedExperts
 from omni.llm.router import Router, Routing
+
+
+class Pending(NamedTuple):
+    """One MoE call between `start` and `finish`."""
+
+    shape: torch.Size
+    x: torch.Tensor  # [M, H] the routed tokens
+    routing: Routing
+    work: Any  # the dispatcher's own state
+
+
+class LocalDispatcher(nn.Module):
+    """Every expert lives here: computed at once, in `start`."""
+
+    def start(self, moe: "MoE", x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        return moe.dispatch_compute(x, routing)
+
+    def advance(self, moe: "MoE", work: torch.Tensor) -> None:
+        pass
+
+    def finish(self, moe: "MoE", work: torch.Tensor) -> torch.Tensor:
+        return work
 
 
 class MoE(nn.Module):
@@ -37,6 +63,7 @@ class MoE(nn.Module):
             if cfg.n_routed_experts > 0
             else None
         )
+        self.dispatcher: nn.Module = LocalDispatcher()
         # Load statistics for aux-loss-free balancing; accumulated while `track_load`.
         self.track_load = False
         self.register_buffer("load_acc", torch.zeros(cfg.num_experts_total), persistent=False)
@@ -63,17 +90,22 @@ class MoE(nn.Module):
         """Add the identity experts (x times their summed weight) and cast back."""
         return (y_real + x.float() * routing.identity_weight()[:, None]).to(x.dtype)
 
-    def start(self, x: torch.Tensor) -> Any:
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
+    def start(self, x: torch.Tensor) -> Pending:
+        x2 = x.reshape(-1, x.shape[-1])
         routing = self.route(x2)
-        return self.combine(x2, routing, self.dispatch_compute(x2, routing)).view(shape)
+        return Pending(x.shape, x2, routing, self.dispatcher.start(self, x2, routing))
 
-    def finish(self, pending: Any) -> torch.Tensor:
-        return pending
+    def advance(self, pending: Pending) -> None:
+        self.dispatcher.advance(self, pending.work)
+
+    def finish(self, pending: Pending) -> torch.Tensor:
+        y_real = self.dispatcher.finish(self, pending.work)
+        return self.combine(pending.x, pending.routing, y_real).view(pending.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.start(x))
+        pending = self.start(x)
+        self.advance(pending)
+        return self.finish(pending)
 
     # --- balancing -----------------------------------------------------------
 

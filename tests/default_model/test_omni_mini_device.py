@@ -179,7 +179,7 @@ def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
         bplan, mine = tr.balance.distribute(items, [it.cost for it in items])
         gathered, _ = tr._encode(bplan, mine, kinds, ntok)
         ph = (batch["ids"] == tr.layout.image_pad_id) | (batch["ids"] == tr.layout.audio_pad_id)
-        x_old = tr.model.embed(batch["ids"], batch["codec"], gathered, ph)
+        x_old = tr.model.embed_placeholders(batch["ids"], batch["codec"], gathered, ph)
         h = tr.model.run_layers(x_old, final_norm=True)
         # the answer and word weights apply on both paths alike
         assert tr.r.answer_weight != 1.0 and batch["answer"].any()

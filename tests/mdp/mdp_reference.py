@@ -53,7 +53,7 @@ def reference_run(r: Recipe, manifest: str) -> tuple[list[float], dict[str, torc
                     outs[j] = y
         modality = torch.cat(outs) if items else None
         ph = (batch["ids"] == lay.image_pad_id) | (batch["ids"] == lay.audio_pad_id)
-        x = model.embed(batch["ids"], batch["codec"], modality, ph)
+        x = model.embed_placeholders(batch["ids"], batch["codec"], modality, ph)
         h = model.run_layers(x, final_norm=True)
         loss = model.loss_from_hidden(h, pack_labels(batch), label_counts(batch))
         loss.backward()

@@ -164,6 +164,27 @@ def test_trained_state_dict_loads_into_the_serving_model() -> None:
     assert torch.equal(serve.audio_head.embedding[0].weight, train_sd["audio_head.embedding.0.weight"])
 
 
+def test_the_module_that_trains_is_the_module_that_serves() -> None:
+    """One model: the training model is an OmniModel built the same way (same weights
+    from the same seed), and it drops only the encoders its data never needs."""
+    from mdp.model import OmniTrainModel
+    from omni.config import get_omni_config
+    from omni.model import OmniModel
+
+    cfg = get_omni_config("debug")
+    torch.manual_seed(0)
+    train = OmniTrainModel(cfg)
+    torch.manual_seed(0)
+    serve = OmniModel(cfg)
+    assert isinstance(train, OmniModel)
+    serve_sd = serve.state_dict()
+    assert all(torch.equal(v, serve_sd[k]) for k, v in train.state_dict().items())
+    text_only = OmniTrainModel(cfg, modalities=("audio",))
+    assert not hasattr(text_only, "vision") and hasattr(text_only, "audio_encoder")
+    assert set(text_only.encoders) == {"audio"}
+    assert all(not k.startswith("vision.") for k in text_only.state_dict())
+
+
 def test_train_command_arguments() -> None:
     import argparse
 
