@@ -19,8 +19,6 @@ import os
 import re
 import shutil
 import sys
-from typing import TYPE_CHECKING
-
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -32,9 +30,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.distributed.checkpoint.stateful import Stateful
-
-if TYPE_CHECKING:
-    from mdp.recipes import Recipe
 
 _STEP = re.compile(r"^step-(\d+)$")
 
@@ -102,11 +97,6 @@ def save(ckpt_dir: str, step: int, model, optimizer, scheduler, extra: dict, kee
             shutil.rmtree(os.path.join(ckpt_dir, f"step-{s}"), ignore_errors=True)
     dist.barrier()
     return final
-
-
-def save_due(recipe: Recipe, step: int) -> bool:
-    """A periodic checkpoint after `step` (every `save_every` steps and at the last)."""
-    return recipe.save_every > 0 and ((step + 1) % recipe.save_every == 0 or step + 1 == recipe.steps)
 
 
 def save_step(ckpt_dir: str, step: int, trainer, extra: dict, keep: int) -> None:

@@ -1,7 +1,7 @@
 """The loss log of a training run, and one logged step.
 
-Both training loops write it: the plain run (`mdp.train.run`) and the staged run of
-the default model (`mdp.curriculum.run`), one log per stage. Files in out_dir:
+The training loop (`mdp.loop.TrainLoop`) writes it, one log per plain run
+(`mdp.train.run`) and per stage of the staged run (`mdp.curriculum.run`). Files in out_dir:
 loss.json and loss.csv (rewritten on every write, or every `every` records for
 `BufferedTrainLog`) and loss.png (`plot`, at the end of a run).
 """

@@ -1,8 +1,9 @@
 """Training entry point: `torchrun --nproc-per-node N -m mdp.train --recipe NAME`.
 
 Also runs without torchrun as a single process (world size 1). Resumes from the
-newest complete checkpoint in the recipe's checkpoint directory, logs the loss
-to out_dir/loss.csv + loss.json every step and plots out_dir/loss.png at the end.
+newest complete checkpoint in the recipe's checkpoint directory; the steps run in
+`mdp.loop.TrainLoop` (loss to out_dir/loss.csv + loss.json every step, out_dir/loss.png
+at the end, checkpoints every `save_every` steps, stop at `time_budget_s`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.dims import device_for_rank
-from mdp.log import TrainLog, logged_step
+from mdp.loop import TrainLoop, deadline_after
 from mdp.recipes import RECIPES, Recipe, get_recipe
 
 
@@ -79,35 +80,23 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     device = device_for_rank()
     trainer = Trainer(recipe, device)
     trainer.attach_data(prepare_data(recipe))
-    rank0 = dist.get_rank() == 0
     ckpt_dir = recipe.checkpoint_dir
     start = 0
     extra: dict = {"step": -1}
     if not resume:
-        if rank0:
+        if dist.get_rank() == 0:
             checkpoint.discard(ckpt_dir)
         dist.barrier()
     last = checkpoint.latest_step(ckpt_dir) if resume else None
     if last is not None:
         checkpoint.load(ckpt_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
-    log = TrainLog(recipe.out_dir, start) if rank0 else None
-    bar = None
-    if rank0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=recipe.steps, initial=start, desc=f"train {recipe.name}", unit="step", file=sys.stderr)
-    records = []
-    end = recipe.steps if stop_after is None else min(recipe.steps, stop_after)
-    for step in range(start, end):
-        records.append(logged_step(trainer, step, log if rank0 else None, bar if rank0 else None))
-        if checkpoint.save_due(recipe, step):
-            checkpoint.save_step(ckpt_dir, step, trainer, extra, recipe.keep_checkpoints)
-    if rank0:
-        bar.close()
-        if recipe.plot:
-            log.plot()
-    return records
+    loop = TrainLoop(trainer, name=recipe.name, out_dir=recipe.out_dir, ckpt_dir=ckpt_dir, start=start,
+                     steps=recipe.steps, save_every=recipe.save_every, keep_checkpoints=recipe.keep_checkpoints,
+                     extra=extra, plot=recipe.plot, stop_after=stop_after,
+                     deadline=deadline_after(recipe.time_budget_s))
+    loop.run()
+    return loop.records
 
 
 def main(args: argparse.Namespace | None = None) -> int:

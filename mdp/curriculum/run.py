@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
-from mdp.log import BufferedTrainLog, TrainLog, logged_step
+from mdp.loop import TrainLoop, agree, deadline_after
 from mdp.curriculum.data import PackDataset, answer_code_table, pack_cmvn
 from mdp.curriculum.stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
 from mdp.recipes import Recipe
@@ -248,15 +248,6 @@ class _Plan:
         return self.stages[idx][1]
 
 
-def _agree(value: float, device) -> float:
-    """Rank 0's value on every rank (time-based decisions must be collective)."""
-    if dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, 0)
-    return float(t.item())
-
-
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
                  deadline: float, plan: _Plan | None = None, idx: int = 0,
                  fit_deadline: float | None = None, shared: dict | None = None,
@@ -268,8 +259,6 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     `carry`: (checkpoint directory, steps) of the stages before this one, whose
     final optimizer and schedule state a stage started afresh continues."""
     fit_deadline = deadline if fit_deadline is None else fit_deadline
-    from tqdm import tqdm
-
     from mdp.dims import device_for_rank
 
     rank0 = dist.get_rank() == 0
@@ -289,16 +278,17 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if plan is not None and plan.needs_fit(idx) and (est := plan.estimate(idx)) is not None:
         # size the stage now from an earlier timing (a resumed run must not find out
         # too late that its budget cannot hold the plan); its own timing refines it
-        total = plan.fit(idx, start, _agree(est, device_for_rank()),
-                         _agree(fit_deadline - time.monotonic() - plan.STAGE_OVERHEAD_S, device_for_rank()),
+        total = plan.fit(idx, start, agree(est, device_for_rank()),
+                         agree(fit_deadline - time.monotonic() - plan.STAGE_OVERHEAD_S, device_for_rank()),
                          measured=False)
         r = dataclasses.replace(r, steps=total)
     if r.train_path not in ("loader", "device"):
         raise ValueError(f"recipe train_path must be loader or device, got {r.train_path!r}")
     if r.voice_bank and r.train_path != "device":
         raise ValueError("recipe voice_bank needs train_path=device (the loader path hears the pack's clips only)")
+    materialize = None  # the device path's step records hold device values, read one step late
     if r.train_path == "device":
-        from mdp.curriculum.device import DeviceMiniTrainer
+        from mdp.curriculum.device import DeviceMiniTrainer, materialize
 
         trainer = DeviceMiniTrainer(r, device_for_rank())
     else:
@@ -320,74 +310,46 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         _continue_optimizer(trainer, carry[0], offset, rank0)
     # a stage that will re-fit itself may grow up to the recipe's bound: the loader covers that range
     cap = plan.bounds[idx] if plan is not None and plan.needs_fit(idx) else r.steps
-    limit = (lambda n: n) if stop_after is None else (lambda n: min(n, stop_after))
-    end = limit(r.steps)
     device_path = r.train_path == "device"
     if device_path:
         shared = {} if shared is None else shared
         trainer.attach_device_data(r.manifest, pack, codes, tables=shared.get("tables"))
         shared["tables"] = trainer.tables
-        log = BufferedTrainLog(r.out_dir, start, r.log_every) if rank0 else None
     else:
-        trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, limit(max(cap, r.steps))))
-        log = TrainLog(r.out_dir, start) if rank0 else None
+        last_step = max(cap, r.steps) if stop_after is None else min(max(cap, r.steps), stop_after)
+        trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, last_step))
     stage = r.name.split(":")[-1]
     probe = _probe(r, shared, trainer.device) if rank0 else None
-    bar = tqdm(total=r.steps, initial=start, desc=f"train {r.name}", unit="step", file=sys.stderr, disable=not rank0)
-    times: list[float] = []
-    saved = start - 1  # the last step with a checkpoint
-    pending = None  # device path: the last step's record, logged once the next step is launched
-    for step in range(start, end):
-        if step >= end:  # the plan shrank this stage below the range's end
-            break
-        if plan is not None and plan.needs_fit(idx) and step - start == _Plan.TIMED[1]:
-            spent = times[_Plan.TIMED[0] :]
-            total = plan.fit(idx, step, _agree(sum(spent) / len(spent), trainer.device),
-                             _agree(fit_deadline - time.monotonic(), trainer.device))
-            r = dataclasses.replace(r, steps=total)
-            trainer.r = r  # the cosine schedule follows the new length
-            if continuous:
-                trainer.lr_total = _lr_total(plan, offset + total)
-            end = limit(total)
-            bar.total = total
-            if step >= end:
-                break
-        if _agree(float(time.monotonic() > deadline), trainer.device):  # out of time: checkpoint, stop
-            if step > start and saved != step - 1:  # the periodic save may just have written it
-                checkpoint.save_step(r.checkpoint_dir, step - 1, trainer, extra, r.keep_checkpoints)
-            end = step
-            break
-        if device_path:
-            t0 = time.perf_counter()
-            rec = trainer.step(step)
-            if pending is not None:
-                _log_lagged(*pending, log, bar if rank0 else None)
-            times.append(time.perf_counter() - t0)  # one step's launch + the previous step's wait
-            pending = (rec, times[-1])
-        else:
-            times.append(logged_step(trainer, step, log, bar if rank0 else None)["seconds"])
-        if probe is not None and r.eval_every > 0 and (step + 1) % r.eval_every == 0 and step + 1 < end:
+
+    def refit(loop: TrainLoop, step: int) -> None:
+        """After the timed steps: this stage and the later ones re-fitted to the time left."""
+        if plan is None or not plan.needs_fit(idx) or step - loop.start != _Plan.TIMED[1]:
+            return
+        spent = loop.seconds[_Plan.TIMED[0] :]
+        total = plan.fit(idx, step, agree(sum(spent) / len(spent), trainer.device),
+                         agree(fit_deadline - time.monotonic(), trainer.device))
+        trainer.r = dataclasses.replace(r, steps=total)  # the cosine schedule follows the new length
+        if continuous:
+            trainer.lr_total = _lr_total(plan, offset + total)
+        loop.resize(total)
+
+    def probe_step(loop: TrainLoop, step: int) -> None:
+        if r.eval_every > 0 and (step + 1) % r.eval_every == 0 and step + 1 < loop.end:
             probe(trainer.model, stage, step, (offset + step + 1) * r.global_batch)
-        if checkpoint.save_due(r, step):
-            checkpoint.save_step(r.checkpoint_dir, step, trainer, extra, r.keep_checkpoints)
-            saved = step
-            if isinstance(log, BufferedTrainLog):  # the log on disk reaches the checkpoint (but for the lagged step)
-                log.flush()
-    if continuous and end == r.steps and saved != end - 1:  # the next stage continues this state
-        checkpoint.save_step(r.checkpoint_dir, end - 1, trainer, extra, r.keep_checkpoints)
-    if pending is not None:
-        _log_lagged(*pending, log, bar if rank0 else None)
-    if isinstance(log, BufferedTrainLog):
-        log.flush()
-    bar.close()
+
+    loop = TrainLoop(trainer, name=r.name, out_dir=r.out_dir, ckpt_dir=r.checkpoint_dir, start=start, steps=r.steps,
+                     save_every=r.save_every, keep_checkpoints=r.keep_checkpoints, extra=extra,
+                     log_every=r.log_every if device_path else 1, plot=r.plot, stop_after=stop_after,
+                     deadline=deadline, lagged=materialize, save_at_end=continuous,
+                     before_step=refit, after_step=probe_step if probe is not None else None)
+    finished = loop.run()
     trainer.close_loader()
     too_long = (trainer.planner if device_path else trainer.dataset).too_long
     if rank0 and too_long:
         print(f"{r.name}: {too_long} samples over seq_len {r.seq_len} were replaced", file=sys.stderr)
-    if rank0 and r.plot:
-        log.plot()
-    if end < r.steps:
+    if not finished:
         return None
+    end = loop.end
     if probe is not None and end > start:
         probe(trainer.model, stage, end - 1, (offset + end) * r.global_batch)
     return {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
@@ -445,19 +407,6 @@ def _continue_optimizer(trainer, ckpt_dir: str, offset: int, rank0: bool) -> Non
         g["lr"] = base * trainer._lr_factor(offset)
 
 
-def _log_lagged(rec: dict, seconds: float, log, bar) -> None:
-    """Log a device-path step record (reading its values waits for that step only)."""
-    from mdp.curriculum.device import materialize
-
-    out = materialize(rec)
-    out["seconds"] = seconds
-    if log is not None:
-        log.write(out)
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{out['loss']:.4f}")
-
-
 def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
     """Audio features normalized by the pack's statistics, then the encoders'
     pre-training (`encoder_steps`), logged to out_dir/encoders.json."""
@@ -510,8 +459,7 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     stages = plan.stages
     rank0 = dist.get_rank() == 0
     state: dict | None = None
-    budget = recipe.time_budget_s if recipe.time_budget_s > 0 else float("inf")
-    deadline = time.monotonic() + budget
+    deadline = deadline_after(recipe.time_budget_s)
     # the plan may be fitted to a longer budget than this run's, spent over resumed runs
     fit_deadline = deadline if recipe.plan_budget_s <= 0 else time.monotonic() + recipe.plan_budget_s
     shared: dict = {}  # across stages: the device path's pack tables

@@ -90,6 +90,7 @@ def test_deadline_right_after_a_periodic_checkpoint(tmp_path, mini_pack, monkeyp
 
     import torch.distributed as dist
 
+    from mdp import loop
     from mdp.curriculum import run as omni_mini
     from mdp.curriculum.run import run_curriculum
     from mdp.recipes import get_recipe
@@ -105,10 +106,12 @@ def test_deadline_right_after_a_periodic_checkpoint(tmp_path, mini_pack, monkeyp
     init_distributed()
     try:
         monkeypatch.setattr(omni_mini, "time", clock)
+        monkeypatch.setattr(loop, "time", clock)  # the deadline is set and checked there
         # deadline 2.5: steps 0 and 1 run (checks at 1 and 2), the save after step 1, out of time at step 2
         assert run_curriculum(r) is None
         assert sorted(os.listdir(out / "speech" / "checkpoints")) == ["step-1"]
         monkeypatch.setattr(omni_mini, "time", real_time)
+        monkeypatch.setattr(loop, "time", real_time)
         model_dir = run_curriculum(r.override(["time_budget_s=0"]))
     finally:
         dist.destroy_process_group()
