@@ -14,6 +14,7 @@ on and off, side by side in the same run. Reported per configuration:
       (streaming/timing.py; /metrics omni_first_audio_path_seconds)
 
     python bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32   # GPU
+    python bench/streaming.py ... --sessions 1,8,32,64,128 --turns 4                       # p95 over >= 100 replies
     python bench/streaming.py --flavor debug --device cpu --sessions 1,4                  # this CPU
 
 Writes bench/results/streaming_<tag>.json and .png and prints a table.
@@ -131,23 +132,29 @@ def build_model(args):
     return rt
 
 
-async def one_client(url: str, audio: np.ndarray, speculative: bool, delay: float, silence: float,
-                     timeout: float) -> dict:
+async def one_client(url: str, audios: list[np.ndarray], speculative: bool, delay: float, silence: float,
+                     timeout: float) -> list[dict]:
+    """One session asking its questions in turn, each after the previous reply is done;
+    one metrics record per reply."""
     from streaming.client import RealtimeClient
 
     td = {"type": "server_vad", "silence_duration_ms": 600,
           "speculative_silence_ms": 200 if speculative else None}
+    out = []
     async with RealtimeClient(url) as c:
         await c.configure(turn_detection=td, input_rate=SR, output_rate=24000)
         await asyncio.sleep(delay)
-        stream = np.concatenate([audio, np.zeros(int(SR * silence), np.float32)])
-        await c.stream_audio(stream, SR, realtime=True, speech_end_s=len(audio) / SR)
-        reply = await c.wait_response(timeout=timeout)
-        m = dict(reply.server_metrics)
-        m["status"] = reply.status
-        if reply.t_first_audio is not None and c.t_speech_sent_end is not None:
-            m["client_first_audio_after_speech_sent_s"] = reply.t_first_audio - c.t_speech_sent_end
-        return m
+        for audio in audios:
+            start, c.t_speech_sent_end = len(c.events), None
+            stream = np.concatenate([audio, np.zeros(int(SR * silence), np.float32)])
+            await c.stream_audio(stream, SR, realtime=True, speech_end_s=len(audio) / SR)
+            reply = await c.wait_response(timeout=timeout, start=start)
+            m = dict(reply.server_metrics)
+            m["status"] = reply.status
+            if reply.t_first_audio is not None and c.t_speech_sent_end is not None:
+                m["client_first_audio_after_speech_sent_s"] = reply.t_first_audio - c.t_speech_sent_end
+            out.append(m)
+    return out
 
 
 async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args) -> dict:
@@ -156,17 +163,18 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
     srv = await OmniServer(model, ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps)).start()
     rng = random.Random(n * 2 + speculative)
     try:
-        results = await asyncio.gather(*[
-            one_client(srv.url, speech[i % len(speech)], speculative, rng.uniform(0, args.spread), args.silence,
-                       args.timeout) for i in range(n)], return_exceptions=True)
+        sessions = await asyncio.gather(*[
+            one_client(srv.url, [speech[(i + k) % len(speech)] for k in range(args.turns)], speculative,
+                       rng.uniform(0, args.spread), args.silence, args.timeout) for i in range(n)],
+            return_exceptions=True)
     finally:
         prefill = srv.metrics.samples("omni_prefill_packet_seconds")
         steps = srv.metrics.samples("omni_decode_step_seconds")
         path = first_audio_path(srv.metrics)
         rollbacks = srv.metrics.counter("omni_rollbacks_total")
         await srv.close()
-    ok = [r for r in results if isinstance(r, dict)]
-    failed = [repr(r) for r in results if not isinstance(r, dict)]
+    ok = [r for rs in sessions if isinstance(rs, list) for r in rs]
+    failed = [repr(r) for r in sessions if not isinstance(r, list)]
 
     def pct(key: str, q: float) -> float | None:
         vals = [r[key] for r in ok if r.get(key) is not None]
@@ -174,7 +182,7 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
 
     rates = [r["decode_steps_per_s"] for r in ok if r.get("decode_steps_per_s")]
     return {
-        "sessions": n, "speculative": speculative, "responses": len(ok), "failed": failed,
+        "sessions": n, "turns": args.turns, "speculative": speculative, "responses": len(ok), "failed": failed,
         "first_audio_after_confirm_ms": {"p50": pct("first_audio_after_confirm_s", 50),
                                          "p95": pct("first_audio_after_confirm_s", 95)},
         "first_audio_after_speech_end_ms": {"p50": pct("first_audio_after_speech_end_s", 50),
@@ -315,6 +323,8 @@ def main() -> int:
     p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")
     p.add_argument("--max-steps", type=int, default=50, help="decode steps per reply (60 ms of speech each)")
     p.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")
+    p.add_argument("--turns", type=int, default=1,
+                   help="questions per session, each after the previous reply (p95 over sessions x turns)")
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
     p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
@@ -324,6 +334,8 @@ def main() -> int:
     p.add_argument("--tag", help="result file tag (default: flavor_device)")
     args = p.parse_args()
     args.sessions = [int(x) for x in args.sessions.split(",")]
+    if args.turns < 1:
+        p.error("--turns must be >= 1")
     return asyncio.run(amain(args))
 
 

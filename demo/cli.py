@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -171,6 +172,15 @@ class ServerLog(threading.Thread):
             out.flush()
 
 
+def _die_with_parent() -> None:
+    """In the server child, before exec: the kernel sends it SIGTERM when the demo
+    process dies, even by SIGKILL (when `finally` below never runs)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     """Run `omni serve` as a child process (the demo never imports the model)."""
     port = args.server_port or _free_port()
@@ -182,7 +192,8 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ)
     if args.api_key:
         env["OMNI_API_KEY"] = args.api_key
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     log = ServerLog(proc.stderr)
     log.start()
     deadline = time.time() + args.server_timeout
@@ -205,6 +216,9 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 def main(args: argparse.Namespace) -> int:
     check_arguments(args)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # `kill PID` (SIGTERM: a service manager, a container stop) ends the demo as Ctrl-C
+    # does, through the `finally` that stops the server it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     proc = None
     url = args.url
     if not url:

@@ -41,6 +41,7 @@ from omni.realtime_api import StepOutput, UserChunk
 from omni.sequence import Tokens
 from omni.sequence_av import EncodedChunk
 from omni.sequence_stream import IncrementalBuilder, TurnState
+from speech.decoder_pool import DecoderPool, PoolRow
 
 
 SPARSE_SHARE = 8  # frames seen while answering take at most 1/SPARSE_SHARE of the context
@@ -69,10 +70,14 @@ class RealtimeOmni:
         options: GenerationOptions | None = None,
         decode_mode: str | None = None,
         turn_end: Any = None,
+        audio_pool: str | None = None,
     ) -> None:
         """decode_mode: "eager" | "static" | "graph" (CUDA graphs per batch size,
         see OmniModel.set_decode_mode); None keeps the model's setting.
-        turn_end: the model directory's end-of-turn head (omni/turn_end.py), or None."""
+        turn_end: the model directory's end-of-turn head (omni/turn_end.py), or None.
+        audio_pool: how the replies' codec frames are decoded, one pooled decoder
+        state with a row per reply (speech/decoder_pool.py): "rows" | "full" |
+        "graph"; None: "graph" when the backbone decodes in CUDA graphs, else "rows"."""
         self.model = model.eval()
         self.turn_end = turn_end
         if decode_mode is not None:
@@ -90,6 +95,11 @@ class RealtimeOmni:
         # one streaming audio-encoder state with a row per slot: chunks of several
         # sessions are encoded in one batched step (rows may be at any position)
         self._audio = model.audio_encoder.init_state(max_slots)
+        # the replies' decoder: twice the slots, since a cut reply's row stays taken
+        # until its last queued frame is decoded while the next reply starts
+        if audio_pool is None:
+            audio_pool = "graph" if model.decode_mode == "graph" else "rows"
+        self.audio_pool = DecoderPool(model.codec_decoder, 2 * max_slots, mode=audio_pool)
         self._generator = None
         if self.options.text.seed is not None:
             self._generator = torch.Generator(device=model.device).manual_seed(self.options.text.seed)
@@ -110,6 +120,7 @@ class RealtimeOmni:
             self.model.step(self.cache, list(range(b)), ids, codec)
         for slot in range(self.max_slots):
             self.cache.reset(slot)
+        self.audio_pool.warm_up()
 
     # ------------------------------------------------------------------ slots
     def _slot(self, slot: int) -> _Slot:
@@ -429,7 +440,11 @@ class RealtimeOmni:
 
     # ------------------------------------------------------------------ audio out
     def new_audio_state(self) -> Any:
-        return self.model.codec_decoder.init_state(1)
+        """A row of the pooled decoder; a lone single-stream state when every row is taken."""
+        try:
+            return self.audio_pool.acquire()
+        except RuntimeError:
+            return self.model.codec_decoder.init_state(1)
 
     @torch.no_grad()
     def decode_audio(self, items: Sequence[tuple[Any, np.ndarray]]) -> list[np.ndarray]:
@@ -439,10 +454,21 @@ class RealtimeOmni:
         device = next(dec.parameters()).device
         # one batched decoder step for all responses (each at its own position in its
         # stream): the cost of a round barely grows with the number of sessions
-        codes = np.stack([np.asarray(frame, dtype=np.int64).reshape(-1) for _, frame in items])
-        pieces = dec.step_streams(torch.as_tensor(codes, device=device), [state for state, _ in items])
+        codes = torch.as_tensor(np.stack([np.asarray(frame, dtype=np.int64).reshape(-1) for _, frame in items]),
+                                device=device)
+        pooled = [i for i, (state, _) in enumerate(items) if isinstance(state, PoolRow)]
+        lone = [i for i in range(len(items)) if i not in set(pooled)]
+        pieces: list[Any] = [None] * len(items)
+        if pooled:
+            for i, p in zip(pooled, self.audio_pool.step([(items[i][0], codes[i]) for i in pooled])):
+                pieces[i] = p
+        if lone:
+            for i, p in zip(lone, dec.step_streams(codes[lone], [items[i][0] for i in lone])):
+                pieces[i] = p
         return [p.float().cpu().numpy() for p in pieces]
 
     @torch.no_grad()
     def flush_audio(self, state: Any) -> np.ndarray:
+        if isinstance(state, PoolRow):
+            return self.audio_pool.flush(state).float().cpu().numpy()
         return self.model.codec_decoder.flush(state)[0].float().cpu().numpy()

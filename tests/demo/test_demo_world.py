@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +62,17 @@ def demo_page():
         proc.wait(20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        pytest.fail("omni demo did not stop within 20 s of SIGTERM")
+    # the server the demo started goes with it (its port closes)
+    server = re.search(r"talking to ws://127\.0\.0\.1:(\d+)/", log.read_text())
+    assert server, "the demo's log names no server"
+    for _ in range(40):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", int(server.group(1)))) != 0:
+                break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the demo's server on port {server.group(1)} still runs after the demo stopped")
 
 
 @pytest.mark.browser
