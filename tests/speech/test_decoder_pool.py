@@ -10,12 +10,10 @@ import gc
 import pytest
 import torch
 
-from omni.config import get_flavor
-from speech import DEFAULT_DIR, Codec
 from speech.decoder import CodecDecoder
 from speech.decoder_pool import DecoderPool
+from tests.speech.stream_helpers import ATOL, DECODERS, decode_alone, make_decoder, stream_codes
 
-ATOL = 1e-5
 
 # (name, first global step, frames). With 3 rows: "E" starts after "B" and "C" are
 # flushed and takes one of their rows; "F" waits for "D"'s row, freed by dropping its
@@ -24,24 +22,9 @@ PLAN = [("A", 0, 14), ("B", 2, 6), ("C", 1, 2), ("D", 3, 4), ("E", 9, 5), ("F", 
 CUT = {"D": 3}  # D's handle is dropped after this many frames: no flush, no reference
 
 
-def _codes(cfg, frames: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    sizes = [cfg.semantic_codebook_size] + [cfg.acoustic_codebook_size] * cfg.acoustic_codebooks
-    return torch.stack([torch.randint(0, n, (frames,), generator=g) for n in sizes], 0)  # [4, T]
-
-
-def _alone(dec: CodecDecoder, codes: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    state = dec.init_state(1)
-    steps = [dec.step(codes[None, :, t], state)[0] for t in range(codes.shape[-1])]
-    return steps, dec.flush(state)[0]
-
-
-@pytest.fixture(scope="module", params=["shipped", "random"])
+@pytest.fixture(scope="module", params=DECODERS)
 def dec(request) -> CodecDecoder:
-    if request.param == "shipped":
-        return Codec.from_pretrained(DEFAULT_DIR).streaming_decoder()
-    torch.manual_seed(0)
-    return CodecDecoder(get_flavor("codec", "debug")).eval()  # training form: weights not snapshotted
+    return make_decoder(request.param)
 
 
 def _run(pool: DecoderPool, codes: dict[str, torch.Tensor]) -> dict[str, tuple[list, torch.Tensor | None]]:
@@ -72,14 +55,14 @@ def _run(pool: DecoderPool, codes: dict[str, torch.Tensor]) -> dict[str, tuple[l
 
 @torch.no_grad()
 @pytest.mark.parametrize("mode", ["rows", "full"])
-def test_every_row_decodes_as_its_stream_alone(dec: CodecDecoder, mode: str) -> None:
-    codes = {name: _codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
+def test_every_row_decodes_as_its_streamdecode_alone(dec: CodecDecoder, mode: str) -> None:
+    codes = {name: stream_codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
     pool = DecoderPool(dec, rows=3, mode=mode)
     got = _run(pool, codes)
     hop, L = dec.hop_length, dec.lookahead
     for name, _, n in PLAN:
         n_fed = CUT.get(name, n)
-        ref_steps, ref_tail = _alone(dec, codes[name][:, :n_fed])
+        ref_steps, ref_tail = decode_alone(dec, codes[name][:, :n_fed])
         steps, tail = got[name]
         assert [p.shape[-1] for p in steps] == [0] * min(L, n_fed) + [hop] * max(0, n_fed - L), name
         for p, r in zip(steps, ref_steps):
@@ -118,12 +101,12 @@ def test_rows_are_handed_out_and_returned(dec: CodecDecoder) -> None:
 
 @torch.no_grad()
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (bench/codec_batch.py checks them there too)")
-def test_the_cuda_graph_pool_decodes_as_each_stream_alone() -> None:
-    dec = Codec.from_pretrained(DEFAULT_DIR).streaming_decoder().cuda()
-    codes = {name: _codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
+def test_the_cuda_graph_pool_decodes_as_each_streamdecode_alone() -> None:
+    dec = make_decoder("shipped").cuda()
+    codes = {name: stream_codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
     got = _run(DecoderPool(dec, rows=3, mode="graph"), codes)
     for name, _, n in PLAN:
-        ref_steps, _ = _alone(dec, codes[name][:, : CUT.get(name, n)].cuda())
+        ref_steps, _ = decode_alone(dec, codes[name][:, : CUT.get(name, n)].cuda())
         for p, r in zip(got[name][0], ref_steps):
             torch.testing.assert_close(p, r, atol=1e-4, rtol=0)
 
@@ -140,7 +123,7 @@ def test_the_realtime_model_decodes_replies_in_its_pool_and_beyond_it(dec: Codec
     host = SimpleNamespace(model=SimpleNamespace(codec_decoder=dec), audio_pool=DecoderPool(dec, rows=2))
     states = [RealtimeOmni.new_audio_state(host) for _ in range(3)]
     assert [isinstance(s, PoolRow) for s in states] == [True, True, False]
-    codes = [_codes(dec.cfg, 6, seed=10 + i) for i in range(3)]
+    codes = [stream_codes(dec.cfg, 6, seed=10 + i) for i in range(3)]
     steps: list[list] = [[], [], []]
     for t in range(6):
         pieces = RealtimeOmni.decode_audio(host, [(s, c[:, t].numpy()) for s, c in zip(states, codes)])
@@ -148,6 +131,6 @@ def test_the_realtime_model_decodes_replies_in_its_pool_and_beyond_it(dec: Codec
             steps[i].append(torch.from_numpy(p))
     for i, s in enumerate(states):
         tail = torch.from_numpy(RealtimeOmni.flush_audio(host, s))
-        ref_steps, ref_tail = _alone(dec, codes[i])
+        ref_steps, ref_tail = decode_alone(dec, codes[i])
         torch.testing.assert_close(torch.cat(steps[i] + [tail]), torch.cat(ref_steps + [ref_tail]), atol=ATOL, rtol=0)
     assert host.audio_pool.in_use == 0

@@ -11,27 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from omni.config import get_flavor
-from speech import DEFAULT_DIR, Codec
 from speech.decoder import CodecDecoder
+from tests.speech.stream_helpers import ATOL, DECODERS, decode_alone, make_decoder, stream_codes
 
-ATOL = 1e-5
 
 # (name, first global step, frames); "E" reuses "B"'s state (reset) after B is flushed,
 # "F" starts fresh. C is shorter than the look-ahead (all its audio comes from flush).
 PLAN = [("A", 0, 14), ("B", 2, 6), ("C", 5, 2), ("D", 1, 11), ("E", 9, 5), ("F", 12, 4)]
-
-
-def _codes(cfg, frames: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    sizes = [cfg.semantic_codebook_size] + [cfg.acoustic_codebook_size] * cfg.acoustic_codebooks
-    return torch.stack([torch.randint(0, n, (frames,), generator=g) for n in sizes], 0)  # [4, T]
-
-
-def _alone(dec: CodecDecoder, codes: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    state = dec.init_state(1)
-    steps = [dec.step(codes[None, :, t], state)[0] for t in range(codes.shape[-1])]
-    return steps, dec.flush(state)[0]
 
 
 def _interleaved(dec: CodecDecoder, codes: dict[str, torch.Tensor], step_fn) -> dict[str, tuple[list, torch.Tensor]]:
@@ -67,11 +53,11 @@ def _interleaved(dec: CodecDecoder, codes: dict[str, torch.Tensor], step_fn) -> 
 
 
 def _check(dec: CodecDecoder, step_fn) -> None:
-    codes = {name: _codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
+    codes = {name: stream_codes(dec.cfg, n, seed=i) for i, (name, _, n) in enumerate(PLAN)}
     got = _interleaved(dec, codes, step_fn)
     hop, L = dec.hop_length, dec.lookahead
     for name, _, n in PLAN:
-        ref_steps, ref_tail = _alone(dec, codes[name])
+        ref_steps, ref_tail = decode_alone(dec, codes[name])
         steps, tail = got[name]
         assert [p.shape[-1] for p in steps] == [r.shape[-1] for r in ref_steps], name
         assert [p.shape[-1] for p in steps] == [0] * min(L, n) + [hop] * max(0, n - L), name
@@ -83,21 +69,18 @@ def _check(dec: CodecDecoder, step_fn) -> None:
         assert whole.abs().max() > 1e-4  # not trivially silent
 
 
-@pytest.fixture(scope="module", params=["shipped", "random"])
+@pytest.fixture(scope="module", params=DECODERS)
 def dec(request) -> CodecDecoder:
-    if request.param == "shipped":
-        return Codec.from_pretrained(DEFAULT_DIR).streaming_decoder()
-    torch.manual_seed(0)
-    return CodecDecoder(get_flavor("codec", "debug")).eval()  # training form: weights not snapshotted
+    return make_decoder(request.param)
 
 
 @torch.no_grad()
-def test_step_streams_equals_each_stream_alone(dec: CodecDecoder) -> None:
+def test_step_streams_equals_each_streamdecode_alone(dec: CodecDecoder) -> None:
     _check(dec, dec.step_streams)
 
 
 @torch.no_grad()
-def test_decode_audio_equals_each_stream_alone(dec: CodecDecoder) -> None:
+def test_decode_audio_equals_each_streamdecode_alone(dec: CodecDecoder) -> None:
     from omni.realtime import RealtimeOmni
 
     # decode_audio only reads the model's codec decoder
@@ -113,7 +96,7 @@ def test_decode_audio_equals_each_stream_alone(dec: CodecDecoder) -> None:
 
 @torch.no_grad()
 def test_step_streams_rejects_shared_or_batched_states(dec: CodecDecoder) -> None:
-    codes = torch.stack([_codes(dec.cfg, 1, seed=0)[:, 0]] * 2)
+    codes = torch.stack([stream_codes(dec.cfg, 1, seed=0)[:, 0]] * 2)
     s = dec.init_state(1)
     with pytest.raises(ValueError):
         dec.step_streams(codes, [s, s])
