@@ -10,7 +10,7 @@ Trains fresh `mini` encoders with the curriculum's own functions
   held-out slot accuracy, exact objects, color and shape accuracy of occupied slots;
 - audio: CTC of the questions' words in three arms: features normalized by the pack's
   statistics (`pack_cmvn`) with every question re-drawn through speed / gain / noise
-  perturbation and time masking (recipe `encoder_augment=true`), the same without
+  perturbation and time masking (recipe `pretrain.augment=audio`), the same without
   augmentation (the recipe's default), and neither (identity CMVN, what earlier runs
   did); training loss and held-out token error rate (greedy CTC).
 
@@ -111,7 +111,7 @@ def main() -> int:
     p.add_argument("--vision-steps", type=int, default=600, help="ViT slot-classification steps (0: audio only)")
     p.add_argument("--vision-batch", type=int, default=64, help="stills per vision step")
     p.add_argument("--vision-augment", action="store_true",
-                   help="pre-train the ViT on jittered stills (recipe encoder_augment=vision)")
+                   help="pre-train the ViT on jittered stills (recipe pretrain.augment=vision)")
     p.add_argument("--audio-steps", type=int, default=300, help="CTC steps of each audio arm (0: vision only)")
     p.add_argument("--audio-batch", type=int, default=32, help="questions per audio step")
     p.add_argument("--audio-pool", type=int, default=2048, help="train questions (stored microphones) drawn from")

@@ -17,7 +17,6 @@ table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -56,19 +55,19 @@ def _trainer(args, pack, codes, stage: str, batch: int, dev: torch.device, work:
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, steps)
-    r = dataclasses.replace(r, out_dir=os.path.join(work, f"{tag}{stage}_{batch}_{workers}"),
-                            global_batch=batch, manifest=os.path.join(work, f"{stage}.jsonl"))
-    r = dataclasses.replace(r, ckpt_dir=os.path.join(r.out_dir, "ck"))
-    if not os.path.isfile(r.manifest):
-        write_stage_manifest(pack, stage, r.manifest, args.samples, r.seed)
+    out = os.path.join(work, f"{tag}{stage}_{batch}_{workers}")
+    r = r.replace(global_batch=batch, output={"out_dir": out, "ckpt_dir": os.path.join(out, "ck")},
+                  data={"manifest": os.path.join(work, f"{stage}.jsonl")})
+    if not os.path.isfile(r.data.manifest):
+        write_stage_manifest(pack, stage, r.data.manifest, args.samples, r.seed)
     if args.train_path == "device":
         from mdp.curriculum.device import DeviceMiniTrainer
 
         tr = DeviceMiniTrainer(r, dev)
-        tr.attach_device_data(r.manifest, pack, codes)
+        tr.attach_device_data(r.data.manifest, pack, codes)
         return tr
     tr = MiniTrainer(r, dev)
-    tr.attach_pack(r.manifest, pack, codes, workers, 0, steps)
+    tr.attach_pack(r.data.manifest, pack, codes, workers, 0, steps)
     return tr
 
 

@@ -32,7 +32,6 @@ Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -83,9 +82,10 @@ def _recipe(stage: str, batch: int, work: str, manifest: str, args):
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, args.warmup + args.steps + args.breakdown + 2)
-    return dataclasses.replace(r, out_dir=os.path.join(work, stage), ckpt_dir=os.path.join(work, stage, "ck"),
-                               global_batch=batch, manifest=manifest, bucket_window=args.window,
-                               data_workers=args.workers)
+    return r.replace(global_batch=batch, output={"out_dir": os.path.join(work, stage),
+                                                 "ckpt_dir": os.path.join(work, stage, "ck")},
+                     data={"manifest": manifest, "workers": args.workers},
+                     curriculum={"bucket_window": args.window})
 
 
 def _count_syncs(step, dev: torch.device, host_only: list) -> dict:

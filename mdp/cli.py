@@ -45,8 +45,8 @@ def main(args: argparse.Namespace) -> int:
         recipe = train.recipe_from_args(args)
     except (KeyError, ValueError) as e:
         raise argparse.ArgumentTypeError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from None
-    if recipe.manifest and not recipe.curriculum and not os.path.isfile(recipe.manifest):
-        raise argparse.ArgumentTypeError(f"argument --manifest: no such file: {recipe.manifest}")
+    if recipe.data.manifest and not recipe.curriculum.kind and not os.path.isfile(recipe.data.manifest):
+        raise argparse.ArgumentTypeError(f"argument --manifest: no such file: {recipe.data.manifest}")
     if args.nproc_per_node == 1:
         return train.main(args)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -35,15 +35,15 @@ class ParallelConfigError(ValueError):
 @dataclass(frozen=True)
 class ParallelDims:
     world_size: int
-    dp: int = -1  # -1: whatever is left after pp x cp
+    dp: int | None = None  # None: whatever is left after pp x cp
     pp: int = 1
     cp: int = 1
     ep: int = 1
-    enc_shard: int = -1  # HSDP shard group of the encoders; -1: = inner_dp
+    enc_shard: int | None = None  # HSDP shard group of the encoders; None: = inner_dp
     pp_microbatches: int = 0  # 0: = pp (the 1F1B minimum)
 
     def resolved(self) -> "ParallelDims":
-        """Fill the -1 fields and check everything; raises ParallelConfigError."""
+        """Fill the unset (None) fields and check everything; raises ParallelConfigError."""
         w, pp, cp = self.world_size, self.pp, self.cp
         for name in ("world_size", "pp", "cp", "ep"):
             v = getattr(self, name)
@@ -53,7 +53,7 @@ class ParallelDims:
             raise ParallelConfigError(
                 f"world_size={w} is not divisible by inner_dp = pp x cp = {pp} x {cp}"
             )
-        dp = self.dp if self.dp != -1 else w // (pp * cp)
+        dp = self.dp if self.dp is not None else w // (pp * cp)
         if dp < 1 or dp * pp * cp != w:
             raise ParallelConfigError(
                 f"dp x pp x cp = {dp} x {pp} x {cp} = {dp * pp * cp} != world_size={w}"
@@ -67,7 +67,7 @@ class ParallelDims:
                 f"cp={cp}: context parallelism is not implemented (ring attention over the cp group "
                 "and the ModalityBridge hidden-split scatter are missing); use cp=1"
             )
-        shard = self.enc_shard if self.enc_shard != -1 else pp * cp
+        shard = self.enc_shard if self.enc_shard is not None else pp * cp
         if shard < 1 or w % shard:
             raise ParallelConfigError(f"enc_shard={shard} must be >= 1 and divide world_size={w}")
         mb = self.pp_microbatches or pp

@@ -31,9 +31,9 @@ def agree(value: float, device) -> float:
     return float(t.item())
 
 
-def deadline_after(seconds: float) -> float:
-    """A `time.monotonic` deadline `seconds` from now; none (inf) for seconds <= 0."""
-    return time.monotonic() + seconds if seconds > 0 else float("inf")
+def deadline_after(seconds: float | None) -> float:
+    """A `time.monotonic` deadline `seconds` from now; none (inf) for None or seconds <= 0."""
+    return time.monotonic() + seconds if seconds is not None and seconds > 0 else float("inf")
 
 
 Hook = Callable[["TrainLoop", int], None]

@@ -3,7 +3,7 @@
 Also runs without torchrun as a single process (world size 1). Resumes from the
 newest complete checkpoint in the recipe's checkpoint directory; the steps run in
 `mdp.loop.TrainLoop` (loss to out_dir/loss.csv + loss.json every step, out_dir/loss.png
-at the end, checkpoints every `save_every` steps, stop at `time_budget_s`).
+at the end, checkpoints every `output.save_every` steps, stop at `budget.time_s`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import torch.distributed as dist
 from mdp import checkpoint
 from mdp.dims import device_for_rank
 from mdp.loop import TrainLoop, deadline_after
-from mdp.recipes import RECIPES, Recipe, get_recipe
+from mdp.recipes import RECIPES, SECTIONS, Recipe, get_recipe
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default="debug", choices=sorted(RECIPES), help="named recipe (default: debug)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a recipe field, e.g. --set steps=10 --set pp=2 (repeatable)")
+                   help="override a recipe field (repeatable): --set steps=10, --set parallel.pp=2, "
+                        "--set curriculum.stage_steps.speech=300, --set heldout.pack=none; sections: "
+                        + ", ".join(SECTIONS) + " (mdp/recipes.py)")
     p.add_argument("--steps", type=int, default=None, help="total steps (shortcut for --set steps=N)")
     p.add_argument("--out-dir", default=None, help="logs, plot and (default) checkpoints go here")
     p.add_argument("--manifest", default=None, help="JSON-lines manifest of interleaved samples")
@@ -36,11 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     r = get_recipe(args.recipe).override(args.overrides)
     if args.steps is not None:
-        r = r.override([f"steps={args.steps}"])
+        r = r.replace(steps=args.steps)
     if args.out_dir:
-        r = r.override([f"out_dir={args.out_dir}"])
+        r = r.replace(output={"out_dir": args.out_dir})
     if args.manifest:
-        r = r.override([f"manifest={args.manifest}"])
+        r = r.replace(data={"manifest": args.manifest})
     return r
 
 
@@ -59,16 +61,16 @@ def init_distributed() -> None:
 
 def prepare_data(recipe: Recipe) -> str:
     """The recipe's manifest, or a synthetic one made by rank 0."""
-    if recipe.manifest:
-        return recipe.manifest
+    if recipe.data.manifest:
+        return recipe.data.manifest
     from mdp.synth import synthesize
     from mdp.trainer import build_config
 
-    data_dir = os.path.join(recipe.out_dir, "data")
+    data_dir = os.path.join(recipe.output.out_dir, "data")
     path = os.path.join(data_dir, "manifest.jsonl")
     if dist.get_rank() == 0 and not os.path.isfile(path):
-        synthesize(data_dir, build_config(recipe), recipe.synthetic_samples, recipe.seq_len, recipe.seed,
-                   tuple(m for m in recipe.modalities.split(",") if m))
+        synthesize(data_dir, build_config(recipe), recipe.data.synthetic_samples, recipe.seq_len, recipe.seed,
+                   recipe.data.modalities)
     dist.barrier()
     return path
 
@@ -91,10 +93,10 @@ def run(recipe: Recipe, resume: bool = True, stop_after: int | None = None) -> l
     if last is not None:
         checkpoint.load(ckpt_dir, last, trainer.model, trainer.optimizer, trainer.scheduler, extra)
         start = last + 1
-    loop = TrainLoop(trainer, name=recipe.name, out_dir=recipe.out_dir, ckpt_dir=ckpt_dir, start=start,
-                     steps=recipe.steps, save_every=recipe.save_every, keep_checkpoints=recipe.keep_checkpoints,
-                     extra=extra, plot=recipe.plot, stop_after=stop_after,
-                     deadline=deadline_after(recipe.time_budget_s))
+    out = recipe.output
+    loop = TrainLoop(trainer, name=recipe.name, out_dir=out.out_dir, ckpt_dir=ckpt_dir, start=start,
+                     steps=recipe.steps, save_every=out.save_every, keep_checkpoints=out.keep_checkpoints,
+                     extra=extra, plot=out.plot, stop_after=stop_after, deadline=deadline_after(recipe.budget.time_s))
     loop.run()
     return loop.records
 
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace | None = None) -> int:
     recipe = recipe_from_args(args)
     init_distributed()
     try:
-        if recipe.curriculum:  # staged recipes (omni-mini) run their own stage loop
+        if recipe.curriculum.kind:  # staged recipes (omni-mini) run their own stage loop
             from mdp.curriculum.run import run_curriculum
 
             run_curriculum(recipe, resume=not args.no_resume)

@@ -51,7 +51,7 @@ class _ScaleGrad(torch.autograd.Function):
 
 def build_config(recipe: Recipe):
     cfg = get_omni_config(recipe.flavor)
-    cfg.audio.dropout = recipe.audio_dropout
+    cfg.audio.dropout = recipe.numerics.audio_dropout
     return cfg
 
 
@@ -60,9 +60,8 @@ class Trainer:
         self.r = r = recipe
         self.device = device
         self.world = dist.get_world_size()
-        self.dims = ParallelDims(
-            self.world, r.dp, r.pp, r.cp, r.ep, r.enc_shard, r.microbatches
-        ).resolved()
+        par = r.parallel
+        self.dims = ParallelDims(self.world, par.dp, par.pp, par.cp, par.ep, par.enc_shard, par.microbatches).resolved()
         self.meshes = Meshes(self.dims, device.type)
         d = self.dims
         if r.global_batch % d.dp:
@@ -72,21 +71,21 @@ class Trainer:
             raise ValueError(
                 f"{self.local_batch} rows per DP rank cannot be split into {d.pp_microbatches} micro-batches"
             )
-        if r.deterministic:
+        if r.numerics.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = False
-        self.bf16 = r.bf16 == "on" or (r.bf16 == "auto" and device.type == "cuda")
+        self.bf16 = r.numerics.bf16 == "on" or (r.numerics.bf16 == "auto" and device.type == "cuda")
 
         self.cfg = build_config(r)
-        mods = tuple(m for m in r.modalities.split(",") if m)
+        mods = r.data.modalities
         torch.manual_seed(r.seed)  # identical initial weights on every rank and layout
         if device.type == "cuda":
             torch.cuda.manual_seed(r.seed)
         with torch.device(device):  # initialize where it will run (GPU init takes seconds, not minutes)
             model = OmniTrainModel(self.cfg, mods)
-        backend = r.expert_backend
+        backend = r.numerics.expert_backend
         if backend == "auto":
             # serving's policy (omni.llm.experts.choose_backend) for a call with gradients
             # on this device: grouped_mm where it runs in the dtype the experts compute in,
@@ -106,21 +105,21 @@ class Trainer:
             split_stage(model, self.pp_rank, d.pp)
         model.to(device)
         for moe in model.moe_layers():
-            moe.track_load = r.bias_update_rate > 0
+            moe.track_load = r.optim.bias_update_rate > 0
         layers = [model.llm.model.layers[i] for i in model.layer_ids()]
         if d.ep > 1:
             for layer in layers:
-                apply_expert_parallel(layer, self.meshes.llm["ep"], overlap=r.ep_overlap)
+                apply_expert_parallel(layer, self.meshes.llm["ep"], overlap=r.parallel.ep_overlap)
         self.expert_params = expert_parameters(model)
         if self.world > 1 and len(model.encoders):
-            parallelize_encoders(model.encoders, self.meshes.encoders, recompute=r.encoder_recompute)
+            parallelize_encoders(model.encoders, self.meshes.encoders, recompute=r.parallel.encoder_recompute)
         if d.dp > 1:
             # leaf modules whose forward is called directly (FSDP2 unshards in forward hooks)
             heads = [model.llm.model.embed_tokens, model.llm.model.norm, model.llm.lm_head,
                      model.audio_embedding, model.audio_head]
             units = layers + [m for m in heads if any(True for _ in m.parameters())]
             parallelize_llm(units, self.meshes.dp, set(self.expert_params),
-                            reshard_after_forward=r.fsdp_reshard_after_forward)
+                            reshard_after_forward=r.parallel.fsdp_reshard_after_forward)
         self.model = model
 
         enc_params = {p for e in model.encoders.values() for p in e.parameters()}
@@ -132,13 +131,13 @@ class Trainer:
         self.param_groups = groups
         self.optimizer = torch.optim.AdamW(
             [{"params": v, "name": k} for k, v in groups.items() if v],
-            lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay, **self._adamw_impl(),
+            lr=r.optim.lr, betas=r.optim.betas, weight_decay=r.optim.weight_decay, **self._adamw_impl(),
         )
         self.lr_total: int | None = None  # steps the cosine spans (None: the recipe's steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
 
         self.inner_group = self.meshes.group("inner_dp") if d.inner_dp > 1 else None
-        self.bridge = ModalityBridge(self.inner_group, r.bridge_chunks)
+        self.bridge = ModalityBridge(self.inner_group, r.parallel.bridge_chunks)
         self.balance = BalanceData(self.inner_group)
         self._counts = torch.zeros(4, dtype=torch.float64)
         self.schedule = None
@@ -155,20 +154,20 @@ class Trainer:
     # --- schedule / loss -------------------------------------------------------
 
     def _lr_factor(self, step: int) -> float:
-        r = self.r
-        if step < r.warmup_steps:
-            return (step + 1) / r.warmup_steps
+        o = self.r.optim
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
         # a schedule spanning several stages (mdp.curriculum.run) sets lr_total
-        span = max(1, (self.lr_total or r.steps) - r.warmup_steps)
-        t = min(1.0, (step - r.warmup_steps) / span)
-        return (r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * t))) / r.lr
+        span = max(1, (self.lr_total or self.r.steps) - o.warmup_steps)
+        t = min(1.0, (step - o.warmup_steps) / span)
+        return (o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * t))) / o.lr
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     def _pp_loss(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.model.loss_from_hidden(h, labels, self._counts, word_weight=self.r.word_weight,
-                                          answer_weight=self.r.answer_weight) * self.dims.dp
+        return self.model.loss_from_hidden(h, labels, self._counts, word_weight=self.r.loss.word_weight,
+                                          answer_weight=self.r.loss.answer_weight) * self.dims.dp
 
     def attach_data(self, path: str) -> None:
         self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
@@ -261,7 +260,8 @@ class Trainer:
         if self.schedule is None:
             with self._autocast():
                 h = model.run_layers(x_leaf, final_norm=True)
-                loss = model.loss_from_hidden(h, labels, counts, stats, self.r.word_weight, self.r.answer_weight) * d.dp
+                w = self.r.loss
+                loss = model.loss_from_hidden(h, labels, counts, stats, w.word_weight, w.answer_weight) * d.dp
             loss.backward()
             loss_sum += loss.detach().double()
         else:
@@ -289,7 +289,7 @@ class Trainer:
         sync_expert_grads(self.expert_params, self._dp_rest_group(), d.dp)
         if grad_hook is not None:
             grad_hook(model)
-        gnorm = self.clip_grads(self.r.grad_clip)
+        gnorm = self.clip_grads(self.r.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -362,11 +362,11 @@ class Trainer:
 
     @torch.no_grad()
     def update_expert_bias(self) -> None:
-        if self.r.bias_update_rate <= 0:
+        if self.r.optim.bias_update_rate <= 0:
             return
         for moe in self.model.moe_layers():
             load = moe.load_acc.clone()
             if self.dims.dp > 1:
                 dist.all_reduce(load, group=self.meshes.group("dp"))
-            moe.router.update_correction_bias(load, self.r.bias_update_rate)
+            moe.router.update_correction_bias(load, self.r.optim.bias_update_rate)
             moe.reset_stats()

@@ -56,21 +56,21 @@ PLAN_BUDGET=${PLAN_BUDGET:-}  # seconds the stages are sized for, over this and 
 RUN=${RUN:-runs/omni-mini}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
+EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "curriculum.stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
 BENCH_LIMIT=${BENCH_LIMIT:-0}
 PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics after the export
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
 EVAL_SAMPLES=${EVAL_SAMPLES:-120}
 # > 0: this many more renderings of every question text, written here before training
-# (`omni data voice-bank`, recipe voice_bank; ~70 s for 32 on 16 cores); a machine without
+# (`omni data voice-bank`, recipe curriculum.voice_bank; ~70 s for 32 on 16 cores); a machine without
 # espeak-ng gets it from a carried .espeak (scripts/espeak_portable.sh). 0 (the shipped
 # model's recipe): the pack's recordings only
 VOICE_BANK=${VOICE_BANK:-0}
-sets=(--set eval_pack=runs/data/heldout.pack.npz --set eval_every="$EVAL_EVERY" --set eval_samples="$EVAL_SAMPLES")
+sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
-[[ -n "$PLAN_BUDGET" ]] && sets+=(--set plan_budget_s="$PLAN_BUDGET")
-if (( VOICE_BANK > 0 )); then sets+=(--set voice_bank=runs/data/voices.npz); fi
+[[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
+if (( VOICE_BANK > 0 )); then sets+=(--set curriculum.voice_bank=runs/data/voices.npz); fi
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT" "$RUN"
 out_abs=$(cd "$OUT" && pwd)
@@ -91,7 +91,7 @@ done
   fi
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
-    --set pack=runs/data/train.pack.npz --set time_budget_s="$BUDGET" --set plot=false "${sets[@]}" 2>&1 \
+    --set curriculum.pack=runs/data/train.pack.npz --set budget.time_s="$BUDGET" --set output.plot=false "${sets[@]}" 2>&1 \
     | tr '\r' '\n' | grep -v -E '^\s*$' | awk 'NR % 20 == 1 || /stage|export|stopped|held-out|encoder pre-training|time budget|Error|error|Traceback|File/' \
     || echo "training failed (see above)"
   echo "train wall: $(( $(date +%s) - start )) s"

@@ -1,5 +1,5 @@
 """The default model's training step with batches built on the device (recipe
-`train_path=device`), next to the loader path of `mdp.curriculum.run.MiniTrainer`.
+`curriculum.train_path=device`), next to the loader path of `mdp.curriculum.run.MiniTrainer`.
 
 Why: in the loader path a step waits on worker processes that build every sample
 in Python and hand ~150 MB of float32 patches per dialogue step to the main process,
@@ -187,10 +187,11 @@ class DeviceMiniTrainer(MiniTrainer):
         from omni.tokenizer import load_tokenizer
 
         if tables is None:
-            tables = PackTables(pack, self.cfg, load_tokenizer(), codes, self.device, bank=load_bank(self.r.voice_bank))
+            tables = PackTables(pack, self.cfg, load_tokenizer(), codes, self.device,
+                                bank=load_bank(self.r.curriculum.voice_bank))
         self.tables, self.augment = tables, augment
         records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
-        window = self.r.bucket_window if window is None else window
+        window = self.r.curriculum.bucket_window if window is None else window
         self.planner = StepPlanner(tables, records, self.r.seed, self.r.global_batch, self.r.seq_len, window,
                                    augment, jitter, self.per_octave)
 
@@ -238,7 +239,7 @@ class DeviceMiniTrainer(MiniTrainer):
         with self._autocast():
             h = self.model.run_layers(x, final_norm=True)
             return self.model.loss_from_hidden(h, pack_labels(batch), label_counts_device(batch), stats,
-                                               self.r.word_weight, self.r.answer_weight)
+                                               self.r.loss.word_weight, self.r.loss.answer_weight)
 
     def llm(self, batch: dict[str, torch.Tensor], feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedding, decoder, loss and the one backward (LLM and encoders). Returns
@@ -249,7 +250,7 @@ class DeviceMiniTrainer(MiniTrainer):
         return loss.detach(), stats[0]
 
     def update(self) -> torch.Tensor:
-        gnorm = self.clip_grads_async(self.r.grad_clip)
+        gnorm = self.clip_grads_async(self.r.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """Held-out accuracy while the default model trains, against samples seen.
 
-Every `eval_every` steps and at the end of each stage, the weights being trained
-answer `eval_samples` held-out spoken questions with the camera on (the bars'
+Every `heldout.every` steps and at the end of each stage, the weights being trained
+answer `heldout.samples` held-out spoken questions with the camera on (the bars'
 question, `omni.synth.heldout`) greedily, on the training device. Each probe
 appends a row to `<run>/heldout.json` and redraws `<run>/heldout.png`, so a run
 (and each resumed call of it) shows whether the answers generalize while the
@@ -24,7 +24,7 @@ class HeldoutProbe:
         from omni.model import OmniModel
         from omni.synth.heldout import items_from_pack
 
-        self.items = items_from_pack(recipe.eval_pack, recipe.eval_samples)
+        self.items = items_from_pack(recipe.heldout.pack, recipe.heldout.samples)
         self.batch = max(1, min(len(self.items), 128))
         cfg = build_config(recipe)
         cfg.audio.dropout = 0.0

@@ -34,23 +34,19 @@ def slot_targets(scene) -> list[int]:
     return y
 
 
-def parse_encoder_augment(spec: str) -> set[str]:
-    """"vision,audio" -> {"vision", "audio"}: the encoders pre-trained on augmented views."""
-    names = {a.strip() for a in spec.split(",") if a.strip()}
-    if names - {"vision", "audio"}:
-        raise ValueError(f"encoder_augment {spec!r}: name 'vision' and/or 'audio'")
-    return names
+def encoder_augment(names: tuple[str, ...]) -> set[str]:
+    """The recipe's `pretrain.augment`, checked: the encoders pre-trained on augmented views."""
+    if set(names) - {"vision", "audio"}:
+        raise ValueError(f"recipe pretrain.augment {names!r}: name 'vision' and/or 'audio'")
+    return set(names)
 
 
-def parse_encoder_steps(spec: str) -> dict[str, int]:
-    """"vision:600,audio:600" -> {"vision": 600, "audio": 600} (empty: no pre-training)."""
-    out: dict[str, int] = {}
-    for part in [p for p in spec.split(",") if p.strip()]:
-        name, _, n = part.partition(":")
-        if name.strip() not in ("vision", "audio") or not n.strip().isdigit():
-            raise ValueError(f"recipe encoder_steps: {part!r} must be vision:STEPS or audio:STEPS")
-        out[name.strip()] = int(n)
-    return out
+def encoder_steps(steps: dict[str, int]) -> dict[str, int]:
+    """The recipe's `pretrain.steps`, checked: {"vision": N, "audio": N} (empty: no pre-training)."""
+    for name, n in steps.items():
+        if name not in ("vision", "audio") or not isinstance(n, int) or n < 0:
+            raise ValueError(f"recipe pretrain.steps: {name}:{n} must be vision:STEPS or audio:STEPS")
+    return dict(steps)
 
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int = 30) -> float:

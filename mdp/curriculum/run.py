@@ -1,18 +1,18 @@
 """The staged training run of the default model (`omni train --recipe omni-mini`).
 
-For each stage of `recipe.stage_steps` (see `mdp.curriculum.stages`): write the
+For each stage of `recipe.curriculum.stage_steps` (see `mdp.curriculum.stages`): write the
 stage manifest from the pack, train with the project's MDP trainer (AdamW, cosine
-LR, stage-1 loss on the reply), checkpoint every `save_every` steps and at the
+LR, stage-1 loss on the reply), checkpoint every `output.save_every` steps and at the
 stage's end, log loss.csv / loss.json / loss.png in out_dir/STAGE, and leave
 out_dir/STAGE/model.pt + done.json when the stage is complete. A stage starts from
 the previous stage's final checkpoint: its weights and (unless
-`optimizer_per_stage`) its AdamW moments and its place in one LR schedule, a
+`curriculum.optimizer_per_stage`) its AdamW moments and its place in one LR schedule, a
 warm-up once and a cosine over every stage's steps, so a stage boundary changes
 only the data mix (a fresh optimizer re-warmed with empty moments at every stage
 jolted the loss). Rerunning the command resumes: done stages are skipped, a stage
 in progress continues from its newest checkpoint.
 At the end the weights are exported as an `OmniModel` checkpoint directory
-(`export_dir`, default out_dir/model) that `omni chat --model DIR` loads, and
+(`output.export_dir`, default out_dir/model) that `omni chat --model DIR` loads, and
 out_dir/loss.png shows all stages on one axis.
 """
 
@@ -32,7 +32,7 @@ from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
 from mdp.loop import TrainLoop, agree, deadline_after
 from mdp.curriculum.data import PackDataset, answer_code_table, pack_cmvn
-from mdp.curriculum.stages import parse_stage_seq_len, parse_stage_steps, write_stage_manifest
+from mdp.curriculum.stages import stage_plan, stage_seq_lens, write_stage_manifest
 from mdp.recipes import Recipe
 from mdp.trainer import Trainer
 
@@ -120,7 +120,7 @@ class MiniTrainer(Trainer):
 
         if self.dims.inner_dp > 1 or self.dims.pp > 1:
             raise ValueError("omni-mini trains with data parallelism only (inner_dp = pp = 1)")
-        threads = main_process_threads(self.r.main_threads, workers, self.device)
+        threads = main_process_threads(self.r.data.main_threads, workers, self.device)
         if threads:
             torch.set_num_threads(threads)
         enc = self.model.encoders["audio"]
@@ -169,14 +169,15 @@ class MiniTrainer(Trainer):
 
 
 def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
-    out = os.path.join(r.out_dir, name)
-    seq_len = parse_stage_seq_len(r.stage_seq_len, r.seq_len)[name]
-    return dataclasses.replace(r, name=f"{r.name}:{name}", steps=steps, out_dir=out, seq_len=seq_len,
-                               ckpt_dir=os.path.join(out, "checkpoints"), manifest=os.path.join(out, "manifest.jsonl"))
+    out = os.path.join(r.output.out_dir, name)
+    seq_len = stage_seq_lens(r.curriculum.stage_seq_len, r.seq_len)[name]
+    return r.replace(name=f"{r.name}:{name}", steps=steps, seq_len=seq_len,
+                     output={"out_dir": out, "ckpt_dir": os.path.join(out, "checkpoints")},
+                     data={"manifest": os.path.join(out, "manifest.jsonl")})
 
 
 class _Plan:
-    """Step counts of the stages. With `fit_budget` (and a time budget) they are
+    """Step counts of the stages. With `budget.fit` (and a time budget) they are
     fitted to the time left, once per stage trained in this run, from the timed
     steps of that stage: the first stage's timing sizes every stage, and each later
     stage re-fits itself and the ones after it with its own measured speed (the
@@ -186,17 +187,17 @@ class _Plan:
     out_dir/plan.json for resumes. A resume takes that plan as its bounds: it
     never grows, but when this run's time budget cannot hold the rest of it, the
     stages trained in this run shrink it to fit (so a budget split over several
-    calls, `plan_budget_s` in the first, still ends with an exported model)."""
+    calls, `budget.plan_s` in the first, still ends with an exported model)."""
 
     TIMED = (5, 20)  # steps [5, 20) of each stage trained in this run are timed
     STAGE_OVERHEAD_S = 15.0
 
     def __init__(self, recipe: Recipe, resume: bool) -> None:
-        self.path = os.path.join(recipe.out_dir, "plan.json")
-        self.seq = parse_stage_seq_len(recipe.stage_seq_len, recipe.seq_len)
-        self.stages = [list(s) for s in parse_stage_steps(recipe.stage_steps)]
+        self.path = os.path.join(recipe.output.out_dir, "plan.json")
+        self.seq = stage_seq_lens(recipe.curriculum.stage_seq_len, recipe.seq_len)
+        self.stages = [list(s) for s in stage_plan(recipe.curriculum.stage_steps)]
         self.bounds = [n for _, n in self.stages]
-        self.active = recipe.fit_budget and recipe.time_budget_s > 0
+        self.active = recipe.budget.fit and (recipe.budget.time_s or 0) > 0
         self.fitted: set[int] = set()
         self.speeds: dict[str, float] = {}  # measured s/step per stage (kept for resumes)
         if resume and os.path.isfile(self.path):
@@ -264,14 +265,13 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     rank0 = dist.get_rank() == 0
     if rank0 and not resume:  # afresh: neither an earlier run's steps nor its sample draw
         checkpoint.discard(r.checkpoint_dir)
-        if os.path.isfile(r.manifest):
-            os.remove(r.manifest)
-    if rank0 and not os.path.isfile(r.manifest):
+        if os.path.isfile(r.data.manifest):
+            os.remove(r.data.manifest)
+    if rank0 and not os.path.isfile(r.data.manifest):
         stage = r.name.split(":")[-1]
-        counts = write_stage_manifest(pack, stage, r.manifest, r.stage_samples, r.seed,
-                                      None if r.caption_weight < 0 else r.caption_weight,
-                                      None if r.transcribe_weight < 0 else r.transcribe_weight)
-        print(f"stage {stage}: {r.stage_samples} samples {counts}", file=sys.stderr)
+        counts = write_stage_manifest(pack, stage, r.data.manifest, r.curriculum.stage_samples, r.seed,
+                                      r.curriculum.caption_weight, r.curriculum.transcribe_weight)
+        print(f"stage {stage}: {r.curriculum.stage_samples} samples {counts}", file=sys.stderr)
     dist.barrier()
     last = checkpoint.latest_step(r.checkpoint_dir) if resume else None
     start = 0 if last is None else last + 1
@@ -282,12 +282,13 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                          agree(fit_deadline - time.monotonic() - plan.STAGE_OVERHEAD_S, device_for_rank()),
                          measured=False)
         r = dataclasses.replace(r, steps=total)
-    if r.train_path not in ("loader", "device"):
-        raise ValueError(f"recipe train_path must be loader or device, got {r.train_path!r}")
-    if r.voice_bank and r.train_path != "device":
-        raise ValueError("recipe voice_bank needs train_path=device (the loader path hears the pack's clips only)")
+    if r.curriculum.train_path not in ("loader", "device"):
+        raise ValueError(f"recipe curriculum.train_path must be loader or device, got {r.curriculum.train_path!r}")
+    if r.curriculum.voice_bank and r.curriculum.train_path != "device":
+        raise ValueError("recipe curriculum.voice_bank needs train_path=device "
+                         "(the loader path hears the pack's clips only)")
     materialize = None  # the device path's step records hold device values, read one step late
-    if r.train_path == "device":
+    if r.curriculum.train_path == "device":
         from mdp.curriculum.device import DeviceMiniTrainer, materialize
 
         trainer = DeviceMiniTrainer(r, device_for_rank())
@@ -298,7 +299,7 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         trainer.model.load_state_dict(init)
     elif last is None:  # a model from scratch
         _prepare_encoders(r, trainer, pack, rank0)
-    continuous = not r.optimizer_per_stage
+    continuous = not r.curriculum.optimizer_per_stage
     offset = carry[1] if carry is not None else 0
     if continuous:  # the cosine spans every stage (the scheduler counts steps over all of them)
         trainer.lr_total = _lr_total(plan, offset + r.steps)
@@ -310,14 +311,14 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         _continue_optimizer(trainer, carry[0], offset, rank0)
     # a stage that will re-fit itself may grow up to the recipe's bound: the loader covers that range
     cap = plan.bounds[idx] if plan is not None and plan.needs_fit(idx) else r.steps
-    device_path = r.train_path == "device"
+    device_path = r.curriculum.train_path == "device"
     if device_path:
         shared = {} if shared is None else shared
-        trainer.attach_device_data(r.manifest, pack, codes, tables=shared.get("tables"))
+        trainer.attach_device_data(r.data.manifest, pack, codes, tables=shared.get("tables"))
         shared["tables"] = trainer.tables
     else:
         last_step = max(cap, r.steps) if stop_after is None else min(max(cap, r.steps), stop_after)
-        trainer.attach_pack(r.manifest, pack, codes, r.data_workers, start, max(start, last_step))
+        trainer.attach_pack(r.data.manifest, pack, codes, r.data.workers, start, max(start, last_step))
     stage = r.name.split(":")[-1]
     probe = _probe(r, shared, trainer.device) if rank0 else None
 
@@ -334,12 +335,13 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         loop.resize(total)
 
     def probe_step(loop: TrainLoop, step: int) -> None:
-        if r.eval_every > 0 and (step + 1) % r.eval_every == 0 and step + 1 < loop.end:
+        if r.heldout.every > 0 and (step + 1) % r.heldout.every == 0 and step + 1 < loop.end:
             probe(trainer.model, stage, step, (offset + step + 1) * r.global_batch)
 
-    loop = TrainLoop(trainer, name=r.name, out_dir=r.out_dir, ckpt_dir=r.checkpoint_dir, start=start, steps=r.steps,
-                     save_every=r.save_every, keep_checkpoints=r.keep_checkpoints, extra=extra,
-                     log_every=r.log_every if device_path else 1, plot=r.plot, stop_after=stop_after,
+    out = r.output
+    loop = TrainLoop(trainer, name=r.name, out_dir=out.out_dir, ckpt_dir=r.checkpoint_dir, start=start, steps=r.steps,
+                     save_every=out.save_every, keep_checkpoints=out.keep_checkpoints, extra=extra,
+                     log_every=out.log_every if device_path else 1, plot=out.plot, stop_after=stop_after,
                      deadline=deadline, lagged=materialize, save_at_end=continuous,
                      before_step=refit, after_step=probe_step if probe is not None else None)
     finished = loop.run()
@@ -360,7 +362,7 @@ def _attach_speaker_augment(r: Recipe, trainer) -> None:
     speaker (the encoders' pre-training included); draws from the trainer's generator
     (reseeded every step on the device path: resumable)."""
     audio = trainer.model.encoders["audio"] if "audio" in trainer.model.encoders else None
-    if audio is None or r.speaker_augment <= 0:
+    if audio is None or r.curriculum.speaker_augment <= 0:
         return
     from encoders.speaker_augment import SpeakerAugment
 
@@ -368,18 +370,18 @@ def _attach_speaker_augment(r: Recipe, trainer) -> None:
     if gen is None:
         gen = torch.Generator(device=trainer.device)
         gen.manual_seed(r.seed * 7919 + 17)
-    audio.frontend.augment = SpeakerAugment(warp=r.speaker_augment, generator=gen)
+    audio.frontend.augment = SpeakerAugment(warp=r.curriculum.speaker_augment, generator=gen)
 
 
 def _probe(r: Recipe, shared: dict | None, device):
-    """The run's held-out probe (built once, kept in `shared`), or None without `eval_pack`."""
-    if not r.eval_pack:
+    """The run's held-out probe (built once, kept in `shared`), or None without `heldout.pack`."""
+    if not r.heldout.pack:
         return None
     if shared is not None and "probe" in shared:
         return shared["probe"]
     from mdp.curriculum.heldout import HeldoutProbe
 
-    probe = HeldoutProbe(r, os.path.dirname(r.out_dir), device)
+    probe = HeldoutProbe(r, os.path.dirname(r.output.out_dir), device)
     if shared is not None:
         shared["probe"] = probe
     return probe
@@ -393,7 +395,7 @@ def _lr_total(plan: _Plan | None, fallback: int) -> int:
 def _continue_optimizer(trainer, ckpt_dir: str, offset: int, rank0: bool) -> None:
     """Load the previous stage's final state (weights, AdamW moments, schedule position,
     RNG) into a stage that starts afresh. A previous stage without a checkpoint (run
-    with `optimizer_per_stage`, or its checkpoints removed) leaves the moments fresh
+    with `curriculum.optimizer_per_stage`, or its checkpoints removed) leaves the moments fresh
     but puts the schedule at step `offset` all the same."""
     step = checkpoint.latest_step(ckpt_dir)
     if step is not None:
@@ -409,8 +411,8 @@ def _continue_optimizer(trainer, ckpt_dir: str, offset: int, rank0: bool) -> Non
 
 def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> None:
     """Audio features normalized by the pack's statistics, then the encoders'
-    pre-training (`encoder_steps`), logged to out_dir/encoders.json."""
-    from mdp.curriculum.pretrain import parse_encoder_augment, parse_encoder_steps, pretrain_audio, pretrain_vision
+    pre-training (`pretrain.steps`), logged to out_dir/encoders.json."""
+    from mdp.curriculum.pretrain import encoder_augment, encoder_steps, pretrain_audio, pretrain_vision
     from omni.tokenizer import load_tokenizer
 
     encs = trainer.model.encoders
@@ -419,28 +421,29 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
         mean, istd = pack_cmvn(pack, encs["audio"].frontend, seed=r.seed)
         cmvn.mean.copy_(mean)
         cmvn.istd.copy_(istd)
-    plan = parse_encoder_steps(r.encoder_steps)
-    augment = parse_encoder_augment(r.encoder_augment)
+    plan = encoder_steps(r.pretrain.steps)
+    augment = encoder_augment(r.pretrain.augment)
     report = {}
     for name, steps in plan.items():
         if name not in encs or steps <= 0:
             continue
         t0 = time.perf_counter()  # a duration; the run's deadline clock is time.monotonic
         if name == "vision":
-            losses, _ = pretrain_vision(encs["vision"], pack, steps, r.encoder_batch, r.encoder_lr, r.seed,
+            losses, _ = pretrain_vision(encs["vision"], pack, steps, r.pretrain.batch, r.pretrain.lr, r.seed,
                                         trainer._autocast, augment="vision" in augment)
         else:
             from mdp.curriculum.tables import load_bank
 
-            losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.encoder_batch, r.encoder_lr, r.seed,
-                                    trainer._autocast, augment="audio" in augment, bank=load_bank(r.voice_bank))
+            losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.pretrain.batch, r.pretrain.lr,
+                                    r.seed, trainer._autocast, augment="audio" in augment,
+                                    bank=load_bank(r.curriculum.voice_bank))
         report[name] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss_first": losses[0],
                         "loss_last10": float(np.mean(losses[-10:])), "losses": losses}
         if rank0:
             print(f"encoder pre-training {name}: {steps} steps in {report[name]['seconds']} s, loss "
                   f"{losses[0]:.3f} -> {report[name]['loss_last10']:.3f}", file=sys.stderr)
     if rank0 and report:
-        with open(os.path.join(os.path.dirname(r.out_dir), "encoders.json"), "w") as fh:
+        with open(os.path.join(os.path.dirname(r.output.out_dir), "encoders.json"), "w") as fh:
             json.dump(report, fh)
 
 
@@ -449,26 +452,27 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     `stop_after` ended a stage early)."""
     from omni.synth.pack import Pack
 
-    if not recipe.pack:
-        raise ValueError("recipe field 'pack' is empty: pass --set pack=PATH (written by `omni data pack`)")
-    pack = Pack(recipe.pack)
+    if not recipe.curriculum.pack:
+        raise ValueError("recipe field curriculum.pack is unset: pass --set curriculum.pack=PATH "
+                         "(written by `omni data pack`)")
+    pack = Pack(recipe.curriculum.pack)
     # the answers are tokenized with the codec the model is exported with (the pack's
     # tokens may come from an older codec) unless the recipe asks for the pack's
-    codes = answer_code_table(pack, use_pack=recipe.answer_codes == "pack")
+    codes = answer_code_table(pack, use_pack=recipe.curriculum.answer_codes == "pack")
     plan = _Plan(recipe, resume)
     stages = plan.stages
     rank0 = dist.get_rank() == 0
     state: dict | None = None
-    deadline = deadline_after(recipe.time_budget_s)
+    deadline = deadline_after(recipe.budget.time_s)
     # the plan may be fitted to a longer budget than this run's, spent over resumed runs
-    fit_deadline = deadline if recipe.plan_budget_s <= 0 else time.monotonic() + recipe.plan_budget_s
+    fit_deadline = deadline if (recipe.budget.plan_s or 0) <= 0 else time.monotonic() + recipe.budget.plan_s
     shared: dict = {}  # across stages: the device path's pack tables
     carry: tuple[str, int] | None = None  # the previous stage's checkpoints and the steps so far
     for n in range(len(stages)):
         name, steps = stages[n]
         r = _stage_recipe(recipe, name, steps)
-        final = os.path.join(r.out_dir, "model.pt")
-        if resume and os.path.isfile(os.path.join(r.out_dir, "done.json")):
+        final = os.path.join(r.output.out_dir, "model.pt")
+        if resume and os.path.isfile(os.path.join(r.output.out_dir, "done.json")):
             state = torch.load(final, map_location="cpu", weights_only=True)
             carry = (r.checkpoint_dir, sum(k for _, k in stages[: n + 1]))
             continue
@@ -483,14 +487,14 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
         if rank0:
             torch.save(state, final + ".tmp")
             os.replace(final + ".tmp", final)
-            with open(os.path.join(r.out_dir, "done.json"), "w") as fh:
+            with open(os.path.join(r.output.out_dir, "done.json"), "w") as fh:
                 json.dump({"stage": name, "steps": steps}, fh)
         dist.barrier()
-    out = recipe.export_dir or os.path.join(recipe.out_dir, "model")
+    out = recipe.output.export_dir or os.path.join(recipe.output.out_dir, "model")
     if rank0:
         export(recipe, state, out)
-        if recipe.plot:
-            plot_stages(recipe.out_dir, [n for n, _ in stages])
+        if recipe.output.plot:
+            plot_stages(recipe.output.out_dir, [n for n, _ in stages])
     dist.barrier()
     return out
 

@@ -64,35 +64,28 @@ STILL_LAYOUTS = ("image",)
 VIDEO_FAMILIES = ("motion",)
 
 
-def parse_stage_steps(spec: str) -> list[tuple[str, int]]:
-    """"speech:300,vision:300,dialogue:600" -> [(name, steps)], in curriculum order."""
+def stage_plan(steps: dict[str, int]) -> list[tuple[str, int]]:
+    """The recipe's `curriculum.stage_steps` ({stage: steps}, in curriculum order) as
+    [(name, steps)], checked: known stages, at least one step each."""
     out = []
-    for part in [p for p in spec.split(",") if p.strip()]:
-        name, _, steps = part.partition(":")
-        name = name.strip()
+    for name, n in steps.items():
         if name not in STAGES:
-            raise ValueError(f"recipe stage_steps: unknown stage {name!r}; known: {list(STAGES)}")
-        try:
-            n = int(steps)
-        except ValueError:
-            raise ValueError(f"recipe stage_steps: {part!r} must be NAME:STEPS") from None
-        if n < 1:
-            raise ValueError(f"recipe stage_steps: stage {name} needs >= 1 step, got {n}")
+            raise ValueError(f"recipe curriculum.stage_steps: unknown stage {name!r}; known: {list(STAGES)}")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"recipe curriculum.stage_steps: stage {name} needs >= 1 step, got {n!r}")
         out.append((name, n))
     if not out:
-        raise ValueError("recipe stage_steps is empty")
+        raise ValueError("recipe curriculum.stage_steps is empty")
     return out
 
 
-def parse_stage_seq_len(spec: str, default: int) -> dict[str, int]:
-    """"speech:176,dialogue:384" -> {stage: seq_len}; stages not named get `default`."""
-    out = {name: default for name in STAGES}
-    for part in [p for p in spec.split(",") if p.strip()]:
-        name, _, n = part.partition(":")
-        if name.strip() not in STAGES or not n.strip().isdigit():
-            raise ValueError(f"recipe stage_seq_len: {part!r} must be STAGE:LENGTH with a stage of {list(STAGES)}")
-        out[name.strip()] = int(n)
-    return out
+def stage_seq_lens(lengths: dict[str, int], default: int) -> dict[str, int]:
+    """The recipe's `curriculum.stage_seq_len` for every stage; stages not named get `default`."""
+    for name, n in lengths.items():
+        if name not in STAGES or not isinstance(n, int) or n < 1:
+            raise ValueError(f"recipe curriculum.stage_seq_len: {name}:{n} must be STAGE:LENGTH with a stage of "
+                             f"{list(STAGES)}")
+    return {name: lengths.get(name, default) for name in STAGES}
 
 
 def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int,

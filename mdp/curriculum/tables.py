@@ -187,8 +187,8 @@ class PackTables:
 
 
 @functools.lru_cache(maxsize=1)
-def load_bank(path: str):
-    """The recipe's voice bank (read once per run), or None for an empty path."""
+def load_bank(path: str | None):
+    """The recipe's voice bank (read once per run), or None without one."""
     from omni.synth.voice_bank import VoiceBank
 
     return VoiceBank.load(path) if path else None

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mdp.curriculum.data import PackDataset, answer_code_table, placeholder_order, speech_rows
-from mdp.curriculum.stages import STAGES, parse_stage_steps, write_stage_manifest
+from mdp.curriculum.stages import STAGES, stage_plan, stage_seq_lens, write_stage_manifest
 from omni.config import get_omni_config
 from omni.segments import SegmentMachine
 
@@ -112,9 +112,12 @@ def test_stage_manifests_and_errors(tmp_path, mini_pack):
         assert sum(counts.values()) == 40
     again = write_stage_manifest(pack, "dialogue", str(tmp_path / "again.jsonl"), 40, seed=1)
     assert (tmp_path / "again.jsonl").read_text() == (tmp_path / "dialogue.jsonl").read_text() and again
-    assert parse_stage_steps("speech:3,dialogue:2") == [("speech", 3), ("dialogue", 2)]
+    assert stage_plan({"speech": 3, "dialogue": 2}) == [("speech", 3), ("dialogue", 2)]
     with pytest.raises(ValueError, match="unknown stage"):
-        parse_stage_steps("hearing:3")
+        stage_plan({"hearing": 3})
+    assert stage_seq_lens({"speech": 9}, 5) == {name: 9 if name == "speech" else 5 for name in STAGES}
+    with pytest.raises(ValueError, match="stage_seq_len"):
+        stage_seq_lens({"hearing": 9}, 5)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"i": 0, "layout": "smell", "scene": -1, "answer": 0, "voice": True, "seed": 1}) + "\n")
     from mdp.data import ManifestError

@@ -143,8 +143,6 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
 @pytest.fixture(scope="module")
 def trainer(world, tmp_path_factory):
     """A device-path trainer of the mini model on CPU in fp32 (one-process group)."""
-    import dataclasses
-
     import torch.distributed as dist
 
     from mdp.data import default_layout
@@ -156,7 +154,8 @@ def trainer(world, tmp_path_factory):
     init_distributed()
     work = tmp_path_factory.mktemp("device_trainer")
     r = _stage_recipe(get_recipe("omni-mini-smoke"), "dialogue", 8)
-    r = dataclasses.replace(r, out_dir=str(work), global_batch=6, bf16="off", lr=3e-3, min_lr=3e-3, warmup_steps=1)
+    r = r.replace(global_batch=6, output={"out_dir": str(work)}, numerics={"bf16": "off"},
+                  optim={"lr": 3e-3, "min_lr": 3e-3, "warmup_steps": 1})
     tr = DeviceMiniTrainer(r, torch.device("cpu"))
     tr.layout = default_layout(tr.cfg.llm.pad_token_id, tr.cfg.audio_pad_id)
     yield tr
@@ -182,9 +181,9 @@ def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
         x_old = tr.model.embed_placeholders(batch["ids"], batch["codec"], gathered, ph)
         h = tr.model.run_layers(x_old, final_norm=True)
         # the answer and word weights apply on both paths alike
-        assert tr.r.answer_weight != 1.0 and batch["answer"].any()
-        loss_old = tr.model.loss_from_hidden(h, pack_labels(batch), label_counts(batch), None, tr.r.word_weight,
-                                             tr.r.answer_weight)
+        assert tr.r.loss.answer_weight != 1.0 and batch["answer"].any()
+        loss_old = tr.model.loss_from_hidden(h, pack_labels(batch), label_counts(batch), None, tr.r.loss.word_weight,
+                                             tr.r.loss.answer_weight)
 
         p = to_device(tr.tables, plan, tr.device)
         new = expand_segments(tr.tables, p["seg"], plan.T)

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from mdp.curriculum.pretrain import (SLOT_CLASSES, parse_encoder_augment, parse_encoder_steps, pretrain_audio,
-                                    pretrain_vision, slot_targets)
+from mdp.curriculum.pretrain import (SLOT_CLASSES, encoder_augment, encoder_steps, pretrain_audio, pretrain_vision,
+                                    slot_targets)
 from omni.config import get_omni_config
 
 
@@ -21,12 +21,12 @@ def test_slot_targets_and_step_spec():
     y = slot_targets(Scene("s", "train", "image", 0.0, (20, 20, 20), objs))
     # POSITIONS = center, left, right, top, bottom; class = 1 + color * 4 + shape
     assert y == [0, 1 + 2 * 4 + 3, 0, 1, 0] and max(y) < SLOT_CLASSES
-    assert parse_encoder_steps("vision:5,audio:0") == {"vision": 5, "audio": 0} and parse_encoder_steps("") == {}
-    with pytest.raises(ValueError, match="encoder_steps"):
-        parse_encoder_steps("hearing:5")
-    assert parse_encoder_augment("vision, audio") == {"vision", "audio"} and parse_encoder_augment("") == set()
-    with pytest.raises(ValueError, match="encoder_augment"):
-        parse_encoder_augment("vision,true")
+    assert encoder_steps({"vision": 5, "audio": 0}) == {"vision": 5, "audio": 0} and encoder_steps({}) == {}
+    with pytest.raises(ValueError, match="pretrain.steps"):
+        encoder_steps({"hearing": 5})
+    assert encoder_augment(("vision", "audio")) == {"vision", "audio"} and encoder_augment(()) == set()
+    with pytest.raises(ValueError, match="pretrain.augment"):
+        encoder_augment(("vision", "true"))
 
 
 def test_pretraining_lowers_each_loss(mini_pack):

@@ -72,7 +72,7 @@ def test_answer_marks_and_their_share_of_the_loss_weight(tmp_path, mini_pack):
         assert s.text_labels[marked].tolist() == want, rec
         assert (s.text_cat[marked] > CAT_NONE).all() and (s.text_labels[marked] != pad).all()
     batch = stack(samples)
-    w = Recipe().answer_weight
+    w = Recipe().loss.answer_weight
     before, after = answer_share(batch, pad, 1.0, 1.0), answer_share(batch, pad, 1.0, w)
     # (this tiny pack's mix has more answers than the real one, where the share is ~0.2 at weight 1)
     assert 0.0 < before < after and after >= 0.30, (before, after)
@@ -104,10 +104,10 @@ def test_answer_weight_multiplies_only_the_marked_labels():
 
 def _lr_expected(r, g: int, total: int) -> float:
     """The recipe's schedule at global step g (warm-up, then cosine over `total`)."""
-    if g < r.warmup_steps:
-        return r.lr * (g + 1) / r.warmup_steps
-    t = min(1.0, (g - r.warmup_steps) / max(1, total - r.warmup_steps))
-    return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * t))
+    if g < r.optim.warmup_steps:
+        return r.optim.lr * (g + 1) / r.optim.warmup_steps
+    t = min(1.0, (g - r.optim.warmup_steps) / max(1, total - r.optim.warmup_steps))
+    return r.optim.min_lr + 0.5 * (r.optim.lr - r.optim.min_lr) * (1 + math.cos(math.pi * t))
 
 
 @pytest.mark.slow

@@ -20,24 +20,24 @@ from mdp.trainer import build_config
 
 
 def _lr(r: Recipe, step: int) -> float:
-    if step < r.warmup_steps:
-        return r.lr * (step + 1) / r.warmup_steps
-    t = min(1.0, (step - r.warmup_steps) / max(1, r.steps - r.warmup_steps))
-    return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * t))
+    if step < r.optim.warmup_steps:
+        return r.optim.lr * (step + 1) / r.optim.warmup_steps
+    t = min(1.0, (step - r.optim.warmup_steps) / max(1, r.steps - r.optim.warmup_steps))
+    return r.optim.min_lr + 0.5 * (r.optim.lr - r.optim.min_lr) * (1 + math.cos(math.pi * t))
 
 
 def reference_run(r: Recipe, manifest: str) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Losses of every step and the gradients of step 0 (by parameter name)."""
     torch.manual_seed(r.seed)
     cfg = build_config(r)
-    model = OmniTrainModel(cfg, tuple(m for m in r.modalities.split(",") if m))
+    model = OmniTrainModel(cfg, r.data.modalities)
     model.llm.set_expert_backend("bmm")
     for moe in model.moe_layers():
         moe.track_load = True
     lay = default_layout(cfg.llm.pad_token_id, cfg.audio_pad_id)
     ds = Dataset(manifest, lay, r.seq_len, model.num_tokens, model.cost)
     params = list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=r.lr, betas=(r.beta1, r.beta2), weight_decay=r.weight_decay)
+    opt = torch.optim.AdamW(params, lr=r.optim.lr, betas=r.optim.betas, weight_decay=r.optim.weight_decay)
     losses, grads0 = [], {}
     for step in range(r.steps):
         for g in opt.param_groups:
@@ -60,11 +60,11 @@ def reference_run(r: Recipe, manifest: str) -> tuple[list[float], dict[str, torc
         losses.append(float(loss.detach()))
         if step == 0:
             grads0 = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        torch.nn.utils.clip_grad_norm_(params, r.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, r.optim.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             for moe in model.moe_layers():
-                moe.router.update_correction_bias(moe.load_acc.clone(), r.bias_update_rate)
+                moe.router.update_correction_bias(moe.load_acc.clone(), r.optim.bias_update_rate)
                 moe.reset_stats()
     return losses, grads0

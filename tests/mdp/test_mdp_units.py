@@ -58,7 +58,7 @@ def test_meshes_on_a_fake_64_rank_group() -> None:
 
 def test_recipe_overrides() -> None:
     r = get_recipe("debug").override(["steps=7", "ep_overlap=false", "lr=1e-3", "manifest=x.jsonl"])
-    assert (r.steps, r.ep_overlap, r.lr, r.manifest) == (7, False, 1e-3, "x.jsonl")
+    assert (r.steps, r.parallel.ep_overlap, r.optim.lr, r.data.manifest) == (7, False, 1e-3, "x.jsonl")
     with pytest.raises(ValueError, match="unknown recipe field 'stepz'"):
         r.override(["stepz=1"])
     with pytest.raises(ValueError, match="is a bool"):
@@ -194,7 +194,8 @@ def test_train_command_arguments() -> None:
     cli.add_arguments(p)
     args = p.parse_args(["--nproc-per-node", "2", "--recipe", "debug", "--set", "pp=2", "--steps", "9", "--out-dir", "o"])
     r = train.recipe_from_args(args)
-    assert (args.nproc_per_node, r.pp, r.steps, r.out_dir, r.checkpoint_dir) == (2, 2, 9, "o", "o/checkpoints")
+    assert (args.nproc_per_node, r.parallel.pp, r.steps, r.output.out_dir) == (2, 2, 9, "o")
+    assert r.checkpoint_dir == "o/checkpoints"
     assert cli._forward_args(args)[:4] == ["--recipe", "debug", "--set", "pp=2"]
     with pytest.raises(ValueError, match="unknown recipe field"):
         train.recipe_from_args(p.parse_args(["--set", "nope=1"]))
