@@ -3,7 +3,8 @@
 Parts (each writes a row to the table and to bench/results/mdp.json):
 
   mfu        one GPU: training-step MFU of the a1b LLM at sequence 4096 (bf16, AdamW),
-             counting only real-expert FLOPs (zero experts do none); both expert backends
+             counting only real-expert FLOPs (zero experts do none); both expert backends,
+             eager (foreach AdamW) beside compiled (each decoder layer compiled, fused AdamW)
   ep_overlap 2 GPUs: one ScMoE layer at EP = 2, >= 4096 tokens per rank, fwd + bwd,
              shortcut overlap on vs off; all-to-all time measured alone; outputs and
              gradients compared bitwise
@@ -77,50 +78,73 @@ def llm_train_flops_per_token(cfg, seq: int, real_per_token: float) -> float:
 # --- mfu ---------------------------------------------------------------------------
 
 
-def bench_mfu(device: torch.device, flavor: str, seq: int, iters: int, backends: list[str]) -> list[dict]:
+MFU_VARIANTS = {
+    # what the trainer does today: eager modules, AdamW over foreach kernels
+    "eager": {"compile": False, "fused_adamw": False},
+    # each decoder layer compiled on its own (regional compilation: one graph reused by
+    # every layer), AdamW fused into one kernel per parameter group (CUDA)
+    "compiled": {"compile": True, "fused_adamw": True},
+}
+
+
+def bench_mfu(device: torch.device, flavor: str, seq: int, iters: int, backends: list[str],
+              variants: list[str] = ("eager",)) -> list[dict]:
+    """One row per (variant, expert backend), each on a fresh model from the same seed,
+    side by side in one run; the compiled variant's first steps (compilation) are untimed."""
     from omni.llm.model import LongcatFlashForCausalLM
 
     cfg = get_llm_config(flavor)
     rows = []
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LongcatFlashForCausalLM(cfg)
-    model.to_dtype(torch.bfloat16)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, foreach=True)
-    ids = torch.randint(0, cfg.vocab_size, (1, seq + 1), device=device)
+    ids = torch.randint(0, cfg.vocab_size, (1, seq + 1), generator=torch.Generator().manual_seed(0)).to(device)
     timer = _timer(device)
-    for backend in backends:
-        model.set_expert_backend(backend)
-        losses: list[float] = []
+    for variant in variants:
+        opts = MFU_VARIANTS[variant]
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = LongcatFlashForCausalLM(cfg)
+        model.to_dtype(torch.bfloat16)
+        if opts["compile"]:
+            for layer in model.model.layers:
+                layer.compile()
+        fused = opts["fused_adamw"] and device.type == "cuda"
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5, **({"fused": True} if fused else {"foreach": True}))
+        for backend in backends:
+            model.set_expert_backend(backend)
+            losses: list[torch.Tensor] = []
 
-        def step() -> None:
-            out = model(input_ids=ids[:, :-1], logits="all")
-            loss = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), ids[0, 1:])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
+            def step() -> None:
+                out = model(input_ids=ids[:, :-1], logits="all")
+                loss = torch.nn.functional.cross_entropy(out.logits.float().flatten(0, 1), ids[0, 1:])
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.detach())
 
-        for _ in range(2):
-            step()
-        for moe in model.moe_layers():
-            moe.reset_stats()
-            moe.track_load = True
-        times = [timer(step) for _ in range(iters)]
-        real = statistics.mean(m.mean_real_experts_per_token() for m in model.moe_layers())
-        for moe in model.moe_layers():
-            moe.track_load = False
-        t = statistics.median(times)
-        flops = llm_train_flops_per_token(cfg, seq, real) * seq
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-        rows.append({
-            "part": "mfu", "backend": backend, "flavor": flavor, "seq": seq, "step_ms": t * 1e3,
-            "tokens_per_s": seq / t, "real_experts_per_token": real, "tflops": flops / t / 1e12,
-            "mfu": (flops / t / peak) if peak else None, "target_mfu": 0.25,
-            "losses_finite": bool(all(torch.isfinite(l).item() for l in losses)),
-            "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        })
+            for _ in range(3 if opts["compile"] else 2):
+                step()
+            for moe in model.moe_layers():
+                moe.reset_stats()
+                moe.track_load = True
+            times = [timer(step) for _ in range(iters)]
+            real = statistics.mean(m.mean_real_experts_per_token() for m in model.moe_layers())
+            for moe in model.moe_layers():
+                moe.track_load = False
+            t = statistics.median(times)
+            flops = llm_train_flops_per_token(cfg, seq, real) * seq
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+            rows.append({
+                "part": "mfu", "variant": variant, "backend": backend, "flavor": flavor, "seq": seq,
+                "compile": opts["compile"], "fused_adamw": fused, "step_ms": t * 1e3,
+                "tokens_per_s": seq / t, "real_experts_per_token": real, "tflops": flops / t / 1e12,
+                "mfu": (flops / t / peak) if peak else None, "target_mfu": 0.25,
+                "first_loss": float(losses[0]), "losses_finite": bool(all(torch.isfinite(l).item() for l in losses)),
+                "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            })
+        del model, opt
+    base = {r["backend"]: r["step_ms"] for r in rows if r["variant"] == variants[0]}
+    for r in rows:  # side by side: each variant's speed-up over the first one
+        r["speedup_vs_" + variants[0]] = base[r["backend"]] / r["step_ms"]
     return rows
 
 
@@ -300,6 +324,8 @@ def main() -> int:
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny debug-flavor run on CPU (gloo), not performance")
     ap.add_argument("--iters", type=int, default=10, help="timed iterations per measurement (median reported)")
     ap.add_argument("--mfu-backends", default="grouped_mm,bmm", help="expert backends for the MFU part")
+    ap.add_argument("--mfu-variants", default="eager,compiled",
+                    help=f"training-step variants for the MFU part, side by side: {', '.join(MFU_VARIANTS)}")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mdp.json"),
                     help="JSON report path")
     args = ap.parse_args()
@@ -317,9 +343,13 @@ def main() -> int:
 
     if "mfu" in parts:
         if smoke:
-            rows += bench_mfu(torch.device("cpu"), "debug", 64, 2, ["bmm"])
+            rows += bench_mfu(torch.device("cpu"), "debug", 64, 2, ["bmm"], ["eager"])
         elif ngpu >= 1:
-            rows += bench_mfu(torch.device("cuda", 0), "a1b", 4096, args.iters, args.mfu_backends.split(","))
+            variants = [v for v in args.mfu_variants.split(",") if v]
+            unknown = [v for v in variants if v not in MFU_VARIANTS]
+            if unknown or not variants:
+                ap.error(f"--mfu-variants: unknown {unknown}; known: {', '.join(MFU_VARIANTS)}")
+            rows += bench_mfu(torch.device("cuda", 0), "a1b", 4096, args.iters, args.mfu_backends.split(","), variants)
         else:
             blocked("mfu", 1)
     if "ep_overlap" in parts:
@@ -366,7 +396,8 @@ def _print(rows: list[dict]) -> None:
             msg = r["reason"]
         elif r["part"] == "mfu":
             mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-            msg = (f"{r['backend']}: {r['step_ms']:.1f} ms/step, {r['tokens_per_s']:.0f} tok/s, "
+            speedup = next((f", x{v:.2f} vs {k[len('speedup_vs_'):]}" for k, v in r.items() if k.startswith("speedup_vs_")), "")
+            msg = (f"{r['variant']} {r['backend']}: {r['step_ms']:.1f} ms/step{speedup}, {r['tokens_per_s']:.0f} tok/s, "
                    f"{r['tflops']:.1f} TFLOP/s, MFU {mfu} (target 25%), real experts/token "
                    f"{r['real_experts_per_token']:.2f}, losses finite {r['losses_finite']}")
         elif r["part"] == "ep_overlap":
