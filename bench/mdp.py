@@ -120,15 +120,14 @@ def bench_mfu(device: torch.device, flavor: str, seq: int, iters: int, backends:
                 opt.zero_grad(set_to_none=True)
                 losses.append(loss.detach())
 
+            for moe in model.moe_layers():  # before warm-up: a compiled layer would recompile on the flip
+                moe.track_load = True
             for _ in range(3 if opts["compile"] else 2):
                 step()
             for moe in model.moe_layers():
                 moe.reset_stats()
-                moe.track_load = True
             times = [timer(step) for _ in range(iters)]
             real = statistics.mean(m.mean_real_experts_per_token() for m in model.moe_layers())
-            for moe in model.moe_layers():
-                moe.track_load = False
             t = statistics.median(times)
             flops = llm_train_flops_per_token(cfg, seq, real) * seq
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
