@@ -168,12 +168,20 @@ def main(argv=None) -> int:
                     res["greedy_graph_vs_eager"] = {"steps": n, "identical": toks_graph == toks_eager}
             if b == 1:  # what each decode optimization buys (graph, no compile)
                 row["variants_graph_tok_s"] = {}
-                for fused, backend in ((False, "grouped_mm"), (True, "grouped_mm"), (True, "auto")):
-                    key = f"{'fused' if fused else 'unfused'}+{backend}"
+                toks = {}
+                for fused, backend, router in ((False, "grouped_mm", False), (True, "grouped_mm", False),
+                                               (True, "auto", False), (True, "auto", True)):
+                    key = f"{'fused' if fused else 'unfused'}+{backend}" + ("+router_kernel" if router else "")
                     set_variant(ours, fused, backend, fused_store)
+                    for moe in ours.moe_layers():
+                        moe.router.fused_kernel = router
                     r = phase(f"decode b1 graph {key}", lambda: decode_tok_s(ours, 1, args.context, n, True, dev))
                     row["variants_graph_tok_s"][key] = r[0] if r else None
+                    toks[key] = r[1] if r else None
                 set_variant(ours, True, "auto", fused_store)
+                a, b2 = toks.get("fused+auto"), toks.get("fused+auto+router_kernel")
+                if a is not None and b2 is not None:  # the router kernel changes no greedy token
+                    res["greedy_router_kernel_vs_torch"] = {"steps": n, "identical": a == b2}
         if hf is not None:
             row["hf_tok_s"] = phase(f"decode b{b} transformers",
                                     lambda: hf_decode_tok_s(hf, cfg, b, args.context, args.hf_steps, dev), optional=True)

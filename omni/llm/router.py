@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni.config import LLMConfig
+from omni.llm.router_triton import triton_route, triton_router_available
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Routing:
     weights: torch.Tensor  # [M, K] fp32, already x routed_scaling_factor
     indices: torch.Tensor  # [M, K] long
     num_real: int  # N
+    identity: torch.Tensor | None = None  # [M] identity_weight(), when the router computed it already
 
     @property
     def real_mask(self) -> torch.Tensor:
@@ -42,6 +44,8 @@ class Routing:
 
     def identity_weight(self) -> torch.Tensor:
         """[M] fp32 summed weight of the chosen zero-computation experts."""
+        if self.identity is not None:
+            return self.identity
         return torch.where(self.real_mask, 0.0, self.weights).sum(-1)
 
     def expert_load(self) -> torch.Tensor:
@@ -62,10 +66,16 @@ class Router(nn.Module):
             raise ValueError(f"moe_topk={self.top_k} must be in [1, {self.num_experts}] (real + zero experts)")
         self.classifier = nn.Linear(cfg.hidden_size, self.num_experts, bias=False)
         self.register_buffer("e_score_correction_bias", torch.zeros(self.num_experts, dtype=torch.float32))
+        self.fused_kernel = True  # router_triton.py where it runs (False: the torch ops, for comparisons)
 
     def forward(self, x: torch.Tensor) -> Routing:
         """x [M, hidden] -> Routing."""
         logits = F.linear(x.float(), self.classifier.weight.float())
+        if self.fused_kernel and x.is_cuda and not torch.is_grad_enabled() and triton_router_available(x.device):
+            # decode: softmax, bias, top-k, weights and the identity share in one kernel
+            indices, weights, identity = triton_route(logits, self.e_score_correction_bias, self.top_k,
+                                                      self.num_real, self.scaling)
+            return Routing(logits=logits, weights=weights, indices=indices, num_real=self.num_real, identity=identity)
         scores = logits.softmax(dim=-1)
         with torch.no_grad():
             choice = scores + self.e_score_correction_bias.float()
