@@ -72,6 +72,10 @@ class Numerics:
     # single-device experts: auto (as serving: grouped_mm where it runs, else bmm) | bmm | grouped_mm
     expert_backend: str = "auto"
     audio_dropout: float = 0.0  # audio encoder dropout during training
+    # each decoder layer compiled on its own (torch.compile, regional: one graph that every
+    # layer reuses), before FSDP wraps it. With grouped_mm experts it needs bf16 (the
+    # compiler's shape rule for torch._grouped_mm takes bf16 only)
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,11 @@ class Trainer:
             for layer in layers:
                 apply_expert_parallel(layer, self.meshes.llm["ep"], overlap=r.parallel.ep_overlap)
         self.expert_params = expert_parameters(model)
+        if r.numerics.compile:
+            if backend == "grouped_mm" and not self.bf16:
+                raise ValueError("recipe numerics.compile with grouped_mm experts needs numerics.bf16 (on, or auto on CUDA)")
+            for layer in layers:  # before FSDP, as torchtitan orders them: the hooks stay outside the graph
+                layer.compile(dynamic=True)  # rows change length from step to step
         if self.world > 1 and len(model.encoders):
             parallelize_encoders(model.encoders, self.meshes.encoders, recompute=r.parallel.encoder_recompute)
         if d.dp > 1:
@@ -148,8 +153,9 @@ class Trainer:
         self.dataset: Dataset | None = None
 
     def _adamw_impl(self) -> dict:
-        """AdamW implementation flags (torch's default choice here; subclasses pick)."""
-        return {}
+        """AdamW implementation flags: one fused kernel per parameter group on CUDA;
+        torch's default on CPU."""
+        return {"fused": True} if self.device.type == "cuda" else {}
 
     # --- schedule / loss -------------------------------------------------------
 
