@@ -5,10 +5,11 @@ People say "uh-huh" to keep a speaker going, so a listener must tell a backchann
 from an interruption, and fast: an interruption should stop the reply within
 ~200 ms of its onset. The detector decides from the first `window_ms` of the
 user's speech (its opening sounds: "mm", "uh", "yea", "o-" against "wh-", "how",
-"tell", "stop"...): log-mel statistics and a one-hidden-layer MLP, well under a
-millisecond of numpy on the event loop. Trained by `omni train-backchannel`
-(streaming/backchannel_train.py) on espeak-ng voices of the synthetic world's
-train split; the weights ship in `streaming/pretrained/backchannel.npz`.
+"tell", "stop"...): its log-mel frames in order, their change, statistics and energy
+contour, and a one-hidden-layer MLP, well under a millisecond of numpy on the event
+loop. Trained by `omni train-backchannel` (streaming/backchannel_train.py) on espeak-ng
+voices (the world's train timbres and the voice bank's) with varied wordings; the
+weights ship in `streaming/pretrained/backchannel.npz`.
 
 The session (streaming/session.py) holds a barge-in until it has `window_ms` of
 the speech: an interruption then goes on as before (speech_started, the reply
@@ -73,6 +74,19 @@ def features(audio: np.ndarray) -> np.ndarray:
     return np.concatenate([m.mean(0), m.std(0), a.mean(0), b.mean(0), b.mean(0) - a.mean(0)]).astype(np.float32)
 
 
+def opening_features(audio: np.ndarray) -> np.ndarray:
+    """The opening's vector: its level-free log-mel frames in order (the sound's shape in time:
+    "mm", "uh", "yea", "o-" against "wh-", "tell", "can"...), their frame-to-frame change,
+    the statistics of `features` and the energy contour. 1,051 numbers for 128 ms."""
+    m = log_mel(audio)
+    m = m - m.mean()  # the speaker's level and the microphone's gain drop out
+    t = len(m)
+    a, b = m[: max(1, t // 3)], m[-max(1, t // 3):]
+    e = np.log(np.exp(m).sum(1))
+    return np.concatenate([m.ravel(), np.diff(m, axis=0).ravel(), m.mean(0), m.std(0), a.mean(0), b.mean(0),
+                           b.mean(0) - a.mean(0), e - e.max()]).astype(np.float32)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     """GELU, tanh form (as trained: torch's approximate="tanh")."""
     return 0.5 * x * (1.0 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3)))
@@ -124,7 +138,7 @@ class BackchannelDetector:
 
     def prob(self, audio: np.ndarray) -> float:
         """P(backchannel) of the opening `window_ms` of speech."""
-        return float(self.opening.probs(features(audio)[None])[0])
+        return float(self.opening.probs(opening_features(audio[: self.window_samples])[None])[0])
 
     def is_backchannel(self, audio: np.ndarray) -> bool:
         return self.prob(audio) >= self.threshold
@@ -163,7 +177,6 @@ class BackchannelDetector:
                           head.get("meta"))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a backchannel detector ({e})") from None
-        dim = len(features(np.zeros(det.window_samples, np.float32)))
-        det.opening.check(dim, f"{path} (opening)")
-        det.whole.check(dim, f"{path} (whole)")
+        det.opening.check(len(opening_features(np.zeros(det.window_samples, np.float32))), f"{path} (opening)")
+        det.whole.check(len(features(np.zeros(det.window_samples, np.float32))), f"{path} (whole)")
         return det

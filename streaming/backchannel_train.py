@@ -1,16 +1,18 @@
 """`omni train-backchannel`: train the server's backchannel detector (streaming/backchannel.py).
 
-Backchannels ("uh huh", "yeah", "okay", "mmm hmm", "mhm", "right", "yep", "sure",
-"i see") against interruptions (the synthetic world's questions and "stop", "wait",
-"hold on", "sorry", "excuse me", "actually"), spoken by the world's train voices
-(espeak-ng, speed and pitch drawn per clip). The detector sees what the server has
+Backchannels (30 wordings: "uh huh", "yeah", "okay", "mmm hmm", "mhm", "right", "yeah
+yeah", "oh okay"...) against interruptions (the synthetic world's train questions, the same
+entered one to three words late, and barge-in phrases: "stop", "wait", "hold on", "no"...),
+spoken by every train and voice-bank timbre of every accent (espeak-ng, speed and pitch
+drawn per clip, wider than the world's). The detector sees what the server has
 when it decides: the first `window_ms` of speech from where the VAD put its start (found
 by silero-vad and the session's endpointer run on the clip), and for the second look
 the whole sound, from there to where the endpointer says it ended (up to
-`max_backchannel_ms`). Scored on held-out voices: the four backchannels of
-bench/turn_taking.py and held-out questions.
+`max_backchannel_ms`). The opening's threshold is chosen on train timbres kept out of its
+fit. Scored on held-out voices: the four backchannels of bench/turn_taking.py and
+held-out questions (wordings never trained on).
 
-    omni train-backchannel                      # ~2 min on 2 CPU cores; writes streaming/pretrained/backchannel.npz
+    omni train-backchannel                      # ~5 min on 2 CPU cores; writes streaming/pretrained/backchannel.npz
     omni train-backchannel --results bench/results/backchannel_cpu.json --compare 96,192
 """
 
@@ -26,24 +28,65 @@ from pathlib import Path
 
 import numpy as np
 
-from streaming.backchannel import DEFAULT_PATH, SR, BackchannelDetector, Classifier, features
+from streaming.backchannel import DEFAULT_PATH, SR, BackchannelDetector, Classifier, features, opening_features
 
-BACKCHANNELS_TRAIN = ("uh huh", "yeah", "okay", "mmm hmm", "mhm", "right", "yep", "sure", "i see")
+BACKCHANNELS_TRAIN = (
+    "uh huh", "yeah", "okay", "mmm hmm", "mhm", "right", "yep", "sure", "i see", "ok", "mm hmm", "uh huh uh huh",
+    "yeah yeah", "okay okay", "yes", "yup", "alright", "oh okay", "oh i see", "mm", "hmm", "uh huh yeah",
+    "yeah right", "right right", "sure sure", "okay yeah", "ah okay", "mhm mhm", "yeah okay", "uh huh okay")
 BACKCHANNELS_HELDOUT = ("uh huh", "yeah", "okay", "mmm hmm")  # bench/turn_taking.py's, as espeak-ng reads them
-INTERRUPTIONS = ("stop", "wait", "hold on", "sorry", "excuse me", "actually")
-VALIDATION_VARIANTS = ("f5", "klatt2")  # train timbres kept out of the opening's fit, to choose its threshold
+INTERRUPTIONS = (
+    "stop", "wait", "hold on", "sorry", "excuse me", "actually", "no", "no no", "wait wait", "hang on",
+    "just a second", "one second", "stop please", "sorry to interrupt", "but", "never mind", "listen",
+    "let me ask", "quick question", "another question", "not that", "that is wrong", "and then", "hey",
+    "what", "why", "where", "how", "which", "please stop", "stop talking", "wait a moment")
+# train timbres kept out of the opening's fit, to choose its threshold
+VALIDATION_VARIANTS = ("f5", "klatt2", "Andy", "grandma", "steph", "klatt6", "benjamin", "Diogo")
+TRAIN_SPEED, TRAIN_PITCH = (120, 220), (15, 85)  # wider than the world's 140-195 wpm, 30-70
+
+
+def train_openings() -> tuple[list[str], list[str]]:
+    """The world's train questions, and the same questions entered one to three words late
+    ("many shapes do you see", "can i see the star"): an interruption opens with any word,
+    and the VAD may miss a soft first one."""
+    from omni.synth.questions import all_question_texts
+
+    qs = list(all_question_texts("train"))
+    late = sorted({" ".join(w[k:]) for w in (q.split() for q in qs) for k in range(1, min(4, len(w) - 1))})
+    return qs, late
 
 
 def plan(split: str, n: int, seed: int) -> list[tuple[str, dict, bool]]:
-    """(text, voice, is_backchannel): half backchannels, half interruptions."""
-    from omni.synth.questions import all_question_texts
-    from omni.synth.voices import sample_voice
+    """(text, voice, is_backchannel): half backchannels, half interruptions. Train: 30 backchannel
+    wordings against the train questions (half), the same entered late (30 %) and barge-in phrases
+    (20 %), in every train and voice-bank timbre of every accent at wide speeds and pitches.
+    Held-out: the bench's four backchannels against held-out questions, held-out voices."""
+    from omni.synth.voices import ACCENTS, BANK_VARIANTS, TRAIN_VARIANTS, Voice, sample_voice
 
     rng = np.random.default_rng(seed)
-    bcs = BACKCHANNELS_TRAIN if split == "train" else BACKCHANNELS_HELDOUT
-    starts = list(all_question_texts(split)) + (list(INTERRUPTIONS) * 8 if split == "train" else [])
-    return [(str(rng.choice(bcs)) if i % 2 == 0 else str(rng.choice(starts)), sample_voice(rng, split).to_dict(),
-             i % 2 == 0) for i in range(n)]
+    if split != "train":
+        starts = list(all_question_texts_of(split))
+        return [(str(rng.choice(BACKCHANNELS_HELDOUT)) if i % 2 == 0 else str(rng.choice(starts)),
+                 sample_voice(rng, split).to_dict(), i % 2 == 0) for i in range(n)]
+    qs, late = train_openings()
+    variants = list(dict.fromkeys(TRAIN_VARIANTS + BANK_VARIANTS))  # no held-out timbre among them
+    out = []
+    for i in range(n):
+        v = Voice(f"{rng.choice(ACCENTS)}+{rng.choice(variants)}", int(rng.integers(TRAIN_SPEED[0], TRAIN_SPEED[1] + 1)),
+                  int(rng.integers(TRAIN_PITCH[0], TRAIN_PITCH[1] + 1)), int(rng.choice([0, 0, 0, 1, 2])))
+        if i % 2 == 0:
+            text = rng.choice(BACKCHANNELS_TRAIN)
+        else:
+            r = rng.random()
+            text = rng.choice(qs if r < 0.5 else late if r < 0.8 else INTERRUPTIONS)
+        out.append((str(text), v.to_dict(), i % 2 == 0))
+    return out
+
+
+def all_question_texts_of(split: str) -> list[str]:
+    from omni.synth.questions import all_question_texts
+
+    return all_question_texts(split)
 
 
 def render(items: list[tuple[str, dict, bool]], threads: int) -> list[np.ndarray]:
@@ -98,7 +141,7 @@ def _cut(x: np.ndarray, a: int, b: int) -> np.ndarray:
 def openings(clips: list[np.ndarray], spans: list[tuple[int, int]], window_ms: int) -> np.ndarray:
     """The detector's first look: `window_ms` from where the VAD put the speech start."""
     w = SR * window_ms // 1000
-    return np.stack([features(_cut(x, a, a + w)) for x, (a, _) in zip(clips, spans)])
+    return np.stack([opening_features(_cut(x, a, a + w)) for x, (a, _) in zip(clips, spans)])
 
 
 def wholes(clips: list[np.ndarray], spans: list[tuple[int, int]], max_ms: int) -> np.ndarray:
@@ -140,7 +183,7 @@ def rates(clf: Classifier, x: np.ndarray, y: np.ndarray, threshold: float = 0.5)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--train", type=int, default=5000, help="training clips, half backchannels (default 5000)")
+    p.add_argument("--train", type=int, default=8000, help="training clips, half backchannels (default 8000)")
     p.add_argument("--heldout", type=int, default=600, help="held-out clips for the scores (default 600)")
     p.add_argument("--window-ms", type=int, default=128,
                    help="speech the detector waits for (default 128: a barge-in is detected ~80 ms after its "
@@ -176,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
     table, chosen = [], None
     for w in windows:
         x_tr = openings(clips_tr, sp_tr, w)
-        clf = fit(x_tr[~val], y_tr[~val], seed=args.seed)
+        clf = fit(x_tr[~val], y_tr[~val], hidden=256, seed=args.seed)
         p_val = clf.probs(x_tr[val])
         thr = next((t for t in np.arange(0.5, 0.99, 0.01)
                     if (p_val[~y_tr[val]] >= t).mean() <= 0.05), 0.99)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streaming_helpers import ScriptedModel, run, serving, silence
 
-from streaming.backchannel import DEFAULT_PATH, BackchannelDetector, Classifier, features, log_mel
+from streaming.backchannel import DEFAULT_PATH, BackchannelDetector, Classifier, features, log_mel, opening_features
 from streaming.client import RealtimeClient
 
 SR = 16000
@@ -21,6 +21,7 @@ def test_features_do_not_depend_on_loudness():
     x = (0.1 * rng.standard_normal(SR // 5)).astype(np.float32)
     assert log_mel(x).shape[1] == 40 and log_mel(np.zeros(10, np.float32)).shape[0] == 1
     np.testing.assert_allclose(features(x), features(4 * x), atol=1e-3)
+    np.testing.assert_allclose(opening_features(x[:2048]), opening_features(4 * x[:2048]), atol=1e-3)
 
 
 def _clf(dim: int, bias: float, rng=None) -> Classifier:
@@ -34,9 +35,9 @@ def _clf(dim: int, bias: float, rng=None) -> Classifier:
 
 def _fixed(path, backchannel: bool, whole: bool | None = None) -> str:
     """A detector file that always (or never) hears a backchannel, at the opening and whole."""
-    dim = len(features(np.zeros(2048, np.float32)))
+    dim, dim_whole = len(opening_features(np.zeros(2048, np.float32))), len(features(np.zeros(2048, np.float32)))
     whole = backchannel if whole is None else whole
-    BackchannelDetector(_clf(dim, 10.0 if backchannel else -10.0), _clf(dim, 10.0 if whole else -10.0),
+    BackchannelDetector(_clf(dim, 10.0 if backchannel else -10.0), _clf(dim_whole, 10.0 if whole else -10.0),
                         window_ms=128).save(path)
     return str(path)
 
@@ -47,8 +48,7 @@ def test_detector_files_round_trip_and_bad_ones_are_refused(tmp_path):
     assert det.is_backchannel(np.zeros(2048, np.float32)) and det.window_samples == 2048
     assert BackchannelDetector.load(tmp_path / "none.npz") is None
     rng = np.random.default_rng(0)
-    dim = len(det.opening.mean)
-    real = BackchannelDetector(_clf(dim, 0.1, rng), _clf(dim, -0.2, rng))
+    real = BackchannelDetector(_clf(len(det.opening.mean), 0.1, rng), _clf(len(det.whole.mean), -0.2, rng))
     real.save(tmp_path / "real.npz", meta={"note": "x"})
     back = BackchannelDetector.load(tmp_path / "real.npz")
     x = rng.normal(size=16000).astype(np.float32)
@@ -77,10 +77,10 @@ def test_the_shipped_detector_tells_backchannels_from_questions_in_unseen_voices
     y = np.array([b for *_, b in items])
     said = det.opening.probs(openings(clips, spans, det.window_ms)) >= det.threshold
     whole = det.whole.probs(wholes(clips, spans, det.max_backchannel_ms)) >= 0.5
-    # `omni train-backchannel` scored 95 % / 7 % (opening) and 98 % / 1 % (whole) on 600 held-out
-    # clips (bench/results/backchannel_cpu.json)
-    assert said[y].mean() >= 0.85, said[y].mean()  # backchannels let through at once
-    assert said[~y].mean() <= 0.15, said[~y].mean()  # interruptions taken for backchannels at first
+    # `omni train-backchannel` scored these on 600 held-out clips (bench/results/backchannel_cpu.json);
+    # 40 interruptions here: at most 2 taken for backchannels
+    assert said[y].mean() >= 0.875, said[y].mean()  # backchannels let through at once
+    assert said[~y].mean() <= 0.05, said[~y].mean()  # interruptions taken for backchannels at first
     assert (said & whole)[y].mean() >= 0.8, (said & whole)[y].mean()  # and still after the second look
     assert (said & whole)[~y].mean() <= 0.05, (said & whole)[~y].mean()  # interruptions lost for good
 
