@@ -40,7 +40,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 # run as a script: the repository root, not bench/ (bench/encoders.py would shadow the package)
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,18 +120,19 @@ def streaming(args, items: list[dict]) -> dict:
 
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.getcwd(), HF_HUB_OFFLINE="1")
-    log = open(os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_serve.log"), "w")
+    log = tempfile.TemporaryFile("w+")  # the server's output: shown only if it fails to start
     server = subprocess.Popen([sys.executable, "-m", "omni.cli", "serve", "--model", args.model, "--port", str(port),
                                "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
         while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            try:  # the health check, not a bare TCP probe (the server logs those as bad handshakes)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
                 break
             except OSError:
                 if server.poll() is not None or time.time() - t0 > 120:
-                    raise RuntimeError("omni serve did not start (see default_model_serve.log)")
+                    log.seek(0)
+                    raise RuntimeError("omni serve did not start; its output ends:\n" + log.read()[-2000:])
                 time.sleep(0.5)
         chosen = items[:: max(1, len(items) // args.stream)][: args.stream]
         reply_wav = os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_stream_reply.wav")
