@@ -281,34 +281,46 @@ class CodecDecoder(StreamingModule[DecoderState]):
         [hop] samples, or [0] while its look-ahead fills. Streams are gathered into one
         batch (a copy of their small state tensors), stepped once and scattered back, so
         the matmuls run once for all streams instead of once per stream. (The batch size
-        and the set of emitting rows change from call to call; a CUDA graph of this step
-        would need a fixed-size pooled state with a row per slot and a per-row mask.)
+        and the set of emitting rows change from call to call; the pooled decoder of
+        speech/decoder_pool.py keeps the fixed shapes a CUDA graph needs.)
         """
         if len(states) == 1:
             return [self.step(codes, states[0])[0]]
         if len({id(s) for s in states}) != len(states) or any(s.frames.shape[0] != 1 for s in states):
             raise ValueError("step_streams needs distinct single-stream states (init_state(1))")
+        emit = [i for i, s in enumerate(states) if 0 <= s.frames_pushed - self.lookahead < s.frames_in + 1]
         lstm_h = torch.cat([s.lstm_h for s in states], dim=1)
         lstm_c = torch.cat([s.lstm_c for s in states], dim=1)
-        x = self._lstm_step(codes, lstm_h, lstm_c)
-        window = torch.cat([torch.cat([s.frames for s in states]), x.unsqueeze(-1)], dim=-1)  # [N, H, 2L + 1]
-        emit = []  # rows past their look-ahead: only these run (and advance) the upsampler, as in `_push`
+        caches = [torch.cat([states[i].caches[k] for i in emit]) for k in range(len(states[0].caches))] if emit else []
+        frames, wav = self.step_gathered(codes, lstm_h, lstm_c, torch.cat([s.frames for s in states]),
+                                         emit if len(emit) < len(states) else None, caches)
         for i, s in enumerate(states):
             # each state keeps views of its row: rows are disjoint, and the next gather copies them anyway
-            s.lstm_h, s.lstm_c, s.frames = lstm_h[:, i : i + 1], lstm_c[:, i : i + 1], window[i : i + 1, :, 1:]
+            s.lstm_h, s.lstm_c, s.frames = lstm_h[:, i : i + 1], lstm_c[:, i : i + 1], frames[i : i + 1]
             s.frames_in += 1
-            if 0 <= s.frames_pushed - self.lookahead < s.frames_in:
-                emit.append(i)
             s.frames_pushed += 1
-        out = [x.new_zeros(0)] * len(states)
-        if emit:
-            rows = window if len(emit) == len(states) else window[emit]
-            caches = [torch.cat([states[i].caches[k] for i in emit]) for k in range(len(states[0].caches))]
-            wav = self.decoder.stream_upsample(ops.conv_valid(rows, self.decoder.model[0]), caches).squeeze(1)
-            for j, i in enumerate(emit):
-                states[i].caches = [c[j : j + 1] for c in caches]
-                out[i] = wav[j]
+        out = [frames.new_zeros(0)] * len(states)
+        for j, i in enumerate(emit):
+            states[i].caches = [c[j : j + 1] for c in caches]
+            out[i] = wav[j]
         return out
+
+    def step_gathered(self, codes: torch.Tensor, lstm_h: torch.Tensor, lstm_c: torch.Tensor, frames: torch.Tensor,
+                      emit, caches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One frame of N streams gathered into one batch (what `step_streams` and the
+        pooled decoder, speech/decoder_pool.py, share). codes [N, 4]; lstm_h / lstm_c
+        [layers, N, H], updated in place; frames [N, H, 2L] the streams' last LSTM frames;
+        `emit`: the rows past their look-ahead (indices or a bool mask; None: all rows),
+        whose upsampler caches `caches` (gathered, in `emit` order) are replaced in the
+        list. Returns the new frames [N, H, 2L] and the emitting rows' audio [n, hop]
+        (None when no row emits), as `step` gives each stream alone."""
+        x = self._lstm_step(codes, lstm_h, lstm_c)
+        window = torch.cat([frames, x.unsqueeze(-1)], dim=-1)  # [N, H, 2L + 1]
+        if not caches:
+            return window[..., 1:], None
+        rows = window if emit is None else window[emit]
+        wav = self.decoder.stream_upsample(ops.conv_valid(rows, self.decoder.model[0]), caches).squeeze(1)
+        return window[..., 1:], wav
 
     def prepare_inference(self) -> "CodecDecoder":
         """Fold weight norm and cache stream-layout weights (frozen inference only)."""

@@ -122,21 +122,19 @@ class DecoderPool:
         if bool(reset.any()):
             self._zero(reset.to(self.device))
         idx = active.nonzero().flatten().to(self.device)
-        h, c = s.lstm_h[:, idx], s.lstm_c[:, idx]
-        x = dec._lstm_step(codes[idx], h, c)
-        s.lstm_h[:, idx], s.lstm_c[:, idx] = h, c
-        window = torch.cat([s.frames[idx], x.unsqueeze(-1)], dim=-1)  # [n, H, 2L + 1]
-        s.frames[idx] = window[..., 1:]
         t = self.frames_pushed[idx] - dec.lookahead
         emit_sub = (t >= 0) & (t < self.frames_in[idx] + 1)
+        rows = idx[emit_sub]
+        caches = [cache[rows] for cache in s.caches] if bool(emit_sub.any()) else []
+        h, c = s.lstm_h[:, idx], s.lstm_c[:, idx]
+        s.frames[idx], wav_sub = dec.step_gathered(codes[idx], h, c, s.frames[idx], emit_sub, caches)
+        s.lstm_h[:, idx], s.lstm_c[:, idx] = h, c
         self.frames_in[idx] += 1
         self.frames_pushed[idx] += 1
-        wav = torch.zeros(self.rows, dec.hop_length, dtype=x.dtype, device=self.device)
+        wav = torch.zeros(self.rows, dec.hop_length, dtype=s.frames.dtype, device=self.device)
         emit = torch.zeros(self.rows, dtype=torch.bool, device=self.device)
-        if bool(emit_sub.any()):
-            rows = idx[emit_sub]
-            caches = [cache[rows] for cache in s.caches]
-            wav[rows] = dec.decoder.stream_upsample(ops.conv_valid(window[emit_sub], dec.decoder.model[0]), caches).squeeze(1)
+        if wav_sub is not None:
+            wav[rows] = wav_sub
             for cache, new in zip(s.caches, caches):
                 cache[rows] = new
             emit[rows] = True

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from omni.config import get_llm_config
 from omni.llm.experts import GroupedExperts, grouped_mm_available, plan_dispatch
 from omni.llm.moe import MoE
+from tests.llm.triton_interpreter import run_in_interpreter
 
 
 def _moe(seed=0, **over):
@@ -244,16 +245,7 @@ def test_triton_expert_kernels_in_interpreter():
 
     Needs triton >= 3.8: the 3.6 interpreter fails on scalar loads (the
     compiled kernels themselves run on GPUs with 3.6, checked by the probe)."""
-    triton = pytest.importorskip("triton")
-    if tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 8):
-        pytest.skip(f"triton {triton.__version__} interpreter cannot run these kernels (needs >= 3.8)")
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+    run_in_interpreter(TRITON_CHECK, timeout=120)
 
 
 def test_auto_backend_policy():

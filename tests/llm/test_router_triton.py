@@ -3,12 +3,9 @@ chooses the experts the Router's torch ops choose, with the same weights and ide
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-import pytest
 import torch
+
+from tests.llm.triton_interpreter import run_in_interpreter
 
 CHECK = r"""
 import torch
@@ -31,12 +28,7 @@ print("ok")
 
 
 def test_fused_routing_in_the_interpreter_matches_the_torch_router() -> None:
-    triton = pytest.importorskip("triton")
-    if tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 8):
-        pytest.skip(f"triton {triton.__version__} interpreter cannot run these kernels (needs >= 3.8)")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+    run_in_interpreter(CHECK)
 
 
 def test_the_reference_is_the_routers_own_choice() -> None:
