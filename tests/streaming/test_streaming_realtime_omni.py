@@ -101,7 +101,8 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
         while not any(e.kind == "done" for e in events) and time.time() < deadline:
             time.sleep(0.02)
         assert any(e.kind == "done" for e in events), "the speculative decode did not run"
-        assert omni.slot_length(a) > omni.slot_length(b)  # the reply is in a's cache
+        keep = omni.slot_length(b)  # the context both share before a's reply
+        assert omni.slot_length(a) > keep  # the reply is in a's cache
         eng.submit(ha, Rollback(1))
         for s in (ha, hb):
             lo, hi = pieces[2]
@@ -110,7 +111,11 @@ def test_rollback_leaves_kv_cache_identical_to_never_speculating(omni, voice):
         la, lb = omni.slot_length(a), omni.slot_length(b)
         kv = omni.cache.kv
         assert la == lb
-        assert torch.equal(kv[:, a, :la], kv[:, b, :lb])
+        # what the rollback must not touch is bitwise the same; the rest was prefilled after it,
+        # in batches whose make-up depends on thread timing (a batch's width can round the last bit)
+        assert torch.equal(kv[:, a, :keep], kv[:, b, :keep])
+        torch.testing.assert_close(kv[:, a, keep:la], kv[:, b, keep:lb], atol=1e-5, rtol=1e-5)
+        assert omni.slot_token_ids(a) == omni.slot_token_ids(b)
         # packet boundaries do not change the context (the encoder's rounding aside);
         # c goes alone so that its prefill batches leave a's and b's shapes alone
         for lo in range(0, len(q), SR):
