@@ -92,13 +92,24 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
         if len(kept) >= keep - videos and len(kept_videos) >= videos:
             break
     order = {s["id"]: k for k, s in enumerate(doc["scenes"])}
-    kept = sorted(kept[: keep - len(kept_videos)] + kept_videos, key=lambda s: order[s["id"]])
+    kept = video_second(sorted(kept[: keep - len(kept_videos)] + kept_videos, key=lambda s: order[s["id"]]))
     doc["scenes"] = kept
     doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
                            "asked": asked, "right": right}
     return {"scenes": len(kept), "asked": asked, "right": right,
             "videos": sum(bool(s.get("video")) for s in kept), "suggestions": sum(len(s["questions"]) for s in kept),
             "suggestions_right": sum(q["stream_ok"] for s in kept for q in s["questions"])}
+
+
+def video_second(scenes: list[dict]) -> list[dict]:
+    """The page opens on the first scene; "next scene" shows the second. Open on a still
+    (the simplest questions) and make the next a video, so that one click shows motion."""
+    stills = [s for s in scenes if not s.get("video")]
+    videos = [s for s in scenes if s.get("video")]
+    if not stills or not videos:
+        return scenes
+    rest = [s for s in scenes if s is not stills[0] and s is not videos[0]]
+    return [stills[0], videos[0], *rest]
 
 
 def prune_files(doc: dict, root: Path) -> int:

@@ -218,7 +218,8 @@ RECIPES = {
             stage_samples=100000,
             train_path="device",
         ),
-        pretrain=Pretrain(steps={"vision": 600, "audio": 600}),
+        # 1,200 audio steps: with the voice bank the CTC pool holds ~18 k clips, not ~1 k
+        pretrain=Pretrain(steps={"vision": 600, "audio": 1200}),
     ),
     "omni-mini-smoke": Recipe(
         name="omni-mini-smoke",

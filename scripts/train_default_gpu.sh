@@ -2,11 +2,13 @@
 # Train the default model on one GPU in one device call, and bring it back.
 #
 # On the CPU machine, once:   omni data default --out runs/data     (packs with codec tokens)
-# On the GPU machine (the device `run`, timeout 600 s, carrying the two packs):
-#     bash scripts/train_default_gpu.sh
-#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~41 MB; the code ~15 MB
+#                             bash scripts/espeak_portable.sh        (.espeak, for the voice bank)
+# On the GPU machine (the device `run`, timeout 600 s), the shipped model's recipe, two calls
+# back to back on the still-warm machine:
+#     BUDGET=450 PLAN_BUDGET=870 bash scripts/train_default_gpu.sh     (stops inside the dialogue stage)
+#     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
+#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
-#   (.espeak: `bash scripts/espeak_portable.sh`, for the voice bank written there first)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -62,11 +64,11 @@ PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
 EVAL_SAMPLES=${EVAL_SAMPLES:-120}
-# > 0: this many more renderings of every question text, written here before training
-# (`omni data voice-bank`, recipe curriculum.voice_bank; ~70 s for 32 on 16 cores); a machine without
-# espeak-ng gets it from a carried .espeak (scripts/espeak_portable.sh). 0 (the shipped
-# model's recipe): the pack's recordings only
-VOICE_BANK=${VOICE_BANK:-0}
+# > 0: this many more renderings of every question text, each in its own voice, written here
+# before training (`omni data voice-bank`, recipe curriculum.voice_bank; 16, the shipped model's
+# recipe: 18,736 clips in 69 s on 16 cores); a machine without espeak-ng gets it from a carried
+# .espeak (scripts/espeak_portable.sh). 0: the pack's recordings only
+VOICE_BANK=${VOICE_BANK:-16}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
@@ -85,6 +87,7 @@ done
     if ! command -v espeak-ng >/dev/null && [[ -d .espeak ]]; then
       export PATH=$PWD/.espeak/bin:$PATH LD_LIBRARY_PATH=$PWD/.espeak/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ESPEAK_DATA_PATH=$PWD/.espeak
     fi
+    command -v espeak-ng >/dev/null || { echo "VOICE_BANK=$VOICE_BANK needs espeak-ng: carry .espeak (bash scripts/espeak_portable.sh) or set VOICE_BANK=0" >&2; exit 2; }
     # a resumed call on the same machine finds the bank of the first
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
       --out runs/data/voices.npz --renderings "$VOICE_BANK" --no-progress

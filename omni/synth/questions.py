@@ -25,47 +25,61 @@ VISUAL_FAMILIES: tuple[str, ...] = ("counting", "attribute", "position", "motion
 SPEECH_FAMILIES: tuple[str, ...] = ("repeat", "greeting")
 
 # (family, kind) -> {split: templates}. `{x}` is filled with the object phrase.
-# Held-out wordings share key words with train ones (so they are learnable) but no
-# held-out question text can equal a train question text.
+# Held-out wordings are new sentences made of words the train wordings use (a
+# model that never heard "number" cannot know it means "how many"; one that heard
+# "give me the number of" can), and no held-out question text equals a train one.
 TEMPLATES: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("counting", "count"): {
-        "train": ("how many {x} do you see", "how many {x} are there", "count the {x}", "how many {x} can you see"),
+        "train": ("how many {x} do you see", "how many {x} are there", "count the {x}", "how many {x} can you see",
+                  "give me the number of {x}", "can you count the {x} for me", "say how many {x} you see",
+                  "how many {x} are in the picture"),
         "heldout": ("tell me how many {x} there are", "what is the number of {x}"),
     },
     ("attribute", "color"): {
-        "train": ("what color is the {x}", "which color is the {x}", "what is the color of the {x}"),
+        "train": ("what color is the {x}", "which color is the {x}", "what is the color of the {x}",
+                  "tell me what color the {x} is", "which color does the {x} have", "say the color of the {x}"),
         "heldout": ("tell me the color of the {x}", "the {x} has which color"),
     },
     ("attribute", "shape"): {
-        "train": ("what shape is {x}", "which shape is {x}", "what is the shape of the {x} one"),
+        "train": ("what shape is {x}", "which shape is {x}", "what is the shape of the {x} one",
+                  "tell me the shape of the {x} one", "what shape has the color {x}"),
         "heldout": ("tell me which shape is {x}", "the {x} one has which shape"),
     },
     ("position", "where"): {
-        "train": ("where is the {x}", "where can you see the {x}", "where is the {x} located"),
+        "train": ("where is the {x}", "where can you see the {x}", "where is the {x} located",
+                  "tell me the place of the {x}", "what place is the {x} in", "say where the {x} is"),
         "heldout": ("tell me where the {x} is", "in which place is the {x}"),
     },
     ("motion", "what"): {
-        "train": ("what is moving", "which object is moving", "what moves"),
+        "train": ("what is moving", "which object is moving", "what moves", "tell me which thing moves",
+                  "what is in motion", "which object is in motion now"),
         "heldout": ("tell me what is moving", "which thing is in motion"),
     },
     ("motion", "which_way"): {
-        "train": ("which way is the {x} moving", "in which direction is the {x} moving", "where is the {x} going"),
+        "train": ("which way is the {x} moving", "in which direction is the {x} moving", "where is the {x} going",
+                  "where does the {x} go", "tell me the direction of the {x}", "which way does the {x} move now"),
         "heldout": ("tell me which way the {x} moves", "what direction does the {x} go"),
     },
     ("repeat", "repeat"): {
-        "train": ("repeat after me {x}", "say {x}", "please say {x}"),
+        "train": ("repeat after me {x}", "say {x}", "please say {x}", "could you please repeat {x}",
+                  "now say {x}"),
         "heldout": ("can you repeat {x}", "could you say {x}"),
     },
 }
 
 # Greetings: intent -> (answer, train wordings, held-out wordings).
 GREETINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "hello": ("hello", ("hello", "hi", "hey there", "hello there"), ("hi there", "hey hello")),
-    "how_are_you": ("i am fine thank you", ("how are you", "how are you today"), ("how are you doing",)),
-    "thanks": ("you are welcome", ("thank you", "thanks a lot", "thanks"), ("thank you very much", "many thanks")),
-    "goodbye": ("goodbye", ("goodbye", "bye bye", "see you"), ("see you later", "bye for now")),
-    "morning": ("good morning", ("good morning", "good morning to you"), ("a very good morning",)),
-    "name": ("i am your assistant", ("what is your name", "what are you called"), ("tell me your name",)),
+    "hello": ("hello", ("hello", "hi", "hey there", "hello there", "hi hello"), ("hi there", "hey hello")),
+    "how_are_you": ("i am fine thank you", ("how are you", "how are you today", "how are you doing today"),
+                    ("how are you doing",)),
+    "thanks": ("you are welcome", ("thank you", "thanks a lot", "thanks", "thanks very much", "thank you so much"),
+               ("thank you very much", "many thanks")),
+    "goodbye": ("goodbye", ("goodbye", "bye bye", "see you", "talk to you later", "that is all for now"),
+                ("see you later", "bye for now")),
+    "morning": ("good morning", ("good morning", "good morning to you", "a good morning to you"),
+                ("a very good morning",)),
+    "name": ("i am your assistant", ("what is your name", "what are you called", "tell me what you are called"),
+             ("tell me your name",)),
 }
 
 # Answers written as digits / synonyms that graders should also accept.

@@ -33,6 +33,8 @@ def test_shipped_scenes_load_and_suggest_right_answers_first():
         assert jpeg[:2] == b"\xff\xd8"  # the only format the server takes
     labels = scenes.choices()
     assert scenes.next_label(labels[-1]) == labels[0] and scenes.next_label(None) == labels[0]
+    # the page opens on a still and "next scene" shows a video
+    assert len(scenes.scenes[0].frames) == 1 and len(scenes.scenes[1].frames) > 1
     assert "✓" in ask_note(scenes.scenes[0]) and "webcam" in ask_note(None)
 
 
@@ -124,6 +126,15 @@ def test_speaking_over_a_played_out_reply_cuts_it_here():
     ev.append({"type": "input_audio_buffer.speech_started", "_t": now})
     tab.barge_in()
     assert r.id in tab.live.cut_ids and isinstance(tab.live, LiveAudio)
+
+
+def test_the_first_still_opens_the_page_and_a_video_follows():
+    from demo.check_scenes import video_second
+
+    s = [{"id": "a", "video": "v"}, {"id": "b"}, {"id": "c", "video": "v"}, {"id": "d"}]
+    assert [x["id"] for x in video_second(s)] == ["b", "a", "c", "d"]
+    assert [x["id"] for x in video_second(s[1::2])] == ["b", "d"]  # no video: unchanged
+    assert [x["id"] for x in video_second([s[0], s[2]])] == ["a", "c"]  # no still: unchanged
 
 
 def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ def test_sections_and_unset_values() -> None:
     r = get_recipe("omni-mini")
     assert r.curriculum.stage_steps == {"speech": 1500, "vision": 2000, "dialogue": 6000}
     assert list(r.curriculum.stage_steps) == ["speech", "vision", "dialogue"]  # curriculum order
-    assert r.pretrain.steps == {"vision": 600, "audio": 600} and r.pretrain.augment == ()
+    assert r.pretrain.steps == {"vision": 600, "audio": 1200} and r.pretrain.augment == ()
     assert r.data.modalities == ("image", "video", "audio")
     d = get_recipe("debug")
     assert (d.parallel.dp, d.parallel.enc_shard, d.curriculum.caption_weight, d.budget.time_s) == (None,) * 4

@@ -74,6 +74,13 @@ def test_train_and_heldout_wordings_and_texts_are_disjoint() -> None:
         assert tr and ho and not set(tr) & set(ho)
 
 
+def test_heldout_wordings_use_only_words_train_wordings_teach() -> None:
+    """A held-out wording is a new sentence, not a new word: the model learns words only from training."""
+    words = lambda split: {w for t in all_wordings(split) for w in t.replace("{x}", " ").split()}  # noqa: E731
+    assert words("heldout") <= words("train"), sorted(words("heldout") - words("train"))
+    assert len(words("train")) > len(words("heldout"))
+
+
 def test_options_hold_the_answer_once_among_four_distinct() -> None:
     rng = np.random.default_rng(1)
     for i in range(60):
