@@ -50,6 +50,7 @@ from backbone_lib import (  # noqa: E402
     teacher_forced_logits,
 )
 from omni.llm.runner import compile_layers  # noqa: E402
+from omni.llm.router import Router  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -179,9 +180,12 @@ def main(argv=None) -> int:
                     row["variants_graph_tok_s"][key] = r[0] if r else None
                     toks[key] = r[1] if r else None
                 set_variant(ours, True, "auto", fused_store)
+                for moe in ours.moe_layers():  # back to the default for what follows
+                    moe.router.fused_kernel = Router.FUSED_KERNEL_DEFAULT
                 a, b2 = toks.get("fused+auto"), toks.get("fused+auto+router_kernel")
-                if a is not None and b2 is not None:  # the router kernel changes no greedy token
-                    res["greedy_router_kernel_vs_torch"] = {"steps": n, "identical": a == b2}
+                if a is not None and b2 is not None:  # does the router kernel change a greedy token?
+                    first = next((k for k, (u, v) in enumerate(zip(a, b2)) if u != v), None)
+                    res["greedy_router_kernel_vs_torch"] = {"steps": n, "identical": a == b2, "first_difference": first}
         if hf is not None:
             row["hf_tok_s"] = phase(f"decode b{b} transformers",
                                     lambda: hf_decode_tok_s(hf, cfg, b, args.context, args.hf_steps, dev), optional=True)

@@ -157,7 +157,9 @@ def streaming(args, items: list[dict]) -> dict:
             rows.append({"id": it["id"], "family": it["family"], "text": text, "rc": res.returncode,
                          "ok": normalize_answer(text) in it["accept_norm"], "offline_ok": bool(it.get("text_ok")),
                          "same_as_offline": normalize_answer(text) == normalize_answer(it.get("text", "")),
-                         "latency": report})
+                         "latency": report,
+                         # why a session failed, in the client's words (its last line on stderr)
+                         "error": (res.stderr.strip().splitlines() or [""])[-1] if res.returncode else None})
     finally:
         if os.path.exists(reply_wav := os.path.join(os.path.dirname(os.path.abspath(args.out)), "default_model_stream_reply.wav")):
             os.remove(reply_wav)

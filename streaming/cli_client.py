@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="server websocket URL (ws:// or wss://)")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="bearer token (default $OMNI_API_KEY)")
     p.add_argument("--out", type=output_file, default="reply.wav", help="where to save the spoken reply (default reply.wav)")
-    p.add_argument("--silence", type=non_negative_float, default=1.5, help="seconds of silence sent after the question")
+    p.add_argument("--silence", type=non_negative_float, default=1.5, help="seconds of silence sent after the question (then silence goes on "
+                   "in real time, as from an open microphone, until the server ends the turn)")
     p.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     p.add_argument("--instructions", help="system prompt for the session")
     p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
@@ -138,8 +139,13 @@ async def _run(args: argparse.Namespace, question: np.ndarray, frames: list[tupl
         print(f"streaming {len(question) / 16000:.1f} s of speech" + (f" + {len(frames)} frames" if frames else "")
               + f" to {args.url} ...", flush=True)
         print("assistant: ", end="", flush=True)
+        n = len(c.events)
         await c.stream_audio(audio, 16000, realtime=not args.fast, frames=frames,
                              speech_end_s=len(question) / 16000)
+        # the microphone stays open until the server ends the turn (semantic_vad may wait
+        # for more than the tail of silence when it judges the question unfinished)
+        await c.keep_silent_until(lambda e: e["type"] in ("input_audio_buffer.committed", "response.created"),
+                                  start=n, limit_s=args.timeout)
         reply = await c.wait_response(timeout=args.timeout)
         print()
         wav = reply.waveform()

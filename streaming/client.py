@@ -197,6 +197,28 @@ class RealtimeClient:
             if speech_end_s is not None and self.t_speech_sent_end is None and (i + step) / rate >= speech_end_s:
                 self.t_speech_sent_end = time.perf_counter()
 
+    async def keep_silent_until(self, pred: Callable[[dict], bool], start: int = 0, rate: int = 16000,
+                                chunk_ms: int = 40, limit_s: float = 30.0) -> bool:
+        """Send silence in real time, as an open microphone does after its user stops
+        speaking, until an event at index >= start satisfies `pred` (True) or `limit_s`
+        passes or the connection closes (False). A server that ends the turn on the
+        model's judgment may wait longer than a fixed tail of silence lasts."""
+        res = StreamingResampler(rate, self.in_rate)
+        chunk = np.zeros(rate * chunk_ms // 1000, np.float32)
+        t0, sent, i = time.perf_counter(), 0, start
+        while True:
+            while i < len(self.events):
+                if pred(self.events[i]):
+                    return True
+                i += 1
+            if self.closed.is_set() or time.perf_counter() - t0 >= limit_s:
+                return False
+            await self.append_audio(res.process(chunk))
+            sent += 1
+            delay = t0 + sent * chunk_ms / 1000 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
     # ---- waiting -----------------------------------------------------------
     async def wait_for(self, pred: Callable[[dict], bool], timeout: float = 30.0, start: int = 0) -> dict:
         """The first event at index >= start satisfying pred (bounded wait)."""

@@ -56,6 +56,12 @@ class Routing:
 
 
 class Router(nn.Module):
+    # router_triton.py's one-launch routing, opt-in: on 1x H200 (a1b, bf16, batch-1 CUDA-graph
+    # decode) it bought 3.6 % (232 -> 240 tok/s), but its greedy tokens left the torch ops'
+    # within 128 steps (its softmax and the order of the chosen experts round apart from
+    # theirs; bench/results/backbone.json): too little to let serving answer differently
+    FUSED_KERNEL_DEFAULT = False
+
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
         self.num_real = cfg.n_routed_experts
@@ -66,7 +72,7 @@ class Router(nn.Module):
             raise ValueError(f"moe_topk={self.top_k} must be in [1, {self.num_experts}] (real + zero experts)")
         self.classifier = nn.Linear(cfg.hidden_size, self.num_experts, bias=False)
         self.register_buffer("e_score_correction_bias", torch.zeros(self.num_experts, dtype=torch.float32))
-        self.fused_kernel = True  # router_triton.py where it runs (False: the torch ops, for comparisons)
+        self.fused_kernel = self.FUSED_KERNEL_DEFAULT
 
     def forward(self, x: torch.Tensor) -> Routing:
         """x [M, hidden] -> Routing."""
