@@ -78,9 +78,11 @@ def pack_cmvn(pack, frontend, num_clips: int = 256, seed: int = 0) -> tuple[torc
     of the pack, each with a fresh microphone (noise, gain, silences, speed), as the
     training samples have. A model trained from scratch must normalize its features
     with its own data's statistics (raw log-mel bins sit near 15 with a spread of ~3:
-    the constant drowns the signal and slows the encoder's learning several-fold)."""
+    the constant drowns the signal and slows the encoder's learning several-fold).
+    A pack of fewer questions gives some of them twice: each draw hears another
+    microphone, and a few draws of noise (white at 8 dB or none) would skew the estimate."""
     rng = np.random.default_rng([seed, 7])
-    picks = rng.choice(len(pack), size=min(num_clips, len(pack)), replace=False)
+    picks = rng.choice(len(pack), size=num_clips, replace=len(pack) < num_clips)
     with torch.no_grad():
         dev = frontend.cmvn.mean.device
         feats = torch.cat([frontend.fbank(torch.from_numpy(pack.question_audio(int(i), rng))[None].float().to(dev))[0]

@@ -90,10 +90,13 @@ def plan_dispatch(indices: torch.Tensor, num_real: int, align: int = 1, capacity
     if capacity is not None:
         padded = torch.full_like(counts, capacity)
         rows = num_real * capacity + 1
+        # the cumsum of a constant, written out: inductor 2.11 failed to compile cumsum(full(...))
+        # with a symbolic fill value (its post-grad rewrite of that very pattern)
+        pends = torch.arange(1, num_real + 1, dtype=counts.dtype, device=counts.device) * capacity
     else:
         padded = (counts + (align - 1)) // align * align
         rows = p + num_real * (align - 1) + 1
-    pends = torch.cumsum(padded, 0)
+        pends = torch.cumsum(padded, 0)
     pstarts = pends - padded
     skey = key[order]
     sk = skey.clamp(max=num_real - 1)

@@ -64,11 +64,12 @@ def test_omni_mini_smoke_trains_resumes_exports(tmp_path, mini_pack):
 
     pack, rng = Pack(mini_pack), np.random.default_rng(11)
     with torch.no_grad():
-        clips = [torch.from_numpy(pack.question_audio(i % len(pack), rng))[None] for i in range(24)]
+        clips = [torch.from_numpy(pack.question_audio(i % len(pack), rng))[None] for i in range(128)]
         fe = m.audio_encoder.frontend
         f = torch.cat([fe.cmvn(fe.fbank(c))[0] for c in clips])
         raw = torch.cat([fe.fbank(c)[0] for c in clips])
-    # (24 clips against the 256 of the estimate: sampling spread allowed)
+    # (128 draws against the 256 of the estimate: sampling spread allowed; 24 draws of a
+    # 23-question pack gave a mean std from 0.41 to 1.0 with the seed, the noise draws dominating)
     assert float(f.mean(0).abs().max()) < 0.6 and 0.6 < float(f.std(0).mean()) < 1.6, (f.mean(0), f.std(0))
     assert float(raw.mean()) > 5.0  # what an identity CMVN would pass on
     env = dict(os.environ, PYTHONPATH=os.getcwd())
