@@ -11,8 +11,10 @@ Transcribers (omni/transcribe.py):
   world-sphinx-train the same with an LM of the train wordings only: on held-out wordings it
                      shows how much of the LM's help is knowing the exact sentences
   sphinx             pocketsphinx with its stock English LM (no knowledge of the world)
-  ctc-random-mini    the audio encoder's CTC head of a randomly initialized `mini` model: what
-                     the "ctc" transcriber gives until a trained default model exists
+  ctc-default        the shipped default model's audio encoder CTC head (the "ctc" transcriber
+                     on `omni serve` with no --model): pre-trained on the questions' words,
+                     then trained on through the LLM only
+  ctc-random-mini    the same head of a randomly initialized `mini` model: the floor
 
 WER = word edits / reference words, over all utterances of a group; RTF = decode
 time / audio time (one CPU core, this process).
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from omni.defaults import DEFAULT_MODEL_DIR  # noqa: E402
 from omni.synth.audio import augment, random_noise_params, to_float  # noqa: E402
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, all_question_texts  # noqa: E402
 from omni.synth.voices import sample_voice, synthesize  # noqa: E402
@@ -114,6 +117,8 @@ def main() -> None:
         "sphinx": lambda: SphinxTranscriber(None),
         "ctc-random-mini": lambda: ctc(flavor="mini", seed=0),
     }
+    if os.path.isdir(DEFAULT_MODEL_DIR):
+        transcribers["ctc-default"] = lambda: ctc(model_dir=str(DEFAULT_MODEL_DIR))
     results = {name: measure(name, make(), utts) for name, make in transcribers.items()}
     report = {
         "machine": "2-core CPU",
