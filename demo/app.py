@@ -43,7 +43,7 @@ import numpy as np
 
 from demo.live_audio import PLAYER_JS, LiveAudio
 from demo.new_scene import SceneMaker
-from demo.scenes import (QUESTION_PAD_S, SceneSet, ask_note, frame_jpeg, question_choices, question_for,
+from demo.scenes import (SceneSet, ask_note, frame_jpeg, pad_question, question_choices, question_for,
                          read_question)
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
@@ -380,8 +380,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         if state.question_playing():  # a new question replaces the one still playing (or its closing silence)
             state.playing.cancel()
             await asyncio.gather(state.playing, return_exceptions=True)
-        lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
-        pcm = np.concatenate([lead, read_question(q), tail])
+        pcm = pad_question(read_question(q))
         state.mic_seconds += len(pcm) / 16000
         state.video_t0 = time.perf_counter()  # a video scene plays from its start under the question
         state.playing = asyncio.create_task(state.client.stream_audio(pcm, 16000, realtime=True))

@@ -22,9 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, read_question
+from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, pad_question, read_question
 from streaming.client import RealtimeClient
 
 CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
@@ -54,9 +53,8 @@ async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float 
         try:
             await asyncio.sleep(CAMERA_LEAD_S)
             t0[0] = time.perf_counter()
-            lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
             n = len(c.events)
-            await c.stream_audio(np.concatenate([lead, clip, tail]), 16000, realtime=True)
+            await c.stream_audio(pad_question(clip), 16000, realtime=True)
             reply = await c.wait_response(timeout, start=n)
         finally:
             cam.cancel()

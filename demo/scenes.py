@@ -147,6 +147,12 @@ def read_question(q: Question) -> np.ndarray:
     return x.astype(np.float32) / 32768.0
 
 
+def pad_question(pcm: np.ndarray) -> np.ndarray:
+    """A question's samples as the page plays them: QUESTION_PAD_S of silence before and after."""
+    lead, tail = (np.zeros(int(16000 * t), np.float32) for t in QUESTION_PAD_S)
+    return np.concatenate([lead, pcm, tail])
+
+
 def frame_jpeg(image: np.ndarray | Path, quality: int = 95) -> bytes:
     """A camera frame as JPEG bytes (the only format `input_image_buffer.append` takes)."""
     from PIL import Image

@@ -59,7 +59,7 @@ class Router(nn.Module):
     # router_triton.py's one-launch routing, opt-in: on 1x H200 (a1b, bf16, batch-1 CUDA-graph
     # decode) it bought 3.6 % (232 -> 240 tok/s), but its greedy tokens left the torch ops'
     # within 128 steps (its softmax and the order of the chosen experts round apart from
-    # theirs; bench/results/backbone.json): too little to let serving answer differently
+    # theirs; bench/results/backbone_h200.json): too little to let serving answer differently
     FUSED_KERNEL_DEFAULT = False
 
     def __init__(self, cfg: LLMConfig) -> None:

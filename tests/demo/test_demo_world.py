@@ -19,7 +19,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from omni.defaults import DEFAULT_MODEL_DIR
@@ -149,14 +148,12 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
     assert heard == normalize_answer(question["answer"]), (heard, question["answer"])
     # the user's words as the server's recognizer heard them: what that recognizer makes of the
     # recording the page played (its word error rate is bench/transcribe_wer.py's business)
-    from demo.scenes import QUESTION_PAD_S, SceneSet, read_question
+    from demo.scenes import SceneSet, pad_question, read_question
     from omni.synth.heldout import word_accuracy
     from omni.transcribe import world_sphinx
 
     played = next(q for q in SceneSet.load(SCENES).scenes[0].questions if q.text == question["text"])
-    pcm = read_question(played)
-    pre, post = (np.zeros(int(s * 16000), np.float32) for s in QUESTION_PAD_S)
-    expected = world_sphinx().transcribe(np.concatenate([pre, pcm, post]))
+    expected = world_sphinx().transcribe(pad_question(read_question(played)))
     said = transcript.split("you: ", 1)[1].splitlines()[0]
     assert word_accuracy(expected, normalize_answer(said)) >= 0.75, (said, expected, question["text"])
     assert stops >= 2
