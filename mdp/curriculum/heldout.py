@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 
@@ -31,6 +32,8 @@ class HeldoutProbe:
         self.model = OmniModel(cfg, init=False).to(device).eval()
         self.path = os.path.join(run_dir, "heldout.json")
         self.rows = _read(self.path)
+        # each row names where it ran (the rows of a run resumed elsewhere may differ)
+        self.device = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
 
     @torch.no_grad()
     def __call__(self, trained: torch.nn.Module, stage: str, step: int, samples_seen: int) -> dict:
@@ -46,7 +49,7 @@ class HeldoutProbe:
         fams = per_family(self.items, "text_ok")
         row = {"stage": stage, "step": step, "samples_seen": samples_seen,
                "accuracy": fams["all"]["accuracy"], "families": {f: v["accuracy"] for f, v in fams.items() if f != "all"},
-               "n": fams["all"]["n"], "seconds": round(time.perf_counter() - t0, 2)}
+               "n": fams["all"]["n"], "seconds": round(time.perf_counter() - t0, 2), "device": self.device}
         self.rows.append(row)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as fh:
