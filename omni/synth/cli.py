@@ -34,6 +34,15 @@ SPEECH_RATIO = 0.2
 HELDOUT_PACK_SAMPLES = 360
 
 
+def _focus_spec(spec: str) -> dict[str, int]:
+    from .codec_voice import parse_focus
+
+    try:
+        return parse_focus(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__
@@ -108,6 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="share of the utterances that are answers, every answer in turn; the rest are the "
                         "world's train questions (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the speeds, pitches and order (default 0)")
+    p.add_argument("--focus", type=_focus_spec, default={}, metavar="ANSWER:TIMES[,...]",
+                   help="say these answers that many times a round instead of once, e.g. 'one:8,good morning:4' "
+                        "(the answers the codec loses; default: none)")
     p.add_argument("--eval-pack", type=output_file, default=None, metavar="FILE.npz",
                    help="also write a held-out pack for `omni train-codec --eval-data`: label 'assistant' = every "
                         "answer at the voice's own speed and pitch (what check-voice judges), label 'users' = the "
@@ -225,7 +237,7 @@ def _main(args: argparse.Namespace) -> int:
         from .codec_voice import generate_world_corpus, write_eval_pack
 
         paths = generate_world_corpus(args.out, args.minutes, seed=args.seed, answer_share=args.answer_share,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, focus=args.focus)
         print(f"{len(paths)} utterances -> {args.out}")
         if args.eval_pack:
             print(f"eval pack {args.eval_pack}: {json.dumps(write_eval_pack(args.eval_pack, seed=args.seed + 1000))}")

@@ -33,15 +33,39 @@ def _judged_renderings() -> set[tuple[int, int]]:
     return {(v.speed, v.pitch) for v in voice_renderings(ASSISTANT_VOICE, len(RENDERING_OFFSETS))}
 
 
-def generate_world_utterances(seconds: float, seed: int = 0, answer_share: float = 0.75, progress: bool = True):
+def parse_focus(spec: str) -> dict[str, int]:
+    """"one:8,good morning:4" -> {"one": 8, "good morning": 4}: answers said that many times a round."""
+    out: dict[str, int] = {}
+    known = set(answer_space())
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        text, sep, times = part.rpartition(":")
+        if not sep or not times.strip().isdigit() or int(times) < 1:
+            raise ValueError(f"{part!r}: expected ANSWER:TIMES with TIMES >= 1, e.g. one:8")
+        if text.strip() not in known:
+            raise ValueError(f"{text.strip()!r} is not an answer of the default world")
+        out[text.strip()] = int(times)
+    return out
+
+
+def answer_round(focus: dict[str, int] | None = None) -> list[str]:
+    """One round of answers: every answer once, those in `focus` that many times."""
+    focus = focus or {}
+    return [a for a in answer_space() for _ in range(focus.get(a, 1))]
+
+
+def generate_world_utterances(seconds: float, seed: int = 0, answer_share: float = 0.75, progress: bool = True,
+                              focus: dict[str, int] | None = None):
     """Yield (text, speed, pitch, float32 audio with trailing silence) in the assistant's voice.
 
-    Answers come in turn (every answer once per shuffled round), questions of the
-    world's train split at random; each utterance gets its own speed and pitch."""
+    Answers come in turn (every answer once per shuffled round; an answer in `focus`
+    that many times a round: the ones the codec says worst get more of the data),
+    questions of the world's train split at random; each utterance gets its own
+    speed and pitch."""
     from tqdm import tqdm
 
     rng = random.Random(seed)
-    answers, questions = answer_space(), all_question_texts("train")
+    questions = all_question_texts("train")
+    answers = answer_round(focus)
     judged = _judged_renderings()
     queue: list[str] = []
     total = 0.0
@@ -66,12 +90,12 @@ def generate_world_utterances(seconds: float, seed: int = 0, answer_share: float
 
 
 def generate_world_corpus(out_dir: str, minutes: float, seed: int = 0, answer_share: float = 0.75,
-                          progress: bool = True) -> list[str]:
+                          progress: bool = True, focus: dict[str, int] | None = None) -> list[str]:
     """Write ~`minutes` of the assistant's voice saying the world's answers (+ questions) as WAVs + transcripts.tsv."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     with open(os.path.join(out_dir, "transcripts.tsv"), "w") as meta:
-        for i, (text, speed, pitch, audio) in enumerate(generate_world_utterances(minutes * 60, seed, answer_share, progress)):
+        for i, (text, speed, pitch, audio) in enumerate(generate_world_utterances(minutes * 60, seed, answer_share, progress, focus)):
             path = os.path.join(out_dir, f"world{i:05d}.wav")
             save_wav(path, audio, 16000)
             meta.write(f"{os.path.basename(path)}\t{ASSISTANT_VOICE.name}\t{speed}\t{pitch}\t{text}\n")

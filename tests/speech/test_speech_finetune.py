@@ -218,6 +218,21 @@ needs_speech_tools = pytest.mark.skipif(
 )
 
 
+def test_focus_answers_come_that_many_times_a_round() -> None:
+    from omni.synth.codec_voice import answer_round, parse_focus
+    from omni.synth.questions import answer_space
+
+    focus = parse_focus("one:8, good morning:3")
+    assert focus == {"one": 8, "good morning": 3}
+    round_ = answer_round(focus)
+    assert round_.count("one") == 8 and round_.count("good morning") == 3 and round_.count("two") == 1
+    assert sorted(set(round_)) == sorted(answer_space()) and len(round_) == len(answer_space()) + 9
+    assert answer_round() == list(answer_space())
+    for bad in ("one", "one:0", "one:x", "onee:3"):
+        with pytest.raises(ValueError):
+            parse_focus(bad)
+
+
 @needs_speech_tools
 def test_world_speech_avoids_the_judged_renderings() -> None:
     from omni.synth.questions import all_question_texts, answer_space
