@@ -16,14 +16,15 @@ import json
 import numpy as np
 
 # Runs in the page on every new message of the hidden `live_audio` textbox.
-# window.omniPlayer also counts what it scheduled (read by the browser test).
+# window.omniPlayer also counts what it scheduled, in all and per reply id (read by the
+# browser test: with a looping microphone a second reply may start while it checks the first).
 PLAYER_JS = """
 (msg) => {
   if (!msg) return;
   const m = JSON.parse(msg);
   let p = window.omniPlayer;
   if (!p) {
-    p = window.omniPlayer = {ctx: new AudioContext(), next: 0, sources: [], chunks: 0, samples: 0, stops: 0};
+    p = window.omniPlayer = {ctx: new AudioContext(), next: 0, sources: [], chunks: 0, samples: 0, stops: 0, byReply: {}};
     const wake = () => { if (p.ctx.state === "suspended") p.ctx.resume(); };
     document.addEventListener("click", wake, true);
     document.addEventListener("keydown", wake, true);
@@ -49,6 +50,7 @@ PLAYER_JS = """
   p.sources.push(src);
   src.onended = () => { p.sources = p.sources.filter(s => s !== src); };
   p.chunks += 1; p.samples += pcm.length;
+  for (const [rid, n] of (m.parts || [])) p.byReply[rid] = (p.byReply[rid] || 0) + n;
 }
 """
 
@@ -70,7 +72,7 @@ class LiveAudio:
     def next_message(self, client) -> str | None:
         """New audio of every reply since the last call (pcm16, the session's output
         rate), or a stop when a reply was cut off; None when there is nothing new."""
-        parts = []
+        parts, counts = [], []
         for rid in client.order:
             r = client.replies[rid]
             # a barge-in or a failure stops playback; a reply cut by a length limit
@@ -85,10 +87,11 @@ class LiveAudio:
             done = self.sent.get(rid, 0)
             if len(wav) > done:
                 parts.append(wav[done:])
+                counts.append([rid, len(wav) - done])
                 self.sent[rid] = len(wav)
         if not parts:
             return None
         pcm = (np.clip(np.concatenate(parts), -1, 1) * 32767).astype("<i2")
         self.seq += 1
-        return json.dumps({"seq": self.seq, "rate": int(client.out_rate),
+        return json.dumps({"seq": self.seq, "rate": int(client.out_rate), "parts": counts,
                            "pcm": base64.b64encode(pcm.tobytes()).decode("ascii")})

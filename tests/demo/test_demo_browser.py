@@ -95,11 +95,12 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
             # the live player was handed the reply's audio as it arrived: all of it, in chunks
             # (its polls run every 0.3 s and may lag on a busy machine: wait for the count)
             try:
-                page.wait_for_function(f"window.omniPlayer && window.omniPlayer.samples >= {frames}", timeout=30000)
+                page.wait_for_function(f"window.omniPlayer && Object.values(window.omniPlayer.byReply)"
+                                       f".some(n => n >= {frames})", timeout=30000)
             except Exception:
                 pass  # the assertion below reports the counts
             time.sleep(0.5)  # and nothing more arrives after it
-            player = page.evaluate("({chunks: omniPlayer.chunks, samples: omniPlayer.samples, "
+            player = page.evaluate("({chunks: omniPlayer.chunks, samples: omniPlayer.samples, byReply: omniPlayer.byReply, "
                                    "rate: omniPlayer.ctx.sampleRate, state: omniPlayer.ctx.state})")
             status = page.inner_text("#status")
             model_line = page.inner_text("#model")
@@ -111,8 +112,10 @@ def test_demo_page_streams_mic_and_shows_transcript_and_reply(server, tmp_path):
     assert "model: omni" in model_line, model_line  # the name the server's session reports
     seconds = frames / reply_rate
     assert 0.05 < seconds <= 12 * 0.06 + 0.3, seconds  # at most max_steps codec frames of speech
-    # every sample of the reply went through the live player, and its context was running
-    assert player["chunks"] >= 1 and player["samples"] == frames, (player, frames)
+    # every sample of the reply went through the live player, and its context was running (the
+    # fake microphone loops, so a next reply may have started meanwhile: count per reply)
+    assert player["chunks"] >= 1 and frames in player["byReply"].values(), (player, frames)
+    assert player["samples"] == sum(player["byReply"].values()), player
     assert player["state"] == "running", player
     assert "after the end-of-turn confirmation" in latency
     # the user's turn: the words the server's recognizer heard in the fake microphone's tone, or "(spoke)"

@@ -42,16 +42,18 @@ def test_each_sample_once_in_order_then_stop_on_cut():
     b = Reply("resp_b")
     c = _client(a, b)
     b.audio.append(chunks[0])
-    assert len(_pcm(live.next_message(c))) == 960
+    a.audio.append(chunks[2][:100])  # both replies have news: one message, counted per reply
+    m = live.next_message(c)
+    assert len(_pcm(m)) == 1060 and json.loads(m)["parts"] == [["resp_a", 100], ["resp_b", 960]]
     b.status = "cancelled"
     b.audio.append(chunks[1])  # late audio of a cut reply is never played
     m = json.loads(live.next_message(c))
     assert m["stop"] and m["rid"] == "resp_b"
     assert live.next_message(c) is None
     seqs = [live.seq]
-    a.audio.append(np.clip(chunks[2] * 5, -5, 5))  # out-of-range samples are clipped, not wrapped
+    a.audio.append(np.clip(chunks[2][100:] * 5, -5, 5))  # out-of-range samples are clipped, not wrapped
     pcm = _pcm(live.next_message(c))
-    assert live.seq == seqs[0] + 1 and pcm.min() >= -32767 and pcm.max() <= 32767 and len(pcm) == 480
+    assert live.seq == seqs[0] + 1 and pcm.min() >= -32767 and pcm.max() <= 32767 and len(pcm) == 380
 
 
 def test_a_reply_cut_by_a_length_limit_plays_out():
