@@ -11,6 +11,11 @@ loop. Trained by `omni train-backchannel` (streaming/backchannel_train.py) on es
 voices (the world's train timbres and the voice bank's) with varied wordings; the
 weights ship in `streaming/pretrained/backchannel.npz`.
 
+The window may open `lead_ms` before the VAD's speech start: silero marks a start
+only once two 32 ms windows sound like speech, so by then the speech's first 64 ms
+are already in hand, and a window that leads by them is complete the moment the
+VAD fires (the decision costs no wait beyond plain barge-in's).
+
 The session (streaming/session.py) holds a barge-in until it has `window_ms` of
 the speech: an interruption then goes on as before (speech_started, the reply
 cut), a backchannel is let through (the reply plays on, the sound starts no turn).
@@ -132,12 +137,14 @@ class BackchannelDetector:
     opening: Classifier
     whole: Classifier
     window_ms: int = 128
+    lead_ms: int = 0  # the window opens this long before the VAD's speech start
     threshold: float = 0.5  # the opening's P(backchannel) that lets a sound through (chosen in training)
     max_backchannel_ms: int = 1200  # longer speech is an interruption whatever it opened with (slow "mmm hmm": ~1 s)
     meta: dict | None = None
 
     def prob(self, audio: np.ndarray) -> float:
-        """P(backchannel) of the opening `window_ms` of speech."""
+        """P(backchannel) of the opening `window_ms` of speech (`audio` starts `lead_ms`
+        before the VAD's speech start)."""
         return float(self.opening.probs(opening_features(audio[: self.window_samples])[None])[0])
 
     def is_backchannel(self, audio: np.ndarray) -> bool:
@@ -152,10 +159,14 @@ class BackchannelDetector:
     def window_samples(self) -> int:
         return SR * self.window_ms // 1000
 
+    @property
+    def lead_samples(self) -> int:
+        return SR * self.lead_ms // 1000
+
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        head = {"format": FORMAT, "window_ms": self.window_ms, "threshold": self.threshold,
+        head = {"format": FORMAT, "window_ms": self.window_ms, "lead_ms": self.lead_ms, "threshold": self.threshold,
                 "max_backchannel_ms": self.max_backchannel_ms, **({"meta": meta} if meta else {})}
         with open(path, "wb") as f:  # an open file: np.savez would append .npz to another suffix
             np.savez(f, **self.opening.arrays("opening"), **self.whole.arrays("whole"),
@@ -173,8 +184,10 @@ class BackchannelDetector:
                 if head.get("format") != FORMAT:
                     raise ValueError(f"format {head.get('format')!r} is not {FORMAT!r}")
                 det = cls(Classifier.from_arrays(z, "opening"), Classifier.from_arrays(z, "whole"),
-                          int(head["window_ms"]), float(head["threshold"]), int(head["max_backchannel_ms"]),
-                          head.get("meta"))
+                          int(head["window_ms"]), int(head.get("lead_ms", 0)), float(head["threshold"]),
+                          int(head["max_backchannel_ms"]), head.get("meta"))
+                if not 0 <= det.lead_ms < det.window_ms:
+                    raise ValueError(f"lead_ms {det.lead_ms} must be in 0..window_ms")
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a backchannel detector ({e})") from None
         det.opening.check(len(opening_features(np.zeros(det.window_samples, np.float32))), f"{path} (opening)")

@@ -404,12 +404,15 @@ class Session:
 
     def _decide_held(self, final: bool) -> None:
         ev, det = self.held, self.backchannels
-        w = det.window_samples
-        if not final and self.total - ev.sample < w:
+        w, start = det.window_samples, ev.sample - det.lead_samples  # the window may open before the VAD's start
+        if not final and self.total - start < w:
             return
         self.held = None
-        a = max(0, ev.sample - self.audio_start)
-        if det.is_backchannel(self.audio[a:a + w]):
+        a = start - self.audio_start
+        opening = self.audio[max(0, a):max(0, a + w)]
+        if a < 0:  # before the stream began: silence, as in training
+            opening = np.concatenate([np.zeros(min(-a, w), np.float32), opening])
+        if det.is_backchannel(opening):
             self.backchannel = ev  # the reply plays on; the sound starts no turn
             self.metrics.inc("omni_backchannels_total")
             if self.cfg.debug_events:

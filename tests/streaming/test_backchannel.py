@@ -38,7 +38,7 @@ def _fixed(path, backchannel: bool, whole: bool | None = None) -> str:
     dim, dim_whole = len(opening_features(np.zeros(2048, np.float32))), len(features(np.zeros(2048, np.float32)))
     whole = backchannel if whole is None else whole
     BackchannelDetector(_clf(dim, 10.0 if backchannel else -10.0), _clf(dim_whole, 10.0 if whole else -10.0),
-                        window_ms=128).save(path)
+                        window_ms=128, lead_ms=32).save(path)  # as shipped: the window opens before the VAD's start
     return str(path)
 
 
@@ -59,9 +59,33 @@ def test_detector_files_round_trip_and_bad_ones_are_refused(tmp_path):
     np.savez(tmp_path / "short.npz", **{**parts, "whole_mean": parts["whole_mean"][:3]})
     with pytest.raises(ValueError, match="the features have"):
         BackchannelDetector.load(tmp_path / "short.npz")
+    lead = BackchannelDetector(real.opening, real.whole, window_ms=128, lead_ms=64)
+    lead.save(tmp_path / "lead.npz")
+    assert BackchannelDetector.load(tmp_path / "lead.npz").lead_samples == 1024
+    BackchannelDetector(real.opening, real.whole, window_ms=128, lead_ms=128).save(tmp_path / "over.npz")
+    with pytest.raises(ValueError, match="lead_ms 128 must be in"):
+        BackchannelDetector.load(tmp_path / "over.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a backchannel detector"):
         BackchannelDetector.load(tmp_path / "bad.npz")
+
+
+def test_compare_entries_name_a_window_and_its_lead():
+    import argparse
+
+    from streaming.backchannel_train import openings, parse_windows
+
+    assert parse_windows(128, 64, "128@0, 96,96@64,128@64") == [(128, 64), (128, 0), (96, 0), (96, 64)]
+    for bad in ("x", "96@96", "16"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_windows(128, 64, bad)
+    # a window that leads the VAD's start takes the samples before it (silence before the clip)
+    x = np.arange(1, 4001, dtype=np.float32) / 4000
+    a = openings([x], [(1024, 3000)], 128, 64)[0]
+    np.testing.assert_allclose(a, opening_features(x[:2048]), atol=1e-5)
+    b = openings([x], [(512, 3000)], 128, 64)[0]
+    np.testing.assert_allclose(b, opening_features(np.concatenate([np.zeros(512, np.float32), x[:1536]])),
+                               atol=1e-5)
 
 
 def test_the_shipped_detector_tells_backchannels_from_questions_in_unseen_voices():
@@ -75,7 +99,7 @@ def test_the_shipped_detector_tells_backchannels_from_questions_in_unseen_voices
     clips = render(items, 2)
     spans = vad_spans(clips)
     y = np.array([b for *_, b in items])
-    said = det.opening.probs(openings(clips, spans, det.window_ms)) >= det.threshold
+    said = det.opening.probs(openings(clips, spans, det.window_ms, det.lead_ms)) >= det.threshold
     whole = det.whole.probs(wholes(clips, spans, det.max_backchannel_ms)) >= 0.5
     # `omni train-backchannel` scored these on 600 held-out clips (bench/results/backchannel_cpu.json);
     # 40 interruptions here: at most 2 taken for backchannels
