@@ -154,6 +154,7 @@ class TabSession:
     scene_id: str = ""  # the virtual camera's scene, and when its video (re)started
     video_t0: float = 0.0
     shown_frame: Path | None = None  # the video frame the page shows
+    barge_seen: int = 0  # events already looked through for a barge-in
 
     def playing_reply(self, now: float | None = None) -> str | None:
         """The reply whose arrived audio the page is still playing (real time from its first audio)."""
@@ -179,11 +180,13 @@ class TabSession:
     def barge_in(self) -> None:
         """The user speaking over a reply the server has already finished: stop playing it."""
         c = self.client
+        # every event since the last look (a busy poll may come after many audio and transcript events)
+        new, self.barge_seen = c.events[self.barge_seen:], len(c.events)
         rid = self.playing_reply()
         if rid is None:
             return
         first = c.replies[rid].t_first_audio
-        if any(e["type"] == "input_audio_buffer.speech_started" and e["_t"] > first for e in c.events[-8:]):
+        if any(e["type"] == "input_audio_buffer.speech_started" and e["_t"] > first for e in new):
             self.cut_playing()
 
     def question_playing(self) -> bool:

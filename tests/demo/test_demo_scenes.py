@@ -124,6 +124,8 @@ def test_speaking_over_a_played_out_reply_cuts_it_here():
     tab.barge_in()
     assert r.id not in tab.live.cut_ids  # nobody spoke
     ev.append({"type": "input_audio_buffer.speech_started", "_t": now})
+    # a busy page polls late: many events (transcript deltas...) after it are no reason to miss it
+    ev += [{"type": "conversation.item.input_audio_transcription.delta", "_t": now} for _ in range(20)]
     tab.barge_in()
     assert r.id in tab.live.cut_ids and isinstance(tab.live, LiveAudio)
 
