@@ -13,8 +13,8 @@ weights ship in `streaming/pretrained/backchannel.npz`.
 
 The window may open `lead_ms` before the VAD's speech start: silero marks a start
 only once two 32 ms windows sound like speech, so by then the speech's first 64 ms
-are already in hand, and a window that leads by them is complete the moment the
-VAD fires (the decision costs no wait beyond plain barge-in's).
+are already in hand. The shipped detector leads by 32 ms and decides 32 ms after the
+VAD fires; a 64 ms lead would decide at once but tells the two apart worse.
 
 The session (streaming/session.py) holds a barge-in until it has `window_ms` of
 the speech: an interruption then goes on as before (speech_started, the reply
@@ -90,6 +90,16 @@ def opening_features(audio: np.ndarray) -> np.ndarray:
     e = np.log(np.exp(m).sum(1))
     return np.concatenate([m.ravel(), np.diff(m, axis=0).ravel(), m.mean(0), m.std(0), a.mean(0), b.mean(0),
                            b.mean(0) - a.mean(0), e - e.max()]).astype(np.float32)
+
+
+def span(x: np.ndarray, a: int, b: int) -> np.ndarray:
+    """x[a:b] with zeros where the span leaves x (the silence around a clip, or before a
+    stream's kept audio): the session and the trainer cut openings the same way."""
+    out = np.zeros(max(0, b - a), np.float32)
+    lo, hi = max(a, 0), min(b, len(x))
+    if hi > lo:
+        out[lo - a:hi - a] = x[lo:hi]
+    return out
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

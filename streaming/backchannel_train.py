@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streaming.backchannel import DEFAULT_PATH, SR, BackchannelDetector, Classifier, features, opening_features
+from streaming.backchannel import DEFAULT_PATH, SR, BackchannelDetector, Classifier, features, opening_features, span
 
 BACKCHANNELS_TRAIN = (
     "uh huh", "yeah", "okay", "mmm hmm", "mhm", "right", "yep", "sure", "i see", "ok", "mm hmm", "uh huh uh huh",
@@ -136,19 +136,10 @@ def vad_spans(clips: list[np.ndarray], seed: int = 0) -> list[tuple[int, int]]:
     return spans
 
 
-def _cut(x: np.ndarray, a: int, b: int) -> np.ndarray:
-    """x[a:b] with zeros where the span leaves the clip (the silence around it)."""
-    out = np.zeros(max(0, b - a), np.float32)
-    lo, hi = max(a, 0), min(b, len(x))
-    if hi > lo:
-        out[lo - a:hi - a] = x[lo:hi]
-    return out
-
-
 def openings(clips: list[np.ndarray], spans: list[tuple[int, int]], window_ms: int, lead_ms: int = 0) -> np.ndarray:
     """The detector's first look: `window_ms` from `lead_ms` before where the VAD put the speech start."""
     w, lead = SR * window_ms // 1000, SR * lead_ms // 1000
-    return np.stack([opening_features(_cut(x, a - lead, a - lead + w)) for x, (a, _) in zip(clips, spans)])
+    return np.stack([opening_features(span(x, a - lead, a - lead + w)) for x, (a, _) in zip(clips, spans)])
 
 
 def parse_windows(window_ms: int, lead_ms: int, compare: str) -> list[tuple[int, int]]:
@@ -172,7 +163,7 @@ def parse_windows(window_ms: int, lead_ms: int, compare: str) -> list[tuple[int,
 def wholes(clips: list[np.ndarray], spans: list[tuple[int, int]], max_ms: int) -> np.ndarray:
     """The second look: the whole sound, from the VAD's start to its end (at most `max_ms`)."""
     m = SR * max_ms // 1000
-    return np.stack([features(_cut(x, a, min(b, a + m))) for x, (a, b) in zip(clips, spans)])
+    return np.stack([features(span(x, a, min(b, a + m))) for x, (a, b) in zip(clips, spans)])
 
 
 def fit(x: np.ndarray, y: np.ndarray, hidden: int = 128, weight_decay: float = 0.1, dropout: float = 0.5,

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from omni.realtime_api import UserChunk
+from streaming.backchannel import span
 from streaming.calls import Calls, system_prompt
 from streaming.conversation import Conversation
 from streaming.engine import Engine, EngineEvent, EngineSlot
@@ -408,11 +409,8 @@ class Session:
         if not final and self.total - start < w:
             return
         self.held = None
-        a = start - self.audio_start
-        opening = self.audio[max(0, a):max(0, a + w)]
-        if a < 0:  # before the stream began: silence, as in training
-            opening = np.concatenate([np.zeros(min(-a, w), np.float32), opening])
-        if det.is_backchannel(opening):
+        a = start - self.audio_start  # before the stream began: silence, as in training
+        if det.is_backchannel(span(self.audio, a, a + w)):
             self.backchannel = ev  # the reply plays on; the sound starts no turn
             self.metrics.inc("omni_backchannels_total")
             if self.cfg.debug_events:
