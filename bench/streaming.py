@@ -247,13 +247,49 @@ def print_table(rows: list[dict], hw: str) -> None:
             print(f"  {n} sessions: first audio after end of speech, speculation on/off = {ratio:.2f}x")
 
 
+def breakdown(rows: list[dict], ax) -> None:
+    """Stacked p50 of the first-audio path's components, one bar per level and speculation mode."""
+    from streaming.timing import COMPONENTS
+
+    rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"])) if r.get("first_audio_path_ms")]
+    names = [c for c in (*COMPONENTS, "other")
+             if any((r["first_audio_path_ms"][c]["p50"] or 0) >= 5 for r in rs)]  # parts worth a colour
+    x = np.arange(len(rs))
+    bottom = np.zeros(len(rs))
+    cmap = matplotlib_cmap(len(names))
+    for i, name in enumerate(names):
+        vals = np.array([r["first_audio_path_ms"][name]["p50"] or 0.0 for r in rs])
+        ax.bar(x, vals, bottom=bottom, color=cmap[i], label=name, width=0.7)
+        bottom += vals
+    ax.set_xticks(x, [f"{r['sessions']}{'' if r['speculative'] else ' off'}" for r in rs], fontsize=7)
+    ax.set(xlabel="sessions (speculation on; 'off': off)", ylabel="ms (p50 of each part)",
+           title="end of speech -> first audio byte, by part")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def matplotlib_cmap(n: int) -> list:
+    import matplotlib.pyplot as plt
+
+    return [plt.get_cmap("tab20")(i % 20) for i in range(n)]
+
+
+def report(path: Path) -> int:
+    """Table and plot again from a results JSON (e.g. one a time limit cut before the plot)."""
+    data = json.loads(path.read_text())
+    print_table(data["results"], data["hardware"])
+    plot(data["results"], data["hardware"], path.with_suffix(".png"))
+    print(f"wrote {path.with_suffix('.png')}")
+    return 0
+
+
 def plot(rows: list[dict], hw: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     for spec, style in ((True, "-o"), (False, "--s")):
         rs = sorted([r for r in rows if r["speculative"] == spec], key=lambda r: r["sessions"])
         n = [r["sessions"] for r in rs]
@@ -267,8 +303,9 @@ def plot(rows: list[dict], hw: str, path: Path) -> None:
     axes[1].axhline(REALTIME_STEPS, color="red", lw=1, label="real time (16.67)")
     axes[1].set(xlabel="concurrent sessions", ylabel="decode steps / s / session", title="decode rate",
                 xscale="log")
+    breakdown(rows, axes[2])
     ticks = sorted({r["sessions"] for r in rows})
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.legend(fontsize=7)
@@ -330,9 +367,12 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
     p.add_argument("--speech-dir", help="folder of q*.wav questions (made with espeak-ng if empty)")
     p.add_argument("--make-speech-only", action="store_true", help="only synthesize the questions")
+    p.add_argument("--report", metavar="JSON", help="only print the table and redraw the plot of a results file")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="directory for the JSON and plot")
     p.add_argument("--tag", help="result file tag (default: flavor_device)")
     args = p.parse_args()
+    if args.report:
+        return report(Path(args.report))
     args.sessions = [int(x) for x in args.sessions.split(",")]
     if args.turns < 1:
         p.error("--turns must be >= 1")

@@ -14,6 +14,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 bench/codec_batch.py --device cuda --streams 1,8,32,64,128 --threads 1 --steps 40 \
-  --out "$out/codec_batch_gpu.json" 2>&1 | grep -v -i "warn"
+  --out "$out/codec_batch_gpu.json" 2>&1 | grep --line-buffered -v -i "warn"
 python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions "${SESSIONS:-1,8,32,64,128}" --turns "${TURNS:-4}" --max-steps 40 \
-  --silence 1.0 --spread 0.5 --capacity 1024 --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep -v -i "warn"
+  --silence 1.0 --spread 0.5 --capacity 1024 --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"
