@@ -67,39 +67,79 @@ def _edit_distance(a: list, b: list) -> int:
     return d[len(b)]
 
 
-def audio_run(args, train, heldout, cfg, tok, cmvn: bool, augment: bool) -> dict:
+AUDIO_KEYS = {"cmvn": str, "augment": int, "speaker": float, "steps": int, "bank": int}
+DEFAULT_ARMS = ("pack statistics + augmentation: cmvn=pack; augment=1",
+                "pack statistics: cmvn=pack",
+                "identity (raw log-mel): cmvn=identity")
+
+
+def parse_arm(text: str) -> dict:
+    """'NAME: key=value; ...' -> {"arm": NAME, cmvn, augment, speaker, steps, bank}. Keys: cmvn (pack or
+    identity), augment (0/1: speed, gain, noise, time masks), speaker (the mel-domain speaker warp,
+    encoders.speaker_augment; 0 off), steps (0: --audio-steps), bank (0/1: the --bank clips in the pool)."""
+    name, _, rest = text.partition(":")
+    if not name.strip():
+        raise ValueError(f"audio arm {text!r}: give it a name, 'NAME: key=value; ...'")
+    arm = {"arm": name.strip(), "cmvn": "pack", "augment": 0, "speaker": 0.0, "steps": 0, "bank": 1}
+    for item in filter(None, (x.strip() for x in rest.split(";"))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in AUDIO_KEYS:
+            raise ValueError(f"audio arm {text!r}: {item!r} is not one of {', '.join(AUDIO_KEYS)}=VALUE")
+        arm[key] = AUDIO_KEYS[key](value.strip())
+    if arm["cmvn"] not in ("pack", "identity"):
+        raise ValueError(f"audio arm {text!r}: cmvn must be pack or identity")
+    return arm
+
+
+def token_error(enc, pack, tok, picks, device) -> float:
+    """Greedy CTC token error rate of `enc` on the pack's questions `picks` (their stored microphones)."""
+    errors = words = 0
+    with torch.no_grad():
+        for i in picks:
+            wav = torch.from_numpy(pack.question_audio(int(i)))[None].to(device)
+            feats, fl = enc.features(wav, torch.tensor([wav.shape[1]]))
+            best = enc.encoder.ctc_logits(enc.encoder(feats, fl.to(device)))[0, : int(fl[0])].argmax(-1).tolist()
+            hyp = [p for p, q in zip(best, [0] + best[:-1]) if p != q and p != 0]
+            ref = tok.encode(pack.question_text(int(i)))
+            errors += _edit_distance(ref, hyp)
+            words += len(ref)
+    return errors / max(1, words)
+
+
+def audio_run(args, train, heldout, cfg, tok, arm: dict, bank) -> dict:
     from encoders.audio import StreamingAudioEncoder
+    from encoders.speaker_augment import SpeakerAugment
     from mdp.curriculum.data import pack_cmvn
     from mdp.curriculum.pretrain import pretrain_audio
 
     torch.manual_seed(args.seed)
-    enc = StreamingAudioEncoder(cfg.audio)
-    if cmvn:
+    device = torch.device(args.device)
+    enc = StreamingAudioEncoder(cfg.audio).to(device)
+    if arm["cmvn"] == "pack":
         mean, istd = pack_cmvn(train, enc.frontend, seed=args.seed)
         enc.frontend.cmvn.mean.copy_(mean)
         enc.frontend.cmvn.istd.copy_(istd)
+    if arm["speaker"] > 0:  # the same augmentation the recipe's curriculum.speaker_augment attaches
+        gen = torch.Generator(device=device).manual_seed(args.seed * 7 + 3)
+        enc.frontend.augment = SpeakerAugment(warp=arm["speaker"], generator=gen)
+    steps = arm["steps"] or args.audio_steps
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
     t0 = time.time()
-    losses = pretrain_audio(enc, train, tok, args.audio_steps, args.audio_batch, args.lr, args.seed,
-                            contextlib.nullcontext, pool=args.audio_pool, augment=augment)
+    losses = pretrain_audio(enc, train, tok, steps, args.audio_batch, args.lr, args.seed, autocast,
+                            pool=args.audio_pool, augment=bool(arm["augment"]),
+                            bank=bank if arm["bank"] else None, bank_pool=args.bank_pool)
     secs = time.time() - t0
     enc.eval()
     picks = np.linspace(0, len(heldout) - 1, min(args.heldout_questions, len(heldout))).round().astype(int)
-    errors = words = 0
-    with torch.no_grad():
-        for i in picks:
-            wav = torch.from_numpy(heldout.question_audio(int(i)))[None]
-            feats, fl = enc.features(wav, torch.tensor([wav.shape[1]]))
-            best = enc.encoder.ctc_logits(enc.encoder(feats, fl))[0, : int(fl[0])].argmax(-1).tolist()
-            hyp = [p for p, q in zip(best, [0] + best[:-1]) if p != q and p != 0]
-            ref = tok.encode(heldout.question_text(int(i)))
-            errors += _edit_distance(ref, hyp)
-            words += len(ref)
-    return {"cmvn": "pack statistics" if cmvn else "identity (raw log-mel)", "augment": augment,
-            "arm": ("pack statistics" if cmvn else "identity (raw log-mel)") + (" + augmentation" if augment else ""),
-            "steps": args.audio_steps,
-            "batch": args.audio_batch, "seconds": round(secs, 1), "losses": losses,
+    seen = np.random.default_rng([args.seed, 11]).choice(len(train), size=min(args.audio_pool, len(train)),
+                                                         replace=False)[: len(picks)]  # clips of the pool itself
+    return {**arm, "augment": bool(arm["augment"]), "steps": steps, "batch": args.audio_batch,
+            "seconds": round(secs, 1), "losses": losses,
             "train_loss_last20": round(float(np.mean(losses[-20:])), 4),
-            "heldout_questions": int(len(picks)), "heldout_token_error_rate": round(errors / max(1, words), 4)}
+            "heldout_questions": int(len(picks)),
+            "heldout_token_error_rate": round(token_error(enc, heldout, tok, picks, device), 4),
+            "train_pool_token_error_rate": round(token_error(enc, train, tok, seen, device), 4)}
 
 
 def main() -> int:
@@ -116,6 +156,13 @@ def main() -> int:
     p.add_argument("--audio-batch", type=int, default=32, help="questions per audio step")
     p.add_argument("--audio-pool", type=int, default=2048, help="train questions (stored microphones) drawn from")
     p.add_argument("--heldout-questions", type=int, default=100, help="held-out spoken questions scored")
+    p.add_argument("--arm", action="append", metavar="'NAME: key=value; ...'",
+                   help="an audio arm (repeatable; keys cmvn=pack|identity, augment=0|1, speaker=WARP, "
+                        "steps=N, bank=0|1); default: the three arms above")
+    p.add_argument("--bank", help="a voice bank (omni data voice-bank) whose clips join the audio pool, "
+                                  "as the recipe's curriculum.voice_bank")
+    p.add_argument("--bank-pool", type=int, default=16384, help="bank clips in the pool (the recipe's 16,384)")
+    p.add_argument("--device", default="cpu", help="torch device (cuda: bf16 autocast, as the recipe)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (the recipe's encoder_lr)")
     p.add_argument("--seed", type=int, default=0, help="initialization and sampling seed")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -132,17 +179,44 @@ def main() -> int:
     if args.vision_steps > 0:
         print(f"vision: {args.vision_steps} steps x {args.vision_batch} stills ...", file=sys.stderr)
         vision = vision_run(args, train, heldout, cfg)
+    try:
+        arms = [parse_arm(a) for a in (args.arm or DEFAULT_ARMS)]
+    except ValueError as e:
+        p.error(str(e))
+    bank = None
+    if args.bank:
+        from mdp.curriculum.tables import load_bank
+
+        bank = load_bank(args.bank)
     audio = []
-    # statistics + augmentation, statistics alone (the recipe's default), neither
-    for cmvn, augment in ((True, True), (True, False), (False, False)) if args.audio_steps > 0 else ():
-        print(f"audio ({'pack CMVN' if cmvn else 'identity CMVN'}{', augmented' if augment else ''}): "
-              f"{args.audio_steps} steps x {args.audio_batch} ...", file=sys.stderr)
-        audio.append(audio_run(args, train, heldout, cfg, tok, cmvn, augment))
-    report = {"device": f"{platform.machine()} CPU, {os.cpu_count()} cores", "threads": args.threads,
+    for arm in arms if args.audio_steps > 0 else ():
+        print(f"audio arm {arm['arm']!r}: {arm['steps'] or args.audio_steps} steps x {args.audio_batch} ...",
+              file=sys.stderr)
+        audio.append(audio_run(args, train, heldout, cfg, tok, arm, bank))
+        write_report(args, vision, audio, bank)  # each finished arm survives a time limit
+    report = write_report(args, vision, audio, bank)
+    print_report(report, args)
+    return 0
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return "1x " + torch.cuda.get_device_name()
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores"
+
+
+def write_report(args, vision, audio, bank) -> dict:
+    report = {"device": device_name(args.device), "threads": args.threads,
+              "bank_clips": len(bank) if bank is not None else 0,
               "command": "python bench/encoder_pretrain.py " + " ".join(sys.argv[1:]), "vision": vision, "audio": audio}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
+    return report
+
+
+def print_report(report: dict, args) -> None:
+    vision, audio = report["vision"], report["audio"]
     print(f"encoder pre-training on {report['device']} ({args.threads} threads), held-out pack scenes and voices")
     if vision:
         print(f"vision{' (augmented)' if args.vision_augment else ''}  {vision['steps']} steps x {vision['batch']}, "
@@ -150,9 +224,11 @@ def main() -> int:
               f"{vision['slot_accuracy']:.1%}, objects exact {vision['object_exact']:.1%}, color {vision['color_accuracy']:.1%}, "
               f"shape {vision['shape_accuracy']:.1%} ({vision['heldout_stills']} stills)")
     if audio:
-        print(f"{'audio arm':40} {'steps':>6} {'train loss (last 20)':>21} {'held-out token error':>21}")
+        print(f"{'audio arm':40} {'steps':>6} {'seconds':>8} {'train loss (last 20)':>21} "
+              f"{'train-pool token error':>23} {'held-out token error':>21}")
     for a in audio:
-        print(f"{a['arm']:40} {a['steps']:6d} {a['train_loss_last20']:21.3f} {a['heldout_token_error_rate']:21.1%}")
+        print(f"{a['arm']:40} {a['steps']:6d} {a['seconds']:8.1f} {a['train_loss_last20']:21.3f} "
+              f"{a.get('train_pool_token_error_rate', float('nan')):23.1%} {a['heldout_token_error_rate']:21.1%}")
     try:
         import matplotlib
 
@@ -173,7 +249,6 @@ def main() -> int:
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
     print(f"wrote {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -79,6 +79,47 @@ def test_bench_encoder_pretrain_runs(tmp_path, mini_pack):
     assert "held-out token error" in res.stdout
 
 
+def _bench_module():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench",
+                        "encoder_pretrain.py")
+    spec = importlib.util.spec_from_file_location("encoder_pretrain_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_audio_arms_parse_and_refuse_unknown_keys():
+    bench = _bench_module()
+    arm = bench.parse_arm("both, longer: augment=1; speaker=0.15; steps=3600")
+    assert arm == {"arm": "both, longer", "cmvn": "pack", "augment": 1, "speaker": 0.15, "steps": 3600, "bank": 1}
+    assert bench.parse_arm("raw: cmvn=identity; bank=0")["cmvn"] == "identity"
+    for bad in ("no name", ": augment=1", "x: warp=0.1", "x: cmvn=global", "x: steps"):
+        with pytest.raises(ValueError):
+            bench.parse_arm(bad if ":" in bad else bad + ": cmvn=nope")
+
+
+def test_bench_speaker_warp_arm_trains_and_scores_its_pool(tmp_path, mini_pack):
+    """An arm with the speaker warp and its own step count runs end to end and reports
+    both the held-out and the train-pool token error."""
+    import argparse
+
+    from omni.synth.pack import Pack
+    from omni.tokenizer import load_tokenizer
+
+    bench = _bench_module()
+    cfg = get_omni_config("mini")
+    cfg.audio.ctc_vocab_size = 512
+    args = argparse.Namespace(seed=0, device="cpu", audio_steps=2, audio_batch=2, lr=1e-3, audio_pool=6,
+                              bank_pool=0, heldout_questions=2)
+    pack = Pack(str(mini_pack))
+    rep = bench.audio_run(args, pack, pack, cfg, load_tokenizer(), bench.parse_arm("w: speaker=0.15; steps=3"), None)
+    assert rep["steps"] == 3 and len(rep["losses"]) == 3 and rep["speaker"] == 0.15
+    assert 0 <= rep["train_pool_token_error_rate"] and 0 <= rep["heldout_token_error_rate"]
+
+
 def test_perturb_speed_gain_noise_bounds_and_determinism():
     import torch
 
