@@ -157,16 +157,45 @@ async def one_client(url: str, audios: list[np.ndarray], speculative: bool, dela
     return out
 
 
+def client_process(url: str, jobs: list[tuple[list[np.ndarray], float]], speculative: bool, silence: float,
+                   timeout: float) -> list:
+    """A share of the sessions, in a process of its own (`--client-procs`): each session's
+    records, or the repr of what ended it."""
+
+    async def go():
+        return await asyncio.gather(*[one_client(url, audios, speculative, delay, silence, timeout)
+                                      for audios, delay in jobs], return_exceptions=True)
+
+    return [r if isinstance(r, list) else repr(r) for r in asyncio.run(go())]
+
+
+async def run_clients(url: str, jobs: list[tuple[list[np.ndarray], float]], speculative: bool, args) -> list:
+    """Every session's records (or what ended it): in this process, or spread over
+    `args.client_procs` processes so that the clients' own work (synthesis pacing, JSON,
+    base64) does not share the server's interpreter, as with real users."""
+    if args.client_procs <= 0:
+        return await asyncio.gather(*[one_client(url, audios, speculative, delay, args.silence, args.timeout)
+                                      for audios, delay in jobs], return_exceptions=True)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    procs = min(args.client_procs, len(jobs))
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as ex:
+        parts = await asyncio.gather(*[loop.run_in_executor(ex, client_process, url, jobs[k::procs], speculative,
+                                                            args.silence, args.timeout) for k in range(procs)])
+    return [r for part in parts for r in part]
+
+
 async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args) -> dict:
     from streaming.server import OmniServer, ServerConfig
 
     srv = await OmniServer(model, ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps)).start()
     rng = random.Random(n * 2 + speculative)
+    jobs = [([speech[(i + k) % len(speech)] for k in range(args.turns)], rng.uniform(0, args.spread))
+            for i in range(n)]
     try:
-        sessions = await asyncio.gather(*[
-            one_client(srv.url, [speech[(i + k) % len(speech)] for k in range(args.turns)], speculative,
-                       rng.uniform(0, args.spread), args.silence, args.timeout) for i in range(n)],
-            return_exceptions=True)
+        sessions = await run_clients(srv.url, jobs, speculative, args)
     finally:
         prefill = srv.metrics.samples("omni_prefill_packet_seconds")
         steps = srv.metrics.samples("omni_decode_step_seconds")
@@ -334,6 +363,7 @@ async def amain(args) -> int:
     data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
             "decode_mode": model.model.decode_mode,
             "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
+            "clients": f"{args.client_procs} processes of their own" if args.client_procs > 0 else "in the server's process",
             "command": " ".join(sys.argv), "results": rows}
     for n in args.sessions:
         for spec in (True, False):
@@ -365,6 +395,8 @@ def main() -> int:
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
     p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
+    p.add_argument("--client-procs", type=int, default=0,
+                   help="run the clients in this many processes of their own (0: in the server's process)")
     p.add_argument("--speech-dir", help="folder of q*.wav questions (made with espeak-ng if empty)")
     p.add_argument("--make-speech-only", action="store_true", help="only synthesize the questions")
     p.add_argument("--report", metavar="JSON", help="only print the table and redraw the plot of a results file")

@@ -1,0 +1,34 @@
+"""A smoke run of bench/streaming.py with its clients in processes of their own, and its
+report mode redrawing the table and plot from the JSON it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_streaming_bench_with_client_processes_and_report(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "streaming.py"), "--flavor", "debug", "--sessions", "2", "--turns", "1",
+         "--max-steps", "6", "--client-procs", "2", "--silence", "0.9", "--spread", "0.2", "--out-dir", str(tmp_path),
+         "--tag", "smoke"], capture_output=True, text=True, timeout=400, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads((tmp_path / "streaming_smoke.json").read_text())
+    assert data["clients"] == "2 processes of their own"
+    assert [(r["sessions"], r["speculative"]) for r in data["results"]] == [(2, True), (2, False)]
+    for r in data["results"]:
+        # every session's reply came back from the client processes, with the server's path
+        assert r["failed"] == [] and r["responses"] == 2
+        assert r["first_audio_path_ms"]["total"]["n"] == 2
+        assert r["first_audio_after_speech_end_ms"]["p50"] >= 600  # the VAD endpoint comes first
+    (tmp_path / "streaming_smoke.png").unlink()
+    rep = subprocess.run([sys.executable, str(ROOT / "bench" / "streaming.py"), "--report",
+                          str(tmp_path / "streaming_smoke.json")], capture_output=True, text=True, timeout=120, env=env)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert "first-audio critical path" in rep.stdout and (tmp_path / "streaming_smoke.png").stat().st_size > 0
