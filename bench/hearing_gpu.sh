@@ -3,12 +3,12 @@
 # recipe's voice bank (16 renderings of every train question text, as scripts/train_default_gpu.sh
 # does), then trains fresh `mini` audio encoders with CTC in several arms side by side
 # (bench/encoder_pretrain.py: the recipe as it is, time/speed/noise augmentation, the mel-domain
-# speaker warp, both, and both for longer) and scores each on the held-out pack's voices and on
+# speaker warp, both, and both twice as long) and scores each on the held-out pack's voices and on
 # clips of its own training pool. Each finished arm is written at once, so a time limit keeps
 # the arms before it. Usage: bash bench/hearing_gpu.sh OUT_DIR
 # carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (scripts/espeak_portable.sh)
 # STEPS (env, default 1200: the recipe's audio pre-training) sets the steps of every arm but the
-# long one (3x).
+# long one (2x).
 set -euo pipefail
 out=${1:?output folder}
 steps=${STEPS:-1200}
@@ -27,5 +27,5 @@ python3 bench/encoder_pretrain.py --device cuda --vision-steps 0 --audio-steps "
   --arm "augmentation + speaker warp: augment=1; speaker=0.15" \
   --arm "augmentation (speed, gain, noise, time masks): augment=1" \
   --arm "speaker warp 0.15: speaker=0.15" \
-  --arm "augmentation + speaker warp, 3x steps: augment=1; speaker=0.15; steps=$(( steps * 3 ))" \
+  --arm "augmentation + speaker warp, 2x steps: augment=1; speaker=0.15; steps=$(( steps * 2 ))" \
   --out "$out/encoder_pretrain_audio_gpu.json" 2>&1 | grep --line-buffered -v -i warn
