@@ -14,7 +14,9 @@ out=${2:?output folder}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$carry"/*.whl
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 bench/codec_batch.py --device cuda --streams 1,8,32,64,128 --threads 1 --steps 40 \
-  --out "$out/codec_batch_gpu.json" 2>&1 | grep --line-buffered -v -i "warn"
+if [[ -z "${SKIP_CODEC:-}" ]]; then  # SKIP_CODEC=1: the sessions only (a short call)
+  python3 bench/codec_batch.py --device cuda --streams 1,8,32,64,128 --threads 1 --steps 40 \
+    --out "$out/codec_batch_gpu.json" 2>&1 | grep --line-buffered -v -i "warn"
+fi
 python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions "${SESSIONS:-1,8,32,64,128}" --turns "${TURNS:-4}" --max-steps 40 \
   --silence 1.0 --spread 0.5 --capacity 1024 --client-procs "${CLIENT_PROCS:-4}" --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"
