@@ -69,6 +69,9 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-120}
 # recipe: 18,736 clips in 69 s on 16 cores); a machine without espeak-ng gets it from a carried
 # .espeak (scripts/espeak_portable.sh). 0: the pack's recordings only
 VOICE_BANK=${VOICE_BANK:-16}
+# TIMBRES: the bank also speaks in this many generated espeak-ng timbres (omni.synth.timbres,
+# at most 200); 0, the shipped model's recipe: the shipped human variants only
+TIMBRES=${TIMBRES:-0}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
@@ -90,7 +93,7 @@ done
     command -v espeak-ng >/dev/null || { echo "VOICE_BANK=$VOICE_BANK needs espeak-ng: carry .espeak (bash scripts/espeak_portable.sh) or set VOICE_BANK=0" >&2; exit 2; }
     # a resumed call on the same machine finds the bank of the first
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
-      --out runs/data/voices.npz --renderings "$VOICE_BANK" --no-progress
+      --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --no-progress
   fi
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \

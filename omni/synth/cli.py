@@ -132,6 +132,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=output_file, help="output .npz")
     p.add_argument("--renderings", type=positive_int, default=24, help="renderings per question text (default 24)")
     p.add_argument("--seed", type=int, default=0, help="seed of the voices (default 0)")
+    p.add_argument("--timbres", type=int_at_least(0), default=0,
+                   help="also speak in this many generated espeak-ng timbres (omni.synth.timbres; default 0: "
+                        "the shipped human variants only)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -301,7 +304,8 @@ def _voice_bank(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     texts = sorted(set(Pack(args.pack).meta["clip_texts"]))
-    write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress))
+    write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress,
+                                                       timbres=args.timbres))
     bank = VoiceBank.load(args.out)
     print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts, "
           f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "

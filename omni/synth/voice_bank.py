@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,17 +31,22 @@ import numpy as np
 
 from .audio import mulaw_encode, to_float
 from .build import parallel
-from .voices import ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, check_tools, synthesize
+from .timbres import names as timbre_names
+from .timbres import timbre_data
+from .voices import (ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, check_tools, synthesize,
+                     variant_voice)
 from .world import rng_for
 
 BANK_VERSION = 1
 
 
-def bank_voice(seed: int, text: str, k: int) -> Voice:
-    """The k-th bank rendering's voice of `text` (independent of every other draw)."""
+def bank_voice(seed: int, text: str, k: int, timbres: int = 0) -> Voice:
+    """The k-th bank rendering's voice of `text` (independent of every other draw); with
+    `timbres` generated variants (`omni.synth.timbres`) they join the shipped ones."""
     rng = rng_for(seed, "voice-bank", text, k)
+    variants = BANK_VARIANTS + (timbre_names(timbres) if timbres else ())
     return Voice(
-        name=f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+{BANK_VARIANTS[int(rng.integers(len(BANK_VARIANTS)))]}",
+        name=variant_voice(ACCENTS[int(rng.integers(len(ACCENTS)))], variants[int(rng.integers(len(variants)))]),
         speed=int(rng.integers(SPEED_RANGE[0] - 10, SPEED_RANGE[1] + 11)),
         pitch=int(rng.integers(PITCH_RANGE[0] - 10, PITCH_RANGE[1] + 11)),
         word_gap=int(rng.choice([0, 0, 0, 1, 2])),
@@ -54,8 +60,9 @@ def espeak_version() -> str:
 
 
 def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,
-                     progress: bool = True) -> dict[str, np.ndarray]:
-    """Render each of `texts` `renderings` times; returns the .npz arrays."""
+                     progress: bool = True, timbres: int = 0) -> dict[str, np.ndarray]:
+    """Render each of `texts` `renderings` times, in the shipped human variants and
+    `timbres` generated ones (drawn from `seed`); returns the .npz arrays."""
     if renderings < 1:
         raise ValueError("renderings must be >= 1")
     texts = sorted(set(texts))
@@ -63,12 +70,14 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
         raise ValueError("no question texts to render")
     check_tools(need_sox=False)
     jobs = [(t, k) for t in range(len(texts)) for k in range(renderings)]
-    voices = [bank_voice(seed, texts[t], k) for t, k in jobs]
+    voices = [bank_voice(seed, texts[t], k, timbres) for t, k in jobs]
+    with tempfile.TemporaryDirectory(prefix="omni-timbres-") as tmp:
+        data_path = timbre_data(tmp, timbres, seed) if timbres else None
 
-    def render(j: int) -> np.ndarray:
-        return mulaw_encode(to_float(synthesize(texts[jobs[j][0]], voices[j])))
+        def render(j: int) -> np.ndarray:
+            return mulaw_encode(to_float(synthesize(texts[jobs[j][0]], voices[j], data_path)))
 
-    clips = parallel(render, list(range(len(jobs))), workers or os.cpu_count() or 1, "voice bank", progress)
+        clips = parallel(render, list(range(len(jobs))), workers or os.cpu_count() or 1, "voice bank", progress)
     offsets = np.zeros(len(clips) + 1, np.int64)
     offsets[1:] = np.cumsum([len(c) for c in clips])
     meta = {
@@ -78,6 +87,7 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
         "texts": texts,
         "clip_text": [t for t, _ in jobs],
         "voices": [v.key() for v in voices],
+        "timbres": timbres,  # generated variants gt0..gt{timbres-1}, drawn from `seed`
         "espeak": espeak_version(),
     }
     return {

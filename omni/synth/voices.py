@@ -16,6 +16,7 @@ that differ from sox's at the quantization level.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -51,6 +52,17 @@ BANK_VARIANTS: tuple[str, ...] = TRAIN_VARIANTS + (
     "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob",
     "robert", "sandro", "shelby", "steph", "steph2", "steph3", "travis", "victor", "zac",
 )
+
+
+def variant_voice(accent: str, variant: str) -> str:
+    """The espeak-ng voice name of `accent` spoken with timbre `variant`. espeak-ng finds a
+    variant only after a voice found by file name: "en-gb" is found by its language
+    attribute (its file is "en"), so "en-gb+m3" is plain "en-gb", every variant ignored;
+    "en+m3" is the same accent with the timbre. (The packs' voices keep their names, so
+    their "en-gb" speakers share one timbre; the voice bank uses this.)"""
+    return f"{'en' if accent == 'en-gb' else accent}+{variant}"
+
+
 SPEED_RANGE = (140, 195)  # words per minute
 PITCH_RANGE = (30, 70)  # espeak-ng 0-99
 
@@ -101,13 +113,16 @@ def check_tools(need_sox: bool = True) -> None:
         )
 
 
-def synthesize(text: str, voice: Voice) -> np.ndarray:
-    """int16 16 kHz mono speech of `text` spoken by `voice`, leading/trailing silence trimmed."""
+def synthesize(text: str, voice: Voice, data_path: str | None = None) -> np.ndarray:
+    """int16 16 kHz mono speech of `text` spoken by `voice`, leading/trailing silence trimmed.
+    `data_path`: an espeak-ng data folder's parent to use instead (ESPEAK_DATA_PATH), e.g. one
+    with generated timbres (`omni.synth.timbres`)."""
     if not text.strip():
         raise ValueError("cannot synthesize empty text")
     check_tools(need_sox=False)
     cmd = ["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-g", str(voice.word_gap)]
-    raw = subprocess.run(cmd + ["--stdout", text], capture_output=True, check=False)
+    env = None if data_path is None else {**os.environ, "ESPEAK_DATA_PATH": data_path}
+    raw = subprocess.run(cmd + ["--stdout", text], capture_output=True, check=False, env=env)
     if raw.returncode != 0 or not raw.stdout:
         raise RuntimeError(f"espeak-ng failed for voice {voice.name!r}: {raw.stderr.decode(errors='replace')}")
     if shutil.which("sox") is None:
