@@ -51,10 +51,25 @@ class Example:
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
-def plan_examples(split: str, n: int, seed: int) -> list[Example]:
-    """n examples of `split`, half complete, half cut at a word boundary."""
+def bank_voice_of(rng: np.random.Generator) -> dict:
+    """A train voice from the voice bank's timbres (every shipped human variant but the
+    held-out ones and the assistant's), each accent honouring its variant."""
+    from omni.synth.voices import ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, variant_voice
+
+    return Voice(name=variant_voice(str(rng.choice(ACCENTS)), str(rng.choice(BANK_VARIANTS))),
+                 speed=int(rng.integers(SPEED_RANGE[0], SPEED_RANGE[1] + 1)),
+                 pitch=int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
+                 word_gap=int(rng.choice([0, 0, 0, 1, 2]))).to_dict()
+
+
+def plan_examples(split: str, n: int, seed: int, voices: str = "split") -> list[Example]:
+    """n examples of `split`, half complete, half cut at a word boundary; `voices`: "split"
+    (the split's own voices) or "bank" (the bank's 75 timbres; train only)."""
     from omni.synth.questions import all_question_texts
     from omni.synth.voices import sample_voice
+
+    if voices not in ("split", "bank") or (voices == "bank" and split != "train"):
+        raise ValueError(f"voices {voices!r} for split {split!r}: 'split', or 'bank' for the train split")
 
     rng = np.random.default_rng(seed)
     qs = all_question_texts(split)
@@ -71,7 +86,10 @@ def plan_examples(split: str, n: int, seed: int) -> list[Example]:
         hist = None
         if rng.random() < 0.25:
             hist = (str(rng.choice(qs)), str(rng.choice(["red", "two", "a blue circle", "on the left", "hello"])))
-        out.append(Example(text, complete, sample_voice(rng, split).to_dict(), bool(rng.random() < 0.5), hist,
+        voice = sample_voice(rng, split).to_dict()
+        if voices == "bank":  # drawn apart, so the texts, cuts and scenes stay those of the split's voices
+            voice = bank_voice_of(np.random.default_rng([seed, 77, i]))
+        out.append(Example(text, complete, voice, bool(rng.random() < 0.5), hist,
                            int(rng.integers(1 << 30)), float(rng.uniform(*TAIL_S))))
     return out
 
@@ -214,6 +232,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hidden width of an MLP head; 0 (default): a linear read-out of the hidden state")
     p.add_argument("--batch", type=int, default=8, help="utterances per batched forward (default 8)")
     p.add_argument("--threads", type=int, default=0, help="torch / espeak-ng threads (default: all cores)")
+    p.add_argument("--train-voices", choices=("train", "bank"), default="train",
+                   help="voices of the training utterances: the train split's 88 (default) or the voice "
+                        "bank's 600 (8 accents x 75 timbres)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=None, help="also write the scores to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="train and score, but do not write the head")
@@ -240,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
     model = OmniModel.from_pretrained(model_dir, dtype=torch.float32)
     sets = {}
     for split, n, seed in (("train", args.train, args.seed), ("heldout", args.heldout, args.seed + 1)):
-        ex = plan_examples(split, n, seed)
+        ex = plan_examples(split, n, seed, "bank" if split == "train" and args.train_voices == "bank" else "split")
         synthesize_examples(ex, threads)
         with tqdm(total=len(ex), desc=f"hidden states ({split})", unit="utt") as bar:
             x = extract_features(model, ex, split, args.batch, bar)
@@ -256,7 +277,8 @@ def main(args: argparse.Namespace) -> int:
                                                                if k != "errors"}},
         "heldout": score(head, *sets["heldout"][1:], sets["heldout"][0]),
         "data": {"pre_roll_s": PRE_ROLL_S, "tail_s": list(TAIL_S), "camera_fps": FRAME_FPS,
-                 "train_split": "train questions + train voices", "heldout_split": "held-out wordings + unseen voices"},
+                 "train_split": "train questions + " + ("the voice bank's timbres" if args.train_voices == "bank"
+                                                         else "train voices"), "heldout_split": "held-out wordings + unseen voices"},
         "seconds": round(time.perf_counter() - t0, 1), "threads": threads,
     }
     h = result["heldout"]

@@ -88,6 +88,20 @@ def test_training_data_labels_cuts_and_whole_questions():
     assert {e.voice["name"].split("+")[1] for e in held} <= {"m7", "f4", "klatt4"}  # unseen speakers
 
 
+def test_training_utterances_in_the_bank_voices_never_use_held_out_speakers():
+    from omni.synth.voices import ASSISTANT_VOICE, HELDOUT_VARIANTS, TRAIN_VARIANTS
+
+    ex = plan_examples("train", 300, seed=4, voices="bank")
+    variants = {e.voice["name"].split("+")[1] for e in ex}
+    assert not variants & set(HELDOUT_VARIANTS) and ASSISTANT_VOICE.name not in {e.voice["name"] for e in ex}
+    assert len(variants - set(TRAIN_VARIANTS)) > 30  # many more timbres than the train split's 11
+    assert not any(e.voice["name"].startswith("en-gb+") for e in ex)  # spoken as "en", which honours the variant
+    # the texts and cuts are those of the split's own voices: only the voices change
+    assert [e.text for e in ex] == [e.text for e in plan_examples("train", 300, seed=4)]
+    with pytest.raises(ValueError):
+        plan_examples("heldout", 10, seed=4, voices="bank")
+
+
 def test_auc_and_head_training_on_separable_features():
     assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
