@@ -278,6 +278,8 @@ def print_table(rows: list[dict], hw: str) -> None:
 
 def breakdown(rows: list[dict], ax) -> None:
     """Stacked p50 of the first-audio path's components, one bar per level and speculation mode."""
+    import matplotlib.pyplot as plt
+
     from streaming.timing import COMPONENTS
 
     rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"])) if r.get("first_audio_path_ms")]
@@ -285,22 +287,16 @@ def breakdown(rows: list[dict], ax) -> None:
              if any((r["first_audio_path_ms"][c]["p50"] or 0) >= 5 for r in rs)]  # parts worth a colour
     x = np.arange(len(rs))
     bottom = np.zeros(len(rs))
-    cmap = matplotlib_cmap(len(names))
+    colors = plt.get_cmap("tab20").colors
     for i, name in enumerate(names):
         vals = np.array([r["first_audio_path_ms"][name]["p50"] or 0.0 for r in rs])
-        ax.bar(x, vals, bottom=bottom, color=cmap[i], label=name, width=0.7)
+        ax.bar(x, vals, bottom=bottom, color=colors[i % len(colors)], label=name, width=0.7)
         bottom += vals
     ax.set_xticks(x, [f"{r['sessions']}{'' if r['speculative'] else ' off'}" for r in rs], fontsize=7)
     ax.set(xlabel="sessions (speculation on; 'off': off)", ylabel="ms (p50 of each part)",
            title="end of speech -> first audio byte, by part")
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3, axis="y")
-
-
-def matplotlib_cmap(n: int) -> list:
-    import matplotlib.pyplot as plt
-
-    return [plt.get_cmap("tab20")(i % 20) for i in range(n)]
 
 
 def report(path: Path) -> int:

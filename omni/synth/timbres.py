@@ -23,6 +23,7 @@ refuses a folder where they are the same.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,12 +62,9 @@ def names(n: int) -> tuple[str, ...]:
     return tuple(f"{PREFIX}{k}" for k in range(n))
 
 
-def espeak_data_dir(data_path: str | None = None) -> Path:
+def espeak_data_dir() -> Path:
     """The espeak-ng data folder in use ("Data at:" of `espeak-ng --version`)."""
-    import os
-
-    env = None if data_path is None else {**os.environ, "ESPEAK_DATA_PATH": data_path}
-    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False, env=env).stdout
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=False).stdout
     if "Data at:" not in out:
         raise RuntimeError(f"espeak-ng --version says no data folder: {out.strip()!r}")
     return Path(out.split("Data at:", 1)[1].strip())
@@ -101,8 +99,6 @@ def check_timbre(data_path: str, name: str = f"{PREFIX}0") -> None:
     """Refuse a data folder whose generated variant espeak-ng does not find (it would fall
     back, silently, to its default voice)."""
     def render(voice: str) -> bytes:
-        import os
-
         return subprocess.run(["espeak-ng", "-v", voice, "--stdout", "red"], capture_output=True, check=False,
                               env={**os.environ, "ESPEAK_DATA_PATH": data_path}).stdout
 
