@@ -67,7 +67,7 @@ def _edit_distance(a: list, b: list) -> int:
     return d[len(b)]
 
 
-AUDIO_KEYS = {"cmvn": str, "augment": int, "speaker": float, "steps": int, "bank": int}
+AUDIO_KEYS = {"cmvn": str, "augment": int, "speaker": float, "steps": int, "bank": int, "sentences": int}
 DEFAULT_ARMS = ("pack statistics + augmentation: cmvn=pack; augment=1",
                 "pack statistics: cmvn=pack",
                 "identity (raw log-mel): cmvn=identity")
@@ -76,11 +76,12 @@ DEFAULT_ARMS = ("pack statistics + augmentation: cmvn=pack; augment=1",
 def parse_arm(text: str) -> dict:
     """'NAME: key=value; ...' -> {"arm": NAME, cmvn, augment, speaker, steps, bank}. Keys: cmvn (pack or
     identity), augment (0/1: speed, gain, noise, time masks), speaker (the mel-domain speaker warp,
-    encoders.speaker_augment; 0 off), steps (0: --audio-steps), bank (0/1: the --bank clips in the pool)."""
+    encoders.speaker_augment; 0 off), steps (0: --audio-steps), bank (0/1: the --bank clips in the pool),
+    sentences (0/1: the bank's random sentences too, `omni data voice-bank --sentences`)."""
     name, _, rest = text.partition(":")
     if not name.strip():
         raise ValueError(f"audio arm {text!r}: give it a name, 'NAME: key=value; ...'")
-    arm = {"arm": name.strip(), "cmvn": "pack", "augment": 0, "speaker": 0.0, "steps": 0, "bank": 1}
+    arm = {"arm": name.strip(), "cmvn": "pack", "augment": 0, "speaker": 0.0, "steps": 0, "bank": 1, "sentences": 1}
     for item in filter(None, (x.strip() for x in rest.split(";"))):
         key, eq, value = item.partition("=")
         key = key.strip()
@@ -92,22 +93,42 @@ def parse_arm(text: str) -> dict:
     return arm
 
 
-def token_error(enc, pack, tok, picks, device) -> float:
-    """Greedy CTC token error rate of `enc` on the pack's questions `picks` (their stored microphones)."""
+def token_error(enc, clips: list[tuple[np.ndarray, str]], tok, device) -> float:
+    """Greedy CTC token error rate of `enc` on (float32 16 kHz audio, text) pairs."""
     errors = words = 0
     with torch.no_grad():
-        for i in picks:
-            wav = torch.from_numpy(pack.question_audio(int(i)))[None].to(device)
+        for audio, text in clips:
+            wav = torch.from_numpy(audio)[None].to(device)
             feats, fl = enc.features(wav, torch.tensor([wav.shape[1]]))
             best = enc.encoder.ctc_logits(enc.encoder(feats, fl.to(device)))[0, : int(fl[0])].argmax(-1).tolist()
             hyp = [p for p, q in zip(best, [0] + best[:-1]) if p != q and p != 0]
-            ref = tok.encode(pack.question_text(int(i)))
+            ref = tok.encode(text)
             errors += _edit_distance(ref, hyp)
             words += len(ref)
     return errors / max(1, words)
 
 
-def audio_run(args, train, heldout, cfg, tok, arm: dict, bank) -> dict:
+def scoring_sets(args, train, heldout) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """What every arm is scored on: held-out questions in the held-out pack's recordings, clips of
+    the arm's own training pool and, with --split-questions, the two halves of "held-out" apart:
+    held-out texts re-spoken in fresh train-split voices and train texts in fresh held-out voices
+    (`omni.synth.heldout.rerender`, espeak-ng)."""
+    picks = np.linspace(0, len(heldout) - 1, min(args.heldout_questions, len(heldout))).round().astype(int)
+    seen = np.random.default_rng([args.seed, 11]).choice(len(train), size=min(args.audio_pool, len(train)),
+                                                         replace=False)[: len(picks)]  # clips of the pool itself
+    sets = {"heldout": [(heldout.question_audio(int(i)), heldout.question_text(int(i))) for i in picks],
+            "train_pool": [(train.question_audio(int(i)), train.question_text(int(i))) for i in seen]}
+    if args.split_questions:
+        from omni.synth.heldout import items_from_pack, rerender
+
+        for name, path, voices in (("heldout_texts_train_voices", args.heldout_pack, "train"),
+                                   ("train_texts_heldout_voices", args.train_pack, "heldout")):
+            items = rerender(items_from_pack(path, limit=args.split_questions), path, voices, args.seed)
+            sets[name] = [(it["audio"], it["question_text"]) for it in items]
+    return sets
+
+
+def audio_run(args, train, cfg, tok, arm: dict, bank, sets: dict) -> dict:
     from encoders.audio import StreamingAudioEncoder
     from encoders.speaker_augment import SpeakerAugment
     from mdp.curriculum.data import pack_cmvn
@@ -128,18 +149,15 @@ def audio_run(args, train, heldout, cfg, tok, arm: dict, bank) -> dict:
     t0 = time.time()
     losses = pretrain_audio(enc, train, tok, steps, args.audio_batch, args.lr, args.seed, autocast,
                             pool=args.audio_pool, augment=bool(arm["augment"]),
-                            bank=bank if arm["bank"] else None, bank_pool=args.bank_pool)
+                            bank=None if not arm["bank"] or bank is None else bank if arm["sentences"] else
+                            bank.without_sentences(), bank_pool=args.bank_pool)
     secs = time.time() - t0
     enc.eval()
-    picks = np.linspace(0, len(heldout) - 1, min(args.heldout_questions, len(heldout))).round().astype(int)
-    seen = np.random.default_rng([args.seed, 11]).choice(len(train), size=min(args.audio_pool, len(train)),
-                                                         replace=False)[: len(picks)]  # clips of the pool itself
     return {**arm, "augment": bool(arm["augment"]), "steps": steps, "batch": args.audio_batch,
             "seconds": round(secs, 1), "losses": losses,
             "train_loss_last20": round(float(np.mean(losses[-20:])), 4),
-            "heldout_questions": int(len(picks)),
-            "heldout_token_error_rate": round(token_error(enc, heldout, tok, picks, device), 4),
-            "train_pool_token_error_rate": round(token_error(enc, train, tok, seen, device), 4)}
+            "heldout_questions": len(sets["heldout"]),
+            **{f"{name}_token_error_rate": round(token_error(enc, clips, tok, device), 4) for name, clips in sets.items()}}
 
 
 def main() -> int:
@@ -156,6 +174,9 @@ def main() -> int:
     p.add_argument("--audio-batch", type=int, default=32, help="questions per audio step")
     p.add_argument("--audio-pool", type=int, default=2048, help="train questions (stored microphones) drawn from")
     p.add_argument("--heldout-questions", type=int, default=100, help="held-out spoken questions scored")
+    p.add_argument("--split-questions", type=int, default=0,
+                   help="also score this many held-out texts in fresh train voices and train texts in fresh held-out "
+                        "voices (needs espeak-ng): is a held-out miss the voice or the wording? (0: off)")
     p.add_argument("--arm", action="append", metavar="'NAME: key=value; ...'",
                    help="an audio arm (repeatable; keys cmvn=pack|identity, augment=0|1, speaker=WARP, "
                         "steps=N, bank=0|1); default: the three arms above")
@@ -189,10 +210,11 @@ def main() -> int:
 
         bank = load_bank(args.bank)
     audio = []
+    sets = scoring_sets(args, train, heldout) if args.audio_steps > 0 else {}
     for arm in arms if args.audio_steps > 0 else ():
         print(f"audio arm {arm['arm']!r}: {arm['steps'] or args.audio_steps} steps x {args.audio_batch} ...",
               file=sys.stderr)
-        audio.append(audio_run(args, train, heldout, cfg, tok, arm, bank))
+        audio.append(audio_run(args, train, cfg, tok, arm, bank, sets))
         write_report(args, vision, audio, bank)  # each finished arm survives a time limit
     report = write_report(args, vision, audio, bank)
     print_report(report, args)
@@ -223,12 +245,16 @@ def print_report(report: dict, args) -> None:
               f"{vision['seconds']} s: slot accuracy "
               f"{vision['slot_accuracy']:.1%}, objects exact {vision['object_exact']:.1%}, color {vision['color_accuracy']:.1%}, "
               f"shape {vision['shape_accuracy']:.1%} ({vision['heldout_stills']} stills)")
+    split = bool(audio) and "heldout_texts_train_voices_token_error_rate" in audio[0]
     if audio:
         print(f"{'audio arm':40} {'steps':>6} {'seconds':>8} {'train loss (last 20)':>21} "
-              f"{'train-pool token error':>23} {'held-out token error':>21}")
+              f"{'train-pool token error':>23} {'held-out token error':>21}"
+              + (f" {'held-out texts, train voices':>29} {'train texts, held-out voices':>29}" if split else ""))
     for a in audio:
         print(f"{a['arm']:40} {a['steps']:6d} {a['seconds']:8.1f} {a['train_loss_last20']:21.3f} "
-              f"{a.get('train_pool_token_error_rate', float('nan')):23.1%} {a['heldout_token_error_rate']:21.1%}")
+              f"{a.get('train_pool_token_error_rate', float('nan')):23.1%} {a['heldout_token_error_rate']:21.1%}"
+              + (f" {a['heldout_texts_train_voices_token_error_rate']:29.1%}"
+                 f" {a['train_texts_heldout_voices_token_error_rate']:29.1%}" if split else ""))
     try:
         import matplotlib
 

@@ -93,6 +93,12 @@ class AudioStreamState(StreamingState):
         return AudioStreamState(self.frontend.select(row), self.encoder.select(row),
                                 [self.num_samples[row]], [self.num_frames[row]])
 
+    def select_rows(self, rows: list[int]) -> "AudioStreamState":
+        """A copy of the given rows' states, in that order (e.g. to flush them together
+        while the rows themselves go on)."""
+        return AudioStreamState(self.frontend.select_rows(rows), self.encoder.select_rows(rows),
+                                [self.num_samples[r] for r in rows], [self.num_frames[r] for r in rows])
+
 
 class StreamingAudioEncoder(StreamingModule[AudioStreamState]):
     """Submodules: `frontend` (fbank + CMVN buffers), `encoder` (official

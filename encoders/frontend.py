@@ -43,10 +43,16 @@ class FrontendState(StreamingState):
 
     def select(self, row: int) -> "FrontendState":
         """A batch-1 copy of one row."""
+        return self.select_rows([row])
+
+    def select_rows(self, rows: list[int]) -> "FrontendState":
+        """A copy of the given rows, in that order (buffers cut to the longest of them)."""
+        pick = lambda lst: [lst[r] for r in rows]
+        idx = torch.tensor(rows, dtype=torch.long, device=self.pcm.device)
         return FrontendState(
-            self.pcm[row : row + 1, : self.pcm_len[row]].clone(), [self.pcm_len[row]],
-            self.feats[row : row + 1, : self.feats_len[row]].clone(), [self.feats_len[row]],
-            [self.feat_start[row]], [self.num_feats[row]], [self.num_out[row]],
+            self.pcm[idx, : max(pick(self.pcm_len), default=0)].clone(), pick(self.pcm_len),
+            self.feats[idx, : max(pick(self.feats_len), default=0)].clone(), pick(self.feats_len),
+            pick(self.feat_start), pick(self.num_feats), pick(self.num_out),
         )
 
 

@@ -118,8 +118,12 @@ class LayerState(StreamingState):
             self.warmup[r] = self.lookahead
 
     def select(self, row: int) -> "LayerState":
-        return LayerState(self.h_cache[row : row + 1].clone(), self.x_cache[row : row + 1].clone(),
-                          [self.warmup[row]], self.lookahead)
+        return self.select_rows([row])
+
+    def select_rows(self, rows: list[int]) -> "LayerState":
+        idx = torch.tensor(rows, dtype=torch.long, device=self.h_cache.device)
+        return LayerState(self.h_cache[idx].clone(), self.x_cache[idx].clone(), [self.warmup[r] for r in rows],
+                          self.lookahead)
 
 
 @dataclasses.dataclass
@@ -136,6 +140,9 @@ class FSMNStreamState(StreamingState):
 
     def select(self, row: int) -> "FSMNStreamState":
         return FSMNStreamState([st.select(row) for st in self.layers])
+
+    def select_rows(self, rows: list[int]) -> "FSMNStreamState":
+        return FSMNStreamState([st.select_rows(rows) for st in self.layers])
 
     def to(self, device) -> "FSMNStreamState":
         for st in self.layers:

@@ -108,6 +108,7 @@ class Curriculum:
     # relative weight of captions in the stage mixes (None: as in mdp.curriculum.stages.STAGES)
     caption_weight: float | None = None
     transcribe_weight: float | None = None  # the same for transcriptions of spoken questions
+    sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)

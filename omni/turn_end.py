@@ -57,7 +57,13 @@ class TurnEndHead(nn.Module):
     @torch.no_grad()
     def prob(self, hidden: torch.Tensor) -> float:
         """P(complete) of one hidden state [H]."""
-        return float(torch.sigmoid(self(hidden.reshape(1, -1).to(self.mean.device)))[0])
+        return self.probs([hidden])[0]
+
+    @torch.no_grad()
+    def probs(self, hiddens: list[torch.Tensor]) -> list[float]:
+        """P(complete) of several hidden states [H] in one pass (one host read for all)."""
+        x = torch.stack([h.reshape(-1) for h in hiddens]).to(self.mean.device)
+        return torch.sigmoid(self(x)).float().tolist()
 
 
 def save_turn_end(head: TurnEndHead, path: str | Path, meta: dict[str, Any]) -> None:

@@ -112,9 +112,9 @@ class _Recorder:
     def __init__(self) -> None:
         self.seen: list[torch.Tensor] = []
 
-    def prob(self, hidden: torch.Tensor) -> float:
-        self.seen.append(hidden.detach().float().cpu().clone())
-        return 0.0
+    def probs(self, hiddens: list[torch.Tensor]) -> list[float]:
+        self.seen.extend(h.detach().float().cpu().clone() for h in hiddens)
+        return [0.0] * len(hiddens)
 
 
 def scene_frames(seed: int, split: str, n: int) -> list[np.ndarray]:

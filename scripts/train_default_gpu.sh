@@ -5,7 +5,7 @@
 #                             bash scripts/espeak_portable.sh        (.espeak, for the voice bank)
 # On the GPU machine (the device `run`, timeout 600 s), the shipped model's recipe, two calls
 # back to back on the still-warm machine:
-#     BUDGET=450 PLAN_BUDGET=870 bash scripts/train_default_gpu.sh     (stops inside the dialogue stage)
+#     BUDGET=430 PLAN_BUDGET=850 bash scripts/train_default_gpu.sh     (renders the bank, stops inside the dialogue stage)
 #     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
@@ -72,6 +72,10 @@ VOICE_BANK=${VOICE_BANK:-16}
 # TIMBRES: the bank also speaks in this many generated espeak-ng timbres (omni.synth.timbres,
 # at most 200); 0, the shipped model's recipe: the shipped human variants only
 TIMBRES=${TIMBRES:-0}
+# SENTENCES: the bank also says this many random sentences of the questions' words, one clip each
+# (omni.synth.sentences): the audio pre-training's CTC pool and the LLM's transcriptions (recipe
+# curriculum.sentence_weight) hear words in any order, not only the ~1,200 question texts
+SENTENCES=${SENTENCES:-8000}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
@@ -93,7 +97,7 @@ done
     command -v espeak-ng >/dev/null || { echo "VOICE_BANK=$VOICE_BANK needs espeak-ng: carry .espeak (bash scripts/espeak_portable.sh) or set VOICE_BANK=0" >&2; exit 2; }
     # a resumed call on the same machine finds the bank of the first
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
-      --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --no-progress
+      --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --sentences "$SENTENCES" --no-progress
   fi
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \

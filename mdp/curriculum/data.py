@@ -185,6 +185,9 @@ class PackDataset:
 
     def _build(self, n: int) -> Sample:
         rec = self.records[n]
+        if "sentence" in rec:
+            raise ManifestError(f"{self.path}:{n + 1}: a random sentence of the voice bank needs the device path "
+                                "(curriculum.train_path=device); the loader path hears the pack's clips only")
         rng = np.random.default_rng(rec["seed"])
         fmt, pack = self.fmt, self.pack
         i, layout, scene = rec["i"], rec["layout"], rec["scene"]
@@ -332,6 +335,9 @@ def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answer
             raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")
         if r["layout"] in ("caption", "transcribe") and r["voice"]:
             raise ManifestError(f"{path}:{n}: a {r['layout']} is a text reply (voice false): no speech exists for it")
+        if "sentence" in r and (not isinstance(r["sentence"], int) or r["sentence"] < 0 or r["layout"] != "transcribe"):
+            raise ManifestError(f"{path}:{n}: field 'sentence' must be an int >= 0 (a voice bank sentence) "
+                                f"on a transcribe line, got {r['sentence']!r} on {r['layout']!r}")
         out.append(r)
     if not out:
         raise ManifestError(f"stage manifest {path} has no samples")

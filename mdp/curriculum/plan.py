@@ -147,7 +147,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     n = len(index)
     lay, voice = rec["layout"][index], rec["voice"][index]
     scene, answer = rec["scene"][index], rec["answer"][index]
-    clip = t.choose_clip(t.sample_clip[rec["i"][index]], d.get("variant"))
+    clip = t.clips_of(t.sample_clip[rec["i"][index]], rec["sentence"][index], d.get("variant"))
     is_av = np.isin(lay, AV)
     is_stream = lay == LAYOUT_CODE["stream"]
     is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))

@@ -173,8 +173,9 @@ def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, se
     again through `perturb` and `mask_frames`, against learning the pool's recordings
     rather than the words; in 300 CPU steps it fit slower and scored worse on held-out
     voices (bench/results/encoder_pretrain_audio_cpu.json), so it is off by default.
-    With a voice bank (`omni.synth.voice_bank`) up to `bank_pool` of its clean clips join
-    the pool: the same words in many more voices. Returns the losses."""
+    With a voice bank (`omni.synth.voice_bank`) up to `bank_pool` of its clean question
+    clips join the pool, the same words in many more voices, and all of its random
+    sentences (`omni.synth.sentences`), the same words in any order. Returns the losses."""
     from encoders.audio import ctc_loss
 
     vocab = audio.cfg.ctc_vocab_size
@@ -186,7 +187,9 @@ def pretrain_audio(audio, pack, tokenizer, steps: int, batch: int, lr: float, se
     if bank is not None and len(bank):
         from omni.synth.audio import mulaw_decode
 
-        for b in rng.choice(len(bank), size=min(bank_pool, len(bank)), replace=False):
+        questions = len(bank) - bank.sentence_clips
+        chosen = rng.choice(questions, size=min(bank_pool, questions), replace=False)
+        for b in np.concatenate([chosen, np.arange(questions, len(bank))]).astype(np.int64):
             lo, hi = bank.clip_offset[b], bank.clip_offset[b + 1]
             wavs.append(torch.from_numpy(mulaw_decode(bank.clip_mulaw[lo:hi])))
             ids.append(tokenizer.encode(bank.clip_texts[b]))

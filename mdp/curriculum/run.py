@@ -269,8 +269,13 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
             os.remove(r.data.manifest)
     if rank0 and not os.path.isfile(r.data.manifest):
         stage = r.name.split(":")[-1]
+        from mdp.curriculum.tables import load_bank
+
+        bank = load_bank(r.curriculum.voice_bank) if r.curriculum.train_path == "device" else None
         counts = write_stage_manifest(pack, stage, r.data.manifest, r.curriculum.stage_samples, r.seed,
-                                      r.curriculum.caption_weight, r.curriculum.transcribe_weight)
+                                      r.curriculum.caption_weight, r.curriculum.transcribe_weight,
+                                      sentences=bank.sentence_clips if bank is not None else 0,
+                                      sentence_weight=r.curriculum.sentence_weight)
         print(f"stage {stage}: {r.curriculum.stage_samples} samples {counts}", file=sys.stderr)
     dist.barrier()
     last = checkpoint.latest_step(r.checkpoint_dir) if resume else None

@@ -5,7 +5,8 @@ modality and keeps replaying the earlier ones:
 
     speech    text <-> speech alignment: "say {answer}" for every answer, the speech
               tasks (repeat, greetings) asked in text and spoken, and transcription
-              of every spoken question (visual ones included)
+              of every spoken question (visual ones included) and, with a voice bank
+              that has them, of random sentences of the questions' words
     vision    still images with text questions (the offline `omni chat --image` layout;
               motion questions, which need the video, are left out of it) and
               captions naming every object of a still
@@ -26,8 +27,9 @@ import numpy as np
 from mdp.curriculum.data import SPEECH_FAMILIES
 
 # stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual |
-# answer | scene (a caption of any scene) | clip (any spoken question, transcribed).
-# Weights are relative within a stage.
+# answer | scene (a caption of any scene) | clip (any spoken question, transcribed) |
+# sentence (a random sentence of the voice bank, transcribed: words heard in any order,
+# not sentences recalled; left out where the bank has none). Weights are relative within a stage.
 STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
     "speech": [
         (0.30, "say", "answer", True),
@@ -36,6 +38,7 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.30, "audio", "speech", True),
         (0.10, "audio", "speech", False),
         (0.25, "transcribe", "clip", False),
+        (0.25, "transcribe", "sentence", False),
     ],
     "vision": [
         (0.45, "image", "visual", True),
@@ -52,6 +55,7 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.10, "image", "visual", False),
         (0.10, "caption", "scene", False),
         (0.05, "transcribe", "clip", False),
+        (0.05, "transcribe", "sentence", False),
     ],
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
@@ -89,21 +93,25 @@ def stage_seq_lens(lengths: dict[str, int], default: int) -> dict[str, int]:
 
 
 def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int,
-                         caption_weight: float | None = None, transcribe_weight: float | None = None) -> dict:
+                         caption_weight: float | None = None, transcribe_weight: float | None = None,
+                         sentences: int = 0, sentence_weight: float | None = None) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
 
-    `caption_weight` / `transcribe_weight` replace the relative weight of the
-    stage's captions / transcriptions (0: none; None: the STAGES weight)."""
+    `caption_weight` / `transcribe_weight` / `sentence_weight` replace the relative weight
+    of the stage's captions / transcriptions of questions / of random sentences (0: none;
+    None: the STAGES weight). `sentences`: how many random sentences the voice bank has
+    (a sentence line names one, "sentence": index; other lines have no such field)."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
     visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES) & (pack.sample_scene >= 0))
     still = visual[~np.isin(fam[visual], VIDEO_FAMILIES)]
     num_answers = len(pack.answer_offset) - 1
-    weight = {"caption": caption_weight, "transcribe": transcribe_weight}
-    mix = [(weight[m[1]], *m[1:]) if weight.get(m[1]) is not None else m for m in STAGES[stage]]
+    weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight}
+    key_of = lambda m: m[2] if m[1] == "transcribe" else m[1]
+    mix = [(weight[key_of(m)], *m[1:]) if weight.get(key_of(m)) is not None else m for m in STAGES[stage]]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
-             "clip": np.arange(len(pack))}
+             "clip": np.arange(len(pack)), "sentence": np.arange(sentences)}
     pool = lambda layout, kind: still if kind == "visual" and layout in STILL_LAYOUTS else pools[kind]
     usable = [m for m in mix if len(pool(m[1], m[2])) and m[0] > 0]
     if not usable:
@@ -115,6 +123,7 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     answer_sample = {int(a): int(i) for i, a in enumerate(pack.sample_answer)}
     for _ in range(num_samples):
         _, layout, kind, voice = usable[int(rng.choice(len(usable), p=w))]
+        extra: dict = {}
         if kind == "answer":
             a = int(rng.choice(pools["answer"]))
             i, scene = answer_sample.get(a, 0), -1
@@ -123,6 +132,9 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
         elif kind == "clip":  # the reply is the question's own text
             i = int(rng.choice(pools["clip"]))
             scene, a = -1, int(pack.sample_answer[i])
+        elif kind == "sentence":  # the reply is the sentence (the pack sample is a placeholder)
+            i, scene, a = 0, -1, 0
+            extra = {"sentence": int(rng.choice(pools["sentence"]))}
         else:
             i = int(rng.choice(pool(layout, kind)))
             scene, a = int(pack.sample_scene[i]), int(pack.sample_answer[i])
@@ -131,10 +143,10 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
                 b = pack.answer_on_scene(i, k)
                 if b >= 0:
                     scene, a = k, b
-        key = f"{layout}/{'voice' if voice else 'text'}"
+        key = f"{layout}/{'voice' if voice else 'text'}" + ("/sentence" if extra else "")
         counts[key] = counts.get(key, 0) + 1
         lines.append(json.dumps({"i": i, "layout": layout, "scene": scene, "answer": a, "voice": voice,
-                                 "seed": int(rng.integers(2**62))}))
+                                 "seed": int(rng.integers(2**62)), **extra}))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:

@@ -94,8 +94,10 @@ class PackTables:
         self.clip_len = np.diff(pack.clip_offset).astype(np.int64)
         clip_audio = pack.clip_mulaw
         self.alt_start = self.alt_count = self.alt_ids = None
+        self.sentence_base, self.num_sentences = len(clip_texts), 0
         if bank is not None:
             clip_audio = self._add_bank(bank, list(clip_texts))
+            self._add_sentences(bank, pool, text, tokenizer)
         # per answer: "say {answer}", and the reply text (+ EOS)
         self.say_off, self.say_len = pool.add_many([text("say " + a) for a in answers])
         reply = [tokenizer.encode(a) + [sp.eos] for a in answers]
@@ -156,6 +158,33 @@ class PackTables:
         self.bank_keep = keep  # clip n + j is the bank's clip keep[j]
         return np.concatenate([self.pack.clip_mulaw, bank.clip_mulaw])
 
+    def _add_sentences(self, bank, pool, text, tokenizer) -> None:
+        """Append the bank's random sentences as clips of their own (after the question
+        clips), each with its text runs: what a `sentence` manifest line transcribes."""
+        n = bank.sentence_clips
+        self.sentence_base, self.num_sentences = len(self.clip_len), n
+        if not n:
+            return
+        first = len(bank) - n
+        texts = bank.clip_texts[first:]
+        q_off, q_len = pool.add_many([text(t) for t in texts])
+        trx_off, trx_len = pool.add_many([tokenizer.encode(t) + [self.sp.eos] for t in texts])
+        for name, col in (("q_off", q_off), ("q_len", q_len), ("trx_off", trx_off), ("trx_len", trx_len)):
+            setattr(self, name, np.concatenate([getattr(self, name), col]))
+        self.clip_offset = np.concatenate([self.clip_offset, len(self.pack.clip_mulaw) + bank.clip_offset[first:-1]])
+        self.clip_len = np.concatenate([self.clip_len, np.diff(bank.clip_offset)[first:]])
+
+    def clips_of(self, sample_clip: np.ndarray, sentence: np.ndarray, variant: np.ndarray | None) -> np.ndarray:
+        """Each row's clip: a random sentence's own where the row names one (>= 0), else
+        `choose_clip` of the sample's."""
+        clip = self.choose_clip(sample_clip, variant)
+        if not np.any(sentence >= 0):
+            return clip
+        if int(sentence.max()) >= self.num_sentences:
+            raise ValueError(f"a manifest line names random sentence {int(sentence.max())}, but the voice bank "
+                             f"has {self.num_sentences}")
+        return np.where(sentence >= 0, self.sentence_base + sentence, clip)
+
     @property
     def has_bank(self) -> bool:
         return self.alt_ids is not None
@@ -206,4 +235,5 @@ def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
         "answer": np.array([r["answer"] for r in records], np.int64),
         "voice": np.array([r["voice"] for r in records], bool),
         "seed": np.array([r["seed"] for r in records], np.int64),
+        "sentence": np.array([r.get("sentence", -1) for r in records], np.int64),  # -1: the sample's own clip
     }

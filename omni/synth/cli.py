@@ -135,6 +135,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--timbres", type=int_at_least(0), default=0,
                    help="also speak in this many generated espeak-ng timbres (omni.synth.timbres; default 0: "
                         "the shipped human variants only)")
+    p.add_argument("--sentences", type=int_at_least(0), default=0,
+                   help="also speak this many random sentences of the pack's words, one clip each (omni.synth.sentences; "
+                        "the audio pre-training hears words rather than whole questions; default 0)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -300,14 +303,19 @@ def _check_voice(args: argparse.Namespace) -> int:
 
 def _voice_bank(args: argparse.Namespace) -> int:
     from .pack import Pack
+    from .sentences import random_sentences, vocabulary
     from .voice_bank import VoiceBank, build_voice_bank, write_voice_bank
 
     t0 = time.perf_counter()
-    texts = sorted(set(Pack(args.pack).meta["clip_texts"]))
+    meta = Pack(args.pack).meta
+    texts = sorted(set(meta["clip_texts"]))
+    sentences = random_sentences(vocabulary(texts + list(meta["answer_texts"])), args.sentences, args.seed,
+                                 exclude=set(texts))
     write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress,
-                                                       timbres=args.timbres))
+                                                timbres=args.timbres, sentences=sentences))
     bank = VoiceBank.load(args.out)
-    print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts, "
+    print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts"
+          f"{f' and {len(sentences)} random sentences' if sentences else ''}, "
           f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0

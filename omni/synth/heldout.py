@@ -69,6 +69,25 @@ def select(items: list[dict], limit: int, question: str) -> list[dict]:
     return items
 
 
+def rerender(items: list[dict], pack_path: str, voice_split: str, seed: int = 0) -> list[dict]:
+    """Copies of `items` (of the pack at `pack_path`) whose audio is the question text spoken
+    by a fresh voice of `voice_split` ("train" or "heldout", `voices.sample_voice`), heard
+    through the sample's stored microphone: the same question in another kind of voice."""
+    from .audio import to_float
+    from .pack import Pack
+    from .voices import sample_voice, synthesize
+    from .world import rng_for
+
+    pack = Pack(pack_path)
+    index = {pack.sample_id(i): i for i in range(len(pack))}
+    out = []
+    for it in items:
+        voice = sample_voice(rng_for(seed, "rerender", it["id"], voice_split), voice_split)
+        clean = to_float(synthesize(it["question_text"], voice))
+        out.append({**it, "voice": voice.key(), "audio": pack.question_audio(index[it["id"]], clean=clean)})
+    return out
+
+
 def _stride(n: int, limit: int) -> list[int]:
     return [int(k) for k in np.linspace(0, n - 1, limit).round().astype(int)]
 

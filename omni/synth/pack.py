@@ -177,14 +177,16 @@ class Pack:
         c = int(self.sample_clip[i])
         return mulaw_decode(self.clip_mulaw[self.clip_offset[c] : self.clip_offset[c + 1]])
 
-    def question_audio(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    def question_audio(self, i: int, rng: np.random.Generator | None = None,
+                       clean: np.ndarray | None = None) -> np.ndarray:
         """float32 16 kHz question audio with noise.
 
         rng None: the stored conditions of sample i (the WAV on disk, up to mu-law
         rounding). With rng: fresh conditions and a 0.9-1.1x speed change, so every
-        epoch hears a different microphone.
+        epoch hears a different microphone. `clean` (float32): another recording of the
+        question (e.g. in another voice) heard through the same conditions.
         """
-        clean = self.clean_question(i)
+        clean = self.clean_question(i) if clean is None else clean
         if rng is None:
             mix = rng_for(int(self.sample_seed[i]), "mix")
             snr, lead, tail, gain = (float(v) for v in self.sample_noise[i])

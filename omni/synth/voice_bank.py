@@ -15,7 +15,8 @@ machine with a portable espeak-ng (`scripts/espeak_portable.sh`) and no sox.
 
 File (.npz, uncompressed: it is read where it is written, and lzma would take
 minutes): clip_mulaw (8-bit mu-law at 16 kHz, as in a pack), clip_offset [N + 1],
-meta (JSON bytes: texts, clip_text [N] index into texts, voices).
+meta (JSON bytes: texts, clip_text [N] index into texts, voices; `sentences`: how many of the
+last texts are random sentences, `omni.synth.sentences`).
 """
 
 from __future__ import annotations
@@ -60,16 +61,20 @@ def espeak_version() -> str:
 
 
 def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,
-                     progress: bool = True, timbres: int = 0) -> dict[str, np.ndarray]:
+                     progress: bool = True, timbres: int = 0, sentences: list[str] = ()) -> dict[str, np.ndarray]:
     """Render each of `texts` `renderings` times, in the shipped human variants and
-    `timbres` generated ones (drawn from `seed`); returns the .npz arrays."""
+    `timbres` generated ones (drawn from `seed`), and each of `sentences` (e.g.
+    `omni.synth.sentences.random_sentences`) once; returns the .npz arrays."""
     if renderings < 1:
         raise ValueError("renderings must be >= 1")
     texts = sorted(set(texts))
     if not texts:
         raise ValueError("no question texts to render")
+    sentences = sorted(set(sentences) - set(texts))
     check_tools(need_sox=False)
     jobs = [(t, k) for t in range(len(texts)) for k in range(renderings)]
+    jobs += [(len(texts) + s, 0) for s in range(len(sentences))]
+    texts = texts + sentences
     voices = [bank_voice(seed, texts[t], k, timbres) for t, k in jobs]
     with tempfile.TemporaryDirectory(prefix="omni-timbres-") as tmp:
         data_path = timbre_data(tmp, timbres, seed) if timbres else None
@@ -88,6 +93,7 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
         "clip_text": [t for t, _ in jobs],
         "voices": [v.key() for v in voices],
         "timbres": timbres,  # generated variants gt0..gt{timbres-1}, drawn from `seed`
+        "sentences": len(sentences),  # the last texts: random sentences, one clip each
         "espeak": espeak_version(),
     }
     return {
@@ -141,3 +147,14 @@ class VoiceBank:
         for c, t in enumerate(self.clip_texts):
             by_text.setdefault(t, []).append(c)
         return [by_text.get(t, []) for t in texts]
+
+    @property
+    def sentence_clips(self) -> int:
+        """How many clips (the last ones) say random sentences rather than question texts."""
+        return int(self.meta.get("sentences", 0))
+
+    def without_sentences(self) -> "VoiceBank":
+        """The same bank with its question clips only."""
+        n = len(self) - self.sentence_clips
+        meta = {**self.meta, "sentences": 0}
+        return VoiceBank(self.clip_mulaw[: self.clip_offset[n]], self.clip_offset[: n + 1], self.clip_texts[:n], meta)

@@ -11,12 +11,17 @@ import sys
 import torch
 
 
-def test_bench_default_model_on_pack(tmp_path, mini_pack):
+def _random_mini(path) -> None:
+    """A checkpoint directory of the `mini` flavor with random weights."""
     from omni.config import get_omni_config
     from omni.model import OmniModel
 
     torch.manual_seed(0)
-    OmniModel(get_omni_config("mini")).save_pretrained(tmp_path / "model")
+    OmniModel(get_omni_config("mini")).save_pretrained(path)
+
+
+def test_bench_default_model_on_pack(tmp_path, mini_pack):
+    _random_mini(tmp_path / "model")
     out = tmp_path / "report.json"
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     res = subprocess.run(
@@ -45,12 +50,9 @@ def test_partial_credit_measures():
 
 
 def test_bench_probes_transcribe_and_caption(tmp_path, mini_pack):
-    from omni.config import get_omni_config
-    from omni.model import OmniModel
     from omni.synth.pack import Pack
 
-    torch.manual_seed(0)
-    OmniModel(get_omni_config("mini")).save_pretrained(tmp_path / "model")
+    _random_mini(tmp_path / "model")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     pack = Pack(mini_pack)
     for question in ("transcribe", "caption"):
@@ -71,3 +73,38 @@ def test_bench_probes_transcribe_and_caption(tmp_path, mini_pack):
             assert refs <= {pack.question_text(i) for i in range(len(pack))}
         else:  # one row per distinct scene, its caption the reference
             assert len(refs) == 3 and all(r.count(" ") >= 2 for r in refs)
+
+
+def test_bench_hearing_split_runs(tmp_path, mini_pack):
+    """bench/hearing_split.py on a random `mini` checkpoint: every condition asked, the re-spoken
+    ones in fresh voices of the split they name; report and plot written."""
+    _random_mini(tmp_path / "model")
+    out = tmp_path / "split.json"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    res = subprocess.run(
+        [sys.executable, os.path.join(root, "bench", "hearing_split.py"), "--model", str(tmp_path / "model"),
+         "--train-pack", str(mini_pack), "--heldout-pack", str(mini_pack), "-n", "2", "--batch", "2",
+         "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, env=dict(os.environ, PYTHONPATH=root),
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["texts"], r["voices"]) for r in rows] == [("heldout", "pack"), ("heldout", "heldout"),
+                                                         ("heldout", "train"), ("train", "heldout"),
+                                                         ("train", "train")]
+    assert all(r["n"] == 2 and 0 <= r["transcript_word_accuracy"] <= 1 for r in rows)
+    assert all(("spoken_exact" in r) == (r["texts"] == "heldout") for r in rows)
+    assert (tmp_path / "split.png").stat().st_size > 0
+
+
+def test_rerender_speaks_the_same_text_in_a_voice_of_the_split(mini_pack):
+    from omni.synth.heldout import items_from_pack, rerender
+    from omni.synth.voices import HELDOUT_VARIANTS, TRAIN_VARIANTS
+
+    items = items_from_pack(str(mini_pack), limit=2)
+    for split, variants in (("train", TRAIN_VARIANTS), ("heldout", HELDOUT_VARIANTS)):
+        again = rerender(items, str(mini_pack), split, seed=3)
+        assert [a["question_text"] for a in again] == [it["question_text"] for it in items]
+        assert all(a["voice"].split("/")[0].split("+")[1] in variants for a in again)
+        assert all(len(a["audio"]) > 8000 and a["audio"].dtype.name == "float32" for a in again)
+        assert [a["voice"] for a in again] == [a["voice"] for a in rerender(items, str(mini_pack), split, seed=3)]

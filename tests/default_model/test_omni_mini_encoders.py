@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,7 +95,9 @@ def _bench_module():
 def test_bench_audio_arms_parse_and_refuse_unknown_keys():
     bench = _bench_module()
     arm = bench.parse_arm("both, longer: augment=1; speaker=0.15; steps=3600")
-    assert arm == {"arm": "both, longer", "cmvn": "pack", "augment": 1, "speaker": 0.15, "steps": 3600, "bank": 1}
+    assert arm == {"arm": "both, longer", "cmvn": "pack", "augment": 1, "speaker": 0.15, "steps": 3600, "bank": 1,
+                   "sentences": 1}
+    assert bench.parse_arm("words: sentences=0")["sentences"] == 0
     assert bench.parse_arm("raw: cmvn=identity; bank=0")["cmvn"] == "identity"
     for bad in ("no name", ": augment=1", "x: warp=0.1", "x: cmvn=global", "x: steps"):
         with pytest.raises(ValueError):
@@ -113,11 +116,18 @@ def test_bench_speaker_warp_arm_trains_and_scores_its_pool(tmp_path, mini_pack):
     cfg = get_omni_config("mini")
     cfg.audio.ctc_vocab_size = 512
     args = argparse.Namespace(seed=0, device="cpu", audio_steps=2, audio_batch=2, lr=1e-3, audio_pool=6,
-                              bank_pool=0, heldout_questions=2)
+                              bank_pool=0, heldout_questions=2, split_questions=2,
+                              train_pack=str(mini_pack), heldout_pack=str(mini_pack))
     pack = Pack(str(mini_pack))
-    rep = bench.audio_run(args, pack, pack, cfg, load_tokenizer(), bench.parse_arm("w: speaker=0.15; steps=3"), None)
+    sets = bench.scoring_sets(args, pack, pack)
+    assert [len(v) for v in sets.values()] == [2, 2, 2, 2]
+    # the re-spoken sets say the same texts in other voices: other audio
+    assert [t for _, t in sets["heldout_texts_train_voices"]] == [t for _, t in sets["heldout"]]
+    assert not np.array_equal(sets["heldout_texts_train_voices"][0][0], sets["heldout"][0][0])
+    rep = bench.audio_run(args, pack, cfg, load_tokenizer(), bench.parse_arm("w: speaker=0.15; steps=3"), None, sets)
     assert rep["steps"] == 3 and len(rep["losses"]) == 3 and rep["speaker"] == 0.15
-    assert 0 <= rep["train_pool_token_error_rate"] and 0 <= rep["heldout_token_error_rate"]
+    for name in sets:
+        assert 0 <= rep[f"{name}_token_error_rate"]
 
 
 def test_perturb_speed_gain_noise_bounds_and_determinism():

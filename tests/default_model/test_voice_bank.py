@@ -185,3 +185,118 @@ def test_audio_pretraining_learns_from_the_bank(bank_world):
     losses = pretrain_audio(audio, pack, load_tokenizer(), 30, 8, 2e-3, 0, nullcontext, pool=0, bank=bank,
                             bank_pool=15)
     assert sum(losses[-5:]) / 5 < 0.6 * losses[0], losses
+
+
+def test_random_sentences_use_the_train_words_only():
+    from omni.synth.sentences import LENGTHS, random_sentences, vocabulary
+
+    texts = ["where is the red star", "how many circles", "say hello"]
+    words = vocabulary(texts)
+    got = random_sentences(words, 40, seed=1, exclude={"say hello"})
+    assert len(set(got)) == 40 and "say hello" not in got
+    assert all(set(s.split()) <= set(words) and LENGTHS[0] <= len(s.split()) <= LENGTHS[1] for s in got)
+    assert got == random_sentences(words, 40, seed=1, exclude={"say hello"}) != random_sentences(words, 40, seed=2)
+    assert random_sentences(words, 5, seed=1) == random_sentences(words, 40, seed=1)[:5]  # a prefix: n only adds
+    with pytest.raises(ValueError):
+        random_sentences([], 3)
+
+
+def test_bank_sentences_join_the_audio_pool_not_the_tables(bank_world, tmp_path):
+    """Random sentences are the bank's last clips, one each; the question clips are those of a
+    bank without them; the curriculum's tables ignore them; the CTC pool takes all of them
+    beside `bank_pool` question clips."""
+    from contextlib import nullcontext
+
+    from encoders.audio import StreamingAudioEncoder
+    from mdp.curriculum.data import answer_code_table
+    from mdp.curriculum.pretrain import pretrain_audio
+    from mdp.curriculum.tables import PackTables
+    from omni.config import get_omni_config
+    from omni.synth.voice_bank import VoiceBank, build_voice_bank, write_voice_bank
+    from omni.tokenizer import load_tokenizer
+
+    pack, plain_bank, _, banked, texts = bank_world
+    sentences = ["red star blue circle", "how many hello say"]
+    path = tmp_path / "voices.npz"
+    write_voice_bank(path, build_voice_bank(texts[:4] + ["an unrelated sentence"], 3, seed=5, workers=2,
+                                            progress=False, sentences=sentences))
+    bank = VoiceBank.load(path)
+    assert len(bank) == len(plain_bank) + 2 and bank.sentence_clips == 2
+    assert sorted(bank.clip_texts[-2:]) == sorted(sentences)
+    questions = bank.without_sentences()
+    assert questions.clip_texts == plain_bank.clip_texts and np.array_equal(questions.clip_mulaw, plain_bank.clip_mulaw)
+    cfg, tok = get_omni_config("mini"), load_tokenizer()
+    tables = PackTables(pack, cfg, tok, answer_code_table(pack), torch.device("cpu"), bank=bank)
+    assert np.array_equal(tables.bank_keep, banked.bank_keep)
+
+    heard: list[str] = []
+
+    class Recording:
+        def encode(self, text):
+            heard.append(text)
+            return tok.encode(text)
+
+    audio = StreamingAudioEncoder(cfg.audio)
+    pretrain_audio(audio, pack, Recording(), 1, 2, 1e-3, 0, nullcontext, pool=0, bank=bank, bank_pool=4)
+    assert len(heard) == 4 + 2 and set(sentences) <= set(heard)
+
+
+def test_sentence_transcriptions_on_the_device_path(bank_world, tmp_path):
+    """A bank's random sentences become clips of their own in the tables; the speech stage's
+    manifest transcribes them (a share of its lines, none without sentences); a sentence row
+    hears the sentence's clip and its labels are the sentence's words + EOS; the loader path
+    refuses such a line."""
+    from mdp.curriculum.build import expand_segments
+    from mdp.curriculum.data import ManifestError, read_stage_manifest
+    from mdp.curriculum.plan import StepPlanner, draw, finalize
+    from mdp.curriculum.stages import write_stage_manifest
+    from mdp.curriculum.tables import PackTables
+    from mdp.curriculum.data import answer_code_table
+    from omni.config import get_omni_config
+    from omni.synth.voice_bank import VoiceBank, build_voice_bank, write_voice_bank
+    from omni.tokenizer import load_tokenizer
+
+    pack, plain_bank, _, banked, texts = bank_world
+    sentences = ["red star blue circle", "how many hello say", "left square purple"]
+    path = tmp_path / "voices.npz"
+    write_voice_bank(path, build_voice_bank(texts[:4] + ["an unrelated sentence"], 3, seed=5, workers=2,
+                                            progress=False, sentences=sentences))
+    bank = VoiceBank.load(path)
+    cfg, tok = get_omni_config("mini"), load_tokenizer()
+    t = PackTables(pack, cfg, tok, answer_code_table(pack), torch.device("cpu"), bank=bank)
+    assert t.num_sentences == 3 and t.sentence_base == len(banked.clip_len) and len(t.clip_len) == t.sentence_base + 3
+    for s in range(3):
+        c = t.sentence_base + s
+        b = len(bank) - 3 + s
+        lo = int(t.clip_offset[c])
+        assert np.array_equal(t.clips[lo: lo + int(t.clip_len[c])].numpy(),
+                              bank.clip_mulaw[bank.clip_offset[b]: bank.clip_offset[b + 1]])
+        assert t.id_pool[t.trx_off[c]: t.trx_off[c] + t.trx_len[c]].tolist() == tok.encode(bank.clip_texts[b]) + [tok.special.eos]
+
+    none = write_stage_manifest(pack, "speech", str(tmp_path / "plain.jsonl"), 300, 0)
+    again = write_stage_manifest(pack, "speech", str(tmp_path / "again.jsonl"), 300, 0, sentences=0)
+    assert none == again and not any("sentence" in k for k in none)
+    assert (tmp_path / "plain.jsonl").read_text() == (tmp_path / "again.jsonl").read_text()
+    manifest = str(tmp_path / "speech.jsonl")
+    counts = write_stage_manifest(pack, "speech", manifest, 300, 0, sentences=3)
+    assert 0.08 < counts["transcribe/text/sentence"] / 300 < 0.3  # 0.25 of 1.5 of the mix
+    assert write_stage_manifest(pack, "speech", str(tmp_path / "w0.jsonl"), 300, 0, sentences=3,
+                                sentence_weight=0.0) == none
+    records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+    sent = np.array([r.get("sentence", -1) for r in records])
+    idx = np.flatnonzero(sent >= 0)[:8]
+    d = draw(np.random.default_rng(1), len(idx), len(t.clip_len), augment=True, jitter=True, variants=True)
+    rows = StepPlanner(t, records, 0, len(idx), 384).rows(idx, None, d)
+    assert np.array_equal(rows.clip, t.sentence_base + sent[rows.index])
+    batch = expand_segments(t, torch.from_numpy(finalize(t, rows, 384).seg), 384)
+    for r, k in enumerate(rows.index):
+        labels = batch["text_labels"][r][batch["text_labels"][r] >= 0].tolist()
+        words = tok.encode(bank.clip_texts[len(bank) - 3 + int(sent[k])])
+        assert labels[-len(words) - 1:] == words + [tok.special.eos]
+    # a line naming a sentence the bank does not have, and the loader path: refused
+    with pytest.raises(ValueError, match="random sentence"):
+        StepPlanner(banked, records, 0, len(idx), 384).rows(idx, None, d)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"i": 0, "layout": "audio", "scene": -1, "answer": 0, "voice": false, "seed": 1, "sentence": 0}\n')
+    with pytest.raises(ManifestError, match="sentence"):
+        read_stage_manifest(str(bad), len(pack), pack.num_scenes, len(pack.answer_offset) - 1)

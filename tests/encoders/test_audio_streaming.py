@@ -211,3 +211,19 @@ def test_reset_one_slot_while_the_other_streams(enc, pcm):
         t0, t1 = enc.flush_rows(state)
     torch.testing.assert_close(torch.cat([*out0, t0]), _full(enc, other), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.cat([*out1, t1]), _full(enc, second), atol=1e-5, rtol=1e-4)
+
+
+def test_selected_rows_flush_together_as_each_alone(enc, pcm):
+    """`select_rows` copies rows at different stream positions (in any order): flushing the copy
+    gives each row's `flush(select(row))` tail, and the state's own rows go on untouched."""
+    state = enc.init_state(3)
+    with torch.no_grad():
+        enc.step_rows([pcm[0, :7001], pcm[1, :12345], pcm[0, :300]], state)
+        before = [enc.flush(state.select(r))[0] for r in range(3)]
+        together = enc.flush_rows(state.select_rows([2, 0]))
+        after = [enc.flush(state.select(r))[0] for r in range(3)]
+    for got, r in zip(together, (2, 0)):
+        torch.testing.assert_close(got, before[r], atol=1e-5, rtol=1e-4)
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b)
+    assert [len(t) for t in before] != [0, 0, 0]

@@ -31,6 +31,8 @@ def test_head_files_round_trip_and_a_head_of_another_model_is_refused(tmp_path, 
     x = torch.randn(5, 32)
     assert back.width == width and torch.equal(head(x), back(x))
     assert 0 < back.prob(x[0]) < 1
+    # several at once (the replies begun together): each as judged alone
+    assert back.probs(list(x[:3])) == pytest.approx([back.prob(h) for h in x[:3]], abs=1e-6)
     assert turn_end_meta(tmp_path)["position"] == "reply_start"
     assert load_turn_end(tmp_path / "nowhere") is None and load_turn_end(None) is None
     with pytest.raises(ValueError, match="hidden size 32, the model has 64"):
@@ -52,9 +54,9 @@ def test_the_realtime_model_judges_a_turn_when_its_reply_begins():
     seen = []
 
     class Spy(TurnEndHead):
-        def prob(self, hidden):
-            seen.append(hidden.clone())
-            return head.prob(hidden)
+        def probs(self, hiddens):
+            seen.extend(h.clone() for h in hiddens)
+            return head.probs(hiddens)
 
     spy = Spy(model.config.llm.hidden_size, 8)
     rt = RealtimeOmni(model, max_slots=1, capacity=512, turn_end=spy)
