@@ -3,7 +3,8 @@
 # silero-vad: install the carried wheels, then run bench/streaming.py on the
 # a1b-sized model (random weights, bf16) at 1, 8, 32, 64 and 128 sessions, four
 # turns each (speculation on and off), after the codec decoder's paths side by side
-# (one by one, batched, pooled, pooled in a CUDA graph: bench/codec_batch.py). Usage: bash bench/streaming_gpu.sh WHEEL_AND_SPEECH_DIR OUT_DIR
+# (one by one, batched, pooled, pooled in a CUDA graph: bench/codec_batch.py) and reply starts and closes
+# a call each vs one for all (bench/begin_batch.py). Usage: bash bench/streaming_gpu.sh WHEEL_AND_SPEECH_DIR OUT_DIR
 # SESSIONS and TURNS (env) change the levels and the turns per session; the clients run in
 # CLIENT_PROCS (4) processes of their own (0: in the server's process, as the committed H100 run).
 # (WHEEL_AND_SPEECH_DIR holds the .whl files and speech/q*.wav, made here with
@@ -17,6 +18,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [[ -z "${SKIP_CODEC:-}" ]]; then  # SKIP_CODEC=1: the sessions only (a short call)
   python3 bench/codec_batch.py --device cuda --streams 1,8,32,64,128 --threads 1 --steps 40 \
     --out "$out/codec_batch_gpu.json" 2>&1 | grep --line-buffered -v -i "warn"
+fi
+if [[ -z "${SKIP_BEGIN:-}" ]]; then  # reply starts and closes, a call each vs one for all (bench/begin_batch.py)
+  python3 bench/begin_batch.py --flavor a1b --device cuda --dtype bf16 --slots 1,8,32,64 --out "$out/begin_batch_gpu.json" \
+    2>&1 | grep --line-buffered -v -i "warn"
 fi
 python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions "${SESSIONS:-1,8,32,64,128}" --turns "${TURNS:-4}" --max-steps 40 \
   --silence 1.0 --spread 0.5 --capacity 1024 --client-procs "${CLIENT_PROCS:-4}" --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"

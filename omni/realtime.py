@@ -323,17 +323,21 @@ class RealtimeOmni:
         st.lone_frame = lone
         return [preprocess_video([f for _, f in g], vis)[0] for g in groups], [g[0][0] for g in groups]
 
-    def _flush_lone_frame(self, slot: int) -> None:
-        """The user turn closes: its waiting lone frame becomes a unit of its own."""
-        st = self._slots[slot].builder.state
-        if st.lone_frame is None or not st.in_user_turn:
+    def _flush_lone_frames(self, slots: Sequence[int]) -> None:
+        """The slots' user turns close: each waiting lone frame becomes a unit of its own
+        (the frames of all the slots encoded in one packed ViT pass)."""
+        todo = []
+        for slot in slots:
+            st = self._slots[slot].builder.state
+            if st.lone_frame is not None and st.in_user_turn:
+                todo.append((slot, *st.lone_frame))
             st.lone_frame = None
+        if not todo:
             return
-        t, f = st.lone_frame
-        st.lone_frame = None
         with torch.no_grad():
-            feats = self.model.encode_visual([preprocess_video([f], self.model.config.vision)[0]])
-        self._slots[slot].builder.add_images([(t, feats[0])])
+            feats = self.model.encode_visual([preprocess_video([f], self.model.config.vision)[0] for _, _, f in todo])
+        for (slot, t, _), feat in zip(todo, feats):
+            self._slots[slot].builder.add_images([(t, feat)])
 
     def _prefill_runs(self, slots: Sequence[int], runs: Sequence[Tokens]):
         todo = [(s, r) for s, r in zip(slots, runs) if len(r)]
@@ -366,7 +370,7 @@ class RealtimeOmni:
         s = self._slot(slot)
         if s.reply is not None:
             raise RuntimeError(f"slot {slot} is answering; call end_response first")
-        self._flush_lone_frame(slot)
+        self._flush_lone_frames([slot])
         self._prefill_runs([slot], [s.builder.add_text_turn(role, text)])
 
     # ------------------------------------------------------------------ output
@@ -374,20 +378,38 @@ class RealtimeOmni:
     def begin_response(self, slot: int, opening: str = "") -> None:
         """Close the user turn (releasing the encoder's last frames) and open the reply,
         prefilled with `opening` (text the reply must start with, e.g. a forced tool call)."""
-        s = self._slot(slot)
-        if s.reply is not None:
-            raise RuntimeError(f"slot {slot} is already answering")
-        self._flush_lone_frame(slot)
-        tail = None
-        if s.builder.state.audio_open:
-            tail = self.model.audio_encoder.flush(self._audio.select(slot))[0]  # a copy: the row goes on
-        run = s.builder.begin_response(tail, voice=self.options.speech, opening=opening)
-        out = self._prefill_runs([slot], [run])
-        reply = ReplyState(self.model, self.options)
-        reply.logits, reply.hidden = out[slot]
-        s.reply, s.response_start, s.cut = reply, self.cache.length(slot), False
+        self.begin_responses([(slot, opening)])
+
+    @torch.no_grad()
+    def begin_responses(self, items: Sequence[tuple[int, str]]) -> None:
+        """`begin_response` of several slots, (slot, opening) each, with one prefill forward
+        for all of them: when many sessions finish their turns together, one call."""
+        slots = [slot for slot, _ in items]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"begin_responses: a slot twice in {slots}")
+        for slot in slots:
+            if self._slot(slot).reply is not None:
+                raise RuntimeError(f"slot {slot} is already answering")
+        self._flush_lone_frames(slots)
+        # the user turns' last audio frames: the open rows flushed together, on a copy (the rows go on)
+        open_rows = [slot for slot in slots if self._slot(slot).builder.state.audio_open]
+        tails = {}
+        if open_rows:
+            tails = dict(zip(open_rows, self.model.audio_encoder.flush_rows(self._audio.select_rows(open_rows))))
+        runs = [self._slot(slot).builder.begin_response(tails.get(slot), voice=self.options.speech, opening=opening)
+                for slot, opening in items]
+        out = self._prefill_runs(slots, runs)
+        for slot, opening in items:
+            s = self._slot(slot)
+            reply = ReplyState(self.model, self.options)
+            reply.logits, reply.hidden = out[slot]
+            s.reply, s.response_start, s.cut, s.turn_end = reply, self.cache.length(slot), False, None
         # the reply's first position has read the whole user turn: judge it complete or not
-        s.turn_end = None if self.turn_end is None or opening else self.turn_end.prob(reply.hidden)
+        judged = [slot for slot, opening in items if self.turn_end is not None and not opening]
+        if judged:
+            probs = self.turn_end.probs([self._slot(slot).reply.hidden for slot in judged])
+            for slot, p in zip(judged, probs):
+                self._slot(slot).turn_end = p
 
     def turn_end_prob(self, slot: int) -> float | None:
         """P(the user had finished) judged at the start of the slot's current reply,
@@ -428,13 +450,33 @@ class RealtimeOmni:
 
     def end_response(self, slot: int) -> None:
         """Close the assistant turn (after the last step, or after a barge-in truncate)."""
-        s = self._slot(slot)
-        if s.reply is None and s.response_start is None and not s.builder.state.in_response:
-            return
-        # the model's own </longcat_s> is in the cache unless the reply was cut or never ended
-        needs_eos = s.cut or s.reply is None or not s.reply.machine.ending
-        s.reply, s.response_start, s.cut = None, None, False
-        self._prefill_runs([slot], [s.builder.end_response(needs_eos)])
+        self.end_responses([slot])
+
+    def end_responses(self, slots: Sequence[int]) -> None:
+        """`end_response` of several slots with one prefill forward (slots with no reply to
+        close are left as they are)."""
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"end_responses: a slot twice in {list(slots)}")
+        todo, runs, saved = [], [], []
+        for slot in slots:
+            s = self._slot(slot)
+            if s.reply is None and s.response_start is None and not s.builder.state.in_response:
+                continue
+            # the model's own </longcat_s> is in the cache unless the reply was cut or never ended
+            needs_eos = s.cut or s.reply is None or not s.reply.machine.ending
+            todo.append(slot)
+            saved.append((self.cache.length(slot), s.builder.snapshot()))
+            runs.append(s.builder.end_response(needs_eos))
+        try:
+            self._prefill_runs(todo, runs)
+        except Exception:  # every slot as it was: its reply still to close
+            for slot, (length, snap) in zip(todo, saved):
+                self.cache.truncate(slot, length)
+                self._slot(slot).builder.restore(snap)
+            raise
+        for slot in todo:
+            s = self._slot(slot)
+            s.reply, s.response_start, s.cut = None, None, False
         # The audio encoder state runs on across turns: the session is one continuous
         # stream, and chunks encoded during the reply (a barge-in) stay in order.
 

@@ -258,13 +258,19 @@ class Engine:
             else:
                 self._carry_out(s, command)
             return True
-        except SlotError as e:
+        except Exception as e:
+            self._refused_or_failed(s, kind, e, before)
+        return False
+
+    def _refused_or_failed(self, s: Slot, kind: str, e: Exception, before: int | None) -> None:
+        """A command of one slot raised: a refusal (SlotError) is that session's typed error;
+        anything else fails its reply and restores its context to `before`."""
+        if isinstance(e, SlotError):
             self.metrics.inc("omni_engine_rejections_total")
             s.sink(EngineEvent("error", s.epoch, info={"code": e.code, "message": str(e)}))
-        except Exception as e:
-            log.exception("session %d: %s failed", s.handle, kind)
-            self._fail(s, f"{kind} failed: {e}", before)
-        return False
+            return
+        log.error("session %d: %s failed", s.handle, kind, exc_info=e)
+        self._fail(s, f"{kind} failed: {e}", before)
 
     def _fail(self, s: Slot, message: str, before: int | None = None) -> None:
         """End this slot's reply (if any) as failed and put its model state back to
@@ -359,13 +365,20 @@ class Engine:
 
     # ---- queued commands: packets, texts, replies -------------------------------
     def _prefill_and_control(self) -> None:
-        """Drain per-slot queues: batched prefill of packets, in-order commands."""
+        """Drain per-slot queues: batched prefill of packets, batched reply starts,
+        in-order commands."""
         while True:
             batch: list[tuple[Slot, EncodeJob]] = []
+            begins: list[tuple[Slot, Respond]] = []
             progressed = False
             for s in list(self.slots.values()):
                 while s.queue and s.state.takes_input:
                     head = s.queue[0]
+                    if isinstance(head, Respond):  # begun below, with the other slots' replies
+                        s.queue.popleft()
+                        begins.append((s, head))
+                        progressed = True
+                        break
                     if isinstance(head, EncodeJob):
                         if head.state not in (EncodeState.ENCODED, EncodeState.FAILED) or head.gen != s.gen:
                             break  # still with the encoder (or encoded for a former slot: again)
@@ -381,12 +394,29 @@ class Engine:
                     s.queue.popleft()
                     progressed = True
                     self._guarded(s, head)
+            if begins:
+                self._respond_batch(begins)
             if batch:
                 self._prefill(batch)
                 if any(s.state is SlotState.ANSWERING for s in self.slots.values()):
                     return  # one prefill batch per decode step: a burst of packets must not stall replies
             if not batch and not progressed:
                 return
+
+    def _close_replies(self, slots: list[Slot]) -> None:
+        """Close the ended replies of several slots with one model call (`end_responses`, where
+        the model has it); after a failure each slot closes its own, alone, as it goes on."""
+        ended = [s for s in slots if s.state is SlotState.ENDED]
+        many = getattr(self.model, "end_responses", None)
+        if len(ended) < 2 or many is None:
+            return
+        try:
+            many([s.slot for s in ended])
+        except Exception:
+            log.exception("batched reply close failed; closing them one session at a time")
+            return
+        for s in ended:
+            s.state = SlotState.READY
 
     def _close_reply(self, s: Slot) -> None:
         """The model closes the turn of a reply that ended (done lazily: see ENDED)."""
@@ -396,6 +426,7 @@ class Engine:
 
     def _prefill(self, batch: list[tuple[Slot, EncodeJob]]) -> None:
         t0 = time.perf_counter()
+        self._close_replies([s for s, _ in batch])
         items, ready, before = [], [], []
         for s, job in batch:
             if not self._guarded(s, job):
@@ -461,13 +492,60 @@ class Engine:
 
     def _respond(self, s: Slot, cmd: Respond) -> None:
         """Start a reply; `cmd.opening` is text it is made to start with (a forced tool call)."""
+        t0 = self._prepare_reply(s, cmd)
+        self._begin_alone(s, cmd)
+        self._reply_begun(s, cmd, t0)
+
+    def _begin_alone(self, s: Slot, cmd: Respond) -> None:
+        self._model_call(self.model.begin_response, s.slot, *((cmd.opening,) if cmd.opening else ()))
+
+    def _respond_batch(self, begins: list[tuple[Slot, Respond]]) -> None:
+        """Start the replies of several slots with one model call (`begin_responses`, where
+        the model has it); a failure stays in its slot: the batch is retried one by one."""
+        many = getattr(self.model, "begin_responses", None)
+        if len(begins) == 1 or many is None:
+            for s, cmd in begins:
+                self._guarded(s, cmd)
+            return
+        ready: list[tuple[Slot, Respond, float]] = []
+        for s, cmd in begins:
+            before = self.model.slot_length(s.slot)
+            try:
+                ready.append((s, cmd, self._prepare_reply(s, cmd)))
+            except Exception as e:
+                self._refused_or_failed(s, "respond", e, before)
+        if not ready:
+            return
+        try:
+            self._model_call(many, [(s.slot, cmd.opening or "") for s, cmd, _ in ready])
+        except Exception:
+            log.exception("batched reply start failed; starting them one session at a time")
+            for s, cmd, t0 in ready:
+                try:  # the failed call may have moved every slot's turn on: back to the mark
+                    self.model.truncate(s.slot, s.mark)
+                    self._begin_alone(s, cmd)
+                    self._reply_begun(s, cmd, t0)
+                except Exception as e:
+                    self._refused_or_failed(s, "respond", e, s.mark)
+            return
+        for s, cmd, t0 in ready:
+            try:
+                self._reply_begun(s, cmd, t0)
+            except Exception as e:
+                self._refused_or_failed(s, "respond", e, s.mark)
+
+    def _prepare_reply(self, s: Slot, cmd: Respond) -> float:
+        """What a reply start needs before the model call: the previous reply closed, room
+        in the context, the rollback mark. Returns when the model call may start."""
         self._close_reply(s)
         s.epoch = cmd.epoch  # from here on, a failure is this reply's: its error carries this epoch
         s.max_steps = min(cmd.max_steps or self.max_steps, self.max_steps)
         self._room(s, s.max_steps + PACKET_ROOM + self._cost("response_cost", s.slot, default=0))
         s.mark = self.model.slot_length(s.slot)
-        t0 = time.perf_counter()
-        self._model_call(self.model.begin_response, s.slot, *((cmd.opening,) if cmd.opening else ()))
+        return time.perf_counter()
+
+    def _reply_begun(self, s: Slot, cmd: Respond, t0: float) -> None:
+        """The slot's reply has begun in the model (`begin_response` since `t0`)."""
         s.base = self.model.slot_length(s.slot)
         s.begin_reply(cmd.speculative, cmd.opening)
         if cmd.speculative:  # the model's judgment of the user turn, for semantic_vad (streaming/semantic_turn.py)

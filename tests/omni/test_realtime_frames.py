@@ -127,3 +127,43 @@ def test_frame_times_are_checked(debug_model):
     bad = UserChunk(np.zeros(16000, np.float32), [np.zeros((56, 84, 3), np.uint8)] * 2, 0.0, True, frame_times=[0.0])
     with pytest.raises(ValueError, match="frame_times"):
         rt.encode_chunk(slot, bad)
+
+
+def test_replies_begun_together_equal_replies_begun_alone(debug_model):
+    """`begin_responses` of two slots (different turns, each with a lone frame, one with a
+    forced opening) gives each the context, KV and first logits `begin_response` gives it alone,
+    and the same greedy replies; a slot twice or one already answering is refused."""
+    a_audio, a_frames = _media(seconds=2.7, seed=7, times=(0.0, 0.5, 1.0, 1.5, 2.0))
+    b_audio, b_frames = _media(seconds=1.3, seed=8, times=(0.0, 0.5, 1.0))
+    together = RealtimeOmni(debug_model, max_slots=2, capacity=1024)
+    alone = RealtimeOmni(debug_model, max_slots=2, capacity=1024)
+    for rt in (together, alone):
+        sa, sb = rt.open_slot(), rt.open_slot("Be brief.")
+        _feed(rt, sa, a_audio, a_frames, [16000])
+        _feed(rt, sb, b_audio, b_frames, [])
+    assert all(together._slots[s].builder.state.lone_frame is not None for s in (sa, sb))  # one ViT pass for both
+    together.begin_responses([(sa, ""), (sb, "Well")])
+    alone.begin_response(sa)
+    alone.begin_response(sb, "Well")
+    for s in (sa, sb):
+        n = alone.slot_length(s)
+        assert together.slot_token_ids(s) == alone.slot_token_ids(s)
+        torch.testing.assert_close(together.cache.kv[:, s, :n], alone.cache.kv[:, s, :n], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(together._slots[s].reply.logits, alone._slots[s].reply.logits, atol=1e-4, rtol=1e-4)
+    steps = [[(o.text_token, None if o.codec_frame is None else tuple(o.codec_frame)) for o in rt.decode_step([sa, sb])]
+             for rt in (together, alone) for _ in range(4)]
+    assert steps[:4] == steps[4:]
+    together.end_responses([sa, sb])
+    alone.end_response(sb)
+    alone.end_response(sa)
+    for s in (sa, sb):
+        assert together.slot_token_ids(s) == alone.slot_token_ids(s)
+        torch.testing.assert_close(together.cache.kv[:, s, :alone.slot_length(s)],
+                                   alone.cache.kv[:, s, :alone.slot_length(s)], atol=1e-4, rtol=1e-4)
+    together.end_responses([sa, sb])  # nothing left to close: a no-op
+    assert [together.slot_token_ids(s) for s in (sa, sb)] == [alone.slot_token_ids(s) for s in (sa, sb)]
+    together.begin_responses([(sa, ""), (sb, "")])
+    with pytest.raises(RuntimeError, match="already answering"):
+        together.begin_responses([(sa, "")])
+    with pytest.raises(ValueError, match="twice"):
+        alone.begin_responses([(sa, ""), (sa, "")])

@@ -32,3 +32,17 @@ def test_streaming_bench_with_client_processes_and_report(tmp_path):
                           str(tmp_path / "streaming_smoke.json")], capture_output=True, text=True, timeout=120, env=env)
     assert rep.returncode == 0, rep.stderr[-3000:]
     assert "first-audio critical path" in rep.stdout and (tmp_path / "streaming_smoke.png").stat().st_size > 0
+
+
+def test_begin_batch_bench_runs(tmp_path):
+    """bench/begin_batch.py on a random `debug` model: both paths timed at every level."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = tmp_path / "begin.json"
+    res = subprocess.run([sys.executable, os.path.join(root, "bench", "begin_batch.py"), "--flavor", "debug",
+                          "--slots", "1,2", "--repeats", "1", "--threads", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["slots"] for r in rows] == [1, 2]
+    assert all(r[f"{w}_{p}_ms"] > 0 for r in rows for w in ("begin", "close") for p in ("one_by_one", "together"))
+    assert "together ms" in res.stdout

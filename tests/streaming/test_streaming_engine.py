@@ -211,3 +211,126 @@ def test_a_packet_the_encoder_rejects_gives_an_error_and_the_sessions_go_on():
     assert sum(1 for t in model.context(ma) if t[0] == "audio") == 5  # only the good 0.4 s packet
     assert sum(1 for t in model.context(mb) if t[0] == "audio") == 13
     assert eng.metrics.counter("omni_encode_errors_total") == 1
+
+
+def _three_sessions_with_a_packet(eng: Engine) -> tuple[list, list]:
+    """Three sessions, each with a 1 s packet prefilled; returns (sinks, handles)."""
+    sinks = [_sink() for _ in range(3)]
+    handles = [eng.open(put).result(30) for _, put in sinks]
+    for h in handles:
+        eng.submit(h, Chunk(_chunk(0.0, 1.0)))
+    eng.barrier().result(30)
+    return sinks, handles
+
+
+def _ask_two_while_the_third_decodes(model: ScriptedModel, eng: Engine, handles: list) -> None:
+    """The third session's first step holds the engine thread (the model's gate) while the
+    first two ask for replies: the engine takes both requests together."""
+    model.gate = threading.Event()
+    eng.submit(handles[2], Respond(1, False, None))
+    while not any(c[0] == "decode" for c in model.calls):
+        threading.Event().wait(0.01)
+    for h in handles[:2]:
+        eng.submit(h, Respond(1, False, None))
+    model.gate.set()
+
+
+def test_replies_of_several_sessions_begin_in_one_call():
+    """Replies asked for together begin with one `begin_responses` call; each session's
+    context is as if begun alone; a model without the batched call begins them one by one."""
+    model = ScriptedModel(max_slots=3)
+    eng = Engine(model).start()
+    try:
+        sinks, handles = _three_sessions_with_a_packet(eng)
+        _ask_two_while_the_third_decodes(model, eng, handles)
+        for q, _ in sinks:
+            _drain_until(q, "done")
+        slots = [eng.slots[h].slot for h in handles]
+    finally:
+        eng.stop()
+    assert ("begins", slots[:2]) in model.calls or ("begins", slots[1::-1]) in model.calls
+    assert model.context(slots[0]) == model.context(slots[1]) == model.context(slots[2])
+
+    plain = ScriptedModel(max_slots=2)
+    plain.begin_responses = None  # a model without the batched call
+    eng = Engine(plain).start()
+    try:
+        (qa, a, qb, b) = _two_sessions(eng)
+        for h in (a, b):
+            eng.submit(h, Chunk(_chunk(0.0, 1.0)))
+            eng.submit(h, Respond(1, False, None))
+        _drain_until(qa, "done")
+        _drain_until(qb, "done")
+    finally:
+        eng.stop()
+    assert sum(c[0] == "begin" for c in plain.calls) == 2 and not any(c[0] == "begins" for c in plain.calls)
+
+
+def test_a_failing_batched_reply_start_fails_only_its_session():
+    """A batch of reply starts that raises is retried one session at a time: the session
+    whose own start fails gets its error and its context back; the others reply."""
+    model = ScriptedModel(max_slots=3)
+    real_one, real_many = model.begin_response, model.begin_responses
+    poisoned: set[int] = set()
+
+    def one(slot, opening=""):
+        if slot in poisoned:
+            poisoned.discard(slot)
+            model.ctx[slot].append(("half-begun",))  # a failing call may leave a mess behind
+            raise RuntimeError("injected fault")
+        real_one(slot, opening)
+
+    def many(items):
+        if poisoned & {slot for slot, _ in items}:
+            for slot, _ in items:
+                model.ctx[slot].append(("half-begun",))
+            raise RuntimeError("injected batch fault")
+        real_many(items)
+
+    model.begin_response, model.begin_responses = one, many
+    eng = Engine(model).start()
+    try:
+        sinks, handles = _three_sessions_with_a_packet(eng)
+        slots = [eng.slots[h].slot for h in handles]
+        before = list(model.context(slots[0]))
+        poisoned.add(slots[0])
+        _ask_two_while_the_third_decodes(model, eng, handles)
+        failed = _drain_until(sinks[0][0], "error")
+        _drain_until(sinks[1][0], "done")
+        _drain_until(sinks[2][0], "done")
+        eng.barrier().result(30)
+    finally:
+        eng.stop()
+    assert "injected fault" in failed[-1].info["message"]
+    assert model.context(slots[0]) == before  # back to the turn boundary
+    assert model.context(slots[1]) == model.context(slots[2])  # as if the batch had never failed
+    assert ("half-begun",) not in model.context(slots[1])
+
+
+def test_ended_replies_close_in_one_call_with_the_next_packets():
+    """The replies of sessions whose next packets are prefilled together close with one
+    `end_responses` call; each context is as if closed alone."""
+    model = ScriptedModel(max_slots=4)
+    eng = Engine(model).start()
+    try:
+        sinks = [_sink() for _ in range(4)]
+        handles = [eng.open(put).result(30) for _, put in sinks]
+        for h in handles[:3]:
+            eng.submit(h, Chunk(_chunk(0.0, 1.0)))
+            eng.submit(h, Respond(1, False, None))
+        for q, _ in sinks[:3]:
+            _drain_until(q, "done")
+        eng.barrier().result(30)
+        model.encode_delay = 0.3  # the fourth session's packet keeps the encoder busy while the
+        eng.submit(handles[3], Chunk(_chunk(0.0, 1.0)))  # three next packets queue up: encoded, and
+        for h in handles[:3]:  # prefilled, together (at least two of them)
+            eng.submit(h, Chunk(_chunk(1.0, 1.0)))
+        eng.barrier().result(30)
+        slots = [eng.slots[h].slot for h in handles[:3]]
+    finally:
+        eng.stop()
+    # the encoder may take one of the three with the fourth's packet: two or three close together
+    ends = [c for c in model.calls if c[0] == "ends"]
+    assert ends and len(ends[0][1]) >= 2 and set(ends[0][1]) <= set(slots), ends
+    assert model.context(slots[0]) == model.context(slots[1]) == model.context(slots[2])
+    assert [t[0] for t in model.context(slots[0])].count("end") == 1
