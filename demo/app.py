@@ -53,7 +53,7 @@ CAMERAS = ("world scene", "uploaded picture", "webcam")
 # the events that move the state line (a late input transcript does not)
 TURN_EVENTS = ("input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "response.created",
                "response.output_audio.delta", "response.audio.delta", "response.done")
-PLAYBACK_SLACK_S = 1.0  # the page starts playing a reply up to a poll (and a busy browser) after it arrives
+PLAYBACK_SLACK_S = 1.0  # the page gets reply audio some time after it leaves here (a busy browser: later still)
 RANDOM_NOTE = ("**randomly initialized (untrained): its words and voice are noise, not answers.** "
                "Start the server with a trained model (`omni serve --model DIR`) for real replies.")
 
@@ -156,38 +156,75 @@ class TabSession:
     shown_frame: Path | None = None  # the video frame the page shows
     barge_seen: int = 0  # events already looked through for a barge-in
 
-    def playing_reply(self, now: float | None = None) -> str | None:
-        """The reply whose arrived audio the page is still playing (real time from its first audio)."""
-        c, now = self.client, time.perf_counter() if now is None else now
+    def reply_on_page(self) -> str | None:
+        """The latest reply, if it has audio for the page and nothing stopped it."""
+        c = self.client
         if not c.order:
             return None
         rid = c.order[-1]
         r = c.replies[rid]
         if r.t_first_audio is None or rid in self.live.cut_ids or r.status in ("cancelled", "failed"):
             return None
-        ends = r.t_first_audio + sum(len(a) for a in r.audio) / c.out_rate
-        return rid if now < ends + PLAYBACK_SLACK_S or r.t_done is None else None
+        return rid
+
+    def plays_at(self, rid: str, t: float) -> bool:
+        """Whether the page may still be playing reply `rid` at time `t`: the server was
+        still sending it, or the page had not played out its arrived audio by then. The
+        page plays it in real time from when it was handed over (LiveAudio.playback), and
+        never before it arrived here; PLAYBACK_SLACK_S more for the page getting it late."""
+        c = self.client
+        r = c.replies[rid]
+        if r.t_done is None or t < r.t_done:
+            return True
+        end = r.t_first_audio + sum(len(a) for a in r.audio) / c.out_rate
+        handed = self.live.playback.get(rid)
+        if handed is not None:
+            end = max(end, handed[1])
+        return t < end + PLAYBACK_SLACK_S
+
+    def playing_reply(self, now: float | None = None) -> str | None:
+        """The reply whose arrived audio the page is still playing."""
+        now = time.perf_counter() if now is None else now
+        rid = self.reply_on_page()
+        return rid if rid is not None and self.plays_at(rid, now) else None
+
+    def cut(self, rid: str) -> None:
+        self.live.cut(rid)
+        self.cut_at = time.perf_counter()
 
     def cut_playing(self) -> bool:
         """Stop the reply the page is playing (its audio all arrived); True if there was one."""
         rid = self.playing_reply()
         if rid is None:
             return False
-        self.live.cut(rid)
-        self.cut_at = time.perf_counter()
+        self.cut(rid)
         return True
 
+    def speech_began(self, e: dict) -> float:
+        """When the user's speech of a speech_started event began, on this process's clock:
+        when the client sent the audio at the event's audio_start_ms (the server counts it
+        in all the session's input audio), else (no longer known) when the event arrived,
+        which is later by the server's voice detection and the way back."""
+        ms = e.get("audio_start_ms")
+        t = self.client.input_time(ms) if isinstance(ms, (int, float)) else None
+        return e["_t"] if t is None else min(t, e["_t"])
+
     def barge_in(self) -> None:
-        """The user speaking over a reply the server has already finished: stop playing it."""
+        """The user speaking over a reply the server has already finished: stop playing it.
+        Judged at the moment the user's speech began, not when this poll looks: voice
+        detection, the event's way here and a late poll together can outlast a short
+        reply, and a reply the user spoke over is cut even when the news comes late."""
         c = self.client
         # every event since the last look (a busy poll may come after many audio and transcript events)
         new, self.barge_seen = c.events[self.barge_seen:], len(c.events)
-        rid = self.playing_reply()
+        rid = self.reply_on_page()
         if rid is None:
             return
         first = c.replies[rid].t_first_audio
-        if any(e["type"] == "input_audio_buffer.speech_started" and e["_t"] > first for e in new):
-            self.cut_playing()
+        # speech the server heard after the reply's audio came (earlier speech is the turn it answers)
+        if any(e["type"] == "input_audio_buffer.speech_started" and e["_t"] > first
+               and self.plays_at(rid, self.speech_began(e)) for e in new):
+            self.cut(rid)
 
     def question_playing(self) -> bool:
         return self.playing is not None and not self.playing.done()

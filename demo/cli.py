@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 import urllib.request
-from urllib.parse import urlsplit
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from streaming.client import websocket_url
 
 SERVER_OPTIONS = ("--model", "--flavor", "--device", "--server-port")
 
@@ -46,19 +47,10 @@ def _seconds(text: str) -> float:
     return x
 
 
-def _ws_url(text: str) -> str:
-    try:
-        u = urlsplit(text)
-        u.port  # noqa: B018  (raises on a bad port)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid URL ({e})") from None
-    if u.scheme not in ("ws", "wss") or not u.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a websocket URL; expected ws://HOST:PORT/v1/realtime")
-    return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", type=_ws_url, help="connect to this running server instead of starting one")
+    p.add_argument("--url", type=websocket_url, help="connect to this running server instead of starting one")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="server bearer token")
     p.add_argument("--model", metavar="DIR", help="checkpoint for the server this command starts")
     p.add_argument("--flavor", default=None,

@@ -21,6 +21,7 @@ import wave
 import numpy as np
 
 from omni.commands.argtypes import existing_file, non_negative_float, output_file, positive_float
+from streaming.client import websocket_url
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,17 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
 
 
-def websocket_url(text: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        u = urlsplit(text)
-        u.port  # noqa: B018  (raises on a bad port)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid URL ({e})") from None
-    if u.scheme not in ("ws", "wss") or not u.hostname:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a websocket URL; expected ws://HOST:PORT/v1/realtime")
-    return text
 
 
 def read_question(path: str) -> np.ndarray:

@@ -11,12 +11,15 @@ events an OpenAI Realtime client does, plus the video-frame extension.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -41,6 +44,18 @@ class Reply:
         return np.concatenate(self.audio) if self.audio else np.zeros(0, np.float32)
 
 
+def websocket_url(text: str) -> str:
+    """A command line's server URL, checked (an argparse type: `omni client`, `omni demo`)."""
+    try:
+        u = urlsplit(text)
+        u.port  # noqa: B018  (raises on a bad port)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid URL ({e})") from None
+    if u.scheme not in ("ws", "wss") or not u.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a websocket URL; expected ws://HOST:PORT/v1/realtime")
+    return text
+
+
 class RealtimeClient:
     def __init__(self, url: str, api_key: str | None = None, origin: str | None = None,
                  on_event: Callable[[dict], None] | None = None) -> None:
@@ -58,6 +73,11 @@ class RealtimeClient:
         self._cond = asyncio.Condition()
         self.closed = asyncio.Event()
         self.t_speech_sent_end: float | None = None
+        # (start ms, end ms, perf_counter) of each input audio append, in the stream of all input
+        # audio of the session as the server counts it (its audio_start_ms / audio_end_ms, over
+        # every append it took); the recent ones place a speech event the server sends a moment later
+        self.sent_audio: deque[tuple[float, float, float]] = deque(maxlen=4096)
+        self.sent_ms = 0.0
 
     async def __aenter__(self) -> "RealtimeClient":
         await self.connect()
@@ -163,7 +183,24 @@ class RealtimeClient:
         return e["session"]
 
     async def append_audio(self, samples: np.ndarray) -> None:
+        """Send input audio at the session's input rate; when it left is kept (input_time)."""
+        if len(samples):
+            end = self.sent_ms + 1000 * len(samples) / self.in_rate
+            self.sent_audio.append((self.sent_ms, end, time.perf_counter()))
+            self.sent_ms = end
         await self.send({"type": "input_audio_buffer.append", "audio": encode_pcm16(samples)})
+
+    def input_time(self, ms: float) -> float | None:
+        """When the input audio at `ms` of the session's input stream (the server's
+        audio_start_ms / audio_end_ms) was live, on this client's clock (perf_counter):
+        an append is sent once its audio has been captured (a microphone's chunk, or
+        stream_audio's real-time pacing), so a sample inside it was live as long before
+        the send as the rest of the chunk lasts. None where this client no longer knows
+        (older than its record) or never sent that far."""
+        for start, end, t in reversed(self.sent_audio):
+            if start <= ms:
+                return t - (end - ms) / 1000 if ms <= end else None
+        return None
 
     async def append_image(self, jpeg: bytes, time_ms: float | None = None) -> None:
         ev: dict[str, Any] = {"type": "input_image_buffer.append", "image": base64.b64encode(jpeg).decode()}

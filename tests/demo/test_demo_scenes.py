@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from demo.app import TabSession
+from demo.app import PLAYBACK_SLACK_S, TabSession
 from demo.live_audio import LiveAudio
 from demo.scenes import SceneSet, ask_note, frame_jpeg, question_choices, question_for, read_question
 from omni.defaults import DEFAULT_MODEL_DIR
@@ -81,7 +81,7 @@ def test_write_demo_scenes_without_a_model(tmp_path):
 
 def _tab(reply: Reply, events: list[dict]) -> TabSession:
     client = SimpleNamespace(events=events, order=[reply.id], replies={reply.id: reply}, errors=[], session={},
-                             out_rate=24000, input_transcripts={})
+                             out_rate=24000, input_transcripts={}, input_time=lambda ms: None)
     return TabSession(client)
 
 
@@ -128,6 +128,60 @@ def test_speaking_over_a_played_out_reply_cuts_it_here():
     ev += [{"type": "conversation.item.input_audio_transcription.delta", "_t": now} for _ in range(20)]
     tab.barge_in()
     assert r.id in tab.live.cut_ids and isinstance(tab.live, LiveAudio)
+
+
+def _reply_the_page_played(t0: float) -> tuple[TabSession, list[dict]]:
+    """A 0.5 s reply that arrived whole at t0 and went to the page 0.2 s later; the
+    client's input audio is live 1 ms per ms from t0 - 10 s."""
+    r = Reply("resp_4", status="completed", t_first_audio=t0, t_done=t0 + 0.01)
+    r.audio = [np.full(12000, 0.1, np.float32)]
+    ev = [{"type": "response.done", "response": {"id": r.id, "status": "completed"}, "_t": t0 + 0.01}]
+    tab = _tab(r, ev)
+    tab.client.input_time = lambda ms: t0 - 10 + ms / 1000
+    assert tab.live.next_message(tab.client, now=t0 + 0.2) is not None
+    return tab, ev
+
+
+def _speech(t0: float, began: float, arrived: float) -> dict:
+    return {"type": "input_audio_buffer.speech_started", "audio_start_ms": round(1000 * (began - t0 + 10)),
+            "_t": arrived}
+
+
+def test_speaking_over_a_reply_is_judged_when_the_speech_began_not_when_a_poll_looks():
+    t0 = time.perf_counter() - 30  # the poll comes long after all of it
+    tab, ev = _reply_the_page_played(t0)
+    played = tab.live.playback["resp_4"]  # the page plays it from when it was handed over
+    assert played == pytest.approx([t0 + 0.25, t0 + 0.75])
+    # the speech began while the page may still have played it: after its arrival + length + slack,
+    # but the page started it late; the news of it came after that window too
+    began = played[1] + PLAYBACK_SLACK_S - 0.1
+    assert began > t0 + 0.5 + PLAYBACK_SLACK_S
+    ev.append(_speech(t0, began=began, arrived=began + 0.8))
+    tab.barge_in()
+    assert "resp_4" in tab.live.cut_ids and json.loads(tab.live.next_message(tab.client))["stop"]
+
+
+def test_speech_after_a_reply_played_out_or_before_it_came_leaves_it_alone():
+    t0 = time.perf_counter() - 30
+    tab, ev = _reply_the_page_played(t0)
+    # the question the reply answers (its news came before the reply)
+    ev.append(_speech(t0, began=t0 - 2, arrived=t0 - 1.5))
+    # speech that began after the page played it out, however soon a poll looks
+    end = tab.live.playback["resp_4"][1] + PLAYBACK_SLACK_S
+    ev.append(_speech(t0, began=end + 0.1, arrived=end + 0.2))
+    tab.barge_in()
+    assert not tab.live.cut_ids and tab.live.next_message(tab.client) is None
+
+
+def test_when_speech_began_the_clients_send_time_else_the_events_arrival():
+    t0 = time.perf_counter()
+    tab, _ = _reply_the_page_played(t0)
+    assert tab.speech_began(_speech(t0, began=t0 + 1, arrived=t0 + 1.4)) == pytest.approx(t0 + 1)
+    assert tab.speech_began({"type": "input_audio_buffer.speech_started", "_t": t0 + 2}) == t0 + 2
+    tab.client.input_time = lambda ms: None  # sent too long ago to be known
+    assert tab.speech_began(_speech(t0, began=t0 + 1, arrived=t0 + 1.4)) == t0 + 1.4
+    tab.client.input_time = lambda ms: t0 + 9  # never after its news came
+    assert tab.speech_began(_speech(t0, began=t0 + 1, arrived=t0 + 1.4)) == t0 + 1.4
 
 
 def test_the_first_still_opens_the_page_and_a_video_follows():

@@ -8,6 +8,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from demo.live_audio import LiveAudio
 from streaming.client import Reply
@@ -67,3 +68,25 @@ def test_a_reply_cut_by_a_length_limit_plays_out():
     r.status = "incomplete"
     assert len(_pcm(live.next_message(c))) == 480  # the rest, not a stop
     assert live.next_message(c) is None
+
+
+def test_playback_follows_the_pages_player():
+    """When the page plays each reply, as its player schedules the messages: back to back,
+    each from LEAD_S after it leaves here at the soonest; a stop drops what was scheduled."""
+    a, b = Reply("resp_a"), Reply("resp_b")
+    c = _client(a, b)
+    live = LiveAudio()
+    a.audio.append(np.zeros(12000, np.float32))  # 0.5 s
+    live.next_message(c, now=10.0)
+    a.audio.append(np.zeros(6000, np.float32))
+    b.audio.append(np.zeros(2400, np.float32))  # more of a, then b: queued behind what plays
+    live.next_message(c, now=10.2)
+    assert live.playback == {"resp_a": pytest.approx([10.05, 10.8]), "resp_b": pytest.approx([10.8, 10.9])}
+    b.audio.append(np.zeros(2400, np.float32))  # the page ran dry meanwhile: from when it gets it
+    live.next_message(c, now=12.0)
+    assert live.playback["resp_b"] == pytest.approx([10.8, 12.15])
+    b.status = "cancelled"
+    assert json.loads(live.next_message(c, now=12.05))["stop"]
+    d = Reply("resp_d", audio=[np.zeros(2400, np.float32)])
+    live.next_message(_client(a, b, d), now=12.06)  # nothing queued after a stop
+    assert live.playback["resp_d"] == pytest.approx([12.11, 12.21])

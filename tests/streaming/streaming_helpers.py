@@ -129,6 +129,11 @@ class ScriptedModel:
         # the next script once a reply was closed (a rolled-back speculative reply takes it again)
         self.words = self.scripts[min(self.replies_begun, len(self.scripts) - 1)]
 
+    def begin_responses(self, items) -> None:
+        self._t("begins", [slot for slot, _ in items])
+        for slot, opening in items:
+            self.begin_response(slot, opening)
+
     def decode_step(self, slots):
         import time
 
@@ -153,6 +158,11 @@ class ScriptedModel:
         self._t("end", slot)
         self.replies_begun += 1
         self.ctx[slot].append(("end",))
+
+    def end_responses(self, slots) -> None:
+        self._t("ends", list(slots))
+        for slot in slots:
+            self.end_response(slot)
 
     def new_audio_state(self):
         return {"n": 0}
@@ -185,6 +195,21 @@ class SlowTranscriber:
 
         time.sleep(self.seconds)
         return f"pid {os.getpid()} heard {len(audio)} samples"
+
+
+def debug_realtime(max_slots: int, capacity: int, max_steps: int):
+    """The `debug` model (seed 0) behind a RealtimeOmni, as the server drives it."""
+    import torch
+
+    from omni.config import get_omni_config
+    from omni.generation import GenerationOptions
+    from omni.model import OmniModel
+    from omni.realtime import RealtimeOmni
+
+    torch.manual_seed(0)
+    model = OmniModel(get_omni_config("debug"))
+    return RealtimeOmni(model, max_slots=max_slots, capacity=capacity,
+                        options=GenerationOptions(max_new_tokens=max_steps))
 
 
 def run(coro, timeout: float = 90.0):

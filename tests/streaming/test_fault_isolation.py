@@ -6,13 +6,13 @@ the poisoned session itself goes on. Real websockets and engine threads."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
-import torch
+import streaming_helpers as helpers
+from streaming_helpers import debug_realtime
 
 from streaming.client import RealtimeClient
-from streaming.server import OmniServer, ServerConfig
+from streaming.server import OmniServer
 
 MAX_STEPS = 16
 TURNS = 3
@@ -20,27 +20,15 @@ TURNS = 3
 
 @pytest.fixture(scope="module")
 def omni():
-    from omni.config import get_omni_config
-    from omni.generation import GenerationOptions
-    from omni.model import OmniModel
-    from omni.realtime import RealtimeOmni
-
-    torch.manual_seed(0)
-    model = OmniModel(get_omni_config("debug"))
-    return RealtimeOmni(model, max_slots=4, capacity=1024, options=GenerationOptions(max_new_tokens=MAX_STEPS))
+    return debug_realtime(max_slots=4, capacity=1024, max_steps=MAX_STEPS)
 
 
 def run(coro, timeout: float = 180.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return helpers.run(coro, timeout)
 
 
-@contextlib.asynccontextmanager
-async def serving(model, **kw):
-    srv = await OmniServer(model, ServerConfig(port=0, max_steps=MAX_STEPS, **kw)).start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
+def serving(model, **kw):
+    return helpers.serving(model, max_steps=MAX_STEPS, **kw)
 
 
 def text_item(text: str, role: str = "user") -> dict:
@@ -108,7 +96,7 @@ def test_poisoned_requests_leave_other_sessions_and_itself_working(omni):
 def test_a_failing_model_call_fails_only_that_reply(omni, monkeypatch):
     """A model call that raises for one slot: that session's reply ends failed with a
     typed error, its next turn works, and the other sessions never notice."""
-    real = omni.begin_response
+    real, real_many = omni.begin_response, omni.begin_responses
     poisoned: set[int] = set()
 
     def flaky(slot: int) -> None:
@@ -117,7 +105,13 @@ def test_a_failing_model_call_fails_only_that_reply(omni, monkeypatch):
             raise RuntimeError("injected fault")
         real(slot)
 
+    def flaky_many(items) -> None:  # replies begun together: the batch fails, the engine retries one by one
+        if poisoned & {slot for slot, _ in items}:
+            raise RuntimeError("injected fault in a batch")
+        real_many(items)
+
     monkeypatch.setattr(omni, "begin_response", flaky)
+    monkeypatch.setattr(omni, "begin_responses", flaky_many)
 
     async def victim(c: RealtimeClient, srv: OmniServer) -> list[str]:
         # the victim configured first: its engine record has the smallest handle

@@ -5,7 +5,6 @@ Real websockets, real silero-vad, espeak-ng speech."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import numpy as np
@@ -16,7 +15,8 @@ from omni.realtime_api import UserChunk
 from streaming.client import RealtimeClient
 from streaming.engine import Engine
 from streaming.engine_commands import Chunk, Respond, Rollback
-from streaming.server import OmniServer, ServerConfig
+import streaming_helpers as helpers
+from streaming_helpers import debug_realtime
 
 SR = 16000
 MAX_STEPS = 24
@@ -24,27 +24,15 @@ MAX_STEPS = 24
 
 @pytest.fixture(scope="module")
 def omni():
-    from omni.config import get_omni_config
-    from omni.generation import GenerationOptions
-    from omni.model import OmniModel
-    from omni.realtime import RealtimeOmni
-
-    torch.manual_seed(0)
-    model = OmniModel(get_omni_config("debug"))
-    return RealtimeOmni(model, max_slots=3, capacity=1536, options=GenerationOptions(max_new_tokens=MAX_STEPS))
+    return debug_realtime(max_slots=3, capacity=1536, max_steps=MAX_STEPS)
 
 
 def run(coro, timeout: float = 90.0):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    return helpers.run(coro, timeout)
 
 
-@contextlib.asynccontextmanager
-async def serving(model, **kw):
-    srv = await OmniServer(model, ServerConfig(port=0, max_steps=MAX_STEPS, **kw)).start()
-    try:
-        yield srv
-    finally:
-        await srv.close()
+def serving(model, **kw):
+    return helpers.serving(model, max_steps=MAX_STEPS, **kw)
 
 
 def silence(seconds: float) -> np.ndarray:
