@@ -3,7 +3,9 @@
 Scripted clients stream spoken questions (espeak-ng) in real time followed by
 silence, over real websockets to an in-process `OmniServer`, at several
 concurrency levels; each level runs with speculative prefill->decode switching
-on and off, side by side in the same run. Reported per configuration:
+on and off, side by side in the same run (`--spec`), and with each `--prefill-wait-ms` (how
+long the engine lets a packet in the middle of a user's turn wait while replies decode,
+streaming/engine.py PREFILL_WAIT_S; 0: every packet at the next step). Reported per configuration:
 
   p50/p95 first audio byte - end-of-turn confirmation   (target <= 50 / 100 ms at 1 session)
   p50/p95 first audio byte - end of user speech          (includes the 600 ms VAD endpoint)
@@ -16,6 +18,7 @@ on and off, side by side in the same run. Reported per configuration:
     python bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions 1,8,32   # GPU
     python bench/streaming.py ... --sessions 1,8,32,64,128 --turns 4                       # p95 over >= 100 replies
     python bench/streaming.py --flavor debug --device cpu --sessions 1,4                  # this CPU
+    python bench/streaming.py ... --spec on --prefill-wait-ms 0,250                        # the packet wait vs none
 
 Writes bench/results/streaming_<tag>.json and .png and prints a table.
 """
@@ -187,10 +190,14 @@ async def run_clients(url: str, jobs: list[tuple[list[np.ndarray], float]], spec
     return [r for part in parts for r in part]
 
 
-async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args) -> dict:
+async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args,
+                     wait_ms: float | None = None) -> dict:
     from streaming.server import OmniServer, ServerConfig
 
-    srv = await OmniServer(model, ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps)).start()
+    cfg = ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps)
+    if wait_ms is not None:
+        cfg.prefill_wait_s = wait_ms / 1000
+    srv = await OmniServer(model, cfg).start()
     rng = random.Random(n * 2 + speculative)
     jobs = [([speech[(i + k) % len(speech)] for k in range(args.turns)], rng.uniform(0, args.spread))
             for i in range(n)]
@@ -211,7 +218,8 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
 
     rates = [r["decode_steps_per_s"] for r in ok if r.get("decode_steps_per_s")]
     return {
-        "sessions": n, "turns": args.turns, "speculative": speculative, "responses": len(ok), "failed": failed,
+        "sessions": n, "turns": args.turns, "speculative": speculative, "prefill_wait_ms": cfg.prefill_wait_s * 1000,
+        "responses": len(ok), "failed": failed,
         "first_audio_after_confirm_ms": {"p50": pct("first_audio_after_confirm_s", 50),
                                          "p95": pct("first_audio_after_confirm_s", 95)},
         "first_audio_after_speech_end_ms": {"p50": pct("first_audio_after_speech_end_s", 50),
@@ -252,13 +260,13 @@ def fmt(v: float | None, digits: int = 0) -> str:
 
 def print_table(rows: list[dict], hw: str) -> None:
     print(f"\nstreaming benchmark on {hw}")
-    head = ("sessions", "spec", "n", "1st audio-confirm p50/p95 ms", "1st audio-speech end p50/p95 ms",
+    head = ("sessions", "spec", "wait ms", "n", "1st audio-confirm p50/p95 ms", "1st audio-speech end p50/p95 ms",
             "steps/s/session p50 (min)", "realtime", "prefill/packet p50/p95 ms")
     print(" | ".join(head))
     for r in rows:
         fa, fe = r["first_audio_after_confirm_ms"], r["first_audio_after_speech_end_ms"]
         ds, pf = r["decode_steps_per_s_per_session"], r["prefill_per_packet_ms"]
-        print(" | ".join([str(r["sessions"]), "on" if r["speculative"] else "off", str(r["responses"]),
+        print(" | ".join([str(r["sessions"]), "on" if r["speculative"] else "off", fmt(wait_of(r)), str(r["responses"]),
                           f"{fmt(fa['p50'])}/{fmt(fa['p95'])}", f"{fmt(fe['p50'])}/{fmt(fe['p95'])}",
                           f"{fmt(ds['p50'], 1)} ({fmt(ds['min'], 1)})", "yes" if r["all_sessions_realtime"] else "NO",
                           f"{fmt(pf['p50'], 1)}/{fmt(pf['p95'], 1)}"]))
@@ -267,13 +275,27 @@ def print_table(rows: list[dict], hw: str) -> None:
         path = r.get("first_audio_path_ms") or {}
         parts = [f"{k} {fmt(v['p50'], 1)}/{fmt(v['p95'], 1)}" for k, v in path.items()
                  if k == "total" or (v["p95"] or 0) >= 0.05]  # components that took any time
-        print(f"  {r['sessions']} sessions, spec {'on' if r['speculative'] else 'off'}: " + ", ".join(parts))
-    by = {(r["sessions"], r["speculative"]): r for r in rows}
-    for n in sorted({r["sessions"] for r in rows}):
-        on, off = by.get((n, True)), by.get((n, False))
-        if on and off and on["first_audio_after_speech_end_ms"]["p50"] and off["first_audio_after_speech_end_ms"]["p50"]:
-            ratio = on["first_audio_after_speech_end_ms"]["p50"] / off["first_audio_after_speech_end_ms"]["p50"]
-            print(f"  {n} sessions: first audio after end of speech, speculation on/off = {ratio:.2f}x")
+        print(f"  {label(r)}: " + ", ".join(parts))
+    by = {(r["sessions"], r["speculative"], wait_of(r)): r for r in rows}
+    p50 = lambda r: r["first_audio_after_speech_end_ms"]["p50"] if r else None
+    for n, spec, wait in sorted(by):
+        on, off = by.get((n, True, wait)), by.get((n, False, wait))
+        if spec and p50(on) and p50(off):
+            print(f"  {n} sessions, wait {fmt(wait)} ms: first audio after end of speech, speculation on/off = "
+                  f"{p50(on) / p50(off):.2f}x")
+        base = by.get((n, spec, 0.0))
+        if wait and p50(base) and p50(by[(n, spec, wait)]):
+            print(f"  {n} sessions, spec {'on' if spec else 'off'}: first audio after end of speech, wait "
+                  f"{fmt(wait)} / 0 ms = {p50(by[(n, spec, wait)]) / p50(base):.2f}x")
+
+
+def wait_of(r: dict) -> float:
+    """A row's prefill wait (ms); rows of results written before it was a setting had none: 0."""
+    return float(r.get("prefill_wait_ms", 0.0))
+
+
+def label(r: dict) -> str:
+    return f"{r['sessions']} sessions, spec {'on' if r['speculative'] else 'off'}, wait {fmt(wait_of(r))} ms"
 
 
 def breakdown(rows: list[dict], ax) -> None:
@@ -282,7 +304,9 @@ def breakdown(rows: list[dict], ax) -> None:
 
     from streaming.timing import COMPONENTS
 
-    rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"])) if r.get("first_audio_path_ms")]
+    rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"], wait_of(r)))
+          if r.get("first_audio_path_ms")]
+    waits = len({wait_of(r) for r in rs}) > 1
     names = [c for c in (*COMPONENTS, "other")
              if any((r["first_audio_path_ms"][c]["p50"] or 0) >= 5 for r in rs)]  # parts worth a colour
     x = np.arange(len(rs))
@@ -292,8 +316,9 @@ def breakdown(rows: list[dict], ax) -> None:
         vals = np.array([r["first_audio_path_ms"][name]["p50"] or 0.0 for r in rs])
         ax.bar(x, vals, bottom=bottom, color=colors[i % len(colors)], label=name, width=0.7)
         bottom += vals
-    ax.set_xticks(x, [f"{r['sessions']}{'' if r['speculative'] else ' off'}" for r in rs], fontsize=7)
-    ax.set(xlabel="sessions (speculation on; 'off': off)", ylabel="ms (p50 of each part)",
+    ax.set_xticks(x, [f"{r['sessions']}{'' if r['speculative'] else ' off'}{f' w{wait_of(r):.0f}' if waits else ''}"
+                      for r in rs], fontsize=7)
+    ax.set(xlabel="sessions (speculation on; 'off': off; wN: packet wait N ms)", ylabel="ms (p50 of each part)",
            title="end of speech -> first audio byte, by part")
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3, axis="y")
@@ -315,14 +340,18 @@ def plot(rows: list[dict], hw: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    waits = sorted({wait_of(r) for r in rows})
     for spec, style in ((True, "-o"), (False, "--s")):
-        rs = sorted([r for r in rows if r["speculative"] == spec], key=lambda r: r["sessions"])
-        n = [r["sessions"] for r in rs]
-        for q in ("p50", "p95"):
-            axes[0].plot(n, [r["first_audio_after_confirm_ms"][q] or np.nan for r in rs], style,
-                         label=f"spec {'on' if spec else 'off'} {q}")
-        axes[1].plot(n, [r["decode_steps_per_s_per_session"]["min"] or np.nan for r in rs], style,
-                     label=f"spec {'on' if spec else 'off'} (min over sessions)")
+        for wait in waits:
+            rs = sorted([r for r in rows if r["speculative"] == spec and wait_of(r) == wait], key=lambda r: r["sessions"])
+            if not rs:
+                continue
+            n = [r["sessions"] for r in rs]
+            name = f"spec {'on' if spec else 'off'}" + (f" wait {wait:.0f}" if len(waits) > 1 else "")
+            for q in ("p50", "p95"):
+                axes[0].plot(n, [r["first_audio_after_confirm_ms"][q] or np.nan for r in rs], style, label=f"{name} {q}")
+            axes[1].plot(n, [r["decode_steps_per_s_per_session"]["min"] or np.nan for r in rs], style,
+                         label=f"{name} (min over sessions)")
     axes[0].set(xlabel="concurrent sessions", ylabel="ms", title="first audio after end-of-turn confirmation",
                 xscale="log")
     axes[1].axhline(REALTIME_STEPS, color="red", lw=1, label="real time (16.67)")
@@ -362,11 +391,11 @@ async def amain(args) -> int:
             "clients": f"{args.client_procs} processes of their own" if args.client_procs > 0 else "in the server's process",
             "command": " ".join(sys.argv), "results": rows}
     for n in args.sessions:
-        for spec in (True, False):
-            t0 = time.perf_counter()
-            rows.append(await run_config(model, n, spec, speech, args))
-            print(f"  {n} sessions, speculation {'on' if spec else 'off'}: {time.perf_counter() - t0:.1f} s",
-                  flush=True)
+        for spec in args.spec:
+            for wait in args.prefill_wait_ms:
+                t0 = time.perf_counter()
+                rows.append(await run_config(model, n, spec, speech, args, wait))
+                print(f"  {label(rows[-1])}: {time.perf_counter() - t0:.1f} s", flush=True)
             data["load_average_after"] = os.getloadavg()
             (out / f"streaming_{tag}.json").write_text(json.dumps(data, indent=2))  # partial results survive
     print_table(rows, hw)
@@ -388,6 +417,10 @@ def main() -> int:
     p.add_argument("--capacity", type=int, default=2048, help="KV-cache tokens per session")
     p.add_argument("--turns", type=int, default=1,
                    help="questions per session, each after the previous reply (p95 over sessions x turns)")
+    p.add_argument("--spec", default="on,off", help="speculation modes to run: on, off or on,off (default)")
+    p.add_argument("--prefill-wait-ms", default=None,
+                   help="comma-separated packet waits to run (ms; default: the engine's, "
+                        "streaming/engine.py PREFILL_WAIT_S); e.g. 0,250 side by side")
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
     p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
@@ -402,6 +435,16 @@ def main() -> int:
     if args.report:
         return report(Path(args.report))
     args.sessions = [int(x) for x in args.sessions.split(",")]
+    modes = {"on": True, "off": False}
+    if not args.spec or any(x not in modes for x in args.spec.split(",")):
+        p.error("--spec takes on, off or on,off")
+    args.spec = [modes[x] for x in args.spec.split(",")]
+    if args.prefill_wait_ms is None:
+        from streaming.engine import PREFILL_WAIT_S
+
+        args.prefill_wait_ms = [PREFILL_WAIT_S * 1000]
+    else:
+        args.prefill_wait_ms = [float(x) for x in args.prefill_wait_ms.split(",")]
     if args.turns < 1:
         p.error("--turns must be >= 1")
     return asyncio.run(amain(args))

@@ -6,7 +6,9 @@
 # (one by one, batched, pooled, pooled in a CUDA graph: bench/codec_batch.py) and reply starts and closes
 # a call each vs one for all (bench/begin_batch.py). Usage: bash bench/streaming_gpu.sh WHEEL_AND_SPEECH_DIR OUT_DIR
 # SESSIONS and TURNS (env) change the levels and the turns per session; the clients run in
-# CLIENT_PROCS (4) processes of their own (0: in the server's process, as the committed H100 run).
+# CLIENT_PROCS (4) processes of their own (0: in the server's process, as the committed H100 run);
+# SPEC (on,off) the speculation modes and PREFILL_WAIT (the engine's) the packet waits in ms, e.g.
+# SPEC=on PREFILL_WAIT=0,250 for the wait against none, side by side.
 # (WHEEL_AND_SPEECH_DIR holds the .whl files and speech/q*.wav, made here with
 #  `pip download` and `python bench/streaming.py --make-speech-only --speech-dir DIR/speech`).
 set -euo pipefail
@@ -24,4 +26,5 @@ if [[ -z "${SKIP_BEGIN:-}" ]]; then  # reply starts and closes, a call each vs o
     2>&1 | grep --line-buffered -v -i "warn"
 fi
 python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions "${SESSIONS:-1,8,32,64,128}" --turns "${TURNS:-4}" --max-steps 40 \
-  --silence 1.0 --spread 0.5 --capacity 1024 --client-procs "${CLIENT_PROCS:-4}" --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"
+  --silence 1.0 --spread 0.5 --capacity 1024 --client-procs "${CLIENT_PROCS:-4}" \
+  --spec "${SPEC:-on,off}" ${PREFILL_WAIT:+--prefill-wait-ms "$PREFILL_WAIT"} --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"

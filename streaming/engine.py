@@ -74,6 +74,11 @@ from streaming.timing import add_span, observe_stage, span_end
 __all__ = ["Engine", "EngineEvent", "EngineSlot", "SlotError"]
 
 log = logging.getLogger(__name__)
+# While replies decode, a packet in the middle of a user's turn may wait this long to be
+# prefilled: decode steps (a reply's first audio, real-time speech) then run back to back
+# instead of one per prefill call, and the packets that waited go in one larger batch. A
+# packet that something waits behind (the turn's reply, a text item) goes at once.
+PREFILL_WAIT_S = 0.25
 PACKET_ROOM = 256  # tokens kept free beyond a call's own cost (turn markers, the next packet's start)
 CARRY_SHARE = 4  # text turns carried into a fresh context fill at most 1/CARRY_SHARE of it
 
@@ -82,9 +87,10 @@ class Engine:
     """Owns `model` on a dedicated thread. All public methods are thread-safe."""
 
     def __init__(self, model: RealtimeModel, metrics: Metrics | None = None, max_steps: int = 1000,
-                 spec_ahead_frames: int = 8) -> None:
+                 spec_ahead_frames: int = 8, prefill_wait_s: float = PREFILL_WAIT_S) -> None:
         self.model = model
         self.spec_ahead_frames = spec_ahead_frames
+        self.prefill_wait_s = prefill_wait_s
         self.metrics = metrics or Metrics()
         self.max_steps = max_steps
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (handle or None, command)
@@ -382,26 +388,40 @@ class Engine:
                     if isinstance(head, EncodeJob):
                         if head.state not in (EncodeState.ENCODED, EncodeState.FAILED) or head.gen != s.gen:
                             break  # still with the encoder (or encoded for a former slot: again)
-                        s.queue.popleft()
                         if head.state is EncodeState.FAILED:
+                            s.queue.popleft()
                             self.metrics.inc("omni_encode_errors_total")
                             s.sink(EngineEvent("error", s.epoch,
                                                info={"message": f"encoding a packet failed: {head.error}"}))
                             progressed = True
                             continue
-                        batch.append((s, head))
+                        batch.append((s, head))  # taken off its queue below, unless it may wait
                         break  # one packet per slot per batch keeps the batch fair
                     s.queue.popleft()
                     progressed = True
                     self._guarded(s, head)
             if begins:
                 self._respond_batch(begins)
+            if batch and self._may_wait(batch):
+                batch = []
+            for s, _ in batch:
+                s.queue.popleft()
             if batch:
                 self._prefill(batch)
                 if any(s.state is SlotState.ANSWERING for s in self.slots.values()):
                     return  # one prefill batch per decode step: a burst of packets must not stall replies
             if not batch and not progressed:
                 return
+
+    def _may_wait(self, batch: list[tuple[Slot, EncodeJob]]) -> bool:
+        """Whether a batch of encoded packets may wait for a later prefill call (PREFILL_WAIT_S):
+        only while replies decode, and only if no packet is due: none has waited its time,
+        and nothing is queued behind any of them. Once one is due, all go together."""
+        if self.prefill_wait_s <= 0 or not any(self._may_step(s) for s in self.slots.values()):
+            return False
+        now = time.perf_counter()
+        return not any(now - job.t_end >= self.prefill_wait_s or
+                       any(not isinstance(c, EncodeJob) for c in s.queue) for s, job in batch)
 
     def _close_replies(self, slots: list[Slot]) -> None:
         """Close the ended replies of several slots with one model call (`end_responses`, where

@@ -36,7 +36,7 @@ from websockets.http11 import Request, Response
 from omni.realtime_api import RealtimeModel
 from omni.transcribe import TRANSCRIBERS
 from streaming.backchannel import BackchannelDetector
-from streaming.engine import Engine
+from streaming.engine import PREFILL_WAIT_S, Engine
 from streaming.input import InputWorker
 from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, parse_client_event
@@ -61,6 +61,7 @@ class ServerConfig:
     idle_timeout_s: float = 300.0
     max_steps: int = 1000
     spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
+    prefill_wait_s: float = PREFILL_WAIT_S  # how long a mid-turn packet may wait while replies decode (engine.py)
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
     model_card: dict | None = None  # sessions report it too (session.omni.model.about / .ask)
@@ -81,7 +82,7 @@ class OmniServer:
             raise ValueError(f"unknown transcriber {t!r}; known: {sorted(TRANSCRIBERS)} or a 'module:factory'")
         self.metrics = Metrics()
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
-                             spec_ahead_frames=self.cfg.spec_ahead_frames).start()
+                             spec_ahead_frames=self.cfg.spec_ahead_frames, prefill_wait_s=self.cfg.prefill_wait_s).start()
         self.inputs = InputWorker(metrics=self.metrics)
         b = self.cfg.backchannels
         self.backchannels = None if b is False else BackchannelDetector.load(None if b is True else b)
