@@ -21,10 +21,12 @@ interruption, backchannel):
                 within --window s after the end of user speech (the last speech sample);
                 latency = that first delta's arrival - end of speech (p50/p95). A reply
                 whose audio starts before the end of speech counts as "early", not a takeover.
-  interruption  a question; once the reply plays, after 0.8-2.4 s of playback, the user
-                asks a new question. The reply is "audible" from its first delta until
-                its simulated real-time playback ends (deltas queue back to back). The
-                server's stop signal is the first `input_audio_buffer.speech_started` or
+  interruption  a question; once the reply plays, the user asks a new question 20-70 % of the
+                way through the reply's playback (its length is known once the reply is
+                generated, or from what arrived in its first --onset-wait s: a trained
+                model's replies are as short as its answers). The reply is "audible" from
+                its first delta until its simulated real-time playback ends (deltas queue
+                back to back). The server's stop signal is the first `input_audio_buffer.speech_started` or
                 `response.done` with status cancelled of that reply, received after the
                 user's onset; a client following the protocol stops playing then
                 (the server cuts the reply's context at the same moment, docs/protocol.md
@@ -36,7 +38,8 @@ interruption, backchannel):
                 before the user speaks, and then cut by the client and the server's
                 playback estimate instead), and whether / how fast a new reply answers the
                 interruption (first audio of a new reply after its end of speech).
-  backchannel   "uh-huh" / "yeah" / "okay" / "mm-hmm" 0.8-2.0 s into the reply's playback.
+  backchannel   "uh-huh" / "yeah" / "okay" / "mm-hmm" 20-60 % of the way through the reply's
+                playback.
                 Wrong stop = the same stop signal arrives while the reply is audible (lower
                 is better). Also: the rate at which a new reply starts after it (the model
                 took the turn).
@@ -88,6 +91,9 @@ BACKCHANNELS = ("uh-huh", "yeah", "okay", "mm-hmm")
 BACKCHANNEL_SPOKEN = {"uh-huh": "uh huh", "yeah": "yeah", "okay": "okay", "mm-hmm": "mmm hmm"}
 AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 LEAD_S = 0.3  # silence before the first words of a trial
+INTERRUPT_AT = (0.2, 0.7)  # where in the reply's playback the user interrupts (fraction)
+BACKCHANNEL_AT = (0.2, 0.6)  # ... says uh-huh
+MIN_ONSET_S = 0.1  # the user never speaks sooner than this after the reply's first audio
 
 
 # ---------------------------------------------------------------------------
@@ -276,7 +282,9 @@ class Trial:
     voice: dict
     texts: list[str]  # pause: [part 1, part 2]; interruption: [question, interruption]; backchannel: [q, word]
     pause_ms: float | None = None
-    delay_s: float = 0.0  # interruption / backchannel: seconds of playback before the user speaks
+    # interruption / backchannel: the user speaks this far through the reply's playback (a fraction:
+    # the replies of a trained model are as short as its answers, a fixed delay would miss them)
+    at: float = 0.0
     audio: list[np.ndarray] = field(default_factory=list)
 
 
@@ -302,10 +310,10 @@ def plan_trials(args) -> list[Trial]:
         trials.append(Trial("smooth", i, voice(), [str(rng.choice(qs))]))
     for i in range(args.interruption_trials):
         a, b = (str(x) for x in rng.choice(qs, 2, replace=False))
-        trials.append(Trial("interruption", i, voice(), [a, b], delay_s=float(rng.uniform(0.8, 2.4))))
+        trials.append(Trial("interruption", i, voice(), [a, b], at=float(rng.uniform(*INTERRUPT_AT))))
     for i in range(args.backchannel_trials):
         trials.append(Trial("backchannel", i, voice(), [str(rng.choice(qs)), BACKCHANNELS[i % len(BACKCHANNELS)]],
-                            delay_s=float(rng.uniform(0.8, 2.0))))
+                            at=float(rng.uniform(*BACKCHANNEL_AT))))
     return trials
 
 
@@ -386,6 +394,14 @@ def is_audio(e: dict) -> bool:
     return e["type"] in AUDIO_DELTA
 
 
+async def reply_audio_s(c, first: dict, wait_s: float) -> float:
+    """Seconds of audio of the reply whose first delta is `first`: all of it once its
+    `response.done` arrives (waited for up to `wait_s` after that delta), else what came so far."""
+    rid = first["response_id"]
+    await wait_event(c, lambda x: x["type"] == "response.done" and x["response"]["id"] == rid, first["_t"] + wait_s)
+    return sum(e["dur"] for e in compact_events(list(c.events)) if e["type"] == "audio" and e["rid"] == rid)
+
+
 async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
     from streaming.client import RealtimeClient
 
@@ -416,7 +432,8 @@ async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
                                     "takeover": False, "responded": False, "wrong_stop": False,
                                     "took_turn": False, "response_latency_ms": None}
                     return rec
-                await sleep_until(first["_t"] + trial.delay_s)
+                heard = await reply_audio_s(c, first, args.onset_wait)
+                await sleep_until(first["_t"] + max(MIN_ONSET_S, trial.at * heard))
                 s2, e2 = mic.say(trial.audio[1])
                 if trial.category == "interruption":
                     await wait_event(c, lambda x: is_audio(x) and x["_t"] >= e2 and x["response_id"] != first[
@@ -434,7 +451,7 @@ async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
                     await sleep_until(e2 + 1.5)  # room for a new reply after the backchannel
                     ev = compact_events(c.events)
                     rec["score"] = score_backchannel(ev, s2, args.window)
-                rec.update(delay_s=trial.delay_s, user_onset_after_first_audio_s=s2 - first["_t"])
+                rec.update(at=trial.at, reply_audio_s=heard, user_onset_after_first_audio_s=s2 - first["_t"])
         finally:
             await mic.stop()
     return rec
@@ -653,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--noise-snr", type=float, default=None,
                    help="add white noise at this SNR (dB, against the mean speech level) to everything the "
                         "user sends, pauses included (default: clean)")
+    g.add_argument("--onset-wait", type=float, default=0.5,
+                   help="s after a reply's first audio to wait for its end, to place an interruption or a "
+                        "backchannel inside its playback (default 0.5; a reply not done by then is placed "
+                        "by the audio that came)")
     g.add_argument("--seed", type=int, default=0, help="trial plan seed")
     g.add_argument("--timeout", type=float, default=60.0, help="per-trial timeout (s)")
     g = p.add_argument_group("output")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,6 +156,49 @@ def test_backchannel_ignored():
     assert s["valid"] and not s["wrong_stop"]
 
 
+# ---- where the user speaks over a reply ---------------------------------------
+
+class _Events:
+    """What `reply_audio_s` reads of a RealtimeClient: its events and `wait_for`."""
+
+    def __init__(self, events: list[dict]) -> None:
+        self.events = events
+
+    async def wait_for(self, pred, timeout: float) -> dict:
+        hit = next((e for e in self.events if pred(e)), None)
+        if hit is None:
+            await asyncio.sleep(timeout)
+            raise asyncio.TimeoutError
+        return hit
+
+
+def _delta(t: float, seconds: float, rid: str = "r1") -> dict:
+    pcm = b"\0\0" * int(round(seconds * tt.OUT_RATE))
+    return {"type": "response.output_audio.delta", "_t": t, "response_id": rid, "delta": base64.b64encode(pcm).decode()}
+
+
+def test_reply_length_places_the_onset_inside_a_short_reply():
+    """A trained model's replies are ~1 s: the onset is a fraction of the reply's own audio,
+    all of it once the reply is done, else what came by the wait's end."""
+    now = time.perf_counter()
+    first = _delta(now, 0.4)
+    done_ = {"type": "response.done", "_t": now + 0.01, "response": {"id": "r1", "status": "completed"}}
+    c = _Events([first, _delta(now + 0.005, 0.5), _delta(now, 9.0, rid="r0"), done_])
+    assert asyncio.run(tt.reply_audio_s(c, first, wait_s=0.5)) == pytest.approx(0.9)
+    c = _Events([first, _delta(now + 0.005, 0.5)])  # still generating: what came
+    assert asyncio.run(tt.reply_audio_s(c, first, wait_s=0.05)) == pytest.approx(0.9)
+
+
+def test_trial_onsets_are_fractions_of_the_playback():
+    import argparse
+
+    args = argparse.Namespace(seed=0, pause_trials=0, smooth_trials=0, interruption_trials=20, backchannel_trials=20)
+    trials = tt.plan_trials(args)
+    for t in trials:
+        lo, hi = tt.INTERRUPT_AT if t.category == "interruption" else tt.BACKCHANNEL_AT
+        assert lo <= t.at <= hi < 1
+
+
 # ---- aggregation -----------------------------------------------------------
 
 def test_summarize_buckets_and_rates():
@@ -182,8 +228,6 @@ def test_summarize_buckets_and_rates():
 
 
 def test_compact_events_from_client_events():
-    import base64
-
     raw = [{"type": "response.created", "_t": 1.0, "response": {"id": "r1"}},
            {"type": "response.output_audio.delta", "_t": 1.1, "response_id": "r1",
             "delta": base64.b64encode(b"\0\0" * 2400).decode()},
