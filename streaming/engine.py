@@ -409,7 +409,11 @@ class Engine:
             if batch:
                 self._prefill(batch)
                 if any(s.state is SlotState.ANSWERING for s in self.slots.values()):
-                    return  # one prefill batch per decode step: a burst of packets must not stall replies
+                    # one prefill batch per decode step: a burst of packets must not stall replies;
+                    # but a reply queued right behind a packet just prefilled begins now, not a step later
+                    self._respond_batch([(s, s.queue.popleft()) for s, _ in batch
+                                         if s.queue and s.state.takes_input and isinstance(s.queue[0], Respond)])
+                    return
             if not batch and not progressed:
                 return
 

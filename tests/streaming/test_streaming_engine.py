@@ -336,10 +336,10 @@ def test_ended_replies_close_in_one_call_with_the_next_packets():
     assert [t[0] for t in model.context(slots[0])].count("end") == 1
 
 
-def _steps_before_prefill(wait_s: float, respond: bool) -> tuple[int, list]:
+def _steps_before_prefill(wait_s: float, respond: bool) -> tuple[int, list, int]:
     """Session a answers (a long reply, 10 ms a step) while session b sends a packet in the
     middle of its turn (then, with `respond`, asks for its reply at once): how many decode
-    steps ran between b's packet being encoded and its prefill; and the model's calls."""
+    steps ran between b's packet being encoded and its prefill; the model's calls; b's slot."""
     model = ScriptedModel(max_slots=2, reply=" ".join(["word"] * 150), step_delay=0.01)
     eng = Engine(model, prefill_wait_s=wait_s).start()
     try:
@@ -361,19 +361,23 @@ def _steps_before_prefill(wait_s: float, respond: bool) -> tuple[int, list]:
     calls = list(model.calls)
     encoded = next(i for i, c in enumerate(calls) if c[0] == "encode" and c[1] == mb)
     prefilled = next(i for i, c in enumerate(calls) if c[0] == "prefill" and mb in c[1])
-    return sum(c[0] == "decode" for c in calls[encoded:prefilled]), calls
+    return sum(c[0] == "decode" for c in calls[encoded:prefilled]), calls, mb
 
 
 def test_a_packet_mid_turn_waits_while_replies_decode_and_goes_at_once_when_its_reply_waits():
     """While a reply decodes, another session's packet in the middle of its turn waits up to
     `prefill_wait_s` (decode steps run back to back meanwhile); a packet its reply waits
-    behind goes at the next step; without the wait every packet goes at the next step."""
-    waited, calls = _steps_before_prefill(0.5, respond=False)
+    behind goes at the next step, and that reply begins right after it; without the wait every
+    packet goes at the next step."""
+    waited, _, _ = _steps_before_prefill(0.5, respond=False)
     assert waited >= 10, waited  # ~0.5 s of 10 ms steps (fewer on a loaded machine, not 10x fewer)
     # (counted from the encoder's start: a step or two may run while the packet is encoded)
-    eager, _ = _steps_before_prefill(0.0, respond=False)
+    eager, _, _ = _steps_before_prefill(0.0, respond=False)
     assert eager <= 4, eager
-    urgent, calls = _steps_before_prefill(0.5, respond=True)
+    urgent, calls, mb = _steps_before_prefill(0.5, respond=True)
     assert urgent <= 4, urgent
-    # the waited-for packet still went in whole: b's reply follows its packet in its context
-    assert any(c[0] == "prefill" for c in calls) and any(c[0] in ("begin", "begins") for c in calls)
+    # b's reply begins right after its packet's prefill, before the next decode step
+    llm = [c for c in calls if c[0] in ("prefill", "begin", "begins", "decode")]
+    k = next(i for i, c in enumerate(llm) if c[0] == "prefill" and mb in c[1])
+    assert llm[k + 1][0] in ("begin", "begins") and mb in (llm[k + 1][1:] if llm[k + 1][0] == "begin"
+                                                             else llm[k + 1][1]), llm[k:k + 3]
