@@ -80,6 +80,8 @@ class InputWorker:
                 t1 = time.perf_counter()
                 for item in batch:
                     observe_stage(self.metrics, "input", t0 - item[6], t1 - t0)
+                self.metrics.observe("omni_input_batch_size", len(batch))
+                self.metrics.observe("omni_input_round_seconds", t1 - t0)
             for (loop, fut, *_), res in zip(batch, results):
                 loop.call_soon_threadsafe(_set, fut, res)
 

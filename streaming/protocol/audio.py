@@ -73,6 +73,19 @@ class StreamingResampler:
         self.half_width = int(math.ceil(half_width / cutoff))
         self.h = _lowpass(self.up, cutoff, self.half_width)  # taps on the upsampled grid
         self.center = (len(self.h) - 1) // 2
+        # Output n reads inputs lo(n) .. lo(n) + width - 1 with weights that depend only on its
+        # phase n % up (n + up reads the same taps, `down` inputs later): one kernel per phase,
+        # so each phase's outputs are one strided matrix-vector product (a server resamples
+        # every session's microphone on one thread: the [N, width] index arithmetic per chunk
+        # this replaces cost ~0.4 ms per 40 ms chunk, a core at ~100 sessions)
+        c = self.center
+        self.width = (2 * c) // self.up + 2
+        self.kernels = np.zeros((self.up, self.width))
+        for ph in range(self.up):
+            pos = ph * self.down
+            tap = pos - (-((c - pos) // self.up) + np.arange(self.width)) * self.up + c
+            ok = (tap >= 0) & (tap < len(self.h))
+            self.kernels[ph, ok] = self.h[tap[ok]]
         # keep the inputs the next outputs still need; buf[0] has absolute index buf_start
         self.buf = np.zeros(self.half_width, dtype=np.float64)
         self.buf_start = -self.half_width  # zeros before the signal start
@@ -86,19 +99,20 @@ class StreamingResampler:
         n_end = (last_input * up - c) // down  # largest n with hi(n) <= last_input
         if n_end < self.n_out:
             return np.zeros(0, dtype=np.float32)
-        n = np.arange(self.n_out, n_end + 1, dtype=np.int64)
-        pos = n * down
-        lo = -((c - pos) // up)  # ceil((pos - c) / up)
-        width = (2 * c) // up + 2
-        idx = lo[:, None] + np.arange(width)[None, :]  # [N, W] input indices
-        tap = pos[:, None] - idx * up + c
-        valid = (tap >= 0) & (tap < len(self.h)) & (idx <= last_input)
-        tap = np.where(valid, tap, 0)
-        rel = np.clip(idx - self.buf_start, 0, len(self.buf) - 1)
-        if int((lo - self.buf_start).min()) < 0:
+        n0, n1 = self.n_out, int(n_end) + 1
+        if -((c - n0 * down) // up) < self.buf_start:  # lo(n0) = ceil((n0 * down - c) / up)
             raise AssertionError("resampler history too short")
-        y = (self.buf[rel] * self.h[tap] * valid).sum(axis=1)
-        self.n_out = int(n_end) + 1
+        # taps past the newest input have zero weight (the kernels' zeros): read them as zeros
+        rows = np.lib.stride_tricks.sliding_window_view(np.concatenate([self.buf, np.zeros(self.width)]), self.width)
+        y = np.empty(n1 - n0)
+        for ph in range(up):
+            first = n0 + (ph - n0) % up  # the first output of this phase
+            if first >= n1:
+                continue
+            count = (n1 - 1 - first) // up + 1
+            lo = -((c - first * down) // up) - self.buf_start
+            y[first - n0::up] = rows[lo:lo + down * (count - 1) + 1:down] @ self.kernels[ph]
+        self.n_out = n1
         next_lo = -((c - self.n_out * down) // up)
         drop = max(0, next_lo - self.buf_start)
         if drop:
