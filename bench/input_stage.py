@@ -17,8 +17,9 @@ not growing from the first half of the run to the second).
     python bench/input_stage.py                                   # 1,8,32,64,128 sessions, 8 s each
     python bench/input_stage.py --sessions 1,4 --seconds 2        # smoke run
 
-Each level runs twice, side by side: with the server's resampler and with the one before its
-per-phase kernels (`--no-baseline`: the server's only).
+Each level runs side by side as the server has it, without gathering requests under load
+(streaming/input.py GATHER_S), and as before both that and the resampler's per-phase kernels
+(`--no-baseline`: the server's only).
 
 Writes bench/results/input_stage_<tag>.json and .png and prints a table.
 """
@@ -82,17 +83,22 @@ def server_resampler():
 
 
 RESAMPLERS = {"phase kernels": server_resampler, "index arithmetic (before)": indexed_resampler}
+# the server's input stage, then each of its two improvements taken away in turn:
+# name -> (resampler, gather the requests under load)
+VARIANTS = {"server": ("phase kernels", True), "no gathering": ("phase kernels", False),
+            "before (index arithmetic, no gathering)": ("index arithmetic (before)", False)}
 
 
-async def run_level(n: int, seconds: float, seed: int, resampler: str = "phase kernels") -> dict:
-    from streaming.input import InputState, InputWorker
+async def run_level(n: int, seconds: float, seed: int, variant: str = "server") -> dict:
+    from streaming.input import GATHER_S, InputState, InputWorker
     from streaming.metrics import Metrics
     from streaming.timing import QUEUE
 
+    resampler, gather = VARIANTS[variant]
     make = RESAMPLERS[resampler]()
 
     metrics = Metrics()
-    worker = InputWorker(metrics=metrics)
+    worker = InputWorker(metrics=metrics, gather_s=GATHER_S if gather else 0.0)
     rng = np.random.default_rng(seed)
     chunk = int(IN_RATE * CHUNK_S)
     # speech-level noise: silero's cost does not depend on what it hears
@@ -125,7 +131,8 @@ async def run_level(n: int, seconds: float, seed: int, resampler: str = "phase k
     rounds, sizes = metrics.samples("omni_input_round_seconds"), metrics.samples("omni_input_batch_size")
     growing = len(first) and len(second) and np.percentile(second, 50) > 2 * np.percentile(first, 50) + 20
     return {
-        "sessions": n, "resampler": resampler, "chunks": int(len(ms)), "seconds": seconds,
+        "sessions": n, "variant": variant, "resampler": resampler, "gather_ms": GATHER_S * 1000 if gather else 0.0,
+        "chunks": int(len(ms)), "seconds": seconds,
         "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
                        "max": float(ms.max())},
         "latency_ms_halves_p50": [float(np.percentile(first, 50)), float(np.percentile(second, 50))],
@@ -138,10 +145,10 @@ async def run_level(n: int, seconds: float, seed: int, resampler: str = "phase k
 
 def print_table(rows: list[dict], hw: str) -> None:
     print(f"\ninput stage (resample 24 -> 16 kHz + silero-vad, one thread) on {hw}")
-    print("sessions | resampler | chunks | latency p50 / p95 / max ms | worker busy (one core) | mean batch | keeps up")
+    print("sessions | variant | chunks | latency p50 / p95 / max ms | worker busy (one core) | mean batch | keeps up")
     for r in rows:
         lt = r["latency_ms"]
-        print(f"{r['sessions']} | {r['resampler']} | {r['chunks']} | {lt['p50']:.1f} / {lt['p95']:.1f} / {lt['max']:.1f} | "
+        print(f"{r['sessions']} | {r['variant']} | {r['chunks']} | {lt['p50']:.1f} / {lt['p95']:.1f} / {lt['max']:.1f} | "
               f"{100 * (r['worker_busy_share'] or 0):.0f} % | {r['mean_batch'] or 0:.1f} | "
               f"{'yes' if r['keeps_up'] else 'NO'}")
 
@@ -153,8 +160,8 @@ def plot(rows: list[dict], hw: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, color in zip(RESAMPLERS, ("tab:blue", "tab:red")):
-        rs = [r for r in rows if r["resampler"] == name]
+    for name, color in zip(VARIANTS, ("tab:blue", "tab:green", "tab:red")):
+        rs = [r for r in rows if r["variant"] == name]
         if not rs:
             continue
         n = [r["sessions"] for r in rs]
@@ -183,7 +190,7 @@ async def amain(args) -> int:
     await run_level(1, 1.0, 0)  # warm-up (silero's first calls), not recorded
     from tqdm import tqdm
 
-    names = list(RESAMPLERS) if args.baseline else list(RESAMPLERS)[:1]
+    names = list(VARIANTS) if args.baseline else ["server"]
     for n in tqdm(args.sessions, desc="levels", unit="level", file=sys.stdout):
         for name in names:  # side by side, level by level
             data["results"].append(await run_level(n, args.seconds, n, name))
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", default="1,8,32,64,128", help="comma-separated numbers of microphones")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds of audio per level (default 8)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help="only the server's resampler (default: also the one before its per-phase kernels)")
+                   help="only the server's input stage (default: also without gathering, and as before both)")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="directory for the JSON and plot")
     p.add_argument("--tag", default="cpu", help="result file tag (default cpu)")
     args = p.parse_args(argv)

@@ -1,9 +1,10 @@
 """Stage 1 of the pipeline: input conditioning off the event loop.
 
 One thread resamples each session's incoming audio to 16 kHz and scores it with
-silero-vad. Requests that queue up while it works are scored together, one
-batched network call per 32 ms window round (see vad.SileroVAD), so the VAD
-cost grows far slower than the number of sessions.
+silero-vad. Requests that queue up while it works (and, under load, for up to
+GATHER_S after the first) are scored together, one batched network call per 32 ms
+window round (see vad.SileroVAD), so the VAD cost grows far slower than the number
+of sessions.
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ class InputState:
     vad: VADState = field(default_factory=VADState)
 
 
+# Under load (the last round scored more than one request) a round waits until its first
+# request is this old, so that more sessions' audio goes in one network call: silero's
+# forward costs about as much for a few rows as for one, and at 64+ sessions rounds of a
+# few requests each kept the thread busy (bench/input_stage.py). One session never waits.
+GATHER_S = 0.008
+
+
 class InputWorker:
-    def __init__(self, vad: SileroVAD | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, vad: SileroVAD | None = None, metrics: Metrics | None = None,
+                 gather_s: float = GATHER_S) -> None:
         self.vad = vad or SileroVAD()
         self.metrics = metrics  # stage timings ("input"), when given
+        self.gather_s = gather_s
+        self._last_batch = 0
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="omni-input", daemon=True)
         self.thread.start()
@@ -56,6 +67,8 @@ class InputWorker:
             first = self.q.get()
             if first is None:
                 return
+            if self._last_batch > 1 and self.gather_s > 0:
+                time.sleep(max(0.0, first[6] + self.gather_s - time.perf_counter()))
             batch = [first]
             while True:
                 try:
@@ -66,6 +79,7 @@ class InputWorker:
                     self.q.put(None)
                     break
                 batch.append(item)
+            self._last_batch = len(batch)
             t0 = time.perf_counter()
             try:
                 audio = [res.process(s) for (_, _, _, res, s, _, _) in batch]

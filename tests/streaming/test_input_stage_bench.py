@@ -1,4 +1,4 @@
-"""bench/input_stage.py: a smoke run of the input thread's benchmark, both resamplers."""
+"""bench/input_stage.py: a smoke run of the input thread's benchmark and its variants."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ def test_input_stage_bench_smoke_run(tmp_path: Path):
     data = json.loads((tmp_path / "input_stage_smoke.json").read_text())
     assert (tmp_path / "input_stage_smoke.png").stat().st_size > 0
     rows = data["results"]
-    assert [(x["sessions"], x["resampler"]) for x in rows] == [
-        (1, "phase kernels"), (1, "index arithmetic (before)"), (3, "phase kernels"), (3, "index arithmetic (before)")]
+    names = ["server", "no gathering", "before (index arithmetic, no gathering)"]
+    assert [(x["sessions"], x["variant"]) for x in rows] == [(n, v) for n in (1, 3) for v in names]
+    assert [x["gather_ms"] > 0 for x in rows[:3]] == [True, False, False]
     # every chunk came back: 25 per second per microphone (the last one may fall on the edge)
     for x in rows:
         assert 25 * x["sessions"] <= x["chunks"] <= 26 * x["sessions"], x
