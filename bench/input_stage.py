@@ -50,28 +50,16 @@ def indexed_resampler():
     from streaming.protocol import StreamingResampler
 
     class IndexedResampler(StreamingResampler):
-        def _emit(self, last_input: int) -> np.ndarray:
+        def _outputs(self, n0: int, n1: int, last_input: int) -> np.ndarray:
             up, down, c = self.up, self.down, self.center
-            n_end = (last_input * up - c) // down
-            if n_end < self.n_out:
-                return np.zeros(0, dtype=np.float32)
-            n = np.arange(self.n_out, n_end + 1, dtype=np.int64)
-            pos = n * down
+            pos = np.arange(n0, n1, dtype=np.int64) * down
             lo = -((c - pos) // up)
-            width = (2 * c) // up + 2
-            idx = lo[:, None] + np.arange(width)[None, :]
+            idx = lo[:, None] + np.arange(self.width)[None, :]  # [N, W] input indices
             tap = pos[:, None] - idx * up + c
             valid = (tap >= 0) & (tap < len(self.h)) & (idx <= last_input)
             tap = np.where(valid, tap, 0)
             rel = np.clip(idx - self.buf_start, 0, len(self.buf) - 1)
-            y = (self.buf[rel] * self.h[tap] * valid).sum(axis=1)
-            self.n_out = int(n_end) + 1
-            next_lo = -((c - self.n_out * down) // up)
-            drop = max(0, next_lo - self.buf_start)
-            if drop:
-                self.buf = self.buf[drop:]
-                self.buf_start += drop
-            return y.astype(np.float32)
+            return (self.buf[rel] * self.h[tap] * valid).sum(axis=1)
 
     return IndexedResampler
 

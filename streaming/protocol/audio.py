@@ -93,7 +93,7 @@ class StreamingResampler:
         self.n_in = 0
 
     def _emit(self, last_input: int) -> np.ndarray:
-        """Every output whose newest needed input index is <= last_input (vectorized)."""
+        """Every output whose newest needed input index is <= last_input."""
         up, down, c = self.up, self.down, self.center
         # output n needs inputs lo(n)..hi(n), hi(n) = floor((n*down + c)/up)
         n_end = (last_input * up - c) // down  # largest n with hi(n) <= last_input
@@ -102,6 +102,18 @@ class StreamingResampler:
         n0, n1 = self.n_out, int(n_end) + 1
         if -((c - n0 * down) // up) < self.buf_start:  # lo(n0) = ceil((n0 * down - c) / up)
             raise AssertionError("resampler history too short")
+        y = self._outputs(n0, n1, last_input)
+        self.n_out = n1
+        next_lo = -((c - self.n_out * down) // up)
+        drop = max(0, next_lo - self.buf_start)
+        if drop:
+            self.buf = self.buf[drop:]
+            self.buf_start += drop
+        return y.astype(np.float32)
+
+    def _outputs(self, n0: int, n1: int, last_input: int) -> np.ndarray:
+        """Outputs n0 .. n1 - 1 (float64) from the inputs in `buf`, one phase at a time."""
+        up, down, c = self.up, self.down, self.center
         # taps past the newest input have zero weight (the kernels' zeros): read them as zeros
         rows = np.lib.stride_tricks.sliding_window_view(np.concatenate([self.buf, np.zeros(self.width)]), self.width)
         y = np.empty(n1 - n0)
@@ -112,13 +124,7 @@ class StreamingResampler:
             count = (n1 - 1 - first) // up + 1
             lo = -((c - first * down) // up) - self.buf_start
             y[first - n0::up] = rows[lo:lo + down * (count - 1) + 1:down] @ self.kernels[ph]
-        self.n_out = n1
-        next_lo = -((c - self.n_out * down) // up)
-        drop = max(0, next_lo - self.buf_start)
-        if drop:
-            self.buf = self.buf[drop:]
-            self.buf_start += drop
-        return y.astype(np.float32)
+        return y
 
     def process(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32).reshape(-1)

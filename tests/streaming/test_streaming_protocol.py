@@ -34,15 +34,19 @@ def test_resampler_matches_analytic_sine_and_is_split_invariant(rates):
     # away from the edges (zero padding) the band-limited resampler is within 1e-3 of the true sine
     err = np.abs(whole[b // 50:-b // 50] - ref[b // 50:-b // 50]).max()
     assert err < 1e-3, err
-    r = StreamingResampler(a, b)
-    rng = np.random.default_rng(0)
+    np.testing.assert_allclose(_in_chunks(StreamingResampler(a, b), x, 3000, seed=0), whole, atol=1e-6)
+
+
+def _in_chunks(r: StreamingResampler, x: np.ndarray, max_chunk: int, seed: int) -> np.ndarray:
+    """x through `r` in random chunks of 1 .. max_chunk - 1 samples, then flushed."""
+    rng = np.random.default_rng(seed)
     parts, i = [], 0
     while i < len(x):
-        k = int(rng.integers(1, 3000))
+        k = int(rng.integers(1, max_chunk))
         parts.append(r.process(x[i:i + k]))
         i += k
     parts.append(r.flush())
-    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6)
+    return np.concatenate(parts)
 
 
 @pytest.mark.parametrize("rates", [(24000, 16000), (16000, 24000), (48000, 16000), (44100, 16000), (8000, 16000)])
@@ -59,14 +63,7 @@ def test_resampler_equals_direct_convolution_in_any_chunking(rates):
         tap = n * down - k * up + c
         ok = (tap >= 0) & (tap < len(h))
         ref.append(float((x[ok].astype(np.float64) * h[tap[ok]]).sum()))
-    rng = np.random.default_rng(2)
-    parts, i = [], 0
-    while i < len(x):
-        n = int(rng.integers(1, 700))
-        parts.append(r.process(x[i:i + n]))
-        i += n
-    parts.append(r.flush())
-    np.testing.assert_allclose(np.concatenate(parts), np.array(ref), atol=1e-6)
+    np.testing.assert_allclose(_in_chunks(r, x, 700, seed=2), np.array(ref), atol=1e-6)
 
 
 def test_pcm16_roundtrip_and_errors():
