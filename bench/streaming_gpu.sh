@@ -9,12 +9,12 @@
 # CLIENT_PROCS (4) processes of their own (0: in the server's process, as the committed H100 run);
 # SPEC (on,off) the speculation modes and PREFILL_WAIT (the engine's) the packet waits in ms, e.g.
 # SPEC=on PREFILL_WAIT=0,250 for the wait against none, side by side.
-# (WHEEL_AND_SPEECH_DIR holds the .whl files and speech/q*.wav, made here with
-#  `pip download` and `python bench/streaming.py --make-speech-only --speech-dir DIR/speech`).
+# (WHEEL_AND_SPEECH_DIR holds the .whl files and speech/q*.wav: bash bench/streaming_carry.sh DIR).
 set -euo pipefail
 carry=${1:?folder with wheels and speech/}
 out=${2:?output folder}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$carry"/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  --find-links "$carry" websockets silero-vad  # the image's CPython picks its websockets wheel
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 if [[ -z "${SKIP_CODEC:-}" ]]; then  # SKIP_CODEC=1: the sessions only (a short call)
