@@ -12,7 +12,10 @@ loop with call_soon_threadsafe). A slot's state is one `SlotState`
      slot's queue go to the encoder as soon as they get there, batched over slots;
      stage 3: the encoded packets of all slots are prefilled in ONE batched call,
      repeated while packets wait (prefill never waits for a turn to end, so the
-     context is ready when the user stops talking);
+     context is ready when the user stops talking); while replies decode, one such
+     call per decode step, and a packet in the middle of a turn may wait up to
+     PREFILL_WAIT_S for a later call, unless a reply or a text waits behind it
+     (that reply then begins right after the call);
   3. stage 3: one batched decode step for every slot that is answering;
   4. stage 4 (own thread, streaming/audio_stage.py): the frames that step
      produced are decoded to speech while the LLM computes the next step.
