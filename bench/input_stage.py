@@ -199,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="directory for the JSON and plot")
     p.add_argument("--tag", default="cpu", help="result file tag (default cpu)")
     args = p.parse_args(argv)
-    args.sessions = [int(x) for x in args.sessions.split(",")]
+    try:
+        args.sessions = [int(x) for x in args.sessions.split(",")]
+    except ValueError:
+        p.error(f"--sessions takes comma-separated counts, got {args.sessions!r}")
+    if any(n < 1 for n in args.sessions) or args.seconds <= 0:
+        p.error("--sessions counts must be >= 1 and --seconds > 0")
     return asyncio.run(amain(args))
 
 

@@ -444,7 +444,12 @@ def main() -> int:
 
         args.prefill_wait_ms = [PREFILL_WAIT_S * 1000]
     else:
-        args.prefill_wait_ms = [float(x) for x in args.prefill_wait_ms.split(",")]
+        try:
+            args.prefill_wait_ms = [float(x) for x in args.prefill_wait_ms.split(",")]
+        except ValueError:
+            p.error(f"--prefill-wait-ms takes comma-separated milliseconds, got {args.prefill_wait_ms!r}")
+        if any(w < 0 for w in args.prefill_wait_ms):
+            p.error("--prefill-wait-ms values must be >= 0")
     if args.turns < 1:
         p.error("--turns must be >= 1")
     return asyncio.run(amain(args))

@@ -47,8 +47,6 @@ def _seconds(text: str) -> float:
     return x
 
 
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", type=websocket_url, help="connect to this running server instead of starting one")
     p.add_argument("--api-key", default=os.environ.get("OMNI_API_KEY"), help="server bearer token")

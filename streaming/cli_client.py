@@ -42,8 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
 
 
-
-
 def read_question(path: str) -> np.ndarray:
     from encoders.media import read_audio
 
