@@ -128,3 +128,78 @@ def test_conversation_equals_the_served_context_spoken_request(tok):
     assert torch.equal(conv.tokens.ids, served.ids) and torch.equal(conv.tokens.codec, served.codec)
     assert [x.shape for x in conv.tokens.audio] == [x.shape for x in served.audio]
     assert case.answer == FAILURE_ANSWER and '"error"' in case.output
+
+
+def _bench():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench",
+                        "tool_world.py")
+    spec = importlib.util.spec_from_file_location("tool_world_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Scripted:
+    """A RealtimeOmni stand-in whose replies are scripted per turn from what it was told
+    (the bench's scoring is under test here, not a model)."""
+
+    def __init__(self, first, second):
+        self.first, self.second, self.told, self.turn, self.left = first, second, {}, {}, {}
+
+    def open_slot(self, prompt):
+        s = len(self.told)
+        assert prompt == system_prompt()
+        self.told[s], self.turn[s] = [], 0
+        return s
+
+    def prefill_text(self, s, role, text):
+        self.told[s].append((role, text))
+
+    def begin_responses(self, items):
+        for s, _ in items:
+            self.turn[s] += 1
+            request = self.told[s][0][1]
+            text = self.first(request) if self.turn[s] == 1 else self.second(self.told[s][-1][1])
+            self.left[s] = [text[i:i + 3] for i in range(0, len(text), 3)]  # 3 characters a step
+
+    def decode_step(self, slots):
+        from omni.realtime_api import StepOutput
+
+        outs = []
+        for s in slots:
+            piece = self.left[s].pop(0) if self.left[s] else ""
+            outs.append(StepOutput(1, piece, None, done=not self.left[s]))
+        return outs
+
+    def end_responses(self, slots):
+        pass
+
+    def close_slot(self, s):
+        pass
+
+
+def test_tool_bench_scores_calls_and_answers():
+    bench = _bench()
+    rng = np.random.default_rng(3)
+    cases = [draw_case(rng, "heldout") for _ in range(24)]
+    by_request = {c.request: c for c in cases}
+    answers = {c.output: c.answer for c in cases}
+    right = _Scripted(lambda r: by_request[r].call, lambda out: "The light " + answers[out][len("the light "):] + ".")
+    rows = bench.run_cases(right, cases, None, max_steps=200)
+    s = bench.summary(rows)
+    assert s["both_ok"]["all"] == {"n": 24, "accuracy": 1.0}
+    assert sum(v["n"] for k, v in s["call_ok"].items() if k != "all") == 24
+    # the call's arguments wrong, two calls, a spoken call, or an answer from the request alone: all scored wrong
+    flip = lambda r: ToolCase(r, not by_request[r].on, True).call  # noqa: E731
+    assert bench.summary(bench.run_cases(_Scripted(flip, lambda o: answers[o]), cases, None, 200))["call_ok"]["all"][
+        "accuracy"] == 0.0
+    twice = lambda r: by_request[r].call * 2  # noqa: E731
+    assert not any(r["call_ok"] for r in bench.run_cases(_Scripted(twice, lambda o: ""), cases, None, 200))
+    said = lambda r: by_request[r].call[len(CALL_OPEN):-len(CALL_CLOSE)]  # noqa: E731
+    assert not any(r["call_ok"] for r in bench.run_cases(_Scripted(said, lambda o: ""), cases, None, 200))
+    guess = bench.run_cases(_Scripted(lambda r: by_request[r].call, lambda o: "the light is on"), cases, None, 200)
+    assert {r["answer_ok"] for r in guess} == {True, False}
+    assert all(r["answer_ok"] == (r["expected_answer"] == "the light is on") for r in guess)
