@@ -13,10 +13,14 @@ that what the model learns is what `omni chat` / `omni serve` ask:
     say         USER:say {answer}\\n                             (text-to-speech alignment)
     caption     USER:<img>\\ndescribe the picture\\n             (every object of the still; text reply)
     transcribe  USER:second{0.0}:<|audio|>...<|/audio|>write down what I said\\n   (the question's words)
+    tool        SYSTEM:{set_light declared}</longcat_s>\\n, then the spoken request as in `stream`
+                (as in `audio` without a scene), and two replies: the call; the tool's output as
+                a user turn; the answer (omni/synth/tool_world.py; the loader path only)
 
 followed by `VOICE ASSISTANT:` + the spoken reply (text ids + EOS aligned row by
 row with the codec frames, in the decoder's one-step semantic/acoustic delay, then
-the audio end id) or `ASSISTANT:` + text + EOS. Only the reply carries loss.
+the audio end id) or `ASSISTANT:` + text + EOS. Only the reply carries loss (both
+replies of a tool conversation: the call, spoken as silence, and the answer).
 
 A stage manifest is JSON lines, one sample each:
 
@@ -41,11 +45,11 @@ from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, 
 
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
 
-LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe")
+LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe", "tool")
 # layouts whose reply answers a question: their reply's words and end are the labels
 # `answer_weight` raises ("say" copies its prompt, captions and transcripts are dense
 # auxiliary signals)
-ANSWER_LAYOUTS = ("text", "image", "audio", "stream")
+ANSWER_LAYOUTS = ("text", "image", "audio", "stream", "tool")
 SPEECH_FAMILIES = ("repeat", "greeting")
 
 
@@ -71,6 +75,19 @@ def answer_code_table(pack, codec=None, use_pack: bool = True) -> list[np.ndarra
         with torch.no_grad():
             out.append(codec.encode(torch.from_numpy(mulaw_decode(wav)))[0].cpu().numpy().astype(np.int64))
     return out
+
+
+def silence_codes(pack, frames: int, codec=None) -> np.ndarray:
+    """int64 [4, frames]: the codec's silent frame repeated, the speech of a reply that says
+    nothing (a tool call). From the pack (`omni data codes` stores it), else from `codec`
+    (default: the shipped one, as in `answer_code_table`)."""
+    frame = pack.meta.get("silence_frame")
+    if frame is None:
+        from omni.synth.codes import silence_frame
+        from speech import Codec
+
+        frame = silence_frame(codec if codec is not None else Codec.from_pretrained())
+    return np.repeat(np.asarray(frame, np.int64)[:, None], max(1, frames), axis=1)
 
 
 def pack_cmvn(pack, frontend, num_clips: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,9 +194,14 @@ class PackDataset:
         """Sample n; one longer than seq_len + 1 (a rare slow, long question) is
         replaced by the next line's, and counted in `self.too_long`."""
         for k in range(16):
+            line = (n + k) % len(self.records)
             try:
-                return self._build((n + k) % len(self.records))
-            except _TooLong:
+                return self._build(line)
+            except _TooLong as e:
+                if self.records[line]["layout"] == "tool":  # every tool conversation is about as long: none would fit
+                    raise ManifestError(f"{self.path}:{line + 1}: a tool conversation needs {e.length} positions, "
+                                        f"over seq_len + 1 = {self.seq_len + 1}: raise the stage's sequence length "
+                                        "(curriculum.stage_seq_len)") from None
                 self.too_long += 1
         raise ManifestError(f"{self.path}: 16 samples in a row from line {n + 1} exceed seq_len + 1 = {self.seq_len + 1}")
 
@@ -193,6 +215,10 @@ class PackDataset:
         i, layout, scene = rec["i"], rec["layout"], rec["scene"]
         z = lambda k: torch.empty(k, 0)  # placeholder features: only their count matters here
         runs = [fmt.header("user")]
+        if layout == "tool":
+            from omni.synth.tool_world import system_prompt
+
+            runs.insert(0, fmt.system_turn(system_prompt()))
         units: list = []  # visual units in sequence order
         pcm = None
         if layout in ("text", "say"):
@@ -209,7 +235,7 @@ class PackDataset:
             pcm = pack.question_audio(i, rng) if self.augment else pack.clean_question(i)
             ns = len(pcm)
             video, sparse, t0 = [], [], 0.0
-            if layout == "stream":
+            if layout == "stream" or (layout == "tool" and scene >= 0):  # the camera on while the user speaks
                 t0 = float(rng.integers(0, 4)) + (float(rng.integers(0, 10)) / 10 if rng.random() < 0.3 else 0.0)
                 t0 = t0 if self.stream_jitter else 0.0
                 chunks = math.ceil(ns / (self.cfg.audio.sample_rate * self.cfg.chunk_seconds))
@@ -229,6 +255,26 @@ class PackDataset:
         from omni.sequence import Tokens
 
         prompt = Tokens.cat(runs + [fmt.generation_prompt(rec["voice"])], self.cfg.audio_pad_id)
+        ids = prompt.ids.tolist()
+        codec = prompt.codec.tolist()
+        cat = [CAT_NONE] * len(ids)
+        audio = [[IGNORE] * 4 for _ in ids]
+        first = [False] * len(ids)
+        marks: list[bool] = []  # the answer bits of the replies' rows
+        if layout == "tool":  # the call, then the tool's output as a user turn, then the answer
+            from omni.synth.tool_world import ToolCase
+
+            case = ToolCase.of(pack.question_text(i), pack.meta["sample_queries"][i])
+            call_ids = self.tok.encode(case.call) + [self.sp.eos]
+            self._reply(call_ids, silence_codes(pack, len(call_ids) - 1) if rec["voice"] else None, True,
+                        ids, codec, cat, audio, first, marks)
+            middle = Tokens.cat([fmt.newline(), fmt.tool_turn(case.output), fmt.generation_prompt(rec["voice"])])
+            ids += middle.ids.tolist()
+            codec += middle.codec.tolist()
+            cat += [CAT_NONE] * len(middle)
+            audio += [[IGNORE] * 4] * len(middle)
+            first += [False] * len(middle)
+            marks += [False] * len(middle)
         if layout == "caption":
             answer = scene_caption(pack.scene(scene))
         elif layout == "transcribe":
@@ -236,38 +282,39 @@ class PackDataset:
         else:
             answer = pack.meta["answer_texts"][rec["answer"]]
         text_ids = self.tok.encode(answer) + [self.sp.eos]
-        ids = prompt.ids.tolist()
-        codec = prompt.codec.tolist()
-        cat = [CAT_NONE] * len(ids)
-        audio = [[IGNORE] * 4 for _ in ids]
-        first = [False] * len(ids)
-        is_answer = layout in ANSWER_LAYOUTS
-        if rec["voice"]:
-            tx, rows = speech_rows(text_ids, self.codes[rec["answer"]], self.cfg.audio_id_offset,
-                                   self.cfg.audio_eos_id, self.cfg.audio_pad_id)
-            ids += tx
-            codec += rows
-            cat += [CAT_AUDIO_TEXT] * len(rows)
-            audio += rows
-            first += [True] + [False] * (len(rows) - 1)
-            marks = [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
-        else:
-            ids += text_ids
-            codec += [[self.cfg.audio_pad_id] * 4] * len(text_ids)
-            cat += [CAT_TEXT] * len(text_ids)
-            audio += [[IGNORE] * 4] * len(text_ids)
-            first += [False] * len(text_ids)
-            marks = [is_answer] * len(text_ids)
+        self._reply(text_ids, self.codes[rec["answer"]] if rec["voice"] else None, layout in ANSWER_LAYOUTS,
+                    ids, codec, cat, audio, first, marks)
         answer_mark = [False] * (len(ids) - len(marks)) + marks
         s = self._finish(n, ids, codec, cat, audio, first, units, pcm, answer_mark)
         # the stream's draws, for comparing the device path on the same rows
         s.stream = (t0, bool(sparse)) if layout == "stream" else (0.0, False)  # type: ignore[attr-defined]
         return s
 
+    def _reply(self, text_ids, codes, is_answer, ids, codec, cat, audio, first, marks) -> None:
+        """Append a reply's rows and labels: spoken (text aligned with `codes` [4, T], see
+        `speech_rows`) or, with codes None, text only; `marks` gets the answer bits of the
+        reply's rows (its text when `is_answer`)."""
+        if codes is not None:
+            tx, rows = speech_rows(text_ids, codes, self.cfg.audio_id_offset, self.cfg.audio_eos_id,
+                                   self.cfg.audio_pad_id)
+            ids += tx
+            codec += rows
+            cat += [CAT_AUDIO_TEXT] * len(rows)
+            audio += rows
+            first += [True] + [False] * (len(rows) - 1)
+            marks += [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
+        else:
+            ids += text_ids
+            codec += [[self.cfg.audio_pad_id] * 4] * len(text_ids)
+            cat += [CAT_TEXT] * len(text_ids)
+            audio += [[IGNORE] * 4] * len(text_ids)
+            first += [False] * len(text_ids)
+            marks += [is_answer] * len(text_ids)
+
     def _finish(self, n, ids, codec, cat, audio, first, units, pcm, answer_mark) -> Sample:
         L = len(ids)
         if L > self.seq_len + 1:
-            raise _TooLong(n)
+            raise _TooLong(L)
         pad = self.seq_len + 1 - L
         p4 = [self.cfg.audio_pad_id] * 4
         ids_p = torch.tensor(ids + [self.sp.pad] * pad)
@@ -291,7 +338,9 @@ class PackDataset:
 
 
 class _TooLong(Exception):
-    pass
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
 
 
 def placeholder_order(ids: torch.Tensor, items: list[ModalityItem], image_pad: int, audio_pad: int) -> list[int]:

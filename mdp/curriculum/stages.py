@@ -11,7 +11,8 @@ modality and keeps replaying the earlier ones:
               motion questions, which need the video, are left out of it) and
               captions naming every object of a still
     dialogue  spoken questions with the camera on, chunk-interleaved in 1 s
-              `second{t}:` blocks (the streaming layout of `omni serve`)
+              `second{t}:` blocks (the streaming layout of `omni serve`), and the
+              requests the world's tool serves, where the pack has them
 
 Visual questions are re-paired with other scenes (`Pack.answer_on_scene`) when
 the scene determines a unique answer, which multiplies pairs without new audio.
@@ -29,7 +30,9 @@ from mdp.curriculum.data import SPEECH_FAMILIES
 # stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual |
 # answer | scene (a caption of any scene) | clip (any spoken question, transcribed) |
 # sentence (a random sentence of the voice bank, transcribed: words heard in any order,
-# not sentences recalled; left out where the bank has none). Weights are relative within a stage.
+# not sentences recalled; left out where the bank has none) | tool (a request served by the
+# world's tool: the call, its output, the answer; left out where the pack has none).
+# Weights are relative within a stage.
 STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
     "speech": [
         (0.30, "say", "answer", True),
@@ -56,6 +59,7 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.10, "caption", "scene", False),
         (0.05, "transcribe", "clip", False),
         (0.05, "transcribe", "sentence", False),
+        (0.08, "tool", "tool", True),
     ],
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
@@ -104,14 +108,14 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
-    visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES) & (pack.sample_scene >= 0))
+    visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES + ("tool",)) & (pack.sample_scene >= 0))
     still = visual[~np.isin(fam[visual], VIDEO_FAMILIES)]
     num_answers = len(pack.answer_offset) - 1
     weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight}
     key_of = lambda m: m[2] if m[1] == "transcribe" else m[1]
     mix = [(weight[key_of(m)], *m[1:]) if weight.get(key_of(m)) is not None else m for m in STAGES[stage]]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
-             "clip": np.arange(len(pack)), "sentence": np.arange(sentences)}
+             "clip": np.arange(len(pack)), "sentence": np.arange(sentences), "tool": np.flatnonzero(fam == "tool")}
     pool = lambda layout, kind: still if kind == "visual" and layout in STILL_LAYOUTS else pools[kind]
     usable = [m for m in mix if len(pool(m[1], m[2])) and m[0] > 0]
     if not usable:

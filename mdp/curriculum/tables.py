@@ -228,6 +228,9 @@ LAYOUT_CODE = {name: k for k, name in enumerate(LAYOUTS)}
 
 def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
     """A stage manifest's records as column arrays (once per stage)."""
+    if any(r["layout"] == "tool" for r in records):
+        raise ValueError("the device batch path does not build the tool layout (two replies); train a pack with "
+                         "tool requests with curriculum.train_path=loader")
     return {
         "i": np.array([r["i"] for r in records], np.int64),
         "layout": np.array([LAYOUT_CODE[r["layout"]] for r in records], np.int64),

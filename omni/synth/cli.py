@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-mb", type=positive_float, default=DEFAULT_PACK_MB,
                    help=f"size budget of the train pack in MB (default {DEFAULT_PACK_MB:g})")
     p.add_argument("--codec", type=existing_dir, default=None, help="codec directory for answer tokens (default: the shipped codec, if any)")
+    _tool_ratio(p)
     _common(p)
 
     p = sub.add_parser("build", help="write one split: media, spoken questions/answers, manifest")
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--speech-ratio", type=non_negative_float, default=SPEECH_RATIO, help="speech-task samples per visual one (0.2)")
     p.add_argument("--renderings", type=positive_int, default=None, help="spoken renderings per question text (2 train, 4 held-out)")
     p.add_argument("--video-fraction", type=float_between(0.0, 1.0), default=0.4, help="share of video scenes (0.4)")
+    _tool_ratio(p)
     p.add_argument("--eval-sets", action="store_true", help="also write av_mcq.jsonl and spoken_qa.jsonl")
     _common(p)
 
@@ -158,6 +160,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-decode", action="store_true", help="skip decoding every image/video (faster)")
 
 
+def _tool_ratio(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tool-ratio", type=non_negative_float, default=0.0,
+                   help="requests served by the world's tool (set_light) per visual sample (default 0: none)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=positive_int, default=2, help="parallel workers for synthesis/rendering (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -177,6 +184,7 @@ def _build(out: Path, split: str, seed: int, scenes: int, renderings: int, args,
         speech_ratio=getattr(args, "speech_ratio", SPEECH_RATIO),
         renderings_per_text=renderings,
         video_fraction=getattr(args, "video_fraction", 0.4),
+        tool_ratio=getattr(args, "tool_ratio", 0.0),
     )
     info = build_split(out, plan, workers=args.workers, progress=not args.no_progress)
     if eval_sets:

@@ -2,8 +2,10 @@
 
 Runs the project's codec (`speech.Codec`) over every answer WAV of a split and
 stores `codes/answers/<answer>.npy` (int16 [4, T], values without the +32 model
-offset), then records the path in the manifest's `answer_codes` field. Run it
-again after retraining the codec: the tokens belong to one codec.
+offset), then records the path in the manifest's `answer_codes` field, and the
+tokens of a silent frame in `codes/info.json` (`silence_frame`: the speech rows of a
+reply that says nothing, a tool call). Run it again after retraining the codec: the
+tokens belong to one codec.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ def encode_answers(data_dir: str | os.PathLike, codec, progress: bool = True) ->
     for r in rows:
         r["answer_codes"] = out_of[r["answer_audio"]]
     write_jsonl(manifest, rows)
-    info = {"answers": len(answers), "frames": frames, "codec_frame_rate": codec.frame_rate}
+    info = {"answers": len(answers), "frames": frames, "codec_frame_rate": codec.frame_rate,
+            "silence_frame": silence_frame(codec)}
     (root / "codes/info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def silence_frame(codec) -> list[int]:
+    """The codec's tokens of one frame of silence (the middle frame of 1 s of zeros, away from
+    the edges' padding): the speech rows of a spoken reply that says nothing, e.g. a tool call."""
+    import torch
+
+    codes = codec.encode(torch.zeros(codec.sample_rate))[0].cpu().numpy()  # [4, T]
+    return [int(c) for c in codes[:, codes.shape[1] // 2]]

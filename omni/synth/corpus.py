@@ -2,7 +2,8 @@
 
 One line per string: every train question wording, every answer, the chat
 template's role headers, end-of-turn marker and `second{t}:` timestamps, and the
-multiple-choice prompt form `omni eval` uses. Held-out wordings are left out by
+multiple-choice prompt form `omni eval` uses, and the world's tool (its declaration,
+calls, outputs, requests and answers). Held-out wordings are left out by
 default, so the tokenizer is fitted on training text only (byte-level BPE still
 encodes anything).
 """
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from .questions import COLOR_NAMES, GREETINGS, NUMBER_WORDS, POSITIONS, SHAPES, all_question_texts, answer_space
+from .tool_world import corpus_lines as tool_lines
 from .world import DIRECTIONS
 
 # Mirrors omni/sequence.py's ROLE_HEADERS and the spec's system prompts (kept
@@ -48,6 +50,7 @@ def corpus_lines(include_heldout: bool = False) -> list[str]:
     lines.append("Options: " + " ".join(f"{k}. {v}" for k, v in zip("ABCD", opts)))
     lines.append(MCQ_SUFFIX)
     lines += [f"The answer is {k}." for k in "ABCD"]
+    lines += tool_lines()
     return list(dict.fromkeys(lines))
 
 

@@ -12,7 +12,8 @@
     letter. `audio` speaks `question` (noisy, held-out voice), so a model can be
     asked in text, in speech, or both.
 
-`spoken_qa.jsonl` (VoiceBench style; every family, speech tasks included):
+`spoken_qa.jsonl` (VoiceBench style; every family, speech tasks included, but the tool's
+requests, whose answer needs the tool's output):
 
     {"id": ..., "audio": "audio/questions/heldout-000012.wav",
      "transcript": "how many red circles do you see", "reference": "one",
@@ -81,7 +82,7 @@ def write_eval_sets(data_dir: str | Path) -> dict[str, int]:
         raise FileNotFoundError(f"{manifest} not found: build the split first (omni data build)")
     rows = read_jsonl(manifest)
     mcq = [av_mcq_record(r) for r in rows if r["family"] in VISUAL_FAMILIES]
-    sqa = [spoken_qa_record(r) for r in rows]
+    sqa = [spoken_qa_record(r) for r in rows if r["family"] != "tool"]  # a tool's answer needs the tool's output
     write_jsonl(root / AV_MCQ_FILE, mcq)
     write_jsonl(root / SPOKEN_QA_FILE, sqa)
     return {AV_MCQ_FILE: len(mcq), SPOKEN_QA_FILE: len(sqa)}

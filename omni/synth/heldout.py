@@ -39,9 +39,10 @@ def items_from_pack(path: str, limit: int = 0, question: str = "spoken") -> list
     from omni.synth.questions import scene_caption
 
     pack = Pack(path)
-    index = range(len(pack))
-    if limit and limit < len(pack) and question != "caption":  # read only the chosen samples
-        index = _stride(len(pack), limit)
+    # a tool request is answered after the tool's output (bench/tool_world.py asks those)
+    index = [i for i in range(len(pack)) if pack.family(i) != "tool"]
+    if limit and limit < len(index) and question != "caption":  # read only the chosen samples
+        index = [index[k] for k in _stride(len(index), limit)]
     items = []
     for i in index:
         frames = pack.frames(i)

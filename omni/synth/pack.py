@@ -12,7 +12,8 @@ conditions are re-created on the spot:
     answer_audio        uint8 lzma blob, the assistant's spoken answers (mu-law, 16 kHz)
     answer_offset       int64 [num_answers + 1]
     answer_codes        int16 [sum T, 4] codec tokens of the answers (no +32 offset;
-                        empty when no codec was run), answer_code_offset [num_answers + 1]
+                        empty when no codec was run), answer_code_offset [num_answers + 1];
+                        meta["silence_frame"]: the same codec's tokens of a silent frame
     sample_scene        int32 [N]  scene index, -1 = no camera image (speech-only turn)
     sample_clip         int32 [N]  question clip; sample_answer int32 [N]; sample_family int8 [N]
     sample_noise        float64 [N, 4]  (snr_db, lead_s, tail_s, gain_db) of the files on disk

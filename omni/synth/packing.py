@@ -179,6 +179,8 @@ def write_pack(
         "scene_ids": scene_ids,
         "scene_kinds": [scenes[s].kind for s in scene_ids],
         "scenes": [scenes[s].to_dict() for s in scene_ids],
+        # the codec's silent frame (omni/synth/codes.py), with the answers' codes
+        "silence_frame": _silence_frame(root) if len(codes) else None,
     }
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     if bar:
@@ -225,3 +227,8 @@ def _answer_codes(root: Path, rows: list[dict], answer_texts: list[str]) -> tupl
     offsets = np.zeros(len(chunks) + 1, np.int64)
     offsets[1:] = np.cumsum([len(c) for c in chunks])
     return np.concatenate(chunks), offsets
+
+
+def _silence_frame(root: Path) -> list[int] | None:
+    info = root / "codes/info.json"
+    return json.loads(info.read_text()).get("silence_frame") if info.exists() else None

@@ -19,6 +19,7 @@ import numpy as np
 
 from .audio import random_noise_params
 from .questions import Question, make_question, speech_query, visual_queries
+from .tool_world import REQUESTS, draw_case
 from .voices import Voice, sample_voice
 from .world import Scene, rng_for, sample_scene
 
@@ -136,26 +137,39 @@ def build_plan(
     speech_ratio: float = 0.2,
     renderings_per_text: int = 3,
     video_fraction: float = 0.4,
+    tool_ratio: float = 0.0,
 ) -> Plan:
     """Plan `num_scenes` scenes with their questions, plus speech-task samples.
 
     speech_ratio: speech-task samples (repeat, greeting) per visual sample.
+    tool_ratio: requests served by the world's tool (`tool_world`) per visual sample;
+    their answer is what the assistant says once the tool's output is in.
     """
     if num_scenes < 1 or questions_per_scene < 1 or renderings_per_text < 1:
         raise ValueError("num_scenes, questions_per_scene and renderings_per_text must be >= 1")
+    if tool_ratio < 0:
+        raise ValueError(f"tool_ratio must be >= 0, got {tool_ratio}")
     scenes = [sample_scene(seed, split, i, video_fraction) for i in range(num_scenes)]
     pending: list[tuple[str | None, Question, np.random.Generator]] = []
     for i, scene in enumerate(scenes):
         rng = rng_for(seed, "questions", split, i)
         for q in _scene_questions(scene, split, questions_per_scene, rng):
             pending.append((scene.scene_id, q, rng))
-    num_speech = int(round(speech_ratio * len(pending)))
+    num_visual = len(pending)
+    num_speech = int(round(speech_ratio * num_visual))
     for j in range(num_speech):
         rng = rng_for(seed, "speech", split, j)
         family, kind, query = speech_query(rng, split)
         # Half of the speech turns happen with the camera on a scene, which they ignore.
         scene = scenes[int(rng.integers(len(scenes)))] if rng.random() < 0.5 else None
         q = make_question(scene, family, kind, query, split, rng)
+        pending.append((scene.scene_id if scene else None, q, rng))
+    for j in range(int(round(tool_ratio * num_visual))):
+        rng = rng_for(seed, "tool", split, j)
+        case = draw_case(rng, split)
+        scene = scenes[int(rng.integers(len(scenes)))] if rng.random() < 0.5 else None  # the camera may be on
+        wording = f"tool/{'on' if case.on else 'off'}/{split}/{REQUESTS[case.on][split].index(case.request)}"
+        q = Question("tool", "set_light", wording, case.request, case.answer, case.query)
         pending.append((scene.scene_id if scene else None, q, rng))
     clips: dict[str, Clip] = {}
     samples: list[Sample] = []

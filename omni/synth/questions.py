@@ -9,7 +9,9 @@ Questions are generated only where the answer is unique.
 
 Families (the per-family report of the default model uses these names):
 counting, attribute (color / shape), position, motion (what / which way), repeat,
-greeting. Answers are short lower-case texts graded by exact match.
+greeting, and tool (a request the assistant serves by calling the world's tool,
+`omni.synth.tool_world`; its answer depends on the tool's output). Answers are
+short lower-case texts graded by exact match.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from .world import COLOR_NAMES, DIRECTIONS, NUMBER_WORDS, POSITIONS, SHAPES, Scene, stable_hash
 
-FAMILIES: tuple[str, ...] = ("counting", "attribute", "position", "motion", "repeat", "greeting")
+FAMILIES: tuple[str, ...] = ("counting", "attribute", "position", "motion", "repeat", "greeting", "tool")
 VISUAL_FAMILIES: tuple[str, ...] = ("counting", "attribute", "position", "motion")
 SPEECH_FAMILIES: tuple[str, ...] = ("repeat", "greeting")
 
@@ -167,6 +169,10 @@ def answer_query(scene: Scene | None, query: dict) -> str | None:
         return query["phrase"]
     if q == "greeting":
         return GREETINGS[query["intent"]][0]
+    if q == "tool":  # what the assistant says once the tool's output is in
+        from .tool_world import ToolCase
+
+        return ToolCase.of("", query).answer
     if scene is None:
         return None
     objs = list(scene.objects)
@@ -316,7 +322,8 @@ def all_wordings(split: str) -> list[str]:
 
 
 def answer_space() -> list[str]:
-    """Every answer any question can have (for recognizer grammars and MCQ checks)."""
+    """Every answer any question can have (for recognizer grammars and MCQ checks); the
+    tool's answers are `omni.synth.tool_world.answer_texts`."""
     out = list(NUMBER_WORDS) + list(COLOR_NAMES) + list(SHAPES) + list(POSITIONS) + list(DIRECTIONS)
     out += ["nothing"] + [f"{c} {s}" for c in COLOR_NAMES for s in SHAPES]
     out += [a for a, _, _ in GREETINGS.values()] + all_phrases()

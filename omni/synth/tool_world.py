@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from omni.sequence import ChatFormat, Tokens
 from omni.tool_calls import Tool, call_block, tool_section
+
+if TYPE_CHECKING:  # the world's data side stays free of torch (the demo imports omni.synth)
+    from omni.sequence import ChatFormat, Tokens
 
 LIGHT = Tool(
     name="set_light",
@@ -97,11 +100,31 @@ class ToolCase:
     def answer(self) -> str:
         return state_answer(self.on) if self.ok else FAILURE_ANSWER
 
+    @property
+    def query(self) -> dict:
+        """The case as a question query of the world (`omni.synth.questions.answer_query`)."""
+        return {"type": "tool", "on": self.on, "ok": self.ok}
+
+    @staticmethod
+    def of(request: str, query: dict) -> "ToolCase":
+        return ToolCase(request, bool(query["on"]), bool(query["ok"]))
+
 
 def draw_case(rng: np.random.Generator, split: str) -> ToolCase:
     on = bool(rng.random() < 0.5)
     texts = REQUESTS[on][split]
     return ToolCase(texts[int(rng.integers(len(texts)))], on, bool(rng.random() >= FAILURE_SHARE))
+
+
+def corpus_lines() -> list[str]:
+    """What the tokenizer should know of the tool: the declaration, the calls, the outputs,
+    the train requests and the answers, in the template's framing."""
+    cases = [ToolCase(t, on, ok) for on in (True, False) for t in REQUESTS[on]["train"] for ok in (True, False)]
+    lines = [line for line in system_prompt().split("\n") if line]  # the corpus is one string a line
+    lines += request_texts("train") + answer_texts()
+    lines += list(dict.fromkeys(f"VOICE ASSISTANT:{c.call}</longcat_s>" for c in cases))
+    lines += list(dict.fromkeys(f"USER:<longcat_tool_response>{c.output}</longcat_tool_response>" for c in cases))
+    return lines
 
 
 @dataclass
@@ -122,6 +145,8 @@ def tool_conversation(fmt: ChatFormat, user_turn: Tokens, call_reply: Tokens, ou
     writes them (text + EOS aligned with codec rows for a spoken reply). The framing
     between them is what the server's incremental builder adds (`begin_response`,
     `end_response`, the tool turn), so the run equals what a served session holds."""
+    from omni.sequence import Tokens
+
     head = Tokens.cat([fmt.system_turn(system_prompt()), user_turn, fmt.generation_prompt(voice)])
     middle = Tokens.cat([fmt.newline(), fmt.tool_turn(output), fmt.generation_prompt(voice)])
     a = len(head)

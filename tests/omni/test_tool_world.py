@@ -203,3 +203,13 @@ def test_tool_bench_scores_calls_and_answers():
     guess = bench.run_cases(_Scripted(lambda r: by_request[r].call, lambda o: "the light is on"), cases, None, 200)
     assert {r["answer_ok"] for r in guess} == {True, False}
     assert all(r["answer_ok"] == (r["expected_answer"] == "the light is on") for r in guess)
+
+
+def test_corpus_lines_teach_the_tool_text():
+    from omni.synth.corpus import corpus_lines
+    from omni.synth.tool_world import corpus_lines as tool_lines
+
+    lines = corpus_lines()
+    assert all("\n" not in x and x for x in tool_lines()) and set(tool_lines()) <= set(lines)
+    assert "### Tool name: set_light" in lines and not set(request_texts("heldout")) & set(lines)
+    assert any(ToolCase(r, True, False).output in x for x in lines for r in request_texts("train"))

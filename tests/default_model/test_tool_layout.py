@@ -1,0 +1,175 @@
+"""The world's tool in the default model's data: planned requests, the pack, the stage mix,
+and the loader path's `tool` layout against the conversation a served session holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdp.curriculum.data import PackDataset, silence_codes, speech_rows
+from mdp.curriculum.stages import write_stage_manifest
+from omni.config import get_omni_config
+from omni.sequence import ChatFormat, Tokens
+from omni.synth.plan import build_plan
+from omni.synth.questions import answer_query
+from omni.synth.tool_world import REQUESTS, ToolCase, tool_conversation
+
+
+@pytest.fixture(scope="module")
+def tool_world(tmp_path_factory):
+    """A tiny split with as many tool requests as visual questions, its codes and pack."""
+    from omni.synth.build import build_split
+    from omni.synth.codes import encode_answers, load_codec
+    from omni.synth.evalsets import write_eval_sets
+    from omni.synth.packing import write_pack
+
+    root = tmp_path_factory.mktemp("tool_world")
+    plan = build_plan(0, "train", 4, questions_per_scene=2, speech_ratio=0.2, renderings_per_text=1, tool_ratio=1.0)
+    build_split(root / "train", plan, workers=1, progress=False)
+    write_eval_sets(root / "train")
+    codec = load_codec()
+    encode_answers(root / "train", codec, progress=False)
+    write_pack(root / "train", root / "train.pack.npz", max_mb=None, progress=False)
+    return root, plan, codec
+
+
+@pytest.fixture(scope="module")
+def model():
+    from omni.model import OmniModel
+
+    torch.manual_seed(0)
+    return OmniModel(get_omni_config("mini")).eval()
+
+
+def test_plan_adds_tool_requests_and_nothing_else_changes():
+    base = build_plan(3, "heldout", 5, renderings_per_text=1)
+    same = build_plan(3, "heldout", 5, renderings_per_text=1, tool_ratio=0.0)
+    more = build_plan(3, "heldout", 5, renderings_per_text=1, tool_ratio=0.5)
+    assert [s.question for s in base.samples] == [s.question for s in same.samples]
+    tool = [s for s in more.samples if s.question.family == "tool"]
+    rest = [s.question for s in more.samples if s.question.family != "tool"]
+    assert rest == [s.question for s in base.samples]  # the tool draws from generators of its own
+    num_visual = sum(s.question.family not in ("repeat", "greeting") for s in base.samples)
+    assert len(tool) == round(0.5 * num_visual) > 0
+    for s in tool:
+        q = s.question
+        assert q.text in REQUESTS[q.query["on"]]["heldout"]
+        assert q.answer == ToolCase.of(q.text, q.query).answer == answer_query(None, q.query)
+    with pytest.raises(ValueError, match="tool_ratio"):
+        build_plan(0, "train", 2, tool_ratio=-1)
+
+
+def test_pack_and_eval_sets_keep_tool_requests_apart(tool_world):
+    from omni.synth.build import read_jsonl
+    from omni.synth.codes import silence_frame
+    from omni.synth.heldout import items_from_pack
+    from omni.synth.pack import Pack
+
+    root, plan, codec = tool_world
+    pack = Pack(root / "train.pack.npz")
+    fams = [pack.family(i) for i in range(len(pack))]
+    assert "tool" in fams
+    assert pack.meta["silence_frame"] == silence_frame(codec)
+    np.testing.assert_array_equal(silence_codes(pack, 3), np.array(silence_frame(codec))[:, None].repeat(3, 1))
+    # a tool request's answer needs the tool's output: never a plain spoken question
+    assert all(r["category"] != "tool" for r in read_jsonl(root / "train" / "spoken_qa.jsonl"))
+    items = items_from_pack(str(root / "train.pack.npz"))
+    assert items and all(it["family"] != "tool" for it in items)
+    assert len(items) == len(fams) - fams.count("tool")
+
+
+def test_stage_mix_draws_tool_lines_only_from_packs_that_have_them(tmp_path, tool_world, mini_pack):
+    from omni.synth.pack import Pack
+
+    root, _, _ = tool_world
+    pack = Pack(root / "train.pack.npz")
+    counts = write_stage_manifest(pack, "dialogue", str(tmp_path / "d.jsonl"), 400, seed=0)
+    assert counts.get("tool/voice", 0) > 0
+    lines = [json.loads(x) for x in open(tmp_path / "d.jsonl")]
+    assert all(pack.family(r["i"]) == "tool" for r in lines if r["layout"] == "tool")
+    # no tool request ever counts as a visual question
+    assert all(pack.family(r["i"]) != "tool" for r in lines if r["layout"] in ("stream", "image"))
+    assert "tool/voice" not in write_stage_manifest(Pack(mini_pack), "dialogue", str(tmp_path / "m.jsonl"), 400, 0)
+
+
+def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
+    """The loader path's tool sample, position by position, is `tool_conversation` of the
+    serving prompt of the spoken request (with the camera when the sample has a scene),
+    the call spoken as silence and the answer's speech; loss on the two replies only."""
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+
+    root, _, _ = tool_world
+    pack = Pack(root / "train.pack.npz")
+    picks = [next(i for i in range(len(pack)) if pack.family(i) == "tool" and (pack.sample_scene[i] >= 0) == cam)
+             for cam in (True, False)]
+    lines = [{"i": i, "layout": "tool", "scene": int(pack.sample_scene[i]), "answer": int(pack.sample_answer[i]),
+              "voice": True, "seed": 7} for i in picks]
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    enc = model.audio_encoder
+    ds = PackDataset(str(path), pack, model.config, model.tokenizer, 1024, enc.num_frames, model.frames_ready)
+    ds.stream_jitter = False
+    tok, cfg = model.tokenizer, model.config
+    fmt = ChatFormat(tok, cfg.audio_pad_id)
+    for n, (line, i) in enumerate(zip(lines, picks)):
+        s = ds.sample(n)
+        pcm = pack.question_audio(i, np.random.default_rng(line["seed"]))
+        if line["scene"] >= 0:
+            frames = pack.scene_frames(line["scene"])
+            frames = [frames[min(j, len(frames) - 1)] for j in range(2 * -(-len(pcm) // 16000))]
+            req = OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))])
+        else:
+            req = OmniRequest(audio=pcm)
+        served = model.prepare(req, voice=True)
+        head = len(fmt.generation_prompt(True))
+        user_turn = Tokens(served.ids[:-head], served.codec[:-head], served.audio, served.image)
+        case = ToolCase.of(pack.question_text(i), pack.meta["sample_queries"][i])
+
+        def reply(text, codes):
+            ids, rows = speech_rows(tok.encode(text) + [tok.special.eos], codes, cfg.audio_id_offset,
+                                    cfg.audio_eos_id, cfg.audio_pad_id)
+            return Tokens(torch.tensor(ids), torch.tensor(rows))
+
+        call_len = len(tok.encode(case.call)) + 1
+        call = reply(case.call, silence_codes(pack, call_len - 1))
+        answer = reply(case.answer, ds.codes[line["answer"]])
+        conv = tool_conversation(fmt, user_turn, call, case.output, answer)
+        L = len(conv.tokens) - 1  # the sample ends with the answer's last row (no trailing newline)
+        assert s.ids[:L].tolist() == conv.tokens.ids[:L].tolist()
+        assert s.codec[:L].tolist() == conv.tokens.codec[:L].tolist()
+        labelled = torch.nonzero(s.text_cat > 0).flatten()
+        (a, b), (c, d) = conv.call_span, conv.answer_span
+        want = list(range(a - 1, b - 1)) + list(range(c - 1, d - 1))  # position p predicts p + 1
+        assert labelled.tolist() == want
+        assert s.text_labels[a - 1 : a - 1 + call_len].tolist() == tok.encode(case.call) + [tok.special.eos]
+        assert s.first_audio[a - 1] and s.first_audio[c - 1]
+        assert s.answer[a - 1] and s.answer[c - 1] and not s.answer[b - 1 : c - 1].any()
+
+
+def test_device_path_refuses_the_tool_layout():
+    from mdp.curriculum.tables import record_arrays
+
+    with pytest.raises(ValueError, match="train_path=loader"):
+        record_arrays([{"i": 0, "layout": "tool", "scene": -1, "answer": 0, "voice": True, "seed": 1}])
+
+
+def test_a_tool_conversation_too_long_for_the_stage_is_an_error_not_a_skip(tmp_path, tool_world, model):
+    """Other samples that do not fit are replaced by the next line; a tool conversation is
+    never replaced (all of them are about as long, so the stage would silently train none)."""
+    from mdp.data import ManifestError
+    from omni.synth.pack import Pack
+
+    root, _, _ = tool_world
+    pack = Pack(root / "train.pack.npz")
+    i = next(i for i in range(len(pack)) if pack.family(i) == "tool")
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"i": i, "layout": "tool", "scene": -1, "answer": int(pack.sample_answer[i]),
+                                "voice": True, "seed": 1}) + "\n")
+    ds = PackDataset(str(path), pack, model.config, model.tokenizer, 384, model.audio_encoder.num_frames,
+                     model.frames_ready)
+    with pytest.raises(ManifestError, match="stage_seq_len"):
+        ds.sample(0)
