@@ -264,7 +264,10 @@ class PackDataset:
         if layout == "tool":  # the call, then the tool's output as a user turn, then the answer
             from omni.synth.tool_world import ToolCase
 
-            case = ToolCase.of(pack.question_text(i), pack.meta["sample_queries"][i])
+            query = pack.meta["sample_queries"][i]
+            if query.get("type") != "tool":
+                raise ManifestError(f"{self.path}:{n + 1}: a tool line names pack sample {i}, which is not a tool request")
+            case = ToolCase.of(pack.question_text(i), query)
             call_ids = self.tok.encode(case.call) + [self.sp.eos]
             self._reply(call_ids, silence_codes(pack, len(call_ids) - 1) if rec["voice"] else None, True,
                         ids, codec, cat, audio, first, marks)
@@ -287,7 +290,7 @@ class PackDataset:
         answer_mark = [False] * (len(ids) - len(marks)) + marks
         s = self._finish(n, ids, codec, cat, audio, first, units, pcm, answer_mark)
         # the stream's draws, for comparing the device path on the same rows
-        s.stream = (t0, bool(sparse)) if layout == "stream" else (0.0, False)  # type: ignore[attr-defined]
+        s.stream = (t0, bool(sparse)) if layout in ("stream", "tool") else (0.0, False)  # type: ignore[attr-defined]
         return s
 
     def _reply(self, text_ids, codes, is_answer, ids, codec, cat, audio, first, marks) -> None:

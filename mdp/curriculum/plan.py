@@ -10,9 +10,10 @@ tensors on the device; the plan itself is a few hundred KB of ints per step.
 A row is a fixed list of segment slots (most are empty for a given layout), in the
 order `PackDataset._build` emits its runs:
 
-    header | sparse timestamp, sparse still | still, newline | question text |
-    K x [chunk timestamp, frame pair, audio open, audio pads a_k] | tail pads,
-    audio close | transcribe prompt | newline | generation prompt | reply text | reply pads
+    system turn (tool) | header | sparse timestamp, sparse still | still, newline |
+    question text | K x [chunk timestamp, frame pair, audio open, audio pads a_k] |
+    tail pads, audio close | transcribe prompt | newline | generation prompt |
+    call text, call pads, newline + tool turn + generation prompt (tool) | reply text | reply pads
 
 Each slot reads (id pool start, stride), (codec row start, stride), a label
 category, a first-audio flag, and a feature source (a vision unit or an audio
@@ -44,7 +45,7 @@ LENGTHS_PER_OCTAVE = 4  # `bucket_length`: ..., 64, 80, 96, 112, 128, 160, 192, 
 AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
 ANSWER_BIT = 2  # in a slot's "first" field: its labels are a question's answer (`answer_weight`)
 FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
-AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"])
+AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"], LAYOUT_CODE["tool"])
 
 
 def encoder_frames(n: np.ndarray, a) -> np.ndarray:
@@ -149,7 +150,12 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     scene, answer = rec["scene"][index], rec["answer"][index]
     clip = t.clips_of(t.sample_clip[rec["i"][index]], rec["sentence"][index], d.get("variant"))
     is_av = np.isin(lay, AV)
-    is_stream = lay == LAYOUT_CODE["stream"]
+    is_tool = lay == LAYOUT_CODE["tool"]
+    is_stream = (lay == LAYOUT_CODE["stream"]) | (is_tool & (scene >= 0))  # a tool request: the camera on if a scene
+    case = np.where(is_tool, t.tool_case[rec["i"][index]], 0)
+    if np.any(is_tool & (t.tool_case[rec["i"][index]] < 0)):
+        raise ValueError("a tool line names a pack sample that is not a tool request")
+    on = case // 2
     is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))
     if np.any(voice & ~t.voice_ok[answer]):
         raise ValueError("a spoken reply's text is longer than its audio rows (speech_rows)")
@@ -179,7 +185,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
         fj = f0[:, None] + np.minimum(2 * k[None] + j, nf[:, None] - 1)
         units[:, 2:, j] = np.where(vid, fj, -1)
     # --- the slots
-    S = 6 + 4 * k_max + 7
+    S = 7 + 4 * k_max + 10
     seg = np.zeros((n, S, len(FIELDS)), np.int64)
     seg[..., FIELDS.index("vkey")] = -1
     seg[..., FIELDS.index("aoff")] = -1
@@ -193,41 +199,49 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
         for key, v in kw.items():
             seg[:, slot, col[key]] = v
 
-    put(0, t.user[1], t.user[0])
+    put(0, t.system_tool[1], t.system_tool[0], mask=is_tool)
+    put(1, t.user[1], t.user[0])
     ts_sparse = np.maximum(t0 - 20, 0)
-    put(1, t.ts_len[ts_sparse], t.ts_off[ts_sparse], mask=sparse)
-    put(2, ut, t.IMAGE_PAD, 0, mask=sparse, vkey=np.where(sparse, 0, -1))
-    put(3, ut, t.IMAGE_PAD, 0, mask=is_img, vkey=np.where(is_img, 1, -1))
-    put(4, t.newline[1], t.newline[0], mask=is_img)
+    put(2, t.ts_len[ts_sparse], t.ts_off[ts_sparse], mask=sparse)
+    put(3, ut, t.IMAGE_PAD, 0, mask=sparse, vkey=np.where(sparse, 0, -1))
+    put(4, ut, t.IMAGE_PAD, 0, mask=is_img, vkey=np.where(is_img, 1, -1))
+    put(5, t.newline[1], t.newline[0], mask=is_img)
     q_len = np.select([lay == LAYOUT_CODE["text"], lay == LAYOUT_CODE["image"], lay == LAYOUT_CODE["say"],
                        lay == LAYOUT_CODE["caption"]],
                       [t.q_len[clip], t.q_len[clip], t.say_len[answer], t.caption_prompt[1]], 0)
     q_off = np.select([np.isin(lay, (LAYOUT_CODE["text"], LAYOUT_CODE["image"])), lay == LAYOUT_CODE["say"]],
                       [t.q_off[clip], t.say_off[answer]], t.caption_prompt[0])
-    put(5, q_len, q_off)
+    put(6, q_len, q_off)
     for kk in range(k_max):
-        base = 6 + 4 * kk
+        base = 7 + 4 * kk
         ts = np.minimum(t0 + 10 * kk, len(t.ts_len) - 1)
         put(base, t.ts_len[ts], t.ts_off[ts], mask=live[:, kk])
         put(base + 1, ut, t.IMAGE_PAD, 0, mask=vid[:, kk], vkey=np.where(vid[:, kk], 2 + kk, -1))
         put(base + 2, t.audio_open[1], t.audio_open[0], mask=live[:, kk] & (kk == 0))
         put(base + 3, ready[:, kk] - prev[:, kk], t.AUDIO_PAD, 0, mask=live[:, kk], aoff=np.where(is_av, prev[:, kk], -1))
-    tail = 6 + 4 * k_max
+    tail = 7 + 4 * k_max
     put(tail, n_audio - last, t.AUDIO_PAD, 0, mask=is_av, aoff=np.where(is_av, last, -1))
     put(tail + 1, t.audio_close[1], t.audio_close[0], mask=is_av)
     trx = lay == LAYOUT_CODE["transcribe"]
     put(tail + 2, t.transcribe_prompt[1], t.transcribe_prompt[0], mask=trx)
     put(tail + 3, t.newline[1], t.newline[0])
     put(tail + 4, np.where(voice, t.prompt_voice[1], t.prompt_text[1]), np.where(voice, t.prompt_voice[0], t.prompt_text[0]))
+    # a tool conversation's call (spoken as silence) and the run up to the answer's reply
+    cat = np.where(voice, CAT_AUDIO_TEXT, CAT_TEXT)
+    c_len, c_rows = t.call_len[on], t.call_rows_len[on]
+    put(tail + 5, c_len, t.call_off[on], mask=is_tool, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT,
+        row_start=np.where(voice, t.call_rows_off[on], 0), row_stride=voice.astype(np.int64))
+    put(tail + 6, c_rows - c_len, t.REPLY_PAD, 0, mask=is_tool & voice, cat=CAT_AUDIO_TEXT,
+        row_start=t.call_rows_off[on] + c_len, row_stride=1)
+    put(tail + 7, t.mid_len[voice.astype(np.int64), case], t.mid_off[voice.astype(np.int64), case], mask=is_tool)
     cap = lay == LAYOUT_CODE["caption"]
     r_len = np.select([cap, trx], [t.cap_len[np.maximum(scene, 0)], t.trx_len[clip]], t.ans_len[answer])
     r_off = np.select([cap, trx], [t.cap_off[np.maximum(scene, 0)], t.trx_off[clip]], t.ans_off[answer])
-    cat = np.where(voice, CAT_AUDIO_TEXT, CAT_TEXT)
     # "first" bit 0: a spoken reply's first frame; bit 1 (ANSWER_BIT): the reply text answers a question
     is_answer = np.isin(lay, [LAYOUT_CODE[x] for x in ANSWER_LAYOUTS])
-    put(tail + 5, r_len, r_off, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT * is_answer,
+    put(tail + 8, r_len, r_off, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT * is_answer,
         row_start=np.where(voice, t.rows_off[answer], 0), row_stride=voice.astype(np.int64))
-    put(tail + 6, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
+    put(tail + 9, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
         row_start=t.rows_off[answer] + r_len, row_stride=1)
     assert CAT_NONE == 0  # the zeros of empty slots and prompts are "no label"
     length = seg[..., col["len"]].sum(1)
@@ -329,6 +343,10 @@ class StepPlanner:
             bad = np.flatnonzero(r.length > self.seq_len + 1)
             if not len(bad):
                 return r
+            tool = bad[self.rec["layout"][r.index[bad]] == LAYOUT_CODE["tool"]]
+            if len(tool):  # every tool conversation is about as long: replacing them would train none
+                raise ValueError(f"a tool conversation needs {int(r.length[tool[0]])} positions, over seq_len + 1 = "
+                                 f"{self.seq_len + 1}: raise the stage's sequence length (curriculum.stage_seq_len)")
             self.too_long += len(bad)
             fix = plan_rows(self.t, self.rec, (r.index[bad] + 1) % self.n, {key: v[bad] for key, v in d.items()})
             merged = concat_rows([r, fix])

@@ -118,6 +118,7 @@ class PackTables:
             self.rows_off[a], self.rows_len[a] = len(rows), len(r)
             self.voice_ok[a] = len(reply[a]) <= len(r)
             rows += r
+        self._add_tool(pool, rows, fmt, tokenizer)
         # host views the planner reads
         self.frame_offset = pack.scene_frame_offset.astype(np.int64)
         self.num_frames = np.diff(self.frame_offset)
@@ -133,6 +134,35 @@ class PackTables:
         v = cfg.vision
         self.image_mean = torch.tensor(v.image_mean, device=dev).view(1, 1, 3, 1, 1)
         self.image_std = torch.tensor(v.image_std, device=dev).view(1, 1, 3, 1, 1)
+
+    def _add_tool(self, pool: _Pool, rows: list, fmt, tokenizer) -> None:
+        """The world's tool conversation (`omni.synth.tool_world`): the system turn declaring
+        it, per `on` the call (+ EOS) and its silent speech rows, per case (on, ok) and reply
+        kind the run between the two replies (newline, the output's tool turn, the generation
+        prompt); `tool_case` [samples]: 2 * on + ok of each tool request, -1 for the rest."""
+        from mdp.curriculum.data import silence_codes
+        from omni.sequence import Tokens
+        from omni.synth.tool_world import ToolCase, system_prompt
+
+        pack, cfg, sp = self.pack, self.cfg, self.sp
+        queries = pack.meta["sample_queries"]
+        self.tool_case = np.array([2 * int(q["on"]) + int(q["ok"]) if q.get("type") == "tool" else -1
+                                   for q in queries], np.int64)
+        self.system_tool = pool.add(fmt.system_turn(system_prompt()).ids.tolist())
+        cases = [ToolCase("", bool(k // 2), bool(k % 2)) for k in range(4)]
+        calls = [tokenizer.encode(cases[2 * on].call) + [sp.eos] for on in (0, 1)]
+        self.call_off, self.call_len = pool.add_many(calls)
+        self.call_rows_off = np.zeros(2, np.int64)
+        self.call_rows_len = np.zeros(2, np.int64)
+        if np.any(self.tool_case >= 0):  # the codec's silence: only a pack with tool requests needs it
+            for on, ids in enumerate(calls):
+                _, r = speech_rows(ids, silence_codes(pack, len(ids) - 1), cfg.audio_id_offset, cfg.audio_eos_id,
+                                   cfg.audio_pad_id)
+                self.call_rows_off[on], self.call_rows_len[on] = len(rows), len(r)
+                rows += r
+        mid = lambda c, voice: Tokens.cat([fmt.newline(), fmt.tool_turn(c.output), fmt.generation_prompt(voice)])
+        self.mid_off, self.mid_len = (np.stack(x) for x in zip(
+            *[pool.add_many([mid(c, voice).ids.tolist() for c in cases]) for voice in (False, True)]))  # [2, 4]
 
     def _add_bank(self, bank, clip_texts: list[str]) -> np.ndarray:
         """Append the bank's clips whose text a pack clip says; returns all clip audio."""
@@ -228,9 +258,6 @@ LAYOUT_CODE = {name: k for k, name in enumerate(LAYOUTS)}
 
 def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
     """A stage manifest's records as column arrays (once per stage)."""
-    if any(r["layout"] == "tool" for r in records):
-        raise ValueError("the device batch path does not build the tool layout (two replies); train a pack with "
-                         "tool requests with curriculum.train_path=loader")
     return {
         "i": np.array([r["i"] for r in records], np.int64),
         "layout": np.array([LAYOUT_CODE[r["layout"]] for r in records], np.int64),

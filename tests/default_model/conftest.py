@@ -1,4 +1,5 @@
-"""A tiny synthetic-world pack (6 scenes, ~22 samples) shared by the default-model tests."""
+"""Tiny synthetic-world packs shared by the default-model tests: 6 scenes (~22 samples), and 4
+scenes with requests for the world's tool."""
 
 from __future__ import annotations
 
@@ -22,6 +23,26 @@ def mini_pack(tmp_path_factory):
     # no `omni data codes`: the bridge tokenizes the answers with the shipped codec itself
     write_pack(root / "train", root / "train.pack.npz", max_mb=None, progress=False)
     return root / "train.pack.npz"
+
+
+@pytest.fixture(scope="session")
+def tool_world(tmp_path_factory):
+    """A tiny split with as many requests for the world's tool as visual questions, its
+    answer codes (and the codec's silent frame) and its pack: (root, plan, codec)."""
+    from omni.synth.build import build_split
+    from omni.synth.codes import encode_answers, load_codec
+    from omni.synth.evalsets import write_eval_sets
+    from omni.synth.packing import write_pack
+    from omni.synth.plan import build_plan
+
+    root = tmp_path_factory.mktemp("tool_world")
+    plan = build_plan(0, "train", 4, questions_per_scene=2, speech_ratio=0.2, renderings_per_text=1, tool_ratio=1.0)
+    build_split(root / "train", plan, workers=1, progress=False)
+    write_eval_sets(root / "train")
+    codec = load_codec()
+    encode_answers(root / "train", codec, progress=False)
+    write_pack(root / "train", root / "train.pack.npz", max_mb=None, progress=False)
+    return root, plan, codec
 
 
 @pytest.fixture

@@ -29,18 +29,22 @@ import torch
 STAGE_LEN = {"speech": 176, "vision": 176, "dialogue": 384}
 
 
-@pytest.fixture(scope="module")
-def world(mini_pack):
+def _world(path):
     from mdp.curriculum.data import answer_code_table
     from mdp.curriculum.tables import PackTables
     from omni.config import get_omni_config
     from omni.synth.pack import Pack
     from omni.tokenizer import load_tokenizer
 
-    pack = Pack(mini_pack)
+    pack = Pack(path)
     cfg, tok = get_omni_config("mini"), load_tokenizer()
     codes = answer_code_table(pack)
     return pack, cfg, tok, codes, PackTables(pack, cfg, tok, codes, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def world(mini_pack):
+    return _world(mini_pack)
 
 
 def _frames_ready_loop(cfg):
@@ -55,7 +59,7 @@ def _frames_ready_loop(cfg):
     return ready
 
 
-def _both(world, stage: str, tmp_path, rows: int = 40):
+def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None):
     """Loader samples and the device plan of the same records, augmentation off."""
     from encoders.audio import num_encoder_frames
     from mdp.curriculum.data import PackDataset
@@ -63,18 +67,19 @@ def _both(world, stage: str, tmp_path, rows: int = 40):
     from mdp.curriculum.stages import write_stage_manifest
 
     pack, cfg, tok, codes, tables = world
+    seq_len = seq_len or STAGE_LEN[stage]
     manifest = str(tmp_path / f"{stage}.jsonl")
     write_stage_manifest(pack, stage, manifest, rows, 3)
-    ds = PackDataset(manifest, pack, cfg, tok, STAGE_LEN[stage], lambda n: num_encoder_frames(n, cfg.audio),
+    ds = PackDataset(manifest, pack, cfg, tok, seq_len, lambda n: num_encoder_frames(n, cfg.audio),
                      _frames_ready_loop(cfg), codes)
     ds.augment = False
     idx = np.arange(rows)
     samples = [ds.sample(int(i)) for i in idx]
-    planner = StepPlanner(tables, ds.records, 0, rows, STAGE_LEN[stage], window=1, augment=False, jitter=False)
+    planner = StepPlanner(tables, ds.records, 0, rows, seq_len, window=1, augment=False, jitter=False)
     d = draw(np.random.default_rng(0), rows, len(tables.clip_len), augment=False, jitter=False)
     d["t0"] = np.array([int(round(s.stream[0] * 10)) for s in samples])
     d["sparse"] = np.array([s.stream[1] for s in samples])
-    plan = finalize(tables, planner.rows(idx, None, d), STAGE_LEN[stage])
+    plan = finalize(tables, planner.rows(idx, None, d), seq_len)
     return ds, samples, plan
 
 
@@ -91,26 +96,40 @@ def test_closed_form_frame_counts_equal_the_encoders(world):
 
 @pytest.mark.parametrize("stage", ["speech", "vision", "dialogue"])
 def test_device_batches_equal_loader_batches(world, stage, tmp_path):
+    ds, samples, plan = _both(world, stage, tmp_path)
+    layouts = _check_equal(world, samples, plan, STAGE_LEN[stage])
+    if stage == "dialogue":
+        assert {"stream", "image", "audio"} <= {ds.records[i]["layout"] for i in range(len(samples))}
+        assert any(s.stream[1] for s in samples), "no buffered still in the rows: widen the test"
+    assert layouts
+
+
+def test_device_tool_conversations_equal_loader_ones(tool_world, tmp_path):
+    """The tool layout (a system turn, the request with or without the camera, two replies)."""
+    world = _world(tool_world[0] / "train.pack.npz")
+    ds, samples, plan = _both(world, "dialogue", tmp_path, rows=120, seq_len=1024)
+    tool = [i for i in range(len(samples)) if ds.records[i]["layout"] == "tool"]
+    assert {ds.records[i]["scene"] >= 0 for i in tool} == {True, False}, "widen the test: both kinds of request"
+    _check_equal(world, samples, plan, 1024)
+
+
+def _check_equal(world, samples, plan, seq_len: int) -> bool:
+    """The device rows equal the loader samples (tokens, labels, and what fills every placeholder)."""
     from mdp.data import CAT_NONE, IGNORE, stack
     from mdp.curriculum.build import build_audio, build_patches, expand_segments, to_device
 
-    ds, samples, plan = _both(world, stage, tmp_path)
     tables = world[4]
     old = stack(samples)
     p = to_device(tables, plan, torch.device("cpu"))
     new = expand_segments(tables, p["seg"], plan.T)
     T = plan.T
-    assert T <= STAGE_LEN[stage] and T % 16 == 0
+    assert T <= seq_len and T % 16 == 0
     for key in ("ids", "codec", "text_labels", "text_cat", "audio_labels", "first_audio", "answer"):
         assert torch.equal(new[key], old[key][:, :T]), key
     assert old["answer"].any() and not old["answer"][:, T:].any()  # answer marks (`answer_weight`) to compare
     # past the device batch's length the loader rows hold padding only
     assert (old["ids"][:, T:] == tables.sp.pad).all() and (old["text_cat"][:, T:] == CAT_NONE).all()
     assert (old["audio_labels"][:, T:] == IGNORE).all() and not old["first_audio"][:, T:].any()
-    layouts = {ds.records[i]["layout"] for i in range(len(samples))}
-    if stage == "dialogue":
-        assert {"stream", "image", "audio"} <= layouts
-        assert any(s.stream[1] for s in samples), "no buffered still in the rows: widen the test"
     # media: what fills each placeholder position
     patches = build_patches(tables, p["units"]) if len(plan.unit_frames) else None
     pcm = build_audio(tables, p, augment=False, gen=None) if len(plan.audio_rows) else None
@@ -138,6 +157,7 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
                 assert torch.equal(pcm[a, : len(want)], want) and not pcm[a, len(want):].any()
             checked += 1
     assert checked > 0
+    return True
 
 
 @pytest.fixture(scope="module")

@@ -19,24 +19,6 @@ from omni.synth.tool_world import REQUESTS, ToolCase, tool_conversation
 
 
 @pytest.fixture(scope="module")
-def tool_world(tmp_path_factory):
-    """A tiny split with as many tool requests as visual questions, its codes and pack."""
-    from omni.synth.build import build_split
-    from omni.synth.codes import encode_answers, load_codec
-    from omni.synth.evalsets import write_eval_sets
-    from omni.synth.packing import write_pack
-
-    root = tmp_path_factory.mktemp("tool_world")
-    plan = build_plan(0, "train", 4, questions_per_scene=2, speech_ratio=0.2, renderings_per_text=1, tool_ratio=1.0)
-    build_split(root / "train", plan, workers=1, progress=False)
-    write_eval_sets(root / "train")
-    codec = load_codec()
-    encode_answers(root / "train", codec, progress=False)
-    write_pack(root / "train", root / "train.pack.npz", max_mb=None, progress=False)
-    return root, plan, codec
-
-
-@pytest.fixture(scope="module")
 def model():
     from omni.model import OmniModel
 
@@ -150,13 +132,6 @@ def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
         assert s.answer[a - 1] and s.answer[c - 1] and not s.answer[b - 1 : c - 1].any()
 
 
-def test_device_path_refuses_the_tool_layout():
-    from mdp.curriculum.tables import record_arrays
-
-    with pytest.raises(ValueError, match="train_path=loader"):
-        record_arrays([{"i": 0, "layout": "tool", "scene": -1, "answer": 0, "voice": True, "seed": 1}])
-
-
 def test_a_tool_conversation_too_long_for_the_stage_is_an_error_not_a_skip(tmp_path, tool_world, model):
     """Other samples that do not fit are replaced by the next line; a tool conversation is
     never replaced (all of them are about as long, so the stage would silently train none)."""
@@ -173,3 +148,31 @@ def test_a_tool_conversation_too_long_for_the_stage_is_an_error_not_a_skip(tmp_p
                      model.frames_ready)
     with pytest.raises(ManifestError, match="stage_seq_len"):
         ds.sample(0)
+    from mdp.curriculum.plan import StepPlanner
+    from mdp.curriculum.tables import PackTables
+
+    tables = PackTables(pack, model.config, model.tokenizer, ds.codes, torch.device("cpu"))
+    with pytest.raises(ValueError, match="stage_seq_len"):
+        StepPlanner(tables, ds.records, 0, 1, 384, window=1).plan(0)
+
+
+def test_a_tool_line_on_another_sample_is_refused_by_both_paths(tmp_path, tool_world, model):
+    from mdp.curriculum.plan import StepPlanner
+    from mdp.curriculum.tables import PackTables
+    from mdp.data import ManifestError
+    from omni.synth.pack import Pack
+
+    root, _, _ = tool_world
+    pack = Pack(root / "train.pack.npz")
+    i = next(i for i in range(len(pack)) if pack.family(i) != "tool")
+    line = {"i": i, "layout": "tool", "scene": -1, "answer": int(pack.sample_answer[i]), "voice": True, "seed": 1}
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    ds = PackDataset(str(path), pack, model.config, model.tokenizer, 1024, model.audio_encoder.num_frames,
+                     model.frames_ready)
+    with pytest.raises(ManifestError, match="not a tool request"):
+        ds.sample(0)
+    tables = PackTables(pack, model.config, model.tokenizer, ds.codes, torch.device("cpu"))
+    planner = StepPlanner(tables, ds.records, 0, 1, 1024, window=1, augment=False, jitter=False)
+    with pytest.raises(ValueError, match="not a tool request"):
+        planner.plan(0)
