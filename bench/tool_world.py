@@ -12,6 +12,8 @@ the one the output calls for), and both. Cases run as a batch of slots, greedy.
 
     python bench/tool_world.py --model omni/pretrained/default --cases 48 --request text
     python bench/tool_world.py --model DIR --request spoken --split heldout --out bench/results/tool_world_cpu.json
+    python bench/tool_world.py --model DIR --pack runs/data/heldout.pack.npz   # the pack's tool requests
+                                                   # (recorded voices, the camera on where they have a scene; no espeak-ng)
 
 A model that has not learned the tool scores 0 on calls: that is the baseline it is
 measured against (the shipped default model's recipe does not train it yet).
@@ -70,16 +72,37 @@ def split_reply(text: str) -> tuple[list, str]:
     return [p for p in pieces if p.kind == "call"], "".join(p.text for p in pieces if p.kind == "text")
 
 
-def run_cases(rt, cases: list[ToolCase], audio: list[np.ndarray] | None, max_steps: int) -> list[dict]:
+def pack_cases(path: str, limit: int) -> tuple[list[ToolCase], list]:
+    """The tool requests of a pack (`omni data --tool-ratio`) as cases and the user's input:
+    the recorded request and, where the sample has a scene, the camera at 2 FPS."""
     from omni.realtime_api import UserChunk
+    from omni.synth.heldout import stream_frames
+    from omni.synth.pack import Pack
 
+    pack = Pack(path)
+    index = [i for i in range(len(pack)) if pack.family(i) == "tool"]
+    if not index:
+        raise ValueError(f"pack {path} holds no tool requests (build it with omni data --tool-ratio R)")
+    index = index[:limit] if limit else index
+    cases = [ToolCase.of(pack.question_text(i), pack.meta["sample_queries"][i]) for i in index]
+    inputs = []
+    for i in index:
+        audio, frames = pack.question_audio(i), pack.frames(i)
+        shown, times = stream_frames(list(frames), len(audio)) if frames is not None else ([], [])
+        inputs.append(UserChunk(audio, shown, 0.0, frame_times=times if shown else None))
+    return cases, inputs
+
+
+def run_cases(rt, cases: list[ToolCase], inputs: list | None, max_steps: int) -> list[dict]:
+    """One conversation per case (a slot each), batched; `inputs`: each request as a
+    `UserChunk` (spoken), or None (typed)."""
     slots = [rt.open_slot(system_prompt()) for _ in cases]
     try:
-        if audio is None:
+        if inputs is None:
             for s, c in zip(slots, cases):
                 rt.prefill_text(s, "user", c.request)
         else:
-            rt.prefill([(s, rt.encode_chunk(s, UserChunk(a, [], 0.0))) for s, a in zip(slots, audio)])
+            rt.prefill([(s, rt.encode_chunk(s, chunk)) for s, chunk in zip(slots, inputs)])
         rt.begin_responses([(s, "") for s in slots])
         first = reply(rt, slots, max_steps)
         for s, c in zip(slots, cases):
@@ -119,7 +142,9 @@ def summary(rows: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="omni/pretrained/default", help="OmniModel directory (default: the shipped model)")
-    ap.add_argument("--cases", type=int, default=48, help="conversations to run (default 48)")
+    ap.add_argument("--cases", type=int, default=48, help="conversations to run (default 48; with --pack: at most, 0 for all)")
+    ap.add_argument("--pack", default="", help="the tool requests of this pack instead of espeak-ng renderings "
+                    "(spoken, with the camera where the sample has a scene)")
     ap.add_argument("--split", choices=("heldout", "train"), default="heldout",
                     help="request wordings and voices of this split (default heldout)")
     ap.add_argument("--request", choices=("text", "spoken"), default="spoken",
@@ -131,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--out", default="", help="write the JSON report here")
     args = ap.parse_args(argv)
-    if args.cases < 1 or args.batch < 1 or args.max_steps < 1:
-        ap.error("--cases, --batch and --max-steps must be >= 1")
+    if args.cases < (0 if args.pack else 1) or args.batch < 1 or args.max_steps < 1:
+        ap.error("--cases (0 only with --pack), --batch and --max-steps must be >= 1")
     if not os.path.isdir(args.model):
         ap.error(f"--model {args.model!r} is not a directory")
+    if args.pack and not os.path.isfile(args.pack):
+        ap.error(f"--pack {args.pack!r} is not a file")
     if args.threads:
         torch.set_num_threads(args.threads)
     from omni.generation import GenerationOptions
@@ -143,24 +170,34 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     model = OmniModel.from_pretrained(args.model).to(args.device).eval()
-    rng = np.random.default_rng(args.seed)
-    cases = [draw_case(rng, args.split) for _ in range(args.cases)]
-    audio = [spoken(c, args.split, args.seed * 100003 + i) for i, c in enumerate(cases)] \
-        if args.request == "spoken" else None
+    if args.pack:
+        try:
+            cases, inputs = pack_cases(args.pack, args.cases)
+        except ValueError as e:
+            ap.error(str(e))
+        args.split, args.request = "pack", "spoken"
+    else:
+        from omni.realtime_api import UserChunk
+
+        rng = np.random.default_rng(args.seed)
+        cases = [draw_case(rng, args.split) for _ in range(args.cases)]
+        inputs = [UserChunk(spoken(c, args.split, args.seed * 100003 + i)) for i, c in enumerate(cases)] \
+            if args.request == "spoken" else None
     rt = RealtimeOmni(model, max_slots=args.batch, capacity=2048,
                       options=GenerationOptions(max_new_tokens=args.max_steps, decode_audio=False))
     rows = []
     from tqdm import tqdm
 
     for k in tqdm(range(0, len(cases), args.batch), desc="tool conversations", unit="batch", file=sys.stderr):
-        rows += run_cases(rt, cases[k:k + args.batch], None if audio is None else audio[k:k + args.batch],
+        rows += run_cases(rt, cases[k:k + args.batch], None if inputs is None else inputs[k:k + args.batch],
                           args.max_steps)
-    report = {"model": args.model, "split": args.split, "request": args.request, "cases": args.cases,
+    report = {"model": args.model, "split": args.split, "request": args.request, "cases": len(cases),
+              "pack": args.pack or None,
               "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else
               f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
               "scores": summary(rows), "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}
     s = report["scores"]
-    print(f"tool conversations: {args.model}, {args.cases} {args.split} cases, request {args.request}")
+    print(f"tool conversations: {args.model}, {len(cases)} {args.split} cases, request {args.request}")
     print(f"{'case':<16} {'n':>4} {'call':>8} {'answer':>8} {'both':>8}")
     for k in s["call_ok"]:
         n = s["call_ok"][k]["n"]

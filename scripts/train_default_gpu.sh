@@ -47,7 +47,9 @@ if [[ "${1:-}" == "--collect" ]]; then
     [[ -f runs/omni-mini-gpu/$f ]] && cp "runs/omni-mini-gpu/$f" "bench/results/omni_mini_${f%.*}_gpu.${f##*.}"
   done
   cp runs/omni-mini-gpu/train_log.txt bench/results/omni_mini_train_gpu_log.txt
-  for f in runs/omni-mini-gpu/default_model_gpu*.json; do [[ -f "$f" ]] && cp "$f" bench/results/; done
+  for f in runs/omni-mini-gpu/default_model_gpu*.json runs/omni-mini-gpu/tool_world_gpu.json; do
+    [[ -f "$f" ]] && cp "$f" bench/results/
+  done
   "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
   exit 0
 fi
@@ -112,7 +114,7 @@ done
 pack_logs() {
   cat "$log" >> "$RUN/train_log.txt"  # every call's log, in order
   tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d train_log.txt plan.json heldout.json heldout.png \
-    encoders.json default_model_gpu*.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
+    encoders.json default_model_gpu*.json tool_world_gpu.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
 }
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
@@ -121,6 +123,9 @@ if [[ -f "$RUN/model/model.safetensors" ]]; then
     "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
       --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$RUN/default_model_gpu_$q.json" 2>&1 | tail -10 | tee -a "$log"
   done
+  # the world's tool, where the packs have its requests (omni data default --tool-ratio R): request -> call -> answer
+  "$PY" bench/tool_world.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" --batch 64 \
+    --cases 0 --out "$RUN/tool_world_gpu.json" 2>&1 | tail -8 | tee -a "$log" || true
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
     && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"

@@ -176,3 +176,22 @@ def test_a_tool_line_on_another_sample_is_refused_by_both_paths(tmp_path, tool_w
     planner = StepPlanner(tables, ds.records, 0, 1, 1024, window=1, augment=False, jitter=False)
     with pytest.raises(ValueError, match="not a tool request"):
         planner.plan(0)
+
+
+def test_tool_bench_reads_the_packs_requests(tool_world, load_bench):
+    """bench/tool_world.py --pack: the pack's tool requests, heard as recorded, with the camera
+    where the sample has a scene (what the GPU machine, without espeak-ng, can ask)."""
+    from omni.synth.pack import Pack
+
+    root, _, _ = tool_world
+    path = str(root / "train.pack.npz")
+    pack = Pack(path)
+    index = [i for i in range(len(pack)) if pack.family(i) == "tool"]
+    cases, inputs = load_bench("tool_world").pack_cases(path, 0)
+    assert [c.request for c in cases] == [pack.question_text(i) for i in index]
+    assert [c.query for c in cases] == [pack.meta["sample_queries"][i] for i in index]
+    for i, chunk in zip(index, inputs):
+        np.testing.assert_array_equal(chunk.audio, pack.question_audio(i))
+        assert bool(chunk.frames) == (pack.sample_scene[i] >= 0)
+        assert chunk.frame_times is None or len(chunk.frame_times) == len(chunk.frames) >= 2
+    assert len(load_bench("tool_world").pack_cases(path, 3)[0]) == 3
