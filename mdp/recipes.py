@@ -109,6 +109,7 @@ class Curriculum:
     caption_weight: float | None = None
     transcribe_weight: float | None = None  # the same for transcriptions of spoken questions
     sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
+    tool_weight: float | None = None  # the same for the world's tool conversations (packs with tool requests)
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)

@@ -98,20 +98,22 @@ def stage_seq_lens(lengths: dict[str, int], default: int) -> dict[str, int]:
 
 def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int,
                          caption_weight: float | None = None, transcribe_weight: float | None = None,
-                         sentences: int = 0, sentence_weight: float | None = None) -> dict:
+                         sentences: int = 0, sentence_weight: float | None = None,
+                         tool_weight: float | None = None) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
 
-    `caption_weight` / `transcribe_weight` / `sentence_weight` replace the relative weight
-    of the stage's captions / transcriptions of questions / of random sentences (0: none;
-    None: the STAGES weight). `sentences`: how many random sentences the voice bank has
-    (a sentence line names one, "sentence": index; other lines have no such field)."""
+    `caption_weight` / `transcribe_weight` / `sentence_weight` / `tool_weight` replace the
+    relative weight of the stage's captions / transcriptions of questions / of random
+    sentences / tool conversations (0: none; None: the STAGES weight). `sentences`: how many
+    random sentences the voice bank has (a sentence line names one, "sentence": index; other
+    lines have no such field)."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
     visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES + ("tool",)) & (pack.sample_scene >= 0))
     still = visual[~np.isin(fam[visual], VIDEO_FAMILIES)]
     num_answers = len(pack.answer_offset) - 1
-    weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight}
+    weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight, "tool": tool_weight}
     key_of = lambda m: m[2] if m[1] == "transcribe" else m[1]
     mix = [(weight[key_of(m)], *m[1:]) if weight.get(key_of(m)) is not None else m for m in STAGES[stage]]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),

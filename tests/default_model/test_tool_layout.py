@@ -75,6 +75,10 @@ def test_stage_mix_draws_tool_lines_only_from_packs_that_have_them(tmp_path, too
     # no tool request ever counts as a visual question
     assert all(pack.family(r["i"]) != "tool" for r in lines if r["layout"] in ("stream", "image"))
     assert "tool/voice" not in write_stage_manifest(Pack(mini_pack), "dialogue", str(tmp_path / "m.jsonl"), 400, 0)
+    # curriculum.tool_weight sets their share, as the other weights do
+    assert "tool/voice" not in write_stage_manifest(pack, "dialogue", str(tmp_path / "z.jsonl"), 400, 0, tool_weight=0)
+    heavy = write_stage_manifest(pack, "dialogue", str(tmp_path / "h.jsonl"), 400, 0, tool_weight=100)
+    assert heavy["tool/voice"] > 0.9 * 400
 
 
 def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
