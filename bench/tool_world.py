@@ -6,8 +6,8 @@ slot opens with the system prompt a client that declares `set_light` gives its s
 hears the request (typed, or spoken by a voice of the split's espeak-ng set), and replies.
 The reply's call blocks are split off as the server splits them (`ReplyStream`) and
 checked by the server's checker (`check_call`); the tool's output goes in as a tool turn,
-and the model answers. Scored per case: the call (exactly one block, a valid call of
-`set_light` with the asked `on`), the answer (exact match of the spoken answer's text to
+and the model answers. Scored per case: a call (exactly one block, a valid call of
+`set_light`), the call (the same with the asked `on`), the answer (exact match of the spoken answer's text to
 the one the output calls for), and both. Cases run as a batch of slots, greedy.
 
     python bench/tool_world.py --model omni/pretrained/default --cases 48 --request text
@@ -117,12 +117,13 @@ def run_cases(rt, cases: list[ToolCase], inputs: list | None, max_steps: int) ->
         calls, said = split_reply(first[s])
         got = [check_call(p.text, {LIGHT.name: LIGHT}) if p.complete else None for p in calls]
         want = ToolCall(LIGHT.name, json.dumps({"on": c.on}, separators=(",", ":")))
-        call_ok = len(got) == 1 and got[0] == want
+        valid = len(got) == 1 and isinstance(got[0], ToolCall)  # one well-formed call of set_light, any `on`
+        call_ok = valid and got[0] == want
         _, answer_said = split_reply(second[s])
         answer_ok = normalize_answer(answer_said) == normalize_answer(c.answer)
         rows.append({"request": c.request, "on": c.on, "light_answers": c.ok, "output": c.output,
                      "expected_answer": c.answer, "first_reply": first[s][:400], "said_first": said[:200],
-                     "answer": answer_said[:200], "call_ok": call_ok, "answer_ok": answer_ok,
+                     "answer": answer_said[:200], "call_valid": valid, "call_ok": call_ok, "answer_ok": answer_ok,
                      "both_ok": call_ok and answer_ok})
     return rows
 
@@ -136,7 +137,7 @@ def summary(rows: list[dict]) -> dict:
                                                                         r["light_answers"] == ok]
              for on in (True, False) for ok in (True, False)}
     return {key: {"all": rate(rows, key), **{k: rate(v, key) for k, v in kinds.items()}}
-            for key in ("call_ok", "answer_ok", "both_ok")}
+            for key in ("call_valid", "call_ok", "answer_ok", "both_ok")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
               "scores": summary(rows), "wall_s": round(time.perf_counter() - t0, 1), "rows": rows}
     s = report["scores"]
     print(f"tool conversations: {args.model}, {len(cases)} {args.split} cases, request {args.request}")
-    print(f"{'case':<16} {'n':>4} {'call':>8} {'answer':>8} {'both':>8}")
+    print(f"{'case':<16} {'n':>4} {'a call':>8} {'call':>8} {'answer':>8} {'both':>8}")
     for k in s["call_ok"]:
         n = s["call_ok"][k]["n"]
-        cells = [s[m][k]["accuracy"] for m in ("call_ok", "answer_ok", "both_ok")]
+        cells = [s[m][k]["accuracy"] for m in ("call_valid", "call_ok", "answer_ok", "both_ok")]
         print(f"{k:<16} {n:>4} " + " ".join(f"{'-' if v is None else f'{100 * v:.1f}%':>8}" for v in cells))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

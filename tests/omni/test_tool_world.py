@@ -194,10 +194,10 @@ def test_tool_bench_scores_calls_and_answers():
     assert sum(v["n"] for k, v in s["call_ok"].items() if k != "all") == 24
     # the call's arguments wrong, two calls, a spoken call, or an answer from the request alone: all scored wrong
     flip = lambda r: ToolCase(r, not by_request[r].on, True).call  # noqa: E731
-    assert bench.summary(bench.run_cases(_Scripted(flip, lambda o: answers[o]), cases, None, 200))["call_ok"]["all"][
-        "accuracy"] == 0.0
+    flipped = bench.summary(bench.run_cases(_Scripted(flip, lambda o: answers[o]), cases, None, 200))
+    assert flipped["call_ok"]["all"]["accuracy"] == 0.0 and flipped["call_valid"]["all"]["accuracy"] == 1.0
     twice = lambda r: by_request[r].call * 2  # noqa: E731
-    assert not any(r["call_ok"] for r in bench.run_cases(_Scripted(twice, lambda o: ""), cases, None, 200))
+    assert not any(r["call_valid"] for r in bench.run_cases(_Scripted(twice, lambda o: ""), cases, None, 200))
     said = lambda r: by_request[r].call[len(CALL_OPEN):-len(CALL_CLOSE)]  # noqa: E731
     assert not any(r["call_ok"] for r in bench.run_cases(_Scripted(said, lambda o: ""), cases, None, 200))
     guess = bench.run_cases(_Scripted(lambda r: by_request[r].call, lambda o: "the light is on"), cases, None, 200)
