@@ -152,9 +152,10 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     is_av = np.isin(lay, AV)
     is_tool = lay == LAYOUT_CODE["tool"]
     is_stream = (lay == LAYOUT_CODE["stream"]) | (is_tool & (scene >= 0))  # a tool request: the camera on if a scene
-    case = np.where(is_tool, t.tool_case[rec["i"][index]], 0)
-    if np.any(is_tool & (t.tool_case[rec["i"][index]] < 0)):
+    case = t.tool_case[rec["i"][index]]  # 2 * on + ok of a tool request, -1 for other samples
+    if np.any(is_tool & (case < 0)):
         raise ValueError("a tool line names a pack sample that is not a tool request")
+    case = np.where(is_tool, case, 0)
     on = case // 2
     is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))
     if np.any(voice & ~t.voice_ok[answer]):
