@@ -238,6 +238,10 @@ class OmniConfig:
     audio_pad_id: int = 3
     audio_repetition_penalty: float = 1.1
     audio_rep_penalty_window: int = 30
+    # the codec's tokens of a silent frame (raw values, no offset), exempt from the audio repetition
+    # penalty: silence held for many frames (a pause, a tool call's unspoken rows) is not a loop to
+    # break. () for none (the original release's behaviour)
+    codec_silence_frame: tuple[int, ...] = ()
     chunk_seconds: float = 1.0
     text_end_ids: tuple[int, ...] = ()  # extra text ids that end a segment's text (original release: 137)
     template: TemplateConfig = field(default_factory=TemplateConfig)

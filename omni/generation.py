@@ -111,6 +111,9 @@ class ReplyState:
             audio_pad=cfg.audio_pad_id, text_end_ids=tuple(cfg.text_end_ids), speech=opts.speech,
         )
         self.alpha = cfg.audio_repetition_penalty if opts.audio_repetition_penalty is None else opts.audio_repetition_penalty
+        # the ids of a silent frame never enter the penalty window (OmniConfig.codec_silence_frame)
+        self.silence = (torch.tensor(cfg.codec_silence_frame, dtype=torch.long) + cfg.audio_id_offset
+                        if cfg.codec_silence_frame else None)
         window = cfg.audio_rep_penalty_window if opts.audio_window is None else opts.audio_window
         device = model.device
         self.audio_hist = torch.full((cfg.num_audio_heads, window), -1, dtype=torch.long, device=device)
@@ -179,7 +182,10 @@ def _record_histories(states, results, ahist: torch.Tensor | None, thist: torch.
     device = (ahist if ahist is not None else thist).device
     rows = rows.to(device, non_blocking=True)
     if ahist is not None:
-        new = torch.cat([ahist[:, :, 1:], rows[:, 1:, None]], dim=2)
+        codec = rows[:, 1:]
+        if states[0].silence is not None:  # silence is not a repetition to penalize
+            codec = torch.where(codec == states[0].silence.to(device)[None], -1, codec)
+        new = torch.cat([ahist[:, :, 1:], codec[:, :, None]], dim=2)
         for i, s in enumerate(states):
             s.audio_hist = new[i]
     if thist is not None:

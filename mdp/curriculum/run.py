@@ -512,6 +512,9 @@ def export(recipe: Recipe, state: dict, out_dir: str) -> None:
 
     cfg = build_config(recipe)
     cfg.audio.dropout = 0.0
+    silence = _pack_silence(recipe)
+    if silence:  # the speech rows of a reply that says nothing were trained as this frame
+        cfg.codec_silence_frame = tuple(silence)
     model = OmniModel(cfg, init=False)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
@@ -523,6 +526,14 @@ def export(recipe: Recipe, state: dict, out_dir: str) -> None:
     # bf16 on disk (half the size; loading casts to the requested dtype)
     model.save_pretrained(out_dir, dtype=torch.bfloat16)
     print(f"exported {out_dir}", file=sys.stderr)
+
+
+def _pack_silence(recipe: Recipe) -> list[int] | None:
+    """The silent frame of the training pack's codec (`omni data codes`), if it has one."""
+    from omni.synth.pack import Pack
+
+    path = recipe.curriculum.pack
+    return Pack(path).meta.get("silence_frame") if path and os.path.isfile(path) else None
 
 
 def plot_stages(out_dir: str, stages: list[str]) -> None:

@@ -199,3 +199,16 @@ def test_tool_bench_reads_the_packs_requests(tool_world, load_bench):
         assert bool(chunk.frames) == (pack.sample_scene[i] >= 0)
         assert chunk.frame_times is None or len(chunk.frame_times) == len(chunk.frames) >= 2
     assert len(load_bench("tool_world").pack_cases(path, 3)[0]) == 3
+
+
+def test_export_keeps_the_packs_silent_frame(tool_world, mini_pack):
+    """The exported model exempts the frame its unspoken rows were trained as from the audio
+    repetition penalty (omni/config.py codec_silence_frame); a pack without codes has none."""
+    from mdp.curriculum.run import _pack_silence
+    from mdp.recipes import get_recipe
+    from omni.synth.codes import silence_frame
+
+    root, _, codec = tool_world
+    r = get_recipe("omni-mini-smoke").override([f"curriculum.pack={root / 'train.pack.npz'}"])
+    assert _pack_silence(r) == silence_frame(codec)
+    assert _pack_silence(get_recipe("omni-mini-smoke").override([f"curriculum.pack={mini_pack}"])) is None

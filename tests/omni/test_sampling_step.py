@@ -127,3 +127,29 @@ def test_static_decode_mode_equals_eager_in_realtime(debug_model):
     with pytest.raises(RuntimeError, match="every slot closed"):
         rt.warm_up_decode()
     assert any(frame is not None for _, frame, _ in eager)
+
+
+def test_a_silent_frame_never_enters_the_audio_penalty_window(debug_model):
+    """With `codec_silence_frame` set, the ids of that frame are not recorded in the penalty
+    window (the penalty is alpha ** count: a silence held for 30 frames would be pushed 1.1 ** 30
+    away and the reply derail); other ids are, and without the setting everything is."""
+    from types import SimpleNamespace
+
+    from omni.generation import _record_histories
+
+    cfg = debug_model.config
+    off = cfg.audio_id_offset
+    silence = (5, 6, 7, 8)
+    results = [SimpleNamespace(text_token=None, next_codec=[off + 5, off + 6, off + 9, off + 8])]
+    before = cfg.codec_silence_frame
+    try:
+        cfg.codec_silence_frame = silence
+        s = ReplyState(debug_model, GenerationOptions())
+        _record_histories([s], results, torch.stack([s.audio_hist]), None)
+        assert s.audio_hist[:, -1].tolist() == [-1, -1, off + 9, -1]
+        cfg.codec_silence_frame = ()
+        s = ReplyState(debug_model, GenerationOptions())
+        _record_histories([s], results, torch.stack([s.audio_hist]), None)
+        assert s.audio_hist[:, -1].tolist() == [off + 5, off + 6, off + 9, off + 8]
+    finally:
+        cfg.codec_silence_frame = before
