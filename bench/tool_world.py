@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="typed request, or spoken by an espeak-ng voice of the split (default spoken)")
     ap.add_argument("--batch", type=int, default=16, help="conversations decoded together (default 16)")
     ap.add_argument("--max-steps", type=int, default=120, help="decode steps per reply at most (default 120)")
+    ap.add_argument("--audio-repetition-penalty", type=float, default=None,
+                    help="the audio heads' repetition penalty (default: the model's, 1.1)")
+    ap.add_argument("--penalize-silence", action="store_true",
+                    help="count the codec's silent frame in the audio repetition penalty too (the behaviour without "
+                         "OmniConfig.codec_silence_frame), to measure what the exemption does")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     model = OmniModel.from_pretrained(args.model).to(args.device).eval()
+    if args.penalize_silence:
+        model.config.codec_silence_frame = ()
     if args.pack:
         try:
             cases, inputs = pack_cases(args.pack, args.cases)
@@ -185,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = [UserChunk(spoken(c, args.split, args.seed * 100003 + i)) for i, c in enumerate(cases)] \
             if args.request == "spoken" else None
     rt = RealtimeOmni(model, max_slots=args.batch, capacity=2048,
-                      options=GenerationOptions(max_new_tokens=args.max_steps, decode_audio=False))
+                      options=GenerationOptions(max_new_tokens=args.max_steps, decode_audio=False,
+                                                audio_repetition_penalty=args.audio_repetition_penalty))
     rows = []
     from tqdm import tqdm
 
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_cases(rt, cases[k:k + args.batch], None if inputs is None else inputs[k:k + args.batch],
                           args.max_steps)
     report = {"model": args.model, "split": args.split, "request": args.request, "cases": len(cases),
+              "silence_exempt": bool(model.config.codec_silence_frame),
               "pack": args.pack or None,
               "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else
               f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
