@@ -15,7 +15,8 @@ from omni.config import get_omni_config
 from omni.sequence import ChatFormat, Tokens
 from omni.synth.plan import build_plan
 from omni.synth.questions import answer_query
-from omni.synth.tool_world import REQUESTS, ToolCase, tool_conversation
+from omni.synth.tool_world import REQUESTS, ToolCase, draw_case, system_prompt, tool_conversation
+from omni.tool_calls import CALL_CLOSE, CALL_OPEN
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +213,66 @@ def test_export_keeps_the_packs_silent_frame(tool_world, mini_pack):
     r = get_recipe("omni-mini-smoke").override([f"curriculum.pack={root / 'train.pack.npz'}"])
     assert _pack_silence(r) == silence_frame(codec)
     assert _pack_silence(get_recipe("omni-mini-smoke").override([f"curriculum.pack={mini_pack}"])) is None
+
+
+class _Scripted:
+    """A RealtimeOmni stand-in whose replies are scripted per turn from what it was told
+    (the bench's scoring is under test here, not a model)."""
+
+    def __init__(self, first, second):
+        self.first, self.second, self.told, self.turn, self.left = first, second, {}, {}, {}
+
+    def open_slot(self, prompt):
+        s = len(self.told)
+        assert prompt == system_prompt()
+        self.told[s], self.turn[s] = [], 0
+        return s
+
+    def prefill_text(self, s, role, text):
+        self.told[s].append((role, text))
+
+    def begin_responses(self, items):
+        for s, _ in items:
+            self.turn[s] += 1
+            request = self.told[s][0][1]
+            text = self.first(request) if self.turn[s] == 1 else self.second(self.told[s][-1][1])
+            self.left[s] = [text[i:i + 3] for i in range(0, len(text), 3)]  # 3 characters a step
+
+    def decode_step(self, slots):
+        from omni.realtime_api import StepOutput
+
+        outs = []
+        for s in slots:
+            piece = self.left[s].pop(0) if self.left[s] else ""
+            outs.append(StepOutput(1, piece, None, done=not self.left[s]))
+        return outs
+
+    def end_responses(self, slots):
+        pass
+
+    def close_slot(self, s):
+        pass
+
+
+def test_tool_bench_scores_calls_and_answers(load_bench):
+    bench = load_bench("tool_world")
+    rng = np.random.default_rng(3)
+    cases = [draw_case(rng, "heldout") for _ in range(24)]
+    by_request = {c.request: c for c in cases}
+    answers = {c.output: c.answer for c in cases}
+    right = _Scripted(lambda r: by_request[r].call, lambda out: "The light " + answers[out][len("the light "):] + ".")
+    rows = bench.run_cases(right, cases, None, max_steps=200)
+    s = bench.summary(rows)
+    assert s["both_ok"]["all"] == {"n": 24, "accuracy": 1.0}
+    assert sum(v["n"] for k, v in s["call_ok"].items() if k != "all") == 24
+    # the call's arguments wrong, two calls, a spoken call, or an answer from the request alone: all scored wrong
+    flip = lambda r: ToolCase(r, not by_request[r].on, True).call  # noqa: E731
+    flipped = bench.summary(bench.run_cases(_Scripted(flip, lambda o: answers[o]), cases, None, 200))
+    assert flipped["call_ok"]["all"]["accuracy"] == 0.0 and flipped["call_valid"]["all"]["accuracy"] == 1.0
+    twice = lambda r: by_request[r].call * 2  # noqa: E731
+    assert not any(r["call_valid"] for r in bench.run_cases(_Scripted(twice, lambda o: ""), cases, None, 200))
+    said = lambda r: by_request[r].call[len(CALL_OPEN):-len(CALL_CLOSE)]  # noqa: E731
+    assert not any(r["call_ok"] for r in bench.run_cases(_Scripted(said, lambda o: ""), cases, None, 200))
+    guess = bench.run_cases(_Scripted(lambda r: by_request[r].call, lambda o: "the light is on"), cases, None, 200)
+    assert {r["answer_ok"] for r in guess} == {True, False}
+    assert all(r["answer_ok"] == (r["expected_answer"] == "the light is on") for r in guess)
