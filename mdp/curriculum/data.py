@@ -254,13 +254,8 @@ class PackDataset:
             runs.append(turn)
         from omni.sequence import Tokens
 
-        prompt = Tokens.cat(runs + [fmt.generation_prompt(rec["voice"])], self.cfg.audio_pad_id)
-        ids = prompt.ids.tolist()
-        codec = prompt.codec.tolist()
-        cat = [CAT_NONE] * len(ids)
-        audio = [[IGNORE] * 4 for _ in ids]
-        first = [False] * len(ids)
-        marks: list[bool] = []  # the answer bits of the replies' rows
+        row = _Row(self.cfg)
+        row.unlabelled(Tokens.cat(runs + [fmt.generation_prompt(rec["voice"])], self.cfg.audio_pad_id))
         if layout == "tool":  # the call, then the tool's output as a user turn, then the answer
             from omni.synth.tool_world import ToolCase
 
@@ -269,15 +264,8 @@ class PackDataset:
                 raise ManifestError(f"{self.path}:{n + 1}: a tool line names pack sample {i}, which is not a tool request")
             case = ToolCase.of(pack.question_text(i), query)
             call_ids = self.tok.encode(case.call) + [self.sp.eos]
-            self._reply(call_ids, silence_codes(pack, len(call_ids) - 1) if rec["voice"] else None, True,
-                        ids, codec, cat, audio, first, marks)
-            middle = Tokens.cat([fmt.newline(), fmt.tool_turn(case.output), fmt.generation_prompt(rec["voice"])])
-            ids += middle.ids.tolist()
-            codec += middle.codec.tolist()
-            cat += [CAT_NONE] * len(middle)
-            audio += [[IGNORE] * 4] * len(middle)
-            first += [False] * len(middle)
-            marks += [False] * len(middle)
+            row.reply(call_ids, silence_codes(pack, len(call_ids) - 1) if rec["voice"] else None, True)
+            row.unlabelled(Tokens.cat([fmt.newline(), fmt.tool_turn(case.output), fmt.generation_prompt(rec["voice"])]))
         if layout == "caption":
             answer = scene_caption(pack.scene(scene))
         elif layout == "transcribe":
@@ -285,34 +273,11 @@ class PackDataset:
         else:
             answer = pack.meta["answer_texts"][rec["answer"]]
         text_ids = self.tok.encode(answer) + [self.sp.eos]
-        self._reply(text_ids, self.codes[rec["answer"]] if rec["voice"] else None, layout in ANSWER_LAYOUTS,
-                    ids, codec, cat, audio, first, marks)
-        answer_mark = [False] * (len(ids) - len(marks)) + marks
-        s = self._finish(n, ids, codec, cat, audio, first, units, pcm, answer_mark)
+        row.reply(text_ids, self.codes[rec["answer"]] if rec["voice"] else None, layout in ANSWER_LAYOUTS)
+        s = self._finish(n, row.ids, row.codec, row.cat, row.audio, row.first, units, pcm, row.marks)
         # the stream's draws, for comparing the device path on the same rows
         s.stream = (t0, bool(sparse)) if layout in ("stream", "tool") else (0.0, False)  # type: ignore[attr-defined]
         return s
-
-    def _reply(self, text_ids, codes, is_answer, ids, codec, cat, audio, first, marks) -> None:
-        """Append a reply's rows and labels: spoken (text aligned with `codes` [4, T], see
-        `speech_rows`) or, with codes None, text only; `marks` gets the answer bits of the
-        reply's rows (its text when `is_answer`)."""
-        if codes is not None:
-            tx, rows = speech_rows(text_ids, codes, self.cfg.audio_id_offset, self.cfg.audio_eos_id,
-                                   self.cfg.audio_pad_id)
-            ids += tx
-            codec += rows
-            cat += [CAT_AUDIO_TEXT] * len(rows)
-            audio += rows
-            first += [True] + [False] * (len(rows) - 1)
-            marks += [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
-        else:
-            ids += text_ids
-            codec += [[self.cfg.audio_pad_id] * 4] * len(text_ids)
-            cat += [CAT_TEXT] * len(text_ids)
-            audio += [[IGNORE] * 4] * len(text_ids)
-            first += [False] * len(text_ids)
-            marks += [is_answer] * len(text_ids)
 
     def _finish(self, n, ids, codec, cat, audio, first, units, pcm, answer_mark) -> Sample:
         L = len(ids)
@@ -338,6 +303,50 @@ class PackDataset:
         )
         s.order = placeholder_order(s.ids, items, self.sp.image_pad, self.sp.audio_pad)  # type: ignore[attr-defined]
         return s
+
+
+class _Row:
+    """A sample's positions as they are appended: ids, codec rows, label category, audio
+    labels, first-audio flags and answer marks (`answer_weight`), one entry each."""
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.ids: list[int] = []
+        self.codec: list[list[int]] = []
+        self.cat: list[int] = []
+        self.audio: list[list[int]] = []
+        self.first: list[bool] = []
+        self.marks: list[bool] = []
+
+    def unlabelled(self, run) -> None:
+        """A run of the prompt (`Tokens`): inputs only, no loss."""
+        n = len(run)
+        self.ids += run.ids.tolist()
+        self.codec += run.codec.tolist()
+        self.cat += [CAT_NONE] * n
+        self.audio += [[IGNORE] * 4 for _ in range(n)]
+        self.first += [False] * n
+        self.marks += [False] * n
+
+    def reply(self, text_ids: list[int], codes: np.ndarray | None, is_answer: bool) -> None:
+        """A reply's rows and labels: spoken (text aligned with `codes` [4, T], see `speech_rows`)
+        or, with codes None, text only; its text is marked as an answer when `is_answer`."""
+        cfg = self.cfg
+        if codes is not None:
+            tx, rows = speech_rows(text_ids, codes, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id)
+            self.ids += tx
+            self.codec += rows
+            self.cat += [CAT_AUDIO_TEXT] * len(rows)
+            self.audio += rows
+            self.first += [True] + [False] * (len(rows) - 1)
+            self.marks += [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
+        else:
+            self.ids += text_ids
+            self.codec += [[cfg.audio_pad_id] * 4] * len(text_ids)
+            self.cat += [CAT_TEXT] * len(text_ids)
+            self.audio += [[IGNORE] * 4] * len(text_ids)
+            self.first += [False] * len(text_ids)
+            self.marks += [is_answer] * len(text_ids)
 
 
 class _TooLong(Exception):

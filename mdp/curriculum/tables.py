@@ -161,8 +161,8 @@ class PackTables:
                 self.call_rows_off[on], self.call_rows_len[on] = len(rows), len(r)
                 rows += r
         mid = lambda c, voice: Tokens.cat([fmt.newline(), fmt.tool_turn(c.output), fmt.generation_prompt(voice)])
-        self.mid_off, self.mid_len = (np.stack(x) for x in zip(
-            *[pool.add_many([mid(c, voice).ids.tolist() for c in cases]) for voice in (False, True)]))  # [2, 4]
+        offs, lens = zip(*(pool.add_many([mid(c, voice).ids.tolist() for c in cases]) for voice in (False, True)))
+        self.mid_off, self.mid_len = np.stack(offs), np.stack(lens)  # [reply kind (text, voice), case]
 
     def _add_bank(self, bank, clip_texts: list[str]) -> np.ndarray:
         """Append the bank's clips whose text a pack clip says; returns all clip audio."""
