@@ -18,6 +18,10 @@
    real-time figures; `--turn-detection semantic_vad` ends the turns by the
    model's judgment instead of silence.
 
+`--declare-tools` asks every question after the system prompt declaring the world's tool
+(`set_light`), as a served session that declares it: a model trained with the tool must
+answer them as well as without, and call nothing.
+
 `--question` picks a diagnostic instead of the bars' spoken questions, to tell
 whether a model that fails them cannot see or cannot hear:
   text        the same questions as text beside the picture (`omni chat --image --text`);
@@ -204,6 +208,9 @@ def main() -> int:
     p.add_argument("--vision-max-tokens", type=int, default=0,
                    help="resize pictures to at most this many patches instead of the model's own limit "
                         "(0 = the model's): what a picture size the model was not trained on costs")
+    p.add_argument("--declare-tools", action="store_true",
+                   help="ask every question after the system prompt that declares the world's tool (set_light), "
+                        "as a session that declares it does: a model trained with the tool must still answer")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--out", default="bench/results/default_model.json", help="JSON report path")
@@ -220,18 +227,26 @@ def main() -> int:
         model.config.vision.max_tokens = args.vision_max_tokens
     items = load_items(args)
     speech = bool(args.data) and args.question in ("spoken", "text")  # probes reply in text
-    answer(model, items, args.batch, args.question, args.max_steps, decode_audio=speech)
+    system = None
+    if args.declare_tools:
+        from omni.synth.tool_world import system_prompt
+        system = system_prompt()
+    answer(model, items, args.batch, args.question, args.max_steps, decode_audio=speech, system=system)
     score(items, args.question)
     report = {
         "model": os.path.basename(os.path.normpath(args.model)),
         "source": "files" if args.data else "pack",
         "question": args.question,
         "vision_max_tokens": model.config.vision.max_tokens,
+        "tools_declared": bool(args.declare_tools),
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
                   f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
         "bars": BARS,
         "text": per_family(items, "text_ok"),
     }
+    if args.declare_tools:  # a question is never a request for the light: any call is a wrong reply
+        from omni.tool_calls import CALL_OPEN
+        report["replies_with_a_call"] = sum(CALL_OPEN in it["text"] for it in items)
     if args.question in ("transcribe", "caption"):
         report["partial_credit"] = {"measure": "word accuracy" if args.question == "transcribe" else "object F1",
                                     **mean_score(items)}
@@ -260,6 +275,8 @@ def main() -> int:
             row += f"  {partial[fam]['mean']:.3f}"
         print(row)
     print(f"bars: text >= {BARS['text']:.0%}, speech >= {BARS['speech']:.0%}")
+    if args.declare_tools:
+        print(f"the world's tool declared: {report['replies_with_a_call']} of {len(items)} replies called it")
     if args.stream:
         s = report["streaming"]
         print(f"streaming: {s['n']} questions, accuracy {s['accuracy']:.1%} (offline on the same: "

@@ -110,6 +110,10 @@ class Curriculum:
     transcribe_weight: float | None = None  # the same for transcriptions of spoken questions
     sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
     tool_weight: float | None = None  # the same for the world's tool conversations (packs with tool requests)
+    # share of a tool-teaching stage's questions (stream / audio / image / text lines) asked with the
+    # world's tool declared in a system turn, as a served session that declares it asks them: the
+    # model learns when not to call (without them every declared conversation was a call)
+    tools_declared: float = 0.2
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)

@@ -126,6 +126,11 @@ if [[ -f "$RUN/model/model.safetensors" ]]; then
   # the world's tool, where the packs have its requests (omni data default --tool-ratio R): request -> call -> answer
   "$PY" bench/tool_world.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" --batch 64 \
     --cases 0 --out "$RUN/tool_world_gpu.json" 2>&1 | tail -8 | tee -a "$log" || true
+  # and the spoken questions with the tool declared (a session that declares it asks them so)
+  if "$PY" -c "import sys; from omni.synth.pack import Pack; p = Pack(sys.argv[1]); sys.exit(not any(p.family(i) == 'tool' for i in range(len(p))))" runs/data/heldout.pack.npz; then
+    "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+      --batch 64 --limit "$BENCH_LIMIT" --declare-tools --out "$RUN/default_model_gpu_declared.json" 2>&1 | tail -12 | tee -a "$log"
+  fi
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
     && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"

@@ -15,7 +15,10 @@ that what the model learns is what `omni chat` / `omni serve` ask:
     transcribe  USER:second{0.0}:<|audio|>...<|/audio|>write down what I said\\n   (the question's words)
     tool        SYSTEM:{set_light declared}</longcat_s>\\n, then the spoken request as in `stream`
                 (as in `audio` without a scene), and two replies: the call; the tool's output as
-                a user turn; the answer (omni/synth/tool_world.py; the loader path only)
+                a user turn; the answer (omni/synth/tool_world.py)
+
+A text / image / audio / stream line with "system": true is asked after the same system
+turn (the tool declared, not called), as a served session that declares the tool asks it.
 
 followed by `VOICE ASSISTANT:` + the spoken reply (text ids + EOS aligned row by
 row with the codec frames, in the decoder's one-step semantic/acoustic delay, then
@@ -51,6 +54,9 @@ LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe", "
 # auxiliary signals)
 ANSWER_LAYOUTS = ("text", "image", "audio", "stream", "tool")
 SPEECH_FAMILIES = ("repeat", "greeting")
+# question layouts a line may ask with the world's tool declared ("system": true): the system
+# turn of a tool conversation before the user's turn, and an ordinary reply after it
+DECLARABLE = ("text", "image", "audio", "stream")
 
 
 def answer_code_table(pack, codec=None, use_pack: bool = True) -> list[np.ndarray]:
@@ -215,7 +221,7 @@ class PackDataset:
         i, layout, scene = rec["i"], rec["layout"], rec["scene"]
         z = lambda k: torch.empty(k, 0)  # placeholder features: only their count matters here
         runs = [fmt.header("user")]
-        if layout == "tool":
+        if layout == "tool" or rec.get("system"):  # the world's tool declared before the user's turn
             from omni.synth.tool_world import system_prompt
 
             runs.insert(0, fmt.system_turn(system_prompt()))
@@ -399,6 +405,9 @@ def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answer
         if "sentence" in r and (not isinstance(r["sentence"], int) or r["sentence"] < 0 or r["layout"] != "transcribe"):
             raise ManifestError(f"{path}:{n}: field 'sentence' must be an int >= 0 (a voice bank sentence) "
                                 f"on a transcribe line, got {r['sentence']!r} on {r['layout']!r}")
+        if "system" in r and (r["system"] is not True or r["layout"] not in DECLARABLE):
+            raise ManifestError(f"{path}:{n}: field 'system' (the world's tool declared) must be true on a "
+                                f"{'/'.join(DECLARABLE)} line, got {r['system']!r} on {r['layout']!r}")
         out.append(r)
     if not out:
         raise ManifestError(f"stage manifest {path} has no samples")

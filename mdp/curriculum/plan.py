@@ -10,7 +10,7 @@ tensors on the device; the plan itself is a few hundred KB of ints per step.
 A row is a fixed list of segment slots (most are empty for a given layout), in the
 order `PackDataset._build` emits its runs:
 
-    system turn (tool) | header | sparse timestamp, sparse still | still, newline |
+    system turn (tool, or a line with the tool declared) | header | sparse timestamp, sparse still | still, newline |
     question text | K x [chunk timestamp, frame pair, audio open, audio pads a_k] |
     tail pads, audio close | transcribe prompt | newline | generation prompt |
     call text, call pads, newline + tool turn + generation prompt (tool) | reply text | reply pads
@@ -200,7 +200,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
         for key, v in kw.items():
             seg[:, slot, col[key]] = v
 
-    put(0, t.system_tool[1], t.system_tool[0], mask=is_tool)
+    put(0, t.system_tool[1], t.system_tool[0], mask=is_tool | rec["system"][index])  # the tool declared
     put(1, t.user[1], t.user[0])
     ts_sparse = np.maximum(t0 - 20, 0)
     put(2, t.ts_len[ts_sparse], t.ts_off[ts_sparse], mask=sparse)

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from mdp.curriculum.data import SPEECH_FAMILIES
+from mdp.curriculum.data import DECLARABLE, SPEECH_FAMILIES
 
 # stage -> [(weight, layout, question kind, voice reply)]; kind: speech | visual |
 # answer | scene (a caption of any scene) | clip (any spoken question, transcribed) |
@@ -99,14 +99,16 @@ def stage_seq_lens(lengths: dict[str, int], default: int) -> dict[str, int]:
 def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: int,
                          caption_weight: float | None = None, transcribe_weight: float | None = None,
                          sentences: int = 0, sentence_weight: float | None = None,
-                         tool_weight: float | None = None) -> dict:
+                         tool_weight: float | None = None, tools_declared: float = 0.0) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
 
     `caption_weight` / `transcribe_weight` / `sentence_weight` / `tool_weight` replace the
     relative weight of the stage's captions / transcriptions of questions / of random
     sentences / tool conversations (0: none; None: the STAGES weight). `sentences`: how many
     random sentences the voice bank has (a sentence line names one, "sentence": index; other
-    lines have no such field)."""
+    lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
+    share of its question lines (`DECLARABLE` layouts) is asked with the tool declared ("system":
+    true), drawn apart from the rest so that the other lines are the same with or without it."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
@@ -122,6 +124,8 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     usable = [m for m in mix if len(pool(m[1], m[2])) and m[0] > 0]
     if not usable:
         raise ValueError(f"pack {pack.path} has no samples for stage {stage}")
+    teaches_tool = any(m[1] == "tool" for m in usable)
+    declared_rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99, 11])
     w = np.array([m[0] for m in usable])
     w = w / w.sum()
     counts: dict[str, int] = {}
@@ -149,7 +153,10 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
                 b = pack.answer_on_scene(i, k)
                 if b >= 0:
                     scene, a = k, b
-        key = f"{layout}/{'voice' if voice else 'text'}" + ("/sentence" if extra else "")
+        if teaches_tool and layout in DECLARABLE and declared_rng.random() < tools_declared:
+            extra["system"] = True
+        key = f"{layout}/{'voice' if voice else 'text'}" + ("/sentence" if "sentence" in extra else "") \
+            + ("/declared" if "system" in extra else "")
         counts[key] = counts.get(key, 0) + 1
         lines.append(json.dumps({"i": i, "layout": layout, "scene": scene, "answer": a, "voice": voice,
                                  "seed": int(rng.integers(2**62)), **extra}))

@@ -266,4 +266,5 @@ def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
         "voice": np.array([r["voice"] for r in records], bool),
         "seed": np.array([r["seed"] for r in records], np.int64),
         "sentence": np.array([r.get("sentence", -1) for r in records], np.int64),  # -1: the sample's own clip
+        "system": np.array([bool(r.get("system", False)) for r in records], bool),  # the world's tool declared
     }

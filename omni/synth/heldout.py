@@ -93,8 +93,15 @@ def _stride(n: int, limit: int) -> list[int]:
     return [int(k) for k in np.linspace(0, n - 1, limit).round().astype(int)]
 
 
-def request(it: dict, question: str = "spoken"):
-    """The OmniRequest of one item for a question kind."""
+def request(it: dict, question: str = "spoken", system: str | None = None):
+    """The OmniRequest of one item for a question kind (after `system`, e.g. a tool's
+    declaration, when given)."""
+    req = _request(it, question)
+    req.system = system
+    return req
+
+
+def _request(it: dict, question: str):
     from omni.generation import OmniRequest
     from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT
 
@@ -116,8 +123,9 @@ def request(it: dict, question: str = "spoken"):
 
 
 def answer(model, items: list[dict], batch: int, question: str = "spoken", max_steps: int = 80,
-           decode_audio: bool = False, progress: bool = True) -> None:
-    """Fill it["text"] (and it["reply_audio"] with `decode_audio`) for every item, greedy, batched."""
+           decode_audio: bool = False, progress: bool = True, system: str | None = None) -> None:
+    """Fill it["text"] (and it["reply_audio"] with `decode_audio`) for every item, greedy, batched;
+    every request after the system prompt `system` when given."""
     from tqdm import tqdm
 
     from omni.generation import GenerationOptions, generate
@@ -126,7 +134,7 @@ def answer(model, items: list[dict], batch: int, question: str = "spoken", max_s
     opts = GenerationOptions(max_new_tokens=max_steps, speech=question in ("spoken", "text"), decode_audio=decode_audio)
     for k in tqdm(range(0, len(items), batch), desc="held-out", unit="batch", file=sys.stderr, disable=not progress):
         chunk = items[k : k + batch]
-        for it, rep in zip(chunk, generate(model, [request(it, question) for it in chunk], opts)):
+        for it, rep in zip(chunk, generate(model, [request(it, question, system) for it in chunk], opts)):
             it["text"] = rep.text
             it["frames_out"] = int(len(rep.frames))
             if decode_audio:

@@ -59,7 +59,7 @@ def _frames_ready_loop(cfg):
     return ready
 
 
-def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None):
+def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None, tools_declared: float = 0.0):
     """Loader samples and the device plan of the same records, augmentation off."""
     from encoders.audio import num_encoder_frames
     from mdp.curriculum.data import PackDataset
@@ -69,7 +69,7 @@ def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = Non
     pack, cfg, tok, codes, tables = world
     seq_len = seq_len or STAGE_LEN[stage]
     manifest = str(tmp_path / f"{stage}.jsonl")
-    write_stage_manifest(pack, stage, manifest, rows, 3)
+    write_stage_manifest(pack, stage, manifest, rows, 3, tools_declared=tools_declared)
     ds = PackDataset(manifest, pack, cfg, tok, seq_len, lambda n: num_encoder_frames(n, cfg.audio),
                      _frames_ready_loop(cfg), codes)
     ds.augment = False
@@ -105,11 +105,14 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
 
 
 def test_device_tool_conversations_equal_loader_ones(tool_world, tmp_path):
-    """The tool layout (a system turn, the request with or without the camera, two replies)."""
+    """The tool layout (a system turn, the request with or without the camera, two replies),
+    and questions asked with the tool declared (the system turn, then an ordinary reply)."""
     world = _world(tool_world[0] / "train.pack.npz")
-    ds, samples, plan = _both(world, "dialogue", tmp_path, rows=120, seq_len=1024)
+    ds, samples, plan = _both(world, "dialogue", tmp_path, rows=120, seq_len=1024, tools_declared=0.5)
     tool = [i for i in range(len(samples)) if ds.records[i]["layout"] == "tool"]
     assert {ds.records[i]["scene"] >= 0 for i in tool} == {True, False}, "widen the test: both kinds of request"
+    declared = {ds.records[i]["layout"] for i in range(len(samples)) if ds.records[i].get("system")}
+    assert {"stream", "image", "audio"} <= declared, "widen the test: questions asked with the tool declared"
     _check_equal(world, samples, plan, 1024)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdp.curriculum.data import PackDataset, silence_codes, speech_rows
+from mdp.curriculum.data import PackDataset, read_stage_manifest, silence_codes, speech_rows
 from mdp.curriculum.stages import write_stage_manifest
 from omni.config import get_omni_config
 from omni.sequence import ChatFormat, Tokens
@@ -80,6 +80,61 @@ def test_stage_mix_draws_tool_lines_only_from_packs_that_have_them(tmp_path, too
     assert "tool/voice" not in write_stage_manifest(pack, "dialogue", str(tmp_path / "z.jsonl"), 400, 0, tool_weight=0)
     heavy = write_stage_manifest(pack, "dialogue", str(tmp_path / "h.jsonl"), 400, 0, tool_weight=100)
     assert heavy["tool/voice"] > 0.9 * 400
+
+
+def test_a_share_of_the_questions_is_asked_with_the_tool_declared(tmp_path, tool_world, mini_pack):
+    """curriculum.tools_declared: in a stage that teaches the tool, that share of its questions
+    carries the system turn ("system": true), drawn apart so every line is otherwise the same;
+    a stage or pack without tool lines gets none; a bad field is refused."""
+    from mdp.data import ManifestError
+    from omni.synth.pack import Pack
+
+    pack = Pack(tool_world[0] / "train.pack.npz")
+    read = lambda name: [json.loads(x) for x in open(tmp_path / name)]
+    write_stage_manifest(pack, "dialogue", str(tmp_path / "plain.jsonl"), 600, 0)
+    counts = write_stage_manifest(pack, "dialogue", str(tmp_path / "decl.jsonl"), 600, 0, tools_declared=0.4)
+    plain, decl = read("plain.jsonl"), read("decl.jsonl")
+    assert [{k: v for k, v in r.items() if k != "system"} for r in decl] == plain
+    marked = [r for r in decl if r.get("system")]
+    askable = [r for r in decl if r["layout"] in ("stream", "image", "audio")]
+    assert {r["layout"] for r in marked} == {"stream", "image", "audio"}
+    assert 0.3 < len(marked) / len(askable) < 0.5
+    assert sum(v for k, v in counts.items() if k.endswith("/declared")) == len(marked)
+    for stage, p in (("vision", pack), ("dialogue", Pack(mini_pack))):  # no tool lines: none declared
+        write_stage_manifest(p, stage, str(tmp_path / "n.jsonl"), 300, 0, tools_declared=1.0)
+        assert not any(r.get("system") for r in read("n.jsonl"))
+    line = {**next(r for r in decl if r["layout"] == "caption"), "system": True}
+    (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(ManifestError, match="'system'"):
+        read_stage_manifest(str(tmp_path / "bad.jsonl"), len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+
+
+def test_a_question_asked_with_the_tool_declared_is_the_served_prompt(tmp_path, tool_world, model):
+    """A declared stream line, position by position, is the serving prompt of the spoken question
+    with the camera and the tool's declaration as the system prompt (`OmniRequest(system=...)`,
+    as a session that declares the tool holds it), then the ordinary spoken answer."""
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+
+    pack = Pack(tool_world[0] / "train.pack.npz")
+    i = next(i for i in range(len(pack)) if pack.family(i) not in ("tool", "greeting", "repeat")
+             and pack.sample_scene[i] >= 0)
+    line = {"i": i, "layout": "stream", "scene": int(pack.sample_scene[i]), "answer": int(pack.sample_answer[i]),
+            "voice": True, "seed": 5, "system": True}
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    ds = PackDataset(str(path), pack, model.config, model.tokenizer, 1024, model.audio_encoder.num_frames,
+                     model.frames_ready)
+    ds.stream_jitter = False
+    s = ds.sample(0)
+    pcm = pack.question_audio(i, np.random.default_rng(line["seed"]))
+    frames = pack.scene_frames(line["scene"])
+    frames = [frames[min(j, len(frames) - 1)] for j in range(2 * -(-len(pcm) // 16000))]
+    served = model.prepare(OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))],
+                                       system=system_prompt()), voice=True)
+    n = len(served.ids)
+    assert s.ids[:n].tolist() == served.ids.tolist() and s.codec[:n].tolist() == served.codec.tolist()
+    assert not (s.text_cat[: n - 1] > 0).any() and s.text_cat[n - 1] > 0  # loss from the answer's first row on
 
 
 def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
