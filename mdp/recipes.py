@@ -104,6 +104,11 @@ class Curriculum:
     pack: str | None = None  # `omni data pack` output the stages are drawn from
     stage_steps: dict[str, int] = field(default_factory=dict)  # {stage: steps}, in curriculum order
     stage_seq_len: dict[str, int] = field(default_factory=dict)  # {stage: positions}; stages not named: seq_len
+    # {stage: positions} a stage's step is costed as when budget.fit sizes the stages before that
+    # stage is timed (stages not named: their stage_seq_len). Rows are trimmed to their batch, so a
+    # stage whose length only admits rare long rows (tool conversations) costs about what its usual
+    # rows do: name that, or the other stages are sized as if every row were long
+    stage_cost_len: dict[str, int] = field(default_factory=dict)
     stage_samples: int = 20000  # manifest lines written per stage
     # relative weight of captions in the stage mixes (None: as in mdp.curriculum.stages.STAGES)
     caption_weight: float | None = None

@@ -7,6 +7,8 @@
 # back to back on the still-warm machine:
 #     BUDGET=430 PLAN_BUDGET=850 bash scripts/train_default_gpu.sh     (renders the bank, stops inside the dialogue stage)
 #     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
+#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls on
+#   an H200: its 704-position dialogue rows at batch 768 do not fit an H100's 80 GB
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
 # Back on the CPU machine, from the folder the files came back to:
@@ -80,6 +82,13 @@ TIMBRES=${TIMBRES:-0}
 # 0, the shipped model's recipe; 8000 (the seventh run) heard better and saw worse in the same time
 SENTENCES=${SENTENCES:-0}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
+has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; p = Pack(sys.argv[1]); sys.exit(not any(p.family(i) == 'tool' for i in range(len(p))))" "$1"; }
+# a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
+# rows of 704 positions, and the plan costs a dialogue step as its usual rows (384), as the shipped
+# recipe does, so that the speech and vision stages keep their steps (an explicit EXTRA_SETS wins)
+if [[ "$EXTRA_SETS" != *stage_seq_len* ]] && has_tool runs/data/train.pack.npz; then
+  sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:704 --set curriculum.stage_cost_len=dialogue:384)
+fi
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
 if (( VOICE_BANK > 0 )); then sets+=(--set curriculum.voice_bank=runs/data/voices.npz); fi
@@ -127,7 +136,7 @@ if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/tool_world.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" --batch 64 \
     --cases 0 --out "$RUN/tool_world_gpu.json" 2>&1 | tail -8 | tee -a "$log" || true
   # and the spoken questions with the tool declared (a session that declares it asks them so)
-  if "$PY" -c "import sys; from omni.synth.pack import Pack; p = Pack(sys.argv[1]); sys.exit(not any(p.family(i) == 'tool' for i in range(len(p))))" runs/data/heldout.pack.npz; then
+  if has_tool runs/data/heldout.pack.npz; then
     "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
       --batch 64 --limit "$BENCH_LIMIT" --declare-tools --out "$RUN/default_model_gpu_declared.json" 2>&1 | tail -12 | tee -a "$log"
   fi

@@ -183,7 +183,7 @@ class _Plan:
     stage re-fits itself and the ones after it with its own measured speed (the
     first steps of a run are slower than the rest: allocator, autotuning). Step
     counts never exceed the recipe's (`bounds`); each stage's step is costed in
-    proportion to its sequence length. The fitted plan is kept in
+    proportion to its sequence length (`curriculum.stage_cost_len` where named). The fitted plan is kept in
     out_dir/plan.json for resumes. A resume takes that plan as its bounds: it
     never grows, but when this run's time budget cannot hold the rest of it, the
     stages trained in this run shrink it to fit (so a budget split over several
@@ -194,7 +194,10 @@ class _Plan:
 
     def __init__(self, recipe: Recipe, resume: bool) -> None:
         self.path = os.path.join(recipe.output.out_dir, "plan.json")
-        self.seq = stage_seq_lens(recipe.curriculum.stage_seq_len, recipe.seq_len)
+        # what a stage's step is costed as before it is timed (trimmed rows: not always its seq_len)
+        lengths = stage_seq_lens(recipe.curriculum.stage_seq_len, recipe.seq_len)
+        named = stage_seq_lens(recipe.curriculum.stage_cost_len, 0)  # checked as stage_seq_len is; 0: not named
+        self.seq = {name: named[name] or n for name, n in lengths.items()}
         self.stages = [list(s) for s in stage_plan(recipe.curriculum.stage_steps)]
         self.bounds = [n for _, n in self.stages]
         self.active = recipe.budget.fit and (recipe.budget.time_s or 0) > 0

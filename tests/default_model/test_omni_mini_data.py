@@ -183,6 +183,28 @@ def test_budget_plan_scales_stages_by_sequence_length(tmp_path, monkeypatch):
     assert again.stages[:2] == kept[:2]
 
 
+def test_budget_plan_costs_a_stage_by_its_cost_length_where_named(tmp_path, monkeypatch):
+    """A dialogue stage whose seq_len admits rare long rows (tool conversations) is costed as
+    `curriculum.stage_cost_len` says, so the stages before it keep their steps."""
+    import torch.distributed as dist
+
+    from mdp.curriculum.run import _Plan
+    from mdp.recipes import get_recipe
+
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    base = [f"out_dir={tmp_path}", "stage_steps=speech:100,vision:100,dialogue:100", "time_budget_s=100"]
+    short = _Plan(get_recipe("omni-mini").override(base + ["stage_seq_len=speech:100,vision:100,dialogue:200"]), True)
+    long_rows = ["stage_seq_len=speech:100,vision:100,dialogue:400"]
+    longer = _Plan(get_recipe("omni-mini").override(base + long_rows), True)
+    costed = _Plan(get_recipe("omni-mini").override(base + long_rows + ["stage_cost_len=dialogue:200"]), True)
+    steps = [p.fit(0, 10, 1.0, 130.0) for p in (short, longer, costed)]
+    assert steps[1] < steps[0] and steps[2] == steps[0]
+    assert costed.stages == short.stages
+    assert costed.estimate(2) == 2.0 and longer.estimate(2) == 4.0  # the speech timing scaled by the cost lengths
+    with pytest.raises(ValueError, match="stage_seq_len"):  # checked as stage_seq_len is
+        _Plan(get_recipe("omni-mini").override(base + ["stage_cost_len=chat:3"]), True)
+
+
 def test_step_packing_round_trip():
     """Loader workers hand a step over as a few large tensors; the items rebuilt in
     the main process equal the samples' own (values, dtypes, shapes, order)."""
