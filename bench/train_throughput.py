@@ -22,7 +22,10 @@ each case runs under torch.profiler: its kernel count, device time, the busiest
 kernels and host ops go into the case's row (`--trace-dir`: its chrome trace too).
 `--paths device_legacy` runs the device path with what this version changed set
 back where a switch exists (torch's own SDPA choice, cuDNN attention included; the
-ViT through SDPA; trimmed lengths rounded to 16 only), for old-vs-new in one run.
+ViT through SDPA; trimmed lengths rounded to 16 only; the audio heads on every
+position), for old-vs-new in one run; `device_all_heads` only the last of these (the
+audio heads on every position, not only the spoken replies' rows). On CUDA every row
+records the step's peak memory. A pack with the world's tool gets dialogue rows of 704.
 Prints a table, writes JSON.
 
     python bench/train_throughput.py --pack runs/data/train.pack.npz --device cuda --batch 192
@@ -82,6 +85,8 @@ def _recipe(stage: str, batch: int, work: str, manifest: str, args):
     from mdp.recipes import get_recipe
 
     r = _stage_recipe(get_recipe("omni-mini"), stage, args.warmup + args.steps + args.breakdown + 2)
+    if stage == "dialogue" and args.tool_rows:  # its tool conversations need 704 (scripts/train_default_gpu.sh)
+        r = r.replace(seq_len=704)
     return r.replace(global_batch=batch, output={"out_dir": os.path.join(work, stage),
                                                  "ckpt_dir": os.path.join(work, stage, "ck")},
                      data={"manifest": manifest, "workers": args.workers},
@@ -170,7 +175,7 @@ def run_loader(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
 
 
 def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, work: str, manifest: str, bar,
-               tables, legacy: bool = False) -> tuple[dict, object]:
+               tables, legacy: bool = False, all_heads: bool = False) -> tuple[dict, object]:
     from mdp.curriculum.device import DeviceMiniTrainer, materialize
 
     r = _recipe(stage, batch, work, manifest, args)
@@ -181,6 +186,7 @@ def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
         tr.attention, tr.per_octave = (), 0
         for layer in tr.model.encoders["vision"].vit.encoder.layers if "vision" in tr.model.encoders else []:
             layer.attn.backend = "sdpa"  # a dense SDPA batch (without the old all-True key mask)
+    tr.spoken_audio_heads = not (legacy or all_heads)
     if args.compile:
         tr.compile_regions(args.compile, args.compile_mode or None)
     tr.attach_device_data(manifest, pack, codes, tables=tables, augment=not args.no_augment)
@@ -191,6 +197,8 @@ def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
     ph.wrap(tr, "llm", "llm")
     ph.wrap(tr, "update", "optimizer")
     s, pending = 0, None
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     for _ in range(args.warmup):
         materialize(tr.step(s))
         s += 1
@@ -210,7 +218,9 @@ def run_device(args, pack, codes, stage: str, batch: int, dev: torch.device, wor
     materialize(pending)
     _sync(dev)
     elapsed = time.perf_counter() - t0
-    row = {"path": "device_legacy" if legacy else "device", "stage": stage, "batch": batch, "steps": args.steps,
+    path = "device_legacy" if legacy else "device_all_heads" if all_heads else "device"
+    row = {"path": path, "stage": stage, "batch": batch, "steps": args.steps,
+           "peak_memory_gb": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
            "seconds": elapsed, "samples_per_s": args.steps * batch / elapsed, "ms_per_step": 1e3 * elapsed / args.steps,
            "llm_tokens_per_step": tokens / args.steps, "llm_positions_per_step": positions / args.steps,
            "window": args.window, "expert_backend": tr.expert_backend, "augment": not args.no_augment,
@@ -315,22 +325,23 @@ def _release(dev) -> None:
 
 
 def _table(rows: list[dict]) -> str:
-    head = (f"{'stage':9s} {'batch':>5s} {'path':13s} {'samples/s':>10s} {'ms/step':>8s} {'tokens':>13s} "
-            f"{'data':>7s} {'enc':>7s} {'llm':>7s} {'opt':>7s} {'syncs':>6s} {'speedup':>8s}")
+    head = (f"{'stage':9s} {'batch':>5s} {'path':16s} {'samples/s':>10s} {'ms/step':>8s} {'tokens':>13s} "
+            f"{'data':>7s} {'enc':>7s} {'llm':>7s} {'opt':>7s} {'syncs':>6s} {'speedup':>8s} {'peak GB':>8s}")
     lines = [head, "-" * len(head)]
     base = {(r["stage"], r["batch"]): r["samples_per_s"] for r in rows if r["path"] == "loader" and "error" not in r}
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:13s} failed: {r['error'][:80]}")
+            lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:16s} failed: {r['error'][:80]}")
             continue
         ph = r.get("phases_ms", {})
         syncs = r.get("cuda_syncs", r.get("host_reads", float("nan")))
         tok = f"{r['llm_tokens_per_step']:.0f}/{r['llm_positions_per_step']:.0f}"
         b = base.get((r["stage"], r["batch"]))
         sp = f"{r['samples_per_s'] / b:7.1f}x" if b else ""
-        lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:13s} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} "
+        lines.append(f"{r['stage']:9s} {r['batch']:5d} {r['path']:16s} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} "
                      f"{tok:>13s} {ph.get('data', 0):7.1f} {ph.get('encoders', 0):7.1f} {ph.get('llm', 0):7.1f} "
-                     f"{ph.get('optimizer', 0):7.1f} {syncs:6d} {sp:>8s}")
+                     f"{ph.get('optimizer', 0):7.1f} {syncs:6d} {sp:>8s} "
+                     + (f"{r['peak_memory_gb']:8.1f}" if r.get("peak_memory_gb") is not None else f"{'':8s}"))
     return "\n".join(lines)
 
 
@@ -346,8 +357,17 @@ def _write(args, dev: torch.device, rows: list[dict]) -> dict:
             if base:
                 key = f"{r['stage']}@{r['batch']}" + ("" if r["path"] == "device" else f":{r['path']}")
                 speedups[key] = round(r["samples_per_s"] / base[0]["samples_per_s"], 2)
+    heads = {}  # the audio heads on the spoken rows only against every position, same stage and batch
+    for r in rows:
+        all_heads = [b for b in rows if b["path"] == "device_all_heads" and b["stage"] == r["stage"]
+                     and b["batch"] == r["batch"] and "error" not in b]
+        if r["path"] == "device" and "error" not in r and all_heads:
+            heads[f"{r['stage']}@{r['batch']}"] = {
+                "samples_per_s": round(r["samples_per_s"] / all_heads[0]["samples_per_s"], 3),
+                "peak_memory": None if r.get("peak_memory_gb") is None else
+                round(r["peak_memory_gb"] / all_heads[0]["peak_memory_gb"], 3)}
     report = {"device": name, "torch": torch.__version__, "command": " ".join(sys.argv), "args": vars(args),
-              "rows": rows, "speedup_device_over_loader": speedups}
+              "rows": rows, "speedup_device_over_loader": speedups, "spoken_heads_over_all_heads": heads}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".tmp", "w") as fh:
         json.dump(report, fh, indent=1)
@@ -363,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", default="192", help="comma-separated global batch sizes (rows per step)")
     p.add_argument("--paths", default="loader,device",
                    help="comma-separated paths to run: loader, device, device_legacy (the device path with the "
-                        "settings this version changed set back: see the top of this file)")
+                        "settings this version changed set back: see the top of this file), device_all_heads "
+                        "(the device path with the audio heads on every position)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per case (throughput)")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps first (the loader path adds --workers more, so that its prefetched "
@@ -417,7 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = [x for x in args.paths.split(",") if x]
     per_case = {"loader": args.warmup + args.workers + args.steps + args.breakdown + 1 + int(args.profile),
                 "device": args.warmup + args.steps + args.breakdown + 1 + int(args.profile)}
-    per_case["device_legacy"] = per_case["device"]
+    per_case["device_legacy"] = per_case["device_all_heads"] = per_case["device"]
+    args.tool_rows = any(pack.family(i) == "tool" for i in range(len(pack)))
     bar = tqdm(total=sum(per_case[x] for x in paths) * len(stages) * len(batches), desc="train_throughput",
                unit="step", file=sys.stderr)
     rows: list[dict] = []
@@ -435,12 +457,12 @@ def main(argv: list[str] | None = None) -> None:
                         if path == "loader":
                             a = argparse.Namespace(**{**vars(args), "warmup": args.warmup + args.workers})
                             rows.append(run_loader(a, pack, codes, stage, batch, dev, case, manifest, bar))
-                        elif path in ("device", "device_legacy"):
+                        elif path in ("device", "device_legacy", "device_all_heads"):
                             row, tables = run_device(args, pack, codes, stage, batch, dev, case, manifest, bar, tables,
-                                                     legacy=path == "device_legacy")
+                                                     legacy=path == "device_legacy", all_heads=path == "device_all_heads")
                             rows.append(row)
                         else:
-                            raise ValueError(f"unknown path {path!r}: use loader, device, device_legacy")
+                            raise ValueError(f"unknown path {path!r}: use loader, device, device_legacy, device_all_heads")
                         bar.write(f"{stage} batch {batch} {path}: {rows[-1]['samples_per_s']:.1f} samples/s, "
                                   f"{rows[-1]['ms_per_step']:.1f} ms/step")
                     except Exception as exc:

@@ -23,6 +23,10 @@ A state line says whether the assistant is listening, thinking, speaking or was
 interrupted, and a table gives each turn's latency. "new scene" makes another
 held-out scene of that world on the spot, with questions spoken in held-out voices
 (`demo.new_scene`).
+When the server's model card names function tools the model was trained to call (the
+default world's `set_light`), the tab declares them and runs the calls (`demo.tools`): the
+page shows the light, a box makes it fail to answer, and the transcript shows each call and
+its output before the assistant's spoken answer.
 It never imports the model: only streaming.protocol, streaming.client, the demo's own
 modules and the synthetic world (omni.synth: numpy, PIL and espeak-ng, no torch).
 """
@@ -45,6 +49,7 @@ from demo.live_audio import PLAYER_JS, LiveAudio
 from demo.new_scene import SceneMaker
 from demo.scenes import (SceneSet, ask_note, frame_jpeg, pad_question, question_choices, question_for,
                          read_question)
+from demo.tools import CALL_DONE, PageTools, card_tools, has_light
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
@@ -155,6 +160,7 @@ class TabSession:
     video_t0: float = 0.0
     shown_frame: Path | None = None  # the video frame the page shows
     barge_seen: int = 0  # events already looked through for a barge-in
+    tools: PageTools = field(default_factory=PageTools)  # the calls the page runs (the light)
 
     def reply_on_page(self) -> str | None:
         """The latest reply, if it has audio for the page and nothing stopped it."""
@@ -267,6 +273,8 @@ class TabSession:
                 lines[-1] = "you: (spoke)"
             elif e["type"] == "response.created":
                 lines.append(f"assistant [{e['response']['id'][-6:]}]: ")
+            elif e["type"] == CALL_DONE:
+                lines.append(self.tools.transcript_line(e))
             elif e["type"] == "omni.context_reset":  # not an error: the talk goes on in a fresh context
                 lines.append(f"(context full: older turns dropped, the last {e.get('kept_turns', 0)} text turns kept)")
         for item_id, words in getattr(c, "input_transcripts", {}).items():
@@ -331,9 +339,16 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         if state is None or state.client.closed.is_set():
             client = RealtimeClient(url, api_key=api_key)
             await client.connect()
+            # the tools the model was trained to call, declared as it learned them (demo.tools)
+            tools = card_tools(client.session)
+            declared = {"tools": tools, "tool_choice": "auto"} if tools else {}
             # {}: the server's own recognizer (whatever it is); the transcript shows the user's words
-            await client.configure(input_rate=16000, output_rate=24000, transcription={})
+            await client.configure(input_rate=16000, output_rate=24000, transcription={}, **declared)
+            light_answers = state.tools.light_answers if state is not None else True
             state = TabSession(client)
+            state.tools.light_answers = light_answers
+            if tools:
+                state.tools.start(client)
         return state
 
     async def on_audio(chunk, state: TabSession | None):
@@ -436,10 +451,15 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                 state.cut_playing()
         return state
 
+    def on_light_answers(answers: bool, state: TabSession | None):
+        if state is not None:
+            state.tools.light_answers = bool(answers)
+        return state
+
     def poll(state: TabSession | None):
         if state is None:
             return ("press Record to talk, or play a question", gr.skip(), "no reply yet", "not connected",
-                    gr.skip(), gr.skip(), "**state:** not connected")
+                    gr.skip(), gr.skip(), "**state:** not connected", gr.skip())
         c = state.client
         state.barge_in()
         chunk = state.live.next_message(c)
@@ -455,7 +475,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
             f" | mic {state.mic_seconds:.1f} s sent | frames {state.frames_sent}"
         note = state.model_update()
         return (state.transcript(), audio_update, state.latency(), status, gr.skip() if chunk is None else chunk,
-                gr.skip() if note is None else note, f"**state:** {state.state()}")
+                gr.skip() if note is None else note, f"**state:** {state.state()}", state.tools.light())
 
     with gr.Blocks(title=TITLE) as app:
         gr.Markdown(f"## {TITLE}\nTalk to the assistant: press **Record**, speak, pause. "
@@ -487,6 +507,11 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
                                         label="questions", elem_id="question", scale=4)
                     play = gr.Button("play it in a held-out voice", elem_id="play_question", scale=1)
                 turn = gr.Markdown("**state:** not connected", elem_id="turn_state")
+                # the model's tool (its card names set_light): ask it to switch the light
+                with gr.Row(visible=has_light(session)):
+                    light = gr.Markdown(PageTools().light(), elem_id="light")
+                    light_answers = gr.Checkbox(True, label="the light answers (untick: its calls fail)",
+                                                elem_id="light_answers")
                 transcript = gr.Textbox(label="transcript", lines=10, elem_id="transcript", interactive=False)
                 # the live player speaks the reply as it arrives; this one keeps it for replay
                 reply = gr.Audio(label="last reply (replay)", autoplay=False, interactive=False, elem_id="reply",
@@ -504,10 +529,11 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         new_btn.click(new_scene, inputs=None, outputs=[scene_pick])
         play.click(play_question, inputs=[scene_pick, question, state], outputs=[state])
         interrupt.click(on_interrupt, inputs=[state], outputs=[state])
+        light_answers.change(on_light_answers, inputs=[light_answers, state], outputs=[state])
         live_audio.change(None, inputs=[live_audio], js=PLAYER_JS)
         gr.Timer(0.5).tick(virtual_camera, inputs=[camera, scene_pick, upload, state], outputs=[state, scene_view],
                            show_progress="hidden")
         gr.Timer(0.3).tick(poll, inputs=[state],
-                           outputs=[transcript, reply, latency, status, live_audio, model, turn],
+                           outputs=[transcript, reply, latency, status, live_audio, model, turn, light],
                            show_progress="hidden")
     return app

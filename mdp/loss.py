@@ -99,6 +99,7 @@ def stage1_loss(
     text_pad_id: int | None = None,
     word_weight: float = 1.0,
     answer_weight: float = 1.0,
+    audio_rows: torch.Tensor | None = None,  # [N]: audio_logits [N, 4, Va] are these flat positions'
 ) -> torch.Tensor:
     """The weighted loss. With `stats`, also appends a detached float64 [6]: the four
     unweighted terms (TERMS order; plain cross-entropies, without `word_weight`), each already divided by its global count (so sums
@@ -111,13 +112,18 @@ def stage1_loss(
     is small; the terms stay normalized by the plain counts, so shards still add up.
     `answer_weight` multiplies, on top, the labels marked as a question's answer
     (`text_label_weights`): beside captions, transcripts and a spoken reply's pads
-    they are a few percent of the loss weight (`answer_share`)."""
+    they are a few percent of the loss weight (`answer_share`). With `audio_rows`, the
+    audio logits are those positions' only (every position with an audio label among them):
+    the same loss without the logits no label reads."""
     text_lab, cat, audio_lab, first = labels[..., 0], labels[..., 1], labels[..., 2:6], labels[..., 6].bool()
+    if audio_rows is not None:  # the audio terms over the positions that have audio labels (all of them)
+        spoken = labels.flatten(0, 1).index_select(0, audio_rows)
+        audio_lab, first = spoken[..., 2:6], spoken[..., 6].bool()
     text_ce = F.cross_entropy(
         text_logits.float().flatten(0, 1), text_lab.flatten(), ignore_index=IGNORE, reduction="none"
     ).view_as(text_lab)
     audio_ce = F.cross_entropy(
-        audio_logits.float().flatten(0, 2), audio_lab.flatten(), ignore_index=IGNORE, reduction="none"
+        audio_logits.float().flatten(0, -2), audio_lab.flatten(), ignore_index=IGNORE, reduction="none"
     ).view_as(audio_lab)
 
     def term_means(t_ce: torch.Tensor) -> torch.Tensor:

@@ -151,14 +151,20 @@ class OmniTrainModel(OmniModel):
 
     def loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
                          stats: list | None = None, word_weight: float = 1.0,
-                         answer_weight: float = 1.0) -> torch.Tensor:
+                         answer_weight: float = 1.0, audio_rows: torch.Tensor | None = None) -> torch.Tensor:
         """h [B, T, H] after the final norm; labels [B, T, 8] (`mdp.loss.pack_labels`);
-        `stats`, `word_weight` and `answer_weight` as in `mdp.loss.stage1_loss`."""
+        `stats`, `word_weight` and `answer_weight` as in `mdp.loss.stage1_loss`. `audio_rows`
+        (flat positions b * T + t holding every audio label): the audio heads run on those
+        only (the same loss; the others' logits would be computed and ignored)."""
         text_logits = self.llm.lm_head(h)
         # teacher forcing: head k sees the target codes of heads < k (ignored labels are skipped)
-        audio_logits = self.audio_head(h, labels[..., 2:6])
+        if audio_rows is None:
+            audio_logits = self.audio_head(h, labels[..., 2:6])
+        else:
+            spoken = labels.flatten(0, 1).index_select(0, audio_rows)
+            audio_logits = self.audio_head(h.flatten(0, 1).index_select(0, audio_rows), spoken[..., 2:6])
         return stage1_loss(text_logits, audio_logits, labels, counts, stats, self.cfg.llm.pad_token_id, word_weight,
-                           answer_weight)
+                           answer_weight, audio_rows)
 
     def moe_layers(self) -> list[nn.Module]:
         return [self.llm.model.layers[i].mlp for i in self.layer_ids()]

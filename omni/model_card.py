@@ -1,8 +1,12 @@
 """A model directory's card: what the model knows and what to ask it.
 
-`DIR/card.json` (optional) holds {"about": str, "ask": [str, ...]}. `omni serve`
-reports it to every session (`session.omni.model.about` / `.ask`) and the demo page
-shows it, so a newcomer learns what the model can talk about before speaking to it.
+`DIR/card.json` (optional) holds {"about": str, "ask": [str, ...], "tools": [...]}.
+`omni serve` reports it to every session (`session.omni.model.about` / `.ask` / `.tools`)
+and the demo page shows it, so a newcomer learns what the model can talk about before
+speaking to it. `tools` (optional) are the function tools the model was trained to call,
+as a client declares them in `session.update` ({"type": "function", "name", "description",
+"parameters"}): a client that declares exactly these gives the model the system prompt it
+learned them under (the demo page does, and runs the default world's `set_light`).
 A card is advice, not part of the model: a missing one is fine, a malformed one is
 reported and ignored (the model still serves).
 """
@@ -12,11 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 
 CARD = "card.json"
 MAX_ABOUT = 600
 MAX_ASK = 8
 MAX_QUESTION = 100
+MAX_TOOLS = 8
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +33,13 @@ class CardError(ValueError):
 
 
 def parse_card(data: object) -> dict:
-    """A validated card {"about": str, "ask": [str]} from parsed JSON, or CardError."""
+    """A validated card {"about": str, "ask": [str], and "tools" where it has them} from parsed
+    JSON, or CardError."""
     if not isinstance(data, dict):
         raise CardError("a card is a JSON object")
-    unknown = set(data) - {"about", "ask"}
+    unknown = set(data) - {"about", "ask", "tools"}
     if unknown:
-        raise CardError(f"unknown card fields {sorted(unknown)} (known: about, ask)")
+        raise CardError(f"unknown card fields {sorted(unknown)} (known: about, ask, tools)")
     about = data.get("about", "")
     ask = data.get("ask", [])
     if not isinstance(about, str) or len(about) > MAX_ABOUT:
@@ -39,7 +47,31 @@ def parse_card(data: object) -> dict:
     if not isinstance(ask, list) or len(ask) > MAX_ASK or not all(
             isinstance(q, str) and 0 < len(q) <= MAX_QUESTION for q in ask):
         raise CardError(f"'ask' must be a list of at most {MAX_ASK} questions of 1-{MAX_QUESTION} characters")
-    return {"about": about.strip(), "ask": [q.strip() for q in ask]}
+    card = {"about": about.strip(), "ask": [q.strip() for q in ask]}
+    if "tools" in data:
+        card["tools"] = parse_tools(data["tools"])
+    return card
+
+
+def parse_tools(tools: object) -> list[dict]:
+    """The card's function tools, each {"type": "function", "name", "description", "parameters"}
+    as `session.update` takes it (a JSON-schema object for the parameters), or CardError."""
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise CardError(f"'tools' must be a list of at most {MAX_TOOLS} function tools")
+    out = []
+    for t in tools:
+        ok = (isinstance(t, dict) and set(t) <= {"type", "name", "description", "parameters"}
+              and t.get("type") == "function" and isinstance(t.get("name"), str) and TOOL_NAME.match(t["name"])
+              and isinstance(t.get("description", ""), str) and isinstance(t.get("parameters"), dict)
+              and t["parameters"].get("type") == "object")
+        if not ok:
+            raise CardError("each of 'tools' must be {\"type\": \"function\", \"name\": NAME, \"description\": str, "
+                            "\"parameters\": {\"type\": \"object\", ...}} with NAME of letters, digits, _ or -")
+        out.append({"type": "function", "name": t["name"], "description": t.get("description", ""),
+                    "parameters": t["parameters"]})
+    if len({t["name"] for t in out}) != len(out):
+        raise CardError("'tools' names a function twice")
+    return out
 
 
 def read_card(model_dir: str | os.PathLike | None) -> dict | None:

@@ -7,8 +7,9 @@
 # back to back on the still-warm machine:
 #     BUDGET=430 PLAN_BUDGET=850 bash scripts/train_default_gpu.sh     (renders the bank, stops inside the dialogue stage)
 #     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
-#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls on
-#   an H200: its 704-position dialogue rows at batch 768 do not fit an H100's 80 GB
+#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls,
+#   better on an H200: its 704-position dialogue rows at batch 768 ran out of an H100's 80 GB
+#   before the audio heads ran on the spoken rows only (peak since: 71.7 GB in a short run)
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
 # Back on the CPU machine, from the folder the files came back to:

@@ -128,6 +128,7 @@ class DeviceMiniTrainer(MiniTrainer):
         self.augment = True
         self.attention = self.ATTENTION
         self.per_octave = LENGTHS_PER_OCTAVE  # the planner's length buckets (set before attach_device_data)
+        self.spoken_audio_heads = True  # the audio heads on the positions with audio labels only (`audio_rows`)
         self._graph_steps = False  # compiled regions replay CUDA graphs (`compile_regions`)
 
     # SDPA backends a step may use (in torch's order of preference). Not cuDNN: where
@@ -201,9 +202,13 @@ class DeviceMiniTrainer(MiniTrainer):
     # --- the step, in phases (a benchmark times them one by one) -----------------------
 
     def data(self, plan: StepPlan) -> tuple[DevicePlan, dict[str, torch.Tensor]]:
-        """The plan's tables on the device and the token rows expanded there."""
+        """The plan's tables on the device and the token rows expanded there, with the flat
+        positions that have audio labels (`audio_rows`: the audio head runs on those only)."""
         p = to_device(self.tables, plan, self.device)
-        return p, expand_segments(self.tables, p["seg"], plan.T)
+        batch = expand_segments(self.tables, p["seg"], plan.T)
+        if self.spoken_audio_heads:
+            batch["audio_rows"] = audio_rows(batch, plan.audio_labels)
+        return p, batch
 
     def encoders(self, plan: StepPlan, p: DevicePlan) -> torch.Tensor:
         """The feature table [1 + U * tokens + Ba * F, H] (row 0 zero) the placeholders read."""
@@ -239,7 +244,8 @@ class DeviceMiniTrainer(MiniTrainer):
         with self._autocast():
             h = self.model.run_layers(x, final_norm=True)
             return self.model.loss_from_hidden(h, pack_labels(batch), label_counts_device(batch), stats,
-                                               self.r.loss.word_weight, self.r.loss.answer_weight)
+                                               self.r.loss.word_weight, self.r.loss.answer_weight,
+                                               batch.get("audio_rows"))
 
     def llm(self, batch: dict[str, torch.Tensor], feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedding, decoder, loss and the one backward (LLM and encoders). Returns
@@ -276,6 +282,21 @@ class DeviceMiniTrainer(MiniTrainer):
         gnorm = self.update()
         return {"step": plan.step, "loss": loss, "grad_norm": gnorm, "lr": lr, "llm_tokens": int(batch["ids"].numel()),
                 "samples": len(plan.rows.index), "tokens": plan.tokens, "stats": stats}
+
+
+AUDIO_ROWS_MULTIPLE = 256  # the audio heads' row count is rounded up to this (few shapes to compile)
+
+
+def audio_rows(batch: dict[str, torch.Tensor], n: int, multiple: int = AUDIO_ROWS_MULTIPLE) -> torch.Tensor:
+    """int64: the flat positions (b * T + t) whose audio labels are set, in order, then
+    position 0 up to a multiple of `multiple` (a row's first position never has audio labels:
+    the padding adds nothing to the loss). `n` comes from the host's plan
+    (`StepPlan.audio_labels`): a fixed-size gather reads no count back. Most positions of a
+    step are the user's turn, whose audio head logits (4 x 1,056 a position, the largest
+    per-position tensor of the mini model) no label reads."""
+    spoken = batch["audio_labels"][..., 0] != IGNORE
+    size = min(spoken.numel(), -(-n // multiple) * multiple)
+    return torch.nonzero_static(spoken.flatten(), size=size, fill_value=0).squeeze(1)
 
 
 def materialize(rec: dict) -> dict:

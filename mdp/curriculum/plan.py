@@ -266,6 +266,17 @@ class StepPlan:
     def tokens(self) -> int:
         return int(self.rows.length.sum())
 
+    @property
+    def audio_labels(self) -> int:
+        """Input positions of the step with audio labels (those whose next position is a
+        spoken reply's row, as `expand_segments` labels them): the audio head's rows, known
+        on the host so the device can gather them without reading a count back."""
+        col = {f: FIELDS.index(f) for f in FIELDS}
+        length = self.seg[..., col["len"]]
+        end = np.cumsum(length, 1)
+        lo, hi = np.maximum(end - length, 1), np.minimum(end, self.T + 1)  # next positions 1..T
+        return int((np.clip(hi - lo, 0, None) * (self.seg[..., col["cat"]] == CAT_AUDIO_TEXT)).sum())
+
 
 def bucket_length(n: int, seq_len: int, per_octave: int = LENGTHS_PER_OCTAVE) -> int:
     """Input positions of a batch whose longest row needs n: n rounded up to a

@@ -217,6 +217,42 @@ def test_device_loss_equals_loader_loss(world, trainer, tmp_path):
     assert torch.allclose(loss_new, loss_old, rtol=1e-5), (float(loss_new), float(loss_old))
 
 
+def test_the_audio_heads_on_the_spoken_positions_only_give_the_same_loss_and_gradients(world, trainer, tmp_path):
+    """`StepPlan.audio_labels` counts the positions with audio labels on the host; the audio
+    heads run on those alone (`audio_rows`): the loss and every gradient are the full one's."""
+    from mdp.curriculum.build import expand_segments, to_device
+    from mdp.curriculum.device import audio_rows
+    from mdp.data import IGNORE
+    from mdp.loss import label_counts, pack_labels
+
+    tr = trainer
+    _, _, plan = _both(world, "dialogue", tmp_path, rows=16)
+    batch = expand_segments(world[4], to_device(world[4], plan, torch.device("cpu"))["seg"], plan.T)
+    spoken = batch["audio_labels"][..., 0] != IGNORE
+    assert plan.audio_labels == int(spoken.sum()) > 0 and int(spoken.sum()) < spoken.numel() // 2
+    n = plan.audio_labels
+    rows = audio_rows(batch, n, multiple=64)  # padded with position 0 (a row's first: no audio label)
+    assert len(rows) % 64 == 0 and len(rows) > n and not spoken[0, 0]
+    assert torch.equal(rows[:n], spoken.flatten().nonzero().squeeze(1)) and not rows[n:].any()
+    assert torch.equal(audio_rows(batch, n, multiple=1), rows[:n])
+    labels, counts = pack_labels(batch), label_counts(batch)
+    h = torch.randn(*batch["ids"].shape, tr.cfg.llm.hidden_size, requires_grad=True)
+    results = []
+    for r in (None, rows, rows[:n]):
+        tr.model.zero_grad(set_to_none=True)
+        h.grad = None
+        stats: list = []
+        loss = tr.model.loss_from_hidden(h, labels, counts, stats, 2.0, 4.0, r)
+        loss.backward()
+        heads = [p.grad.clone() for p in tr.model.audio_head.parameters()]
+        results.append((loss.detach(), stats[0], h.grad.clone(), heads))
+    l0, s0, g0, a0 = results[0]
+    for l1, s1, g1, a1 in results[1:]:
+        assert torch.allclose(l0, l1, rtol=1e-6) and torch.allclose(s0, s1, rtol=1e-6)
+        assert torch.allclose(g0, g1, atol=1e-7, rtol=1e-5)
+        assert all(torch.allclose(x, y, atol=1e-7, rtol=1e-5) for x, y in zip(a0, a1))
+
+
 def test_guard_catches_host_reads():
     from mdp.curriculum.device import HostReadError, HostReads
 

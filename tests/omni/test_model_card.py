@@ -23,6 +23,19 @@ def test_parse_card_accepts_a_card_and_refuses_what_is_not_one():
             parse_card(bad)
 
 
+def test_a_card_may_name_the_tools_the_model_was_trained_to_call():
+    from omni.synth.tool_world import LIGHT
+
+    light = LIGHT.to_json()
+    assert parse_card({"tools": [light]}) == {"about": "", "ask": [], "tools": [light]}
+    bare = {k: v for k, v in light.items() if k != "description"}
+    assert parse_card({"tools": [bare]})["tools"] == [{**bare, "description": ""}]
+    for bad in ("set_light", [light] * 2, [{**light, "type": "web_search"}], [{**light, "name": "a b"}],
+                [{**light, "parameters": {"type": "array"}}], [{**light, "extra": 1}], [light] * 9):
+        with pytest.raises(CardError, match="tools"):
+            parse_card({"tools": bad})
+
+
 def test_read_card_is_optional_and_ignores_a_broken_one(tmp_path, caplog):
     assert read_card(None) is None and read_card(str(tmp_path)) is None
     (tmp_path / "card.json").write_text('{"about": "shapes", "ask": ["what color is the star"]}')
