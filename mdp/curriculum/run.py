@@ -183,8 +183,8 @@ class _Plan:
     stage re-fits itself and the ones after it with its own measured speed (the
     first steps of a run are slower than the rest: allocator, autotuning). Step
     counts never exceed the recipe's (`bounds`); each stage's step is costed in
-    proportion to its sequence length (`curriculum.stage_cost_len` where named). The fitted plan is kept in
-    out_dir/plan.json for resumes. A resume takes that plan as its bounds: it
+    proportion to its sequence length (`curriculum.stage_cost_len` where named). The
+    fitted plan is kept in out_dir/plan.json for resumes. A resume takes that plan as its bounds: it
     never grows, but when this run's time budget cannot hold the rest of it, the
     stages trained in this run shrink it to fit (so a budget split over several
     calls, `budget.plan_s` in the first, still ends with an exported model)."""
