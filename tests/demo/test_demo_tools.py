@@ -74,3 +74,38 @@ def test_a_call_from_the_model_switches_the_light_and_the_assistant_says_so():
     lines = text.splitlines()
     assert lines[1] == 'assistant called set_light({"on":true}) -> {"light": "on"}'
     assert lines[2].endswith("The light is on.")
+
+
+def test_a_call_in_a_reply_the_user_cut_off_gets_its_output_and_no_new_reply():
+    """The call was made, so the light switches and its output goes in; the user spoke over
+    the reply, so no reply is asked for (the server accepts the output: no error)."""
+    from streaming.server import OmniServer, ServerConfig
+    from tests.streaming.streaming_helpers import ScriptedModel
+
+    longer = CALL + ["and ", "then ", "some ", "more ", "words ", "to ", "say."]
+    model = ScriptedModel(replies=[longer, "The light is on."], step_delay=0.1)
+    card = {"tools": [LIGHT.to_json()]}
+
+    async def main():
+        srv = await OmniServer(model, ServerConfig(port=0, model_card=card)).start()
+        try:
+            async with RealtimeClient(srv.url) as client:
+                await client.configure(turn_detection=None, transcription=None, tools=card_tools(client.session))
+                tab = TabSession(client)
+                tab.tools.start(client)
+                await client.send({"type": "conversation.item.create", "item": {
+                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": "light on"}]}})
+                await client.send({"type": "response.create"})
+                await client.wait_for(lambda e: e["type"] == "response.function_call_arguments.done", 20)
+                await client.send({"type": "response.cancel"})
+                done = await client.wait_for(lambda e: e["type"] == "response.done", 20)
+                await client.wait_for(lambda e: e["type"] == "conversation.item.done"
+                                      and e["item"]["type"] == "function_call_output", 10)
+                await asyncio.sleep(0.5)  # a new reply, if one were asked for, would have begun
+                return done, tab.tools.light_on, list(client.order), list(client.errors), tab.transcript()
+        finally:
+            await srv.close()
+
+    done, light, order, errors, text = asyncio.run(main())
+    assert done["response"]["status"] == "cancelled" and light and len(order) == 1 and errors == []
+    assert text.splitlines()[1] == 'assistant called set_light({"on":true}) -> {"light": "on"}'
