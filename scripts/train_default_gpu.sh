@@ -50,7 +50,7 @@ if [[ "${1:-}" == "--collect" ]]; then
     [[ -f runs/omni-mini-gpu/$f ]] && cp "runs/omni-mini-gpu/$f" "bench/results/omni_mini_${f%.*}_gpu.${f##*.}"
   done
   cp runs/omni-mini-gpu/train_log.txt bench/results/omni_mini_train_gpu_log.txt
-  for f in runs/omni-mini-gpu/default_model_gpu*.json runs/omni-mini-gpu/tool_world_gpu.json; do
+  for f in runs/omni-mini-gpu/default_model_gpu*.json runs/omni-mini-gpu/tool_world_gpu*.json; do
     [[ -f "$f" ]] && cp "$f" bench/results/
   done
   "$py" -c "from omni.model import OmniModel; m = OmniModel.from_pretrained('$dest'); print('loaded', '$dest')"
@@ -124,7 +124,7 @@ done
 pack_logs() {
   cat "$log" >> "$RUN/train_log.txt"  # every call's log, in order
   tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d train_log.txt plan.json heldout.json heldout.png \
-    encoders.json default_model_gpu*.json tool_world_gpu.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
+    encoders.json default_model_gpu*.json tool_world_gpu*.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
 }
 if [[ -f "$RUN/model/model.safetensors" ]]; then
   "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
@@ -138,6 +138,9 @@ if [[ -f "$RUN/model/model.safetensors" ]]; then
     --cases 0 --out "$RUN/tool_world_gpu.json" 2>&1 | tail -8 | tee -a "$log" || true
   # and the spoken questions with the tool declared (a session that declares it asks them so)
   if has_tool runs/data/heldout.pack.npz; then
+    # typed requests in held-out wordings (no espeak-ng needed)
+    "$PY" bench/tool_world.py --model "$RUN/model" --request text --split heldout --cases 48 --device "$DEVICE" \
+      --batch 64 --out "$RUN/tool_world_gpu_text.json" 2>&1 | tail -8 | tee -a "$log" || true
     "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
       --batch 64 --limit "$BENCH_LIMIT" --declare-tools --out "$RUN/default_model_gpu_declared.json" 2>&1 | tail -12 | tee -a "$log"
   fi

@@ -19,6 +19,8 @@ that what the model learns is what `omni chat` / `omni serve` ask:
 
 A text / image / audio / stream line with "system": true is asked after the same system
 turn (the tool declared, not called), as a served session that declares the tool asks it.
+A tool line with "typed": true has the request typed (`USER:{request}\\n`, as `text`, no
+camera), as a text client sends it.
 
 followed by `VOICE ASSISTANT:` + the spoken reply (text ids + EOS aligned row by
 row with the codec frames, in the decoder's one-step semantic/acoustic delay, then
@@ -227,8 +229,9 @@ class PackDataset:
             runs.insert(0, fmt.system_turn(system_prompt()))
         units: list = []  # visual units in sequence order
         pcm = None
-        if layout in ("text", "say"):
-            q = pack.question_text(i) if layout == "text" else "say " + pack.meta["answer_texts"][rec["answer"]]
+        typed = bool(rec.get("typed"))  # a tool request typed, not spoken
+        if layout in ("text", "say") or typed:
+            q = "say " + pack.meta["answer_texts"][rec["answer"]] if layout == "say" else pack.question_text(i)
             runs += [fmt.text(q), fmt.newline()]
         elif layout in ("image", "caption"):
             u = self._still(scene)
@@ -282,7 +285,8 @@ class PackDataset:
         row.reply(text_ids, self.codes[rec["answer"]] if rec["voice"] else None, layout in ANSWER_LAYOUTS)
         s = self._finish(n, row.ids, row.codec, row.cat, row.audio, row.first, units, pcm, row.marks)
         # the stream's draws, for comparing the device path on the same rows
-        s.stream = (t0, bool(sparse)) if layout in ("stream", "tool") else (0.0, False)  # type: ignore[attr-defined]
+        camera = layout in ("stream", "tool") and not typed
+        s.stream = (t0, bool(sparse)) if camera else (0.0, False)  # type: ignore[attr-defined]
         return s
 
     def _finish(self, n, ids, codec, cat, audio, first, units, pcm, answer_mark) -> Sample:
@@ -408,6 +412,9 @@ def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answer
         if "system" in r and (r["system"] is not True or r["layout"] not in DECLARABLE):
             raise ManifestError(f"{path}:{n}: field 'system' (the world's tool declared) must be true on a "
                                 f"{'/'.join(DECLARABLE)} line, got {r['system']!r} on {r['layout']!r}")
+        if "typed" in r and (r["typed"] is not True or r["layout"] != "tool"):
+            raise ManifestError(f"{path}:{n}: field 'typed' (a tool request typed) must be true on a tool line, "
+                                f"got {r['typed']!r} on {r['layout']!r}")
         out.append(r)
     if not out:
         raise ManifestError(f"stage manifest {path} has no samples")

@@ -15,6 +15,8 @@ order `PackDataset._build` emits its runs:
     tail pads, audio close | transcribe prompt | newline | generation prompt |
     call text, call pads, newline + tool turn + generation prompt (tool) | reply text | reply pads
 
+(a typed tool request fills the question text slot, as a text question, and no audio slot)
+
 Each slot reads (id pool start, stride), (codec row start, stride), a label
 category, a first-audio flag, and a feature source (a vision unit or an audio
 row's frame offset), so expanding it to positions is a gather (`expand_segments`).
@@ -149,9 +151,11 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     lay, voice = rec["layout"][index], rec["voice"][index]
     scene, answer = rec["scene"][index], rec["answer"][index]
     clip = t.clips_of(t.sample_clip[rec["i"][index]], rec["sentence"][index], d.get("variant"))
-    is_av = np.isin(lay, AV)
     is_tool = lay == LAYOUT_CODE["tool"]
-    is_stream = (lay == LAYOUT_CODE["stream"]) | (is_tool & (scene >= 0))  # a tool request: the camera on if a scene
+    typed = is_tool & rec["typed"][index]  # a tool request typed: a text question's slots, no camera
+    is_av = np.isin(lay, AV) & ~typed
+    # a spoken tool request: the camera on if it has a scene
+    is_stream = (lay == LAYOUT_CODE["stream"]) | (is_tool & ~typed & (scene >= 0))
     case = t.tool_case[rec["i"][index]]  # 2 * on + ok of a tool request, -1 for other samples
     if np.any(is_tool & (case < 0)):
         raise ValueError("a tool line names a pack sample that is not a tool request")
@@ -207,11 +211,10 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     put(3, ut, t.IMAGE_PAD, 0, mask=sparse, vkey=np.where(sparse, 0, -1))
     put(4, ut, t.IMAGE_PAD, 0, mask=is_img, vkey=np.where(is_img, 1, -1))
     put(5, t.newline[1], t.newline[0], mask=is_img)
-    q_len = np.select([lay == LAYOUT_CODE["text"], lay == LAYOUT_CODE["image"], lay == LAYOUT_CODE["say"],
-                       lay == LAYOUT_CODE["caption"]],
-                      [t.q_len[clip], t.q_len[clip], t.say_len[answer], t.caption_prompt[1]], 0)
-    q_off = np.select([np.isin(lay, (LAYOUT_CODE["text"], LAYOUT_CODE["image"])), lay == LAYOUT_CODE["say"]],
-                      [t.q_off[clip], t.say_off[answer]], t.caption_prompt[0])
+    asked = np.isin(lay, (LAYOUT_CODE["text"], LAYOUT_CODE["image"])) | typed  # the question as text
+    q_len = np.select([asked, lay == LAYOUT_CODE["say"], lay == LAYOUT_CODE["caption"]],
+                      [t.q_len[clip], t.say_len[answer], t.caption_prompt[1]], 0)
+    q_off = np.select([asked, lay == LAYOUT_CODE["say"]], [t.q_off[clip], t.say_off[answer]], t.caption_prompt[0])
     put(6, q_len, q_off)
     for kk in range(k_max):
         base = 7 + 4 * kk

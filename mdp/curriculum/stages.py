@@ -63,6 +63,7 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
     ],
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
+TYPED_TOOL_SHARE = 0.25  # of the tool conversations, the request typed (a text client), not spoken
 REPAIR_PROB = 0.5  # visual questions asked of another scene, when its answer is unique
 # Layouts that show a single still (scene frame 0), and the question families that need
 # the frames of a video: a motion question shown one still has no answer in its input
@@ -108,7 +109,8 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     random sentences the voice bank has (a sentence line names one, "sentence": index; other
     lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
     share of its question lines (`DECLARABLE` layouts) is asked with the tool declared ("system":
-    true), drawn apart from the rest so that the other lines are the same with or without it."""
+    true), drawn apart from the rest so that the other lines are the same with or without it;
+    `TYPED_TOOL_SHARE` of the tool conversations have their request typed ("typed": true)."""
     rng = np.random.default_rng([seed, STAGE_ORDER.index(stage) if stage in STAGE_ORDER else 99])
     fam = np.array([pack.family(i) for i in range(len(pack))])
     speech = np.flatnonzero(np.isin(fam, SPEECH_FAMILIES))
@@ -155,8 +157,11 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
                     scene, a = k, b
         if teaches_tool and layout in DECLARABLE and declared_rng.random() < tools_declared:
             extra["system"] = True
-        key = f"{layout}/{'voice' if voice else 'text'}" + ("/sentence" if "sentence" in extra else "") \
-            + ("/declared" if "system" in extra else "")
+        if layout == "tool" and declared_rng.random() < TYPED_TOOL_SHARE:
+            extra["typed"] = True
+        key = f"{layout}/{'voice' if voice else 'text'}" + "".join(
+            f"/{name}" for field, name in (("sentence", "sentence"), ("system", "declared"), ("typed", "typed"))
+            if field in extra)
         counts[key] = counts.get(key, 0) + 1
         lines.append(json.dumps({"i": i, "layout": layout, "scene": scene, "answer": a, "voice": voice,
                                  "seed": int(rng.integers(2**62)), **extra}))

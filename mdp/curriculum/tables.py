@@ -267,4 +267,5 @@ def record_arrays(records: list[dict]) -> dict[str, np.ndarray]:
         "seed": np.array([r["seed"] for r in records], np.int64),
         "sentence": np.array([r.get("sentence", -1) for r in records], np.int64),  # -1: the sample's own clip
         "system": np.array([bool(r.get("system", False)) for r in records], bool),  # the world's tool declared
+        "typed": np.array([bool(r.get("typed", False)) for r in records], bool),  # a tool request typed
     }

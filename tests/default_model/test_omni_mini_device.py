@@ -111,6 +111,7 @@ def test_device_tool_conversations_equal_loader_ones(tool_world, tmp_path):
     ds, samples, plan = _both(world, "dialogue", tmp_path, rows=120, seq_len=1024, tools_declared=0.5)
     tool = [i for i in range(len(samples)) if ds.records[i]["layout"] == "tool"]
     assert {ds.records[i]["scene"] >= 0 for i in tool} == {True, False}, "widen the test: both kinds of request"
+    assert {bool(ds.records[i].get("typed")) for i in tool} == {True, False}, "widen the test: typed requests"
     declared = {ds.records[i]["layout"] for i in range(len(samples)) if ds.records[i].get("system")}
     assert {"stream", "image", "audio"} <= declared, "widen the test: questions asked with the tool declared"
     _check_equal(world, samples, plan, 1024)

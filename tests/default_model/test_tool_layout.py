@@ -79,7 +79,8 @@ def test_stage_mix_draws_tool_lines_only_from_packs_that_have_them(tmp_path, too
     # curriculum.tool_weight sets their share, as the other weights do
     assert "tool/voice" not in write_stage_manifest(pack, "dialogue", str(tmp_path / "z.jsonl"), 400, 0, tool_weight=0)
     heavy = write_stage_manifest(pack, "dialogue", str(tmp_path / "h.jsonl"), 400, 0, tool_weight=100)
-    assert heavy["tool/voice"] > 0.9 * 400
+    assert heavy["tool/voice"] + heavy["tool/voice/typed"] > 0.9 * 400
+    assert 0.15 < heavy["tool/voice/typed"] / 400 < 0.35  # a quarter of the requests typed (TYPED_TOOL_SHARE)
 
 
 def test_a_share_of_the_questions_is_asked_with_the_tool_declared(tmp_path, tool_world, mini_pack):
@@ -103,10 +104,11 @@ def test_a_share_of_the_questions_is_asked_with_the_tool_declared(tmp_path, tool
     for stage, p in (("vision", pack), ("dialogue", Pack(mini_pack))):  # no tool lines: none declared
         write_stage_manifest(p, stage, str(tmp_path / "n.jsonl"), 300, 0, tools_declared=1.0)
         assert not any(r.get("system") for r in read("n.jsonl"))
-    line = {**next(r for r in decl if r["layout"] == "caption"), "system": True}
-    (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
-    with pytest.raises(ManifestError, match="'system'"):
-        read_stage_manifest(str(tmp_path / "bad.jsonl"), len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+    caption = next(r for r in decl if r["layout"] == "caption")
+    for bad, field in (({**caption, "system": True}, "'system'"), ({**caption, "typed": True}, "'typed'")):
+        (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
+        with pytest.raises(ManifestError, match=field):
+            read_stage_manifest(str(tmp_path / "bad.jsonl"), len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
 
 
 def test_a_question_asked_with_the_tool_declared_is_the_served_prompt(tmp_path, tool_world, model):
@@ -139,8 +141,9 @@ def test_a_question_asked_with_the_tool_declared_is_the_served_prompt(tmp_path, 
 
 def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
     """The loader path's tool sample, position by position, is `tool_conversation` of the
-    serving prompt of the spoken request (with the camera when the sample has a scene),
-    the call spoken as silence and the answer's speech; loss on the two replies only."""
+    serving prompt of the spoken request (with the camera when the sample has a scene; or of
+    the typed request), the call spoken as silence and the answer's speech; loss on the two
+    replies only."""
     from omni.generation import OmniRequest
     from omni.synth.pack import Pack
 
@@ -148,8 +151,9 @@ def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
     pack = Pack(root / "train.pack.npz")
     picks = [next(i for i in range(len(pack)) if pack.family(i) == "tool" and (pack.sample_scene[i] >= 0) == cam)
              for cam in (True, False)]
+    picks.append(picks[0])  # the first request again, typed (a text client's)
     lines = [{"i": i, "layout": "tool", "scene": int(pack.sample_scene[i]), "answer": int(pack.sample_answer[i]),
-              "voice": True, "seed": 7} for i in picks]
+              "voice": True, "seed": 7, **({"typed": True} if k == 2 else {})} for k, i in enumerate(picks)]
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     enc = model.audio_encoder
@@ -160,7 +164,9 @@ def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
     for n, (line, i) in enumerate(zip(lines, picks)):
         s = ds.sample(n)
         pcm = pack.question_audio(i, np.random.default_rng(line["seed"]))
-        if line["scene"] >= 0:
+        if line.get("typed"):
+            req = OmniRequest(text=pack.question_text(i))
+        elif line["scene"] >= 0:
             frames = pack.scene_frames(line["scene"])
             frames = [frames[min(j, len(frames) - 1)] for j in range(2 * -(-len(pcm) // 16000))]
             req = OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))])
