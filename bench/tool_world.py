@@ -80,7 +80,7 @@ def pack_cases(path: str, limit: int) -> tuple[list[ToolCase], list]:
     from omni.synth.pack import Pack
 
     pack = Pack(path)
-    index = [i for i in range(len(pack)) if pack.family(i) == "tool"]
+    index = pack.samples_of("tool")
     if not index:
         raise ValueError(f"pack {path} holds no tool requests (build it with omni data --tool-ratio R)")
     index = index[:limit] if limit else index

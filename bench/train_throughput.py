@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     per_case = {"loader": args.warmup + args.workers + args.steps + args.breakdown + 1 + int(args.profile),
                 "device": args.warmup + args.steps + args.breakdown + 1 + int(args.profile)}
     per_case["device_legacy"] = per_case["device_all_heads"] = per_case["device"]
-    args.tool_rows = any(pack.family(i) == "tool" for i in range(len(pack)))
+    args.tool_rows = bool(pack.samples_of("tool"))
     bar = tqdm(total=sum(per_case[x] for x in paths) * len(stages) * len(batches), desc="train_throughput",
                unit="step", file=sys.stderr)
     rows: list[dict] = []

@@ -49,7 +49,7 @@ from demo.live_audio import PLAYER_JS, LiveAudio
 from demo.new_scene import SceneMaker
 from demo.scenes import (SceneSet, ask_note, frame_jpeg, pad_question, question_choices, question_for,
                          read_question)
-from demo.tools import CALL_DONE, PageTools, card_tools, has_light
+from demo.tools import CALL_DONE, PageTools, card_tools, has_light, session_model
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
@@ -93,8 +93,7 @@ def model_info(session: dict[str, Any] | None) -> tuple[str | None, bool | None]
 def model_card(session: dict[str, Any] | None) -> tuple[str, list[str]]:
     """(about, questions to ask) from `session.omni.model` (`omni serve` reads them from
     the model directory's card.json); empty where the server does not say."""
-    omni = session.get("omni") if isinstance(session, dict) and isinstance(session.get("omni"), dict) else {}
-    m = omni.get("model") if isinstance(omni.get("model"), dict) else {}
+    m = session_model(session)
     about = m.get("about") if isinstance(m.get("about"), str) else ""
     ask = m.get("ask") if isinstance(m.get("ask"), list) else []
     return _plain(about, 600), [_plain(q, 100) for q in ask[:8] if isinstance(q, str) and q.strip()]

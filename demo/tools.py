@@ -25,11 +25,15 @@ from omni.synth.tool_world import LIGHT, ToolCase
 CALL_DONE = "response.function_call_arguments.done"
 
 
+def session_model(session: dict[str, Any] | None) -> dict[str, Any]:
+    """`session.omni.model` of a server's session: the model's name and card ({} where absent)."""
+    omni = session.get("omni") if isinstance(session, dict) and isinstance(session.get("omni"), dict) else {}
+    return omni.get("model") if isinstance(omni.get("model"), dict) else {}
+
+
 def card_tools(session: dict[str, Any] | None) -> list[dict]:
     """The function tools a server's model was trained to call (`session.omni.model.tools`)."""
-    omni = session.get("omni") if isinstance(session, dict) and isinstance(session.get("omni"), dict) else {}
-    m = omni.get("model") if isinstance(omni.get("model"), dict) else {}
-    tools = m.get("tools")
+    tools = session_model(session).get("tools")
     return [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)] if isinstance(tools, list) else []
 
 

@@ -83,7 +83,7 @@ TIMBRES=${TIMBRES:-0}
 # 0, the shipped model's recipe; 8000 (the seventh run) heard better and saw worse in the same time
 SENTENCES=${SENTENCES:-0}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
-has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; p = Pack(sys.argv[1]); sys.exit(not any(p.family(i) == 'tool' for i in range(len(p))))" "$1"; }
+has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
 # a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
 # rows of 704 positions, and the plan costs a dialogue step as its usual rows (384), as the shipped
 # recipe does, so that the speech and vision stages keep their steps (an explicit EXTRA_SETS wins)

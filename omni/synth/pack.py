@@ -111,6 +111,12 @@ class Pack:
     def family(self, i: int) -> str:
         return self.families[int(self.sample_family[i])]
 
+    def samples_of(self, family: str) -> list[int]:
+        """The samples of a question family, in order (none where the pack has no such family)."""
+        if family not in self.families:
+            return []
+        return np.flatnonzero(self.sample_family == self.families.index(family)).tolist()
+
     def question_text(self, i: int) -> str:
         return self.meta["clip_texts"][int(self.sample_clip[i])]
 
