@@ -22,6 +22,7 @@ own with `Absent`.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from mdp.loss import stage1_loss
@@ -141,12 +142,18 @@ class OmniTrainModel(OmniModel):
     def layer_ids(self) -> list[int]:
         return [i for i, l in enumerate(self.llm.model.layers) if not isinstance(l, Absent)]
 
-    def run_layers(self, x: torch.Tensor, final_norm: bool) -> torch.Tensor:
-        """The decoder layers this module holds (all, or one pipeline stage's)."""
+    def run_layers(self, x: torch.Tensor, final_norm: bool, recompute: bool = False) -> torch.Tensor:
+        """The decoder layers this module holds (all, or one pipeline stage's). `recompute`:
+        each layer keeps only its input for the backward and runs its forward again there
+        (activation checkpointing: a layer's saved activations are ~30x its input's size)."""
         c = self.cfg.llm
         ctx = build_context(x.shape[0], x.shape[1], c.qk_rope_head_dim, c.rope_theta, x.device)
         for i in self.layer_ids():
-            x = self.llm.model.layers[i](x, ctx)
+            layer = self.llm.model.layers[i]
+            if recompute and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, ctx, use_reentrant=False)
+            else:
+                x = layer(x, ctx)
         return self.llm.model.norm(x) if final_norm else x
 
     def loss_from_hidden(self, h: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,

@@ -7,9 +7,9 @@
 # back to back on the still-warm machine:
 #     BUDGET=430 PLAN_BUDGET=850 bash scripts/train_default_gpu.sh     (renders the bank, stops inside the dialogue stage)
 #     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
-#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls,
-#   better on an H200: its 704-position dialogue rows at batch 768 ran out of an H100's 80 GB
-#   before the audio heads ran on the spoken rows only (peak since: 71.7 GB in a short run)
+#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls;
+#   its steps longer than the shipped recipe's (768 x 384 positions) recompute the decoder layers
+#   in the backward, so that they fit an H100's 80 GB (without: 76.7 GiB at dialogue step 713)
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
 # Back on the CPU machine, from the folder the files came back to:
@@ -86,9 +86,12 @@ sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_E
 has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
 # a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
 # rows of 704 positions, and the plan costs a dialogue step as its usual rows (384), as the shipped
-# recipe does, so that the speech and vision stages keep their steps (an explicit EXTRA_SETS wins)
+# recipe does, so that the speech and vision stages keep their steps (an explicit EXTRA_SETS wins);
+# a step over the shipped recipe's 768 x 384 positions runs its decoder layers again in the
+# backward rather than keep their activations (~12x less kept: bench/train_memory.py)
 if [[ "$EXTRA_SETS" != *stage_seq_len* ]] && has_tool runs/data/train.pack.npz; then
-  sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:704 --set curriculum.stage_cost_len=dialogue:384)
+  sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:704 --set curriculum.stage_cost_len=dialogue:384
+         --set parallel.recompute_positions=294912)
 fi
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")

@@ -64,7 +64,10 @@ def label_counts_device(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 @torch.no_grad()
 def _count_load(moe, router, args, routing) -> None:
     """MoE load statistics of one routing (what `MoE.route` accumulates), with the
-    token count made on the device instead of copied from the host."""
+    token count made on the device instead of copied from the host. A layer run again in
+    the backward (`recompute_positions`) routes the same tokens again: not counted twice."""
+    if getattr(moe, "load_paused", False):
+        return
     moe.load_acc += routing.expert_load().to(moe.load_acc.dtype)
     n_real = routing.real_experts_per_token().float()
     total = n_real.sum()
@@ -238,11 +241,17 @@ class DeviceMiniTrainer(MiniTrainer):
             fill = F.embedding(batch["feat"], feats, padding_idx=0).to(e.dtype)
             return torch.where((batch["feat"] > 0)[..., None], fill, e)
 
+    def recomputes(self, rows: int, length: int) -> bool:
+        """Whether a step of `rows` x `length` LLM positions runs its decoder layers again in
+        the backward (recipe `parallel.recompute_positions`; a host decision from the plan)."""
+        limit = self.r.parallel.recompute_positions
+        return 0 < limit < rows * length
+
     def forward_loss(self, batch: dict[str, torch.Tensor], feats: torch.Tensor,
                      stats: list | None = None) -> torch.Tensor:
         x = self.embed_inputs(batch, feats)
         with self._autocast():
-            h = self.model.run_layers(x, final_norm=True)
+            h = self.model.run_layers(x, final_norm=True, recompute=self.recomputes(*x.shape[:2]))
             return self.model.loss_from_hidden(h, pack_labels(batch), label_counts_device(batch), stats,
                                                self.r.loss.word_weight, self.r.loss.answer_weight,
                                                batch.get("audio_rows"))
@@ -252,7 +261,14 @@ class DeviceMiniTrainer(MiniTrainer):
         the loss and the loss statistics (device tensors)."""
         stats: list[torch.Tensor] = []
         loss = self.forward_loss(batch, feats, stats)
-        loss.backward()
+        moes = self.model.moe_layers()
+        for moe in moes:  # a recomputed layer's routing was counted in the forward
+            moe.load_paused = True
+        try:
+            loss.backward()
+        finally:
+            for moe in moes:
+                moe.load_paused = False
         return loss.detach(), stats[0]
 
     def update(self) -> torch.Tensor:

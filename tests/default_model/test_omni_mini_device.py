@@ -254,6 +254,50 @@ def test_the_audio_heads_on_the_spoken_positions_only_give_the_same_loss_and_gra
         assert all(torch.allclose(x, y, atol=1e-7, rtol=1e-5) for x, y in zip(a0, a1))
 
 
+def test_recomputed_layers_give_the_same_loss_gradients_and_expert_loads(world, trainer, tmp_path):
+    """`parallel.recompute_positions`: a step over the limit keeps only the layers' inputs and runs
+    them again in the backward; the loss, every gradient and the MoE load counts are the same
+    (a layer run again routes again: its routing is counted once), and less is kept."""
+    import dataclasses
+
+    tr = trainer
+    _, _, plan = _both(world, "dialogue", tmp_path, rows=8)
+    tr.tables, tr.augment = world[4], False
+    moes = tr.model.moe_layers()
+    assert moes and not tr.recomputes(8, plan.T)  # the recipe's default: never
+    results = []
+    for limit in (0, 8 * plan.T - 1, 8 * plan.T):  # off, just over the limit (on), at the limit (off)
+        tr.r = dataclasses.replace(tr.r, parallel=dataclasses.replace(tr.r.parallel, recompute_positions=limit))
+        assert tr.recomputes(8, plan.T) == (limit == 8 * plan.T - 1)
+        tr.model.zero_grad(set_to_none=True)
+        for moe in moes:
+            moe.load_acc.zero_()
+            moe.real_per_token_acc.zero_()
+        kept = []
+
+        def keep(t):
+            kept.append(t.untyped_storage().nbytes())
+            return t
+
+        p, batch = tr.data(plan)
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            feats = tr.encoders(plan, p)
+            loss, stats = tr.llm(batch, feats)
+        grads = {n: q.grad.clone() for n, q in tr.model.named_parameters() if q.grad is not None}
+        loads = [torch.cat([m.load_acc, m.real_per_token_acc]).clone() for m in moes]
+        results.append((loss, stats, grads, loads, sum(kept)))
+        assert not any(getattr(m, "load_paused", False) for m in moes)
+    tr.r = dataclasses.replace(tr.r, parallel=dataclasses.replace(tr.r.parallel, recompute_positions=0))
+    l0, s0, g0, m0, k0 = results[0]
+    for l1, s1, g1, m1, _ in results[1:]:
+        assert torch.allclose(l0, l1, rtol=1e-6) and torch.allclose(s0, s1, rtol=1e-6)
+        assert g0.keys() == g1.keys() and len(g0) > 20
+        for name in g0:
+            assert torch.allclose(g0[name], g1[name], atol=1e-6, rtol=1e-4), name
+        assert all(torch.equal(a, b) for a, b in zip(m0, m1)) and float(m0[0][:-2].sum()) > 0
+    assert results[1][4] < 0.5 * k0 and results[2][4] == k0
+
+
 def test_guard_catches_host_reads():
     from mdp.curriculum.device import HostReadError, HostReads
 
