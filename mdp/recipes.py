@@ -124,6 +124,10 @@ class Curriculum:
     # world's tool declared in a system turn, as a served session that declares it asks them: the
     # model learns when not to call (without them every declared conversation was a call)
     tools_declared: float = 0.2
+    # an OmniModel directory (e.g. omni/pretrained/default) whose weights start the first stage, with
+    # no encoder pre-training: a fine-tune (README "Teaching the shipped model a tool"). The run
+    # trains and exports with that model's tokenizer, as its embeddings were learned with it
+    init_model: str | None = None
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)

@@ -12,6 +12,13 @@
 #   in the backward, so that they fit an H100's 80 GB (without: 76.7 GiB at dialogue step 713)
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
 #   without the shipped model's weights, which a call need not carry: move them aside for it)
+# A fine-tune of a trained model instead (INIT=DIR: its weights start a dialogue-only run with its
+# tokenizer, no encoder pre-training; e.g. the shipped model on packs with the world's tool). The
+# model's 37 MB and the packs do not travel together (64 MB a call), so two calls again:
+#     PREPARE_ONLY=1 bash scripts/train_default_gpu.sh      (carry the packs and .espeak, move the
+#                                                            shipped weights aside: renders the bank)
+#     INIT=omni/pretrained/default BUDGET=450 bash scripts/train_default_gpu.sh   (carry nothing,
+#                                 weights back in place: runs/data stays on the warm machine)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -60,7 +67,7 @@ fi
 OUT=${OUT:-runs/omni-mini-out}
 BUDGET=${BUDGET:-440}        # seconds of training in this call (the call's limit is 600)
 PLAN_BUDGET=${PLAN_BUDGET:-}  # seconds the stages are sized for, over this and resumed calls (default BUDGET)
-RUN=${RUN:-runs/omni-mini}
+RUN=${RUN:-$([[ -n "${INIT:-}" ]] && echo runs/omni-mini-ft || echo runs/omni-mini)}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "curriculum.stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
@@ -93,6 +100,16 @@ if [[ "$EXTRA_SETS" != *stage_seq_len* ]] && has_tool runs/data/train.pack.npz; 
   sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:704 --set curriculum.stage_cost_len=dialogue:384
          --set parallel.recompute_positions=294912)
 fi
+# INIT: a fine-tune of that model (recipe curriculum.init_model): the dialogue stage alone, sized
+# to the budget, from a tenth of the shipped recipe's learning rate (FT_LR) down to a tenth of that
+INIT=${INIT:-}
+FT_LR=${FT_LR:-1.5e-4}
+if [[ -n "$INIT" ]]; then
+  [[ -f "$INIT/model.safetensors" ]] || { echo "INIT=$INIT has no model.safetensors (put the weights back for this call)" >&2; exit 2; }
+  min_lr=$("$PY" -c "print(float('$FT_LR') / 10)")
+  sets+=(--set curriculum.init_model="$INIT" --set curriculum.stage_steps=dialogue:6000
+         --set optim.lr="$FT_LR" --set optim.min_lr="$min_lr" --set optim.warmup_steps=50)
+fi
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
 if (( VOICE_BANK > 0 )); then sets+=(--set curriculum.voice_bank=runs/data/voices.npz); fi
@@ -115,6 +132,7 @@ done
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
       --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --sentences "$SENTENCES" --no-progress
   fi
+  [[ -n "${PREPARE_ONLY:-}" ]] && exit 0
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
     --set curriculum.pack=runs/data/train.pack.npz --set budget.time_s="$BUDGET" --set output.plot=false "${sets[@]}" 2>&1 \
@@ -122,6 +140,7 @@ done
     || echo "training failed (see above)"
   echo "train wall: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$log"
+if [[ -n "${PREPARE_ONLY:-}" ]]; then echo "prepared: runs/data stays on this machine for the next call"; exit 0; fi
 
 # at most 8 files come back: the logs, the bench reports and the training log travel in one archive
 pack_logs() {

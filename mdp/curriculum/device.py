@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from mdp.data import CAT_AUDIO_TEXT, CAT_TEXT, IGNORE
 from mdp.loss import pack_labels, stat_record
-from mdp.curriculum.run import MiniTrainer
+from mdp.curriculum.run import MiniTrainer, run_tokenizer
 from mdp.curriculum.build import DevicePlan, build_audio, build_patches, expand_segments, to_device
 from mdp.curriculum.plan import LENGTHS_PER_OCTAVE, StepPlan, StepPlanner
 from mdp.curriculum.tables import PackTables, load_bank
@@ -188,10 +188,9 @@ class DeviceMiniTrainer(MiniTrainer):
                            augment: bool = True, jitter: bool = True) -> None:
         """The stage's records and the pack tables (built once per run; pass them in to reuse)."""
         from mdp.curriculum.data import read_stage_manifest
-        from omni.tokenizer import load_tokenizer
 
         if tables is None:
-            tables = PackTables(pack, self.cfg, load_tokenizer(), codes, self.device,
+            tables = PackTables(pack, self.cfg, run_tokenizer(self.r), codes, self.device,
                                 bank=load_bank(self.r.curriculum.voice_bank))
         self.tables, self.augment = tables, augment
         records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)

@@ -21,6 +21,7 @@ import torch
 
 class HeldoutProbe:
     def __init__(self, recipe, run_dir: str, device: torch.device) -> None:
+        from mdp.curriculum.run import run_tokenizer
         from mdp.trainer import build_config
         from omni.model import OmniModel
         from omni.synth.heldout import items_from_pack
@@ -29,7 +30,7 @@ class HeldoutProbe:
         self.batch = max(1, min(len(self.items), 128))
         cfg = build_config(recipe)
         cfg.audio.dropout = 0.0
-        self.model = OmniModel(cfg, init=False).to(device).eval()
+        self.model = OmniModel(cfg, init=False, tokenizer=run_tokenizer(recipe)).to(device).eval()
         self.path = os.path.join(run_dir, "heldout.json")
         self.rows = _read(self.path)
         # each row names where it ran (the rows of a run resumed elsewhere may differ)

@@ -116,8 +116,6 @@ class MiniTrainer(Trainer):
     permuted into placeholder order before the embedding."""
 
     def attach_pack(self, manifest: str, pack, codes, workers: int, start: int, end: int, prefetch: int = 4) -> None:
-        from omni.tokenizer import load_tokenizer
-
         if self.dims.inner_dp > 1 or self.dims.pp > 1:
             raise ValueError("omni-mini trains with data parallelism only (inner_dp = pp = 1)")
         threads = main_process_threads(self.r.data.main_threads, workers, self.device)
@@ -135,7 +133,7 @@ class MiniTrainer(Trainer):
             return ready[n]
 
         self.layout = default_layout(self.cfg.llm.pad_token_id, self.cfg.audio_pad_id)
-        self.dataset = PackDataset(manifest, pack, self.cfg, load_tokenizer(), self.r.seq_len,
+        self.dataset = PackDataset(manifest, pack, self.cfg, run_tokenizer(self.r), self.r.seq_len,
                                    enc.num_frames, frames_ready, codes)
         data = _StepBatches(self.dataset, self.r.seed, self.r.global_batch, self.meshes.dp_rank, self.dims.dp, start, end)
         self._batches = iter(torch.utils.data.DataLoader(
@@ -252,6 +250,34 @@ class _Plan:
         return self.stages[idx][1]
 
 
+def run_tokenizer(recipe: Recipe):
+    """The tokenizer a run trains and exports with: `curriculum.init_model`'s where it starts from
+    one (its embeddings were learned with it), else the shipped asset."""
+    from omni.tokenizer import load_tokenizer
+
+    init = recipe.curriculum.init_model
+    return load_tokenizer(os.path.join(init, "tokenizer")) if init else load_tokenizer()
+
+
+def init_state(recipe: Recipe) -> dict:
+    """`curriculum.init_model`'s weights as the training model's state dict (float32), checked
+    against the recipe's architecture: every parameter there, of the same shape."""
+    from mdp.trainer import build_config
+    from omni.model import OmniModel
+
+    path = recipe.curriculum.init_model
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"recipe curriculum.init_model: {path} is not a model directory (no config.json)")
+    model = OmniModel.from_pretrained(path, dtype=torch.float32)
+    want = OmniModel(build_config(recipe), init=False, tokenizer=model.tokenizer).state_dict()
+    have = model.state_dict()
+    wrong = [k for k, v in want.items() if k not in have or have[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"recipe curriculum.init_model: {path} is not a {recipe.flavor!r} model of this recipe "
+                         f"(missing or other shapes: {wrong[:6]})")
+    return {k: have[k] for k in want}
+
+
 def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_after: int | None,
                  deadline: float, plan: _Plan | None = None, idx: int = 0,
                  fit_deadline: float | None = None, shared: dict | None = None,
@@ -305,7 +331,11 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         trainer = MiniTrainer(r, device_for_rank())
     _attach_speaker_augment(r, trainer)
     if init is not None:
-        trainer.model.load_state_dict(init)
+        # the training model holds the serving model's parameters (`export` checks the same)
+        missing, unexpected = trainer.model.load_state_dict(init, strict=False)
+        lost = [k for k in missing if k in dict(trainer.model.named_parameters())]
+        if unexpected or lost:
+            raise RuntimeError(f"initial weights do not fit the training model: {(unexpected + lost)[:8]}")
     elif last is None:  # a model from scratch
         _prepare_encoders(r, trainer, pack, rank0)
     continuous = not r.curriculum.optimizer_per_stage
@@ -422,7 +452,6 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
     """Audio features normalized by the pack's statistics, then the encoders'
     pre-training (`pretrain.steps`), logged to out_dir/encoders.json."""
     from mdp.curriculum.pretrain import encoder_augment, encoder_steps, pretrain_audio, pretrain_vision
-    from omni.tokenizer import load_tokenizer
 
     encs = trainer.model.encoders
     if "audio" in encs:
@@ -443,7 +472,7 @@ def _prepare_encoders(r: Recipe, trainer: "MiniTrainer", pack, rank0: bool) -> N
         else:
             from mdp.curriculum.tables import load_bank
 
-            losses = pretrain_audio(encs["audio"], pack, load_tokenizer(), steps, r.pretrain.batch, r.pretrain.lr,
+            losses = pretrain_audio(encs["audio"], pack, run_tokenizer(r), steps, r.pretrain.batch, r.pretrain.lr,
                                     r.seed, trainer._autocast, augment="audio" in augment,
                                     bank=load_bank(r.curriculum.voice_bank))
         report[name] = {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "loss_first": losses[0],
@@ -471,7 +500,8 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     plan = _Plan(recipe, resume)
     stages = plan.stages
     rank0 = dist.get_rank() == 0
-    state: dict | None = None
+    # a fine-tune starts its first stage from a trained model (a later stage from the one before it)
+    state: dict | None = init_state(recipe) if recipe.curriculum.init_model else None
     deadline = deadline_after(recipe.budget.time_s)
     # the plan may be fitted to a longer budget than this run's, spent over resumed runs
     fit_deadline = deadline if (recipe.budget.plan_s or 0) <= 0 else time.monotonic() + recipe.budget.plan_s
@@ -518,7 +548,7 @@ def export(recipe: Recipe, state: dict, out_dir: str) -> None:
     silence = _pack_silence(recipe)
     if silence:  # the speech rows of a reply that says nothing were trained as this frame
         cfg.codec_silence_frame = tuple(silence)
-    model = OmniModel(cfg, init=False)
+    model = OmniModel(cfg, init=False, tokenizer=run_tokenizer(recipe))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise RuntimeError(f"trained weights the serving model does not have: {unexpected[:8]}")

@@ -425,3 +425,49 @@ def test_too_long_rows_are_replaced_by_later_records(world, tmp_path):
     moved = rows.index != idx
     assert moved.any() and (free[~moved] <= cap).all() and (free[moved] > cap).all()
     assert (((rows.index - idx) % 60)[moved] >= 1).all()
+
+
+@pytest.mark.slow
+def test_a_fine_tune_starts_from_a_model_and_keeps_its_tokenizer(tmp_path, mini_pack):
+    """`curriculum.init_model`: the first stage starts from the model's weights (no encoder
+    pre-training), and the run trains and exports with the model's own tokenizer: at lr 1e-30 and
+    no expert-bias updates the export is the model it started from, tokenizer included."""
+    import filecmp
+    import os
+    import shutil
+
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+
+    from mdp.curriculum.run import run_curriculum, run_tokenizer
+    from mdp.recipes import get_recipe
+    from mdp.train import init_distributed
+    from omni.tokenizer import load_tokenizer
+
+    base = ["train_path=device", "bucket_window=2", "stage_samples=8", f"pack={mini_pack}"]
+    first = get_recipe("omni-mini-smoke").override(base + [f"out_dir={tmp_path / 'a'}", "stage_steps=speech:1,vision:1,dialogue:1"])
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    init_distributed()
+    try:
+        init = run_curriculum(first)
+        # a tokenizer other than the shipped asset (the shipped model's own: other merges)
+        shutil.rmtree(os.path.join(init, "tokenizer"))
+        shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "omni", "pretrained", "default", "tokenizer"), os.path.join(init, "tokenizer"))
+        tune = get_recipe("omni-mini-smoke").override(base + [
+            f"out_dir={tmp_path / 'b'}", "stage_steps=dialogue:2", f"curriculum.init_model={init}",
+            "lr=1e-30", "min_lr=1e-30", "weight_decay=0", "bias_update_rate=0"])
+        text = "turn the light on"
+        assert run_tokenizer(tune).encode(text) == load_tokenizer(os.path.join(init, "tokenizer")).encode(text)
+        assert run_tokenizer(tune).encode(text) != load_tokenizer().encode(text)
+        out = run_curriculum(tune)
+        with pytest.raises(ValueError, match="not a 'debug' model"):  # another architecture
+            run_curriculum(tune.replace(flavor="debug", output={"out_dir": str(tmp_path / "c")}))
+    finally:
+        dist.destroy_process_group()
+    assert not (tmp_path / "b" / "encoders.json").exists()  # no encoder pre-training
+    assert (tmp_path / "a" / "encoders.json").exists()
+    a, b = load_file(os.path.join(init, "model.safetensors")), load_file(os.path.join(out, "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-20) for k in a)
+    assert filecmp.cmp(os.path.join(init, "tokenizer", "tokenizer.json"), os.path.join(out, "tokenizer", "tokenizer.json"),
+                       shallow=False)
