@@ -175,14 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     from mdp.curriculum.data import answer_code_table
     from omni.synth.pack import Pack
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29931")
-    dev = torch.device(args.device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", 0)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
+    from mdp.train import init_one_process
+
+    dev = init_one_process(args.device)
     pack = Pack(args.pack)
     codes = answer_code_table(pack)
     rows = []

@@ -425,13 +425,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29933")
-    dev = torch.device(args.device)
-    if dev.type == "cuda":
-        dev = torch.device("cuda", dev.index or 0)
-        torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
+    from mdp.train import init_one_process
+
+    dev = init_one_process(args.device)
     pack = Pack(args.pack)
     codes = answer_code_table(pack, use_pack=True)
     stages, batches = args.stage.split(","), [int(b) for b in args.batch.split(",")]

@@ -46,17 +46,36 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return r
 
 
+def _one_process_env() -> None:
+    """The environment of a one-process group on a free local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def init_distributed() -> None:
     """From torchrun's environment, or a one-process group when run directly."""
     if dist.is_initialized():
         return
     if "RANK" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        _one_process_env()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
+
+
+def init_one_process(device: str) -> torch.device:
+    """A one-process group for work on `device` ("cuda", "cuda:N" or "cpu": gloo on the CPU, also
+    on a machine with a GPU), as the benchmarks run a trainer; returns the device (cuda:0 for
+    "cuda")."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", dev.index or 0)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        _one_process_env()
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
+    return dev
 
 
 def prepare_data(recipe: Recipe) -> str:
