@@ -145,7 +145,7 @@ class OmniTrainModel(OmniModel):
     def run_layers(self, x: torch.Tensor, final_norm: bool, recompute: bool = False) -> torch.Tensor:
         """The decoder layers this module holds (all, or one pipeline stage's). `recompute`:
         each layer keeps only its input for the backward and runs its forward again there
-        (activation checkpointing: a layer's saved activations are ~30x its input's size)."""
+        (activation checkpointing: a mini layer keeps ~50x its input's bytes, bench/train_memory.py)."""
         c = self.cfg.llm
         ctx = build_context(x.shape[0], x.shape[1], c.qk_rope_head_dim, c.rope_theta, x.device)
         for i in self.layer_ids():

@@ -64,8 +64,8 @@ class Parallel:
     encoder_recompute: bool = True
     # train_path=device: a step of more LLM positions (rows x trimmed length) than this runs each
     # decoder layer again in the backward instead of keeping its activations (0: never). Only the
-    # long steps of a window pay: the tool conversations' 704-position rows at batch 768 need
-    # ~72 GiB kept, over an 80 GB card with the rest (README "Recomputing the long steps")
+    # long steps of a window pay: the tool conversations' 704-position rows at batch 768 ran out of
+    # an 80 GB card at 76.7 GiB without it (README "Recomputing the long steps")
     recompute_positions: int = 0
     fsdp_reshard_after_forward: bool = True  # False: ZeRO-2 style (params stay gathered)
 
