@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
+
+from omni.tool_calls import TOOL_NAME, SchemaError, check_schema
 
 CARD = "card.json"
 MAX_ABOUT = 600
 MAX_ASK = 8
 MAX_QUESTION = 100
 MAX_TOOLS = 8
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def parse_tools(tools: object) -> list[dict]:
               and t["parameters"].get("type") == "object")
         if not ok:
             raise CardError("each of 'tools' must be {\"type\": \"function\", \"name\": NAME, \"description\": str, "
-                            "\"parameters\": {\"type\": \"object\", ...}} with NAME of letters, digits, _ or -")
+                            "\"parameters\": {\"type\": \"object\", ...}} with NAME of letters, digits, _, . or -")
+        try:  # the parameters a session may declare (`session.update` checks them the same way)
+            check_schema(t["parameters"])
+        except SchemaError as e:
+            raise CardError(f"'tools': {t['name']}.{e.path}: {e}") from None
         out.append({"type": "function", "name": t["name"], "description": t.get("description", ""),
                     "parameters": t["parameters"]})
     if len({t["name"] for t in out}) != len(out):

@@ -47,6 +47,7 @@ LENGTHS_PER_OCTAVE = 4  # `bucket_length`: ..., 64, 80, 96, 112, 128, 160, 192, 
 AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
 ANSWER_BIT = 2  # in a slot's "first" field: its labels are a question's answer (`answer_weight`)
 FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
+COL = {f: k for k, f in enumerate(FIELDS)}  # a segment field's column
 AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"], LAYOUT_CODE["tool"])
 
 
@@ -126,8 +127,8 @@ def _pad_slots(a: np.ndarray, s: int, axis: int = 1) -> np.ndarray:
     pad[axis] = (0, s - a.shape[axis])
     out = np.pad(a, pad)
     if a.ndim == 3 and a.shape[2] == len(FIELDS):  # segment table: empty slots have no feature
-        out[:, a.shape[1]:, FIELDS.index("vkey")] = -1
-        out[:, a.shape[1]:, FIELDS.index("aoff")] = -1
+        out[:, a.shape[1]:, COL["vkey"]] = -1
+        out[:, a.shape[1]:, COL["aoff"]] = -1
     elif a.ndim == 3:  # unit frames
         out[:, a.shape[1]:] = -1
     return out
@@ -192,17 +193,16 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     # --- the slots
     S = 7 + 4 * k_max + 10
     seg = np.zeros((n, S, len(FIELDS)), np.int64)
-    seg[..., FIELDS.index("vkey")] = -1
-    seg[..., FIELDS.index("aoff")] = -1
-    col = {f: FIELDS.index(f) for f in FIELDS}
+    seg[..., COL["vkey"]] = -1
+    seg[..., COL["aoff"]] = -1
 
     def put(slot, length, start, stride=1, mask=None, **kw):
         m = np.ones(n, bool) if mask is None else mask
-        seg[:, slot, col["len"]] = np.where(m, length, 0)
-        seg[:, slot, col["id_start"]] = start
-        seg[:, slot, col["id_stride"]] = stride
+        seg[:, slot, COL["len"]] = np.where(m, length, 0)
+        seg[:, slot, COL["id_start"]] = start
+        seg[:, slot, COL["id_stride"]] = stride
         for key, v in kw.items():
-            seg[:, slot, col[key]] = v
+            seg[:, slot, COL[key]] = v
 
     put(0, t.system_tool[1], t.system_tool[0], mask=is_tool | rec["system"][index])  # the tool declared
     put(1, t.user[1], t.user[0])
@@ -248,7 +248,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     put(tail + 9, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
         row_start=t.rows_off[answer] + r_len, row_stride=1)
     assert CAT_NONE == 0  # the zeros of empty slots and prompts are "no label"
-    length = seg[..., col["len"]].sum(1)
+    length = seg[..., COL["len"]].sum(1)
     return Rows(np.asarray(index), seg, length, units, d, clip, n_speech, ns, is_av)
 
 
@@ -274,11 +274,10 @@ class StepPlan:
         """Input positions of the step with audio labels (those whose next position is a
         spoken reply's row, as `expand_segments` labels them): the audio head's rows, known
         on the host so the device can gather them without reading a count back."""
-        col = {f: FIELDS.index(f) for f in FIELDS}
-        length = self.seg[..., col["len"]]
+        length = self.seg[..., COL["len"]]
         end = np.cumsum(length, 1)
         lo, hi = np.maximum(end - length, 1), np.minimum(end, self.T + 1)  # next positions 1..T
-        return int((np.clip(hi - lo, 0, None) * (self.seg[..., col["cat"]] == CAT_AUDIO_TEXT)).sum())
+        return int((np.clip(hi - lo, 0, None) * (self.seg[..., COL["cat"]] == CAT_AUDIO_TEXT)).sum())
 
 
 def bucket_length(n: int, seq_len: int, per_octave: int = LENGTHS_PER_OCTAVE) -> int:
@@ -299,7 +298,6 @@ def finalize(t: PackTables, rows: Rows, seq_len: int, per_octave: int = LENGTHS_
     stream's chunks or across rows is encoded once), audio rows, buffer sizes."""
     a = t.cfg.audio
     seg = rows.seg.copy()
-    col = {f: FIELDS.index(f) for f in FIELDS}
     u = rows.units  # [B, V, 2]
     present = u[..., 0] >= 0
     key = u[..., 0] * len(t.pack.frames_all) + u[..., 1]
@@ -314,11 +312,11 @@ def finalize(t: PackTables, rows: Rows, seq_len: int, per_octave: int = LENGTHS_
     W = int(-(-rows.ns.max() // bucket) * bucket) if len(audio_rows) else 0
     F = int(encoder_frames(np.array([W]), a)[0]) if W else 0
     ut = t.unit_tokens
-    vkey, aoff = seg[..., col["vkey"]], seg[..., col["aoff"]]
+    vkey, aoff = seg[..., COL["vkey"]], seg[..., COL["aoff"]]
     vis = np.take_along_axis(unit_id, np.maximum(vkey, 0), axis=1)
     feat = np.where(vkey >= 0, 1 + vis * ut, 0)
     feat = np.where(aoff >= 0, 1 + len(uniq) * ut + arow[:, None] * F + aoff, feat)
-    out = np.concatenate([seg[..., : col["first"] + 1], feat[..., None]], axis=-1)
+    out = np.concatenate([seg[..., : COL["first"] + 1], feat[..., None]], axis=-1)
     T = bucket_length(int(rows.length.max()) - 1, seq_len, per_octave)
     return StepPlan(rows, T, out, unit_frames, audio_rows, W, F)
 
