@@ -50,8 +50,10 @@ HELP = {
     "omni_sessions_rejected_total": "connections refused because the server was full",
     "omni_sessions_active": "sessions currently open",
     "omni_protocol_errors_total": "error events sent for bad client input",
-    "omni_input_batch_size": "audio appends conditioned together in one round of the input thread",
-    "omni_input_round_seconds": "one round of the input thread (resampling + batched silero-vad)",
+    "omni_input_batch_size": "audio appends conditioned together in one round of the input stage",
+    "omni_input_round_seconds": "one round of the input stage (resampling + batched silero-vad)",
+    "omni_input_restarts_total": "input processes started again after one stopped",
+    "omni_input_states": "sessions whose resampler and VAD state the input process holds",
     "omni_stage_queue_seconds": "time a packet, step or event waited for its pipeline stage",
     "omni_stage_compute_seconds": "time the stage's (batched) call took for a packet, step or event",
     "omni_first_audio_path_seconds": "one component of the path from end of speech (or confirmation) "

@@ -38,6 +38,7 @@ from omni.transcribe import TRANSCRIBERS
 from streaming.backchannel import BackchannelDetector
 from streaming.engine import PREFILL_WAIT_S, Engine
 from streaming.input import InputWorker
+from streaming.input_process import InputProcess
 from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, parse_client_event
 from streaming.protocol.events import ServerEvents, dumps
@@ -47,6 +48,7 @@ from streaming.transcribe_stage import TranscribeStage
 
 log = logging.getLogger(__name__)
 WS_PATHS = ("/v1/realtime", "/realtime", "/")
+INPUT_STAGES = {"process": InputProcess, "thread": InputWorker}
 LOOPBACK_ORIGIN = re.compile(r"^https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$")
 
 
@@ -62,6 +64,9 @@ class ServerConfig:
     max_steps: int = 1000
     spec_ahead_frames: int = 8  # speech a speculative reply may prepare before the end of turn is confirmed
     prefill_wait_s: float = PREFILL_WAIT_S  # how long a mid-turn packet may wait while replies decode (engine.py)
+    # stage 1 (resampling + VAD): "thread" (a thread of this process) or "process" (its own process,
+    # whose rounds never wait for the GIL behind the engine and the event loop: streaming/input_process.py)
+    input_stage: str = "thread"
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
     model_card: dict | None = None  # sessions report it too (session.omni.model.about / .ask)
@@ -83,7 +88,9 @@ class OmniServer:
         self.metrics = Metrics()
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
                              spec_ahead_frames=self.cfg.spec_ahead_frames, prefill_wait_s=self.cfg.prefill_wait_s).start()
-        self.inputs = InputWorker(metrics=self.metrics)
+        if self.cfg.input_stage not in INPUT_STAGES:
+            raise ValueError(f"unknown input stage {self.cfg.input_stage!r}; known: {sorted(INPUT_STAGES)}")
+        self.inputs = INPUT_STAGES[self.cfg.input_stage](metrics=self.metrics)
         b = self.cfg.backchannels
         self.backchannels = None if b is False else BackchannelDetector.load(None if b is True else b)
         slots = getattr(model, "max_slots", 1)
@@ -101,6 +108,7 @@ class OmniServer:
 
     # ---- lifecycle ---------------------------------------------------------
     async def start(self) -> "OmniServer":
+        await self.inputs.ready()  # no session's audio waits for the input process to load
         self.server = await serve(
             self._handler, self.cfg.host, self.cfg.port,
             process_request=self._process_request,

@@ -1,8 +1,8 @@
 """One connection's state machine: listen, speculate, respond, interrupted.
 
 Runs on the asyncio loop and never touches the model. Input audio goes through
-stage 1 (`InputWorker`: resampling to 16 kHz + batched silero-vad, off the
-loop); the endpointer's events drive the turn:
+stage 1 (`InputWorker` or `InputProcess`: resampling to 16 kHz + batched silero-vad, off
+the loop); the endpointer's events drive the turn:
 
   listening --speech_started--> user turn: every full 1 s packet (audio + the
       frames sampled inside it) goes to the engine at once (streaming prefill)
@@ -42,7 +42,7 @@ from streaming.conversation import Conversation
 from streaming.engine import Engine, EngineEvent, EngineSlot
 from streaming.engine_commands import Chunk, Text
 from streaming.frames import FrameSampler, parse_frame
-from streaming.input import InputWorker, InputState
+from streaming.input import InputStage, InputState
 from streaming.metrics import Metrics
 from streaming.protocol import ProtocolError, SessionConfig, StreamingResampler, apply_session_update, decode_pcm16
 from streaming.protocol.audio import AudioDecodeError
@@ -66,7 +66,7 @@ class Limits:
 
 
 class Session:
-    def __init__(self, send: Callable[..., None], engine: Engine, inputs: InputWorker, metrics: Metrics,
+    def __init__(self, send: Callable[..., None], engine: Engine, inputs: InputStage, metrics: Metrics,
                  limits: Limits | None = None, beta: bool = False, model_name: str = "omni",
                  model_trained: bool | None = None, transcriber: str | None = None,
                  transcribe_stage: Callable[[], Any] | None = None, model_card: dict | None = None,
@@ -92,8 +92,7 @@ class Session:
                                        transcribe_stage or (lambda: None))
         self.loop = asyncio.get_running_loop()
         self.configured = False
-        self.istate = InputState()
-        self.resampler_in: StreamingResampler | None = None
+        self.istate = InputState()  # resampler to 16 kHz + VAD state (held by the input stage)
         self.endpointer = Endpointer()
         self.frames = FrameSampler()
         self.audio = np.zeros(0, dtype=np.float32)  # 16 kHz input not yet consumed
@@ -130,6 +129,7 @@ class Session:
     def close(self) -> None:
         self.transcripts.stop()
         self.slot.close()
+        self.inputs.release(self.istate)
 
     # ---- client events -----------------------------------------------------
     async def handle(self, e: ClientEvent) -> None:
@@ -237,8 +237,6 @@ class Session:
         if td is not None:
             self.endpointer.configure(td.threshold, td.silence_duration_ms, td.speculative_silence_ms)
         self.frames.dense_fps, self.frames.sparse_fps = new.dense_fps, new.sparse_fps
-        if self.resampler_in is None or self.resampler_in.in_rate != new.input_format.rate:
-            self.resampler_in = StreamingResampler(new.input_format.rate, SR)  # (no audio yet: checked above)
         if first:
             self.configured = True
         else:
@@ -256,7 +254,7 @@ class Session:
         if not len(samples):
             return
         vad = self.cfg.turn_detection is not None
-        audio, probs = await self.inputs.process(self.istate, self.resampler_in, samples, vad)
+        audio, probs = await self.inputs.process(self.istate, self.cfg.input_format.rate, samples, vad)
         now = time.perf_counter()
         self.total += len(audio)
         self.clock.append((self.total, now))

@@ -1,5 +1,5 @@
-"""A smoke run of bench/streaming.py with its clients in processes of their own, and its
-report mode redrawing the table and plot from the JSON it wrote."""
+"""A smoke run of bench/streaming.py with its clients in processes of their own, both input
+stages side by side, and its report mode redrawing the table and plot from the JSON it wrote."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ def test_streaming_bench_with_client_processes_and_report(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "streaming.py"), "--flavor", "debug", "--sessions", "2", "--turns", "1",
-         "--max-steps", "6", "--client-procs", "2", "--silence", "0.9", "--spread", "0.2", "--out-dir", str(tmp_path),
+         "--max-steps", "6", "--client-procs", "2", "--silence", "0.9", "--spread", "0.2",
+         "--input-stage", "process,thread", "--out-dir", str(tmp_path),
          "--tag", "smoke"], capture_output=True, text=True, timeout=400, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads((tmp_path / "streaming_smoke.json").read_text())
     assert data["clients"] == "2 processes of their own"
-    assert [(r["sessions"], r["speculative"]) for r in data["results"]] == [(2, True), (2, False)]
+    assert [(r["sessions"], r["speculative"], r["input_stage"]) for r in data["results"]] == [
+        (2, spec, stage) for spec in (True, False) for stage in ("process", "thread")]
+    assert "input process / thread = " in run.stdout
     for r in data["results"]:
         # every session's reply came back from the client processes, with the server's path
         assert r["failed"] == [] and r["responses"] == 2
