@@ -76,6 +76,7 @@ def model_card(args: argparse.Namespace) -> dict | None:
 
 async def _serve(args: argparse.Namespace) -> int:
     from streaming.model_loader import load_realtime_model
+    from streaming.input import InputStageError
     from streaming.server import OmniServer, ServerConfig
 
     try:
@@ -97,6 +98,10 @@ async def _serve(args: argparse.Namespace) -> int:
         await srv.close()
         print(f"omni serve: error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); "
               "pick another with --port N (--port 0 picks a free one)", file=sys.stderr)
+        return 2
+    except InputStageError as e:
+        await srv.close()
+        print(f"omni serve: error: {e}; --input-stage thread runs it in the server's process", file=sys.stderr)
         return 2
     print(f"omni serve: {desc}", flush=True)
     print(f"omni serve: listening on {srv.url}  (metrics: http://{args.host}:{srv.port}/metrics)", flush=True)

@@ -85,11 +85,11 @@ class OmniServer:
         t = self.cfg.transcriber
         if t is not None and t not in TRANSCRIBERS and ":" not in t:
             raise ValueError(f"unknown transcriber {t!r}; known: {sorted(TRANSCRIBERS)} or a 'module:factory'")
+        if self.cfg.input_stage not in INPUT_STAGES:
+            raise ValueError(f"unknown input stage {self.cfg.input_stage!r}; known: {sorted(INPUT_STAGES)}")
         self.metrics = Metrics()
         self.engine = Engine(model, self.metrics, max_steps=self.cfg.max_steps,
                              spec_ahead_frames=self.cfg.spec_ahead_frames, prefill_wait_s=self.cfg.prefill_wait_s).start()
-        if self.cfg.input_stage not in INPUT_STAGES:
-            raise ValueError(f"unknown input stage {self.cfg.input_stage!r}; known: {sorted(INPUT_STAGES)}")
         self.inputs = INPUT_STAGES[self.cfg.input_stage](metrics=self.metrics)
         b = self.cfg.backchannels
         self.backchannels = None if b is False else BackchannelDetector.load(None if b is True else b)

@@ -37,7 +37,7 @@ def _video(path: Path, seconds: float = 2.0, fps: int = 10) -> None:
 def test_serve_and_client_commands(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen([sys.executable, "-m", "omni.cli", "serve", "--port", "0", "--max-steps", "12",
-                               "--max-sessions", "2", "--capacity", "2048"],
+                               "--max-sessions", "2", "--capacity", "2048", "--input-stage", "process"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url, lines = None, []
