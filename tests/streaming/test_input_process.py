@@ -56,7 +56,7 @@ def test_the_process_stage_conditions_as_the_thread_stage_does(words):
             for stage in (proc, thread):
                 got.append(await asyncio.gather(_feed(stage, InputState(), 24000, a24),
                                                 _feed(stage, InputState(), 16000, a16)))
-            assert proc.states == 2
+            await _until(lambda: proc.states == 2)  # reported after the rounds' results
         finally:
             proc.stop()
             thread.stop()
@@ -86,7 +86,7 @@ def test_a_released_session_starts_afresh_and_its_state_is_dropped(words):
             again = await _feed(proc, a, 24000, y)  # the same handle after release: a new state
             fresh = await _feed(proc, InputState(), 24000, y)
             kept = await _feed(proc, b, 24000, y)  # b was not released: it goes on from x
-            assert m.gauges["omni_input_states"] == proc.states
+            await _until(lambda: proc.states == 3 and m.gauges["omni_input_states"] == 3)  # a (anew), the fresh one, b
             return again, fresh, kept
         finally:
             proc.stop()
