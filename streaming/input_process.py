@@ -205,10 +205,10 @@ class InputProcess:
                   proc.exitcode)
         self.states = 0
         self._fail_pending(f"the input process stopped (exit code {proc.exitcode})")
-        self.restarts += 1
+        self._start()
+        self.restarts += 1  # after the new child is in place: a waiter on this count may use it at once
         if self.metrics is not None:
             self.metrics.inc("omni_input_restarts_total")
-        self._start()
 
     def _fail(self, rids: list[int], why: str) -> None:
         with self._lock:
