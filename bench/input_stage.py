@@ -253,8 +253,10 @@ async def amain(args) -> int:
     hw = hardware("cpu")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.switch_interval_ms:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)  # for this process's threads (not the child's)
     data = {"hardware": hw, "input_rate": IN_RATE, "chunk_ms": CHUNK_S * 1000, "command": " ".join(sys.argv),
-            "results": []}
+            "switch_interval_ms": sys.getswitchinterval() * 1000, "results": []}
     for name in {VARIANTS[v][0]: v for v in args.variants}.values():
         await run_level(1, 1.0, 0, name)  # warm-up (silero's first calls), not recorded
     from tqdm import tqdm
@@ -281,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", default="none,launches,python",
                    help="comma-separated loads on a thread beside the stage: none, launches (tiny torch calls, "
                         "as a launch-bound engine), python (long Python stretches); default all three")
+    p.add_argument("--switch-interval-ms", type=float, default=None,
+                   help="the interpreter's thread switch interval (sys.setswitchinterval; default Python's, 5 ms): "
+                        "how long a thread waiting for the GIL waits before it asks for it")
     p.add_argument("--out-dir", default=str(ROOT / "bench" / "results"), help="directory for the JSON and plot")
     p.add_argument("--tag", default="cpu", help="result file tag (default cpu)")
     args = p.parse_args(argv)

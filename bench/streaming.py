@@ -191,10 +191,11 @@ async def run_clients(url: str, jobs: list[tuple[list[np.ndarray], float]], spec
 
 
 async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args,
-                     wait_ms: float | None = None, input_stage: str = "process") -> dict:
+                     wait_ms: float | None = None, input_stage: str = "thread", switch_ms: float = 0.5) -> dict:
     from streaming.server import OmniServer, ServerConfig
 
-    cfg = ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps, input_stage=input_stage)
+    cfg = ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps, input_stage=input_stage,
+                       switch_interval_ms=switch_ms)
     if wait_ms is not None:
         cfg.prefill_wait_s = wait_ms / 1000
     srv = await OmniServer(model, cfg).start()
@@ -219,7 +220,7 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
     rates = [r["decode_steps_per_s"] for r in ok if r.get("decode_steps_per_s")]
     return {
         "sessions": n, "turns": args.turns, "speculative": speculative, "prefill_wait_ms": cfg.prefill_wait_s * 1000,
-        "input_stage": input_stage,
+        "input_stage": input_stage, "switch_interval_ms": switch_ms,
         "responses": len(ok), "failed": failed,
         "first_audio_after_confirm_ms": {"p50": pct("first_audio_after_confirm_s", 50),
                                          "p95": pct("first_audio_after_confirm_s", 95)},
@@ -261,14 +262,14 @@ def fmt(v: float | None, digits: int = 0) -> str:
 
 def print_table(rows: list[dict], hw: str) -> None:
     print(f"\nstreaming benchmark on {hw}")
-    head = ("sessions", "spec", "wait ms", "input", "n", "1st audio-confirm p50/p95 ms", "1st audio-speech end p50/p95 ms",
+    head = ("sessions", "spec", "wait ms", "input", "switch ms", "n", "1st audio-confirm p50/p95 ms", "1st audio-speech end p50/p95 ms",
             "steps/s/session p50 (min)", "realtime", "prefill/packet p50/p95 ms")
     print(" | ".join(head))
     for r in rows:
         fa, fe = r["first_audio_after_confirm_ms"], r["first_audio_after_speech_end_ms"]
         ds, pf = r["decode_steps_per_s_per_session"], r["prefill_per_packet_ms"]
         print(" | ".join([str(r["sessions"]), "on" if r["speculative"] else "off", fmt(wait_of(r)), stage_of(r),
-                          str(r["responses"]),
+                          fmt(switch_of(r), 1), str(r["responses"]),
                           f"{fmt(fa['p50'])}/{fmt(fa['p95'])}", f"{fmt(fe['p50'])}/{fmt(fe['p95'])}",
                           f"{fmt(ds['p50'], 1)} ({fmt(ds['min'], 1)})", "yes" if r["all_sessions_realtime"] else "NO",
                           f"{fmt(pf['p50'], 1)}/{fmt(pf['p95'], 1)}"]))
@@ -278,27 +279,35 @@ def print_table(rows: list[dict], hw: str) -> None:
         parts = [f"{k} {fmt(v['p50'], 1)}/{fmt(v['p95'], 1)}" for k, v in path.items()
                  if k == "total" or (v["p95"] or 0) >= 0.05]  # components that took any time
         print(f"  {label(r)}: " + ", ".join(parts))
-    by = {(r["sessions"], r["speculative"], wait_of(r), stage_of(r)): r for r in rows}
+    by = {key(r): r for r in rows}
     p50 = lambda r: r["first_audio_after_speech_end_ms"]["p50"] if r else None
-    for n, spec, wait, stage in sorted(by):
-        this = by[(n, spec, wait, stage)]
-        on, off = by.get((n, True, wait, stage)), by.get((n, False, wait, stage))
-        if spec and p50(on) and p50(off):
-            print(f"  {n} sessions, wait {fmt(wait)} ms, input {stage}: first audio after end of speech, "
-                  f"speculation on/off = {p50(on) / p50(off):.2f}x")
-        base = by.get((n, spec, 0.0, stage))
-        if wait and p50(base) and p50(this):
-            print(f"  {n} sessions, spec {'on' if spec else 'off'}, input {stage}: first audio after end of speech, "
-                  f"wait {fmt(wait)} / 0 ms = {p50(this) / p50(base):.2f}x")
-        thread = by.get((n, spec, wait, "thread"))
-        if stage == "process" and p50(thread) and p50(this):
-            print(f"  {n} sessions, spec {'on' if spec else 'off'}, wait {fmt(wait)} ms: first audio after end of "
-                  f"speech, input process / thread = {p50(this) / p50(thread):.2f}x")
+    for k in sorted(by):
+        n, spec, wait, stage, switch = k
+        this, where = by[k], f"{n} sessions"
+        # each setting against its baseline, the others as in this row
+        for name, base_key, text in (
+                ("speculation", (n, False, wait, stage, switch), "speculation on/off"),
+                ("wait", (n, spec, 0.0, stage, switch), f"wait {fmt(wait)} / 0 ms"),
+                ("input", (n, spec, wait, "thread", switch), "input process / thread"),
+                ("switch", (n, spec, wait, stage, 5.0), f"switch interval {fmt(switch, 1)} / 5 ms")):
+            base = by.get(base_key)
+            if base is not this and base is not None and p50(base) and p50(this) and \
+                    {"speculation": spec, "wait": wait, "input": stage == "process", "switch": switch != 5.0}[name]:
+                print(f"  {label(this)}: first audio after end of speech, {text} = {p50(this) / p50(base):.2f}x")
 
 
 def wait_of(r: dict) -> float:
     """A row's prefill wait (ms); rows of results written before it was a setting had none: 0."""
     return float(r.get("prefill_wait_ms", 0.0))
+
+
+def switch_of(r: dict) -> float:
+    """A row's thread switch interval (ms); rows written before it was a setting ran at Python's 5 ms."""
+    return float(r.get("switch_interval_ms") or 5.0)
+
+
+def key(r: dict) -> tuple:
+    return (r["sessions"], r["speculative"], wait_of(r), stage_of(r), switch_of(r))
 
 
 def stage_of(r: dict) -> str:
@@ -308,7 +317,7 @@ def stage_of(r: dict) -> str:
 
 def label(r: dict) -> str:
     return (f"{r['sessions']} sessions, spec {'on' if r['speculative'] else 'off'}, wait {fmt(wait_of(r))} ms, "
-            f"input {stage_of(r)}")
+            f"input {stage_of(r)}, switch {fmt(switch_of(r), 1)} ms")
 
 
 def breakdown(rows: list[dict], ax) -> None:
@@ -317,10 +326,11 @@ def breakdown(rows: list[dict], ax) -> None:
 
     from streaming.timing import COMPONENTS
 
-    rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"], wait_of(r), stage_of(r)))
+    rs = [r for r in sorted(rows, key=lambda r: (r["sessions"], not r["speculative"], *key(r)[2:]))
           if r.get("first_audio_path_ms")]
     waits = len({wait_of(r) for r in rs}) > 1
     stages = len({stage_of(r) for r in rs}) > 1
+    switches = len({switch_of(r) for r in rs}) > 1
     names = [c for c in (*COMPONENTS, "other")
              if any((r["first_audio_path_ms"][c]["p50"] or 0) >= 5 for r in rs)]  # parts worth a colour
     x = np.arange(len(rs))
@@ -331,8 +341,10 @@ def breakdown(rows: list[dict], ax) -> None:
         ax.bar(x, vals, bottom=bottom, color=colors[i % len(colors)], label=name, width=0.7)
         bottom += vals
     ax.set_xticks(x, [f"{r['sessions']}{'' if r['speculative'] else ' off'}{f' w{wait_of(r):.0f}' if waits else ''}"
-                      f"{' ' + stage_of(r)[0] if stages else ''}" for r in rs], fontsize=7)
-    ax.set(xlabel="sessions (speculation on; 'off': off; wN: packet wait N ms; p/t: input process/thread)",
+                      f"{' ' + stage_of(r)[0] if stages else ''}{f' s{switch_of(r):g}' if switches else ''}"
+                      for r in rs], fontsize=7)
+    ax.set(xlabel="sessions (speculation on; 'off': off; wN: packet wait N ms; p/t: input process/thread; "
+                  "sN: switch interval N ms)",
            ylabel="ms (p50 of each part)",
            title="end of speech -> first audio byte, by part")
     ax.legend(fontsize=6, ncol=2)
@@ -357,15 +369,16 @@ def plot(rows: list[dict], hw: str, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     waits = sorted({wait_of(r) for r in rows})
     stages = sorted({stage_of(r) for r in rows})
+    switches = sorted({switch_of(r) for r in rows})
     for spec, style in ((True, "-o"), (False, "--s")):
-        for wait, stage in [(w, st) for w in waits for st in stages]:
-            rs = sorted([r for r in rows if r["speculative"] == spec and wait_of(r) == wait and stage_of(r) == stage],
-                        key=lambda r: r["sessions"])
+        for wait, stage, switch in [(w, st, sw) for w in waits for st in stages for sw in switches]:
+            rs = sorted([r for r in rows if key(r)[1:] == (spec, wait, stage, switch)], key=lambda r: r["sessions"])
             if not rs:
                 continue
             n = [r["sessions"] for r in rs]
             name = (f"spec {'on' if spec else 'off'}" + (f" wait {wait:.0f}" if len(waits) > 1 else "")
-                    + (f" input {stage}" if len(stages) > 1 else ""))
+                    + (f" input {stage}" if len(stages) > 1 else "")
+                    + (f" switch {switch:g}" if len(switches) > 1 else ""))
             for q in ("p50", "p95"):
                 axes[0].plot(n, [r["first_audio_after_confirm_ms"][q] or np.nan for r in rs], style, label=f"{name} {q}")
             axes[1].plot(n, [r["decode_steps_per_s_per_session"]["min"] or np.nan for r in rs], style,
@@ -412,9 +425,10 @@ async def amain(args) -> int:
         for spec in args.spec:
             for wait in args.prefill_wait_ms:
                 for stage in args.input_stage:
-                    t0 = time.perf_counter()
-                    rows.append(await run_config(model, n, spec, speech, args, wait, stage))
-                    print(f"  {label(rows[-1])}: {time.perf_counter() - t0:.1f} s", flush=True)
+                    for switch in args.switch_interval_ms:
+                        t0 = time.perf_counter()
+                        rows.append(await run_config(model, n, spec, speech, args, wait, stage, switch))
+                        print(f"  {label(rows[-1])}: {time.perf_counter() - t0:.1f} s", flush=True)
             data["load_average_after"] = os.getloadavg()
             (out / f"streaming_{tag}.json").write_text(json.dumps(data, indent=2))  # partial results survive
     print_table(rows, hw)
@@ -443,6 +457,9 @@ def main() -> int:
     p.add_argument("--input-stage", default="thread",
                    help="where the server conditions input audio: thread (its default), process, or "
                         "process,thread side by side")
+    p.add_argument("--switch-interval-ms", default="0.5",
+                   help="the interpreter's thread switch interval while serving (ms; default 0.5, omni serve's), "
+                        "e.g. 5,0.5 for Python's own against it, side by side")
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
     p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")
@@ -462,6 +479,12 @@ def main() -> int:
         p.error("--spec takes on, off or on,off")
     args.spec = [modes[x] for x in args.spec.split(",")]
     args.input_stage = args.input_stage.split(",")
+    try:
+        args.switch_interval_ms = [float(x) for x in args.switch_interval_ms.split(",")]
+    except ValueError:
+        p.error(f"--switch-interval-ms takes comma-separated milliseconds, got {args.switch_interval_ms!r}")
+    if any(x <= 0 for x in args.switch_interval_ms):
+        p.error("--switch-interval-ms values must be > 0")
     if bad := [x for x in args.input_stage if x not in ("process", "thread")]:
         p.error(f"--input-stage takes process, thread or process,thread, got {', '.join(bad)}")
     if args.prefill_wait_ms is None:

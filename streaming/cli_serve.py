@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-stage", choices=["thread", "process"], default="thread",
                    help="where microphones are resampled and scored by silero-vad: thread (default: in the server's "
                         "process) or process (a process of its own, whose rounds never wait for the GIL)")
+    g.add_argument("--switch-interval-ms", type=positive_float, default=0.5,
+                   help="the interpreter's thread switch interval while serving (default 0.5; Python's own is 5): "
+                        "how long the input stage and the event loop may wait for the GIL behind the model's thread")
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -90,6 +93,7 @@ async def _serve(args: argparse.Namespace) -> int:
     cfg = ServerConfig(host=args.host, port=args.port, api_key=args.api_key, allowed_origins=args.allow_origin,
                        max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                        idle_timeout_s=args.idle_timeout, max_steps=args.max_steps, input_stage=args.input_stage,
+                       switch_interval_ms=args.switch_interval_ms,
                        model_name=name, model_trained=trained, model_card=model_card(args), **transcriber_config(args))
     srv = OmniServer(model, cfg)
     try:

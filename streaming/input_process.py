@@ -110,13 +110,13 @@ class InputProcess:
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         conn, child = ctx.Pipe()
-        self.started = threading.Event()
-        self.proc = ctx.Process(target=_child, args=(child, self.gather_s), name="omni-input", daemon=True)
-        self.proc.start()
+        started = threading.Event()
+        proc = ctx.Process(target=_child, args=(child, self.gather_s), name="omni-input", daemon=True)
+        proc.start()
         child.close()
-        self.conn = conn
-        threading.Thread(target=self._read, args=(conn, self.proc, self.started), name="omni-input-read",
-                         daemon=True).start()
+        # published together once the child runs: the sender, stop() and ready() read them any time
+        self.started, self.proc, self.conn = started, proc, conn
+        threading.Thread(target=self._read, args=(conn, proc, started), name="omni-input-read", daemon=True).start()
 
     async def ready(self) -> None:
         """Wait until the child has loaded the VAD (a server starts serving after that)."""

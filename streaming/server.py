@@ -24,6 +24,7 @@ import hmac
 import http
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,11 @@ class ServerConfig:
     # stage 1 (resampling + VAD): "thread" (a thread of this process) or "process" (its own process,
     # whose rounds never wait for the GIL behind the engine and the event loop: streaming/input_process.py)
     input_stage: str = "thread"
+    # the interpreter's thread switch interval while serving (sys.setswitchinterval), None: as it is.
+    # A thread waiting for the GIL waits this long before it asks for it: at Python's 5 ms, every torch
+    # call or socket operation of the input stage and the event loop can wait that long behind a thread
+    # that runs Python (bench/input_stage.py --switch-interval-ms); omni serve sets 0.5
+    switch_interval_ms: float | None = None
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)
     model_card: dict | None = None  # sessions report it too (session.omni.model.about / .ask)
@@ -98,6 +104,7 @@ class OmniServer:
         self.active = 0
         self.server: Any = None
         self.transcribe_stage: TranscribeStage | None = None
+        self._switch_before: float | None = None  # the interpreter's switch interval before start()
 
     def transcripts(self) -> TranscribeStage | None:
         """The transcription process, started when a session first needs it."""
@@ -109,6 +116,9 @@ class OmniServer:
     # ---- lifecycle ---------------------------------------------------------
     async def start(self) -> "OmniServer":
         await self.inputs.ready()  # no session's audio waits for the input process to load
+        if self.cfg.switch_interval_ms is not None:
+            self._switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
         self.server = await serve(
             self._handler, self.cfg.host, self.cfg.port,
             process_request=self._process_request,
@@ -129,6 +139,9 @@ class OmniServer:
             await self.server.wait_closed()
         self.engine.stop()
         self.inputs.stop()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
         if self.transcribe_stage is not None:
             self.transcribe_stage.close()
 

@@ -157,3 +157,20 @@ def test_a_served_session_uses_the_process_stage_and_is_released_when_it_closes(
             OmniServer(ScriptedModel(), ServerConfig(port=0, input_stage="fork"))
 
     run(main())
+
+
+def test_the_server_serves_at_its_switch_interval_and_restores_the_interpreters():
+    import sys
+
+    from streaming_helpers import ScriptedModel, serving
+
+    before = sys.getswitchinterval()
+
+    async def main():
+        async with serving(ScriptedModel(), switch_interval_ms=0.5):
+            assert sys.getswitchinterval() == 0.0005
+        assert sys.getswitchinterval() == before
+        async with serving(ScriptedModel()):  # None: left as it is
+            assert sys.getswitchinterval() == before
+
+    run(main())

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_input_stage_bench_smoke_run(tmp_path: Path):
     cmd = [sys.executable, str(ROOT / "bench" / "input_stage.py"), "--sessions", "1,3", "--seconds", "1",
-           "--variants", "process,thread,before", "--load", "none,launches", "--out-dir", str(tmp_path), "--tag", "smoke"]
+           "--variants", "process,thread,before", "--load", "none,launches", "--switch-interval-ms", "1", "--out-dir", str(tmp_path), "--tag", "smoke"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     data = json.loads((tmp_path / "input_stage_smoke.json").read_text())
@@ -21,7 +21,7 @@ def test_input_stage_bench_smoke_run(tmp_path: Path):
     names = ["process", "thread", "before"]
     assert [(x["sessions"], x["load"], x["variant"]) for x in rows] == [
         (n, load, v) for n in (1, 3) for load in ("none", "launches") for v in names]
-    assert data["load_steps_per_s_alone"]["launches"] > 0
+    assert data["load_steps_per_s_alone"]["launches"] > 0 and data["switch_interval_ms"] == 1.0
     assert [x["load_share"] is None for x in rows] == [x["load"] == "none" for x in rows]
     assert [(x["stage"], x["gather_ms"] > 0) for x in rows[:3]] == [("process", True), ("thread", True), ("thread", False)]
     # every chunk came back: 25 per second per microphone (the last one may fall on the edge)

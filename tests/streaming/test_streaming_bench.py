@@ -22,8 +22,8 @@ def test_streaming_bench_with_client_processes_and_report(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     data = json.loads((tmp_path / "streaming_smoke.json").read_text())
     assert data["clients"] == "2 processes of their own"
-    assert [(r["sessions"], r["speculative"], r["input_stage"]) for r in data["results"]] == [
-        (2, spec, stage) for spec in (True, False) for stage in ("process", "thread")]
+    assert [(r["sessions"], r["speculative"], r["input_stage"], r["switch_interval_ms"]) for r in data["results"]] == [
+        (2, spec, stage, 0.5) for spec in (True, False) for stage in ("process", "thread")]
     assert "input process / thread = " in run.stdout
     for r in data["results"]:
         # every session's reply came back from the client processes, with the server's path
