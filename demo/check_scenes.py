@@ -4,7 +4,8 @@
 
 `omni data demo-scenes` judges questions offline; the page asks through the server: the
 scene streamed as the camera at 2 frames a second from 2 s before the question, the
-held-out recording with 0.3 s of silence before and 1.5 s after, in real time. The
+held-out recording with 0.3 s of silence before and 1.5 s after, in real time, the tools
+the model's card names declared. The
 two inputs differ (the stream layout, the timing), and so do the answers, often. This
 starts `omni serve` on the model (as `omni demo` does), asks every question marked
 `offline_ok` the page's way, records `stream_ok` / `stream_reply`, and rewrites the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 
 from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, pad_question, read_question
+from demo.tools import card_tools
 from streaming.client import RealtimeClient
 
 CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
@@ -41,7 +43,9 @@ async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float 
     jpegs = {f: frame_jpeg(f) for f in scene.frames}
     clip = read_question(Question("", "", audio, None))
     async with RealtimeClient(url) as c:
-        await c.configure(input_rate=16000, output_rate=24000, transcription=None)
+        tools = card_tools(c.session)  # the page declares the tools the model's card names
+        await c.configure(input_rate=16000, output_rate=24000, transcription=None,
+                          **({"tools": tools, "tool_choice": "auto"} if tools else {}))
         t0 = [time.perf_counter()]  # a video starts with the camera, and again with the question
 
         async def camera() -> None:

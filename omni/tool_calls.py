@@ -79,6 +79,11 @@ class Tool:
         return {"type": "function", "name": self.name, "description": self.description,
                 "parameters": self.parameters}
 
+    @staticmethod
+    def from_json(tool: dict) -> "Tool":
+        """A declared function tool ({"name", "description"?, "parameters"}, already validated)."""
+        return Tool(tool["name"], tool.get("description") or "", tool["parameters"])
+
 
 @dataclass(frozen=True)
 class ToolCall:

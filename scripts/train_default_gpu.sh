@@ -19,6 +19,12 @@
 #                                                            shipped weights aside: renders the bank)
 #     INIT=omni/pretrained/default BUDGET=450 bash scripts/train_default_gpu.sh   (carry nothing,
 #                                 weights back in place: runs/data stays on the warm machine)
+#   The shipped model is the sixth run's weights taught the tool this way (tenth run, 1x H100), in
+#   four calls: PREPARE_ONLY=1; INIT=omni/pretrained/default BUDGET=440 RUN=runs/omni-mini-ft2
+#   (the plan ran out of time 89 steps before its end), the same with BUDGET=60 (resumes, exports,
+#   judges); then from that export, more of the tool: INIT=runs/omni-mini-ft2/model
+#   RUN=runs/omni-mini-ft3 FT_LR=2e-4 EXTRA_SETS="curriculum.tool_weight=0.3" BUDGET=270
+#   (the first part called the light for 18 % of the pack's spoken requests; this one for 93 %)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -91,19 +97,22 @@ TIMBRES=${TIMBRES:-0}
 SENTENCES=${SENTENCES:-0}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
-# a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
-# rows of 704 positions, and the plan costs a dialogue step as its usual rows (384), as the shipped
-# recipe does, so that the speech and vision stages keep their steps (an explicit EXTRA_SETS wins);
-# a step over the shipped recipe's 768 x 384 positions runs its decoder layers again in the
-# backward rather than keep their activations (~12x less kept: bench/train_memory.py)
-if [[ "$EXTRA_SETS" != *stage_seq_len* ]] && has_tool runs/data/train.pack.npz; then
-  sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:704 --set curriculum.stage_cost_len=dialogue:384
-         --set parallel.recompute_positions=294912)
-fi
 # INIT: a fine-tune of that model (recipe curriculum.init_model): the dialogue stage alone, sized
 # to the budget, from a tenth of the shipped recipe's learning rate (FT_LR) down to a tenth of that
 INIT=${INIT:-}
 FT_LR=${FT_LR:-1.5e-4}
+# a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
+# rows of 704 positions (768 in a fine-tune: the model keeps its own tokenizer, and the shipped
+# one predates the tool text, so its longest tool conversation is 737 positions), and the plan
+# costs a dialogue step as its usual rows (384), as the shipped recipe does, so that the speech
+# and vision stages keep their steps (an explicit EXTRA_SETS wins); a step over the shipped
+# recipe's 768 x 384 positions runs its decoder layers again in the backward rather than keep
+# their activations (~12x less kept: bench/train_memory.py)
+if [[ "$EXTRA_SETS" != *stage_seq_len* ]] && has_tool runs/data/train.pack.npz; then
+  dialogue_len=$([[ -n "$INIT" ]] && echo 768 || echo 704)
+  sets+=(--set curriculum.stage_seq_len=speech:176,vision:176,dialogue:$dialogue_len
+         --set curriculum.stage_cost_len=dialogue:384 --set parallel.recompute_positions=294912)
+fi
 if [[ -n "$INIT" ]]; then
   [[ -f "$INIT/model.safetensors" ]] || { echo "INIT=$INIT has no model.safetensors (put the weights back for this call)" >&2; exit 2; }
   min_lr=$("$PY" -c "print(float('$FT_LR') / 10)")

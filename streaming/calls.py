@@ -39,7 +39,7 @@ MAX_CALLS = 256  # calls remembered per session (the oldest are forgotten first)
 
 
 def _tools(tools: list[dict]) -> list[Tool]:
-    return [Tool(t["name"], t.get("description") or "", t["parameters"]) for t in tools]
+    return [Tool.from_json(t) for t in tools]
 
 
 def declared_key(tools: list[dict], choice: Any) -> str:

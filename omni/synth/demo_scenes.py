@@ -5,7 +5,8 @@ them, spoken in held-out voices, for the live demo's virtual camera.
 of a written split and, for each,
 up to `per_scene` of its held-out spoken questions. With a model, every candidate
 question is asked offline (its clean clip, the still as a 2 FPS camera, as
-`bench/default_model.py` asks): the ones answered right come first, marked
+`bench/default_model.py` asks, after the system prompt of the tools the model's card names,
+which the page declares): the ones answered right come first, marked
 `offline_ok`, and a scene is kept only if one of its questions was. The page's promise
 is about questions asked its own way, through the server: `python -m demo.check_scenes`
 then asks them so, adds `stream_ok`, and keeps what works (`demo/check_scenes.py`).
@@ -54,9 +55,20 @@ def _frames(data: Path, row: dict, scene) -> list[np.ndarray]:
         return [np.asarray(im.convert("RGB"))]
 
 
-def _ask(model, rows: list[dict], data: Path, records: dict, batch: int, progress: bool) -> list[dict]:
+def card_system_prompt(model_dir: str | None) -> str | None:
+    """The system prompt the demo page's session has with this model: the page declares the
+    tools its card names (`demo/tools.py`), and the server puts them in the system prompt."""
+    from omni.model_card import read_card
+    from omni.tool_calls import Tool, tool_section
+
+    tools = (read_card(model_dir) or {}).get("tools") or []
+    return tool_section([Tool.from_json(t) for t in tools]) or None
+
+
+def _ask(model, rows: list[dict], data: Path, records: dict, batch: int, progress: bool,
+         system: str | None = None) -> list[dict]:
     """Answer every row's clean question clip with its scene as the camera (2 FPS, from the
-    question's start; a video holds its last frame)."""
+    question's start; a video holds its last frame), after the system prompt `system`."""
     from .audio import read_wav, to_float
     from .heldout import answer, score, select
 
@@ -67,7 +79,7 @@ def _ask(model, rows: list[dict], data: Path, records: dict, batch: int, progres
                       "audio": to_float(read_wav(data / r["question_clip"])[0]), "caption": None,
                       "answer": r["answer_text"], "accept": r.get("accept") or [r["answer_text"]]})
     items = select(items, 0, "spoken")
-    answer(model, items, batch, "spoken", progress=progress)
+    answer(model, items, batch, "spoken", progress=progress, system=system)
     score(items, "spoken")
     return items
 
@@ -94,7 +106,8 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
         model = OmniModel.from_pretrained(model_dir).eval()
         name = os.path.basename(os.path.normpath(model_dir))
         rows = [r for rs in by_scene.values() for r in rs]
-        answers = {it["id"]: it for it in _ask(model, rows, data, records, batch, progress)}
+        system = card_system_prompt(model_dir)
+        answers = {it["id"]: it for it in _ask(model, rows, data, records, batch, progress, system)}
     offline = lambda r: bool(answers.get(r["id"], {}).get("text_ok"))
     chosen = []
     for sid, rows in by_scene.items():

@@ -79,6 +79,23 @@ def test_write_demo_scenes_without_a_model(tmp_path):
     assert any(moves(sc) for sc in videos)
 
 
+def test_scenes_are_judged_under_the_tools_the_page_declares(tmp_path):
+    """The page declares the tools a model's card names, so the offline judge asks with the
+    system prompt a session declaring them has (the server's own), and without one where the
+    card names none."""
+    from omni.synth.demo_scenes import card_system_prompt
+    from omni.synth.tool_world import LIGHT
+    from streaming.calls import system_prompt
+
+    assert card_system_prompt(str(tmp_path)) is None  # no card
+    (tmp_path / "card.json").write_text(json.dumps({"about": "shapes", "ask": ["what is moving"]}))
+    assert card_system_prompt(str(tmp_path)) is None
+    (tmp_path / "card.json").write_text(json.dumps({"about": "shapes", "tools": [LIGHT.to_json()]}))
+    declared = card_system_prompt(str(tmp_path))
+    assert declared == system_prompt(None, [LIGHT.to_json()], "auto") and "set_light" in declared
+    assert card_system_prompt(DEFAULT_MODEL_DIR) == declared  # the shipped card names the light
+
+
 def _tab(reply: Reply, events: list[dict]) -> TabSession:
     client = SimpleNamespace(events=events, order=[reply.id], replies={reply.id: reply}, errors=[], session={},
                              out_rate=24000, input_transcripts={}, input_time=lambda ms: None)

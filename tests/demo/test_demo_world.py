@@ -112,6 +112,8 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
         # the page says what the model knows, shows the scene and suggests questions about it
         page.wait_for_function(f"{TEXT}('#model').includes('Try asking')", timeout=30000)
         assert question["text"] in page.inner_text("#question")
+        # the shipped model's card names the world's light: the page shows it
+        page.wait_for_function(f"{TEXT}('#light').includes('the light is off')", timeout=30000)
         # the virtual camera streams the scene before anyone speaks
         page.wait_for_function(f"/frames [3-9]|frames \\d\\d/.test({TEXT}('#status'))", timeout=60000)
         page.locator("#play_question").click()
