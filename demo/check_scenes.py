@@ -5,13 +5,16 @@
 `omni data demo-scenes` judges questions offline; the page asks through the server: the
 scene streamed as the camera at 2 frames a second from 2 s before the question, the
 held-out recording with 0.3 s of silence before and 1.5 s after, in real time, the tools
-the model's card names declared. The
+the model's card names declared and run as the page runs them. The
 two inputs differ (the stream layout, the timing), and so do the answers, often. This
 starts `omni serve` on the model (as `omni demo` does), asks every question marked
 `offline_ok` the page's way, records `stream_ok` / `stream_reply`, and rewrites the
 folder: per scene the questions answered right this way first (then the offline
 ones), `--per-scene` of them; only scenes with one such question, `--keep` of them;
-the files of what was dropped are deleted. Real time: about 6 s a question.
+the files of what was dropped are deleted. The folder's light requests (where the model's
+card names the light) are asked the same way, the first kept scene on the camera: right when
+the model makes exactly the asked call and then says what the page's light answered.
+Real time: about 6 s a question.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 
 
 from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, pad_question, read_question
-from demo.tools import card_tools
+from demo.tools import CALL_DONE, PageTools, card_tools
 from streaming.client import RealtimeClient
 
 CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
@@ -38,14 +41,19 @@ def normalize(text: str) -> str:
     return " ".join(kept.split())
 
 
-async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float = 60.0) -> str:
-    """One question as the page asks it; the reply's text."""
+async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float = 60.0) -> tuple[str, list]:
+    """One question (or light request) as the page asks it, the tools the model's card names
+    declared and run by the page's own `PageTools`: (what the assistant said last, the calls
+    it made as (name, arguments)). A reply that calls a tool gets the page's outputs, and its
+    text is that of the reply the page then asks for."""
     jpegs = {f: frame_jpeg(f) for f in scene.frames}
     clip = read_question(Question("", "", audio, None))
     async with RealtimeClient(url) as c:
         tools = card_tools(c.session)  # the page declares the tools the model's card names
         await c.configure(input_rate=16000, output_rate=24000, transcription=None,
                           **({"tools": tools, "tool_choice": "auto"} if tools else {}))
+        if tools:
+            PageTools().start(c)
         t0 = [time.perf_counter()]  # a video starts with the camera, and again with the question
 
         async def camera() -> None:
@@ -60,9 +68,21 @@ async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float 
             n = len(c.events)
             await c.stream_audio(pad_question(clip), 16000, realtime=True)
             reply = await c.wait_response(timeout, start=n)
+            calls = [(e["name"], e["arguments"]) for e in c.events[n:] if e["type"] == CALL_DONE]
+            if calls:  # the page answers them and asks for the next reply
+                first = reply.id
+                done = await c.wait_for(lambda e: e["type"] == "response.done" and e["response"]["id"] != first,
+                                        timeout, start=n)
+                reply = c.replies[done["response"]["id"]]
         finally:
             cam.cancel()
-    return reply.transcript
+    return reply.transcript, calls
+
+
+def judge_request(q: dict, said: str, calls: list) -> bool:
+    """A light request went right: exactly the asked call, and the answer its output calls for."""
+    made = [(name, json.loads(arguments)) for name, arguments in calls]
+    return made == [(q["tool"], q["arguments"])] and normalize(said) == normalize(q["answer"])
 
 
 def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: bool = True,
@@ -78,7 +98,7 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
             continue  # this kind's quota is full: no need to ask
         for q in scene["questions"]:
             if q.get("offline_ok"):
-                q["stream_reply"] = asyncio.run(ask_like_the_page(url, loaded[scene["id"]], root / q["audio"]))
+                q["stream_reply"], _ = asyncio.run(ask_like_the_page(url, loaded[scene["id"]], root / q["audio"]))
                 accept = {normalize(a) for a in [q["answer"], *q.get("accept", [])]}
                 q["stream_ok"] = normalize(q["stream_reply"]) in accept
                 asked, right = asked + 1, right + q["stream_ok"]
@@ -96,9 +116,16 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
     order = {s["id"]: k for k, s in enumerate(doc["scenes"])}
     kept = video_second(sorted(kept[: keep - len(kept_videos)] + kept_videos, key=lambda s: order[s["id"]]))
     doc["scenes"] = kept
+    # the light requests (listed beside every scene), asked with the first scene on the camera
+    requests = doc.get("requests") or []
+    for q in requests if kept else []:
+        said, calls = asyncio.run(ask_like_the_page(url, loaded[kept[0]["id"]], root / q["audio"]))
+        q["stream_reply"], q["stream_calls"] = said, [list(c) for c in calls]
+        q["stream_ok"] = judge_request(q, said, calls)
     doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
                            "asked": asked, "right": right}
     return {"scenes": len(kept), "asked": asked, "right": right,
+            "requests": len(requests), "requests_right": sum(bool(q.get("stream_ok")) for q in requests),
             "videos": sum(bool(s.get("video")) for s in kept), "suggestions": sum(len(s["questions"]) for s in kept),
             "suggestions_right": sum(q["stream_ok"] for s in kept for q in s["questions"])}
 
@@ -118,6 +145,7 @@ def prune_files(doc: dict, root: Path) -> int:
     """Delete the images and recordings scenes.json no longer names; returns how many."""
     named = {root / f for s in doc["scenes"] for f in [s["image"], *s.get("frames", [])]}
     named |= {root / q["audio"] for s in doc["scenes"] for q in s["questions"]}
+    named |= {root / q["audio"] for q in doc.get("requests") or []}
     gone = 0
     for sub in ("images", "questions"):
         for f in (root / sub).glob("*"):

@@ -15,7 +15,7 @@ import io
 import json
 import threading
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ class Question:
     answer: str
     audio: Path
     ok: bool | None  # answered right as the page asks it (None: not judged)
+    tool: str | None = None  # a request for this function tool (the world's light), not a question
 
 
 @dataclass(frozen=True)
@@ -61,16 +62,24 @@ def _ok(q: dict) -> bool | None:
 
 
 class SceneSet:
-    """The scenes of one folder, in order; `load` returns None where there is no folder."""
+    """The scenes of one folder, in order; `load` returns None where there is no folder.
+    `requests` (the folder's, where the model's card names the world's light): the light asked
+    for, listed after every scene's own questions, new scenes' too."""
 
-    def __init__(self, root: Path, scenes: list[Scene]) -> None:
-        self.root, self.scenes = root, scenes
+    def __init__(self, root: Path, scenes: list[Scene], requests: tuple[Question, ...] = ()) -> None:
+        self.root, self.requests = root, requests
+        self.scenes = [self._with_requests(s) for s in scenes]
         self.lock = threading.Lock()
+
+    def _with_requests(self, scene: Scene) -> Scene:
+        # a new scene's questions are unchecked, and so are the requests with it on the camera
+        requests = tuple(replace(q, ok=None) for q in self.requests) if scene.fresh else self.requests
+        return replace(scene, questions=scene.questions + requests)
 
     def add(self, scene: Scene) -> str:
         """Append a scene (a new one, shared by every tab of the page); -> its label."""
         with self.lock:
-            self.scenes.append(scene)
+            self.scenes.append(self._with_requests(scene))
             return scene.label(len(self.scenes) - 1)
 
     @classmethod
@@ -80,18 +89,19 @@ class SceneSet:
         root = Path(root)
         try:
             doc = json.loads((root / "scenes.json").read_text())
+            question = lambda q: Question(q["text"], q["answer"], root / q["audio"], _ok(q), q.get("tool"))
             scenes = [Scene(s["id"], root / s["image"], str(s.get("caption") or ""),
-                            tuple(Question(q["text"], q["answer"], root / q["audio"], _ok(q))
-                                  for q in s["questions"]),
+                            tuple(question(q) for q in s["questions"]),
                             tuple(root / f for f in s.get("frames") or [s["image"]]))
                       for s in doc["scenes"]]
+            requests = tuple(question(q) for q in doc.get("requests") or [])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{root}/scenes.json is not a demo scene list ({exc})") from None
         missing = [str(p) for s in scenes for p in (s.image, *s.frames, *[q.audio for q in s.questions])
-                   if not p.is_file()]
+                   if not p.is_file()] + [str(q.audio) for q in requests if not q.audio.is_file()]
         if missing:
             raise ValueError(f"{root}: scenes.json names missing files: {missing[:3]}")
-        return cls(root, scenes) if scenes else None
+        return cls(root, scenes, requests) if scenes else None
 
     def choices(self) -> list[str]:
         return [s.label(k) for k, s in enumerate(self.scenes)]
@@ -129,6 +139,8 @@ def ask_note(scene: Scene | None) -> str:
     if scene is None:
         return "No scenes of the model's world here: point the webcam at something and talk."
     note = "**Ask about this scene** (say it, or play it in a held-out voice below)."
+    if any(q.tool for q in scene.questions):  # the folder's light requests
+        note += " Or ask the assistant to switch the light (the last suggestions): it calls the page's light."
     if scene.fresh:
         note += (" A new scene of the model's world, never seen in its training; nobody has checked how the "
                  "model does on these questions (it is small, and these voices and wordings are new to it).")

@@ -14,8 +14,12 @@ Writes (a model directory's `demo/` folder is where `omni demo` looks):
 
     scenes.json   {"version": 1, "model": name, "scenes": [{"id", "image", "frames", "video", "caption",
                    "questions": [{"text", "answer", "accept", "family", "audio",
-                   "offline_ok", "offline_reply"}]}]}
+                   "offline_ok", "offline_reply"}]}],
+                   "requests": [{... as a question, "tool", "arguments"}]}
     images/ID.png (a video: ID_NN.png, its frames), questions/QID.wav (16 kHz mono)
+
+`requests` (where the model's card names the world's light): the light asked for in held-out
+wordings and voices, suggested beside every scene; `demo.check_scenes` judges them.
 """
 
 from __future__ import annotations
@@ -27,8 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from omni.model_card import read_card
+
+from .tool_world import LIGHT
+
 SCENES_VERSION = 1
 VIDEO_FPS = 2.0  # a video scene's frames, as the camera sends them and as the model was trained
+# the light asked for, where the model's card names it: (on, index into the held-out wordings)
+LIGHT_REQUESTS = ((True, 1), (False, 1))  # "please turn the light on" / "... off"
 
 
 def _candidates(data: Path) -> dict[str, list[dict]]:
@@ -58,11 +68,28 @@ def _frames(data: Path, row: dict, scene) -> list[np.ndarray]:
 def card_system_prompt(model_dir: str | None) -> str | None:
     """The system prompt the demo page's session has with this model: the page declares the
     tools its card names (`demo/tools.py`), and the server puts them in the system prompt."""
-    from omni.model_card import read_card
     from omni.tool_calls import Tool, tool_section
 
     tools = (read_card(model_dir) or {}).get("tools") or []
     return tool_section([Tool.from_json(t) for t in tools]) or None
+
+
+def light_requests(out: Path, seed: int = 0) -> list[dict]:
+    """The world's light asked for in held-out wordings, each spoken by a held-out voice
+    (espeak-ng) into `out`/questions/: the page suggests them beside every scene, and the
+    answer is the one the page's light (answering) makes the model say."""
+    from .audio import write_wav
+    from .tool_world import REQUESTS, state_answer
+    from .voices import sample_voice, synthesize
+
+    rng = np.random.default_rng(seed)
+    listed = []
+    for on, k in LIGHT_REQUESTS:
+        text, name = REQUESTS[on]["heldout"][k], f"questions/light-{'on' if on else 'off'}.wav"
+        write_wav(out / name, synthesize(text, sample_voice(rng, "heldout")))
+        listed.append({"text": text, "answer": state_answer(on), "accept": [], "family": "tool", "audio": name,
+                       "tool": LIGHT.name, "arguments": {"on": on}, "offline_ok": None, "offline_reply": None})
+    return listed
 
 
 def _ask(model, rows: list[dict], data: Path, records: dict, batch: int, progress: bool,
@@ -140,6 +167,8 @@ def write_demo_scenes(data: str | Path, out: str | Path, model_dir: str | None =
         listed.append({"id": sid, "image": names[0], "frames": names, "video": len(names) > 1,
                        "caption": scene_caption(records[sid]) if sid in records else "", "questions": qs})
     doc = {"version": SCENES_VERSION, "model": name, "source": str(data), "scenes": listed}
+    if model_dir and any(t["name"] == LIGHT.name for t in (read_card(model_dir) or {}).get("tools") or []):
+        doc["requests"] = light_requests(out)  # judged the page's way by demo.check_scenes
     (out / "scenes.json").write_text(json.dumps(doc, indent=1) + "\n")
     asked = sum(len(s["questions"]) for s in listed)
     right = sum(bool(q["offline_ok"]) for s in listed for q in s["questions"])

@@ -13,7 +13,7 @@ import pytest
 
 from demo.app import PLAYBACK_SLACK_S, TabSession
 from demo.live_audio import LiveAudio
-from demo.scenes import SceneSet, ask_note, frame_jpeg, question_choices, question_for, read_question
+from demo.scenes import Question, Scene, SceneSet, ask_note, frame_jpeg, question_choices, question_for, read_question
 from omni.defaults import DEFAULT_MODEL_DIR
 from streaming.client import Reply
 
@@ -22,8 +22,11 @@ def test_shipped_scenes_load_and_suggest_right_answers_first():
     scenes = SceneSet.load(f"{DEFAULT_MODEL_DIR}/demo")
     assert scenes is not None and len(scenes.scenes) >= 5
     for k, s in enumerate(scenes.scenes):
-        assert s.questions and s.questions[0].ok  # a scene is kept for a question it answered right
-        assert [bool(q.ok) for q in s.questions] == sorted((bool(q.ok) for q in s.questions), reverse=True)
+        own = [q for q in s.questions if q.tool is None]
+        assert own and own[0].ok  # a scene is kept for a question it answered right
+        assert [bool(q.ok) for q in own] == sorted((bool(q.ok) for q in own), reverse=True)
+        # then the folder's light requests (the shipped card names the light), with every scene
+        assert s.questions[len(own):] == scenes.requests and [q.tool for q in scenes.requests] == ["set_light"] * 2
         choices = question_choices(s)
         assert all(question_for(s, c) is q for c, q in zip(choices, s.questions))
         assert choices[0].endswith("✓") and scenes.by_label(s.label(k)) is s
@@ -36,6 +39,12 @@ def test_shipped_scenes_load_and_suggest_right_answers_first():
     # the page opens on a still and "next scene" shows a video
     assert len(scenes.scenes[0].frames) == 1 and len(scenes.scenes[1].frames) > 1
     assert "✓" in ask_note(scenes.scenes[0]) and "webcam" in ask_note(None)
+    assert "switch the light" in ask_note(scenes.scenes[0])
+    # a new scene gets the requests too
+    fresh = Scene("new001", scenes.scenes[0].image, "", (), fresh=True)
+    scenes.add(fresh)
+    assert [q.text for q in scenes.scenes[-1].questions] == [q.text for q in scenes.requests]
+    assert all(q.ok is None for q in scenes.scenes[-1].questions)  # unchecked with this scene
 
 
 def test_scene_folders_are_checked(tmp_path):
@@ -77,6 +86,19 @@ def test_write_demo_scenes_without_a_model(tmp_path):
             return bool(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() > 0)
 
     assert any(moves(sc) for sc in videos)
+    # without a model (and so a card naming the light) no light requests; written, they are
+    # held-out wordings spoken in held-out voices, with the answer the light makes
+    from omni.synth.demo_scenes import light_requests
+    from omni.synth.tool_world import REQUESTS
+
+    assert "requests" not in json.loads((tmp_path / "demo" / "scenes.json").read_text())
+    written = light_requests(tmp_path / "demo")
+    assert [r["text"] for r in written] == ["please turn the light on", "please turn the light off"]
+    assert all(r["text"] in REQUESTS[r["arguments"]["on"]]["heldout"] for r in written)
+    assert [r["answer"] for r in written] == ["the light is on", "the light is off"]
+    for r in written:
+        x = read_question(Question(r["text"], r["answer"], tmp_path / "demo" / r["audio"], None))
+        assert 0.4 * 16000 < len(x) < 5 * 16000 and np.abs(x).max() > 0.05
 
 
 def test_scenes_are_judged_under_the_tools_the_page_declares(tmp_path):
@@ -212,7 +234,8 @@ def test_the_first_still_opens_the_page_and_a_video_follows():
 
 def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     """`python -m demo.check_scenes` with the server's answers scripted: questions right
-    the page's way first, scenes without one dropped, their files deleted."""
+    the page's way first, scenes without one dropped, their files deleted; a light request is
+    right only with exactly the asked call and the answer its output calls for."""
     import shutil
 
     from demo import check_scenes
@@ -228,17 +251,26 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     first = doc["scenes"][0]
     right = {first["questions"][-1]["audio"]}  # only the last question of the first scene comes back right
 
+    requests = doc["requests"]  # the shipped card names the light: the folder asks for it
+    assert [r["arguments"] for r in requests] == [{"on": True}, {"on": False}]
+
     async def scripted(url, scene, audio, timeout=60.0):
         rel = str(audio.relative_to(root))
+        if rel.startswith("questions/light-"):  # "on" done right; "off" heard as "on"
+            return "The light is on.", [("set_light", '{"on":true}')]
         q = next(q for s in doc["scenes"] for q in s["questions"] if q["audio"] == rel)
-        return q["answer"].upper() + "." if rel in right else "nothing"
+        return (q["answer"].upper() + "." if rel in right else "nothing"), []
 
     monkeypatch.setattr(check_scenes, "ask_like_the_page", scripted)
     summary = check_scenes.check(doc, root, "ws://unused", keep=10, per_scene=2, progress=False)
     assert summary["scenes"] == 1 and summary["suggestions_right"] == 1
+    assert summary["requests"] == 2 and summary["requests_right"] == 1
+    assert [r["stream_ok"] for r in doc["requests"]] == [True, False]
+    assert not check_scenes.judge_request(requests[0], "the light is on", [("set_light", '{"on":true}')] * 2)
     kept = doc["scenes"][0]["questions"]
     assert len(kept) == 2 and kept[0]["stream_ok"] and kept[0]["audio"] in right and not kept[1]["stream_ok"]
     assert check_scenes.prune_files(doc, root) > 0
+    assert all((root / r["audio"]).is_file() for r in requests)  # the requests' recordings stay
     assert sorted(p.name for p in (root / "images").iterdir()) == sorted(
         Path(f).name for f in first.get("frames") or [first["image"]])
     assert check_scenes.normalize(" Top! ") == "top"

@@ -3,8 +3,9 @@ default model, the page's virtual camera streams a held-out scene of the model's
 the page plays a held-out spoken question about it, and the answer appears in the
 transcript and is heard (pocketsphinx, grammar of all answers) in the reply audio; then
 asking again over the next reply (barge-in) stops it, and the Interrupt button the one
-after; the next scene, a video, plays in the page. The page's screenshot is kept for the
-README (docs/demo.png)."""
+after; the next scene, a video, plays in the page; in a new tab, the suggested light
+request switches the page's light (the model's call, run by the page). The page's
+screenshot is kept for the README (docs/demo.png)."""
 
 from __future__ import annotations
 
@@ -105,9 +106,11 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
     url, log = demo_page
     doc = json.loads(Path(SCENES, "scenes.json").read_text())
     question = next(q for q in doc["scenes"][0]["questions"] if q["stream_ok"])  # the page's first choice
+    assert [q["stream_ok"] for q in doc["requests"] if q["arguments"] == {"on": True}] == [True]  # checked
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        page = browser.new_context(permissions=["microphone", "camera"], viewport={"width": 1280, "height": 1100}).new_page()
+        context = browser.new_context(permissions=["microphone", "camera"], viewport={"width": 1280, "height": 1100})
+        page = context.new_page()
         page.goto(url, timeout=60000)
         # the page says what the model knows, shows the scene and suggests questions about it
         page.wait_for_function(f"{TEXT}('#model').includes('Try asking')", timeout=30000)
@@ -155,6 +158,23 @@ def test_a_newcomer_asks_about_a_scene_and_hears_the_answer(demo_page, tmp_path)
         page.wait_for_function(f"(() => document.querySelector('#scene_view img').src !== {shown!r})()",
                                timeout=30000)
         new_questions = page.inner_text("#question")
+        # the light, in a tab of its own (a new conversation, as check_scenes asks it): the
+        # request the page suggests beside the scene switches it through the model's call,
+        # which the page runs, and the assistant then says so
+        page = context.new_page()
+        page.goto(url, timeout=60000)
+        page.wait_for_function(f"/frames [3-9]|frames \\d\\d/.test({TEXT}('#status'))", timeout=60000)
+        light_on = next(q["text"] for q in doc["requests"] if q["arguments"] == {"on": True})
+        page.locator(f'#question input[type=radio][value^="{light_on}"]').check()
+        page.locator("#play_question").click()
+        try:
+            page.wait_for_function(f"{TEXT}('#light').includes('the light is on')", timeout=120000)
+            page.wait_for_function("document.querySelector('#transcript textarea').value"
+                                   ".includes('assistant called set_light({\"on\":true}) -> {\"light\": \"on\"}')",
+                                   timeout=30000)
+        except Exception:
+            pytest.fail(f"the light did not go on; transcript {page.input_value('#transcript textarea')!r}, "
+                        f"light {page.inner_text('#light')!r}, server log: {log.read_text()[-1500:]}")
         browser.close()
     reply = transcript.split("assistant [")[1].split("]: ", 1)[1].splitlines()[0]
     import torch

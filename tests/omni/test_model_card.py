@@ -51,8 +51,9 @@ def test_read_card_is_optional_and_ignores_a_broken_one(tmp_path, caplog):
 def test_the_shipped_card_suggests_questions_the_model_was_trained_on():
     from omni.defaults import DEFAULT_MODEL_DIR
     from omni.synth.questions import all_question_texts
+    from omni.synth.tool_world import request_texts
 
     card = read_card(DEFAULT_MODEL_DIR)
     assert card is not None and "synthetic world" in card["about"] and len(card["ask"]) >= 4
-    train = set(all_question_texts("train"))
+    train = set(all_question_texts("train")) | set(request_texts("train"))  # questions, and the light
     assert all(q in train for q in card["ask"]), [q for q in card["ask"] if q not in train]
