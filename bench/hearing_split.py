@@ -12,7 +12,11 @@ silences), in a fresh voice of the held-out split and in a fresh voice of the tr
 - held-out texts (held-out scenes): the pack's own recording, a held-out voice, a train voice;
   `spoken` (the answer, camera on: what the bar judges) and `transcribe` (the words);
 - train texts (train scenes): a held-out voice, a train voice; `transcribe` only (the model has
-  trained on these scenes, so their answers say little).
+  trained on these scenes, so their answers say little);
+- reworded texts: the held-out questions (scenes, queries, phrases) asked in a training
+  wording (`heldout.reword`), in a held-out voice; `spoken`, `transcribe` and `text` (typed
+  beside the picture), the last also for the held-out wordings: what the wording alone costs
+  the model that hears and the model that reads.
 
 Train voice against held-out voice on the same texts is what new voices cost; held-out
 texts against train texts in train voices is what new wordings cost. Prints a table and
@@ -34,7 +38,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 # (texts, voice) conditions; "pack" is the held-out pack's own recording
-CONDITIONS = (("heldout", "pack"), ("heldout", "heldout"), ("heldout", "train"), ("train", "heldout"), ("train", "train"))
+CONDITIONS = (("heldout", "pack"), ("heldout", "heldout"), ("heldout", "train"), ("train", "heldout"), ("train", "train"),
+              ("reworded", "heldout"))
+# the rows that also ask the question typed beside the picture (the voice plays no part there)
+TYPED = (("heldout", "pack"), ("reworded", "heldout"))
 
 
 def main() -> int:
@@ -53,22 +60,27 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from omni.model import OmniModel
-    from omni.synth.heldout import answer, items_from_pack, per_family, rerender, score
+    from omni.synth.heldout import answer, items_from_pack, per_family, rerender, reword, score
 
     t0 = time.time()
     model = OmniModel.from_pretrained(args.model, device=args.device)
     packs = {"heldout": args.heldout_pack, "train": args.train_pack}
     base = {s: items_from_pack(path, limit=args.questions) for s, path in packs.items()}
+    base["reworded"] = reword(base["heldout"], args.heldout_pack, "train", args.seed)
+    packs["reworded"] = args.heldout_pack
     rows = []
     for texts, voice in CONDITIONS:
         items = base[texts] if voice == "pack" else rerender(base[texts], packs[texts], voice, args.seed)
         row = {"texts": texts, "voices": voice, "n": len(items)}
-        for question in ("spoken", "transcribe") if texts == "heldout" else ("transcribe",):
+        questions = ("transcribe",) if texts == "train" else ("spoken", "transcribe")
+        for question in questions + (("text",) if (texts, voice) in TYPED else ()):
             asked = [dict(it) for it in items]
             answer(model, asked, args.batch, question, progress=False)
             score(asked, question)
-            if question == "spoken":
-                row["spoken_exact"] = per_family(asked, "text_ok")["all"]["accuracy"]
+            if question in ("spoken", "text"):
+                fam = per_family(asked, "text_ok")
+                row[f"{question}_exact"] = fam["all"]["accuracy"]
+                row[f"{question}_families"] = {k: v["accuracy"] for k, v in fam.items() if k != "all"}
             else:
                 row["transcript_exact"] = per_family(asked, "text_ok")["all"]["accuracy"]
                 row["transcript_word_accuracy"] = round(float(np.mean([it["score"] for it in asked])), 4)
@@ -82,10 +94,12 @@ def main() -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
-    print(f"\n{'texts':>8} {'voices':>8} {'n':>4} {'spoken exact':>13} {'transcript exact':>17} {'word accuracy':>14}")
+    print(f"\n{'texts':>8} {'voices':>8} {'n':>4} {'spoken exact':>13} {'typed exact':>12} {'transcript exact':>17} "
+          f"{'word accuracy':>14}")
     for r in rows:
         sp = f"{r['spoken_exact']:.1%}" if "spoken_exact" in r else "-"
-        print(f"{r['texts']:>8} {r['voices']:>8} {r['n']:4d} {sp:>13} {r['transcript_exact']:17.1%} "
+        ty = f"{r['text_exact']:.1%}" if "text_exact" in r else "-"
+        print(f"{r['texts']:>9} {r['voices']:>8} {r['n']:4d} {sp:>13} {ty:>12} {r['transcript_exact']:17.1%} "
               f"{r['transcript_word_accuracy']:14.3f}")
     plot(rows, os.path.splitext(args.out)[0] + ".png", report["device"])
     print(f"wrote {args.out}")
@@ -104,9 +118,10 @@ def plot(rows: list[dict], path: str, device: str) -> None:
         return
     labels = [f"{r['texts']} texts\n{r['voices']} voices" for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.bar(x - 0.2, [r["transcript_word_accuracy"] for r in rows], 0.4, label="transcript word accuracy")
-    ax.bar(x + 0.2, [r.get("spoken_exact", np.nan) for r in rows], 0.4, label="spoken answers exact")
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
+    ax.bar(x - 0.27, [r["transcript_word_accuracy"] for r in rows], 0.27, label="transcript word accuracy")
+    ax.bar(x, [r.get("spoken_exact", np.nan) for r in rows], 0.27, label="spoken answers exact")
+    ax.bar(x + 0.27, [r.get("text_exact", np.nan) for r in rows], 0.27, label="typed answers exact")
     ax.set(xticks=x, ylim=(0, 1), title=f"what the model hears: voices or wordings ({device})")
     ax.set_xticklabels(labels, fontsize=8)
     ax.legend(fontsize=8)

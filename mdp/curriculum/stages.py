@@ -11,8 +11,9 @@ modality and keeps replaying the earlier ones:
               motion questions, which need the video, are left out of it) and
               captions naming every object of a still
     dialogue  spoken questions with the camera on, chunk-interleaved in 1 s
-              `second{t}:` blocks (the streaming layout of `omni serve`), and the
-              requests the world's tool serves, where the pack has them
+              `second{t}:` blocks (the streaming layout of `omni serve`), greetings
+              and repeats among them (the camera shows a picture they do not ask
+              about), and the requests the world's tool serves, where the pack has them
 
 Visual questions are re-paired with other scenes (`Pack.answer_on_scene`) when
 the scene determines a unique answer, which multiplies pairs without new audio.
@@ -53,7 +54,8 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
     "dialogue": [
         (0.50, "stream", "visual", True),
         (0.10, "stream", "visual", False),
-        (0.15, "audio", "speech", True),
+        (0.07, "audio", "speech", True),
+        (0.10, "stream", "speech", True),
         (0.15, "image", "visual", True),
         (0.10, "image", "visual", False),
         (0.10, "caption", "scene", False),
@@ -70,6 +72,11 @@ REPAIR_PROB = 0.5  # visual questions asked of another scene, when its answer is
 # (18 % of the visual questions of an 800-scene train pack); the stream layout,
 # which shows the video's frame pairs, keeps them.
 STILL_LAYOUTS = ("image",)
+# Layouts that show the camera while the user speaks. The server always streams the camera
+# when it is on, so greetings and repeats are asked there as well: a model that only ever
+# heard them without a picture answers "hello" seen through a camera with what it sees
+# ("one", "bottom"): half of the held-out greetings and repeats, before they were.
+CAMERA_LAYOUTS = ("stream",)
 VIDEO_FAMILIES = ("motion",)
 
 
@@ -150,6 +157,8 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
         else:
             i = int(rng.choice(pool(layout, kind)))
             scene, a = int(pack.sample_scene[i]), int(pack.sample_answer[i])
+            if kind == "speech" and layout in CAMERA_LAYOUTS and scene < 0:
+                scene = int(rng.integers(pack.num_scenes))  # a greeting or a repeat: any picture will do
             if kind == "visual" and rng.random() < REPAIR_PROB:
                 k = int(rng.integers(pack.num_scenes))
                 b = pack.answer_on_scene(i, k)

@@ -89,6 +89,33 @@ def rerender(items: list[dict], pack_path: str, voice_split: str, seed: int = 0)
     return out
 
 
+def reword(items: list[dict], pack_path: str, split: str = "train", seed: int = 0) -> list[dict]:
+    """Copies of `items` whose question asks the same query in a random wording of `split`
+    (`questions.TEMPLATES` / `GREETINGS`): a held-out question in a training wording, the
+    scene, answer and phrase unchanged. `question_text` changes; the audio does not (pass
+    the copies to `rerender` to hear the new words)."""
+    from .pack import Pack
+    from .questions import GREETINGS, TEMPLATES, query_phrase
+    from .world import rng_for
+
+    pack = Pack(pack_path)
+    index = {pack.sample_id(i): i for i in range(len(pack))}
+    out = []
+    for it in items:
+        i = index[it["id"]]
+        family, kind = pack.meta["sample_wordings"][i].split("/")[:2]
+        query = pack.meta["sample_queries"][i]
+        rng = rng_for(seed, "reword", it["id"], split)
+        if family == "greeting":
+            words = GREETINGS[query["intent"]][1 if split == "train" else 2]
+            text = words[int(rng.integers(len(words)))]
+        else:
+            templates = TEMPLATES[(family, kind)][split]
+            text = templates[int(rng.integers(len(templates)))].format(x=query_phrase(query))
+        out.append({**it, "question_text": text})
+    return out
+
+
 def _stride(n: int, limit: int) -> list[int]:
     return [int(k) for k in np.linspace(0, n - 1, limit).round().astype(int)]
 

@@ -91,9 +91,10 @@ def test_bench_hearing_split_runs(tmp_path, mini_pack):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["texts"], r["voices"]) for r in rows] == [("heldout", "pack"), ("heldout", "heldout"),
                                                          ("heldout", "train"), ("train", "heldout"),
-                                                         ("train", "train")]
+                                                         ("train", "train"), ("reworded", "heldout")]
     assert all(r["n"] == 2 and 0 <= r["transcript_word_accuracy"] <= 1 for r in rows)
-    assert all(("spoken_exact" in r) == (r["texts"] == "heldout") for r in rows)
+    assert all(("spoken_exact" in r) == (r["texts"] != "train") for r in rows)
+    assert [("text_exact" in r) for r in rows] == [True, False, False, False, False, True]
     assert (tmp_path / "split.png").stat().st_size > 0
 
 
@@ -108,3 +109,29 @@ def test_rerender_speaks_the_same_text_in_a_voice_of_the_split(mini_pack):
         assert all(a["voice"].split("/")[0].split("+")[1] in variants for a in again)
         assert all(len(a["audio"]) > 8000 and a["audio"].dtype.name == "float32" for a in again)
         assert [a["voice"] for a in again] == [a["voice"] for a in rerender(items, str(mini_pack), split, seed=3)]
+
+
+def test_reword_asks_the_same_query_in_a_wording_of_the_split(mini_pack):
+    from omni.synth.heldout import items_from_pack, reword
+    from omni.synth.pack import Pack
+    from omni.synth.questions import GREETINGS, TEMPLATES, answer_query, query_phrase
+
+    pack = Pack(str(mini_pack))
+    items = items_from_pack(str(mini_pack))
+    index = {pack.sample_id(i): i for i in range(len(pack))}
+    for split in ("train", "heldout"):
+        again = reword(items, str(mini_pack), split, seed=1)
+        assert [a["id"] for a in again] == [it["id"] for it in items]
+        for it, a in zip(items, again):
+            i = index[it["id"]]
+            family, kind = pack.meta["sample_wordings"][i].split("/")[:2]
+            query = pack.meta["sample_queries"][i]
+            if family == "greeting":
+                allowed = GREETINGS[query["intent"]][1 if split == "train" else 2]
+            else:
+                allowed = [t.format(x=query_phrase(query)) for t in TEMPLATES[(family, kind)][split]]
+            assert a["question_text"] in allowed
+            assert a["answer"] == it["answer"] and a["audio"] is it["audio"]  # the words change, not the rest
+            k = int(pack.sample_scene[i])
+            if k >= 0 and family != "greeting":
+                assert answer_query(pack.scene(k), query) == it["answer"]

@@ -333,3 +333,37 @@ def test_transcribe_layout_is_audio_plus_instruction_and_replies_with_the_words(
     assert counts.get("transcribe/text", 0) > 0
     assert "transcribe/text" not in write_stage_manifest(pack, "speech", str(tmp_path / "s0.jsonl"), 200, seed=3,
                                                          transcribe_weight=0.0)
+
+
+def test_greetings_and_repeats_are_asked_with_the_camera_on(tmp_path, mini_pack, model):
+    """The dialogue stage asks the speech tasks in the streaming layout too, each with a
+    picture (a random scene where the sample has none), and the row is what `omni serve`
+    builds for that audio beside that camera, replying with the greeting's own answer."""
+    from omni.generation import OmniRequest
+    from omni.synth.pack import Pack
+    from mdp.curriculum.data import SPEECH_FAMILIES
+
+    pack = Pack(mini_pack)
+    counts = write_stage_manifest(pack, "dialogue", str(tmp_path / "d.jsonl"), 600, seed=3)
+    lines = [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    spoken = [x for x in lines if x["layout"] == "stream" and pack.family(x["i"]) in SPEECH_FAMILIES]
+    # the mix's lines this pack can draw (no voice bank sentences; tool requests where it has them)
+    drawn = [m for m in STAGES["dialogue"] if m[2] != "sentence" and (m[2] != "tool" or pack.samples_of("tool"))]
+    share = sum(m[0] for m in drawn if m[1:3] == ("stream", "speech")) / sum(m[0] for m in drawn)
+    assert abs(len(spoken) / 600 - share) < 0.05, counts  # binomial sd ~0.012 at n = 600
+    assert all(0 <= x["scene"] < pack.num_scenes for x in spoken)
+    sceneless = [x for x in spoken if pack.sample_scene[x["i"]] < 0]
+    assert sceneless, "the mini pack has speech samples without a scene: they must get one"
+    line = sceneless[0]
+    ds = _dataset(tmp_path, pack, [line], model)
+    s = ds.sample(0)
+    pcm = pack.question_audio(line["i"], np.random.default_rng(line["seed"]))
+    frames = pack.scene_frames(line["scene"])
+    chunks = -(-len(pcm) // 16000)
+    frames = [frames[min(j, len(frames) - 1)] for j in range(2 * chunks)]
+    req = OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))])
+    prompt = model.prepare(req, voice=line["voice"]).ids
+    L = len(prompt)
+    assert s.ids[:L].tolist() == prompt.tolist()
+    answer = model.tokenizer.encode(pack.answer_text(line["i"])) + [model.tokenizer.special.eos]
+    assert s.text_labels[L - 1 : L - 1 + len(answer)].tolist() == answer
