@@ -71,7 +71,8 @@ def load_items(args) -> list[dict]:
     from omni.synth.questions import scene_caption
     from omni.synth.world import Scene
 
-    rows = read_jsonl(os.path.join(args.data, "manifest.jsonl"))
+    # a tool request is answered after the tool's output, not from the files (bench/tool_world.py asks those)
+    rows = [r for r in read_jsonl(os.path.join(args.data, "manifest.jsonl")) if r["family"] != "tool"]
     scenes = {d["scene_id"]: Scene.from_dict(d) for d in read_jsonl(os.path.join(args.data, "scenes.jsonl"))}
     items = []
     for r in rows:

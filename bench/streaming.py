@@ -191,7 +191,7 @@ async def run_clients(url: str, jobs: list[tuple[list[np.ndarray], float]], spec
 
 
 async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args,
-                     wait_ms: float | None = None, input_stage: str = "thread", switch_ms: float = 0.5) -> dict:
+                     wait_ms: float | None = None, input_stage: str = "thread", switch_ms: float = 5.0) -> dict:
     from streaming.server import OmniServer, ServerConfig
 
     cfg = ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps, input_stage=input_stage,
@@ -457,9 +457,9 @@ def main() -> int:
     p.add_argument("--input-stage", default="thread",
                    help="where the server conditions input audio: thread (its default), process, or "
                         "process,thread side by side")
-    p.add_argument("--switch-interval-ms", default="0.5",
-                   help="the interpreter's thread switch interval while serving (ms; default 0.5, omni serve's), "
-                        "e.g. 5,0.5 for Python's own against it, side by side")
+    p.add_argument("--switch-interval-ms", default="5",
+                   help="the interpreter's thread switch interval while serving (ms; default 5: Python's own, "
+                        "omni serve's), e.g. 5,0.5 for a shorter one against it, side by side")
     p.add_argument("--silence", type=float, default=1.2, help="silence after each question (s)")
     p.add_argument("--spread", type=float, default=1.0, help="clients start at random offsets in [0, spread) s")
     p.add_argument("--timeout", type=float, default=120.0, help="per-response timeout (s)")

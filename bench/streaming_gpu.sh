@@ -9,8 +9,8 @@
 # CLIENT_PROCS (4) processes of their own (0: in the server's process, as the committed H100 run);
 # SPEC (on,off) the speculation modes and PREFILL_WAIT (the engine's) the packet waits in ms, e.g.
 # SPEC=on PREFILL_WAIT=0,250 for the wait against none, side by side; INPUT_STAGE (process,thread:
-# side by side; the server's default is thread) where input audio is conditioned; SWITCH (0.5, omni
-# serve's) the interpreter's thread switch interval in ms, e.g. 5,0.5 against Python's own.
+# side by side; the server's default is thread) where input audio is conditioned; SWITCH (5: Python's
+# own, omni serve's) the interpreter's thread switch interval in ms, e.g. 5,0.5 against a shorter one.
 # (WHEEL_AND_SPEECH_DIR holds the .whl files and speech/q*.wav: bash bench/streaming_carry.sh DIR).
 set -euo pipefail
 carry=${1:?folder with wheels and speech/}
@@ -30,4 +30,4 @@ fi
 python3 bench/streaming.py --flavor a1b --device cuda --dtype bf16 --sessions "${SESSIONS:-1,8,32,64,128}" --turns "${TURNS:-4}" --max-steps 40 \
   --silence 1.0 --spread 0.5 --capacity 1024 --client-procs "${CLIENT_PROCS:-4}" \
   --spec "${SPEC:-on,off}" ${PREFILL_WAIT:+--prefill-wait-ms "$PREFILL_WAIT"} \
-  --input-stage "${INPUT_STAGE:-process,thread}" --switch-interval-ms "${SWITCH:-0.5}" --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"
+  --input-stage "${INPUT_STAGE:-process,thread}" --switch-interval-ms "${SWITCH:-5}" --speech-dir "$carry/speech" --out-dir "$out" --tag a1b_gpu 2>&1 | grep --line-buffered -v -i "warn"

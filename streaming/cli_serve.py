@@ -43,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-stage", choices=["thread", "process"], default="thread",
                    help="where microphones are resampled and scored by silero-vad: thread (default: in the server's "
                         "process) or process (a process of its own, whose rounds never wait for the GIL)")
-    g.add_argument("--switch-interval-ms", type=positive_float, default=0.5,
-                   help="the interpreter's thread switch interval while serving (default 0.5; Python's own is 5): "
-                        "how long the input stage and the event loop may wait for the GIL behind the model's thread")
+    g.add_argument("--switch-interval-ms", type=positive_float, default=None,
+                   help="the interpreter's thread switch interval while serving (default: Python's own, 5): how "
+                        "long the input stage and the event loop may wait for the GIL behind the model's thread; "
+                        "0.5 helps beside long stretches of Python, and cost a GPU server 6-28 %% of its first-audio "
+                        "latency at 32-128 sessions (README)")
     g = p.add_argument_group("network")
     g.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     g.add_argument("--port", type=port, default=8765, help="port (default 8765; 0 picks a free one)")

@@ -71,7 +71,9 @@ class ServerConfig:
     # the interpreter's thread switch interval while serving (sys.setswitchinterval), None: as it is.
     # A thread waiting for the GIL waits this long before it asks for it: at Python's 5 ms, every torch
     # call or socket operation of the input stage and the event loop can wait that long behind a thread
-    # that runs Python (bench/input_stage.py --switch-interval-ms); omni serve sets 0.5
+    # that runs Python (bench/input_stage.py --switch-interval-ms), yet a shorter interval also makes the
+    # model's thread hand the GIL over more often: on a GPU server 0.5 ms cost first audio 6-28 % at 32-128
+    # sessions (bench/streaming_gpu.sh SWITCH=5,0.5), so omni serve keeps Python's own unless told
     switch_interval_ms: float | None = None
     model_name: str = "omni"
     model_trained: bool | None = None  # sessions report it (session.omni.model.trained)

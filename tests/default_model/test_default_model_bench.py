@@ -135,3 +135,29 @@ def test_reword_asks_the_same_query_in_a_wording_of_the_split(mini_pack):
             k = int(pack.sample_scene[i])
             if k >= 0 and family != "greeting":
                 assert answer_query(pack.scene(k), query) == it["answer"]
+
+
+def test_files_leave_the_tool_requests_to_the_tool_bench(tmp_path):
+    """A split directory of `omni data default --tool-ratio R` holds tool requests: they are
+    answered after the tool's output (bench/tool_world.py), so the questions' bench skips them."""
+    import argparse
+    import importlib.util
+
+    import numpy as np
+
+    from omni.synth.audio import write_wav
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location("default_model_bench", os.path.join(root, "bench", "default_model.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"id": "q0", "family": "greeting", "question_audio": "q0.wav", "question_text": "hello",
+             "answer_text": "hello"},
+            {"id": "q1", "family": "tool", "question_audio": "q1.wav", "question_text": "turn the light on",
+             "answer_text": "the light is on"}]
+    for r in rows:
+        write_wav(tmp_path / r["question_audio"], np.zeros(8000, np.int16))
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "scenes.jsonl").write_text("")
+    items = bench.load_items(argparse.Namespace(pack=None, data=str(tmp_path), limit=0, question="spoken"))
+    assert [it["id"] for it in items] == ["q0"]

@@ -174,3 +174,17 @@ def test_the_server_serves_at_its_switch_interval_and_restores_the_interpreters(
             assert sys.getswitchinterval() == before
 
     run(main())
+
+
+def test_omni_serve_keeps_pythons_switch_interval_unless_told():
+    """The GPU measurement (README: "The GPU server is not like that") found a 0.5 ms interval
+    slower for first audio at 32-128 sessions, so `omni serve` leaves the interpreter's own."""
+    import argparse
+
+    from streaming.cli_serve import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args([]).switch_interval_ms is None
+    assert p.parse_args(["--switch-interval-ms", "0.5"]).switch_interval_ms == 0.5
+    assert p.parse_args([]).input_stage == "thread"

@@ -23,7 +23,7 @@ def test_streaming_bench_with_client_processes_and_report(tmp_path):
     data = json.loads((tmp_path / "streaming_smoke.json").read_text())
     assert data["clients"] == "2 processes of their own"
     assert [(r["sessions"], r["speculative"], r["input_stage"], r["switch_interval_ms"]) for r in data["results"]] == [
-        (2, spec, stage, 0.5) for spec in (True, False) for stage in ("process", "thread")]
+        (2, spec, stage, 5.0) for spec in (True, False) for stage in ("process", "thread")]
     assert "input process / thread = " in run.stdout
     for r in data["results"]:
         # every session's reply came back from the client processes, with the server's path
