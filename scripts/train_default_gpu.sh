@@ -25,6 +25,9 @@
 #   judges); then from that export, more of the tool: INIT=runs/omni-mini-ft2/model
 #   RUN=runs/omni-mini-ft3 FT_LR=2e-4 EXTRA_SETS="curriculum.tool_weight=0.3" BUDGET=270
 #   (the first part called the light for 18 % of the pack's spoken requests; this one for 93 %)
+#   and once more from that (eleventh run, 1x H100), with greetings and repeats asked beside the
+#   camera as well: PREPARE_ONLY=1; INIT=omni/pretrained/default RUN=runs/omni-mini-ft4
+#   EXTRA_SETS="curriculum.tool_weight=0.15" BUDGET=390, then the same with BUDGET=60
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
