@@ -95,7 +95,7 @@ def reword(items: list[dict], pack_path: str, split: str = "train", seed: int = 
     scene, answer and phrase unchanged. `question_text` changes; the audio does not (pass
     the copies to `rerender` to hear the new words)."""
     from .pack import Pack
-    from .questions import GREETINGS, TEMPLATES, query_phrase
+    from .questions import word_query
     from .world import rng_for
 
     pack = Pack(pack_path)
@@ -104,14 +104,7 @@ def reword(items: list[dict], pack_path: str, split: str = "train", seed: int = 
     for it in items:
         i = index[it["id"]]
         family, kind = pack.meta["sample_wordings"][i].split("/")[:2]
-        query = pack.meta["sample_queries"][i]
-        rng = rng_for(seed, "reword", it["id"], split)
-        if family == "greeting":
-            words = GREETINGS[query["intent"]][1 if split == "train" else 2]
-            text = words[int(rng.integers(len(words)))]
-        else:
-            templates = TEMPLATES[(family, kind)][split]
-            text = templates[int(rng.integers(len(templates)))].format(x=query_phrase(query))
+        _, text = word_query(family, kind, pack.meta["sample_queries"][i], split, rng_for(seed, "reword", it["id"], split))
         out.append({**it, "question_text": text})
     return out
 

@@ -244,15 +244,20 @@ def make_question(
     answer = answer_query(scene, query)
     if answer is None:
         raise ValueError(f"query {query} has no unique answer on scene {scene.scene_id if scene else None}")
+    wording, text = word_query(family, kind, query, split, rng)
+    options = _options(scene, query, answer, rng) if family in VISUAL_FAMILIES else ()
+    return Question(family, kind, wording, text, answer, query, options)
+
+
+def word_query(family: str, kind: str, query: dict, split: str, rng: np.random.Generator) -> tuple[str, str]:
+    """(wording id, text): the query asked in a random wording of `split` (one draw of `rng`)."""
     if family == "greeting":
         words = GREETINGS[query["intent"]][1 if split == "train" else 2]
         i = int(rng.integers(len(words)))
-        return Question(family, kind, f"greeting/{query['intent']}/{split}/{i}", words[i], answer, query)
+        return f"greeting/{query['intent']}/{split}/{i}", words[i]
     templates = TEMPLATES[(family, kind)][split]
     i = int(rng.integers(len(templates)))
-    text = templates[i].format(x=query_phrase(query))
-    options = _options(scene, query, answer, rng) if family in VISUAL_FAMILIES else ()
-    return Question(family, kind, f"{family}/{kind}/{split}/{i}", text, answer, query, options)
+    return f"{family}/{kind}/{split}/{i}", templates[i].format(x=query_phrase(query))
 
 
 def _options(scene: Scene | None, query: dict, answer: str, rng: np.random.Generator) -> tuple[str, ...]:
