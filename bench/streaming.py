@@ -193,6 +193,7 @@ async def run_clients(url: str, jobs: list[tuple[list[np.ndarray], float]], spec
 async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray], args,
                      wait_ms: float | None = None, input_stage: str = "thread", switch_ms: float = 5.0) -> dict:
     from streaming.server import OmniServer, ServerConfig
+    from streaming.timing import path_stats
 
     cfg = ServerConfig(port=0, max_sessions=n, max_steps=args.max_steps, input_stage=input_stage,
                        switch_interval_ms=switch_ms)
@@ -207,7 +208,7 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
     finally:
         prefill = srv.metrics.samples("omni_prefill_packet_seconds")
         steps = srv.metrics.samples("omni_decode_step_seconds")
-        path = first_audio_path(srv.metrics)
+        path = path_stats(srv.metrics)
         rollbacks = srv.metrics.counter("omni_rollbacks_total")
         await srv.close()
     ok = [r for rs in sessions if isinstance(rs, list) for r in rs]
@@ -239,21 +240,6 @@ async def run_config(model, n: int, speculative: bool, speech: list[np.ndarray],
         "response_steps_p50": float(np.median([r["steps"] for r in ok if "steps" in r])) if ok else None,
         "first_audio_path_ms": path,
     }
-
-
-def first_audio_path(metrics) -> dict:
-    """p50/p95 (ms) per component of the replies' first-audio critical path, and its total."""
-    from streaming.timing import COMPONENTS, PATH, PATH_TOTAL
-
-    def stats(vals: list[float]) -> dict:
-        if not vals:
-            return {"p50": None, "p95": None, "n": 0}
-        return {"p50": float(np.percentile(vals, 50)) * 1000, "p95": float(np.percentile(vals, 95)) * 1000,
-                "n": len(vals)}
-
-    out = {name: stats(metrics.samples(PATH, {"component": name})) for name in (*COMPONENTS, "other")}
-    out["total"] = stats(metrics.samples(PATH_TOTAL))
-    return out
 
 
 def fmt(v: float | None, digits: int = 0) -> str:

@@ -462,20 +462,30 @@ async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
 # ---------------------------------------------------------------------------
 
 def mode_turn_detection(spec: str) -> dict:
-    """server_vad | semantic_vad[:low|medium|high|auto], either with "+every-sound": every
-    sound over a reply barges in (ignore_backchannels false: the behaviour before the
-    server's backchannel detector)."""
-    base, plus, opt = spec.partition("+")
+    """server_vad | semantic_vad[:low|medium|high|auto], with any of "+every-sound" (every
+    sound over a reply barges in: ignore_backchannels false, the behaviour before the
+    server's backchannel detector) and "+specMS" (speculate, and for semantic_vad judge the
+    turn, after MS of silence instead of the server's default)."""
+    base, *opts = spec.split("+")
     kind, _, eager = base.partition(":")
-    if kind not in ("server_vad", "semantic_vad") or (plus and opt != "every-sound"):
+    td: dict = {"type": kind, **({"eagerness": eager} if eager else {})}
+    for opt in opts:
+        if opt == "every-sound":
+            td["ignore_backchannels"] = False
+        elif opt.startswith("spec") and opt[4:].isdigit():
+            td["speculative_silence_ms"] = int(opt[4:])
+        else:
+            kind = ""
+    if kind not in ("server_vad", "semantic_vad"):
         raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto], "
-                         "optionally with +every-sound")
-    return {"type": kind, **({"eagerness": eager} if eager else {}), **({"ignore_backchannels": False} if plus else {})}
+                         "optionally with +every-sound and +specMS")
+    return td
 
 
 async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
     from streaming.client import RealtimeClient
     from streaming.server import OmniServer, ServerConfig
+    from streaming.timing import path_stats
 
     td = mode_turn_detection(spec)
     srv = await OmniServer(model, ServerConfig(port=0, max_sessions=args.concurrency + 2, max_steps=args.max_steps,
@@ -502,12 +512,13 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
                                                         "omni_responses_total", "omni_semantic_turn_ends_total",
                                                         "omni_backchannels_total",
                                                         "omni_backchannels_overruled_total")}
+        path = path_stats(srv.metrics)  # every reply's: smooth, pause and interruption trials alike
     finally:
         await srv.close()
     return {"mode": spec, "requested_turn_detection": td,
             "server_turn_detection": echo["audio"]["input"]["turn_detection"],
             "adjusted": echo.get("omni", {}).get("adjusted", []), "wall_s": wall, "server_counters": counters,
-            "summary": summarize(results), "trials": results}
+            "first_audio_path_ms": path, "summary": summarize(results), "trials": results}
 
 
 def fmt_rate(r: dict) -> str:
@@ -553,6 +564,12 @@ def print_table(modes: list[dict], hw: str) -> None:
             s = m["summary"]
             print(f"  {m['mode']}: {s['failed']} failed, {s['interruption']['invalid']} interruption and "
                   f"{s['backchannel']['invalid']} backchannel trials without a playing reply")
+    for m in modes:  # where the time to first audio goes (streaming/timing.py), parts of >= 5 ms
+        path = m.get("first_audio_path_ms") or {}
+        parts = [f"{k} {v['p50']:.0f}" for k, v in path.items() if k != "total" and (v.get("p50") or 0) >= 5]
+        if path.get("total", {}).get("n"):
+            print(f"  {m['mode']}: first-audio path p50 ms (from the end of speech or the confirmation; "
+                  f"{path['total']['n']} replies): {', '.join(parts)}; total {path['total']['p50']:.0f}")
 
 
 def plot(modes: list[dict], hw: str, path: Path) -> None:
@@ -657,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--modes", default="server_vad,semantic_vad",
                    help="comma-separated turn_detection modes: server_vad, semantic_vad[:low|medium|high|auto], "
                         "each optionally +every-sound (no backchannel detector: every sound over a reply "
-                        "barges in) (default server_vad,semantic_vad)")
+                        "barges in) and +specMS (speculate after MS of silence; semantic_vad judges the "
+                        "turn then) (default server_vad,semantic_vad)")
     g = p.add_argument_group("trials")
     g.add_argument("--pause-trials", type=int, default=32, help="pause trials, spread over the 4 pause buckets")
     g.add_argument("--smooth-trials", type=int, default=16, help="complete-question trials")

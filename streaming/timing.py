@@ -80,3 +80,19 @@ def observe_breakdown(metrics: Any, parts: dict[str, float]) -> None:
             metrics.observe(PATH_TOTAL, v)
         else:
             metrics.observe(PATH, v, {"component": name})
+
+
+def path_stats(metrics: Any) -> dict[str, dict]:
+    """p50 / p95 (ms) and count of each component of the replies' first-audio paths so far
+    (`observe_breakdown`), `other` and their `total`: what a benchmark reports."""
+    import numpy as np
+
+    def stats(vals: list[float]) -> dict:
+        if not vals:
+            return {"p50": None, "p95": None, "n": 0}
+        return {"p50": float(np.percentile(vals, 50)) * 1000, "p95": float(np.percentile(vals, 95)) * 1000,
+                "n": len(vals)}
+
+    out = {name: stats(metrics.samples(PATH, {"component": name})) for name in (*COMPONENTS, "other")}
+    out["total"] = stats(metrics.samples(PATH_TOTAL))
+    return out

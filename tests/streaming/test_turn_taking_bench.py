@@ -259,3 +259,18 @@ def test_bench_smoke_run(tmp_path: Path):
     assert m["summary"]["smooth"]["takeover"]["rate"] == 1
     assert m["summary"]["smooth"]["latency_ms"]["p50"] > 500
     assert "takeover in pause" in r.stdout
+    # the server's own first-audio path of every reply, and its parts adding up to it
+    path = m["first_audio_path_ms"]
+    assert path["total"]["n"] >= 1 and path["total"]["n"] == path["decode"]["n"]
+    assert path["total"]["p50"] > 500 and "first-audio path p50 ms" in r.stdout
+
+
+def test_mode_specs_parse_to_turn_detection():
+    mode_turn_detection = tt.mode_turn_detection
+    assert mode_turn_detection("server_vad") == {"type": "server_vad"}
+    assert mode_turn_detection("semantic_vad:low+every-sound") == {
+        "type": "semantic_vad", "eagerness": "low", "ignore_backchannels": False}
+    assert mode_turn_detection("semantic_vad+spec64") == {"type": "semantic_vad", "speculative_silence_ms": 64}
+    for bad in ("vad", "server_vad+loud", "semantic_vad+specx"):
+        with pytest.raises(SystemExit):
+            mode_turn_detection(bad)
