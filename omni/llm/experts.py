@@ -52,12 +52,16 @@ def grouped_mm_available(device: torch.device, dtype: torch.dtype) -> bool:
     return _PROBE[key]
 
 
-def choose_backend(is_cuda: bool, num_pairs: int, num_experts: int, grad: bool, triton_ok, grouped_ok) -> str:
+def choose_backend(is_cuda: bool, num_pairs: int, num_experts: int, grad: bool, triton_ok, grouped_ok,
+                   grouped_syncs: bool = False) -> str:
     """The "auto" policy. The Triton kernels have no backward, so they serve
     only gradient-free calls (inference) with at most one pair per expert on
     average (decode); grouped_mm serves the rest where it runs, else bmm.
+    `grouped_syncs`: grouped_mm would copy its offsets to the host here (CUDA in
+    fp32), a sync per layer that a CUDA graph cannot capture, so the kernels take
+    every gradient-free call (they are exact for any number of pairs).
     triton_ok / grouped_ok are callables (probes run only when needed)."""
-    if is_cuda and not grad and num_pairs <= num_experts and triton_ok():
+    if is_cuda and not grad and (num_pairs <= num_experts or grouped_syncs) and triton_ok():
         return "triton"
     return "grouped_mm" if grouped_ok() else "bmm"
 
@@ -132,9 +136,13 @@ class GroupedExperts(nn.Module):
     def backend(self, x: torch.Tensor, num_pairs: int, num_experts: int | None = None) -> str:
         if self.impl != "auto":
             return self.impl
+        # in fp32 (the default model served on a GPU at its own precision) CUDA's grouped_mm
+        # copies its offsets to the host: the decode step's graph capture failed on it
+        syncs = x.is_cuda and x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type)
         return choose_backend(
             x.is_cuda, num_pairs, num_experts or self.num_experts, torch.is_grad_enabled(),
             lambda: triton_moe_available(x.device, x.dtype), lambda: grouped_mm_available(x.device, x.dtype),
+            grouped_syncs=syncs,
         )
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

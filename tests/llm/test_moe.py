@@ -258,3 +258,7 @@ def test_auto_backend_policy():
     assert choose_backend(True, 8, 64, False, no, yes) == "grouped_mm"  # probe failed
     assert choose_backend(False, 8, 64, False, yes, yes) == "grouped_mm"  # CPU
     assert choose_backend(False, 8, 64, False, yes, no) == "bmm"
+    # CUDA fp32: grouped_mm would sync on its offsets (no graph capture), so the kernels take any batch
+    assert choose_backend(True, 256, 64, False, yes, yes, grouped_syncs=True) == "triton"
+    assert choose_backend(True, 256, 64, True, yes, yes, grouped_syncs=True) == "grouped_mm"  # training
+    assert choose_backend(True, 256, 64, False, no, yes, grouped_syncs=True) == "grouped_mm"  # no Triton
