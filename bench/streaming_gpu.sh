@@ -15,10 +15,7 @@
 set -euo pipefail
 carry=${1:?folder with wheels and speech/}
 out=${2:?output folder}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  --find-links "$carry" websockets silero-vad  # the image's CPython picks its websockets wheel
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+source "$(dirname "$0")/gpu_serving_env.sh" "$carry"
 if [[ -z "${SKIP_CODEC:-}" ]]; then  # SKIP_CODEC=1: the sessions only (a short call)
   python3 bench/codec_batch.py --device cuda --streams 1,8,32,64,128 --threads 1 --steps 40 \
     --out "$out/codec_batch_gpu.json" 2>&1 | grep --line-buffered -v -i "warn"

@@ -468,17 +468,16 @@ def mode_turn_detection(spec: str) -> dict:
     turn, after MS of silence instead of the server's default)."""
     base, *opts = spec.split("+")
     kind, _, eager = base.partition(":")
+    known = lambda o: o == "every-sound" or (o.startswith("spec") and o[4:].isdigit())
+    if kind not in ("server_vad", "semantic_vad") or not all(map(known, opts)):
+        raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto], "
+                         "optionally with +every-sound and +specMS")
     td: dict = {"type": kind, **({"eagerness": eager} if eager else {})}
     for opt in opts:
         if opt == "every-sound":
             td["ignore_backchannels"] = False
-        elif opt.startswith("spec") and opt[4:].isdigit():
-            td["speculative_silence_ms"] = int(opt[4:])
         else:
-            kind = ""
-    if kind not in ("server_vad", "semantic_vad"):
-        raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto], "
-                         "optionally with +every-sound and +specMS")
+            td["speculative_silence_ms"] = int(opt[4:])
     return td
 
 

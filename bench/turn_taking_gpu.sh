@@ -10,12 +10,9 @@
 set -euo pipefail
 wheels=${1:?folder with the websockets and silero-vad wheels}
 out=${2:?output folder}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  --find-links "$wheels" websockets silero-vad  # the image's CPython picks its websockets wheel
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_serving_env.sh" "$wheels"
 export PATH=$PWD/.espeak/bin:$PATH LD_LIBRARY_PATH=$PWD/.espeak/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
   ESPEAK_DATA_PATH=$PWD/.espeak
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 bench/turn_taking.py --model omni/pretrained/default --device cuda --tag "${TAG:-default_gpu}" \
   --modes "${MODES:-server_vad+every-sound,semantic_vad}" --pause-trials 48 --smooth-trials 24 \
   --interruption-trials 16 --backchannel-trials 16 --out-dir "$out" ${EXTRA_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v "turn-taking:"

@@ -23,6 +23,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
 STAGES = ("input", "encode", "prefill", "decode", "audio", "send")
 QUEUE = "omni_stage_queue_seconds"
 COMPUTE = "omni_stage_compute_seconds"
@@ -85,7 +87,6 @@ def observe_breakdown(metrics: Any, parts: dict[str, float]) -> None:
 def path_stats(metrics: Any) -> dict[str, dict]:
     """p50 / p95 (ms) and count of each component of the replies' first-audio paths so far
     (`observe_breakdown`), `other` and their `total`: what a benchmark reports."""
-    import numpy as np
 
     def stats(vals: list[float]) -> dict:
         if not vals:
