@@ -17,8 +17,10 @@
 # model's 37 MB and the packs do not travel together (64 MB a call), so two calls again:
 #     PREPARE_ONLY=1 bash scripts/train_default_gpu.sh      (carry the packs and .espeak, move the
 #                                                            shipped weights aside: renders the bank)
-#     INIT=omni/pretrained/default BUDGET=450 bash scripts/train_default_gpu.sh   (carry nothing,
+#     INIT=omni/pretrained/default BUDGET=380 bash scripts/train_default_gpu.sh   (carry nothing,
 #                                 weights back in place: runs/data stays on the warm machine)
+#   the second call trains, exports and packs the model, then judges it in what is left of
+#   CALL_LIMIT (570 s): a judge that runs out of time is skipped, the weights still come back
 #   The shipped model is the sixth run's weights taught the tool this way (tenth run, 1x H100), in
 #   four calls: PREPARE_ONLY=1; INIT=omni/pretrained/default BUDGET=440 RUN=runs/omni-mini-ft2
 #   (the plan ran out of time 89 steps before its end), the same with BUDGET=60 (resumes, exports,
@@ -81,6 +83,7 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "curriculum.stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
 BENCH_LIMIT=${BENCH_LIMIT:-0}
+CALL_LIMIT=${CALL_LIMIT:-570}   # seconds this call may take in all (the device's limit is 600)
 PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics after the export
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
@@ -125,10 +128,13 @@ fi
 for kv in $EXTRA_SETS; do sets+=(--set "$kv"); done
 [[ -n "$PLAN_BUDGET" ]] && sets+=(--set budget.plan_s="$PLAN_BUDGET")
 if (( VOICE_BANK > 0 )); then sets+=(--set curriculum.voice_bank=runs/data/voices.npz); fi
+call_start=$(date +%s)
 export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT" "$RUN"
 out_abs=$(cd "$OUT" && pwd)
 log="$OUT/train_log.txt"
+# the earlier calls' log of this run, as this call starts (pack_logs adds this call's to it)
+if [[ -f "$RUN/train_log.txt" ]]; then cp "$RUN/train_log.txt" "$RUN/train_log_before.txt"; else : > "$RUN/train_log_before.txt"; fi
 for f in runs/data/train.pack.npz runs/data/heldout.pack.npz; do
   [[ -f "$f" ]] || { echo "missing $f: carry it (omni data default --out runs/data)" >&2; exit 2; }
 done
@@ -155,33 +161,42 @@ done
 if [[ -n "${PREPARE_ONLY:-}" ]]; then echo "prepared: runs/data stays on this machine for the next call"; exit 0; fi
 
 # at most 8 files come back: the logs, the bench reports and the training log travel in one archive
-pack_logs() {
-  cat "$log" >> "$RUN/train_log.txt"  # every call's log, in order
+pack_logs() {  # may run twice in a call: the earlier calls' log, then this one's so far
+  cat "$RUN/train_log_before.txt" "$log" > "$RUN/train_log.txt"  # every call's log, in order
   tar -czf "$OUT/omni_mini_logs.tgz" -C "$RUN" $(cd "$RUN" && ls -d train_log.txt plan.json heldout.json heldout.png \
     encoders.json default_model_gpu*.json tool_world_gpu*.json */loss.json */loss.csv */done.json 2>/dev/null) || echo "no training logs to bring back"
 }
+# the judges run in what is left of the call (CALL_LIMIT: the device call's limit, less a margin
+# for the files' return): the model is packed for the return first, so a judge that runs out of
+# time costs its own figure, never the trained weights
+judge() {  # judge NAME CMD...: run CMD within the time left, its tail into the log
+  local name=$1 left=$(( call_start + CALL_LIMIT - $(date +%s) )); shift
+  if (( left < 30 )); then echo "skipped $name: ${left} s left of the call" | tee -a "$log"; return 0; fi
+  timeout "$left" "$@" 2>&1 | tail -25 | tee -a "$log" || echo "$name: stopped (time or error)" | tee -a "$log"
+}
 if [[ -f "$RUN/model/model.safetensors" ]]; then
-  "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
-    --batch 64 --limit "$BENCH_LIMIT" --out "$RUN/default_model_gpu.json" 2>&1 | tail -25 | tee -a "$log"
-  for q in $PROBES; do
-    "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
-      --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$RUN/default_model_gpu_$q.json" 2>&1 | tail -10 | tee -a "$log"
-  done
-  # the world's tool, where the packs have its requests (omni data default --tool-ratio R): request -> call -> answer
-  "$PY" bench/tool_world.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" --batch 64 \
-    --cases 0 --out "$RUN/tool_world_gpu.json" 2>&1 | tail -8 | tee -a "$log" || true
-  # and the spoken questions with the tool declared (a session that declares it asks them so)
-  if has_tool runs/data/heldout.pack.npz; then
-    # typed requests in held-out wordings (no espeak-ng needed)
-    "$PY" bench/tool_world.py --model "$RUN/model" --request text --split heldout --cases 48 --device "$DEVICE" \
-      --batch 64 --out "$RUN/tool_world_gpu_text.json" 2>&1 | tail -8 | tee -a "$log" || true
-    "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
-      --batch 64 --limit "$BENCH_LIMIT" --declare-tools --out "$RUN/default_model_gpu_declared.json" 2>&1 | tail -12 | tee -a "$log"
-  fi
   (cd "$RUN/model" && sha256sum model.safetensors > model.safetensors.sha256 \
     && tar -czf "$out_abs/omni_mini_meta.tgz" config.json model.safetensors.sha256 tokenizer)
   split -b 15m -d "$RUN/model/model.safetensors" "$OUT/model.safetensors.part-"
   echo "DONE: the model is in $OUT (collect with: bash scripts/train_default_gpu.sh --collect FILES_DIR DEST)" | tee -a "$log"
+  pack_logs  # the logs so far travel even if the call ends inside a judge
+  judge "held-out" "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+    --batch 64 --limit "$BENCH_LIMIT" --out "$RUN/default_model_gpu.json"
+  for q in $PROBES; do
+    judge "probe $q" "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+      --batch 64 --limit "$PROBE_LIMIT" --question "$q" --out "$RUN/default_model_gpu_$q.json"
+  done
+  # the world's tool, where the packs have its requests (omni data default --tool-ratio R): request -> call -> answer
+  judge "tool requests" "$PY" bench/tool_world.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+    --batch 64 --cases 0 --out "$RUN/tool_world_gpu.json"
+  # and the spoken questions with the tool declared (a session that declares it asks them so)
+  if has_tool runs/data/heldout.pack.npz; then
+    # typed requests in held-out wordings (no espeak-ng needed)
+    judge "typed tool requests" "$PY" bench/tool_world.py --model "$RUN/model" --request text --split heldout --cases 48 \
+      --device "$DEVICE" --batch 64 --out "$RUN/tool_world_gpu_text.json"
+    judge "declared" "$PY" bench/default_model.py --model "$RUN/model" --pack runs/data/heldout.pack.npz --device "$DEVICE" \
+      --batch 64 --limit "$BENCH_LIMIT" --declare-tools --out "$RUN/default_model_gpu_declared.json"
+  fi
 else
   echo "NOT DONE: the time budget ended before the last stage; call this script again to resume" | tee -a "$log"
 fi
