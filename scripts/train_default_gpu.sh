@@ -84,7 +84,7 @@ DEVICE=${DEVICE:-cuda}
 EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "curriculum.stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
 BENCH_LIMIT=${BENCH_LIMIT:-0}
 CALL_LIMIT=${CALL_LIMIT:-570}   # seconds this call may take in all (the device's limit is 600)
-PROBES=${PROBES:-text transcribe caption}   # bench/default_model.py diagnostics after the export
+PROBES=${PROBES-text transcribe caption}   # bench/default_model.py diagnostics after the export (PROBES="": none)
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
 EVAL_SAMPLES=${EVAL_SAMPLES:-120}
