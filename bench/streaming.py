@@ -108,19 +108,20 @@ def build_model(args):
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
+    from streaming.model_loader import pick_decode_mode, pick_dtype
+
     torch.manual_seed(0)
     t0 = time.perf_counter()
+    dtype = pick_dtype(args.dtype, args.device)  # auto: as `omni serve` picks it
+    args.dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]  # reported
     if args.model:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
-        model = OmniModel.from_pretrained(args.model, device=args.device, dtype=dtype)
+        model = OmniModel.from_pretrained(args.model, device=args.device, dtype=None if dtype == torch.float32 else dtype)
     else:
         with torch.device(args.device):  # random init directly on the device (a1b is ~7.6B parameters)
             model = OmniModel(get_omni_config(args.flavor))
         model = model.to(args.device)
-        if args.dtype != "fp32":
-            model = model.to_dtype({"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
-    from streaming.model_loader import pick_decode_mode
-
+        if dtype != torch.float32:
+            model = model.to_dtype(dtype)
     mode = pick_decode_mode(args.decode_mode, args.device)
     from omni.turn_end import load_turn_end
 
@@ -428,7 +429,8 @@ def main() -> int:
     p.add_argument("--model", help="checkpoint directory (default: random weights of --flavor)")
     p.add_argument("--flavor", default="debug", help="omni flavor without --model (a1b on a GPU)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute dtype; auto (default, as omni serve) = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph"],
                    help="decode step mode (auto: graph on CUDA, eager on CPU)")
     p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")

@@ -619,10 +619,11 @@ async def amain(args) -> int:
     args.noise_rms = 0.0 if args.noise_snr is None else speech_rms / 10 ** (args.noise_snr / 20)
     print(f"{len(trials)} trials per mode (held-out voices and questions), synthesized in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
-    model = build_model(argparse.Namespace(model=args.model, flavor=args.flavor, device=args.device,
-                                           dtype=args.dtype, decode_mode=args.decode_mode,
-                                           sessions=[args.concurrency + 2], capacity=args.capacity,
-                                           max_steps=args.max_steps))
+    built = argparse.Namespace(model=args.model, flavor=args.flavor, device=args.device, dtype=args.dtype,
+                               decode_mode=args.decode_mode, sessions=[args.concurrency + 2],
+                               capacity=args.capacity, max_steps=args.max_steps)
+    model = build_model(built)
+    args.dtype = built.dtype  # auto resolved (reported)
     hw = hardware(args.device)
     if args.device == "cpu":
         hw = f"{os.cpu_count()}-core CPU ({hw.split(',')[0]})"
@@ -663,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", help="checkpoint directory (default: random weights of --flavor)")
     g.add_argument("--flavor", default="debug", help="omni flavor without --model (default debug)")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="compute dtype")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute dtype; auto (default, as omni serve) = bf16 on CUDA, fp32 on CPU")
     g.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph"],
                    help="decode step mode (auto: graph on CUDA, eager on CPU)")
     g.add_argument("--max-steps", type=int, default=80,

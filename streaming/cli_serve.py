@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve a randomly initialized model of this flavor (default: the shipped default "
                         "model, or a random debug model when none is shipped)")
     g.add_argument("--device", type=device(allow_auto=True), default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="inference dtype")
+    g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="inference dtype; auto (default) = bf16 on CUDA, fp32 on CPU")
     g.add_argument("--capacity", type=positive_int, default=4096, help="KV-cache tokens per session (default 4096)")
     g.add_argument("--decode-mode", choices=["auto", "eager", "static", "graph"], default="auto",
                    help="decode step: graph = CUDA graphs (GPU only), static = the static-shape step, "

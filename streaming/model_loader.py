@@ -21,6 +21,19 @@ def pick_device(device: str) -> str:
 
 
 DECODE_MODES = ("auto", "eager", "static", "graph")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_dtype(dtype: str | None, device: str) -> torch.dtype:
+    """"auto" (or None): bf16 on a GPU, where the shipped weights' own bf16 halves what a
+    decode step reads and the CUDA-graph path is the one measured; fp32 on CPU, whose
+    matrix kernels are fastest there."""
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
 
 
 def pick_decode_mode(mode: str, device: str) -> str:
@@ -34,10 +47,11 @@ def pick_decode_mode(mode: str, device: str) -> str:
 
 
 def load_realtime_model(model_dir: str | None = None, flavor: str | None = None, device: str = "auto",
-                        dtype: str | None = None, max_slots: int = 4, capacity: int = 4096,
+                        dtype: str | None = "auto", max_slots: int = 4, capacity: int = 4096,
                         max_steps: int = 1000, seed: int = 0, decode_mode: str = "auto"):
     """-> (RealtimeOmni, description). decode_mode: auto | eager | static | graph
-    (see OmniModel.set_decode_mode; auto = graph on CUDA, eager on CPU)."""
+    (see OmniModel.set_decode_mode; auto = graph on CUDA, eager on CPU); dtype: auto | fp32 |
+    bf16 | fp16 (pick_dtype: auto = bf16 on CUDA, fp32 on CPU)."""
     from omni.generation import GenerationOptions
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
@@ -47,9 +61,10 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
     model_dir, flavor = resolve_model(model_dir, flavor)  # no --model/--flavor: the shipped default
     device = pick_device(device)
     mode = pick_decode_mode(decode_mode, device)
-    torch_dtype = {None: None, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    torch_dtype = pick_dtype(dtype, device)
     if model_dir:
-        model = OmniModel.from_pretrained(model_dir, device=device, dtype=torch_dtype)
+        model = OmniModel.from_pretrained(model_dir, device=device,
+                                          dtype=None if torch_dtype == torch.float32 else torch_dtype)
         shipped = os.path.realpath(model_dir) == os.path.realpath(DEFAULT_MODEL_DIR)
         desc = f"the shipped default model ({model_dir})" if shipped else f"checkpoint {model_dir}"
     else:
@@ -57,7 +72,7 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
 
         torch.manual_seed(seed)
         model = OmniModel(get_omni_config(flavor)).to(device)
-        if torch_dtype is not None:
+        if torch_dtype != torch.float32:
             model = model.to_dtype(torch_dtype)
         desc = f"flavor {flavor} with RANDOM weights (pass --model DIR for a trained checkpoint)"
     from omni.turn_end import load_turn_end
@@ -70,4 +85,4 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
                       options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode, turn_end=turn_end)
     if mode == "graph":  # capture every batch size's graph before the first client, not during its reply
         rt.warm_up_decode()
-    return rt, f"{desc}; decode mode {mode}"
+    return rt, f"{desc}; {str(torch_dtype).removeprefix('torch.')}; decode mode {mode}"

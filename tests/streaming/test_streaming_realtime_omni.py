@@ -159,6 +159,17 @@ def test_serve_loads_a_checkpoint_directory(omni, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in list(a)[:5])
 
 
+def test_dtype_choice():
+    from streaming.model_loader import pick_dtype
+
+    # auto: bf16 on a GPU (the shipped weights' own precision), fp32 on CPU
+    assert pick_dtype("auto", "cuda:1") == torch.bfloat16 and pick_dtype(None, "cuda") == torch.bfloat16
+    assert pick_dtype("auto", "cpu") == torch.float32
+    assert pick_dtype("fp32", "cuda") == torch.float32 and pick_dtype("fp16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="dtype"):
+        pick_dtype("int8", "cpu")
+
+
 def test_decode_mode_choice(omni):
     from streaming.model_loader import load_realtime_model, pick_decode_mode
 
@@ -167,6 +178,7 @@ def test_decode_mode_choice(omni):
         pick_decode_mode("fast", "cpu")
     rt, desc = load_realtime_model(device="cpu", max_slots=1, capacity=64, max_steps=2, decode_mode="static")
     assert rt.model.decode_mode == "static" and "decode mode static" in desc
+    assert "float32" in desc and next(rt.model.llm.parameters()).dtype == torch.float32  # auto on CPU
     with pytest.raises(ValueError, match="CUDA"):
         load_realtime_model(device="cpu", max_slots=1, capacity=64, decode_mode="graph")
 
