@@ -143,3 +143,26 @@ def test_train_turn_end_command_runs_end_to_end(tmp_path):
     assert scores["train"]["utterances"] == 24 and scores["heldout"]["n"] == 12
     assert 0 <= scores["heldout"]["auc"] <= 1
     assert os.path.getmtime(Path(DEFAULT_MODEL_DIR) / WEIGHTS) == before
+
+
+def test_the_shipped_head_judges_alike_in_bf16():
+    """`omni serve` runs bf16 on a GPU (`--dtype auto`) while the head was trained on fp32
+    hidden states: on held-out utterances the bf16 model's reply-start state must give the
+    same decisions (measured on 120: mean |dp| 0.002, all decisions alike)."""
+    from omni.defaults import DEFAULT_MODEL_DIR
+    from omni.model import OmniModel
+    from omni.synth.voices import check_tools
+    from omni.turn_end_train import extract_features, synthesize_examples
+
+    check_tools()
+    examples = plan_examples("heldout", 16, 1)
+    synthesize_examples(examples, 2)
+    probs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = OmniModel.from_pretrained(DEFAULT_MODEL_DIR, dtype=dtype)
+        head = load_turn_end(DEFAULT_MODEL_DIR, model.config.llm.hidden_size, "cpu")
+        with torch.no_grad():
+            probs[dtype] = torch.sigmoid(head(extract_features(model, examples, "heldout", 8).float())).numpy()
+    a, b = probs[torch.float32], probs[torch.bfloat16]
+    assert not np.array_equal(a, b), "the bf16 model gave the fp32 numbers: was it cast?"
+    assert np.abs(a - b).mean() < 0.02 and ((a >= 0.5) == (b >= 0.5)).mean() >= 15 / 16
