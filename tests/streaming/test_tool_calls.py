@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from streaming_helpers import ScriptedModel, run, serving, silence
 
+from omni.tool_calls import NO_TOOLS
 from streaming.client import RealtimeClient
 from streaming.protocol import encode_pcm16
 from streaming.protocol.audio import resample
@@ -169,6 +170,34 @@ def test_tool_choice_none_required_and_named():
     assert ("begin", '<longcat_tool_call>{"name": "set_lamp", "arguments": ') in ctx  # named
     assert sum(1 for t in ctx if t[0] == "system" and "### Tool name: set_lamp" in t[1]) == 1
     assert err["error"]["param"] == "response.tool_choice.name"
+
+
+def test_a_responses_own_tools_are_declared_for_it_alone():
+    """`response.create` with `tools` on a session that has none: the model is told them
+    before that reply and may call them there; the next reply has the session's (none)
+    again, the model is told so, and a call it makes anyway is refused."""
+    model = ScriptedModel(replies=[block("set_lamp", '{"on": true}'), block("set_lamp", '{"on": false}')])
+
+    async def main():
+        async with serving(model) as srv, RealtimeClient(srv.url) as c:
+            await c.configure(turn_detection=None)
+            n0 = await text_turn(c, tools=[LAMP])
+            await c.wait_response(20, start=n0)
+            n1 = await text_turn(c, "and off")
+            await c.wait_response(20, start=n1)
+            return c, n0, n1
+
+    c, n0, n1 = run(main())
+    # the first reply's call is a call; the second's is refused, never a call
+    assert [json.loads(e["arguments"]) for e in of(c, "response.function_call_arguments.done", n0)] == [{"on": True}]
+    assert not [e for e in c.events[n0:n1] if e["type"] == "error"]
+    assert [e["error"]["code"] for e in of(c, "error", n1)] == ["tool_call_unknown_function"]
+    ctx = model.context(0)
+    assert ctx[0] == ("sys", None)  # the session declared nothing
+    begins = [k for k, t in enumerate(ctx) if t[0] == "begin"]
+    told = [(k, t[1]) for k, t in enumerate(ctx) if t[0] == "system"]
+    assert len(told) == 2 and "### Tool name: set_lamp" in told[0][1] and told[0][0] < begins[0]
+    assert told[1][1] == NO_TOOLS and begins[0] < told[1][0] < begins[1]
 
 
 def test_outputs_for_unknown_or_answered_calls_and_refused_item_types_are_typed_errors():
