@@ -62,9 +62,11 @@ def bank_voice_of(rng: np.random.Generator) -> dict:
                  word_gap=int(rng.choice([0, 0, 0, 1, 2]))).to_dict()
 
 
-def plan_examples(split: str, n: int, seed: int, voices: str = "split") -> list[Example]:
+def plan_examples(split: str, n: int, seed: int, voices: str = "split",
+                  tail_s: tuple[float, float] = TAIL_S) -> list[Example]:
     """n examples of `split`, half complete, half cut at a word boundary; `voices`: "split"
-    (the split's own voices) or "bank" (the bank's 75 timbres; train only)."""
+    (the split's own voices) or "bank" (the bank's 75 timbres; train only); `tail_s`: the
+    range of the silence after the words (what the server has heard when it judges)."""
     from omni.synth.questions import all_question_texts
     from omni.synth.voices import sample_voice
 
@@ -90,7 +92,7 @@ def plan_examples(split: str, n: int, seed: int, voices: str = "split") -> list[
         if voices == "bank":  # drawn apart, so the texts, cuts and scenes stay those of the split's voices
             voice = bank_voice_of(np.random.default_rng([seed, 77, i]))
         out.append(Example(text, complete, voice, bool(rng.random() < 0.5), hist,
-                           int(rng.integers(1 << 30)), float(rng.uniform(*TAIL_S))))
+                           int(rng.integers(1 << 30)), float(rng.uniform(*tail_s))))
     return out
 
 
@@ -223,6 +225,16 @@ def score(head, x: torch.Tensor, y: torch.Tensor, examples: list[Example]) -> di
     return out
 
 
+def tail_ms_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tail-ms {text!r}: give LO,HI in ms, e.g. 50,300") from None
+    if not 0 <= lo <= hi <= 2000:
+        raise argparse.ArgumentTypeError(f"--tail-ms {text!r}: need 0 <= LO <= HI <= 2000")
+    return lo / 1000, hi / 1000
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="model directory to read and write the head into (default: the shipped default model)")
@@ -235,6 +247,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-voices", choices=("train", "bank"), default="train",
                    help="voices of the training utterances: the train split's 88 (default) or the voice "
                         "bank's 600 (8 accents x 75 timbres)")
+    p.add_argument("--tail-ms", type=tail_ms_range, default=None, metavar="LO,HI",
+                   help="silence after the words, drawn in this range of ms (default 100,300: the server "
+                        "judges after speculative_silence_ms, 128); held-out scores use the same range")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=None, help="also write the scores to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="train and score, but do not write the head")
@@ -261,7 +276,8 @@ def main(args: argparse.Namespace) -> int:
     model = OmniModel.from_pretrained(model_dir, dtype=torch.float32)
     sets = {}
     for split, n, seed in (("train", args.train, args.seed), ("heldout", args.heldout, args.seed + 1)):
-        ex = plan_examples(split, n, seed, "bank" if split == "train" and args.train_voices == "bank" else "split")
+        ex = plan_examples(split, n, seed, "bank" if split == "train" and args.train_voices == "bank" else "split",
+                           args.tail_ms or TAIL_S)
         synthesize_examples(ex, threads)
         with tqdm(total=len(ex), desc=f"hidden states ({split})", unit="utt") as bar:
             x = extract_features(model, ex, split, args.batch, bar)
@@ -276,7 +292,7 @@ def main(args: argparse.Namespace) -> int:
         "train": {"utterances": len(ex_tr), "loss": loss, **{k: v for k, v in score(head, x_tr, y_tr, ex_tr).items()
                                                                if k != "errors"}},
         "heldout": score(head, *sets["heldout"][1:], sets["heldout"][0]),
-        "data": {"pre_roll_s": PRE_ROLL_S, "tail_s": list(TAIL_S), "camera_fps": FRAME_FPS,
+        "data": {"pre_roll_s": PRE_ROLL_S, "tail_s": list(args.tail_ms or TAIL_S), "camera_fps": FRAME_FPS,
                  "train_split": "train questions + " + ("the voice bank's timbres" if args.train_voices == "bank"
                                                          else "train voices"), "heldout_split": "held-out wordings + unseen voices"},
         "seconds": round(time.perf_counter() - t0, 1), "threads": threads,

@@ -90,6 +90,20 @@ def test_training_data_labels_cuts_and_whole_questions():
     assert {e.voice["name"].split("+")[1] for e in held} <= {"m7", "f4", "klatt4"}  # unseen speakers
 
 
+def test_the_silence_after_the_words_is_drawn_in_the_asked_range():
+    import argparse
+
+    from omni.turn_end_train import TAIL_S, tail_ms_range
+
+    assert all(TAIL_S[0] <= e.tail_s <= TAIL_S[1] for e in plan_examples("train", 50, seed=5))
+    short = plan_examples("train", 50, seed=5, tail_s=tail_ms_range("30,70"))
+    assert all(0.03 <= e.tail_s <= 0.07 for e in short)
+    assert [e.text for e in short] == [e.text for e in plan_examples("train", 50, seed=5)]  # only the silences change
+    for bad in ("70,30", "fifty", "10", "0,5000"):
+        with pytest.raises(argparse.ArgumentTypeError, match="tail-ms"):
+            tail_ms_range(bad)
+
+
 def test_training_utterances_in_the_bank_voices_never_use_held_out_speakers():
     from omni.synth.voices import ASSISTANT_VOICE, HELDOUT_VARIANTS, TRAIN_VARIANTS
 
@@ -166,3 +180,14 @@ def test_the_shipped_head_judges_alike_in_bf16():
     a, b = probs[torch.float32], probs[torch.bfloat16]
     assert not np.array_equal(a, b), "the bf16 model gave the fp32 numbers: was it cast?"
     assert np.abs(a - b).mean() < 0.02 and ((a >= 0.5) == (b >= 0.5)).mean() >= 15 / 16
+
+
+def test_turn_end_silence_bench_runs(tmp_path):
+    """bench/turn_end_silence.py, tiny: the shipped head scored after two silence ranges."""
+    out = tmp_path / "silence.json"
+    r = subprocess.run([sys.executable, "bench/turn_end_silence.py", "-n", "8", "--tails", "30,70 100,300",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["tail_ms"] for row in rows] == [[30, 70], [100, 300]] and all(row["n"] == 8 for row in rows)
+    assert all(0 <= row["auc"] <= 1 for row in rows)
