@@ -15,6 +15,8 @@ Transcribers (omni/transcribe.py):
                      on `omni serve` with no --model): pre-trained on the questions' words,
                      then trained on through the LLM only
   ctc-random-mini    the same head of a randomly initialized `mini` model: the floor
+  model-default      the shipped default model itself, asked to write down what was said (the
+                     "model" transcriber on `omni serve`): greedy, text only
 
 WER = word edits / reference words, over all utterances of a group; RTF = decode
 time / audio time (one CPU core, this process).
@@ -41,6 +43,7 @@ from omni.synth.audio import augment, random_noise_params, to_float  # noqa: E40
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, all_question_texts  # noqa: E402
 from omni.synth.voices import sample_voice, synthesize  # noqa: E402
 from omni.transcribe import SphinxTranscriber, ctc, world_sphinx  # noqa: E402
+from omni.transcribe import model as transcribe_model  # noqa: E402
 
 
 def edits(ref: list[str], hyp: list[str]) -> int:
@@ -119,6 +122,7 @@ def main() -> None:
     }
     if os.path.isdir(DEFAULT_MODEL_DIR):
         transcribers["ctc-default"] = lambda: ctc(model_dir=str(DEFAULT_MODEL_DIR))
+        transcribers["model-default"] = lambda: transcribe_model(model_dir=str(DEFAULT_MODEL_DIR))
     results = {name: measure(name, make(), utts) for name, make in transcribers.items()}
     report = {
         "machine": "2-core CPU",

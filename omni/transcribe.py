@@ -14,8 +14,11 @@ float mono in [-1, 1]). The server runs one in a process of its own
 - "sphinx": the same recognizer with pocketsphinx's stock English language model
   (any English, far less accurate on the world's questions).
 - "ctc": the model's own audio-encoder CTC head, decoded greedily over the LLM
-  tokenizer's ids. It can take over once a trained checkpoint exists; on the
-  shipped (randomly initialized) models its output is noise.
+  tokenizer's ids. On the shipped default model it is pre-trained on the questions'
+  words, then left behind while the encoder learns on through the LLM.
+- "model": the model itself, asked to write down what was said (the default
+  model's recipe trains this: `omni.synth.questions.TRANSCRIBE_PROMPT`), a
+  greedy text-only reply; a second copy of the model in the transcriber's process.
 
 bench/transcribe_wer.py measures their word error rate on the world's held-out
 voices (bench/results/transcribe_wer_cpu.json).
@@ -35,6 +38,7 @@ TRANSCRIBERS: dict[str, str] = {
     "world-sphinx": "omni.transcribe:world_sphinx",
     "sphinx": "omni.transcribe:sphinx",
     "ctc": "omni.transcribe:ctc",
+    "model": "omni.transcribe:model",
 }
 SAMPLE_RATE = 16000
 
@@ -153,6 +157,23 @@ class CtcTranscriber:
         return self.tokenizer.decode(ids)
 
 
+class ModelTranscriber:
+    """The model answers "write down what I said" after the audio: greedy, text only."""
+
+    name = "model"
+
+    def __init__(self, model, max_words: int = 48) -> None:
+        self.model, self.max_new_tokens = model.eval(), 2 * max_words
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        from omni.generation import GenerationOptions, OmniRequest, generate
+        from omni.synth.questions import TRANSCRIBE_PROMPT
+
+        req = OmniRequest(audio=np.asarray(audio, dtype=np.float32).reshape(-1), text=TRANSCRIBE_PROMPT)
+        opts = GenerationOptions(max_new_tokens=self.max_new_tokens, speech=False, decode_audio=False)
+        return generate(self.model, [req], opts)[0].text.strip()
+
+
 # ---- factories (TRANSCRIBERS) ------------------------------------------------------
 def world_sphinx() -> SphinxTranscriber:
     return SphinxTranscriber(world_sentences(), name="world-sphinx")
@@ -178,3 +199,17 @@ def ctc(model_dir: str | None = None, flavor: str = "mini", seed: int = 0) -> Ct
 
     torch.manual_seed(seed)
     return CtcTranscriber(StreamingAudioEncoder(get_omni_config(flavor).audio), load_tokenizer())
+
+
+def model(model_dir: str | None = None, flavor: str = "mini", seed: int = 0) -> ModelTranscriber:
+    """A checkpoint (`model_dir`) asked to transcribe, else a randomly initialized `flavor`."""
+    import torch
+
+    from omni.model import OmniModel
+
+    if model_dir:
+        return ModelTranscriber(OmniModel.from_pretrained(model_dir, device="cpu"))
+    from omni.config import get_omni_config
+
+    torch.manual_seed(seed)
+    return ModelTranscriber(OmniModel(get_omni_config(flavor)))

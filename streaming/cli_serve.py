@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--transcriber", choices=[*TRANSCRIBERS, "off"], default="world-sphinx",
                    help="input transcription for sessions that ask for it (audio.input.transcription): "
                         "world-sphinx (default: pocketsphinx with the default world's language model), sphinx "
-                        "(pocketsphinx, any English), ctc (the served model's own CTC head), off")
+                        "(pocketsphinx, any English), ctc (the served model's own CTC head), model (the served model "
+                        "asked to write down what was said, a second copy of it), off")
     g.add_argument("--input-stage", choices=["thread", "process"], default="thread",
                    help="where microphones are resampled and scored by silero-vad: thread (default: in the server's "
                         "process) or process (a process of its own, whose rounds never wait for the GIL)")
@@ -123,11 +124,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def transcriber_config(args: argparse.Namespace) -> dict:
     """ServerConfig fields of --transcriber ("ctc" reads the CTC head of the served checkpoint, or of a
-    random model of the served flavor)."""
+    random model of the served flavor; "model" asks that model itself)."""
     if args.transcriber == "off":
         return {"transcriber": None}
     extra = {}
-    if args.transcriber == "ctc":
+    if args.transcriber in ("ctc", "model"):
         from omni.defaults import resolve_model
 
         path, flavor = resolve_model(args.model, args.flavor)
