@@ -16,6 +16,14 @@ import time
 from mdp.loss import STAT_NAMES
 
 
+def write_json(path: str, obj, indent: int | None = None) -> None:
+    """Write JSON aside and rename it over `path`: a run killed mid-write (a kill -9, a call's
+    time limit) leaves the previous file whole, which its resume then reads."""
+    with open(path + ".tmp", "w") as fh:
+        json.dump(obj, fh, indent=indent)
+    os.replace(path + ".tmp", path)
+
+
 class TrainLog:
     """loss.csv / loss.json in out_dir; on resume, entries past the checkpoint are dropped."""
 
@@ -37,14 +45,16 @@ class TrainLog:
         self._flush()
 
     def _flush(self) -> None:
-        with open(self.json_path, "w") as fh:
-            json.dump(self.rows, fh, indent=1)
+        # each file is written aside and renamed over the old one (write_json): a run killed
+        # mid-write leaves the previous log whole, never a truncated one for its resume
+        write_json(self.json_path, self.rows, indent=1)
         # the per-term columns exist when the trainer measured them (not with pipeline stages)
         fields = self.FIELDS + tuple(k for k in STAT_NAMES if self.rows and k in self.rows[-1])
-        with open(self.csv_path, "w", newline="") as fh:
+        with open(self.csv_path + ".tmp", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", restval="")
             w.writeheader()
             w.writerows(self.rows)
+        os.replace(self.csv_path + ".tmp", self.csv_path)
 
     def plot(self) -> None:
         if not self.rows:

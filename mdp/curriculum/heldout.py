@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from mdp.log import write_json
+
 
 class HeldoutProbe:
     def __init__(self, recipe, run_dir: str, device: torch.device) -> None:
@@ -52,10 +54,7 @@ class HeldoutProbe:
                "accuracy": fams["all"]["accuracy"], "families": {f: v["accuracy"] for f, v in fams.items() if f != "all"},
                "n": fams["all"]["n"], "seconds": round(time.perf_counter() - t0, 2), "device": self.device}
         self.rows.append(row)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.rows, fh, indent=1)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.rows, indent=1)
         plot(self.rows, os.path.join(os.path.dirname(self.path), "heldout.png"))
         print(f"held-out {stage} step {step} ({samples_seen} samples seen): {row['accuracy']:.1%} exact on "
               f"{row['n']} spoken questions " + " ".join(f"{f} {a:.0%}" for f, a in row["families"].items())

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
+from mdp.log import write_json
 from mdp.loop import TrainLoop, agree, deadline_after
 from mdp.curriculum.data import PackDataset, answer_code_table, pack_cmvn
 from mdp.curriculum.stages import stage_plan, stage_seq_lens, write_stage_manifest
@@ -241,9 +242,8 @@ class _Plan:
             self.speeds[self.stages[idx][0]] = sec_per_step
         if dist.get_rank() == 0:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(self.path, "w") as fh:
-                json.dump({"stage_steps": self.stages, "sec_per_step": sec_per_step, "scale": scale,
-                           "speeds": self.speeds}, fh)
+            write_json(self.path, {"stage_steps": self.stages, "sec_per_step": sec_per_step, "scale": scale,
+                                   "speeds": self.speeds})
             how = "" if measured else " (estimated)"
             print(f"time budget: {sec_per_step:.3f} s/step{how} -> stage steps scaled by {scale:.2f}: {self.stages}",
                   file=sys.stderr)
@@ -526,8 +526,7 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
         if rank0:
             torch.save(state, final + ".tmp")
             os.replace(final + ".tmp", final)
-            with open(os.path.join(r.output.out_dir, "done.json"), "w") as fh:
-                json.dump({"stage": name, "steps": steps}, fh)
+            write_json(os.path.join(r.output.out_dir, "done.json"), {"stage": name, "steps": steps})
         dist.barrier()
     out = recipe.output.export_dir or os.path.join(recipe.output.out_dir, "model")
     if rank0:

@@ -223,3 +223,25 @@ def test_train_log_resumes_and_buffers(tmp_path) -> None:
     buf.flush()
     assert len(json.loads((tmp_path / "b" / "loss.json").read_text())) == 4
     assert (tmp_path / "b" / "loss.csv").read_text().splitlines()[0].startswith("step,loss")
+
+
+def test_the_loss_log_survives_a_kill_during_its_write(tmp_path, monkeypatch):
+    """A run killed while rewriting loss.json (the kill -9 a resume must survive) leaves the
+    previous log whole: the write goes aside and is renamed over it."""
+    import json as _json
+
+    from mdp.log import TrainLog
+
+    log = TrainLog(str(tmp_path), 0)
+    log.write({"step": 0, "loss": 2.0})
+    log.write({"step": 1, "loss": 1.5})
+
+    def killed(obj, fh, **kw):  # the process dies after a partial write
+        fh.write("[{\"step\": 0,")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_json, "dump", killed)
+    with pytest.raises(KeyboardInterrupt):
+        log.write({"step": 2, "loss": 1.0})
+    monkeypatch.undo()
+    assert [r["step"] for r in TrainLog(str(tmp_path), 2).rows] == [0, 1]  # the resume reads the last whole log
