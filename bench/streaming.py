@@ -108,12 +108,12 @@ def build_model(args):
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
-    from streaming.model_loader import pick_decode_mode, pick_dtype
+    from streaming.model_loader import DTYPES, pick_decode_mode, pick_dtype
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
     dtype = pick_dtype(args.dtype, args.device)  # auto: as `omni serve` picks it
-    args.dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]  # reported
+    args.dtype = next(name for name, d in DTYPES.items() if d == dtype)  # reported
     if args.model:
         model = OmniModel.from_pretrained(args.model, device=args.device, dtype=None if dtype == torch.float32 else dtype)
     else:

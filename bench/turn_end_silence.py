@@ -20,7 +20,8 @@ import platform
 import sys
 import time
 
-sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[0] = ROOT
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
               f"{r['complete_ended_at_0.5']:>15.2f} {r['incomplete_ended_at_0.5']:>17.2f}")
     data = {"machine": f"{os.cpu_count()}-core CPU", "platform": platform.platform(),
             "command": "python bench/turn_end_silence.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "model": model_dir, "utterances": "held-out wordings and voices, half complete, half cut at a word",
+            "model": os.path.relpath(model_dir, ROOT) if os.path.abspath(model_dir).startswith(ROOT) else model_dir,
+            "utterances": "held-out wordings and voices, half complete, half cut at a word",
             "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:

@@ -228,8 +228,6 @@ def test_train_log_resumes_and_buffers(tmp_path) -> None:
 def test_the_loss_log_survives_a_kill_during_its_write(tmp_path, monkeypatch):
     """A run killed while rewriting loss.json (the kill -9 a resume must survive) leaves the
     previous log whole: the write goes aside and is renamed over it."""
-    import json as _json
-
     from mdp.log import TrainLog
 
     log = TrainLog(str(tmp_path), 0)
@@ -240,7 +238,7 @@ def test_the_loss_log_survives_a_kill_during_its_write(tmp_path, monkeypatch):
         fh.write("[{\"step\": 0,")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_json, "dump", killed)
+    monkeypatch.setattr(json, "dump", killed)
     with pytest.raises(KeyboardInterrupt):
         log.write({"step": 2, "loss": 1.0})
     monkeypatch.undo()
