@@ -58,15 +58,21 @@ class FrameSampler:
     Dense slots are absolute: every 1/dense_fps seconds from the turn's origin
     (`start_turn`). A slot takes the earliest frame at or after its start and
     before the next slot, so the frames picked (and their times) do not depend
-    on where packets are split. While answering, a frame is kept when it comes
-    at least 1/sparse_fps after the last one kept (independent of packets too).
+    on where packets are split. The packet that closes a turn (`closing`) is cut
+    where the server speculates or ends the turn, often before the frame of its
+    last, still open slot has come: that slot then holds the camera's latest frame
+    (at most `hold_s` old), as a still repeats in training, where every started
+    second of a question has its frames (a second without any was answered worse).
+    While answering, a frame is kept when it comes at least 1/sparse_fps after the
+    last one kept (independent of packets too).
     """
 
     def __init__(self, dense_fps: float = 2.0, sparse_fps: float = 0.5, max_held: int = 8,
-                 max_side: int = 448) -> None:
+                 max_side: int = 448, hold_s: float = 1.0) -> None:
         self.dense_fps, self.sparse_fps = dense_fps, sparse_fps
-        self.max_held, self.max_side = max_held, max_side
+        self.max_held, self.max_side, self.hold_s = max_held, max_side, hold_s
         self.recent: list[Frame] = []  # not yet consumed, time-ordered
+        self.latest: Frame | None = None  # the latest frame of a user turn, consumed or not
         self.held: list[Frame] = []  # sparse frames kept during an answer
         self.origin = 0.0  # media time of the current turn's first slot
         self.last_sparse = -1e9
@@ -83,6 +89,8 @@ class FrameSampler:
                 self.last_sparse = frame.time
             return
         self.recent.append(frame)
+        if self.latest is None or frame.time >= self.latest.time:
+            self.latest = frame
         self.recent.sort(key=lambda f: f.time)
         self.recent = self.recent[-64:]
 
@@ -96,10 +104,11 @@ class FrameSampler:
         times, rgbs = self.take_held_timed()
         return (times[0] if times else 0.0), rgbs
 
-    def take_timed(self, t0: float, t1: float) -> tuple[list[float], list[np.ndarray]]:
+    def take_timed(self, t0: float, t1: float, closing: bool = False) -> tuple[list[float], list[np.ndarray]]:
         """Dense frames of the packet covering media time [t0, t1): for each slot
-        starting inside it, the earliest frame in [slot, next slot). Returns
-        (times, RGB frames)."""
+        starting inside it, the earliest frame in [slot, next slot); with `closing`
+        (the turn's last packet), a still open slot without one holds the latest
+        frame before it, stamped with the slot's start. Returns (times, RGB frames)."""
         step = 1.0 / self.dense_fps
         k = math.ceil((t0 - self.origin) / step - 1e-6)
         picked: list[Frame] = []
@@ -108,12 +117,15 @@ class FrameSampler:
             cands = [f for f in self.recent if s - 1e-6 <= f.time < s + step - 1e-6]
             if cands:
                 picked.append(min(cands, key=lambda f: f.time))
+            elif closing and t1 < s + step - 1e-6 and self.latest is not None \
+                    and 0 <= s - self.latest.time <= self.hold_s:
+                picked.append(Frame(s, self.latest.jpeg))
             k += 1
         # frames before the next slot can never be picked any more
         nxt = self.origin + k * step - 1e-6
         self.recent = [f for f in self.recent if f.time >= nxt]
         return [f.time for f in picked], [f.rgb(self.max_side) for f in picked]
 
-    def take(self, t0: float, t1: float) -> list[np.ndarray]:
+    def take(self, t0: float, t1: float, closing: bool = False) -> list[np.ndarray]:
         """The RGB frames of `take_timed`."""
-        return self.take_timed(t0, t1)[1]
+        return self.take_timed(t0, t1, closing)[1]

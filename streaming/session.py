@@ -285,12 +285,12 @@ class Session:
                 return t - (end - sample) / SR
         return time.perf_counter()
 
-    def _packet(self, a: int, b: int) -> UserChunk | None:
+    def _packet(self, a: int, b: int, closing: bool = False) -> UserChunk | None:
         a = max(a, self.audio_start)
         if b <= a:
             return None
         seg = self.audio[a - self.audio_start:b - self.audio_start].copy()
-        times, frames = self.frames.take_timed(a / SR, b / SR)
+        times, frames = self.frames.take_timed(a / SR, b / SR, closing)
         return UserChunk(audio=seg, frames=frames, start_time=a / SR, speaking=True, frame_times=times)
 
     def _submit(self, chunk: UserChunk | None) -> None:
@@ -308,8 +308,8 @@ class Session:
     def _flush_partial(self, upto: int) -> None:
         upto = min(upto, self.total)
         self._emit_packets()
-        if upto > self.packet_start:
-            self._submit(self._packet(self.packet_start, upto))
+        if upto > self.packet_start:  # the turn's last packet, unless the user goes on (a rollback)
+            self._submit(self._packet(self.packet_start, upto, closing=True))
             self.packet_start = upto
 
     def _on_turn(self, ev: TurnEvent) -> None:

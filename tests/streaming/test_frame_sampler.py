@@ -91,3 +91,29 @@ def test_sparse_frames_while_answering_are_held_with_their_times():
     times, rgbs = s.take_held_timed()
     assert times == [10.0, 12.0] and len(rgbs) == 2
     assert s.take_held_timed() == ([], [])
+
+
+def test_the_closing_packet_holds_the_latest_frame_for_its_open_slot():
+    """A turn cut 0.35 s into a slot, before that slot's frame came: the closing packet
+    holds the frame before it (stamped with the slot), a packet of a turn that goes on
+    does not, a slot already closed never does, and a stale camera is not held."""
+    def sampler(times):
+        s = FrameSampler()
+        s.start_turn(0.2)
+        for i, t in enumerate(times):
+            s.add(Frame(t, _jpeg(i)), answering=False)
+        s.take_timed(0.2, 2.2)  # slots 0.2 ... 1.7 taken
+        return s
+
+    camera = [0.25, 0.7, 1.15, 1.6, 2.05]  # ~2.2 FPS: the next frame, 2.5, is not there yet
+    assert sampler(camera).take_timed(2.2, 2.55)[0] == []
+    times, rgbs = sampler(camera).take_timed(2.2, 2.55, closing=True)
+    assert times == [2.2] and len(rgbs) == 1
+    want = np.asarray(Image.open(io.BytesIO(_jpeg(4))).convert("RGB"))
+    assert np.array_equal(rgbs[0], want)  # the latest frame, 2.05
+    # a slot that ended inside the packet had its chance: only the open one holds
+    assert sampler(camera).take_timed(2.2, 2.95, closing=True)[0] == [2.7]
+    # a camera that stopped more than hold_s before the slot is not held
+    assert sampler([0.25, 0.7, 1.15]).take_timed(2.2, 2.55, closing=True)[0] == []
+    # a frame that came in time is taken as always
+    assert sampler(camera + [2.5]).take_timed(2.2, 2.55, closing=True)[0] == [2.5]
