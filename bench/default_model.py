@@ -146,6 +146,8 @@ def streaming(args, items: list[dict]) -> dict:
             cmd = [sys.executable, "-m", "omni.cli", "client", "--url", f"ws://127.0.0.1:{port}", "--json",
                    "--wav", os.path.join(args.data, it["question_audio"]), "--out", reply_wav, "--timeout", "60",
                    "--turn-detection", args.turn_detection]
+            if args.speculative_silence_ms is not None:
+                cmd += ["--speculative-silence-ms", str(args.speculative_silence_ms)]
             if it.get("stream_video"):
                 cmd += ["--video", os.path.join(args.data, it["stream_video"])]
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
@@ -181,6 +183,7 @@ def streaming(args, items: list[dict]) -> dict:
     return {
         "n": len(rows),
         "turn_detection": args.turn_detection,
+        "speculative_silence_ms": args.speculative_silence_ms,  # None: the server's default
         "accuracy": round(sum(r["ok"] for r in rows) / n, 4),
         "offline_accuracy_same_questions": round(sum(r["offline_ok"] for r in rows) / n, 4),
         "same_text_as_offline": round(sum(r["same_as_offline"] for r in rows) / n, 4),
@@ -203,6 +206,8 @@ def main() -> int:
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
     p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
                    help="the streamed sessions' turn detection (default server_vad)")
+    p.add_argument("--speculative-silence-ms", type=int, default=None, metavar="MS",
+                   help="the streamed sessions' speculation point (default: the server's for the turn detection)")
     p.add_argument("--question", choices=QUESTIONS, default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")

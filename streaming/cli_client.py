@@ -38,6 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
                    help="how the server ends the turn: silence (server_vad, default) or the model's judgment "
                         "(semantic_vad; a model without an end-of-turn head falls back to silence)")
+    p.add_argument("--speculative-silence-ms", type=int, default=None, metavar="MS",
+                   help="silence after which the server starts its reply speculatively (session.update "
+                        "turn_detection.speculative_silence_ms; default: the server's, 200 for server_vad, "
+                        "128 for semantic_vad)")
     p.add_argument("--timeout", type=positive_float, default=120.0, help="give up after this many seconds")
     p.add_argument("--json", action="store_true", help="print the latency breakdown as JSON")
 
@@ -46,6 +50,14 @@ def read_question(path: str) -> np.ndarray:
     from encoders.media import read_audio
 
     return read_audio(path, 16000).astype(np.float32)
+
+
+def turn_detection(args: argparse.Namespace) -> dict:
+    """The session's turn_detection setting from the command line."""
+    td: dict = {"type": args.turn_detection}
+    if args.speculative_silence_ms is not None:
+        td["speculative_silence_ms"] = args.speculative_silence_ms
+    return td
 
 
 def video_frames(path: str, fps: float = 2.0) -> list[tuple[float, bytes]]:
@@ -123,7 +135,7 @@ async def _run(args: argparse.Namespace, question: np.ndarray, frames: list[tupl
 
     async with RealtimeClient(args.url, api_key=args.api_key, on_event=show) as c:
         await c.configure(input_rate=16000, output_rate=24000, instructions=args.instructions,
-                          turn_detection={"type": args.turn_detection})
+                          turn_detection=turn_detection(args))
         print(f"streaming {len(question) / 16000:.1f} s of speech" + (f" + {len(frames)} frames" if frames else "")
               + f" to {args.url} ...", flush=True)
         print("assistant: ", end="", flush=True)

@@ -67,3 +67,19 @@ def test_serve_and_client_commands(tmp_path):
     assert re.search(r"streaming \d\.\d s of speech \+ \d+ frames", res.stdout)
     with wave.open(str(out)) as w:
         assert w.getframerate() == 24000 and 0 < w.getnframes() / 24000 <= 12 * 0.06 + 0.3
+
+
+def test_client_sets_the_speculation_point_only_when_asked(tmp_path):
+    """`omni client --speculative-silence-ms MS` sends it in the session's turn_detection;
+    without it the server's default for the turn detection holds (nothing is sent)."""
+    import argparse
+
+    from streaming.cli_client import add_arguments, turn_detection
+
+    q = tmp_path / "q.wav"
+    q.write_bytes(b"")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert turn_detection(p.parse_args(["--wav", str(q)])) == {"type": "server_vad"}
+    args = p.parse_args(["--wav", str(q), "--turn-detection", "semantic_vad", "--speculative-silence-ms", "200"])
+    assert turn_detection(args) == {"type": "semantic_vad", "speculative_silence_ms": 200}
