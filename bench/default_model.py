@@ -64,7 +64,7 @@ def load_items(args) -> list[dict]:
     from omni.synth.heldout import items_from_pack, select
 
     if args.pack:
-        return items_from_pack(args.pack, args.limit, args.question)
+        return items_from_pack(args.pack, args.limit, args.question, tail_s=args.tail_s)
     from encoders.media import read_video
     from omni.synth.audio import read_wav, to_float
     from omni.synth.build import read_jsonl
@@ -208,6 +208,9 @@ def main() -> int:
                    help="the streamed sessions' turn detection (default server_vad)")
     p.add_argument("--speculative-silence-ms", type=int, default=None, metavar="MS",
                    help="the streamed sessions' speculation point (default: the server's for the turn detection)")
+    p.add_argument("--tail-s", type=float, default=None, metavar="S",
+                   help="with --pack: every question followed by S seconds of silence instead of its own "
+                        "(0.3-0.7 s): what a turn cut soon after the last word costs the answers")
     p.add_argument("--question", choices=QUESTIONS, default="spoken",
                    help="spoken: the held-out spoken question with the camera on (what the bars judge); "
                         "text / transcribe / caption: diagnostics that tell hearing from seeing (see below)")
@@ -245,6 +248,7 @@ def main() -> int:
         "question": args.question,
         "vision_max_tokens": model.config.vision.max_tokens,
         "tools_declared": bool(args.declare_tools),
+        "tail_s": args.tail_s,  # None: each question's own silence after it
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else
                   f"{platform.machine()} CPU, {os.cpu_count()} cores (shared)",
         "bars": BARS,

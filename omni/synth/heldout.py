@@ -33,12 +33,16 @@ def stream_frames(frames: list, num_samples: int, sample_rate: int = 16000) -> t
     return out, [j / 2 for j in range(n)]
 
 
-def items_from_pack(path: str, limit: int = 0, question: str = "spoken") -> list[dict]:
-    """Held-out samples of a pack: question audio, camera frames, answer, family."""
+def items_from_pack(path: str, limit: int = 0, question: str = "spoken", tail_s: float | None = None) -> list[dict]:
+    """Held-out samples of a pack: question audio, camera frames, answer, family. `tail_s`:
+    every question followed by this much silence instead of its own (0.3-0.7 s)."""
     from omni.synth.pack import Pack
     from omni.synth.questions import scene_caption
 
     pack = Pack(path)
+    if tail_s is not None:  # columns: snr_db, lead_s, tail_s, gain_db
+        pack.sample_noise = np.array(pack.sample_noise, dtype=np.float64)
+        pack.sample_noise[:, 2] = tail_s
     # a tool request is answered after the tool's output (bench/tool_world.py asks those)
     index = [i for i in range(len(pack)) if pack.family(i) != "tool"]
     if limit and limit < len(index) and question != "caption":  # read only the chosen samples

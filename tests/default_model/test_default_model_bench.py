@@ -111,6 +111,22 @@ def test_rerender_speaks_the_same_text_in_a_voice_of_the_split(mini_pack):
         assert [a["voice"] for a in again] == [a["voice"] for a in rerender(items, str(mini_pack), split, seed=3)]
 
 
+def test_tail_s_replaces_each_questions_silence_after_it(mini_pack):
+    """`--tail-s S`: the same recordings, each followed by S s of silence instead of its own."""
+    from omni.synth.heldout import items_from_pack
+    from omni.synth.pack import Pack
+
+    own = items_from_pack(str(mini_pack), limit=3)
+    short = items_from_pack(str(mini_pack), limit=3, tail_s=0.0)
+    longer = items_from_pack(str(mini_pack), limit=3, tail_s=1.0)
+    pack = Pack(str(mini_pack))
+    tails = {pack.sample_id(i): float(pack.sample_noise[i, 2]) for i in range(len(pack))}
+    for a, b, c in zip(own, short, longer):
+        assert a["id"] == b["id"] == c["id"]
+        assert len(c["audio"]) - len(b["audio"]) == 16000  # 1 s more silence, nothing else
+        assert abs(len(a["audio"]) - len(b["audio"]) - tails[a["id"]] * 16000) <= 1
+
+
 def test_reword_asks_the_same_query_in_a_wording_of_the_split(mini_pack):
     from omni.synth.heldout import items_from_pack, reword
     from omni.synth.pack import Pack
