@@ -147,6 +147,9 @@ def test_encoding_overlaps_decoding_and_keeps_each_session_in_order():
         eng.submit(a, Chunk(_chunk(0.0, 1.0)))
         eng.submit(a, Respond(1, False, None))
         eng.submit(a, Chunk(_chunk(1.0, 1.0)))  # after the turn close: encoded after begin
+        # b's packets once a's reply is under way (submitted with a's, they could share one
+        # encoder batch with a's first packet, and the reply would start after all of them)
+        _drain_until(qa, "delta")
         for k in range(6):  # b keeps talking while a answers
             eng.submit(b, Chunk(_chunk(float(k), 1.0)))
         _drain_until(qa, "done")
