@@ -115,13 +115,11 @@ def build_model(args):
     dtype = pick_dtype(args.dtype, args.device)  # auto: as `omni serve` picks it
     args.dtype = next(name for name, d in DTYPES.items() if d == dtype)  # reported
     if args.model:
-        model = OmniModel.from_pretrained(args.model, device=args.device, dtype=None if dtype == torch.float32 else dtype)
+        model = OmniModel.from_pretrained(args.model, device=args.device, dtype=dtype)
     else:
         with torch.device(args.device):  # random init directly on the device (a1b is ~7.6B parameters)
             model = OmniModel(get_omni_config(args.flavor))
-        model = model.to(args.device)
-        if dtype != torch.float32:
-            model = model.to_dtype(dtype)
+        model = model.to(args.device).to_dtype(dtype)  # fp32: a no-op
     mode = pick_decode_mode(args.decode_mode, args.device)
     from omni.turn_end import load_turn_end
 

@@ -35,7 +35,6 @@ def pick_dtype(dtype: str | None, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-
 def pick_decode_mode(mode: str, device: str) -> str:
     """"auto": CUDA graphs on a GPU (the decode step replayed, not re-launched op
     by op), the eager forward on CPU."""
@@ -63,17 +62,14 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
     mode = pick_decode_mode(decode_mode, device)
     torch_dtype = pick_dtype(dtype, device)
     if model_dir:
-        model = OmniModel.from_pretrained(model_dir, device=device,
-                                          dtype=None if torch_dtype == torch.float32 else torch_dtype)
+        model = OmniModel.from_pretrained(model_dir, device=device, dtype=torch_dtype)
         shipped = os.path.realpath(model_dir) == os.path.realpath(DEFAULT_MODEL_DIR)
         desc = f"the shipped default model ({model_dir})" if shipped else f"checkpoint {model_dir}"
     else:
         from omni.config import get_omni_config
 
         torch.manual_seed(seed)
-        model = OmniModel(get_omni_config(flavor)).to(device)
-        if torch_dtype != torch.float32:
-            model = model.to_dtype(torch_dtype)
+        model = OmniModel(get_omni_config(flavor)).to(device).to_dtype(torch_dtype)  # fp32: a no-op
         desc = f"flavor {flavor} with RANDOM weights (pass --model DIR for a trained checkpoint)"
     from omni.turn_end import load_turn_end
 
