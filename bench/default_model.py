@@ -54,6 +54,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from omni.commands.argtypes import float_between, int_between  # noqa: E402
 from omni.synth.heldout import QUESTIONS, answer, per_family, score  # noqa: E402
 
 BARS = {"text": 0.90, "speech": 0.80}
@@ -206,9 +207,9 @@ def main() -> int:
     p.add_argument("--stream", type=int, default=0, help="also stream this many questions through omni serve + client")
     p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
                    help="the streamed sessions' turn detection (default server_vad)")
-    p.add_argument("--speculative-silence-ms", type=int, default=None, metavar="MS",
+    p.add_argument("--speculative-silence-ms", type=int_between(32, 10000), default=None, metavar="MS",
                    help="the streamed sessions' speculation point (default: the server's for the turn detection)")
-    p.add_argument("--tail-s", type=float, default=None, metavar="S",
+    p.add_argument("--tail-s", type=float_between(0.0, 5.0), default=None, metavar="S",
                    help="with --pack: every question followed by S seconds of silence instead of its own "
                         "(0.3-0.7 s): what a turn cut soon after the last word costs the answers")
     p.add_argument("--question", choices=QUESTIONS, default="spoken",

@@ -20,7 +20,7 @@ import wave
 
 import numpy as np
 
-from omni.commands.argtypes import existing_file, non_negative_float, output_file, positive_float
+from omni.commands.argtypes import existing_file, int_between, non_negative_float, output_file, positive_float
 from streaming.client import websocket_url
 
 
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--turn-detection", choices=["server_vad", "semantic_vad"], default="server_vad",
                    help="how the server ends the turn: silence (server_vad, default) or the model's judgment "
                         "(semantic_vad; a model without an end-of-turn head falls back to silence)")
-    p.add_argument("--speculative-silence-ms", type=int, default=None, metavar="MS",
+    p.add_argument("--speculative-silence-ms", type=int_between(32, 10000), default=None, metavar="MS",
                    help="silence after which the server starts its reply speculatively (session.update "
                         "turn_detection.speculative_silence_ms; default: the server's, 200 for server_vad, "
                         "128 for semantic_vad)")

@@ -83,3 +83,17 @@ def test_client_sets_the_speculation_point_only_when_asked(tmp_path):
     assert turn_detection(p.parse_args(["--wav", str(q)])) == {"type": "server_vad"}
     args = p.parse_args(["--wav", str(q), "--turn-detection", "semantic_vad", "--speculative-silence-ms", "200"])
     assert turn_detection(args) == {"type": "semantic_vad", "speculative_silence_ms": 200}
+
+
+def test_client_refuses_a_speculation_point_the_server_would_refuse(tmp_path, capsys):
+    import argparse
+
+    from streaming.cli_client import add_arguments
+
+    q = tmp_path / "q.wav"
+    q.write_bytes(b"")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--wav", str(q), "--speculative-silence-ms", "5"])
+    assert "from 32 to 10000" in capsys.readouterr().err
