@@ -67,7 +67,8 @@ def _edit_distance(a: list, b: list) -> int:
     return d[len(b)]
 
 
-AUDIO_KEYS = {"cmvn": str, "augment": int, "speaker": float, "steps": int, "bank": int, "sentences": int}
+AUDIO_KEYS = {"cmvn": str, "augment": int, "speaker": float, "steps": int, "bank": int, "sentences": int,
+              "rewordings": int}
 DEFAULT_ARMS = ("pack statistics + augmentation: cmvn=pack; augment=1",
                 "pack statistics: cmvn=pack",
                 "identity (raw log-mel): cmvn=identity")
@@ -77,11 +78,13 @@ def parse_arm(text: str) -> dict:
     """'NAME: key=value; ...' -> {"arm": NAME, cmvn, augment, speaker, steps, bank}. Keys: cmvn (pack or
     identity), augment (0/1: speed, gain, noise, time masks), speaker (the mel-domain speaker warp,
     encoders.speaker_augment; 0 off), steps (0: --audio-steps), bank (0/1: the --bank clips in the pool),
-    sentences (0/1: the bank's random sentences too, `omni data voice-bank --sentences`)."""
+    sentences (0/1: the bank's random sentences too, `omni data voice-bank --sentences`), rewordings
+    (0/1: the bank's rewordings of the questions too, `omni data voice-bank --rewordings`)."""
     name, _, rest = text.partition(":")
     if not name.strip():
         raise ValueError(f"audio arm {text!r}: give it a name, 'NAME: key=value; ...'")
-    arm = {"arm": name.strip(), "cmvn": "pack", "augment": 0, "speaker": 0.0, "steps": 0, "bank": 1, "sentences": 1}
+    arm = {"arm": name.strip(), "cmvn": "pack", "augment": 0, "speaker": 0.0, "steps": 0, "bank": 1, "sentences": 1,
+           "rewordings": 1}
     for item in filter(None, (x.strip() for x in rest.split(";"))):
         key, eq, value = item.partition("=")
         key = key.strip()
@@ -146,11 +149,13 @@ def audio_run(args, train, cfg, tok, arm: dict, bank, sets: dict) -> dict:
         enc.frontend.augment = SpeakerAugment(warp=arm["speaker"], generator=gen)
     steps = arm["steps"] or args.audio_steps
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+    if bank is not None and arm["bank"]:
+        bank = bank if arm["sentences"] else bank.without_sentences()
+        bank = bank if arm["rewordings"] else bank.without_rewordings()
     t0 = time.time()
     losses = pretrain_audio(enc, train, tok, steps, args.audio_batch, args.lr, args.seed, autocast,
                             pool=args.audio_pool, augment=bool(arm["augment"]),
-                            bank=None if not arm["bank"] or bank is None else bank if arm["sentences"] else
-                            bank.without_sentences(), bank_pool=args.bank_pool)
+                            bank=bank if arm["bank"] else None, bank_pool=args.bank_pool)
     secs = time.time() - t0
     enc.eval()
     return {**arm, "augment": bool(arm["augment"]), "steps": steps, "batch": args.audio_batch,

@@ -101,6 +101,10 @@ TIMBRES=${TIMBRES:-0}
 # curriculum.sentence_weight) hear words in any order, not only the ~1,200 question texts.
 # 0, the shipped model's recipe; 8000 (the seventh run) heard better and saw worse in the same time
 SENTENCES=${SENTENCES:-0}
+# REWORDINGS: the bank also says up to this many rewordings of every question text (omni.synth.rewording:
+# template words dropped, swapped or added around the kept object phrase), heard as renderings of the
+# question, typed and transcribed as said. 0, the shipped model's recipe
+REWORDINGS=${REWORDINGS:-0}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
 # INIT: a fine-tune of that model (recipe curriculum.init_model): the dialogue stage alone, sized
@@ -148,7 +152,8 @@ done
     command -v espeak-ng >/dev/null || { echo "VOICE_BANK=$VOICE_BANK needs espeak-ng: carry .espeak (bash scripts/espeak_portable.sh) or set VOICE_BANK=0" >&2; exit 2; }
     # a resumed call on the same machine finds the bank of the first
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
-      --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --sentences "$SENTENCES" --no-progress
+      --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --sentences "$SENTENCES" \
+      --rewordings "$REWORDINGS" --no-progress
   fi
   [[ -n "${PREPARE_ONLY:-}" ]] && exit 0
   start=$(date +%s)

@@ -39,7 +39,7 @@ import numpy as np
 from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
 from mdp.curriculum.data import ANSWER_LAYOUTS
 from mdp.curriculum.tables import LAYOUT_CODE, PackTables, record_arrays
-from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TAIL_RANGE_S
+from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TRAIN_TAIL_RANGE_S
 from omni.synth.pack import SPEED_RANGE
 
 LENGTH_MULTIPLE = 16  # LLM rows are trimmed to a multiple of this (few distinct shapes)
@@ -79,7 +79,7 @@ def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter
         d["kind"] = rng.choice(len(NOISE_PROBS), p=NOISE_PROBS, size=n)
         d["snr_db"] = np.round(rng.uniform(*SNR_RANGE_DB, n), 1)
         d["lead"] = np.round(np.round(rng.uniform(*LEAD_RANGE_S, n), 2) * 16000).astype(np.int64)
-        d["tail"] = np.round(np.round(rng.uniform(*TAIL_RANGE_S, n), 2) * 16000).astype(np.int64)
+        d["tail"] = np.round(np.round(rng.uniform(*TRAIN_TAIL_RANGE_S, n), 2) * 16000).astype(np.int64)
         d["gain_db"] = np.round(rng.uniform(*GAIN_RANGE_DB, n), 1)
     else:
         d["speed"], d["kind"] = np.ones(n), np.zeros(n, np.int64)

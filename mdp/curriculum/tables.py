@@ -96,7 +96,7 @@ class PackTables:
         self.alt_start = self.alt_count = self.alt_ids = None
         self.sentence_base, self.num_sentences = len(clip_texts), 0
         if bank is not None:
-            clip_audio = self._add_bank(bank, list(clip_texts))
+            clip_audio = self._add_bank(bank, list(clip_texts), pool, text, tokenizer)
             self._add_sentences(bank, pool, text, tokenizer)
         # per answer: "say {answer}", and the reply text (+ EOS)
         self.say_off, self.say_len = pool.add_many([text("say " + a) for a in answers])
@@ -164,23 +164,32 @@ class PackTables:
         offs, lens = zip(*(pool.add_many([mid(c, voice).ids.tolist() for c in cases]) for voice in (False, True)))
         self.mid_off, self.mid_len = np.stack(offs), np.stack(lens)  # [reply kind (text, voice), case]
 
-    def _add_bank(self, bank, clip_texts: list[str]) -> np.ndarray:
-        """Append the bank's clips whose text a pack clip says; returns all clip audio."""
+    def _add_bank(self, bank, clip_texts: list[str], pool, text, tokenizer) -> np.ndarray:
+        """Append the bank's clips that stand for a pack clip's text (the text itself, or a
+        rewording of it, `omni.synth.rewording`); returns all clip audio. A clip's question
+        and transcript runs are its own words: a rewording is typed and transcribed as said."""
         first: dict[str, int] = {}
         for c, t in enumerate(clip_texts):
             first.setdefault(t, c)
-        keep = np.array([b for b, t in enumerate(bank.clip_texts) if t in first], np.int64)
-        src = np.array([first[bank.clip_texts[b]] for b in keep], np.int64)  # a pack clip with the text
+        keep = np.array([b for b, t in enumerate(bank.clip_questions) if t in first], np.int64)
+        src = np.array([first[bank.clip_questions[b]] for b in keep], np.int64)  # a pack clip with the question
         n = len(clip_texts)
         for name in ("q_off", "q_len", "trx_off", "trx_len"):  # the same text runs as that clip's
             col = getattr(self, name)
             setattr(self, name, np.concatenate([col, col[src]]))
+        own = np.array([j for j, b in enumerate(keep) if bank.clip_texts[b] != bank.clip_questions[b]], np.int64)
+        if len(own):  # rewordings: runs of their own words
+            said = [bank.clip_texts[int(keep[j])] for j in own]
+            q_off, q_len = pool.add_many([text(t) for t in said])
+            trx_off, trx_len = pool.add_many([tokenizer.encode(t) + [self.sp.eos] for t in said])
+            for name, col in (("q_off", q_off), ("q_len", q_len), ("trx_off", trx_off), ("trx_len", trx_len)):
+                getattr(self, name)[n + own] = col
         total = len(self.pack.clip_mulaw)
         self.clip_offset = np.concatenate([self.clip_offset, total + bank.clip_offset[keep]])
         self.clip_len = np.concatenate([self.clip_len, np.diff(bank.clip_offset)[keep]])
         by_text: dict[str, list[int]] = {}
         for j, b in enumerate(keep):
-            by_text.setdefault(bank.clip_texts[b], []).append(n + j)
+            by_text.setdefault(bank.clip_questions[b], []).append(n + j)
         alts = [[c] + by_text.get(t, []) for c, t in enumerate(clip_texts)]
         self.alt_count = np.array([len(a) for a in alts], np.int64)
         self.alt_start = np.concatenate([[0], np.cumsum(self.alt_count)[:-1]]).astype(np.int64)

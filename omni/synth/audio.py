@@ -22,17 +22,21 @@ NOISE_PROBS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.15, 0.15, 0.25)  # aligned w
 SNR_RANGE_DB = (8.0, 30.0)
 LEAD_RANGE_S = (0.1, 0.5)  # silence before the question
 TAIL_RANGE_S = (0.3, 0.7)  # silence after it (endpointing needs some)
+# training's fresh draws: a streamed turn is cut ~130 ms into the silence (the server's
+# speculation point), so training hears tails from 0.1 s, the files on disk keep theirs
+TRAIN_TAIL_RANGE_S = (0.1, 0.7)
 GAIN_RANGE_DB = (-6.0, 3.0)
 _MU = 255.0
 
 
-def random_noise_params(rng: np.random.Generator) -> dict:
-    """One draw of the microphone conditions (the same law on disk and in GPU-side augmentation)."""
+def random_noise_params(rng: np.random.Generator, tail_range: tuple[float, float] = TAIL_RANGE_S) -> dict:
+    """One draw of the microphone conditions (the same law on disk and in GPU-side augmentation,
+    but for the silence after the question: `tail_range`, TRAIN_TAIL_RANGE_S in training)."""
     return {
         "kind": str(rng.choice(NOISE_KINDS, p=NOISE_PROBS)),
         "snr_db": round(float(rng.uniform(*SNR_RANGE_DB)), 1),
         "lead_s": round(float(rng.uniform(*LEAD_RANGE_S)), 2),
-        "tail_s": round(float(rng.uniform(*TAIL_RANGE_S)), 2),
+        "tail_s": round(float(rng.uniform(*tail_range)), 2),
         "gain_db": round(float(rng.uniform(*GAIN_RANGE_DB)), 1),
     }
 

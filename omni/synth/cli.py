@@ -140,6 +140,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sentences", type=int_at_least(0), default=0,
                    help="also speak this many random sentences of the pack's words, one clip each (omni.synth.sentences; "
                         "the audio pre-training hears words rather than whole questions; default 0)")
+    p.add_argument("--rewordings", type=int_at_least(0), default=0,
+                   help="also speak up to this many rewordings of every question text, one clip each "
+                        "(omni.synth.rewording: template words dropped, swapped or added, the object phrase kept; "
+                        "training hears them as renderings of the question; default 0)")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -320,10 +324,12 @@ def _voice_bank(args: argparse.Namespace) -> int:
     sentences = random_sentences(vocabulary(texts + list(meta["answer_texts"])), args.sentences, args.seed,
                                  exclude=set(texts))
     write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress,
-                                                timbres=args.timbres, sentences=sentences))
+                                                timbres=args.timbres, sentences=sentences, rewordings=args.rewordings))
     bank = VoiceBank.load(args.out)
+    reworded = bank.reworded_clips
     print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts"
-          f"{f' and {len(sentences)} random sentences' if sentences else ''}, "
+          f"{f', {reworded} rewordings' if reworded else ''}"
+          f"{f' and {bank.sentence_clips} random sentences' if sentences else ''}, "
           f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import NOISE_KINDS, augment, change_speed, mulaw_decode, random_noise_params
+from .audio import NOISE_KINDS, TRAIN_TAIL_RANGE_S, augment, change_speed, mulaw_decode, random_noise_params
 from .questions import VISUAL_FAMILIES, answer_query
 from .world import Scene, rng_for
 
@@ -200,7 +200,7 @@ class Pack:
             kind = NOISE_KINDS[int(self.sample_noise_kind[i])]
             babble = [self._clip(self.meta["babble_order"][int(j)]) for j in mix.integers(len(self.meta["babble_order"]), size=3)]
             return augment(clean, mix, kind, snr, lead, tail, gain, babble)
-        p = random_noise_params(rng)
+        p = random_noise_params(rng, TRAIN_TAIL_RANGE_S)
         clean = change_speed(clean, float(rng.uniform(*SPEED_RANGE)))
         babble = [self._clip(int(j)) for j in rng.integers(len(self.clip_offset) - 1, size=3)]
         return augment(clean, rng, p["kind"], p["snr_db"], p["lead_s"], p["tail_s"], p["gain_db"], babble)

@@ -15,8 +15,10 @@ machine with a portable espeak-ng (`scripts/espeak_portable.sh`) and no sox.
 
 File (.npz, uncompressed: it is read where it is written, and lzma would take
 minutes): clip_mulaw (8-bit mu-law at 16 kHz, as in a pack), clip_offset [N + 1],
-meta (JSON bytes: texts, clip_text [N] index into texts, voices; `sentences`: how many of the
-last texts are random sentences, `omni.synth.sentences`).
+meta (JSON bytes: texts, clip_text [N] index into texts, voices; `rewordings`: how many texts
+after the question texts are rewordings of them, `omni.synth.rewording`, and `reworded_of` the
+question text each stands for; `sentences`: how many of the last texts are random sentences,
+`omni.synth.sentences`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from .audio import mulaw_encode, to_float
 from .build import parallel
+from .rewording import rewordings as reword_texts
 from .timbres import names as timbre_names
 from .timbres import timbre_data
 from .voices import (ACCENTS, BANK_VARIANTS, PITCH_RANGE, SPEED_RANGE, Voice, check_tools, synthesize,
@@ -61,9 +64,11 @@ def espeak_version() -> str:
 
 
 def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,
-                     progress: bool = True, timbres: int = 0, sentences: list[str] = ()) -> dict[str, np.ndarray]:
+                     progress: bool = True, timbres: int = 0, sentences: list[str] = (),
+                     rewordings: int = 0) -> dict[str, np.ndarray]:
     """Render each of `texts` `renderings` times, in the shipped human variants and
-    `timbres` generated ones (drawn from `seed`), and each of `sentences` (e.g.
+    `timbres` generated ones (drawn from `seed`), up to `rewordings` rewordings of each
+    (`omni.synth.rewording`) once each, and each of `sentences` (e.g.
     `omni.synth.sentences.random_sentences`) once; returns the .npz arrays."""
     if renderings < 1:
         raise ValueError("renderings must be >= 1")
@@ -71,10 +76,15 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
     if not texts:
         raise ValueError("no question texts to render")
     sentences = sorted(set(sentences) - set(texts))
+    reworded = reword_texts(texts, rewordings, seed)
+    sentences = [s for s in sentences if s not in {r for _, r in reworded}]
     check_tools(need_sox=False)
     jobs = [(t, k) for t in range(len(texts)) for k in range(renderings)]
-    jobs += [(len(texts) + s, 0) for s in range(len(sentences))]
-    texts = texts + sentences
+    # a rewording's voice is drawn as a further rendering of its question (k >= renderings)
+    jobs += [(len(texts) + j, renderings + j) for j in range(len(reworded))]
+    jobs += [(len(texts) + len(reworded) + s, 0) for s in range(len(sentences))]
+    reworded_of = [t for t, _ in reworded]
+    texts = texts + [r for _, r in reworded] + sentences
     voices = [bank_voice(seed, texts[t], k, timbres) for t, k in jobs]
     with tempfile.TemporaryDirectory(prefix="omni-timbres-") as tmp:
         data_path = timbre_data(tmp, timbres, seed) if timbres else None
@@ -93,6 +103,8 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
         "clip_text": [t for t, _ in jobs],
         "voices": [v.key() for v in voices],
         "timbres": timbres,  # generated variants gt0..gt{timbres-1}, drawn from `seed`
+        "rewordings": len(reworded_of),  # the texts after the question texts: rewordings, one clip each
+        "reworded_of": reworded_of,  # the question text (index into texts) each rewording stands for
         "sentences": len(sentences),  # the last texts: random sentences, one clip each
         "espeak": espeak_version(),
     }
@@ -112,12 +124,18 @@ def write_voice_bank(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 @dataclass
 class VoiceBank:
-    """A read bank: mu-law clips, their offsets, and each clip's question text."""
+    """A read bank: mu-law clips, their offsets, each clip's words and the question text
+    it stands for (its own words, except for a rewording)."""
 
     clip_mulaw: np.ndarray  # uint8 [samples]
     clip_offset: np.ndarray  # int64 [N + 1]
-    clip_texts: list[str]  # [N]
+    clip_texts: list[str]  # [N] what each clip says
     meta: dict
+    clip_questions: list[str] | None = None  # [N] the question each clip stands for (None: clip_texts)
+
+    def __post_init__(self) -> None:
+        if self.clip_questions is None:
+            self.clip_questions = list(self.clip_texts)
 
     def __len__(self) -> int:
         return len(self.clip_offset) - 1
@@ -139,7 +157,13 @@ class VoiceBank:
         offsets = arrays["clip_offset"].astype(np.int64)
         if offsets[-1] != len(mulaw) or len(meta["clip_text"]) != len(offsets) - 1:
             raise ValueError(f"{path}: voice bank offsets do not match its audio")
-        return cls(mulaw, offsets, [meta["texts"][t] for t in meta["clip_text"]], meta)
+        texts = meta["texts"]
+        stands = list(range(len(texts)))
+        first = len(texts) - int(meta.get("sentences", 0)) - int(meta.get("rewordings", 0))
+        for j, t in enumerate(meta.get("reworded_of", [])):
+            stands[first + j] = t
+        return cls(mulaw, offsets, [texts[t] for t in meta["clip_text"]], meta,
+                   [texts[stands[t]] for t in meta["clip_text"]])
 
     def alternatives(self, texts: list[str]) -> list[list[int]]:
         """For each of `texts`, the bank clips that say it (possibly none)."""
@@ -154,7 +178,26 @@ class VoiceBank:
         return int(self.meta.get("sentences", 0))
 
     def without_sentences(self) -> "VoiceBank":
-        """The same bank with its question clips only."""
+        """The same bank with its question clips (and rewordings) only."""
         n = len(self) - self.sentence_clips
         meta = {**self.meta, "sentences": 0}
-        return VoiceBank(self.clip_mulaw[: self.clip_offset[n]], self.clip_offset[: n + 1], self.clip_texts[:n], meta)
+        return VoiceBank(self.clip_mulaw[: self.clip_offset[n]], self.clip_offset[: n + 1], self.clip_texts[:n], meta,
+                         self.clip_questions[:n])
+
+    def without_rewordings(self) -> "VoiceBank":
+        """The same bank without its rewordings (its question renderings and sentences)."""
+        r = self.reworded_clips
+        if not r:
+            return self
+        lo = len(self) - self.sentence_clips - r  # the rewordings are clips lo .. lo + r - 1
+        o = self.clip_offset
+        mulaw = np.concatenate([self.clip_mulaw[: o[lo]], self.clip_mulaw[o[lo + r]:]])
+        offsets = np.concatenate([o[: lo + 1], o[lo + r + 1:] - (o[lo + r] - o[lo])])
+        meta = {**self.meta, "rewordings": 0, "reworded_of": []}
+        keep = lambda xs: xs[:lo] + xs[lo + r:]
+        return VoiceBank(mulaw, offsets, keep(self.clip_texts), meta, keep(self.clip_questions))
+
+    @property
+    def reworded_clips(self) -> int:
+        """How many clips say a rewording of a question rather than the question itself."""
+        return int(self.meta.get("rewordings", 0))

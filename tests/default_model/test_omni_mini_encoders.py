@@ -96,8 +96,9 @@ def test_bench_audio_arms_parse_and_refuse_unknown_keys():
     bench = _bench_module()
     arm = bench.parse_arm("both, longer: augment=1; speaker=0.15; steps=3600")
     assert arm == {"arm": "both, longer", "cmvn": "pack", "augment": 1, "speaker": 0.15, "steps": 3600, "bank": 1,
-                   "sentences": 1}
+                   "sentences": 1, "rewordings": 1}
     assert bench.parse_arm("words: sentences=0")["sentences"] == 0
+    assert bench.parse_arm("templates: rewordings=0")["rewordings"] == 0
     assert bench.parse_arm("raw: cmvn=identity; bank=0")["cmvn"] == "identity"
     for bad in ("no name", ": augment=1", "x: warp=0.1", "x: cmvn=global", "x: steps"):
         with pytest.raises(ValueError):

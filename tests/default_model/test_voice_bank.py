@@ -300,3 +300,67 @@ def test_sentence_transcriptions_on_the_device_path(bank_world, tmp_path):
     bad.write_text('{"i": 0, "layout": "audio", "scene": -1, "answer": 0, "voice": false, "seed": 1, "sentence": 0}\n')
     with pytest.raises(ManifestError, match="sentence"):
         read_stage_manifest(str(bad), len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+
+
+def test_bank_rewordings_stand_for_their_question(bank_world, tmp_path):
+    """A bank's rewordings (`omni.synth.rewording`) come after its question renderings, each
+    standing for the question it rewords: the tables list it among that question's
+    renderings (heard in its place), with its own words as the typed question and as the
+    transcript; the audio pre-training hears its own words."""
+    from contextlib import nullcontext
+
+    from encoders.audio import StreamingAudioEncoder
+    from mdp.curriculum.data import answer_code_table
+    from mdp.curriculum.pretrain import pretrain_audio
+    from mdp.curriculum.tables import PackTables
+    from omni.config import get_omni_config
+    from omni.synth.rewording import split_question
+    from omni.synth.voice_bank import VoiceBank, build_voice_bank, write_voice_bank
+    from omni.tokenizer import load_tokenizer
+
+    pack, plain_bank, _, banked, texts = bank_world
+    rewordable = [t for t in texts if split_question(t) is not None][:3]
+    assert len(rewordable) == 3
+    path = tmp_path / "voices.npz"
+    write_voice_bank(path, build_voice_bank(rewordable, 2, seed=5, workers=2, progress=False,
+                                            sentences=["red star blue circle"], rewordings=2))
+    bank = VoiceBank.load(path)
+    assert bank.reworded_clips == 6 and bank.sentence_clips == 1 and len(bank) == 6 + 6 + 1
+    said, stands = bank.clip_texts[6:12], bank.clip_questions[6:12]
+    assert all(s != q and split_question(q) is not None for s, q in zip(said, stands))
+    assert bank.clip_questions[:6] == bank.clip_texts[:6] and bank.clip_questions[-1] == "red star blue circle"
+    assert bank.without_sentences().clip_questions == bank.clip_questions[:12]
+    plain = bank.without_rewordings()  # the renderings and the sentence, audio and all
+    assert plain.reworded_clips == 0 and plain.sentence_clips == 1 and len(plain) == 7
+    assert plain.clip_texts == plain.clip_questions == bank.clip_texts[:6] + bank.clip_texts[12:]
+    clip = lambda b, c: b.clip_mulaw[b.clip_offset[c]: b.clip_offset[c + 1]]
+    assert all(np.array_equal(clip(plain, c), clip(bank, c if c < 6 else c + 6)) for c in range(7))
+
+    cfg, tok = get_omni_config("mini"), load_tokenizer()
+    t = PackTables(pack, cfg, tok, answer_code_table(pack), torch.device("cpu"), bank=bank)
+    n = len(pack.meta["clip_texts"])
+    ids = lambda off, ln: t.id_pool[off: off + ln].tolist()
+    reworded = 0
+    for c, text in enumerate(pack.meta["clip_texts"]):
+        alts = t.alt_ids[t.alt_start[c]: t.alt_start[c] + t.alt_count[c]]
+        for a in alts[1:]:
+            b = int(t.bank_keep[a - n])
+            assert bank.clip_questions[b] == text
+            assert ids(t.trx_off[a], t.trx_len[a]) == tok.encode(bank.clip_texts[b]) + [tok.special.eos]
+            if bank.clip_texts[b] != text:
+                reworded += 1
+                assert ids(t.q_off[a], t.q_len[a]) != ids(t.q_off[c], t.q_len[c])
+            else:
+                assert ids(t.q_off[a], t.q_len[a]) == ids(t.q_off[c], t.q_len[c])
+    assert reworded >= 6  # every rewording (a text the pack says in several clips counts once per clip)
+
+    heard: list[str] = []
+
+    class Recording:
+        def encode(self, text):
+            heard.append(text)
+            return tok.encode(text)
+
+    pretrain_audio(StreamingAudioEncoder(cfg.audio), pack, Recording(), 1, 2, 1e-3, 0, nullcontext, pool=0,
+                   bank=bank, bank_pool=12)
+    assert set(said) <= set(heard)
