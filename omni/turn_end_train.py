@@ -63,19 +63,26 @@ def bank_voice_of(rng: np.random.Generator) -> dict:
 
 
 def plan_examples(split: str, n: int, seed: int, voices: str = "split",
-                  tail_s: tuple[float, float] = TAIL_S) -> list[Example]:
+                  tail_s: tuple[float, float] = TAIL_S, rewordings: int = 0) -> list[Example]:
     """n examples of `split`, half complete, half cut at a word boundary; `voices`: "split"
     (the split's own voices) or "bank" (the bank's 75 timbres; train only); `tail_s`: the
-    range of the silence after the words (what the server has heard when it judges)."""
+    range of the silence after the words (what the server has heard when it judges);
+    `rewordings` (train only): this many rewordings of every question join its texts
+    (`omni.synth.rewording`), whole questions too."""
     from omni.synth.questions import all_question_texts
+    from omni.synth.rewording import rewordings as reword_texts
     from omni.synth.voices import sample_voice
 
     if voices not in ("split", "bank") or (voices == "bank" and split != "train"):
         raise ValueError(f"voices {voices!r} for split {split!r}: 'split', or 'bank' for the train split")
+    if rewordings and split != "train":
+        raise ValueError("rewordings are drawn for the train split only")
 
     rng = np.random.default_rng(seed)
     qs = all_question_texts(split)
-    whole = set(all_question_texts("train")) | set(all_question_texts("heldout"))
+    reworded = [r for _, r in reword_texts(qs, rewordings, seed)] if rewordings else []
+    qs = qs + reworded
+    whole = set(all_question_texts("train")) | set(all_question_texts("heldout")) | set(reworded)
     cuttable = [q for q in qs if len(q.split()) >= 2]
     out = []
     for i in range(n):
@@ -250,6 +257,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tail-ms", type=tail_ms_range, default=None, metavar="LO,HI",
                    help="silence after the words, drawn in this range of ms (default 100,300: the server "
                         "judges after speculative_silence_ms, 128); held-out scores use the same range")
+    p.add_argument("--rewordings", type=int, default=0, metavar="N",
+                   help="N rewordings of every training question join the training texts (omni.synth.rewording: "
+                        "template words dropped, swapped or added, the object phrase kept; default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default=None, help="also write the scores to this JSON file")
     p.add_argument("--dry-run", action="store_true", help="train and score, but do not write the head")
@@ -264,6 +274,8 @@ def main(args: argparse.Namespace) -> int:
         raise argparse.ArgumentTypeError(f"--model {model_dir!r}: not a model directory (config.json missing)")
     if args.train < 20 or args.heldout < 10:
         raise argparse.ArgumentTypeError("--train needs >= 20 utterances and --heldout >= 10")
+    if not 0 <= args.rewordings <= 16:
+        raise argparse.ArgumentTypeError(f"--rewordings {args.rewordings}: give 0 to 16")
     from tqdm import tqdm
 
     from omni.model import OmniModel
@@ -277,7 +289,7 @@ def main(args: argparse.Namespace) -> int:
     sets = {}
     for split, n, seed in (("train", args.train, args.seed), ("heldout", args.heldout, args.seed + 1)):
         ex = plan_examples(split, n, seed, "bank" if split == "train" and args.train_voices == "bank" else "split",
-                           args.tail_ms or TAIL_S)
+                           args.tail_ms or TAIL_S, args.rewordings if split == "train" else 0)
         synthesize_examples(ex, threads)
         with tqdm(total=len(ex), desc=f"hidden states ({split})", unit="utt") as bar:
             x = extract_features(model, ex, split, args.batch, bar)
@@ -293,6 +305,7 @@ def main(args: argparse.Namespace) -> int:
                                                                if k != "errors"}},
         "heldout": score(head, *sets["heldout"][1:], sets["heldout"][0]),
         "data": {"pre_roll_s": PRE_ROLL_S, "tail_s": list(args.tail_ms or TAIL_S), "camera_fps": FRAME_FPS,
+                 "rewordings": args.rewordings,
                  "train_split": "train questions + " + ("the voice bank's timbres" if args.train_voices == "bank"
                                                          else "train voices"), "heldout_split": "held-out wordings + unseen voices"},
         "seconds": round(time.perf_counter() - t0, 1), "threads": threads,

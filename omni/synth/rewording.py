@@ -10,8 +10,9 @@ prefix ("tell me", "please", ...) or a suffix ("for me", ...) added. The voice b
 (`omni data voice-bank --rewordings N`) speaks N rewordings of every question it can
 reword, and training hears them in place of the question, as another rendering of it.
 
-No held-out wording leaks in: a rewording that a held-out template or greeting could
-have produced is redrawn, and every word of a rewording is a word of the training texts.
+No held-out wording leaks in: a rewording in which a held-out template or greeting could
+have said any run of words ("tell me what is moving now" holds "tell me what is moving")
+is redrawn, and every word of a rewording is a word of the training texts.
 Greetings and tool requests are not reworded (their wording is the whole question).
 """
 
@@ -59,8 +60,9 @@ def _train_templates() -> list[tuple[str, str, re.Pattern, frozenset]]:
 
 @functools.lru_cache(maxsize=1)
 def _heldout_patterns() -> list[re.Pattern]:
-    pats = [_regex(t) for splits in TEMPLATES.values() for t in splits["heldout"]]
-    pats += [re.compile(re.escape(w)) for _, _, heldout in GREETINGS.values() for w in heldout]
+    # searched in " text ": a match starts and ends at word boundaries
+    pats = [re.compile(" " + _regex(t).pattern + " ") for splits in TEMPLATES.values() for t in splits["heldout"]]
+    pats += [re.compile(" " + re.escape(w) + " ") for _, _, heldout in GREETINGS.values() for w in heldout]
     return pats
 
 
@@ -89,8 +91,9 @@ def split_question(text: str) -> tuple[str, str, str] | None:
 
 
 def is_heldout_wording(text: str) -> bool:
-    """Whether a held-out template or greeting could say `text`."""
-    return any(p.fullmatch(text) for p in _heldout_patterns())
+    """Whether a held-out template or greeting could say `text`, or any run of its words."""
+    padded = f" {text} "
+    return any(p.search(padded) for p in _heldout_patterns())
 
 
 def _perturb(family: str, template: str, rng: np.random.Generator) -> str:

@@ -118,6 +118,24 @@ def test_training_utterances_in_the_bank_voices_never_use_held_out_speakers():
         plan_examples("heldout", 10, seed=4, voices="bank")
 
 
+def test_training_utterances_may_include_rewordings_labelled_whole():
+    from omni.synth.questions import all_question_texts
+    from omni.synth.rewording import rewordings
+
+    train = all_question_texts("train")
+    reworded = {r for _, r in rewordings(train, 2, 6)}
+    ex = plan_examples("train", 400, seed=6, rewordings=2)
+    whole = set(train) | set(all_question_texts("heldout")) | reworded
+    complete = [e.text for e in ex if e.complete]
+    assert sum(t in reworded for t in complete) > len(complete) / 3  # 2 of every 3 texts are rewordings
+    assert all(e.complete == (e.text in whole) for e in ex)
+    assert not {e.text for e in ex} & set(all_question_texts("heldout")) - set(train)  # no held-out wording
+    assert [e.text for e in plan_examples("train", 50, seed=6, rewordings=0)] == [
+        e.text for e in plan_examples("train", 50, seed=6)]
+    with pytest.raises(ValueError, match="train split"):
+        plan_examples("heldout", 10, seed=6, rewordings=1)
+
+
 def test_auc_and_head_training_on_separable_features():
     assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
     assert auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0

@@ -47,6 +47,9 @@ def test_held_out_wordings_are_redrawn():
     for _, _, heldout in GREETINGS.values():
         assert all(is_heldout_wording(w) for w in heldout)
     assert not is_heldout_wording("how many red circles do you see")
+    # a held-out wording inside a longer one counts, at word boundaries only
+    assert is_heldout_wording("tell me what is moving now") and is_heldout_wording("so hi there")
+    assert not is_heldout_wording("tell me what is movingly") and not is_heldout_wording("whi there")
     # "what is moving" with the prefix "tell me" is a held-out text: no draw returns it
     assert all(reword("what is moving", s, k) != "tell me what is moving" for s in range(5) for k in range(20))
 
