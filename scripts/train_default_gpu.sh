@@ -30,6 +30,11 @@
 #   and once more from that (eleventh run, 1x H100), with greetings and repeats asked beside the
 #   camera as well: PREPARE_ONLY=1; INIT=omni/pretrained/default RUN=runs/omni-mini-ft4
 #   EXTRA_SETS="curriculum.tool_weight=0.15" BUDGET=390, then the same with BUDGET=60
+# One run from scratch with everything the shipped model learned in three (the tool, the camera-on
+# greetings) and the hearing remedies (random sentences, rewordings); not run yet:
+#     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True VOICE_BANK=8 SENTENCES=8000 REWORDINGS=6 \
+#       BUDGET=420 PLAN_BUDGET=820 CALL_LIMIT=560 bash scripts/train_default_gpu.sh
+#   then at once the same with BUDGET=400 (no PLAN_BUDGET): resumes, exports, judges
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
