@@ -327,8 +327,9 @@ def _voice_bank(args: argparse.Namespace) -> int:
                                                 timbres=args.timbres, sentences=sentences, rewordings=args.rewordings))
     bank = VoiceBank.load(args.out)
     reworded = bank.reworded_clips
+    reworded_texts = len(set(bank.meta.get("reworded_of", [])))
     print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts"
-          f"{f', {reworded} rewordings' if reworded else ''}"
+          f"{f', {reworded} rewordings of {reworded_texts} of them' if reworded else ''}"
           f"{f' and {bank.sentence_clips} random sentences' if sentences else ''}, "
           f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")

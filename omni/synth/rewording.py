@@ -23,7 +23,8 @@ import re
 
 import numpy as np
 
-from .questions import GREETINGS, SPEECH_FAMILIES, TEMPLATES, VISUAL_FAMILIES, all_queries, phrases, query_phrase
+from .questions import (GREETINGS, SPEECH_FAMILIES, TEMPLATES, VISUAL_FAMILIES, all_queries, all_question_texts,
+                        phrases, query_phrase)
 from .world import rng_for
 
 PREFIXES: tuple[str, ...] = ("tell me", "please", "now", "so", "can you tell me", "hey", "say")
@@ -68,8 +69,6 @@ def _heldout_patterns() -> list[re.Pattern]:
 
 @functools.lru_cache(maxsize=1)
 def _train_texts() -> frozenset[str]:
-    from .questions import all_question_texts
-
     return frozenset(all_question_texts("train"))
 
 
