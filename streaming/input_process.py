@@ -149,8 +149,12 @@ class InputProcess:
         self.q.put(None)
         self.sender.join(timeout=5)
         self.proc.join(timeout=3)
-        if self.proc.is_alive():
+        if self.proc.is_alive():  # a child slow to stop (a loaded machine): ended, and waited for
             self.proc.terminate()
+            self.proc.join(timeout=3)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
         self._fail_pending("the input stage is stopped")
 
     # ---- the parent's two threads ------------------------------------------
