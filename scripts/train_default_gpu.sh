@@ -1,40 +1,30 @@
 #!/usr/bin/env bash
 # Train the default model on one GPU in one device call, and bring it back.
 #
-# On the CPU machine, once:   omni data default --out runs/data     (packs with codec tokens)
+# On the CPU machine, once:   omni data default --out runs/data --tool-ratio 0.1   (packs with codec tokens and the world's tool)
 #                             bash scripts/espeak_portable.sh        (.espeak, for the voice bank)
-# On the GPU machine (the device `run`, timeout 600 s), the shipped model's recipe, two calls
-# back to back on the still-warm machine:
-#     BUDGET=430 PLAN_BUDGET=850 bash scripts/train_default_gpu.sh     (renders the bank, stops inside the dialogue stage)
-#     BUDGET=420 bash scripts/train_default_gpu.sh                     (resumes, exports, judges)
-#   with the world's tool in the packs (omni data default --tool-ratio 0.1) the same two calls;
-#   its steps longer than the shipped recipe's (768 x 384 positions) recompute the decoder layers
-#   in the backward, so that they fit an H100's 80 GB (without: 76.7 GiB at dialogue step 713)
-#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~20 MB
-#   without the shipped model's weights, which a call need not carry: move them aside for it)
+# On the GPU machine (the device `run`, timeout 600 s), the shipped model's recipe: one command,
+# called twice back to back on the still-warm machine (16 min of GPU in all on 1x H100):
+#     bash scripts/train_default_gpu.sh
+#   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~14 MB
+#   without the shipped model's weights and bench/results, which a call need not carry: move them
+#   aside for it). The first call renders the voice bank (8 renderings of every question text,
+#   8,000 random sentences of their words, 6 rewordings of each question) and trains 420 s of a
+#   plan sized for 820 s; the second finds runs/omni-mini/plan.json there, resumes for 400 s
+#   (the plan shrinks to what is left), exports, packs the weights for the return and judges them.
+#   Its dialogue steps (704 x 384 positions, the tool's conversations) recompute the decoder
+#   layers in the backward so that they fit an H100's 80 GB.
 # A fine-tune of a trained model instead (INIT=DIR: its weights start a dialogue-only run with its
-# tokenizer, no encoder pre-training; e.g. the shipped model on packs with the world's tool). The
-# model's 37 MB and the packs do not travel together (64 MB a call), so two calls again:
+# tokenizer, no encoder pre-training). The model's 37 MB and the packs do not travel together
+# (64 MB a call), so two calls again:
 #     PREPARE_ONLY=1 bash scripts/train_default_gpu.sh      (carry the packs and .espeak, move the
 #                                                            shipped weights aside: renders the bank)
 #     INIT=omni/pretrained/default BUDGET=380 bash scripts/train_default_gpu.sh   (carry nothing,
 #                                 weights back in place: runs/data stays on the warm machine)
 #   the second call trains, exports and packs the model, then judges it in what is left of
-#   CALL_LIMIT (570 s): a judge that runs out of time is skipped, the weights still come back
-#   The shipped model is the sixth run's weights taught the tool this way (tenth run, 1x H100), in
-#   four calls: PREPARE_ONLY=1; INIT=omni/pretrained/default BUDGET=440 RUN=runs/omni-mini-ft2
-#   (the plan ran out of time 89 steps before its end), the same with BUDGET=60 (resumes, exports,
-#   judges); then from that export, more of the tool: INIT=runs/omni-mini-ft2/model
-#   RUN=runs/omni-mini-ft3 FT_LR=2e-4 EXTRA_SETS="curriculum.tool_weight=0.3" BUDGET=270
-#   (the first part called the light for 18 % of the pack's spoken requests; this one for 93 %)
-#   and once more from that (eleventh run, 1x H100), with greetings and repeats asked beside the
-#   camera as well: PREPARE_ONLY=1; INIT=omni/pretrained/default RUN=runs/omni-mini-ft4
-#   EXTRA_SETS="curriculum.tool_weight=0.15" BUDGET=390, then the same with BUDGET=60
-# One run from scratch with everything the shipped model learned in three (the tool, the camera-on
-# greetings) and the hearing remedies (random sentences, rewordings); not run yet:
-#     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True VOICE_BANK=8 SENTENCES=8000 REWORDINGS=6 \
-#       BUDGET=420 PLAN_BUDGET=820 CALL_LIMIT=560 bash scripts/train_default_gpu.sh
-#   then at once the same with BUDGET=400 (no PLAN_BUDGET): resumes, exports, judges
+#   CALL_LIMIT: a judge that runs out of time is skipped, the weights still come back.
+#   (The model shipped before the one-run recipe came from three: the sixth run from scratch, then
+#   fine-tunes with the tool and with greetings beside the camera; README "Training the default model".)
 # Back on the CPU machine, from the folder the files came back to:
 #     bash scripts/train_default_gpu.sh --collect FILES_DIR DEST_DIR
 #   reassembles DEST_DIR (an OmniModel directory for `omni chat --model`), plots the
@@ -49,7 +39,7 @@
 # checkpoints and says so; calling the script again while the machine is still
 # warm resumes where it stopped (runs/ stays there between calls). To train longer
 # than one call, give every call but the last the training time left over it and the
-# later ones (two calls: BUDGET=480 PLAN_BUDGET=880, then at once BUDGET=430): a resumed
+# later ones (what the defaults do: BUDGET=420 PLAN_BUDGET=820, then at once BUDGET=400): a resumed
 # call shrinks the plan if the time it is given cannot hold it, so the last call always
 # ends with an exported model.
 set -euo pipefail
@@ -81,35 +71,44 @@ if [[ "${1:-}" == "--collect" ]]; then
 fi
 
 OUT=${OUT:-runs/omni-mini-out}
-BUDGET=${BUDGET:-440}        # seconds of training in this call (the call's limit is 600)
-PLAN_BUDGET=${PLAN_BUDGET:-}  # seconds the stages are sized for, over this and resumed calls (default BUDGET)
 RUN=${RUN:-$([[ -n "${INIT:-}" ]] && echo runs/omni-mini-ft || echo runs/omni-mini)}
+# BUDGET: seconds of training in this call (the call's limit is 600); PLAN_BUDGET: seconds the
+# stages are sized for, over this and resumed calls (default BUDGET). Unset, a run from scratch
+# is sized for two calls: the first (no plan yet) trains 420 of 820 s, a resumed one 400
+if [[ -z "${BUDGET:-}" && -z "${INIT:-}" ]]; then
+  if [[ -f "$RUN/plan.json" ]]; then BUDGET=400; else BUDGET=420; PLAN_BUDGET=${PLAN_BUDGET:-820}; fi
+fi
+BUDGET=${BUDGET:-440}
+PLAN_BUDGET=${PLAN_BUDGET:-}
+# the dialogue steps' activations vary in size from step to step: expandable segments keep the
+# allocator from fragmenting into an out-of-memory on an 80 GB card
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 EXTRA_SETS=${EXTRA_SETS:-}   # more recipe overrides, e.g. "curriculum.stage_steps=speech:2,vision:2,dialogue:2 global_batch=4"
 BENCH_LIMIT=${BENCH_LIMIT:-0}
-CALL_LIMIT=${CALL_LIMIT:-570}   # seconds this call may take in all (the device's limit is 600)
+CALL_LIMIT=${CALL_LIMIT:-560}   # seconds this call may take in all (the device's limit is 600)
 PROBES=${PROBES-text transcribe caption}   # bench/default_model.py diagnostics after the export (PROBES="": none)
 PROBE_LIMIT=${PROBE_LIMIT:-200}
 EVAL_EVERY=${EVAL_EVERY:-400}     # held-out probe every this many steps of a stage (and at each stage's end)
 EVAL_SAMPLES=${EVAL_SAMPLES:-120}
 # > 0: this many more renderings of every question text, each in its own voice, written here
-# before training (`omni data voice-bank`, recipe curriculum.voice_bank; 16, the shipped model's
-# recipe: 18,736 clips in 69 s on 16 cores); a machine without espeak-ng gets it from a carried
-# .espeak (scripts/espeak_portable.sh). 0: the pack's recordings only
-VOICE_BANK=${VOICE_BANK:-16}
+# before training (`omni data voice-bank`, recipe curriculum.voice_bank; 8, the shipped model's
+# recipe: with its sentences and rewordings 24,378 clips on 16 cores); a machine without espeak-ng
+# gets it from a carried .espeak (scripts/espeak_portable.sh). 0: the pack's recordings only
+VOICE_BANK=${VOICE_BANK:-8}
 # TIMBRES: the bank also speaks in this many generated espeak-ng timbres (omni.synth.timbres,
 # at most 200); 0, the shipped model's recipe: the shipped human variants only
 TIMBRES=${TIMBRES:-0}
 # SENTENCES: the bank also says this many random sentences of the questions' words, one clip each
 # (omni.synth.sentences): the audio pre-training's CTC pool and the LLM's transcriptions (recipe
 # curriculum.sentence_weight) hear words in any order, not only the ~1,200 question texts.
-# 0, the shipped model's recipe; 8000 (the seventh run) heard better and saw worse in the same time
-SENTENCES=${SENTENCES:-0}
+# 8000, the shipped model's recipe; 0: none
+SENTENCES=${SENTENCES:-8000}
 # REWORDINGS: the bank also says up to this many rewordings of every question text (omni.synth.rewording:
 # template words dropped, swapped or added around the kept object phrase), heard as renderings of the
-# question, typed and transcribed as said. 0, the shipped model's recipe
-REWORDINGS=${REWORDINGS:-0}
+# question, typed and transcribed as said. 6, the shipped model's recipe; 0: none
+REWORDINGS=${REWORDINGS:-6}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
 # INIT: a fine-tune of that model (recipe curriculum.init_model): the dialogue stage alone, sized
