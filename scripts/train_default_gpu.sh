@@ -116,8 +116,9 @@ has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(no
 INIT=${INIT:-}
 FT_LR=${FT_LR:-1.5e-4}
 # a pack with the world's tool (omni data default --tool-ratio R): its conversations need dialogue
-# rows of 704 positions (768 in a fine-tune: the model keeps its own tokenizer, and the shipped
-# one predates the tool text, so its longest tool conversation is 737 positions), and the plan
+# rows of 704 positions (768 in a fine-tune: the model keeps its own tokenizer, which may predate
+# the tool text: with the tokenizer of the model shipped before the one-run recipe the longest tool
+# conversation is 737 positions), and the plan
 # costs a dialogue step as its usual rows (384), as the shipped recipe does, so that the speech
 # and vision stages keep their steps (an explicit EXTRA_SETS wins); a step over the shipped
 # recipe's 768 x 384 positions runs its decoder layers again in the backward rather than keep
