@@ -72,11 +72,18 @@ def reply(model, request, ids: list[int] | None, max_steps: int):
         gen.sample_text = real
 
 
+def accepted(it: dict) -> set[str]:
+    """The item's answer and its accepted forms, normalized as the judge hears them."""
+    from omni.synth.questions import normalize_answer
+
+    return {normalize_answer(a) for a in [it["answer"], *it["accept"]]}
+
+
 def other_answer(items: list[dict], i: int, rng: np.random.Generator) -> str | None:
     """Another item's answer of the same family that is not this item's (normalized)."""
     from omni.synth.questions import normalize_answer
 
-    mine = {normalize_answer(a) for a in items[i]["accept"]} | {normalize_answer(items[i]["answer"])}
+    mine = accepted(items[i])
     pool = sorted({it["answer"] for it in items if it["family"] == items[i]["family"]
                    and normalize_answer(it["answer"]) not in mine})
     return str(rng.choice(pool)) if pool else None
@@ -116,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         req = request(it, "spoken", None)
         row = {"id": it["id"], "family": it["family"], "answer": it["answer"], "other_answer": other}
-        right = {normalize_answer(a) for a in it["accept"]} | {normalize_answer(it["answer"])}
+        right = accepted(it)
         for cond in CONDITIONS:
             forced = {"free": None, "own": it["answer"], "other": other}[cond]
             ids = model.tokenizer.encode(forced) if forced is not None else None
             rep = reply(model, req, ids, args.max_steps)
-            heard = rec.recognize(np.asarray(rep.audio, np.float32), model.output_sample_rate) if rep.audio is not None and len(rep.audio) else ""
+            silent = rep.audio is None or not len(rep.audio)
+            heard = "" if silent else rec.recognize(np.asarray(rep.audio, np.float32), model.output_sample_rate)
             row[cond] = {"text": rep.text, "heard": heard, "heard_text": heard == normalize_answer(rep.text),
                          "heard_right": heard in right, "heard_other": heard == normalize_answer(other)}
         rows.append(row)
@@ -146,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(report, fh, indent=1)
     s = report["summary"]
     print(f"speech against text, {len(rows)} held-out spoken questions, {args.model}")
-    print(f"{'reply':8} {'family':10} {'n':>4} {'heard = its text':>17} {'heard = right answer':>21} {'heard = other':>14}")
+    print(f"{'reply':8} {'family':10} {'n':>4} {'heard = its text':>17} {'heard = right answer':>21} "
+          f"{'heard = other':>14}")
     for cond in CONDITIONS:
         for fam in ["all", *fams]:
             n = s[cond]["heard_text"][fam]["n"]
