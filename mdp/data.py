@@ -32,8 +32,9 @@ from typing import Callable
 import torch
 
 IGNORE = -100
-# label categories -> stage-1 loss weights (spec 1.5)
-CAT_NONE, CAT_TEXT, CAT_AUDIO_TEXT = 0, 1, 2
+# label categories -> stage-1 loss weights (spec 1.5). CAT_AUDIO_ONLY: a spoken reply's rows
+# whose speech is trained and whose text is not (`curriculum.speech_swap`): audio labels only
+CAT_NONE, CAT_TEXT, CAT_AUDIO_TEXT, CAT_AUDIO_ONLY = 0, 1, 2, 3
 MODALITIES = ("image", "video", "audio")
 
 

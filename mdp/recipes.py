@@ -140,6 +140,10 @@ class Curriculum:
     # train_path=device: more renderings of the pack's questions (`omni data voice-bank`);
     # every draw of a spoken question hears one of them or the pack's own
     voice_bank: str | None = None
+    # train_path=device: the share of spoken replies (answers, "say") written and spoken as another
+    # answer, with their speech trained and their text not (mdp.curriculum.plan): what the voice
+    # says then follows only from the reply's text, which teaches it to say what the text says
+    speech_swap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ RECIPES = {
             stage_seq_len={"speech": 176, "vision": 176, "dialogue": 384},
             stage_samples=100000,
             train_path="device",
+            speech_swap=0.15,
         ),
         # 1,200 audio steps: with the voice bank the CTC pool holds ~18 k clips, not ~1 k
         pretrain=Pretrain(steps={"vision": 600, "audio": 1200}),

@@ -244,6 +244,11 @@ class OmniConfig:
     codec_silence_frame: tuple[int, ...] = ()
     chunk_seconds: float = 1.0
     text_end_ids: tuple[int, ...] = ()  # extra text ids that end a segment's text (original release: 137)
+    # steps the speech of a segment waits behind its text: the first `text_audio_delay` codec rows
+    # of a segment are pads, so the voice's first frame is predicted after it has read that many
+    # text tokens (`omni.segments.SegmentMachine`, `mdp.curriculum.data.speech_rows`). 0: text and
+    # speech start in the same step (the original release's layout)
+    text_audio_delay: int = 0
     template: TemplateConfig = field(default_factory=TemplateConfig)
 
     @property
@@ -546,8 +551,10 @@ def _omni_longcat() -> OmniConfig:
 @register("omni", "mini")
 def _omni_mini() -> OmniConfig:
     """The default model: trained on the synthetic world (`omni train --recipe
-    omni-mini`), speaks through the shipped codec (codec flavor `default`)."""
-    return OmniConfig(llm=_llm_mini(), vision=_vision_mini(), audio=_audio_mini(), codec=_codec_default())
+    omni-mini`), speaks through the shipped codec (codec flavor `default`). Its voice starts two
+    steps behind its text: the first word is spoken after it is written, not guessed beside it."""
+    return OmniConfig(llm=_llm_mini(), vision=_vision_mini(), audio=_audio_mini(), codec=_codec_default(),
+                      text_audio_delay=2)
 
 
 # ---------------------------------------------------------------------------

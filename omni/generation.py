@@ -109,6 +109,7 @@ class ReplyState:
         self.machine = SegmentMachine(
             text_pad=sp.pad, text_eos=sp.eos, offset=cfg.audio_id_offset, audio_eos=cfg.audio_eos_id,
             audio_pad=cfg.audio_pad_id, text_end_ids=tuple(cfg.text_end_ids), speech=opts.speech,
+            delay=cfg.text_audio_delay,
         )
         self.alpha = cfg.audio_repetition_penalty if opts.audio_repetition_penalty is None else opts.audio_repetition_penalty
         # the ids of a silent frame never enter the penalty window (OmniConfig.codec_silence_frame)

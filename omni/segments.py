@@ -11,6 +11,10 @@ acoustic books: step r yields sem_r and the acoustic codes of frame r-1. A
 complete frame i = [sem_i, ac_{i+1}] is therefore released one step later
 (the original's `shift_codec_back`), and the first step of every segment has
 no valid acoustic codes (they are fed back as pad).
+
+With a text-to-speech delay d (`OmniConfig.text_audio_delay`) the codec rows of a
+segment's first d steps are pads whatever the heads sample: the speech starts d
+steps after the text, having read the text's first d tokens.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class SegmentMachine:
     audio_pad: int = 3
     text_end_ids: tuple[int, ...] = ()  # extra ids that end a segment's text (original: 137)
     speech: bool = True  # False: text-only reply (stops at EOS)
+    delay: int = 0  # steps a segment's speech waits behind its text (pad rows)
     state: str = TEXT_AUDIO
     ending: bool = False  # EOS seen: the current segment is the last
     seg_step: int = 0  # steps taken in the current segment
@@ -112,12 +117,16 @@ class SegmentMachine:
             elif text_id == self.text_pad or text_id in self.text_end_ids:
                 shown = None
                 self.state = AUDIO_ONLY
+        if self.seg_step < self.delay:  # the speech has not started: a pad row, nothing to decode
+            self.seg_step += 1
+            return StepResult(shown, None, next_text, [self.audio_pad] * len(codes), self.done)
+        k = self.seg_step - self.delay  # the speech's own step
         sem = int(codes[0])
         acoustic = [int(c) for c in codes[1:]]
-        if self.seg_step == 0:
+        if k == 0:
             acoustic = [self.audio_pad] * len(acoustic)  # one-step delay: nothing valid yet
         frame = None
-        if self.prev_sem is not None and self.seg_step > 0:
+        if self.prev_sem is not None and k > 0:
             frame = [self.prev_sem - self.offset] + [c - self.offset for c in acoustic]
             self.frames.append(frame)
         next_codec = [sem] + acoustic

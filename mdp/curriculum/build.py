@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from mdp.data import CAT_AUDIO_TEXT, IGNORE
+from mdp.data import CAT_AUDIO_ONLY, CAT_AUDIO_TEXT, CAT_TEXT, IGNORE
 from mdp.curriculum.plan import StepPlan
 from mdp.curriculum.tables import PackTables
 from omni.synth.audio import NOISE_KINDS
@@ -101,9 +101,11 @@ def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch
     feat = torch.where(live & (feat_start > 0), feat_start + off, 0)
     return {
         "ids": ids[:, :-1], "codec": rows[:, :-1],
-        "text_labels": torch.where(category[:, 1:] > 0, ids[:, 1:], IGNORE),
+        "text_labels": torch.where((category[:, 1:] == CAT_TEXT) | (category[:, 1:] == CAT_AUDIO_TEXT), ids[:, 1:],
+                                   IGNORE),
         "text_cat": category[:, 1:],
-        "audio_labels": torch.where((category[:, 1:] == CAT_AUDIO_TEXT)[..., None], rows[:, 1:], IGNORE),
+        "audio_labels": torch.where(((category[:, 1:] == CAT_AUDIO_TEXT) | (category[:, 1:] == CAT_AUDIO_ONLY))[..., None],
+                                    rows[:, 1:], IGNORE),
         "first_audio": first_audio[:, 1:],
         "answer": answer[:, 1:],
         "feat": feat[:, :-1],

@@ -115,17 +115,21 @@ def pack_cmvn(pack, frontend, num_clips: int = 256, seed: int = 0) -> tuple[torc
     return feats.mean(0), feats.std(0).clamp_min(1e-3).reciprocal()
 
 
-def speech_rows(text_ids: list[int], codes: np.ndarray, offset: int, audio_eos: int, pad: int) -> tuple[list[int], list[list[int]]]:
+def speech_rows(text_ids: list[int], codes: np.ndarray, offset: int, audio_eos: int, pad: int,
+                delay: int = 0) -> tuple[list[int], list[list[int]]]:
     """The rows of one spoken reply, as `omni.segments.SegmentMachine` reads them.
 
-    Row r feeds text t_r and codec [sem_r, ac_{r-1}] (acoustic pad at r = 0); the
-    last row is [audio_eos, ac_{T-1}]; text is padded after its EOS. Position p
-    predicts row p + 1, so T frames decode from T + 1 rows.
+    With `delay` d (`OmniConfig.text_audio_delay`) the first d rows are pad rows; then
+    speech row r feeds codec [sem_r, ac_{r-1}] (acoustic pad at r = 0) and the last row is
+    [audio_eos, ac_{T-1}]. Row k feeds text t_k; text is padded after its EOS. Position p
+    predicts row p + 1, so T frames decode from d + T + 1 rows.
     """
     q, t = codes.shape
     if q != 4 or t < 1:
         raise ValueError(f"answer codes must be [4, T>=1], got {list(codes.shape)}")
-    rows = []
+    if delay < 0:
+        raise ValueError(f"text_audio_delay must be >= 0, got {delay}")
+    rows = [[pad] * 4 for _ in range(delay)]
     for r in range(t + 1):
         sem = int(codes[0, r]) + offset if r < t else audio_eos
         ac = [int(c) + offset for c in codes[1:, r - 1]] if r > 0 else [pad] * 3
@@ -343,7 +347,8 @@ class _Row:
         or, with codes None, text only; its text is marked as an answer when `is_answer`."""
         cfg = self.cfg
         if codes is not None:
-            tx, rows = speech_rows(text_ids, codes, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id)
+            tx, rows = speech_rows(text_ids, codes, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id,
+                                   cfg.text_audio_delay)
             self.ids += tx
             self.codec += rows
             self.cat += [CAT_AUDIO_TEXT] * len(rows)

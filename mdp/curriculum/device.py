@@ -196,7 +196,7 @@ class DeviceMiniTrainer(MiniTrainer):
         records = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
         window = self.r.curriculum.bucket_window if window is None else window
         self.planner = StepPlanner(tables, records, self.r.seed, self.r.global_batch, self.r.seq_len, window,
-                                   augment, jitter, self.per_octave)
+                                   augment, jitter, self.per_octave, self.r.curriculum.speech_swap)
 
     def close_loader(self) -> None:
         pass

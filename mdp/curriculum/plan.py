@@ -36,7 +36,7 @@ import dataclasses
 
 import numpy as np
 
-from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
+from mdp.data import CAT_AUDIO_ONLY, CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT
 from mdp.curriculum.data import ANSWER_LAYOUTS
 from mdp.curriculum.tables import LAYOUT_CODE, PackTables, record_arrays
 from omni.synth.audio import GAIN_RANGE_DB, LEAD_RANGE_S, NOISE_PROBS, SNR_RANGE_DB, TRAIN_TAIL_RANGE_S
@@ -65,14 +65,15 @@ def frames_ready(n: np.ndarray, a) -> np.ndarray:
 
 
 def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter: bool,
-         variants: bool = False) -> dict[str, np.ndarray]:
+         variants: bool = False, swap: float = 0.0) -> dict[str, np.ndarray]:
     """Random conditions of n rows, as arrays. The laws are the loader path's
     (`omni.synth.audio.random_noise_params`, `Pack.question_audio`, the stream jitter
     of `PackDataset._build`); the numbers differ (one generator per window, not one
     per record). Without `augment` the clip is heard clean at its own speed; without
     `jitter` streams start at 0 s with no buffered frame. `variants` (a voice bank, with
     `augment`): each row hears a random rendering of its question text (`variant`),
-    drawn last so that the other draws do not change with it."""
+    drawn last so that the other draws do not change with it. `swap` (with `augment`): the
+    share of rows whose spoken reply is another answer's (`plan_rows`), drawn after them."""
     d: dict[str, np.ndarray] = {}
     if augment:
         d["speed"] = rng.uniform(*SPEED_RANGE, n)
@@ -96,6 +97,8 @@ def draw(rng: np.random.Generator, n: int, num_clips: int, augment: bool, jitter
         d["t0"], d["sparse"] = np.zeros(n, np.int64), np.zeros(n, bool)
     if variants and augment:
         d["variant"] = rng.integers(1 << 40, size=n)
+    if swap > 0 and augment:
+        d["swap_to"] = np.where(rng.random(n) < swap, rng.integers(1 << 40, size=n), -1)
     return d
 
 
@@ -243,10 +246,21 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     r_off = np.select([cap, trx], [t.cap_off[np.maximum(scene, 0)], t.trx_off[clip]], t.ans_off[answer])
     # "first" bit 0: a spoken reply's first frame; bit 1 (ANSWER_BIT): the reply text answers a question
     is_answer = np.isin(lay, [LAYOUT_CODE[x] for x in ANSWER_LAYOUTS])
-    put(tail + 8, r_len, r_off, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT * is_answer,
+    # a swapped reply (`draw`'s swap_to): another answer written and spoken, its speech trained and
+    # its text not (CAT_AUDIO_ONLY): the question does not tell that answer, only the reply's text
+    # does, so the voice learns to say what the text says rather than what it believes
+    swapped = voice & (is_answer | (lay == LAYOUT_CODE["say"])) & (d.get("swap_to", -1) >= 0)
+    if np.any(swapped):
+        spoken = t.swap_answer(answer, d["swap_to"])
+        swapped &= spoken != answer
+        answer = np.where(swapped, spoken, answer)
+        r_len = np.where(swapped, t.ans_len[answer], r_len)
+        r_off = np.where(swapped, t.ans_off[answer], r_off)
+    reply_cat = np.where(swapped, CAT_AUDIO_ONLY, cat)
+    put(tail + 8, r_len, r_off, cat=reply_cat, first=voice.astype(np.int64) + ANSWER_BIT * (is_answer & ~swapped),
         row_start=np.where(voice, t.rows_off[answer], 0), row_stride=voice.astype(np.int64))
-    put(tail + 9, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice, cat=CAT_AUDIO_TEXT,
-        row_start=t.rows_off[answer] + r_len, row_stride=1)
+    put(tail + 9, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice,
+        cat=np.where(swapped, CAT_AUDIO_ONLY, CAT_AUDIO_TEXT), row_start=t.rows_off[answer] + r_len, row_stride=1)
     assert CAT_NONE == 0  # the zeros of empty slots and prompts are "no label"
     length = seg[..., COL["len"]].sum(1)
     return Rows(np.asarray(index), seg, length, units, d, clip, n_speech, ns, is_av)
@@ -277,7 +291,8 @@ class StepPlan:
         length = self.seg[..., COL["len"]]
         end = np.cumsum(length, 1)
         lo, hi = np.maximum(end - length, 1), np.minimum(end, self.T + 1)  # next positions 1..T
-        return int((np.clip(hi - lo, 0, None) * (self.seg[..., COL["cat"]] == CAT_AUDIO_TEXT)).sum())
+        spoken = np.isin(self.seg[..., COL["cat"]], (CAT_AUDIO_TEXT, CAT_AUDIO_ONLY))
+        return int((np.clip(hi - lo, 0, None) * spoken).sum())
 
 
 def bucket_length(n: int, seq_len: int, per_octave: int = LENGTHS_PER_OCTAVE) -> int:
@@ -330,12 +345,12 @@ class StepPlanner:
 
     def __init__(self, tables: PackTables, records: list[dict], seed: int, global_batch: int, seq_len: int,
                  window: int = 8, augment: bool = True, jitter: bool = True,
-                 per_octave: int = LENGTHS_PER_OCTAVE) -> None:
+                 per_octave: int = LENGTHS_PER_OCTAVE, swap: float = 0.0) -> None:
         self.t, self.rec = tables, record_arrays(records)
         self.n = len(records)
         self.seed, self.gb, self.seq_len = seed, global_batch, seq_len
         self.window, self.augment, self.jitter = max(1, window), augment, jitter
-        self.per_octave = per_octave
+        self.per_octave, self.swap = per_octave, swap
         self.too_long = 0
         self._win: tuple[int, Rows] | None = None
 
@@ -350,7 +365,7 @@ class StepPlanner:
     def rows(self, index: np.ndarray, rng: np.random.Generator, draws: dict | None = None) -> Rows:
         """Rows of the records `index`, too-long ones replaced by later records."""
         d = draws if draws is not None else draw(rng, len(index), len(self.t.clip_len), self.augment, self.jitter,
-                                                 self.t.has_bank)
+                                                 self.t.has_bank, self.swap)
         r = plan_rows(self.t, self.rec, np.asarray(index, np.int64), d)
         for k in range(1, 17):
             bad = np.flatnonzero(r.length > self.seq_len + 1)

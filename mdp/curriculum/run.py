@@ -322,6 +322,10 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     if r.curriculum.voice_bank and r.curriculum.train_path != "device":
         raise ValueError("recipe curriculum.voice_bank needs train_path=device "
                          "(the loader path hears the pack's clips only)")
+    if not 0.0 <= r.curriculum.speech_swap < 1.0:
+        raise ValueError(f"recipe curriculum.speech_swap is a share in [0, 1), got {r.curriculum.speech_swap}")
+    if r.curriculum.speech_swap and r.curriculum.train_path != "device":
+        raise ValueError("recipe curriculum.speech_swap needs train_path=device (the loader path swaps no replies)")
     materialize = None  # the device path's step records hold device values, read one step late
     if r.curriculum.train_path == "device":
         from mdp.curriculum.device import DeviceMiniTrainer, materialize

@@ -113,8 +113,14 @@ class PackTables:
         self.rows_off = np.zeros(len(answers), np.int64)
         self.rows_len = np.zeros(len(answers), np.int64)
         self.voice_ok = np.zeros(len(answers), bool)  # the reply's text fits its audio rows
+        # each answer's question family (that of the first sample it answers; -1: none)
+        self.answer_family = np.full(len(answers), -1, np.int64)
+        has, first = np.unique(pack.sample_answer, return_index=True)
+        keep = has >= 0
+        self.answer_family[has[keep]] = pack.sample_family[first[keep]]
         for a, c in enumerate(codes):
-            _, r = speech_rows(reply[a][: len(c[0]) + 1], c, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id)
+            _, r = speech_rows(reply[a][: len(c[0]) + 1], c, cfg.audio_id_offset, cfg.audio_eos_id, cfg.audio_pad_id,
+                               cfg.text_audio_delay)
             self.rows_off[a], self.rows_len[a] = len(rows), len(r)
             self.voice_ok[a] = len(reply[a]) <= len(r)
             rows += r
@@ -157,7 +163,7 @@ class PackTables:
         if np.any(self.tool_case >= 0):  # the codec's silence: only a pack with tool requests needs it
             for on, ids in enumerate(calls):
                 _, r = speech_rows(ids, silence_codes(pack, len(ids) - 1), cfg.audio_id_offset, cfg.audio_eos_id,
-                                   cfg.audio_pad_id)
+                                   cfg.audio_pad_id, cfg.text_audio_delay)
                 self.call_rows_off[on], self.call_rows_len[on] = len(rows), len(r)
                 rows += r
         mid = lambda c, voice: Tokens.cat([fmt.newline(), fmt.tool_turn(c.output), fmt.generation_prompt(voice)])
@@ -223,6 +229,25 @@ class PackTables:
             raise ValueError(f"a manifest line names random sentence {int(sentence.max())}, but the voice bank "
                              f"has {self.num_sentences}")
         return np.where(sentence >= 0, self.sentence_base + sentence, clip)
+
+    def swap_answer(self, answer: np.ndarray, draw: np.ndarray) -> np.ndarray:
+        """Another spoken answer for each row (`curriculum.speech_swap`), picked by `draw`
+        (ints >= 0) among the answers of the row's answer's family whose text fits their speech
+        rows ("purple star" for "purple triangle": only the text tells them apart, word by
+        word); among all such answers for a family with one. Never the row's own."""
+        out = answer.copy()
+        fam = self.answer_family[answer]
+        for f in np.unique(fam):
+            rows = np.flatnonzero(fam == f)
+            pool = np.flatnonzero(self.voice_ok & (self.answer_family == f))
+            if len(pool) < 2:
+                pool = np.flatnonzero(self.voice_ok)
+            if len(pool) < 2:
+                continue
+            # the k-th answer of the pool without the row's own
+            k = draw[rows] % (len(pool) - 1)
+            out[rows] = np.where(k >= np.searchsorted(pool, answer[rows]), pool[k + 1], pool[k])
+        return out
 
     @property
     def has_bank(self) -> bool:

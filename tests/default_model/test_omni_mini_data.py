@@ -15,21 +15,29 @@ from omni.config import get_omni_config
 from omni.segments import SegmentMachine
 
 
-def test_speech_rows_decode_through_segment_machine():
+@pytest.mark.parametrize("delay", [0, 2, 5])
+def test_speech_rows_decode_through_segment_machine(delay):
     """Teacher-forced rows, read as the model's per-step outputs, give back the
-    answer's text and exactly its codec frames (independent of the bridge)."""
+    answer's text and exactly its codec frames (independent of the bridge), with the
+    speech `delay` steps behind the text: its first rows are pads whatever the heads say."""
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 1024, (4, 9))
     text = [40, 41, 42, 2]
-    tx, rows = speech_rows(text, codes, offset=32, audio_eos=2, pad=3)
-    m = SegmentMachine(text_pad=3, text_eos=2, offset=32, audio_eos=2, audio_pad=3)
-    for t, row in zip(tx, rows):  # position p outputs row p (the prompt's last position outputs row 0)
-        r = m.step(t, row)
+    tx, rows = speech_rows(text, codes, offset=32, audio_eos=2, pad=3, delay=delay)
+    assert len(rows) == delay + 10 and rows[:delay] == [[3] * 4] * delay and rows[delay][0] == int(codes[0, 0]) + 32
+    m = SegmentMachine(text_pad=3, text_eos=2, offset=32, audio_eos=2, audio_pad=3, delay=delay)
+    for p, (t, row) in enumerate(zip(tx, rows)):  # position p outputs row p (the prompt's last position outputs row 0)
+        noisy = [77, 78, 79, 80] if p < delay else row  # what the heads sample in the delay is not read
+        r = m.step(t, noisy)
+        assert r.next_codec == row  # the row fed back is the one trained on
+        assert (r.frame is None) == (p <= delay)
     assert r.done and m.done
     assert m.text_ids == text
     np.testing.assert_array_equal(np.array(m.frames).T, codes)
     with pytest.raises(ValueError, match="only"):
         speech_rows(list(range(12)), codes[:, :3], 32, 2, 3)
+    if delay:  # the delay gives a long text room: only speech rows past it are spoken
+        assert len(speech_rows(list(range(12)), codes[:, :3], 32, 2, 3, delay=8)[1]) == 12
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +93,9 @@ def test_layouts_equal_serving_prompts(tmp_path, mini_pack, model):
         answer = model.tokenizer.encode(pack.answer_text(i)) + [model.tokenizer.special.eos]
         assert s.text_labels[L - 1 : L - 1 + len(answer)].tolist() == answer
         if line["voice"]:
-            assert s.first_audio[L - 1] and (s.audio_labels[L - 1, 0] >= 32)
+            d = model.config.text_audio_delay  # the speech starts d rows after the text
+            assert s.first_audio[L - 1] and (s.audio_labels[L - 1 : L - 1 + d] == 3).all()
+            assert s.audio_labels[L - 1 + d, 0] >= 32
         else:
             assert (s.audio_labels == -100).all()
         # features in sequence order: item rows permuted onto the placeholders

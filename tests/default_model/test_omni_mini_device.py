@@ -473,3 +473,46 @@ def test_a_fine_tune_starts_from_a_model_and_keeps_its_tokenizer(tmp_path, mini_
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-20) for k in a)
     assert filecmp.cmp(os.path.join(init, "tokenizer", "tokenizer.json"), os.path.join(out, "tokenizer", "tokenizer.json"),
                        shallow=False)
+
+
+def test_swapped_replies_train_the_speech_of_another_answer_and_not_its_text(world, tmp_path):
+    """`curriculum.speech_swap`: a swapped spoken answer is written and spoken as another
+    answer; its rows carry that answer's text ids and codec rows, its speech is labelled
+    and its text is not (nor marked as an answer). The other rows are as without swaps."""
+    from mdp.curriculum.build import expand_segments
+    from mdp.curriculum.data import read_stage_manifest
+    from mdp.curriculum.plan import COL, StepPlanner, draw, finalize
+    from mdp.curriculum.stages import write_stage_manifest
+    from mdp.data import CAT_AUDIO_ONLY, IGNORE
+
+    pack, cfg, tok, codes, tables = world
+    manifest = str(tmp_path / "dialogue.jsonl")
+    write_stage_manifest(pack, "dialogue", manifest, 80, 2)
+    recs = read_stage_manifest(manifest, len(pack), pack.num_scenes, len(pack.answer_offset) - 1)
+    idx = np.arange(80)
+    d = draw(np.random.default_rng(3), 80, len(tables.clip_len), augment=True, jitter=True, swap=0.5)
+    assert 20 <= int((d["swap_to"] >= 0).sum()) <= 60
+    planner = StepPlanner(tables, recs, 0, 80, 384)
+    plain = planner.rows(idx, None, {k: v for k, v in d.items() if k != "swap_to"})
+    rows = planner.rows(idx, None, d)
+    swapped = (rows.seg[..., COL["cat"]] == CAT_AUDIO_ONLY).any(1)
+    voiced_answers = np.array([recs[i]["voice"] and recs[i]["layout"] in ("text", "image", "audio", "stream", "tool",
+                                                                          "say") for i in rows.index])
+    assert swapped.sum() >= 10 and (swapped <= (voiced_answers & (d["swap_to"] >= 0))).all()
+    assert (rows.seg[~swapped] == plain.seg[~swapped]).all()
+    plan = finalize(tables, rows, 384)
+    batch = expand_segments(tables, torch.from_numpy(plan.seg), plan.T)
+    eos = tok.special.eos
+    for b in np.flatnonzero(swapped):
+        own = recs[rows.index[b]]["answer"]
+        spoken = batch["text_cat"][b] == CAT_AUDIO_ONLY
+        assert spoken.any() and (batch["text_labels"][b][spoken] == IGNORE).all()
+        assert not batch["answer"][b].any() or recs[rows.index[b]]["layout"] == "tool"
+        # the reply written is another answer's words (and end), and its speech is labelled
+        start = int(torch.nonzero(spoken)[0]) + 1  # position p labels p + 1
+        answer_ids = lambda a: tables.id_pool[tables.ans_off[a] : tables.ans_off[a] + tables.ans_len[a]].tolist()
+        written = batch["ids"][b, start:].tolist()
+        written = written[: written.index(eos) + 1]
+        assert written != answer_ids(own) and written in [answer_ids(a) for a in np.flatnonzero(tables.voice_ok)]
+        assert (batch["audio_labels"][b][spoken] != IGNORE).all()
+    assert plan.audio_labels == int((batch["audio_labels"][..., 0] != IGNORE).sum())

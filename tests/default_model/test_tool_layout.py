@@ -179,7 +179,7 @@ def test_tool_layout_is_the_served_conversation(tmp_path, tool_world, model):
 
         def reply(text, codes):
             ids, rows = speech_rows(tok.encode(text) + [tok.special.eos], codes, cfg.audio_id_offset,
-                                    cfg.audio_eos_id, cfg.audio_pad_id)
+                                    cfg.audio_eos_id, cfg.audio_pad_id, cfg.text_audio_delay)
             return Tokens(torch.tensor(ids), torch.tensor(rows))
 
         call_len = len(tok.encode(case.call)) + 1
