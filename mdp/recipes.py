@@ -144,6 +144,9 @@ class Curriculum:
     # answer, with their speech trained and their text not (mdp.curriculum.plan): what the voice
     # says then follows only from the reply's text, which teaches it to say what the text says
     speech_swap: float = 0.0
+    # the trained model's OmniConfig.text_audio_delay (its speech this many steps behind its text,
+    # in training and in the exported model's generation); None: the flavor's (0 for every flavor)
+    text_audio_delay: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,6 @@ RECIPES = {
             stage_seq_len={"speech": 176, "vision": 176, "dialogue": 384},
             stage_samples=100000,
             train_path="device",
-            speech_swap=0.15,
         ),
         # 1,200 audio steps: with the voice bank the CTC pool holds ~18 k clips, not ~1 k
         pretrain=Pretrain(steps={"vision": 600, "audio": 1200}),

@@ -52,6 +52,8 @@ class _ScaleGrad(torch.autograd.Function):
 def build_config(recipe: Recipe):
     cfg = get_omni_config(recipe.flavor)
     cfg.audio.dropout = recipe.numerics.audio_dropout
+    if recipe.curriculum.text_audio_delay is not None:  # the model trained (and exported) speaks that far behind
+        cfg.text_audio_delay = recipe.curriculum.text_audio_delay
     return cfg
 
 

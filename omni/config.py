@@ -551,10 +551,8 @@ def _omni_longcat() -> OmniConfig:
 @register("omni", "mini")
 def _omni_mini() -> OmniConfig:
     """The default model: trained on the synthetic world (`omni train --recipe
-    omni-mini`), speaks through the shipped codec (codec flavor `default`). Its voice starts two
-    steps behind its text: the first word is spoken after it is written, not guessed beside it."""
-    return OmniConfig(llm=_llm_mini(), vision=_vision_mini(), audio=_audio_mini(), codec=_codec_default(),
-                      text_audio_delay=2)
+    omni-mini`), speaks through the shipped codec (codec flavor `default`)."""
+    return OmniConfig(llm=_llm_mini(), vision=_vision_mini(), audio=_audio_mini(), codec=_codec_default())
 
 
 # ---------------------------------------------------------------------------

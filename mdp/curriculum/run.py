@@ -324,6 +324,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                          "(the loader path hears the pack's clips only)")
     if not 0.0 <= r.curriculum.speech_swap < 1.0:
         raise ValueError(f"recipe curriculum.speech_swap is a share in [0, 1), got {r.curriculum.speech_swap}")
+    if r.curriculum.text_audio_delay is not None and r.curriculum.text_audio_delay < 0:
+        raise ValueError(f"recipe curriculum.text_audio_delay must be >= 0, got {r.curriculum.text_audio_delay}")
     if r.curriculum.speech_swap and r.curriculum.train_path != "device":
         raise ValueError("recipe curriculum.speech_swap needs train_path=device (the loader path swaps no replies)")
     materialize = None  # the device path's step records hold device values, read one step late

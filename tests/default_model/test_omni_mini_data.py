@@ -377,3 +377,32 @@ def test_greetings_and_repeats_are_asked_with_the_camera_on(tmp_path, mini_pack,
     assert s.ids[:L].tolist() == prompt.tolist()
     answer = model.tokenizer.encode(pack.answer_text(line["i"])) + [model.tokenizer.special.eos]
     assert s.text_labels[L - 1 : L - 1 + len(answer)].tolist() == answer
+
+
+def test_a_recipe_delay_reaches_the_rows_and_the_exported_config(tmp_path, mini_pack, model):
+    """`curriculum.text_audio_delay`: the trained config (and so the export) speaks that far
+    behind its text, and the loader path's spoken replies start with as many pad rows."""
+    import dataclasses
+
+    from mdp.recipes import RECIPES
+    from mdp.trainer import build_config
+    from omni.synth.pack import Pack
+
+    r = RECIPES["omni-mini"]
+    assert build_config(r).text_audio_delay == 0
+    assert build_config(r.replace(curriculum={"text_audio_delay": 3})).text_audio_delay == 3
+    pack = Pack(mini_pack)
+    sp = next(i for i in range(len(pack)) if pack.sample_scene[i] < 0)
+    line = {"i": sp, "layout": "audio", "scene": -1, "answer": int(pack.sample_answer[sp]), "voice": True, "seed": 5}
+    (tmp_path / "m.jsonl").write_text(json.dumps(line) + "\n")
+    rows = {}
+    for delay in (0, 3):
+        cfg = dataclasses.replace(model.config, text_audio_delay=delay)
+        enc = model.audio_encoder
+        ds = PackDataset(str(tmp_path / "m.jsonl"), pack, cfg, model.tokenizer, 640, enc.num_frames, model.frames_ready)
+        s = ds.sample(0)
+        spoken = torch.nonzero(s.audio_labels[:, 0] != -100).flatten()
+        rows[delay] = s.audio_labels[spoken]
+        assert s.first_audio[spoken[0]] and (s.text_cat[spoken] == 2).all()
+    assert len(rows[3]) == len(rows[0]) + 3
+    assert (rows[3][:3] == 3).all() and torch.equal(rows[3][3:], rows[0])
