@@ -17,6 +17,8 @@ device matches the torch reference (`triton_moe_available`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 try:
@@ -28,8 +30,25 @@ except ImportError:  # CPU-only installs
     HAVE_TRITON = False
 
 _PROBE: dict[tuple[str, torch.dtype], bool] = {}
-BLOCK_N = 16
-BLOCK_K = 256
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Launch shape of one of the two kernels: BLOCK_N output rows per program, BLOCK_K
+    weights per row per loop step, and Triton's warps and pipeline stages per program."""
+
+    block_n: int = 16
+    block_k: int = 256
+    num_warps: int = 4
+    num_stages: int = 3  # (4, 3): Triton's own defaults, what the kernels launched with before
+
+    def launch(self) -> dict:
+        return {"BLOCK_N": self.block_n, "BLOCK_K": self.block_k, "num_warps": self.num_warps,
+                "num_stages": self.num_stages}
+
+
+# (gate/up, down) launch shapes; `bench/expert_kernels.py` times the alternatives on a GPU
+CONFIGS = (KernelConfig(), KernelConfig())
 
 if HAVE_TRITON:
 
@@ -90,9 +109,11 @@ def triton_experts(
     gate_up: torch.Tensor,
     down: torch.Tensor,
     num_real: int,
+    configs: tuple[KernelConfig, KernelConfig] | None = None,
 ) -> torch.Tensor:
     """x [M, H]; indices/weights [M, K]; gate_up [N, 2I, H]; down [N, H, I]
-    (contiguous). Returns the real experts' weighted sum [M, H] in fp32."""
+    (contiguous). Returns the real experts' weighted sum [M, H] in fp32. `configs`:
+    the (gate/up, down) launch shapes (None: `CONFIGS`)."""
     m, k = indices.shape
     h = x.shape[1]
     inner = down.shape[2]
@@ -103,10 +124,9 @@ def triton_experts(
     wt = weights.reshape(-1).float().contiguous()
     act = torch.empty(p, inner, device=x.device, dtype=x.dtype)
     out = torch.empty(p, h, device=x.device, dtype=torch.float32)
-    _gate_up_kernel[(p, triton.cdiv(inner, BLOCK_N))](
-        x, gate_up, tok, exp, act, h, inner, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K
-    )
-    _down_kernel[(p, triton.cdiv(h, BLOCK_N))](act, down, exp, wt, out, h, inner, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+    gu_cfg, dn_cfg = CONFIGS if configs is None else configs
+    _gate_up_kernel[(p, triton.cdiv(inner, gu_cfg.block_n))](x, gate_up, tok, exp, act, h, inner, **gu_cfg.launch())
+    _down_kernel[(p, triton.cdiv(h, dn_cfg.block_n))](act, down, exp, wt, out, h, inner, **dn_cfg.launch())
     return out.view(m, k, h).sum(1)
 
 
