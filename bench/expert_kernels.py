@@ -133,6 +133,12 @@ class Problem:
         return statistics.median(out)
 
 
+def save(report: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=1)
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -207,6 +213,7 @@ def main(argv=None) -> int:
                   f"{base['us'] / top['us']:5.2f}  n{c['block_n']} k{c['block_k']} w{c['num_warps']} s{c['num_stages']}")
         report["batches"][str(m)] = entry
         del prob
+        save(report, a.out)  # what is measured so far, should the call end early
     # each batch's best shapes at the other batch too: one default has to serve both
     for m in ints(a.batches):
         prob = Problem(a, m, dev, gate_up, down)
@@ -220,9 +227,7 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
         report["decode"] = decode_side_by_side(a, report, dev)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as fh:
-        json.dump(report, fh, indent=1)
+    save(report, a.out)
     plot(report, a.plot or os.path.splitext(a.out)[0] + ".png")
     print(f"wrote {a.out} ({report['wall_s']} s)")
     return 0
