@@ -158,3 +158,19 @@ def test_visual_token_budget_per_request(debug_model):
     n_capped = int((capped.ids == m.tokenizer.special.image_pad).sum())
     assert n_capped <= n_full // 3 < n_full
     capped.check(m.tokenizer.special.audio_pad, m.tokenizer.special.image_pad)
+
+
+def test_a_speech_delay_starts_the_frames_that_many_steps_later(debug_model, monkeypatch):
+    """`OmniConfig.text_audio_delay`: generation feeds pad rows for the first steps of a
+    reply, so its frames start that many steps later; batched, single and streamed agree."""
+    m = debug_model
+    req = OmniRequest(text="what color is the star")
+    opts = GenerationOptions(max_new_tokens=10, decode_audio=False)
+    (plain,) = generate(m, [req], opts)
+    monkeypatch.setattr(m.config, "text_audio_delay", 3)
+    (late,) = generate(m, [req], opts)
+    assert late.text_ids[:1] == plain.text_ids[:1]  # the first step reads the same prompt
+    # neither reply ends within 10 steps: a frame per step after the first, and 3 steps later
+    assert (len(plain.frames), len(late.frames)) == (10 - 1, 10 - 1 - 3)
+    events = list(stream(m, req, GenerationOptions(max_new_tokens=10)))
+    assert np.array_equal(np.stack([e.frame for e in events if e.frame is not None]), late.frames)
