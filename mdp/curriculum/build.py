@@ -79,11 +79,11 @@ def to_device(t: PackTables, plan: StepPlan, device: torch.device) -> DevicePlan
 
 def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """seg [B, S, 8] (len, id start, id stride, row start, row stride, category,
-    first-audio and answer flags, feature row) -> the loader path's batch tensors over T input
+    answer flag, feature row) -> the loader path's batch tensors over T input
     positions, plus `feat` [B, T]: the row of the feature table (0 = none) each
     input position takes its embedding from."""
     b, s, _ = seg.shape
-    length, id0, ids_k, row0, row_k, cat, first, feat0 = seg.unbind(-1)
+    length, id0, ids_k, row0, row_k, cat, answer_flag, feat0 = seg.unbind(-1)
     ends = length.cumsum(1)
     pos = torch.arange(T + 1, device=seg.device).expand(b, T + 1).contiguous()
     which = torch.searchsorted(ends, pos, right=True)  # segment of each position (s: past the row's end)
@@ -94,19 +94,21 @@ def expand_segments(t: PackTables, seg: torch.Tensor, T: int) -> dict[str, torch
     ids = torch.where(live, t.id_pool[torch.where(live, pick(id0) + pick(ids_k) * off, 0)], t.sp.pad)
     rows = t.row_pool[torch.where(live, pick(row0) + pick(row_k) * off, 0)]  # [B, T+1, 4]
     category = torch.where(live, pick(cat), 0)
-    flags = pick(first)  # bit 0: first audio frame, bit 1: answer (`mdp.curriculum.plan.ANSWER_BIT`)
-    first_audio = live & (flags % 2 > 0) & (off == 0)
-    answer = live & (flags // 2 % 2 > 0)
+    answer = live & (pick(answer_flag) > 0)
     feat_start = pick(feat0)
     feat = torch.where(live & (feat_start > 0), feat_start + off, 0)
+    cat = category[:, 1:]
+    audio_labels = torch.where(((cat == CAT_AUDIO_TEXT) | (cat == CAT_AUDIO_ONLY))[..., None], rows[:, 1:], IGNORE)
+    # the first-audio label of a spoken reply is its first frame: the first label with a code
+    # (not a pad: a reply's delay rows, `OmniConfig.text_audio_delay`, are pads) after none
+    coded = (audio_labels[..., 0] != IGNORE) & (audio_labels[..., 0] != t.cfg.audio_pad_id)
+    first_audio = coded & ~torch.nn.functional.pad(coded[:, :-1], (1, 0))
     return {
         "ids": ids[:, :-1], "codec": rows[:, :-1],
-        "text_labels": torch.where((category[:, 1:] == CAT_TEXT) | (category[:, 1:] == CAT_AUDIO_TEXT), ids[:, 1:],
-                                   IGNORE),
-        "text_cat": category[:, 1:],
-        "audio_labels": torch.where(((category[:, 1:] == CAT_AUDIO_TEXT) | (category[:, 1:] == CAT_AUDIO_ONLY))[..., None],
-                                    rows[:, 1:], IGNORE),
-        "first_audio": first_audio[:, 1:],
+        "text_labels": torch.where((cat == CAT_TEXT) | (cat == CAT_AUDIO_TEXT), ids[:, 1:], IGNORE),
+        "text_cat": cat,
+        "audio_labels": audio_labels,
+        "first_audio": first_audio,
         "answer": answer[:, 1:],
         "feat": feat[:, :-1],
     }

@@ -353,7 +353,8 @@ class _Row:
             self.codec += rows
             self.cat += [CAT_AUDIO_TEXT] * len(rows)
             self.audio += rows
-            self.first += [True] + [False] * (len(rows) - 1)
+            # the first-audio label is the reply's first frame: after its delay's pad rows
+            self.first += [k == cfg.text_audio_delay for k in range(len(rows))]
             self.marks += [is_answer] * len(text_ids) + [False] * (len(rows) - len(text_ids))
         else:
             self.ids += text_ids

@@ -18,7 +18,7 @@ order `PackDataset._build` emits its runs:
 (a typed tool request fills the question text slot, as a text question, and no audio slot)
 
 Each slot reads (id pool start, stride), (codec row start, stride), a label
-category, a first-audio flag, and a feature source (a vision unit or an audio
+category, an answer flag, and a feature source (a vision unit or an audio
 row's frame offset), so expanding it to positions is a gather (`expand_segments`).
 
 Length buckets: the rows of `window` consecutive steps (the records the loader path
@@ -45,8 +45,8 @@ from omni.synth.pack import SPEED_RANGE
 LENGTH_MULTIPLE = 16  # LLM rows are trimmed to a multiple of this (few distinct shapes)
 LENGTHS_PER_OCTAVE = 4  # `bucket_length`: ..., 64, 80, 96, 112, 128, 160, 192, ... (< 25 % padding past 64)
 AUDIO_BUCKET_FRAMES = 4  # audio buffers are a multiple of 4 encoder frames (the loader path's bucket)
-ANSWER_BIT = 2  # in a slot's "first" field: its labels are a question's answer (`answer_weight`)
-FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "first", "vkey", "aoff")
+# a slot's "answer" field is 1 where its labels are a question's answer (`answer_weight`)
+FIELDS = ("len", "id_start", "id_stride", "row_start", "row_stride", "cat", "answer", "vkey", "aoff")
 COL = {f: k for k, f in enumerate(FIELDS)}  # a segment field's column
 AV = (LAYOUT_CODE["audio"], LAYOUT_CODE["stream"], LAYOUT_CODE["transcribe"], LAYOUT_CODE["tool"])
 
@@ -236,7 +236,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     # a tool conversation's call (spoken as silence) and the run up to the answer's reply
     cat = np.where(voice, CAT_AUDIO_TEXT, CAT_TEXT)
     c_len, c_rows = t.call_len[on], t.call_rows_len[on]
-    put(tail + 5, c_len, t.call_off[on], mask=is_tool, cat=cat, first=voice.astype(np.int64) + ANSWER_BIT,
+    put(tail + 5, c_len, t.call_off[on], mask=is_tool, cat=cat, answer=1,
         row_start=np.where(voice, t.call_rows_off[on], 0), row_stride=voice.astype(np.int64))
     put(tail + 6, c_rows - c_len, t.REPLY_PAD, 0, mask=is_tool & voice, cat=CAT_AUDIO_TEXT,
         row_start=t.call_rows_off[on] + c_len, row_stride=1)
@@ -244,7 +244,8 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     cap = lay == LAYOUT_CODE["caption"]
     r_len = np.select([cap, trx], [t.cap_len[np.maximum(scene, 0)], t.trx_len[clip]], t.ans_len[answer])
     r_off = np.select([cap, trx], [t.cap_off[np.maximum(scene, 0)], t.trx_off[clip]], t.ans_off[answer])
-    # "first" bit 0: a spoken reply's first frame; bit 1 (ANSWER_BIT): the reply text answers a question
+    # "answer": the reply text answers a question (a spoken reply's first frame is found from its rows,
+    # `expand_segments`)
     is_answer = np.isin(lay, [LAYOUT_CODE[x] for x in ANSWER_LAYOUTS])
     # a swapped reply (`draw`'s swap_to): another answer written and spoken, its speech trained and
     # its text not (CAT_AUDIO_ONLY): the question does not tell that answer, only the reply's text
@@ -257,7 +258,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
         r_len = np.where(swapped, t.ans_len[answer], r_len)
         r_off = np.where(swapped, t.ans_off[answer], r_off)
     reply_cat = np.where(swapped, CAT_AUDIO_ONLY, cat)
-    put(tail + 8, r_len, r_off, cat=reply_cat, first=voice.astype(np.int64) + ANSWER_BIT * (is_answer & ~swapped),
+    put(tail + 8, r_len, r_off, cat=reply_cat, answer=(is_answer & ~swapped).astype(np.int64),
         row_start=np.where(voice, t.rows_off[answer], 0), row_stride=voice.astype(np.int64))
     put(tail + 9, t.rows_len[answer] - r_len, t.REPLY_PAD, 0, mask=voice,
         cat=np.where(swapped, CAT_AUDIO_ONLY, CAT_AUDIO_TEXT), row_start=t.rows_off[answer] + r_len, row_stride=1)
@@ -272,7 +273,7 @@ class StepPlan:
 
     rows: Rows
     T: int  # LLM input positions per row
-    seg: np.ndarray  # int64 [B, S, 8]: FIELDS up to "first", then the feature row of the slot's first position
+    seg: np.ndarray  # int64 [B, S, 8]: FIELDS up to "answer", then the feature row of the slot's first position
     unit_frames: np.ndarray  # int64 [U, 2] frames of the distinct vision units
     audio_rows: np.ndarray  # [Ba] batch rows that carry audio
     W: int  # audio buffer width (samples)
@@ -331,7 +332,7 @@ def finalize(t: PackTables, rows: Rows, seq_len: int, per_octave: int = LENGTHS_
     vis = np.take_along_axis(unit_id, np.maximum(vkey, 0), axis=1)
     feat = np.where(vkey >= 0, 1 + vis * ut, 0)
     feat = np.where(aoff >= 0, 1 + len(uniq) * ut + arow[:, None] * F + aoff, feat)
-    out = np.concatenate([seg[..., : COL["first"] + 1], feat[..., None]], axis=-1)
+    out = np.concatenate([seg[..., : COL["answer"] + 1], feat[..., None]], axis=-1)
     T = bucket_length(int(rows.length.max()) - 1, seq_len, per_octave)
     return StepPlan(rows, T, out, unit_frames, audio_rows, W, F)
 

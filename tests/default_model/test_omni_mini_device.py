@@ -104,6 +104,25 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
     assert layouts
 
 
+def test_device_batches_equal_loader_batches_with_a_speech_delay(mini_pack, tmp_path):
+    """With `text_audio_delay` the two paths still build the same batches: the delay's pad
+    rows, and the first-audio label on each reply's first frame."""
+    import dataclasses
+
+    from mdp.curriculum.tables import PackTables
+
+    pack, cfg, tok, codes, _ = _world(mini_pack)
+    cfg = dataclasses.replace(cfg, text_audio_delay=2)
+    world = (pack, cfg, tok, codes, PackTables(pack, cfg, tok, codes, torch.device("cpu")))
+    ds, samples, plan = _both(world, "dialogue", tmp_path)
+    assert _check_equal(world, samples, plan, STAGE_LEN["dialogue"])
+    spoken = [s for s in samples if (s.audio_labels[:, 0] != -100).any()]
+    assert spoken, "widen the test: no spoken reply"
+    for s in spoken:  # two pad rows, then the first frame
+        first = int(torch.nonzero(s.audio_labels[:, 0] != -100)[0])
+        assert (s.audio_labels[first : first + 2] == 3).all() and s.first_audio[first + 2]
+
+
 def test_device_tool_conversations_equal_loader_ones(tool_world, tmp_path):
     """The tool layout (a system turn, the request with or without the camera, two replies),
     and questions asked with the tool declared (the system turn, then an ordinary reply)."""
