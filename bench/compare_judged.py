@@ -19,10 +19,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from recipe_ab import mcnemar_p  # noqa: E402
+from recipe_ab import paired  # noqa: E402
 
 
-def load(path: str, field: str) -> dict[str, tuple[str, bool]]:
+def load(path: str, field: str) -> list[dict]:
     with open(path) as fh:
         report = json.load(fh)
     samples = report.get("samples")
@@ -30,26 +30,24 @@ def load(path: str, field: str) -> dict[str, tuple[str, bool]]:
         raise SystemExit(f"{path}: no per-question samples (a bench/default_model.py report?)")
     if any(s.get(field) is None for s in samples):
         raise SystemExit(f"{path}: some samples have no {field!r} (judged without it?)")
-    return {s["id"]: (s["family"], bool(s[field])) for s in samples}
+    return samples
 
 
 def compare(paths: list[str], field: str) -> dict:
     runs = [load(p, field) for p in paths]
-    ids = runs[0].keys()
+    ids = {s["id"] for s in runs[0]}
     for p, r in zip(paths[1:], runs[1:]):
-        if r.keys() != ids:
+        if {s["id"] for s in r} != ids:
             raise SystemExit(f"{p} was judged on other questions than {paths[0]}")
-    families = sorted({f for f, _ in runs[0].values()})
+    families = sorted({s["family"] for s in runs[0]})
     out = {"field": field, "questions": len(ids), "runs": []}
     for p, r in zip(paths, runs):
-        row = {"report": p, "right": sum(ok for _, ok in r.values()),
-               "families": {f: round(sum(ok for g, ok in r.values() if g == f)
-                                     / max(1, sum(g == f for g, _ in r.values())), 4) for f in families}}
+        row = {"report": p, "right": sum(bool(s[field]) for s in r),
+               "families": {f: round(sum(bool(s[field]) for s in r if s["family"] == f)
+                                     / max(1, sum(s["family"] == f for s in r)), 4) for f in families}}
         row["accuracy"] = round(row["right"] / len(ids), 4)
         if r is not runs[0]:
-            only_first = sum(runs[0][k][1] and not r[k][1] for k in ids)
-            only_this = sum(r[k][1] and not runs[0][k][1] for k in ids)
-            row.update(only_first=only_first, only_this=only_this, mcnemar_p=round(mcnemar_p(only_first, only_this), 4))
+            row.update(paired(runs[0], r, field))
         out["runs"].append(row)
     return out
 

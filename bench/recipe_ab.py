@@ -55,10 +55,10 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired(a: list[dict], b: list[dict]) -> dict:
-    """Compare two reports' samples (same ids): right in one arm only, and McNemar's p."""
-    ra = {s["id"]: bool(s["text_ok"]) for s in a}
-    rb = {s["id"]: bool(s["text_ok"]) for s in b}
+def paired(a: list[dict], b: list[dict], field: str = "text_ok") -> dict:
+    """Compare two reports' samples (same ids) on `field`: right in one arm only, and McNemar's p."""
+    ra = {s["id"]: bool(s[field]) for s in a}
+    rb = {s["id"]: bool(s[field]) for s in b}
     if ra.keys() != rb.keys():
         raise ValueError("the arms were evaluated on different samples")
     only_a = sum(ra[k] and not rb[k] for k in ra)
