@@ -256,6 +256,9 @@ def decode_side_by_side(a, report: dict, dev: torch.device) -> dict:
                 row[name], row[name + "_tokens"] = decode_tok_s(model, b, a.decode_context, a.decode_steps, True, dev)
             row["speedup"] = row["found"] / max(row["today"], row["today_again"])
             row["same_tokens"] = row["found_tokens"] == row["today_tokens"]
+            # random weights leave tiny logit gaps: where does a reordered sum first flip a token?
+            row["first_difference"] = next((i for i, (u, v) in enumerate(zip(row["found_tokens"], row["today_tokens"]))
+                                            if u != v), None)
             for k in ("today_tokens", "found_tokens", "today_again_tokens"):
                 row.pop(k)
             out["batches"][str(b)] = row
