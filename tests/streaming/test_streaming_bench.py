@@ -49,3 +49,9 @@ def test_begin_batch_bench_runs(tmp_path):
     assert [r["slots"] for r in rows] == [1, 2]
     assert all(r[f"{w}_{p}_ms"] > 0 for r in rows for w in ("begin", "close") for p in ("one_by_one", "together"))
     assert "together ms" in res.stdout
+    # the phases: a ViT pass for each turn's waiting camera frame and one prefill of every reply prompt
+    assert all(set(r["begin_phases_ms"]) == {"camera frames", "audio flush", "prefill", "turn-end head"} for r in rows)
+    assert all(r["begin_phases_ms"]["prefill"] > 0 and r["begin_phases_ms"]["camera frames"] > 0 for r in rows)
+    assert rows[0]["begin_prefill_positions"] > 0
+    assert rows[1]["begin_prefill_positions"] == 2 * rows[0]["begin_prefill_positions"]  # the same prompt each
+    assert "by phase" in res.stdout
