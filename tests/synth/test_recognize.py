@@ -47,3 +47,27 @@ def test_check_voice_through_a_codec_hears_what_the_codec_returns() -> None:
     erased = check_voice(answers=answers, progress=False, codec=_PassThrough(erase=True))
     assert kept["through_codec"] and kept["correct"] == 2
     assert erased["correct"] == 0 and [m["heard"] for m in erased["misses"]] == ["", ""]
+
+
+def test_codec_alignment_bench_judges_each_phase(tmp_path) -> None:
+    """bench/codec_alignment.py: every answer at every onset phase, through the shipped codec and
+    as spoken (the judge's control); a phase outside a frame is refused."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = os.path.join(root, "bench", "codec_alignment.py")
+    env = dict(os.environ, PYTHONPATH=root)
+    out = tmp_path / "align.json"
+    res = subprocess.run([sys.executable, script, "--answers", "two,left", "--phases", "0,0.5", "--threads", "1",
+                          "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["answers"] == 2 and rep["clips_per_phase"] == 2 and rep["phases"] == [0.0, 0.5]
+    assert rep["heard_right"]["original"] == {"0": 2, "0.5": 2}  # the judge hears the spoken answers
+    assert all(0 <= v <= 2 for v in rep["heard_right"]["codec"].values())
+    assert (tmp_path / "align.png").stat().st_size > 0
+    bad = subprocess.run([sys.executable, script, "--phases", "1.5"], capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and "shares of a frame" in bad.stderr
