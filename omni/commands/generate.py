@@ -73,13 +73,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local Hugging Face tokenizer directory (default: bytes)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens to generate (default 32)")
     add_sampling_and_device_arguments(p)
-    p.add_argument("--cuda-graph", action="store_true", help="replay the decode step as a CUDA graph (cuda only)")
+    p.add_argument("--decode", choices=DECODE_MODES, default="auto",
+                   help="the decode step: eager; graph (replayed as a CUDA graph, cuda only); compiled (the "
+                        "decoder layers compiled with torch.compile, then replayed as a CUDA graph on cuda; "
+                        "the first step compiles, ~10 s on a GPU); auto (default): compiled on cuda, eager on cpu")
+    p.add_argument("--cuda-graph", action="store_true", help="the same as --decode graph")
     p.add_argument("--ids", action="store_true", help="also print the generated token ids")
 
 
+DECODE_MODES = ("auto", "eager", "graph", "compiled")
+
+
+def decode_mode(requested: str, device: str) -> str:
+    """The decode path for a device: "auto" is the fastest measured one, compiled layers
+    replayed in a CUDA graph on a GPU (bench/gpu_backbone.sh), the eager step on a CPU."""
+    on_cuda = torch.device(device).type == "cuda"
+    if requested == "auto":
+        return "compiled" if on_cuda else "eager"
+    if requested == "graph" and not on_cuda:
+        raise argparse.ArgumentTypeError("--decode graph (--cuda-graph) needs --device cuda")
+    return requested
+
+
+def check_compiled(device: str, dtype: str) -> None:
+    """On a CPU the compiled step's experts are torch's grouped matmul, which compiles for
+    bf16 only (the fp32 fallback sizes its buffers from the routing, on the host)."""
+    if torch.device(device).type != "cuda" and dtype != "bfloat16":
+        raise argparse.ArgumentTypeError("--decode compiled on a CPU needs --dtype bfloat16")
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.cuda_graph and not args.device.startswith("cuda"):
-        raise argparse.ArgumentTypeError("--cuda-graph needs --device cuda")
+    mode = decode_mode("graph" if args.cuda_graph else args.decode, args.device)
+    if mode == "compiled":
+        check_compiled(args.device, args.dtype)
     from omni.config import get_llm_config
     from omni.llm import LongcatFlashForCausalLM, from_pretrained
     from omni.llm.generation import generate
@@ -104,15 +130,21 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"omni generate: error: {e}", file=sys.stderr)
         return 2
+    if mode == "compiled":
+        from omni.llm.runner import compile_layers
+
+        compile_layers(model)  # one layer body, compiled at the first decode step (its one shape)
+    on_cuda = torch.device(args.device).type == "cuda"
     gen = torch.Generator(device=args.device).manual_seed(args.seed)
     t0 = time.perf_counter()
     out = generate(
         model, [ids], args.max_new_tokens, sampling, eos_token_id=tok.eos_token_id,
-        use_graph=args.cuda_graph, generator=gen, progress=sys.stderr.isatty(),
+        use_graph=mode == "graph" or (mode == "compiled" and on_cuda), generator=gen, progress=sys.stderr.isatty(),
+        eager_prefill=mode == "compiled",
     )[0]
     dt = time.perf_counter() - t0
     print(tok.decode(out))
     if args.ids:
         print("ids:", out)
-    print(f"[{len(ids)} prompt + {len(out)} new tokens in {dt:.2f} s]", file=sys.stderr)
+    print(f"[{len(ids)} prompt + {len(out)} new tokens in {dt:.2f} s, decode {mode}]", file=sys.stderr)
     return 0

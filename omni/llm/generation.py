@@ -53,9 +53,14 @@ def generate(
     slots: Sequence[int] | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    eager_prefill: bool = False,
 ) -> list[list[int]]:
     """Continue each prompt by up to `max_new_tokens` tokens (stopping a row
-    at `eos_token_id`, which is included). Returns the new tokens per row."""
+    at `eos_token_id`, which is included). Returns the new tokens per row.
+
+    eager_prefill: run the prompt's forward eagerly even where the decoder layers are
+    compiled (`compile_layers`, static shapes): a prompt of a new length would otherwise
+    compile the layers again for one call, while the decode step keeps one shape."""
     sampling = sampling or SamplingConfig(temperature=0.0)
     b = len(prompts)
     if max_new_tokens < 1:
@@ -71,7 +76,11 @@ def generate(
         seen = torch.zeros(b, vocab, dtype=torch.bool, device=dev)
         for i, p in enumerate(prompts):
             seen[i, torch.as_tensor(list(p), device=dev)] = True
-    logits = prefill(model, cache, slots, prompts)
+    if eager_prefill:
+        with torch.compiler.set_stance("force_eager"):
+            logits = prefill(model, cache, slots, prompts)
+    else:
+        logits = prefill(model, cache, slots, prompts)
     contiguous = slots == list(range(slots[0], slots[0] + b))
     runner = DecodeRunner(model, cache, b, use_graph=use_graph, fixed_slots=slots if contiguous else None)
     out: list[list[int]] = [[] for _ in range(b)]

@@ -41,3 +41,24 @@ def test_generate_errors(tmp_path, capsys):
     assert main(["generate", "--flavor", "debug", "--prompt", "x", "--top-p", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
+
+
+def test_generate_decode_modes(capsys):
+    """auto is the eager step on a CPU; the compiled step (bf16 on a CPU) gives the eager step's
+    greedy tokens; the modes a CPU cannot run are refused with the reason."""
+    base = ["generate", "--flavor", "debug", "--prompt", "Hello", "--max-new-tokens", "4", "--ids", "--dtype", "bfloat16"]
+    assert main(base) == 0
+    out = capsys.readouterr()
+    assert "decode eager" in out.err
+    eager = eval(out.out.strip().splitlines()[-1].removeprefix("ids:"))
+    assert main(base + ["--decode", "compiled"]) == 0
+    out = capsys.readouterr()
+    assert "decode compiled" in out.err
+    assert eval(out.out.strip().splitlines()[-1].removeprefix("ids:")) == eager
+    fp32 = ["generate", "--flavor", "debug", "--prompt", "x", "--max-new-tokens", "2"]
+    assert main(fp32 + ["--decode", "compiled"]) == 2
+    assert "needs --dtype bfloat16" in capsys.readouterr().err
+    assert main(fp32 + ["--decode", "graph"]) == 2
+    assert "needs --device cuda" in capsys.readouterr().err
+    assert main(fp32 + ["--cuda-graph"]) == 2
+    assert "needs --device cuda" in capsys.readouterr().err
