@@ -108,7 +108,7 @@ def build_model(args):
     from omni.model import OmniModel
     from omni.realtime import RealtimeOmni
 
-    from streaming.model_loader import DTYPES, pick_decode_mode, pick_dtype
+    from streaming.model_loader import DTYPES, pick_decode_mode, pick_dtype, prepare_decode
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -125,9 +125,10 @@ def build_model(args):
 
     # the checkpoint's end-of-turn head, as `omni serve` loads it (semantic_vad)
     turn_end = load_turn_end(args.model, model.config.llm.hidden_size, args.device) if args.model else None
+    run_mode = prepare_decode(model, mode)  # "compiled": the layers compiled, run in graphs on a GPU
     rt = RealtimeOmni(model, max_slots=max(args.sessions), capacity=args.capacity,
-                      options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=mode, turn_end=turn_end)
-    if mode == "graph":  # as `omni serve` does: capture every batch size before the clients come
+                      options=GenerationOptions(max_new_tokens=args.max_steps), decode_mode=run_mode, turn_end=turn_end)
+    if run_mode == "graph":  # as `omni serve` does: capture every batch size before the clients come
         rt.warm_up_decode()
     print(f"model: {args.model or args.flavor} on {args.device} ({args.dtype}, decode mode {mode}), built in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
@@ -402,7 +403,7 @@ async def amain(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or f"{args.flavor}_{'gpu' if args.device.startswith('cuda') else 'cpu'}"
     data = {"hardware": hw, "model": args.model or args.flavor, "dtype": args.dtype, "max_steps": args.max_steps,
-            "decode_mode": model.model.decode_mode,
+            "decode_mode": model.model.decode_mode + (" (compiled layers)" if model.model.compiled else ""),
             "silence_duration_ms": 600, "speculative_silence_ms": 200, "transport": "websockets (in-process server)",
             "clients": f"{args.client_procs} processes of their own" if args.client_procs > 0 else "in the server's process",
             "command": " ".join(sys.argv), "results": rows}
@@ -429,7 +430,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute dtype; auto (default, as omni serve) = bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph"],
+    p.add_argument("--decode-mode", default="auto", choices=["auto", "eager", "static", "graph", "compiled"],
                    help="decode step mode (auto: graph on CUDA, eager on CPU)")
     p.add_argument("--sessions", default="1,4", help="comma-separated concurrency levels (e.g. 1,8,32)")
     p.add_argument("--max-steps", type=int, default=50, help="decode steps per reply (60 ms of speech each)")

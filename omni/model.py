@@ -14,6 +14,7 @@ front end, DFSMN `encoder`, `projector`), `audio_embedding`
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -91,6 +92,7 @@ class OmniModel(nn.Module):
         self._ready_cache: dict[int, int] = {}
         self.decode_mode = "eager"  # "eager" | "static" | "graph": see set_decode_mode
         self._runners: dict[tuple[int, int], object] = {}
+        self.compiled = False  # the decoder layers compiled for the decode step (compile_decode)
 
     # ------------------------------------------------------------- properties
     @property
@@ -245,6 +247,22 @@ class OmniModel(nn.Module):
         return self.embed(tokens.ids, tokens.codec, tokens.audio, tokens.image)
 
     # ------------------------------------------------------------- backbone calls
+    def compile_decode(self) -> None:
+        """Compile the backbone's decoder layers (torch.compile, one layer body, the batch
+        dimension dynamic) for the decode step; with decode mode "graph" each batch size's
+        step is then captured from the compiled layers. Prefills and the eager step run the
+        layers uncompiled: their shapes change every call. Irreversible for this model."""
+        from omni.llm.runner import compile_layers
+
+        if not self.compiled:
+            compile_layers(self.llm, dynamic=True)
+            self._runners.clear()
+            self.compiled = True
+
+    def _uncompiled(self):
+        """The context that runs compiled layers eagerly (see compile_decode)."""
+        return torch.compiler.set_stance("force_eager") if self.compiled else contextlib.nullcontext()
+
     @torch.no_grad()
     def prefill(self, cache: MLACache, slots: Sequence[int], runs: Sequence[Tokens]) -> tuple[torch.Tensor, torch.Tensor]:
         """Write each run into its cache slot in one right-padded forward.
@@ -258,7 +276,8 @@ class OmniModel(nn.Module):
         for i, r in enumerate(runs):
             if lens[i]:
                 embeds[i, : lens[i]] = self.embed_tokens(r).to(self.dtype)
-        out = self.llm(inputs_embeds=embeds, cache=cache, slots=list(slots), lengths=lens, logits="none")
+        with self._uncompiled():
+            out = self.llm(inputs_embeds=embeds, cache=cache, slots=list(slots), lengths=lens, logits="none")
         last = torch.tensor([max(n - 1, 0) for n in lens], device=self.device)
         hidden = out.hidden_states[torch.arange(len(runs), device=self.device), last]
         return self.llm.lm_head(hidden).float(), hidden
@@ -283,7 +302,8 @@ class OmniModel(nn.Module):
         ids, codec = text_ids[:, None].to(self.device), codec[:, None].to(self.device)
         e = embed_rows(self.llm.model.embed_tokens, self.audio_embedding, ids, codec, sp.pad).to(self.dtype)
         if self.decode_mode == "eager":
-            out = self.llm(inputs_embeds=e, cache=cache, slots=list(slots), logits="none")
+            with self._uncompiled():
+                out = self.llm(inputs_embeds=e, cache=cache, slots=list(slots), logits="none")
             hidden = out.hidden_states[:, 0]
             return self.llm.lm_head(hidden).float(), hidden
         from omni.llm.runner import DecodeRunner

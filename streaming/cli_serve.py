@@ -32,9 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="inference dtype; auto (default) = bf16 on CUDA, fp32 on CPU")
     g.add_argument("--capacity", type=positive_int, default=4096, help="KV-cache tokens per session (default 4096)")
-    g.add_argument("--decode-mode", choices=["auto", "eager", "static", "graph"], default="auto",
+    g.add_argument("--decode-mode", choices=["auto", "eager", "static", "graph", "compiled"], default="auto",
                    help="decode step: graph = CUDA graphs (GPU only), static = the static-shape step, "
-                        "eager = the general forward; auto (default) = graph on CUDA, eager on CPU")
+                        "eager = the general forward, compiled = the decoder layers compiled with torch.compile, "
+                        "in CUDA graphs on a GPU (compiling at start-up; on a CPU with --dtype bf16 only); "
+                        "auto (default) = graph on CUDA, eager on CPU")
     g.add_argument("--max-steps", type=positive_int, default=600,
                    help="decode steps per response, 60 ms of speech each (default 600 = 36 s)")
     g.add_argument("--transcriber", choices=[*TRANSCRIBERS, "off"], default="world-sphinx",
@@ -141,6 +143,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_listen(args.host, args.port)
     if args.decode_mode == "graph" and resolved_device(args.device) == "cpu":
         raise argparse.ArgumentTypeError("--decode-mode graph needs a CUDA device (--device cuda)")
+    if args.decode_mode == "compiled" and resolved_device(args.device) == "cpu" and args.dtype != "bf16":
+        raise argparse.ArgumentTypeError("--decode-mode compiled on a CPU needs --dtype bf16")
 
 
 def main(args: argparse.Namespace) -> int:

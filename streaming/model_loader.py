@@ -20,7 +20,7 @@ def pick_device(device: str) -> str:
     return device
 
 
-DECODE_MODES = ("auto", "eager", "static", "graph")
+DECODE_MODES = ("auto", "eager", "static", "graph", "compiled")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -37,7 +37,8 @@ def pick_dtype(dtype: str | None, device: str) -> torch.dtype:
 
 def pick_decode_mode(mode: str, device: str) -> str:
     """"auto": CUDA graphs on a GPU (the decode step replayed, not re-launched op
-    by op), the eager forward on CPU."""
+    by op), the eager forward on CPU. "compiled": the decoder layers compiled
+    (OmniModel.compile_decode), their step replayed in CUDA graphs on a GPU."""
     if mode not in DECODE_MODES:
         raise ValueError(f"decode mode must be one of {', '.join(DECODE_MODES)}, got {mode!r}")
     if mode == "auto":
@@ -45,11 +46,24 @@ def pick_decode_mode(mode: str, device: str) -> str:
     return mode
 
 
+def prepare_decode(model, mode: str) -> str:
+    """Set the model up for a serving decode mode; returns the OmniModel decode mode to run
+    (`RealtimeOmni(decode_mode=...)`). "compiled" compiles the decoder layers and runs them in
+    CUDA graphs on a GPU, in the static step on a CPU (where torch compiles the experts' grouped
+    matmul for bf16 only)."""
+    if mode != "compiled":
+        return mode
+    if model.device.type != "cuda" and model.dtype != torch.bfloat16:
+        raise ValueError("decode mode compiled on a CPU needs bf16 weights (--dtype bf16)")
+    model.compile_decode()
+    return "graph" if model.device.type == "cuda" else "static"
+
+
 def load_realtime_model(model_dir: str | None = None, flavor: str | None = None, device: str = "auto",
                         dtype: str | None = "auto", max_slots: int = 4, capacity: int = 4096,
                         max_steps: int = 1000, seed: int = 0, decode_mode: str = "auto"):
-    """-> (RealtimeOmni, description). decode_mode: auto | eager | static | graph
-    (see OmniModel.set_decode_mode; auto = graph on CUDA, eager on CPU); dtype: auto | fp32 |
+    """-> (RealtimeOmni, description). decode_mode: auto | eager | static | graph | compiled
+    (see OmniModel.set_decode_mode and prepare_decode; auto = graph on CUDA, eager on CPU); dtype: auto | fp32 |
     bf16 | fp16 (pick_dtype: auto = bf16 on CUDA, fp32 on CPU)."""
     from omni.generation import GenerationOptions
     from omni.model import OmniModel
@@ -77,8 +91,9 @@ def load_realtime_model(model_dir: str | None = None, flavor: str | None = None,
     turn_end = load_turn_end(model_dir, model.config.llm.hidden_size, device) if model_dir else None
     if turn_end is not None:
         desc += "; semantic end of turn"
+    run_mode = prepare_decode(model, mode)
     rt = RealtimeOmni(model, max_slots=max_slots, capacity=capacity,
-                      options=GenerationOptions(max_new_tokens=max_steps), decode_mode=mode, turn_end=turn_end)
-    if mode == "graph":  # capture every batch size's graph before the first client, not during its reply
+                      options=GenerationOptions(max_new_tokens=max_steps), decode_mode=run_mode, turn_end=turn_end)
+    if run_mode == "graph":  # capture every batch size's graph (compiling first) before the first client
         rt.warm_up_decode()
     return rt, f"{desc}; {str(torch_dtype).removeprefix('torch.')}; decode mode {mode}"
