@@ -91,10 +91,10 @@ class Problem:
     def launch(self, kernel: str, cfg: KernelConfig, call: int) -> None:
         if kernel == "gate_up":
             mt._gate_up_kernel[(self.p, -(-self.i // cfg.block_n))](
-                self.x, self.gate_up, self.tok, self.exp[call], self.act, self.h, self.i, **cfg.launch())
+                self.x, self.gate_up, self.tok, self.exp[call], self.act, self.h, self.i, **cfg.launch(self.h))
         else:
             mt._down_kernel[(self.p, -(-self.h // cfg.block_n))](
-                self.act_ref, self.down, self.exp[call], self.wt, self.out, self.h, self.i, **cfg.launch())
+                self.act_ref, self.down, self.exp[call], self.wt, self.out, self.h, self.i, **cfg.launch(self.i))
 
     def check(self, kernel: str, cfg: KernelConfig) -> float:
         """Relative max error of call 0 against the reference."""

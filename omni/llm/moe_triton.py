@@ -42,10 +42,13 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 3  # (4, 3): Triton's own defaults, what the kernels launched with before
 
-    def launch(self) -> dict:
-        """The launch keywords. Triton's defaults are left out: today's shapes launch exactly as
-        before (in the CUDA graphs and compiled layers that serve them)."""
-        kw = {"BLOCK_N": self.block_n, "BLOCK_K": self.block_k}
+    def launch(self, length: int | None = None) -> dict:
+        """The launch keywords. Triton's defaults (4 warps, 3 stages) are left out. `length`: how
+        many weights each row sums over (the kernel's H or I): a loop step no longer than its next
+        power of two, so a model narrower than the tuned a1b (the shipped `mini` model: 256 wide) does not
+        load mostly masked weights."""
+        step = self.block_k if length is None else min(self.block_k, triton.next_power_of_2(int(length)))
+        kw = {"BLOCK_N": self.block_n, "BLOCK_K": step}
         if (self.num_warps, self.num_stages) != (4, 3):
             kw.update(num_warps=self.num_warps, num_stages=self.num_stages)
         return kw
@@ -133,8 +136,8 @@ def triton_experts(
     act = torch.empty(p, inner, device=x.device, dtype=x.dtype)
     out = torch.empty(p, h, device=x.device, dtype=torch.float32)
     gu_cfg, dn_cfg = CONFIGS if configs is None else configs
-    _gate_up_kernel[(p, triton.cdiv(inner, gu_cfg.block_n))](x, gate_up, tok, exp, act, h, inner, **gu_cfg.launch())
-    _down_kernel[(p, triton.cdiv(h, dn_cfg.block_n))](act, down, exp, wt, out, h, inner, **dn_cfg.launch())
+    _gate_up_kernel[(p, triton.cdiv(inner, gu_cfg.block_n))](x, gate_up, tok, exp, act, h, inner, **gu_cfg.launch(h))
+    _down_kernel[(p, triton.cdiv(h, dn_cfg.block_n))](act, down, exp, wt, out, h, inner, **dn_cfg.launch(inner))
     return out.view(m, k, h).sum(1)
 
 

@@ -29,3 +29,16 @@ print("ok")
 
 def test_every_launch_shape_gives_the_reference() -> None:
     run_in_interpreter(CHECK)
+
+
+def test_a_loop_step_is_never_longer_than_the_row() -> None:
+    import pytest
+
+    pytest.importorskip("triton")
+    from omni.llm.moe_triton import KernelConfig
+
+    cfg = KernelConfig(block_n=4, block_k=2048, num_warps=2)
+    assert cfg.launch(256)["BLOCK_K"] == 256  # the shipped mini model's width
+    assert cfg.launch(200)["BLOCK_K"] == 256  # a power of two, masked past the row
+    assert cfg.launch(6144)["BLOCK_K"] == 2048 and cfg.launch()["BLOCK_K"] == 2048
+    assert cfg.launch(256)["num_warps"] == 2 and "num_warps" not in KernelConfig().launch(64)
