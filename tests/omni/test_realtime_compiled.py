@@ -8,14 +8,21 @@ and the same argmax nearly everywhere; the prompt's forward stays uncompiled and
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
+from omni.config import get_omni_config
+from omni.model import OmniModel
 from omni.realtime import RealtimeOmni
 from streaming.model_loader import prepare_decode
 from tests.omni.test_realtime import _chunks
+
+
+def _debug_model(dtype=torch.bfloat16) -> OmniModel:
+    """A fresh random `debug` model, the same weights every call (the shared fixture is not
+    copied: other tests leave state on it)."""
+    torch.manual_seed(0)
+    return OmniModel(get_omni_config("debug")).eval().to_dtype(dtype)
 
 
 def _teacher_forced(model, rows: list[tuple[torch.Tensor, torch.Tensor]], slots_of_step) -> list[torch.Tensor]:
@@ -23,10 +30,9 @@ def _teacher_forced(model, rows: list[tuple[torch.Tensor, torch.Tensor]], slots_
     return [model.step(cache, slots_of_step(k), ids, codec)[0] for k, (ids, codec) in enumerate(rows)]
 
 
-def test_compiled_decode_steps_match_the_static_step(debug_model):
-    model = copy.deepcopy(debug_model).to_dtype(torch.bfloat16)
+def test_compiled_decode_steps_match_the_static_step():
+    model, compiled = _debug_model(), _debug_model()
     model.set_decode_mode("static")
-    compiled = copy.deepcopy(model)
     assert prepare_decode(compiled, "compiled") == "static" and compiled.compiled
     compiled.set_decode_mode("static")
     cfg = model.config
@@ -45,11 +51,10 @@ def test_compiled_decode_steps_match_the_static_step(debug_model):
     assert worst < 0.1 * std and agree >= 0.9, (worst, float(std), float(agree))
 
 
-def test_compiled_serving_prefills_exactly_and_replies(debug_model):
+def test_compiled_serving_prefills_exactly_and_replies():
     """Through RealtimeOmni: the reply prompt's logits (uncompiled) are bit-equal, the compiled
     decode steps run batched and alone."""
-    model = copy.deepcopy(debug_model).to_dtype(torch.bfloat16)
-    compiled = copy.deepcopy(model)
+    model, compiled = _debug_model(), _debug_model()
     prepare_decode(compiled, "compiled")
     first = []
     for m in (model, compiled):
@@ -64,7 +69,9 @@ def test_compiled_serving_prefills_exactly_and_replies(debug_model):
     assert torch.equal(first[0], first[1])
 
 
-def test_compiled_decode_on_a_cpu_needs_bf16(debug_model):
+def test_compiled_decode_on_a_cpu_needs_bf16():
+    fp32 = _debug_model(torch.float32)
     with pytest.raises(ValueError, match="needs bf16"):
-        prepare_decode(copy.deepcopy(debug_model), "compiled")
-    assert prepare_decode(debug_model, "graph") == "graph" and not debug_model.compiled
+        prepare_decode(fp32, "compiled")
+    assert not fp32.compiled
+    assert prepare_decode(fp32, "graph") == "graph" and not fp32.compiled
