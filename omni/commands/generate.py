@@ -130,18 +130,42 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"omni generate: error: {e}", file=sys.stderr)
         return 2
-    if mode == "compiled":
-        from omni.llm.runner import compile_layers
-
-        compile_layers(model)  # one layer body, compiled at the first decode step (its one shape)
     on_cuda = torch.device(args.device).type == "cuda"
-    gen = torch.Generator(device=args.device).manual_seed(args.seed)
+
+    def run(mode: str) -> list[int]:
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        return generate(
+            model, [ids], args.max_new_tokens, sampling, eos_token_id=tok.eos_token_id,
+            use_graph=mode == "graph" or (mode == "compiled" and on_cuda), generator=gen,
+            progress=sys.stderr.isatty(), eager_prefill=mode == "compiled",
+        )[0]
+
+    from omni.llm.runner import compile_layers, uncompile_layers
+
+    compile_failed: tuple = ()
+    if mode == "compiled":
+        from torch._dynamo.exc import TorchDynamoException
+
+        # only the default falls back: a compiled decode asked for by name fails with its error
+        compile_failed = (TorchDynamoException,) if args.decode == "auto" and not args.cuda_graph else ()
+        compile_layers(model)  # one layer body, compiled at the first decode step (its one shape)
     t0 = time.perf_counter()
-    out = generate(
-        model, [ids], args.max_new_tokens, sampling, eos_token_id=tok.eos_token_id,
-        use_graph=mode == "graph" or (mode == "compiled" and on_cuda), generator=gen, progress=sys.stderr.isatty(),
-        eager_prefill=mode == "compiled",
-    )[0]
+    try:
+        out = run(mode)
+    except compile_failed as e:
+        # the default's compile failed on this machine (no compiler, an unsupported GPU, ...):
+        # the same decode uncompiled rather than no answer
+        mode = "graph" if on_cuda else "eager"
+        root = e  # the compiler's own error, under torch's wrappers
+        while getattr(root, "inner_exception", None) is not None or root.__cause__ is not None:
+            root = getattr(root, "inner_exception", None) or root.__cause__
+        first = (str(root).strip().splitlines() or [""])[0][:200]
+        print(f"omni generate: compiling the decoder layers failed ({type(root).__name__}: {first}); "
+              f"decoding uncompiled (--decode {mode})", file=sys.stderr)
+        uncompile_layers(model)
+        torch._dynamo.reset()
+        t0 = time.perf_counter()
+        out = run(mode)
     dt = time.perf_counter() - t0
     print(tok.decode(out))
     if args.ids:

@@ -28,6 +28,12 @@ def compile_layers(model: LongcatFlashForCausalLM, **kwargs) -> None:
         layer.compile(**kwargs)
 
 
+def uncompile_layers(model: LongcatFlashForCausalLM) -> None:
+    """Undo `compile_layers`: every decoder layer runs its plain forward again."""
+    for layer in model.model.layers:
+        layer._compiled_call_impl = None
+
+
 class DecodeRunner:
     def __init__(
         self,

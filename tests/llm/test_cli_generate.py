@@ -62,3 +62,36 @@ def test_generate_decode_modes(capsys):
     assert "needs --device cuda" in capsys.readouterr().err
     assert main(fp32 + ["--cuda-graph"]) == 2
     assert "needs --device cuda" in capsys.readouterr().err
+
+
+def test_the_default_decode_falls_back_when_compiling_fails(monkeypatch, capsys):
+    """On a machine where torch.compile fails, the default (compiled, as on a GPU) answers
+    uncompiled with a warning naming the failure; asked for by name, the failure is the answer."""
+    import torch._dynamo
+
+    import omni.commands.generate as cmd
+    import omni.llm.runner as runner
+
+    def no_compiler(gm, example_inputs):
+        raise RuntimeError("no compiler on this machine")
+
+    def compile_layers(model, **kw):
+        for layer in model.model.layers:
+            layer.compile(backend=no_compiler, fullgraph=True)
+
+    base = ["generate", "--flavor", "debug", "--prompt", "Hello", "--max-new-tokens", "4", "--ids", "--dtype", "bfloat16"]
+    assert main(base + ["--decode", "eager"]) == 0
+    eager = eval(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("ids:"))
+    monkeypatch.setattr(runner, "compile_layers", compile_layers)
+    real = cmd.decode_mode
+    monkeypatch.setattr(cmd, "decode_mode", lambda req, dev: "compiled" if req == "auto" else real(req, dev))  # a GPU's auto
+    try:
+        assert main(base) == 0
+        out = capsys.readouterr()
+        assert "compiling the decoder layers failed" in out.err and "no compiler on this machine" in out.err
+        assert "decode eager" in out.err
+        assert eval(out.out.strip().splitlines()[-1].removeprefix("ids:")) == eager
+        with pytest.raises(torch._dynamo.exc.TorchDynamoException):
+            main(base + ["--decode", "compiled"])
+    finally:
+        torch._dynamo.reset()
