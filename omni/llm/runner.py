@@ -17,15 +17,28 @@ from typing import Sequence
 import torch
 
 from omni.llm.cache import MLACache
+from omni.llm.experts import grouped_mm_available
 from omni.llm.model import LongcatFlashForCausalLM
+from omni.llm.moe_triton import triton_moe_available
 
 
 def compile_layers(model: LongcatFlashForCausalLM, **kwargs) -> None:
     """torch.compile each decoder layer in place (same code -> compiled once)."""
+    probe_expert_kernels(model)
     kwargs.setdefault("fullgraph", True)
     kwargs.setdefault("dynamic", False)
     for layer in model.model.layers:
         layer.compile(**kwargs)
+
+
+def probe_expert_kernels(model: LongcatFlashForCausalLM) -> None:
+    """Run the experts' kernel-availability probes now, eagerly, for the model's
+    device and dtype. They build generators and read results back to the host,
+    which a full-graph compile cannot trace: a compiled decode step with a small
+    batch would otherwise be the first to ask, and fail to compile."""
+    p = next(model.parameters())
+    triton_moe_available(p.device, p.dtype)
+    grouped_mm_available(p.device, p.dtype)
 
 
 def uncompile_layers(model: LongcatFlashForCausalLM) -> None:
