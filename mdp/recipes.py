@@ -120,6 +120,9 @@ class Curriculum:
     transcribe_weight: float | None = None  # the same for transcriptions of spoken questions
     sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
     tool_weight: float | None = None  # the same for the world's tool conversations (packs with tool requests)
+    # the same for greetings and repeats typed beside a picture (vision and dialogue stages;
+    # None: 0, as the shipped model was trained), each of the two lines: text and voice reply
+    typed_speech_weight: float | None = None
     # share of a tool-teaching stage's questions (stream / audio / image / text lines) asked with the
     # world's tool declared in a system turn, as a served session that declares it asks them: the
     # model learns when not to call (without them every declared conversation was a call)

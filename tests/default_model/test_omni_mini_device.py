@@ -59,7 +59,8 @@ def _frames_ready_loop(cfg):
     return ready
 
 
-def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None, tools_declared: float = 0.0):
+def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None, tools_declared: float = 0.0,
+          typed_speech_weight: float | None = None):
     """Loader samples and the device plan of the same records, augmentation off."""
     from encoders.audio import num_encoder_frames
     from mdp.curriculum.data import PackDataset
@@ -69,7 +70,8 @@ def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = Non
     pack, cfg, tok, codes, tables = world
     seq_len = seq_len or STAGE_LEN[stage]
     manifest = str(tmp_path / f"{stage}.jsonl")
-    write_stage_manifest(pack, stage, manifest, rows, 3, tools_declared=tools_declared)
+    write_stage_manifest(pack, stage, manifest, rows, 3, tools_declared=tools_declared,
+                         typed_speech_weight=typed_speech_weight)
     ds = PackDataset(manifest, pack, cfg, tok, seq_len, lambda n: num_encoder_frames(n, cfg.audio),
                      _frames_ready_loop(cfg), codes)
     ds.augment = False
@@ -102,6 +104,23 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
         assert {"stream", "image", "audio"} <= {ds.records[i]["layout"] for i in range(len(samples))}
         assert any(s.stream[1] for s in samples), "no buffered still in the rows: widen the test"
     assert layouts
+
+
+@pytest.mark.parametrize("stage", ["vision", "dialogue"])
+def test_typed_greetings_beside_a_picture_build_alike_on_both_paths(world, stage, tmp_path):
+    """`typed_speech_weight`: greetings and repeats typed beside a still of some scene
+    (the `omni chat --image --text` prompt), answered as without it, on both paths."""
+    from mdp.curriculum.data import SPEECH_FAMILIES
+
+    pack = world[0]
+    ds, samples, plan = _both(world, stage, tmp_path, rows=60, typed_speech_weight=1.0)
+    typed = [r for r in ds.records if r["layout"] == "image" and pack.family(r["i"]) in SPEECH_FAMILIES]
+    assert len(typed) >= 5 and {r["voice"] for r in typed} == {True, False}
+    assert all(0 <= r["scene"] < pack.num_scenes for r in typed)  # a picture the question is not about
+    assert all(r["answer"] == int(pack.sample_answer[r["i"]]) for r in typed)  # the greeting's own answer
+    assert _check_equal(world, samples, plan, STAGE_LEN[stage])
+    ds, _, _ = _both(world, stage, tmp_path, rows=60)  # the shipped recipe: none
+    assert not [r for r in ds.records if r["layout"] == "image" and pack.family(r["i"]) in SPEECH_FAMILIES]
 
 
 def test_device_batches_equal_loader_batches_with_a_speech_delay(mini_pack, tmp_path):
