@@ -161,6 +161,11 @@ done
       --rewordings "$REWORDINGS" --no-progress
   fi
   [[ -n "${PREPARE_ONLY:-}" ]] && exit 0
+  # the training ends within the call whatever the voice bank took (64-144 s on the same kind of
+  # machine): its budget is at most what is left of CALL_LIMIT, less TRAIN_MARGIN for loading the
+  # packs before the clock starts and for the checkpoint after it stops
+  left=$(( call_start + CALL_LIMIT - $(date +%s) - ${TRAIN_MARGIN:-40} ))
+  if (( BUDGET > left )); then echo "time budget: $BUDGET s of training -> $left s, what is left of the call"; BUDGET=$left; fi
   start=$(date +%s)
   "$PY" -m omni.cli train --recipe omni-mini --out-dir "$RUN" \
     --set curriculum.pack=runs/data/train.pack.npz --set budget.time_s="$BUDGET" --set output.plot=false "${sets[@]}" 2>&1 \
