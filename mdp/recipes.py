@@ -120,8 +120,9 @@ class Curriculum:
     transcribe_weight: float | None = None  # the same for transcriptions of spoken questions
     sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
     tool_weight: float | None = None  # the same for the world's tool conversations (packs with tool requests)
-    # the same for greetings and repeats typed beside a picture (vision and dialogue stages;
-    # None: 0, as the shipped model was trained), each of the two lines: text and voice reply
+    # greetings and repeats typed, alone and beside a picture, in the vision and dialogue stages
+    # (mdp.curriculum.stages.TYPED_SPEECH_LINES, this weight each; None / 0: none, as the shipped
+    # model was trained)
     typed_speech_weight: float | None = None
     # share of a tool-teaching stage's questions (stream / audio / image / text lines) asked with the
     # world's tool declared in a system turn, as a served session that declares it asks them: the

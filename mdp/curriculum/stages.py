@@ -50,8 +50,6 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.10, "say", "answer", True),
         (0.20, "audio", "speech", True),
         (0.25, "caption", "scene", False),
-        (0.0, "image", "speech", True),  # typed greetings / repeats beside a picture: typed_speech_weight
-        (0.0, "image", "speech", False),
     ],
     "dialogue": [
         (0.50, "stream", "visual", True),
@@ -64,8 +62,6 @@ STAGES: dict[str, list[tuple[float, str, str, bool]]] = {
         (0.05, "transcribe", "clip", False),
         (0.05, "transcribe", "sentence", False),
         (0.08, "tool", "tool", True),
-        (0.0, "image", "speech", True),
-        (0.0, "image", "speech", False),
     ],
 }
 STAGE_ORDER = ("speech", "vision", "dialogue")
@@ -81,11 +77,16 @@ STILL_LAYOUTS = ("image",)
 # heard them without a picture answers "hello" seen through a camera with what it sees
 # ("one", "bottom"): half of the held-out greetings and repeats, before they were.
 CAMERA_LAYOUTS = ("stream",)
-# The same for typed questions beside a picture (`omni chat --image --text "hello"`): the
-# speech stage asks greetings and repeats typed without one, and a model that never read
-# them beside a picture answers them with what it sees (typed greetings 14 %, repeats 11 %
-# in the shipped model: README "What the default model does with typed questions"). Off
-# (weight 0) in the shipped recipe; `curriculum.typed_speech_weight` gives those lines a weight.
+# Typed greetings and repeats after the speech stage (`curriculum.typed_speech_weight`, off in
+# the shipped recipe): only the speech stage asks them typed, without a picture, and the shipped
+# model has forgotten them by the end (`omni chat --text "hello"`: typed greetings 14 %, repeats
+# 11 % on held-out wordings). With a weight W these lines join the later stages' mixes, W each:
+# typed alone and typed beside a still of some scene (`omni chat --image --text`), text and
+# spoken replies. Appended after the STAGES lines, so the shipped recipe's draws do not change.
+TYPED_SPEECH_STAGES = ("vision", "dialogue")
+TYPED_SPEECH_LINES = (("text", "speech", True), ("text", "speech", False),
+                      ("image", "speech", True), ("image", "speech", False))
+# layouts that show a picture with a greeting or a repeat: the camera, or a typed question's still
 PICTURE_LAYOUTS = CAMERA_LAYOUTS + STILL_LAYOUTS
 VIDEO_FAMILIES = ("motion",)
 
@@ -121,11 +122,11 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
                          typed_speech_weight: float | None = None) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
 
-    `caption_weight` / `transcribe_weight` / `sentence_weight` / `tool_weight` /
-    `typed_speech_weight` replace the relative weight of the stage's captions / transcriptions
-    of questions / of random sentences / tool conversations / typed greetings and repeats
-    beside a picture, each of their lines (0: none; None: the STAGES weight). `sentences`: how many
-    random sentences the voice bank has (a sentence line names one, "sentence": index; other
+    `caption_weight` / `transcribe_weight` / `sentence_weight` / `tool_weight` replace the
+    relative weight of the stage's captions / transcriptions of questions / of random
+    sentences / tool conversations (0: none; None: the STAGES weight); `typed_speech_weight`
+    (0 / None: none) adds `TYPED_SPEECH_LINES` to the `TYPED_SPEECH_STAGES`, that weight each.
+    `sentences`: how many random sentences the voice bank has (a sentence line names one, "sentence": index; other
     lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
     share of its question lines (`DECLARABLE` layouts) is asked with the tool declared ("system":
     true), drawn apart from the rest so that the other lines are the same with or without it;
@@ -136,11 +137,11 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     visual = np.flatnonzero(~np.isin(fam, SPEECH_FAMILIES + ("tool",)) & (pack.sample_scene >= 0))
     still = visual[~np.isin(fam[visual], VIDEO_FAMILIES)]
     num_answers = len(pack.answer_offset) - 1
-    weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight, "tool": tool_weight,
-              "typed_speech": typed_speech_weight}
-    key_of = lambda m: (m[2] if m[1] == "transcribe" else
-                        "typed_speech" if m[1] in STILL_LAYOUTS and m[2] == "speech" else m[1])
+    weight = {"caption": caption_weight, "clip": transcribe_weight, "sentence": sentence_weight, "tool": tool_weight}
+    key_of = lambda m: m[2] if m[1] == "transcribe" else m[1]
     mix = [(weight[key_of(m)], *m[1:]) if weight.get(key_of(m)) is not None else m for m in STAGES[stage]]
+    if typed_speech_weight and stage in TYPED_SPEECH_STAGES:
+        mix += [(typed_speech_weight, *line) for line in TYPED_SPEECH_LINES]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
              "clip": np.arange(len(pack)), "sentence": np.arange(sentences), "tool": np.flatnonzero(fam == "tool")}
     pool = lambda layout, kind: still if kind == "visual" and layout in STILL_LAYOUTS else pools[kind]

@@ -107,20 +107,24 @@ def test_device_batches_equal_loader_batches(world, stage, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["vision", "dialogue"])
-def test_typed_greetings_beside_a_picture_build_alike_on_both_paths(world, stage, tmp_path):
-    """`typed_speech_weight`: greetings and repeats typed beside a still of some scene
-    (the `omni chat --image --text` prompt), answered as without it, on both paths."""
+def test_typed_greetings_after_the_speech_stage_build_alike_on_both_paths(world, stage, tmp_path):
+    """`typed_speech_weight`: greetings and repeats typed alone (`omni chat --text`) and beside a
+    still of some scene (`--image --text`), answered as without it, on both paths."""
     from mdp.curriculum.data import SPEECH_FAMILIES
 
     pack = world[0]
-    ds, samples, plan = _both(world, stage, tmp_path, rows=60, typed_speech_weight=1.0)
-    typed = [r for r in ds.records if r["layout"] == "image" and pack.family(r["i"]) in SPEECH_FAMILIES]
-    assert len(typed) >= 5 and {r["voice"] for r in typed} == {True, False}
-    assert all(0 <= r["scene"] < pack.num_scenes for r in typed)  # a picture the question is not about
+    typed_of = lambda ds: [r for r in ds.records if r["layout"] in ("text", "image")
+                           and pack.family(r["i"]) in SPEECH_FAMILIES]
+    ds, samples, plan = _both(world, stage, tmp_path, rows=80, typed_speech_weight=1.0)
+    typed = typed_of(ds)
+    alone = [r for r in typed if r["layout"] == "text"]
+    beside = [r for r in typed if r["layout"] == "image"]
+    assert len(alone) >= 4 and len(beside) >= 4 and {r["voice"] for r in typed} == {True, False}
+    assert all(0 <= r["scene"] < pack.num_scenes for r in beside)  # a picture the question is not about
     assert all(r["answer"] == int(pack.sample_answer[r["i"]]) for r in typed)  # the greeting's own answer
     assert _check_equal(world, samples, plan, STAGE_LEN[stage])
-    ds, _, _ = _both(world, stage, tmp_path, rows=60)  # the shipped recipe: none
-    assert not [r for r in ds.records if r["layout"] == "image" and pack.family(r["i"]) in SPEECH_FAMILIES]
+    ds, _, _ = _both(world, stage, tmp_path, rows=80)  # the shipped recipe: none after the speech stage
+    assert not typed_of(ds)
 
 
 def test_device_batches_equal_loader_batches_with_a_speech_delay(mini_pack, tmp_path):
