@@ -124,6 +124,8 @@ class Curriculum:
     # (mdp.curriculum.stages.TYPED_SPEECH_LINES, this weight each; None / 0: none, as the shipped
     # model was trained)
     typed_speech_weight: float | None = None
+    # questions typed beside a video's frame pairs in the dialogue stage (TYPED_VIDEO_LINES; None / 0: none)
+    typed_video_weight: float | None = None
     # share of a tool-teaching stage's questions (stream / audio / image / text lines) asked with the
     # world's tool declared in a system turn, as a served session that declares it asks them: the
     # model learns when not to call (without them every declared conversation was a call)

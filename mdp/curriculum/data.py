@@ -16,6 +16,8 @@ that what the model learns is what `omni chat` / `omni serve` ask:
     tool        SYSTEM:{set_light declared}</longcat_s>\\n, then the spoken request as in `stream`
                 (as in `audio` without a scene), and two replies: the call; the tool's output as
                 a user turn; the answer (omni/synth/tool_world.py)
+    video       USER:second{0}:<img> second{1}:<img> ...{question}\n   (`omni chat --video --text`:
+                every frame pair of the scene, 1 s a pair, then the question typed; no audio)
 
 A text / image / audio / stream line with "system": true is asked after the same system
 turn (the tool declared, not called), as a served session that declares the tool asks it.
@@ -50,11 +52,12 @@ from mdp.data import CAT_AUDIO_TEXT, CAT_NONE, CAT_TEXT, IGNORE, ManifestError, 
 
 from omni.synth.questions import CAPTION_PROMPT, TRANSCRIBE_PROMPT, scene_caption
 
-LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe", "tool")
+# "video": a question typed beside a video's 2 FPS frame pairs, no audio (`omni chat --video --text`)
+LAYOUTS = ("text", "image", "audio", "stream", "say", "caption", "transcribe", "tool", "video")
 # layouts whose reply answers a question: their reply's words and end are the labels
 # `answer_weight` raises ("say" copies its prompt, captions and transcripts are dense
 # auxiliary signals)
-ANSWER_LAYOUTS = ("text", "image", "audio", "stream", "tool")
+ANSWER_LAYOUTS = ("text", "image", "audio", "stream", "tool", "video")
 SPEECH_FAMILIES = ("repeat", "greeting")
 # question layouts a line may ask with the world's tool declared ("system": true): the system
 # turn of a tool conversation before the user's turn, and an ordinary reply after it
@@ -242,6 +245,15 @@ class PackDataset:
             units.append(u)
             q = pack.question_text(i) if layout == "image" else CAPTION_PROMPT
             runs += [fmt.image_item(z(u.num_tokens)), fmt.text(q), fmt.newline()]
+        elif layout == "video":  # typed beside the scene's frame pairs, one a 1 s chunk, no audio
+            from omni.sequence_av import build_av_user_turn
+
+            pairs = self._pairs(scene, -(-len(self.pack.scene_frames(scene)) // 2))
+            units += list(pairs)
+            video = [(k * self.cfg.chunk_seconds, z(u.num_tokens)) for k, u in enumerate(pairs)]
+            runs.append(build_av_user_turn(fmt, None, 0, video, frames_ready=self.frames_ready,
+                                           sample_rate=self.cfg.audio.sample_rate, chunk_seconds=self.cfg.chunk_seconds,
+                                           text=pack.question_text(i), header=False))
         else:  # audio / stream / transcribe: the chunked user turn of omni.sequence_av
             from omni.sequence_av import build_av_user_turn
 
@@ -406,7 +418,7 @@ def read_stage_manifest(path: str, num_samples: int, num_scenes: int, num_answer
                 raise ManifestError(f"{path}:{n}: field {key!r} must be an int in range, got {v!r}")
         if r.get("layout") not in LAYOUTS:
             raise ManifestError(f"{path}:{n}: field 'layout' must be one of {LAYOUTS}, got {r.get('layout')!r}")
-        if r["layout"] in ("image", "stream", "caption") and r["scene"] < 0:
+        if r["layout"] in ("image", "stream", "caption", "video") and r["scene"] < 0:
             raise ManifestError(f"{path}:{n}: layout {r['layout']} needs a scene")
         if not isinstance(r.get("voice"), bool):
             raise ManifestError(f"{path}:{n}: field 'voice' must be true or false")

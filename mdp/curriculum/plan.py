@@ -166,6 +166,10 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     case = np.where(is_tool, case, 0)
     on = case // 2
     is_img = np.isin(lay, (LAYOUT_CODE["image"], LAYOUT_CODE["caption"]))
+    # a question typed beside a video: its frame pairs in 1 s chunks as the stream shows them, no audio
+    is_video = lay == LAYOUT_CODE["video"]
+    f0 = np.where(scene >= 0, t.frame_offset[np.maximum(scene, 0)], 0)
+    nf = np.where(scene >= 0, t.num_frames[np.maximum(scene, 0)], 1)
     if np.any(voice & ~t.voice_ok[answer]):
         raise ValueError("a spoken reply's text is longer than its audio rows (speech_rows)")
     # --- audio: samples heard, frames, frames released per 1 s chunk
@@ -173,7 +177,7 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     n_speech = np.where(d["speed"] == 1.0, clip_len, np.maximum(1, np.round(clip_len / d["speed"]))).astype(np.int64)
     ns = np.where(is_av, n_speech + d["lead"] + d["tail"], 0)
     n_audio = encoder_frames(ns, a)
-    n_chunks = -(-ns // chunk)
+    n_chunks = np.where(is_video, -(-nf // 2), -(-ns // chunk))
     k_max = int(n_chunks.max()) if n else 0
     k = np.arange(k_max)
     live = k[None] < n_chunks[:, None]  # [n, K]
@@ -184,12 +188,10 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     sparse = is_stream & d["sparse"]
     ut = t.unit_tokens
     # --- vision units: sparse still, still, one frame pair per chunk
-    f0 = np.where(scene >= 0, t.frame_offset[np.maximum(scene, 0)], 0)
-    nf = np.where(scene >= 0, t.num_frames[np.maximum(scene, 0)], 1)
     units = np.full((n, 2 + k_max, 2), -1, np.int64)
     units[sparse, 0] = f0[sparse, None]
     units[is_img, 1] = f0[is_img, None]
-    vid = is_stream[:, None] & live
+    vid = (is_stream | is_video)[:, None] & live
     for j in (0, 1):  # the pair's first and second frame (past a scene's end its last frame holds)
         fj = f0[:, None] + np.minimum(2 * k[None] + j, nf[:, None] - 1)
         units[:, 2:, j] = np.where(vid, fj, -1)
@@ -224,13 +226,16 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
         ts = np.minimum(t0 + 10 * kk, len(t.ts_len) - 1)
         put(base, t.ts_len[ts], t.ts_off[ts], mask=live[:, kk])
         put(base + 1, ut, t.IMAGE_PAD, 0, mask=vid[:, kk], vkey=np.where(vid[:, kk], 2 + kk, -1))
-        put(base + 2, t.audio_open[1], t.audio_open[0], mask=live[:, kk] & (kk == 0))
-        put(base + 3, ready[:, kk] - prev[:, kk], t.AUDIO_PAD, 0, mask=live[:, kk], aoff=np.where(is_av, prev[:, kk], -1))
+        put(base + 2, t.audio_open[1], t.audio_open[0], mask=live[:, kk] & (kk == 0) & is_av)
+        put(base + 3, ready[:, kk] - prev[:, kk], t.AUDIO_PAD, 0, mask=live[:, kk] & is_av,
+            aoff=np.where(is_av, prev[:, kk], -1))
     tail = 7 + 4 * k_max
     put(tail, n_audio - last, t.AUDIO_PAD, 0, mask=is_av, aoff=np.where(is_av, last, -1))
     put(tail + 1, t.audio_close[1], t.audio_close[0], mask=is_av)
     trx = lay == LAYOUT_CODE["transcribe"]
-    put(tail + 2, t.transcribe_prompt[1], t.transcribe_prompt[0], mask=trx)
+    # after the turn's chunks: the transcription prompt, or a typed question beside a video
+    put(tail + 2, np.where(trx, t.transcribe_prompt[1], t.q_len[clip]), np.where(trx, t.transcribe_prompt[0], t.q_off[clip]),
+        mask=trx | is_video)
     put(tail + 3, t.newline[1], t.newline[0])
     put(tail + 4, np.where(voice, t.prompt_voice[1], t.prompt_text[1]), np.where(voice, t.prompt_voice[0], t.prompt_text[0]))
     # a tool conversation's call (spoken as silence) and the run up to the answer's reply

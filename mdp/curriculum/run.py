@@ -306,7 +306,8 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
                                       sentences=bank.sentence_clips if bank is not None else 0,
                                       sentence_weight=r.curriculum.sentence_weight,
                                       tool_weight=r.curriculum.tool_weight, tools_declared=r.curriculum.tools_declared,
-                                      typed_speech_weight=r.curriculum.typed_speech_weight)
+                                      typed_speech_weight=r.curriculum.typed_speech_weight,
+                                      typed_video_weight=r.curriculum.typed_video_weight)
         print(f"stage {stage}: {r.curriculum.stage_samples} samples {counts}", file=sys.stderr)
     dist.barrier()
     last = checkpoint.latest_step(r.checkpoint_dir) if resume else None

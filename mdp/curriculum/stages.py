@@ -86,6 +86,12 @@ CAMERA_LAYOUTS = ("stream",)
 TYPED_SPEECH_STAGES = ("vision", "dialogue")
 TYPED_SPEECH_LINES = (("text", "speech", True), ("text", "speech", False),
                       ("image", "speech", True), ("image", "speech", False))
+# Questions typed beside a video (`curriculum.typed_video_weight`, off in the shipped recipe):
+# `omni chat --video clip.mp4 --text ...` shows the clip's 2 FPS frame pairs in 1 s chunks and
+# then the question, a layout no stage trains (the shipped model answers typed motion questions
+# 15 % of the time). With a weight W the dialogue stage draws these lines, W each.
+TYPED_VIDEO_STAGES = ("dialogue",)
+TYPED_VIDEO_LINES = (("video", "visual", True), ("video", "visual", False))
 # layouts that show a picture with a greeting or a repeat: the camera, or a typed question's still
 PICTURE_LAYOUTS = CAMERA_LAYOUTS + STILL_LAYOUTS
 VIDEO_FAMILIES = ("motion",)
@@ -119,13 +125,14 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
                          caption_weight: float | None = None, transcribe_weight: float | None = None,
                          sentences: int = 0, sentence_weight: float | None = None,
                          tool_weight: float | None = None, tools_declared: float = 0.0,
-                         typed_speech_weight: float | None = None) -> dict:
+                         typed_speech_weight: float | None = None, typed_video_weight: float | None = None) -> dict:
     """Draw `num_samples` lines of `stage`'s mix from the pack; returns counts per layout.
 
     `caption_weight` / `transcribe_weight` / `sentence_weight` / `tool_weight` replace the
     relative weight of the stage's captions / transcriptions of questions / of random
     sentences / tool conversations (0: none; None: the STAGES weight); `typed_speech_weight`
-    (0 / None: none) adds `TYPED_SPEECH_LINES` to the `TYPED_SPEECH_STAGES`, that weight each.
+    (0 / None: none) adds `TYPED_SPEECH_LINES` to the `TYPED_SPEECH_STAGES`, that weight each,
+    and `typed_video_weight` the `TYPED_VIDEO_LINES` to the `TYPED_VIDEO_STAGES`.
     `sentences`: how many random sentences the voice bank has (a sentence line names one, "sentence": index; other
     lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
     share of its question lines (`DECLARABLE` layouts) is asked with the tool declared ("system":
@@ -142,6 +149,8 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     mix = [(weight[key_of(m)], *m[1:]) if weight.get(key_of(m)) is not None else m for m in STAGES[stage]]
     if typed_speech_weight and stage in TYPED_SPEECH_STAGES:
         mix += [(typed_speech_weight, *line) for line in TYPED_SPEECH_LINES]
+    if typed_video_weight and stage in TYPED_VIDEO_STAGES:
+        mix += [(typed_video_weight, *line) for line in TYPED_VIDEO_LINES]
     pools = {"speech": speech, "visual": visual, "answer": np.arange(num_answers), "scene": np.arange(pack.num_scenes),
              "clip": np.arange(len(pack)), "sentence": np.arange(sentences), "tool": np.flatnonzero(fam == "tool")}
     pool = lambda layout, kind: still if kind == "visual" and layout in STILL_LAYOUTS else pools[kind]

@@ -68,7 +68,7 @@ def test_layouts_equal_serving_prompts(tmp_path, mini_pack, model):
     rec = lambda i, layout, voice: {"i": i, "layout": layout, "scene": int(pack.sample_scene[i]),
                                      "answer": int(pack.sample_answer[i]), "voice": voice, "seed": 5}
     lines = [rec(vis, "stream", True), rec(still, "stream", False), rec(still, "image", True), rec(sp, "audio", True),
-             rec(sp, "text", False)]
+             rec(sp, "text", False), rec(vis, "video", True), rec(still, "video", False)]
     ds = _dataset(tmp_path, pack, lines, model)
     for n, line in enumerate(lines):
         s = ds.sample(n)
@@ -79,6 +79,9 @@ def test_layouts_equal_serving_prompts(tmp_path, mini_pack, model):
             chunks = -(-len(pcm) // 16000)
             frames = [frames[min(j, len(frames) - 1)] for j in range(2 * chunks)]
             req = OmniRequest(audio=pcm, video=frames, video_times=[j / 2 for j in range(len(frames))])
+        elif line["layout"] == "video":  # `omni chat --video --text`: every frame at 2 FPS, then the question
+            frames = list(pack.frames(i))
+            req = OmniRequest(text=pack.question_text(i), video=frames, video_times=[j / 2 for j in range(len(frames))])
         elif line["layout"] == "image":
             req = OmniRequest(text=pack.question_text(i), images=[pack.frames(i)[0]])
         elif line["layout"] == "audio":

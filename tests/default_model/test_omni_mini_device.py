@@ -60,7 +60,7 @@ def _frames_ready_loop(cfg):
 
 
 def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = None, tools_declared: float = 0.0,
-          typed_speech_weight: float | None = None):
+          typed_speech_weight: float | None = None, typed_video_weight: float | None = None):
     """Loader samples and the device plan of the same records, augmentation off."""
     from encoders.audio import num_encoder_frames
     from mdp.curriculum.data import PackDataset
@@ -71,7 +71,7 @@ def _both(world, stage: str, tmp_path, rows: int = 40, seq_len: int | None = Non
     seq_len = seq_len or STAGE_LEN[stage]
     manifest = str(tmp_path / f"{stage}.jsonl")
     write_stage_manifest(pack, stage, manifest, rows, 3, tools_declared=tools_declared,
-                         typed_speech_weight=typed_speech_weight)
+                         typed_speech_weight=typed_speech_weight, typed_video_weight=typed_video_weight)
     ds = PackDataset(manifest, pack, cfg, tok, seq_len, lambda n: num_encoder_frames(n, cfg.audio),
                      _frames_ready_loop(cfg), codes)
     ds.augment = False
@@ -125,6 +125,22 @@ def test_typed_greetings_after_the_speech_stage_build_alike_on_both_paths(world,
     assert _check_equal(world, samples, plan, STAGE_LEN[stage])
     ds, _, _ = _both(world, stage, tmp_path, rows=80)  # the shipped recipe: none after the speech stage
     assert not typed_of(ds)
+
+
+def test_questions_typed_beside_a_video_build_alike_on_both_paths(world, tmp_path):
+    """`typed_video_weight`: visual questions typed after the scene's frame pairs (motion ones
+    beside their whole video), no audio, on both paths."""
+    pack = world[0]
+    ds, samples, plan = _both(world, "dialogue", tmp_path, rows=60, typed_video_weight=1.0)
+    typed = [n for n, r in enumerate(ds.records) if r["layout"] == "video"]
+    assert len(typed) >= 8 and {ds.records[n]["voice"] for n in typed} == {True, False}
+    assert any(len(pack.scene_frames(ds.records[n]["scene"])) > 2 for n in typed), "widen the test: no video scene"
+    for n in typed:  # one frame pair a chunk, all of the scene's frames; no audio placeholder
+        pairs = -(-len(pack.scene_frames(ds.records[n]["scene"])) // 2)
+        assert len(samples[n].items) == pairs and all(it.kind == "image" for it in samples[n].items)
+    assert _check_equal(world, samples, plan, STAGE_LEN["dialogue"])
+    ds, _, _ = _both(world, "dialogue", tmp_path, rows=60)  # the shipped recipe: none
+    assert not [r for r in ds.records if r["layout"] == "video"]
 
 
 def test_device_batches_equal_loader_batches_with_a_speech_delay(mini_pack, tmp_path):
