@@ -135,6 +135,10 @@ class Curriculum:
     # trains and exports with that model's tokenizer, as its embeddings were learned with it
     init_model: str | None = None
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
+    # a table of `bench/answer_phases.py` (e.g. omni/synth/answer_phases.json): each answer's audio is
+    # delayed by its share of a codec frame before it is tokenized, the phase whose decoded speech the
+    # judge understands (None: none, as the shipped model was trained)
+    answer_phases: str | None = None
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)
     # False carries one AdamW state and one LR schedule (warm-up once, cosine over all

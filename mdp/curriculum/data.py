@@ -64,14 +64,21 @@ SPEECH_FAMILIES = ("repeat", "greeting")
 DECLARABLE = ("text", "image", "audio", "stream")
 
 
-def answer_code_table(pack, codec=None, use_pack: bool = True) -> list[np.ndarray]:
+def answer_code_table(pack, codec=None, use_pack: bool = True,
+                      phases: dict[str, float] | None = None) -> list[np.ndarray]:
     """int64 [4, T] raw codec tokens of every answer of the pack.
 
-    From the pack when `omni data codes` ran and `use_pack`; otherwise the answers'
-    audio is tokenized here with `codec` (a `speech.Codec`, default: the shipped
-    one, which is also the codec the trained model is exported with)."""
+    From the pack when `omni data codes` ran and `use_pack` (and no `phases`); otherwise the
+    answers' audio is tokenized here with `codec` (a `speech.Codec`, default: the shipped
+    one, which is also the codec the trained model is exported with). `phases` ({answer
+    text: share of a codec frame}, `load_answer_phases`) delays an answer's audio by that
+    much silence before it is tokenized: where a word starts on the codec's frame grid
+    decides whether its decoded speech is understood (`bench/answer_phases.py`), so the
+    model learns the tokens of the phase that is."""
+    from omni.synth.audio import mulaw_decode
+
     n = len(pack.answer_offset) - 1
-    if use_pack and len(pack.answer_codes_all):
+    if use_pack and not phases and len(pack.answer_codes_all):
         off = pack.answer_code_offset
         return [pack.answer_codes_all[off[a] : off[a + 1]].T.astype(np.int64) for a in range(n)]
     if codec is None:
@@ -80,12 +87,28 @@ def answer_code_table(pack, codec=None, use_pack: bool = True) -> list[np.ndarra
         codec = Codec.from_pretrained()
     out = []
     for a in range(n):
-        wav = pack.answer_mulaw[pack.answer_offset[a] : pack.answer_offset[a + 1]]
-        from omni.synth.audio import mulaw_decode
-
+        wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[a] : pack.answer_offset[a + 1]])
+        share = (phases or {}).get(pack.meta["answer_texts"][a], 0.0)
+        if share:
+            wav = np.concatenate([np.zeros(int(round(share * codec.hop_length)), wav.dtype), wav])
         with torch.no_grad():
-            out.append(codec.encode(torch.from_numpy(mulaw_decode(wav)))[0].cpu().numpy().astype(np.int64))
+            out.append(codec.encode(torch.from_numpy(wav))[0].cpu().numpy().astype(np.int64))
     return out
+
+
+def load_answer_phases(path: str | None) -> dict[str, float] | None:
+    """{answer text: share of a codec frame} from the "phases" of a `bench/answer_phases.py`
+    table (None: no path)."""
+    if not path:
+        return None
+    import json
+
+    with open(path) as fh:
+        phases = json.load(fh)["phases"]
+    bad = {a: v for a, v in phases.items() if not isinstance(v, (int, float)) or not 0 <= v < 1}
+    if bad:
+        raise ValueError(f"{path}: answer phases must be shares of a frame in [0, 1), got {bad}")
+    return {a: float(v) for a, v in phases.items()}
 
 
 def silence_codes(pack, frames: int, codec=None) -> np.ndarray:

@@ -32,7 +32,7 @@ from mdp import checkpoint
 from mdp.data import ModalityItem, default_layout, stack
 from mdp.log import write_json
 from mdp.loop import TrainLoop, agree, deadline_after
-from mdp.curriculum.data import PackDataset, answer_code_table, pack_cmvn
+from mdp.curriculum.data import PackDataset, answer_code_table, load_answer_phases, pack_cmvn
 from mdp.curriculum.stages import stage_plan, stage_seq_lens, write_stage_manifest
 from mdp.recipes import Recipe
 from mdp.trainer import Trainer
@@ -504,7 +504,8 @@ def run_curriculum(recipe: Recipe, resume: bool = True, stop_after: int | None =
     pack = Pack(recipe.curriculum.pack)
     # the answers are tokenized with the codec the model is exported with (the pack's
     # tokens may come from an older codec) unless the recipe asks for the pack's
-    codes = answer_code_table(pack, use_pack=recipe.curriculum.answer_codes == "pack")
+    codes = answer_code_table(pack, use_pack=recipe.curriculum.answer_codes == "pack",
+                              phases=load_answer_phases(recipe.curriculum.answer_phases))
     plan = _Plan(recipe, resume)
     stages = plan.stages
     rank0 = dist.get_rank() == 0
