@@ -234,8 +234,8 @@ def plan_rows(t: PackTables, rec: dict[str, np.ndarray], index: np.ndarray, d: d
     put(tail + 1, t.audio_close[1], t.audio_close[0], mask=is_av)
     trx = lay == LAYOUT_CODE["transcribe"]
     # after the turn's chunks: the transcription prompt, or a typed question beside a video
-    put(tail + 2, np.where(trx, t.transcribe_prompt[1], t.q_len[clip]), np.where(trx, t.transcribe_prompt[0], t.q_off[clip]),
-        mask=trx | is_video)
+    put(tail + 2, np.where(trx, t.transcribe_prompt[1], t.q_len[clip]),
+        np.where(trx, t.transcribe_prompt[0], t.q_off[clip]), mask=trx | is_video)
     put(tail + 3, t.newline[1], t.newline[0])
     put(tail + 4, np.where(voice, t.prompt_voice[1], t.prompt_text[1]), np.where(voice, t.prompt_voice[0], t.prompt_text[0]))
     # a tool conversation's call (spoken as silence) and the run up to the answer's reply

@@ -133,8 +133,8 @@ def write_stage_manifest(pack, stage: str, path: str, num_samples: int, seed: in
     sentences / tool conversations (0: none; None: the STAGES weight); `typed_speech_weight`
     (0 / None: none) adds `TYPED_SPEECH_LINES` to the `TYPED_SPEECH_STAGES`, that weight each,
     and `typed_video_weight` the `TYPED_VIDEO_LINES` to the `TYPED_VIDEO_STAGES`.
-    `sentences`: how many random sentences the voice bank has (a sentence line names one, "sentence": index; other
-    lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
+    `sentences`: how many random sentences the voice bank has (a sentence line names one,
+    "sentence": index; other lines have no such field). `tools_declared`: in a stage that draws tool conversations, this
     share of its question lines (`DECLARABLE` layouts) is asked with the tool declared ("system":
     true), drawn apart from the rest so that the other lines are the same with or without it;
     `TYPED_TOOL_SHARE` of the tool conversations have their request typed ("typed": true)."""
