@@ -4,17 +4,19 @@ The default model speaks an answer as the codec tokens of the pack's recording o
 (`mdp.curriculum.data.answer_code_table`). Where the word starts against the codec's 60 ms
 frames decides whether its decoded speech is understood (`bench/codec_alignment.py`: `one`
 is heard through the codec when it starts 15 or 45 ms into a frame, not at 0 or 30). This
-delays every answer of a pack by each share of a frame (silence before it), encodes and
-decodes it with the codec, and has the pocketsphinx judge of `omni data check-voice` hear it
-`--trials` times (its dither differs each time); an answer keeps phase 0 unless another phase
-is heard right more often. The table's "phases" is what `--set curriculum.answer_phases=PATH`
-reads: the model then learns the tokens of the phase that is understood.
+encodes and decodes every answer of a pack with the codec and has the pocketsphinx judge of
+`omni data check-voice` hear it `--screen` times; an answer it hears right every time keeps
+phase 0. Each other answer is delayed by each share of a frame (silence before it), encoded,
+decoded and heard `--trials` times (the judge dithers: a few judgments of one clip disagree),
+and takes the phase heard right most often if that is `--margin` judgments more than phase 0.
+The table's "phases" is what `--set curriculum.answer_phases=PATH` reads: the model then
+learns the tokens of the phase that is understood.
 
-    python bench/answer_phases.py --pack runs/data/train.pack.npz \\
-        --out bench/results/answer_phases_cpu.json --table omni/synth/answer_phases.json   (~7 min, 2 cores)
+    python bench/answer_phases.py --pack runs/data/train.pack.npz --threads 2 \
+        --out bench/results/answer_phases_cpu.json --table omni/synth/answer_phases.json   (~5 min, 2-core CPU)
 
-Prints the answers whose phase changes and the answers heard right at phase 0 and at the
-chosen phases; writes the JSON report and, with --table, the table alone.
+Prints each doubtful answer's score per phase and the phase chosen; writes the JSON report
+and, with --table, the table alone.
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def choose(scores: dict[str, list[int]], phases: list[float]) -> dict[str, float]:
-    """{answer: phase}: the phase heard right most often, the earliest of a tie (0 first)."""
-    return {a: phases[int(np.argmax(s))] for a, s in scores.items()}
+def choose(scores: dict[str, list[int]], phases: list[float], margin: int = 1) -> dict[str, float]:
+    """{answer: phase}: the phase heard right most often (the earliest of a tie), if it is heard
+    right at least `margin` more times than phase 0; else phase 0."""
+    out = {}
+    for a, s in scores.items():
+        k = int(np.argmax(s))
+        out[a] = phases[k] if s[k] - s[0] >= margin else 0.0
+    return out
 
 
 def main() -> int:
@@ -42,8 +49,13 @@ def main() -> int:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--pack", default="runs/data/train.pack.npz", help="pack of `omni data default` (its answers' audio)")
     p.add_argument("--codec", default=None, help="codec directory (default: the shipped speech/pretrained/default)")
-    p.add_argument("--phases", default="0,0.25,0.5,0.75", help="delays as shares of a codec frame, 0 first")
-    p.add_argument("--trials", type=int, default=3, help="judgments of each clip (the judge dithers)")
+    p.add_argument("--phases", default="0,0.125,0.25,0.375,0.5,0.625,0.75,0.875",
+                   help="delays as shares of a codec frame, 0 first")
+    p.add_argument("--screen", type=int, default=3, help="judgments at phase 0 an answer must all pass to keep it")
+    p.add_argument("--trials", type=int, default=7, help="judgments of each doubtful answer's clip at each phase")
+    p.add_argument("--margin", type=int, default=2,
+                   help="judgments right a phase must gain over phase 0 to replace it (the judge's noise)")
+    p.add_argument("--answers", default="", help="comma-separated answers to try (default: every answer of the pack)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default=None, help="JSON report")
     p.add_argument("--table", default=None, help="also write the table alone here (the recipe's answer_phases)")
@@ -67,37 +79,53 @@ def main() -> int:
     # and keep phase 0
     all_texts = list(pack.meta["answer_texts"])
     texts = [a for a in all_texts if normalize_answer(a) in judge.answers]
+    if args.answers:
+        asked = [a.strip() for a in args.answers.split(",") if a.strip()]
+        if unknown := [a for a in asked if a not in texts]:
+            p.error(f"not judged answers of the pack: {unknown}")
+        texts = asked
     t0 = time.time()
-    scores: dict[str, list[int]] = {a: [0] * len(phases) for a in texts}
-    heard: dict[str, dict[str, list[str]]] = {a: {} for a in texts}
-    items = [(a, k) for a in range(len(texts)) for k in range(len(phases))]
+
+    def judged(a: int, k: int, times: int) -> list[str]:
+        """What the judge hears, `times` times, of answer a delayed by phase k through the codec."""
+        i = all_texts.index(texts[a])
+        wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[i] : pack.answer_offset[i + 1]])
+        x = np.concatenate([np.zeros(int(round(phases[k] * codec.hop_length)), wav.dtype), wav])
+        y = codec.decode(codec.encode(torch.from_numpy(x)))[0].cpu().numpy()
+        return [judge.recognize(y) for _ in range(times)]
+
+    right = lambda a, got: sum(g == normalize_answer(texts[a]) for g in got)
+    # screening: an answer heard right every time of --screen at phase 0 keeps it untried further
+    # (most answers); the rest are judged --trials times at every phase, phase 0 again included
     with torch.inference_mode():
-        for a, k in tqdm(items, desc="answers x phases", unit="clip", disable=args.no_progress, dynamic_ncols=True):
-            i = all_texts.index(texts[a])
-            wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[i] : pack.answer_offset[i + 1]])
-            x = np.concatenate([np.zeros(int(round(phases[k] * codec.hop_length)), wav.dtype), wav])
-            y = codec.decode(codec.encode(torch.from_numpy(x)))[0].cpu().numpy()
-            got = [judge.recognize(y) for _ in range(args.trials)]
-            heard[texts[a]][f"{phases[k]:g}"] = got
-            scores[texts[a]][k] = sum(g == normalize_answer(texts[a]) for g in got)
-    chosen = choose(scores, phases)
+        screened = {a: judged(a, 0, args.screen) for a in tqdm(range(len(texts)), desc="screening at phase 0",
+                                                                  unit="answer", disable=args.no_progress)}
+        doubtful = [a for a in range(len(texts)) if right(a, screened[a]) < args.screen]
+        scores: dict[str, list[int]] = {}
+        heard: dict[str, dict[str, list[str]]] = {}
+        items = [(a, k) for a in doubtful for k in range(len(phases))]
+        for a, k in tqdm(items, desc="doubtful answers x phases", unit="clip", disable=args.no_progress):
+            got = judged(a, k, args.trials)
+            heard.setdefault(texts[a], {})[f"{phases[k]:g}"] = got
+            scores.setdefault(texts[a], [0] * len(phases))[k] = right(a, got)
+    chosen = {**{a: 0.0 for a in texts}, **choose(scores, phases, args.margin)}
     moved = {a: ph for a, ph in chosen.items() if ph}
-    at0 = sum(s[0] for s in scores.values())
-    best = sum(max(s) for s in scores.values())
-    n = len(texts) * args.trials
     report = {
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
         "pack": args.pack, "codec": args.codec or "speech/pretrained/default", "hop_samples": codec.hop_length,
         "phases_tried": phases, "trials": args.trials, "answers": len(texts),
         "not_judged": [a for a in all_texts if a not in texts],
         "command": "python bench/answer_phases.py " + " ".join(sys.argv[1:]),
-        "heard_right_at_phase_0": at0, "heard_right_at_chosen_phases": best, "judgments": n,
-        "moved": moved, "never_heard": sorted(a for a, s in scores.items() if not max(s)),
-        "scores": scores, "heard": {a: h for a, h in heard.items() if scores[a][0] < args.trials or a in moved},
+        "screen": args.screen, "margin": args.margin, "heard_at_screening": {texts[a]: screened[a] for a in doubtful},
+        "doubtful": [texts[a] for a in doubtful], "moved": moved,
+        "never_heard": sorted(a for a, sc in scores.items() if not max(sc)),
+        "scores": scores, "heard": heard,
         "phases": chosen, "wall_s": round(time.time() - t0, 1),
     }
-    print(f"heard right: {at0} of {n} judgments at phase 0, {best} at the chosen phases")
-    print(f"answers moved ({len(moved)}): " + ", ".join(f"{a} -> {ph:g} {scores[a]}" for a, ph in moved.items()))
+    print(f"{len(doubtful)} of {len(texts)} answers not heard right {args.screen} times in {args.screen} at phase 0")
+    for a, sc in scores.items():
+        print(f"  {a:<24} right of {args.trials} at phases {', '.join(f'{ph:g}' for ph in phases)}: {sc}"
+              f" -> {chosen[a]:g}")
     print(f"never heard: {', '.join(report['never_heard']) or 'none'}")
     for path, obj in ((args.out, report), (args.table, {"command": report["command"], "phases": chosen})):
         if path:

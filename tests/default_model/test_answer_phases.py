@@ -9,11 +9,12 @@ import pytest
 import torch
 
 
-def test_the_phase_heard_most_often_is_chosen_and_zero_wins_ties(load_bench):
+def test_the_phase_heard_most_often_is_chosen_by_a_margin_and_zero_wins_ties(load_bench):
     choose = load_bench("answer_phases").choose
     phases = [0.0, 0.25, 0.5, 0.75]
-    got = choose({"one": [0, 3, 1, 3], "red": [3, 3, 3, 3], "green": [0, 0, 0, 0], "up": [2, 0, 3, 1]}, phases)
-    assert got == {"one": 0.25, "red": 0.0, "green": 0.0, "up": 0.5}
+    scores = {"one": [0, 3, 1, 3], "red": [3, 3, 3, 3], "green": [0, 0, 0, 0], "up": [2, 0, 3, 1]}
+    assert choose(scores, phases) == {"one": 0.25, "red": 0.0, "green": 0.0, "up": 0.5}
+    assert choose(scores, phases, margin=2) == {"one": 0.25, "red": 0.0, "green": 0.0, "up": 0.0}  # 3 vs 2: noise
 
 
 def test_answer_tokens_are_those_of_the_delayed_audio(mini_pack, tmp_path):
