@@ -67,8 +67,7 @@ def main() -> int:
         p.error("--phases are shares of a frame in [0, 1), starting with 0")
     from tqdm import tqdm
 
-    from omni.synth.audio import mulaw_decode
-    from omni.synth.codes import load_codec
+    from omni.synth.codes import delayed, load_codec
     from omni.synth.pack import Pack
     from omni.synth.questions import normalize_answer
     from omni.synth.recognize import AnswerRecognizer
@@ -88,9 +87,7 @@ def main() -> int:
 
     def judged(a: int, k: int, times: int) -> list[str]:
         """What the judge hears, `times` times, of answer a delayed by phase k through the codec."""
-        i = all_texts.index(texts[a])
-        wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[i] : pack.answer_offset[i + 1]])
-        x = np.concatenate([np.zeros(int(round(phases[k] * codec.hop_length)), wav.dtype), wav])
+        x = delayed(pack.answer_wav(all_texts.index(texts[a])), phases[k], codec.hop_length)
         y = codec.decode(codec.encode(torch.from_numpy(x)))[0].cpu().numpy()
         return [judge.recognize(y) for _ in range(times)]
 

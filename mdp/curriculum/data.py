@@ -75,7 +75,7 @@ def answer_code_table(pack, codec=None, use_pack: bool = True,
     much silence before it is tokenized: where a word starts on the codec's frame grid
     decides whether its decoded speech is understood (`bench/answer_phases.py`), so the
     model learns the tokens of the phase that is."""
-    from omni.synth.audio import mulaw_decode
+    from omni.synth.codes import delayed
 
     n = len(pack.answer_offset) - 1
     if use_pack and not phases and len(pack.answer_codes_all):
@@ -87,10 +87,7 @@ def answer_code_table(pack, codec=None, use_pack: bool = True,
         codec = Codec.from_pretrained()
     out = []
     for a in range(n):
-        wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[a] : pack.answer_offset[a + 1]])
-        share = (phases or {}).get(pack.meta["answer_texts"][a], 0.0)
-        if share:
-            wav = np.concatenate([np.zeros(int(round(share * codec.hop_length)), wav.dtype), wav])
+        wav = delayed(pack.answer_wav(a), (phases or {}).get(pack.meta["answer_texts"][a], 0.0), codec.hop_length)
         with torch.no_grad():
             out.append(codec.encode(torch.from_numpy(wav))[0].cpu().numpy().astype(np.int64))
     return out

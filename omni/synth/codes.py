@@ -74,6 +74,14 @@ def encode_answers(data_dir: str | os.PathLike, codec, progress: bool = True) ->
     return info
 
 
+def delayed(wav: np.ndarray, share: float, hop_length: int) -> np.ndarray:
+    """`wav` after `share` of a codec frame of silence: where its first sound falls on the
+    codec's frame grid (`bench/answer_phases.py`, `curriculum.answer_phases`)."""
+    if not share:
+        return wav
+    return np.concatenate([np.zeros(int(round(share * hop_length)), wav.dtype), wav])
+
+
 def silence_frame(codec) -> list[int]:
     """The codec's tokens of one frame of silence (the middle frame of 1 s of zeros, away from
     the edges' padding): the speech rows of a spoken reply that says nothing, e.g. a tool call."""

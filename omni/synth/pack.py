@@ -209,7 +209,11 @@ class Pack:
         return mulaw_decode(self.clip_mulaw[self.clip_offset[c] : self.clip_offset[c + 1]])
 
     def answer_audio(self, i: int) -> np.ndarray:
-        a = int(self.sample_answer[i])
+        """The spoken answer of sample i."""
+        return self.answer_wav(int(self.sample_answer[i]))
+
+    def answer_wav(self, a: int) -> np.ndarray:
+        """The recording of answer a (an index of meta["answer_texts"])."""
         return mulaw_decode(self.answer_mulaw[self.answer_offset[a] : self.answer_offset[a + 1]])
 
     def answer_codes(self, i: int) -> np.ndarray | None:

@@ -30,7 +30,7 @@ def test_answer_tokens_are_those_of_the_delayed_audio(mini_pack, tmp_path):
     phases = load_answer_phases(str(table))
     plain = answer_code_table(pack, codec, use_pack=False)
     moved = answer_code_table(pack, codec, use_pack=True, phases=phases)  # a table overrides the pack's tokens
-    wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[1] : pack.answer_offset[2]])
+    wav = mulaw_decode(pack.answer_mulaw[pack.answer_offset[1] : pack.answer_offset[2]])  # independent of answer_wav
     with torch.no_grad():
         want = codec.encode(torch.from_numpy(np.concatenate([np.zeros(codec.hop_length // 2, wav.dtype), wav])))[0]
     np.testing.assert_array_equal(moved[1], want.numpy())
