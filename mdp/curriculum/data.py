@@ -100,8 +100,12 @@ def load_answer_phases(path: str | None) -> dict[str, float] | None:
         return None
     import json
 
-    with open(path) as fh:
-        phases = json.load(fh)["phases"]
+    try:
+        with open(path) as fh:
+            phases = json.load(fh)["phases"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"curriculum.answer_phases: {path} is no table of bench/answer_phases.py "
+                         f"(a JSON object with \"phases\": {{answer: share of a frame}}): {e!r}") from None
     bad = {a: v for a, v in phases.items() if not isinstance(v, (int, float)) or not 0 <= v < 1}
     if bad:
         raise ValueError(f"{path}: answer phases must be shares of a frame in [0, 1), got {bad}")

@@ -41,3 +41,9 @@ def test_answer_tokens_are_those_of_the_delayed_audio(mini_pack, tmp_path):
     table.write_text(json.dumps({"phases": {texts[1]: 1.5}}))
     with pytest.raises(ValueError, match="shares of a frame"):
         load_answer_phases(str(table))
+    for text in ("{}", "not json"):  # no table: a clear error naming the recipe field
+        table.write_text(text)
+        with pytest.raises(ValueError, match="curriculum.answer_phases"):
+            load_answer_phases(str(table))
+    with pytest.raises(ValueError, match="curriculum.answer_phases"):
+        load_answer_phases(str(tmp_path / "missing.json"))
