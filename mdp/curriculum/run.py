@@ -189,6 +189,10 @@ class _Plan:
     calls, `budget.plan_s` in the first, still ends with an exported model)."""
 
     TIMED = (5, 20)  # steps [5, 20) of each stage trained in this run are timed
+    # then every this many steps the stage re-fits again from the wall clock since its timed
+    # start: fifteen steps' mean misses the held-out probes, checkpoints and the spread of the
+    # dialogue steps' lengths (a resumed call once stopped 15 steps short of its export)
+    REFIT_EVERY = 250
     STAGE_OVERHEAD_S = 15.0
 
     def __init__(self, recipe: Recipe, resume: bool) -> None:
@@ -221,6 +225,20 @@ class _Plan:
         for other, sec in self.speeds.items():
             if other in self.seq:
                 return sec * self.seq[name] / self.seq[other]
+        return None
+
+    def speed(self, idx: int, since: int, timed: list[float], wall_s: float) -> float | None:
+        """Stage idx's s/step for a re-fit `since` steps into this run's share of it, or None
+        when none is due: the mean of the timed steps (`timed`, the loop's step times from
+        TIMED[0]) once, then every REFIT_EVERY steps the wall clock since TIMED[0] (`wall_s`)
+        over the steps taken since."""
+        if not self.active:
+            return None
+        if since == self.TIMED[1] and idx not in self.fitted:
+            return sum(timed) / len(timed)
+        later = since - self.TIMED[1]
+        if idx in self.fitted and later > 0 and later % self.REFIT_EVERY == 0:
+            return wall_s / (since - self.TIMED[0])
         return None
 
     def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float, measured: bool = True) -> int:
@@ -369,13 +387,20 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
     stage = r.name.split(":")[-1]
     probe = _probe(r, shared, trainer.device) if rank0 else None
 
+    clock = {}  # time.monotonic() at this run's step TIMED[0] of the stage (the later re-fits' origin)
+
     def refit(loop: TrainLoop, step: int) -> None:
-        """After the timed steps: this stage and the later ones re-fitted to the time left."""
-        if plan is None or not plan.needs_fit(idx) or step - loop.start != _Plan.TIMED[1]:
+        """After the timed steps, then every REFIT_EVERY steps: this stage and the later ones
+        re-fitted to the time left."""
+        if plan is None:
             return
-        spent = loop.seconds[_Plan.TIMED[0] :]
-        total = plan.fit(idx, step, agree(sum(spent) / len(spent), trainer.device),
-                         agree(fit_deadline - time.monotonic(), trainer.device))
+        since = step - loop.start
+        if since == _Plan.TIMED[0]:
+            clock["t0"] = time.monotonic()
+        sec = plan.speed(idx, since, loop.seconds[_Plan.TIMED[0] :], time.monotonic() - clock.get("t0", 0.0))
+        if sec is None:
+            return
+        total = plan.fit(idx, step, agree(sec, trainer.device), agree(fit_deadline - time.monotonic(), trainer.device))
         trainer.r = dataclasses.replace(r, steps=total)  # the cosine schedule follows the new length
         if continuous:
             trainer.lr_total = _lr_total(plan, offset + total)
