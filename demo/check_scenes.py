@@ -13,7 +13,9 @@ folder: per scene the questions answered right this way first (then the offline
 ones), `--per-scene` of them; only scenes with one such question, `--keep` of them;
 the files of what was dropped are deleted. The folder's light requests (where the model's
 card names the light) are asked the same way, the first kept scene on the camera: right when
-the model makes exactly the asked call and then says what the page's light answered.
+the model makes exactly the asked call and then says what the page's light answered. Each
+request comes in several held-out voices (takes): they are asked in turn until one is right,
+and the page suggests that one (else the first, marked wrong); `takes_asked` records how many.
 Real time: about 6 s a question.
 """
 
@@ -116,16 +118,27 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
     order = {s["id"]: k for k, s in enumerate(doc["scenes"])}
     kept = video_second(sorted(kept[: keep - len(kept_videos)] + kept_videos, key=lambda s: order[s["id"]]))
     doc["scenes"] = kept
-    # the light requests (listed beside every scene), asked with the first scene on the camera
+    # the light requests (listed beside every scene), asked with the first scene on the camera;
+    # each take (another held-out voice) in turn until the model gets one right: the page
+    # suggests that one (else the first), and `takes_asked` says how many it took
     requests = doc.get("requests") or []
     for q in requests if kept else []:
-        said, calls = asyncio.run(ask_like_the_page(url, loaded[kept[0]["id"]], root / q["audio"]))
-        q["stream_reply"], q["stream_calls"] = said, [list(c) for c in calls]
-        q["stream_ok"] = judge_request(q, said, calls)
+        takes = q.get("takes") or [q["audio"]]
+        for n, take in enumerate(takes, 1):
+            said, calls = asyncio.run(ask_like_the_page(url, loaded[kept[0]["id"]], root / take))
+            ok = judge_request(q, said, calls)
+            if ok or n == 1:
+                q["audio"], q["stream_reply"], q["stream_calls"] = take, said, [list(c) for c in calls]
+                q["stream_ok"] = ok
+            if ok:
+                break
+        q["takes_asked"] = n
+        q["takes"] = [q["audio"]]  # the others are dropped with their files
     doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
                            "asked": asked, "right": right}
     return {"scenes": len(kept), "asked": asked, "right": right,
             "requests": len(requests), "requests_right": sum(bool(q.get("stream_ok")) for q in requests),
+            "request_takes_asked": sum(q.get("takes_asked", 0) for q in requests),
             "videos": sum(bool(s.get("video")) for s in kept), "suggestions": sum(len(s["questions"]) for s in kept),
             "suggestions_right": sum(q["stream_ok"] for s in kept for q in s["questions"])}
 

@@ -3,9 +3,15 @@
 #
 # On the CPU machine, once:   omni data default --out runs/data --tool-ratio 0.1   (packs with codec tokens and the world's tool)
 #                             bash scripts/espeak_portable.sh        (.espeak, for the voice bank)
-# On the GPU machine (the device `run`, timeout 600 s), the shipped model's recipe: one command,
-# called twice back to back on the still-warm machine (16 min of GPU in all on 1x H100):
+# On the GPU machine (the device `run`, timeout 600 s), one command, called back to back on the
+# still-warm machine until it exports (a call that stops short prints NOT DONE). The defaults are
+# the thirteenth run's recipe (two calls, 16 min of GPU on 1x H100):
 #     bash scripts/train_default_gpu.sh
+# the shipped model's (the seventeenth run's, three calls, 20 min) adds the recipe options
+#     EXTRA_SETS="curriculum.stage_steps=speech:541,vision:784,dialogue:1885 curriculum.text_audio_delay=2
+#       curriculum.typed_speech_weight=0.015 curriculum.typed_video_weight=0.015
+#       curriculum.answer_phases=omni/synth/answer_phases.json"
+#   with PLAN_BUDGET=1000 in the first call, BUDGET=450 in the second, BUDGET=60 CALL_LIMIT=440 in the third
 #   carry: runs/data/train.pack.npz runs/data/heldout.pack.npz .espeak   (~43 MB; the code ~14 MB
 #   without the shipped model's weights and bench/results, which a call need not carry: move them
 #   aside for it). The first call renders the voice bank (8 renderings of every question text,

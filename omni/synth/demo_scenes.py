@@ -39,6 +39,9 @@ SCENES_VERSION = 1
 VIDEO_FPS = 2.0  # a video scene's frames, as the camera sends them and as the model was trained
 # the light asked for, where the model's card names it: (on, index into the held-out wordings)
 LIGHT_REQUESTS = ((True, 1), (False, 1))  # "please turn the light on" / "... off"
+# each request is recorded in this many held-out voices (takes); demo.check_scenes suggests the
+# first take the model gets right the page's way, as it keeps the questions it answers right
+LIGHT_TAKES = 4
 
 
 def _candidates(data: Path) -> dict[str, list[dict]]:
@@ -74,10 +77,11 @@ def card_system_prompt(model_dir: str | None) -> str | None:
     return tool_section([Tool.from_json(t) for t in tools]) or None
 
 
-def light_requests(out: Path, seed: int = 0) -> list[dict]:
-    """The world's light asked for in held-out wordings, each spoken by a held-out voice
-    (espeak-ng) into `out`/questions/: the page suggests them beside every scene, and the
-    answer is the one the page's light (answering) makes the model say."""
+def light_requests(out: Path, seed: int = 0, takes: int = LIGHT_TAKES) -> list[dict]:
+    """The world's light asked for in held-out wordings, each spoken by `takes` held-out voices
+    (espeak-ng) into `out`/questions/: the page suggests them beside every scene (`audio`, the
+    first take until demo.check_scenes picks the first one the model gets right from `takes`),
+    and the answer is the one the page's light (answering) makes the model say."""
     from .audio import write_wav
     from .tool_world import REQUESTS, state_answer
     from .voices import sample_voice, synthesize
@@ -85,10 +89,13 @@ def light_requests(out: Path, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     listed = []
     for on, k in LIGHT_REQUESTS:
-        text, name = REQUESTS[on]["heldout"][k], f"questions/light-{'on' if on else 'off'}.wav"
-        write_wav(out / name, synthesize(text, sample_voice(rng, "heldout")))
-        listed.append({"text": text, "answer": state_answer(on), "accept": [], "family": "tool", "audio": name,
-                       "tool": LIGHT.name, "arguments": {"on": on}, "offline_ok": None, "offline_reply": None})
+        text, state = REQUESTS[on]["heldout"][k], "on" if on else "off"
+        names = [f"questions/light-{state}-{i}.wav" for i in range(takes)]
+        for name in names:
+            write_wav(out / name, synthesize(text, sample_voice(rng, "heldout")))
+        listed.append({"text": text, "answer": state_answer(on), "accept": [], "family": "tool", "audio": names[0],
+                       "takes": names, "tool": LIGHT.name, "arguments": {"on": on}, "offline_ok": None,
+                       "offline_reply": None})
     return listed
 
 

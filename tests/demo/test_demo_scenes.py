@@ -92,8 +92,12 @@ def test_write_demo_scenes_without_a_model(tmp_path):
     from omni.synth.tool_world import REQUESTS
 
     assert "requests" not in json.loads((tmp_path / "demo" / "scenes.json").read_text())
-    written = light_requests(tmp_path / "demo")
+    written = light_requests(tmp_path / "demo", takes=2)
     assert [r["text"] for r in written] == ["please turn the light on", "please turn the light off"]
+    assert all(len(r["takes"]) == 2 and r["audio"] == r["takes"][0] for r in written)
+    w = written[0]
+    a, b = (read_question(Question(w["text"], w["answer"], tmp_path / "demo" / t, None)) for t in w["takes"])
+    assert len(a) != len(b) or not np.array_equal(a, b)  # another voice each
     assert all(r["text"] in REQUESTS[r["arguments"]["on"]]["heldout"] for r in written)
     assert [r["answer"] for r in written] == ["the light is on", "the light is off"]
     for r in written:
@@ -253,24 +257,38 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
 
     requests = doc["requests"]  # the shipped card names the light: the folder asks for it
     assert [r["arguments"] for r in requests] == [{"on": True}, {"on": False}]
+    # "on" in three takes (other voices), only the second done right; "off", one take, heard as "on"
+    on, off = requests
+    takes = [f"questions/light-on-t{i}.wav" for i in range(3)]
+    for t in takes:
+        shutil.copyfile(root / on["audio"], root / t)
+    on["takes"], on["audio"] = takes, takes[0]
+    off.pop("takes", None)
 
     async def scripted(url, scene, audio, timeout=60.0):
         rel = str(audio.relative_to(root))
-        if rel.startswith("questions/light-"):  # "on" done right; "off" heard as "on"
+        if rel == takes[1] or rel == off["audio"]:
             return "The light is on.", [("set_light", '{"on":true}')]
+        if rel.startswith("questions/light-"):
+            return "The light is off.", [("set_light", '{"on":false}')]
         q = next(q for s in doc["scenes"] for q in s["questions"] if q["audio"] == rel)
         return (q["answer"].upper() + "." if rel in right else "nothing"), []
 
     monkeypatch.setattr(check_scenes, "ask_like_the_page", scripted)
     summary = check_scenes.check(doc, root, "ws://unused", keep=10, per_scene=2, progress=False)
     assert summary["scenes"] == 1 and summary["suggestions_right"] == 1
-    assert summary["requests"] == 2 and summary["requests_right"] == 1
+    assert summary["requests"] == 2 and summary["requests_right"] == 1 and summary["request_takes_asked"] == 3
     assert [r["stream_ok"] for r in doc["requests"]] == [True, False]
+    # the page suggests the take done right, and only it is kept; a request none of whose
+    # takes is right keeps its first, marked wrong
+    assert on["audio"] == takes[1] and on["takes"] == [takes[1]] and on["takes_asked"] == 2
+    assert off["takes_asked"] == 1 and off["stream_reply"] == "The light is on."
     assert not check_scenes.judge_request(requests[0], "the light is on", [("set_light", '{"on":true}')] * 2)
     kept = doc["scenes"][0]["questions"]
     assert len(kept) == 2 and kept[0]["stream_ok"] and kept[0]["audio"] in right and not kept[1]["stream_ok"]
     assert check_scenes.prune_files(doc, root) > 0
     assert all((root / r["audio"]).is_file() for r in requests)  # the requests' recordings stay
+    assert not (root / takes[0]).exists() and not (root / takes[2]).exists()  # the other takes go
     assert sorted(p.name for p in (root / "images").iterdir()) == sorted(
         Path(f).name for f in first.get("frames") or [first["image"]])
     assert check_scenes.normalize(" Top! ") == "top"
