@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -227,18 +228,18 @@ class _Plan:
                 return sec * self.seq[name] / self.seq[other]
         return None
 
-    def speed(self, idx: int, since: int, timed: list[float], wall_s: float) -> float | None:
+    def speed(self, idx: int, since: int, timed: list[float], wall_s: Callable[[], float]) -> float | None:
         """Stage idx's s/step for a re-fit `since` steps into this run's share of it, or None
         when none is due: the mean of the timed steps (`timed`, the loop's step times from
-        TIMED[0]) once, then every REFIT_EVERY steps the wall clock since TIMED[0] (`wall_s`)
-        over the steps taken since."""
+        TIMED[0]) once, then every REFIT_EVERY steps the wall clock since TIMED[0] (`wall_s()`,
+        read only then) over the steps taken since."""
         if not self.active:
             return None
         if since == self.TIMED[1] and idx not in self.fitted:
             return sum(timed) / len(timed)
         later = since - self.TIMED[1]
         if idx in self.fitted and later > 0 and later % self.REFIT_EVERY == 0:
-            return wall_s / (since - self.TIMED[0])
+            return wall_s() / (since - self.TIMED[0])
         return None
 
     def fit(self, idx: int, done: int, sec_per_step: float, remaining_s: float, measured: bool = True) -> int:
@@ -395,9 +396,9 @@ def _train_stage(r: Recipe, pack, codes, init: dict | None, resume: bool, stop_a
         if plan is None:
             return
         since = step - loop.start
-        if since == _Plan.TIMED[0]:
+        if since == _Plan.TIMED[0] and plan.active:
             clock["t0"] = time.monotonic()
-        sec = plan.speed(idx, since, loop.seconds[_Plan.TIMED[0] :], time.monotonic() - clock.get("t0", 0.0))
+        sec = plan.speed(idx, since, loop.seconds[_Plan.TIMED[0] :], lambda: time.monotonic() - clock["t0"])
         if sec is None:
             return
         total = plan.fit(idx, step, agree(sec, trainer.device), agree(fit_deadline - time.monotonic(), trainer.device))

@@ -211,22 +211,26 @@ def test_budget_plan_refits_from_the_wall_clock_later_in_a_stage(tmp_path, monke
     plan = _Plan(r, resume=True)
     lo, hi = _Plan.TIMED
     timed = [0.2] * (hi - lo)
-    assert plan.speed(2, hi - 1, timed, 3.0) is None  # before the timed steps end: nothing due
-    assert plan.speed(2, hi, timed, 3.0) == pytest.approx(0.2)  # their mean, once
+
+    def unread() -> float:  # the wall clock is read only when a later re-fit is due
+        raise AssertionError("the wall clock was read")
+
+    assert plan.speed(2, hi - 1, timed, unread) is None  # before the timed steps end: nothing due
+    assert plan.speed(2, hi, timed, unread) == pytest.approx(0.2)  # their mean, once
     # the first fit: 1,980 steps at 0.2 s = 396 s fit in 0.95 x 500 s: the stage keeps its 2,000
     assert plan.fit(2, hi, 0.2, 500.0) == 2000
-    assert plan.speed(2, hi + 1, timed, 3.2) is None and plan.speed(2, hi + 100, timed, 30.0) is None
+    assert plan.speed(2, hi + 1, timed, unread) is None and plan.speed(2, hi + 100, timed, unread) is None
     # 250 steps later the wall clock says 0.3 s/step (265 steps in 79.5 s): the rest no longer fits
     since = hi + _Plan.REFIT_EVERY
-    sec = plan.speed(2, since, timed, 79.5)
+    sec = plan.speed(2, since, timed, lambda: 79.5)
     assert sec == pytest.approx(79.5 / (since - lo))
     left = 2000 - since
     total = plan.fit(2, since, sec, 400.0)
     assert total == since + int(left * 0.95 * 400.0 / (left * sec)) and total < 2000
-    assert plan.speed(2, since + _Plan.REFIT_EVERY, timed, 150.0) is not None  # and again after as many
+    assert plan.speed(2, since + _Plan.REFIT_EVERY, timed, lambda: 150.0) is not None  # and again after as many
     # without a time budget nothing is ever due
     free = _Plan(get_recipe("omni-mini").override([f"out_dir={tmp_path / 'free'}"]), resume=True)
-    assert free.speed(2, hi, timed, 3.0) is None and free.speed(2, since, timed, 79.5) is None
+    assert free.speed(2, hi, timed, unread) is None and free.speed(2, since, timed, unread) is None
 
 
 def test_budget_plan_costs_a_stage_by_its_cost_length_where_named(tmp_path, monkeypatch):
