@@ -121,8 +121,8 @@ class Curriculum:
     sentence_weight: float | None = None  # the same for transcriptions of the voice bank's random sentences
     tool_weight: float | None = None  # the same for the world's tool conversations (packs with tool requests)
     # greetings and repeats typed, alone and beside a picture, in the vision and dialogue stages
-    # (mdp.curriculum.stages.TYPED_SPEECH_LINES, this weight each; None / 0: none, as the shipped
-    # model was trained)
+    # (mdp.curriculum.stages.TYPED_SPEECH_LINES, this weight each; None / 0: none, the default; the
+    # shipped model was trained with 0.015)
     typed_speech_weight: float | None = None
     # questions typed beside a video's frame pairs in the dialogue stage (TYPED_VIDEO_LINES; None / 0: none)
     typed_video_weight: float | None = None
@@ -137,7 +137,7 @@ class Curriculum:
     answer_codes: str = "codec"  # "codec": tokenize the pack's answer audio with the shipped codec; "pack": its tokens
     # a table of `bench/answer_phases.py` (e.g. omni/synth/answer_phases.json): each answer's audio is
     # delayed by its share of a codec frame before it is tokenized, the phase whose decoded speech the
-    # judge understands (None: none, as the shipped model was trained)
+    # judge understands (None: none, the default; the shipped model was trained with that table)
     answer_phases: str | None = None
     train_path: str = "loader"  # "loader" (DataLoader workers) | "device" (mdp.curriculum.device)
     bucket_window: int = 8  # train_path=device: rows of this many steps are length-bucketed together (1: off)

@@ -178,10 +178,11 @@ def _stage_recipe(r: Recipe, name: str, steps: int) -> Recipe:
 
 class _Plan:
     """Step counts of the stages. With `budget.fit` (and a time budget) they are
-    fitted to the time left, once per stage trained in this run, from the timed
+    fitted to the time left, first per stage trained in this run from the timed
     steps of that stage: the first stage's timing sizes every stage, and each later
     stage re-fits itself and the ones after it with its own measured speed (the
-    first steps of a run are slower than the rest: allocator, autotuning). Step
+    first steps of a run are slower than the rest: allocator, autotuning), and again
+    every REFIT_EVERY steps from the wall clock (`speed`). Step
     counts never exceed the recipe's (`bounds`); each stage's step is costed in
     proportion to its sequence length (`curriculum.stage_cost_len` where named). The
     fitted plan is kept in out_dir/plan.json for resumes. A resume takes that plan as its bounds: it

@@ -77,19 +77,21 @@ STILL_LAYOUTS = ("image",)
 # heard them without a picture answers "hello" seen through a camera with what it sees
 # ("one", "bottom"): half of the held-out greetings and repeats, before they were.
 CAMERA_LAYOUTS = ("stream",)
-# Typed greetings and repeats after the speech stage (`curriculum.typed_speech_weight`, off in
-# the shipped recipe): only the speech stage asks them typed, without a picture, and the shipped
-# model has forgotten them by the end (`omni chat --text "hello"`: typed greetings 14 %, repeats
-# 11 % on held-out wordings). With a weight W these lines join the later stages' mixes, W each:
-# typed alone and typed beside a still of some scene (`omni chat --image --text`), text and
-# spoken replies. Appended after the STAGES lines, so the shipped recipe's draws do not change.
+# Typed greetings and repeats after the speech stage (`curriculum.typed_speech_weight`, off by
+# default, 0.015 in the shipped model's run): only the speech stage asks them typed, without a
+# picture, and a model trained without these lines has forgotten them by the end (`omni chat
+# --text "hello"`: typed greetings 14 %, repeats 11 % on held-out wordings). With a weight W
+# these lines join the later stages' mixes, W each: typed alone and typed beside a still of some
+# scene (`omni chat --image --text`), text and spoken replies. Appended after the STAGES lines,
+# so the default recipe's draws do not change.
 TYPED_SPEECH_STAGES = ("vision", "dialogue")
 TYPED_SPEECH_LINES = (("text", "speech", True), ("text", "speech", False),
                       ("image", "speech", True), ("image", "speech", False))
-# Questions typed beside a video (`curriculum.typed_video_weight`, off in the shipped recipe):
-# `omni chat --video clip.mp4 --text ...` shows the clip's 2 FPS frame pairs in 1 s chunks and
-# then the question, a layout no stage trains (the shipped model answers typed motion questions
-# 15 % of the time). With a weight W the dialogue stage draws these lines, W each.
+# Questions typed beside a video (`curriculum.typed_video_weight`, off by default, 0.015 in the
+# shipped model's run): `omni chat --video clip.mp4 --text ...` shows the clip's 2 FPS frame
+# pairs in 1 s chunks and then the question, a layout no other line trains (a model trained
+# without these answers typed motion questions 15 % of the time). With a weight W the dialogue
+# stage draws these lines, W each.
 TYPED_VIDEO_STAGES = ("dialogue",)
 TYPED_VIDEO_LINES = (("video", "visual", True), ("video", "visual", False))
 # layouts that show a picture with a greeting or a repeat: the camera, or a typed question's still
