@@ -464,21 +464,27 @@ async def run_trial(url: str, trial: Trial, td: dict, args) -> dict:
 def mode_turn_detection(spec: str) -> dict:
     """server_vad | semantic_vad[:low|medium|high|auto], with any of "+every-sound" (every
     sound over a reply barges in: ignore_backchannels false, the behaviour before the
-    server's backchannel detector) and "+specMS" (speculate, and for semantic_vad judge the
-    turn, after MS of silence instead of the server's default)."""
+    server's backchannel detector), "+specMS" (speculate, and for semantic_vad judge the
+    turn, after MS of silence instead of the server's default) and "+table" (semantic_vad
+    with the protocol's fixed P(complete) thresholds instead of the head's calibrated
+    ones: what a head trained before the calibration does; see `mode_uses_table`)."""
     base, *opts = spec.split("+")
     kind, _, eager = base.partition(":")
-    known = lambda o: o == "every-sound" or (o.startswith("spec") and o[4:].isdigit())
+    known = lambda o: o in ("every-sound", "table") or (o.startswith("spec") and o[4:].isdigit())
     if kind not in ("server_vad", "semantic_vad") or not all(map(known, opts)):
         raise SystemExit(f"unknown mode {spec!r}: use server_vad or semantic_vad[:low|medium|high|auto], "
-                         "optionally with +every-sound and +specMS")
+                         "optionally with +every-sound, +specMS and +table")
     td: dict = {"type": kind, **({"eagerness": eager} if eager else {})}
     for opt in opts:
         if opt == "every-sound":
             td["ignore_backchannels"] = False
-        else:
+        elif opt.startswith("spec"):
             td["speculative_silence_ms"] = int(opt[4:])
     return td
+
+
+def mode_uses_table(spec: str) -> bool:
+    return "table" in spec.split("+")[1:]
 
 
 async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
@@ -487,6 +493,11 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
     from streaming.timing import path_stats
 
     td = mode_turn_detection(spec)
+    # "+table": the head judges as ever, the server compares with the protocol's thresholds
+    head = getattr(model, "turn_end", None)
+    own = getattr(head, "thresholds", None)
+    if head is not None and mode_uses_table(spec):
+        head.thresholds = None
     srv = await OmniServer(model, ServerConfig(port=0, max_sessions=args.concurrency + 2, max_steps=args.max_steps,
                                                transcriber=None)).start()
     sem = asyncio.Semaphore(args.concurrency)
@@ -514,7 +525,10 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
         path = path_stats(srv.metrics)  # every reply's: smooth, pause and interruption trials alike
     finally:
         await srv.close()
+        if head is not None:
+            head.thresholds = own
     return {"mode": spec, "requested_turn_detection": td,
+            "thresholds": "protocol table" if mode_uses_table(spec) or own is None else own,
             "server_turn_detection": echo["audio"]["input"]["turn_detection"],
             "adjusted": echo.get("omni", {}).get("adjusted", []), "wall_s": wall, "server_counters": counters,
             "first_audio_path_ms": path, "summary": summarize(results), "trials": results}
@@ -675,8 +689,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--modes", default="server_vad,semantic_vad",
                    help="comma-separated turn_detection modes: server_vad, semantic_vad[:low|medium|high|auto], "
                         "each optionally +every-sound (no backchannel detector: every sound over a reply "
-                        "barges in) and +specMS (speculate after MS of silence; semantic_vad judges the "
-                        "turn then) (default server_vad,semantic_vad)")
+                        "barges in), +specMS (speculate after MS of silence; semantic_vad judges the "
+                        "turn then) and +table (semantic_vad with the protocol's fixed P(complete) "
+                        "thresholds, not the head's calibrated ones) (default server_vad,semantic_vad)")
     g = p.add_argument_group("trials")
     g.add_argument("--pause-trials", type=int, default=32, help="pause trials, spread over the 4 pause buckets")
     g.add_argument("--smooth-trials", type=int, default=16, help="complete-question trials")

@@ -13,7 +13,11 @@ state read through the head's own hook, so training and serving see the same
 numbers. The backbone stays frozen; only the small head learns (seconds).
 
 The held-out split (held-out wordings and unseen voices) measures it; the scores
-go into `turn_end.json` beside the weights and, with --results, a JSON file:
+go into `turn_end.json` beside the weights and, with --results, a JSON file. A third
+set of the held-out split, drawn apart from the scored one, calibrates the head's
+eagerness thresholds (omni/turn_end.py `CUT_RATE`: the share of cut questions each
+eagerness may end at once); the held-out scores then say what those thresholds do
+on utterances they were not set on:
 
     omni train-turn-end                               # the shipped default model, ~5 min on 2 CPU cores
     omni train-turn-end --model DIR --train 400 --heldout 100 --results out.json
@@ -212,9 +216,14 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
 
 
-def score(head, x: torch.Tensor, y: torch.Tensor, examples: list[Example]) -> dict:
+def probabilities(head, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
-        p = torch.sigmoid(head(x)).numpy()
+        return torch.sigmoid(head(x)).numpy()
+
+
+def score(head, x: torch.Tensor, y: torch.Tensor, examples: list[Example],
+          thresholds: dict[str, float] | None = None) -> dict:
+    p = probabilities(head, x)
     lab = y.numpy().astype(int)
     out = {"n": int(len(lab)), "complete": int(lab.sum()), "auc": auc(p, lab),
            "accuracy_at_0.5": float(((p >= 0.5) == lab).mean())}
@@ -223,6 +232,9 @@ def score(head, x: torch.Tensor, y: torch.Tensor, examples: list[Example]) -> di
     for thr in (0.3, 0.5, 0.7):
         out[f"complete_ended_at_{thr}"] = float((p[lab == 1] >= thr).mean())
         out[f"incomplete_ended_at_{thr}"] = float((p[lab == 0] >= thr).mean())
+    for eager, thr in (thresholds or {}).items():  # the head's own, set on the calibration set
+        out[f"{eager}_complete_ended"] = float((p[lab == 1] >= thr).mean())
+        out[f"{eager}_incomplete_ended"] = float((p[lab == 0] >= thr).mean())
     for name, sel in (("camera_on", [e.camera for e in examples]), ("with_history", [bool(e.history) for e in examples])):
         m = np.asarray(sel)
         if m.any():
@@ -247,6 +259,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model directory to read and write the head into (default: the shipped default model)")
     p.add_argument("--train", type=int, default=4000, help="training utterances, half complete (default 4000)")
     p.add_argument("--heldout", type=int, default=400, help="held-out utterances for the scores (default 400)")
+    p.add_argument("--calibration", type=int, default=600,
+                   help="utterances of the held-out split, drawn apart from the scored ones, that set the "
+                        "eagerness thresholds (half cut; default 600)")
     p.add_argument("--width", type=int, default=0,
                    help="hidden width of an MLP head; 0 (default): a linear read-out of the hidden state")
     p.add_argument("--batch", type=int, default=8, help="utterances per batched forward (default 8)")
@@ -272,30 +287,34 @@ def main(args: argparse.Namespace) -> int:
     model_dir = args.model or default_model_dir()
     if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise argparse.ArgumentTypeError(f"--model {model_dir!r}: not a model directory (config.json missing)")
-    if args.train < 20 or args.heldout < 10:
-        raise argparse.ArgumentTypeError("--train needs >= 20 utterances and --heldout >= 10")
+    if args.train < 20 or args.heldout < 10 or args.calibration < 20:
+        raise argparse.ArgumentTypeError("--train needs >= 20 utterances, --heldout and --calibration >= 10 and 20")
     if not 0 <= args.rewordings <= 16:
         raise argparse.ArgumentTypeError(f"--rewordings {args.rewordings}: give 0 to 16")
     from tqdm import tqdm
 
     from omni.model import OmniModel
     from omni.synth.voices import check_tools
-    from omni.turn_end import save_turn_end
+    from omni.turn_end import calibrate_thresholds, save_turn_end
     check_tools()
     threads = args.threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     model = OmniModel.from_pretrained(model_dir, dtype=torch.float32)
     sets = {}
-    for split, n, seed in (("train", args.train, args.seed), ("heldout", args.heldout, args.seed + 1)):
+    for name, split, n, seed in (("train", "train", args.train, args.seed),
+                                 ("heldout", "heldout", args.heldout, args.seed + 1),
+                                 ("calibration", "heldout", args.calibration, args.seed + 2)):
         ex = plan_examples(split, n, seed, "bank" if split == "train" and args.train_voices == "bank" else "split",
                            args.tail_ms or TAIL_S, args.rewordings if split == "train" else 0)
         synthesize_examples(ex, threads)
-        with tqdm(total=len(ex), desc=f"hidden states ({split})", unit="utt") as bar:
+        with tqdm(total=len(ex), desc=f"hidden states ({name})", unit="utt") as bar:
             x = extract_features(model, ex, split, args.batch, bar)
-        sets[split] = (ex, x, torch.tensor([e.complete for e in ex], dtype=torch.long))
+        sets[name] = (ex, x, torch.tensor([e.complete for e in ex], dtype=torch.long))
     ex_tr, x_tr, y_tr = sets["train"]
     head, loss = train_head(x_tr, y_tr, width=args.width, seed=args.seed)
+    _, x_cal, y_cal = sets["calibration"]
+    thresholds = calibrate_thresholds(probabilities(head, x_cal)[y_cal.numpy() == 0])
     result = {
         "command": " ".join(["omni", *sys.argv[1:]]) if sys.argv[1:2] == ["train-turn-end"] else None,
         "hardware": f"{os.cpu_count()}-core CPU",
@@ -303,19 +322,26 @@ def main(args: argparse.Namespace) -> int:
         "position": "reply_start",
         "train": {"utterances": len(ex_tr), "loss": loss, **{k: v for k, v in score(head, x_tr, y_tr, ex_tr).items()
                                                                if k != "errors"}},
-        "heldout": score(head, *sets["heldout"][1:], sets["heldout"][0]),
+        "heldout": score(head, *sets["heldout"][1:], sets["heldout"][0], thresholds),
+        "thresholds": thresholds,
+        "calibration": {k: v for k, v in score(head, *sets["calibration"][1:], sets["calibration"][0], thresholds).items()
+                        if k != "errors"},
         "data": {"pre_roll_s": PRE_ROLL_S, "tail_s": list(args.tail_ms or TAIL_S), "camera_fps": FRAME_FPS,
                  "rewordings": args.rewordings,
                  "train_split": "train questions + " + ("the voice bank's timbres" if args.train_voices == "bank"
-                                                         else "train voices"), "heldout_split": "held-out wordings + unseen voices"},
+                                                         else "train voices"), "heldout_split": "held-out wordings + unseen voices",
+                 "calibration_split": "held-out wordings + unseen voices, drawn apart from the scored ones"},
         "seconds": round(time.perf_counter() - t0, 1), "threads": threads,
     }
     h = result["heldout"]
     print(f"end-of-turn head: held-out AUC {h['auc']:.3f}, accuracy {h['accuracy_at_0.5']:.3f} "
           f"({h['n']} utterances, {h['complete']} complete); complete ended at 0.5: "
           f"{h['complete_ended_at_0.5']:.2f}, incomplete ended at 0.5: {h['incomplete_ended_at_0.5']:.2f}")
+    for eager, thr in thresholds.items():
+        print(f"  {eager}: threshold {thr:.3f} ends {h[f'{eager}_complete_ended']:.2f} of complete and "
+              f"{h[f'{eager}_incomplete_ended']:.2f} of cut held-out questions at once")
     if not args.dry_run:
-        meta = {k: v for k, v in result.items() if k in ("position", "train", "data")}
+        meta = {k: v for k, v in result.items() if k in ("position", "train", "data", "thresholds")}
         meta["heldout"] = {k: v for k, v in h.items() if k != "errors"}
         save_turn_end(head, model_dir, meta)
         print(f"wrote {os.path.join(model_dir, 'turn_end.safetensors')}")

@@ -7,8 +7,9 @@ off in any longer pause inside a sentence. Here the two combine:
      speculates as under server_vad, and the engine's `begin_response` has the
      model judge the turn (omni/turn_end.py): P(complete) arrives as an engine
      event `turn_end` a few ms later;
-  2. the turn ends as soon as P(complete) >= the eagerness's threshold, which
-     holds for the first half of the longest wait and then falls linearly to 0;
+  2. the turn ends as soon as P(complete) >= the eagerness's threshold (the
+     head's own, calibrated on cut questions: omni/turn_end.py), which holds for
+     the first half of the longest wait and then falls linearly to 0;
   3. at the longest wait (`silence_duration_ms`) the endpointer ends the turn
      whatever the model said, as server_vad does.
 
@@ -31,8 +32,14 @@ class SemanticTurn:
     max_silence_ms: float  # the longest wait; the threshold reaches 0 here
 
     @classmethod
-    def for_eagerness(cls, eagerness: str | None, max_silence_ms: float | None = None) -> "SemanticTurn":
-        thr, wait = SEMANTIC_EAGERNESS.get(eagerness or "auto", SEMANTIC_EAGERNESS["auto"])
+    def for_eagerness(cls, eagerness: str | None, max_silence_ms: float | None = None,
+                      thresholds: dict[str, float] | None = None) -> "SemanticTurn":
+        """`thresholds`: the model's head's own (omni/turn_end.py: calibrated so that an
+        eagerness ends a known share of cut questions at once); else the protocol's table."""
+        eager = eagerness or "auto"
+        thr, wait = SEMANTIC_EAGERNESS.get(eager, SEMANTIC_EAGERNESS["auto"])
+        if thresholds and eager in thresholds:
+            thr = thresholds[eager]
         return cls(thr, float(max_silence_ms if max_silence_ms is not None else wait))
 
     def threshold_at(self, silence_ms: float) -> float:

@@ -437,7 +437,9 @@ class Session:
             self.judged = None
             return
         silence = self.endpointer.silence_ms()
-        if not silence or not SemanticTurn.for_eagerness(td.eagerness, td.silence_duration_ms).ends(p, silence):
+        head = getattr(self.engine.model, "turn_end", None)
+        turn = SemanticTurn.for_eagerness(td.eagerness, td.silence_duration_ms, getattr(head, "thresholds", None))
+        if not silence or not turn.ends(p, silence):
             return
         self.judged = None
         ev = TurnEvent("end_of_turn", self.endpointer.n * WINDOW, self.endpointer.pause_start * WINDOW)

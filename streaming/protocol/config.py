@@ -62,6 +62,8 @@ class AudioFormat:
 # semantic_vad, eagerness -> (P(complete) that ends the turn at once, the longest
 # silence before the turn ends whatever the model judged, in ms). The threshold
 # holds for the first half of that silence, then falls to 0 (streaming/semantic_turn.py).
+# A head with thresholds of its own (calibrated when trained, omni/turn_end.py) replaces
+# the first number; the waits are always these.
 SEMANTIC_EAGERNESS: dict[str, tuple[float, int]] = {
     "high": (0.3, 1500), "medium": (0.5, 2500), "auto": (0.5, 2500), "low": (0.7, 4000)}
 SEMANTIC_SPECULATIVE_MS = 128  # semantic_vad speculates (and so judges the turn) this early

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from omni.turn_end import META, WEIGHTS, TurnEndHead, load_turn_end, save_turn_end, turn_end_meta
+from omni.turn_end import (CUT_RATE, META, WEIGHTS, TurnEndHead, calibrate_thresholds, load_turn_end,
+                           save_turn_end, turn_end_meta)
 from omni.turn_end_train import auc, plan_examples, train_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,35 @@ def test_head_files_round_trip_and_a_head_of_another_model_is_refused(tmp_path, 
         load_turn_end(tmp_path, hidden_size=64)
     (tmp_path / META).write_text("{not json")
     with pytest.raises(ValueError, match="unreadable"):
+        load_turn_end(tmp_path)
+
+
+def test_thresholds_end_at_most_their_share_of_cut_questions():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=400)
+    thr = calibrate_thresholds(p)
+    assert set(thr) == set(CUT_RATE)
+    for eager, rate in CUT_RATE.items():
+        ended = (p >= thr[eager]).mean()
+        # at most the share, and one score more would pass it: the lowest such threshold
+        assert ended <= rate and ended + 1 / len(p) > rate - 1e-9, (eager, ended)
+    assert thr["low"] > thr["medium"] == thr["auto"] > thr["high"]
+    # ties end together: a threshold never sits on a tie it would have to split
+    tied = np.array([0.9] * 10 + [0.1] * 90)
+    assert calibrate_thresholds(tied, {"x": 0.05})["x"] > 0.9
+    assert calibrate_thresholds(tied, {"x": 0.10})["x"] == pytest.approx(0.1, abs=1e-6)
+    with pytest.raises(ValueError, match="no incomplete turns"):
+        calibrate_thresholds([])
+
+
+def test_a_head_brings_its_thresholds_and_bad_ones_are_refused(tmp_path):
+    head = TurnEndHead(8)
+    save_turn_end(head, tmp_path, {"thresholds": {"auto": 0.71, "high": 0.4}})
+    assert load_turn_end(tmp_path).thresholds == {"auto": 0.71, "high": 0.4}
+    save_turn_end(head, tmp_path, {})
+    assert load_turn_end(tmp_path).thresholds is None  # a head trained before: the protocol's table
+    save_turn_end(head, tmp_path, {"thresholds": {"auto": 1.5}})
+    with pytest.raises(ValueError, match="thresholds must map eagerness"):
         load_turn_end(tmp_path)
 
 
@@ -158,6 +188,10 @@ def test_the_shipped_default_model_has_a_head_that_fits_it():
     assert head is not None, f"{DEFAULT_MODEL_DIR}/{WEIGHTS} is missing"
     meta = turn_end_meta(DEFAULT_MODEL_DIR)
     assert meta["heldout"]["auc"] > 0.5 and meta["train"]["utterances"] >= 1000
+    # calibrated on cut questions: each eagerness ends about its share of the held-out ones
+    assert set(head.thresholds) == set(CUT_RATE)
+    for eager, rate in CUT_RATE.items():
+        assert meta["heldout"][f"{eager}_incomplete_ended"] <= rate + 0.06, eager
 
 
 def test_train_turn_end_command_runs_end_to_end(tmp_path):
@@ -168,11 +202,13 @@ def test_train_turn_end_command_runs_end_to_end(tmp_path):
     before = os.path.getmtime(Path(DEFAULT_MODEL_DIR) / WEIGHTS)
     out = tmp_path / "scores.json"
     r = subprocess.run([sys.executable, "-m", "omni.cli", "train-turn-end", "--train", "24", "--heldout", "12",
+                        "--calibration", "20",
                         "--threads", "2", "--dry-run", "--results", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     scores = json.loads(out.read_text())
     assert scores["train"]["utterances"] == 24 and scores["heldout"]["n"] == 12
+    assert scores["calibration"]["n"] == 20 and set(scores["thresholds"]) == set(CUT_RATE)
     assert 0 <= scores["heldout"]["auc"] <= 1
     assert os.path.getmtime(Path(DEFAULT_MODEL_DIR) / WEIGHTS) == before
 

@@ -45,6 +45,11 @@ def test_threshold_holds_for_half_the_longest_wait_then_falls_to_zero():
         t = SemanticTurn.for_eagerness(eager)
         assert (t.threshold, t.max_silence_ms) == (thr, wait)
     assert SemanticTurn.for_eagerness(None) == SemanticTurn.for_eagerness("auto")
+    # a head's own thresholds (omni/turn_end.py) replace the table's, the waits stay
+    own = {"auto": 0.72, "high": 0.41}
+    assert SemanticTurn.for_eagerness(None, thresholds=own) == SemanticTurn(0.72, SEMANTIC_EAGERNESS["auto"][1])
+    assert SemanticTurn.for_eagerness("high", 900, own) == SemanticTurn(0.41, 900)
+    assert SemanticTurn.for_eagerness("low", thresholds=own).threshold == SEMANTIC_EAGERNESS["low"][0]
 
 
 def test_semantic_vad_is_served_as_asked_only_by_a_model_that_judges_turns():
@@ -113,6 +118,19 @@ def test_a_turn_the_model_judges_incomplete_waits_for_the_longest_silence(voice)
     assert "omni_semantic_turn_ends_total" not in prom
     # P = 0.02 ends the turn only when the falling threshold reaches it: near the 1.5 s longest wait
     assert r.server_metrics["confirm_after_speech_end_s"] > SEMANTIC_EAGERNESS["high"][1] / 1000 * 0.9
+
+
+def test_the_session_applies_the_heads_own_threshold(voice):
+    """A head calibrated to 0.95 (omni/turn_end.py) does not end a turn it judged 0.9 at once,
+    as the protocol's 0.5 would: it waits until the falling threshold meets 0.9 (~1.3 s)."""
+    from types import SimpleNamespace
+
+    q = voice("What color is the square?")
+    model = JudgingModel(0.9)
+    model.turn_end = SimpleNamespace(thresholds={"medium": 0.95})
+    c, echo, (r,), prom = run(_turn(model, np.concatenate([silence(0.3), q, silence(3.5)])))
+    assert r.status == "completed" and model.judged >= 1
+    assert r.server_metrics["confirm_after_speech_end_s"] > 1.2
 
 
 def test_a_pause_inside_a_sentence_is_waited_out_when_the_model_says_incomplete(voice):

@@ -271,6 +271,9 @@ def test_mode_specs_parse_to_turn_detection():
     assert mode_turn_detection("semantic_vad:low+every-sound") == {
         "type": "semantic_vad", "eagerness": "low", "ignore_backchannels": False}
     assert mode_turn_detection("semantic_vad+spec64") == {"type": "semantic_vad", "speculative_silence_ms": 64}
+    # +table changes what the server compares with, not the session's settings
+    assert mode_turn_detection("semantic_vad+table") == {"type": "semantic_vad"}
+    assert tt.mode_uses_table("semantic_vad:high+table") and not tt.mode_uses_table("semantic_vad:high")
     for bad in ("vad", "server_vad+loud", "semantic_vad+specx"):
         with pytest.raises(SystemExit):
             mode_turn_detection(bad)
