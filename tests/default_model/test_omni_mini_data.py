@@ -233,6 +233,28 @@ def test_budget_plan_refits_from_the_wall_clock_later_in_a_stage(tmp_path, monke
     assert free.speed(2, hi, timed, unread) is None and free.speed(2, since, timed, unread) is None
 
 
+def test_a_time_budget_without_fit_keeps_every_step_of_the_recipe(tmp_path, monkeypatch):
+    """`budget.fit=false` with a time budget: the calls stop at their budget and resume, but the
+    plan is never sized to the time (no timing, no plan.json): every step of `stage_steps` is
+    trained, over as many calls as it takes."""
+    import torch.distributed as dist
+
+    from mdp.curriculum.run import _Plan
+    from mdp.recipes import get_recipe
+
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    r = get_recipe("omni-mini").override([f"out_dir={tmp_path}", "stage_steps=speech:541,vision:784,dialogue:1885",
+                                          "time_budget_s=420", "budget.fit=false"])
+    assert r.budget.fit is False and r.budget.time_s == 420
+    for resume in (False, True):
+        plan = _Plan(r, resume=resume)
+        assert not plan.active and not any(plan.needs_fit(i) for i in range(3))
+        assert plan.stages == [["speech", 541], ["vision", 784], ["dialogue", 1885]]
+        lo, hi = _Plan.TIMED
+        assert plan.speed(2, hi, [0.3] * (hi - lo), lambda: 1e9) is None
+    assert not (tmp_path / "plan.json").exists()
+
+
 def test_budget_plan_costs_a_stage_by_its_cost_length_where_named(tmp_path, monkeypatch):
     """A dialogue stage whose seq_len admits rare long rows (tool conversations) is costed as
     `curriculum.stage_cost_len` says, so the stages before it keep their steps."""
