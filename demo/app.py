@@ -50,6 +50,7 @@ from demo.new_scene import SceneMaker
 from demo.scenes import (SceneSet, ask_note, frame_jpeg, pad_question, question_choices, question_for,
                          read_question)
 from demo.tools import CALL_DONE, PageTools, card_tools, has_light, session_model
+from demo.turns import page_turn_detection, play_as_microphone
 from streaming.client import RealtimeClient
 from streaming.protocol import StreamingResampler
 
@@ -342,7 +343,9 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
             tools = card_tools(client.session)
             declared = {"tools": tools, "tool_choice": "auto"} if tools else {}
             # {}: the server's own recognizer (whatever it is); the transcript shows the user's words
-            await client.configure(input_rate=16000, output_rate=24000, transcription={}, **declared)
+            # the model's own end of turn where it has one (demo.turns)
+            await client.configure(input_rate=16000, output_rate=24000, transcription={}, **declared,
+                                   **page_turn_detection(client.session))
             light_answers = state.tools.light_answers if state is not None else True
             state = TabSession(client)
             state.tools.light_answers = light_answers
@@ -437,7 +440,7 @@ def make_app(url: str, api_key: str | None = None, session: dict[str, Any] | Non
         pcm = pad_question(read_question(q))
         state.mic_seconds += len(pcm) / 16000
         state.video_t0 = time.perf_counter()  # a video scene plays from its start under the question
-        state.playing = asyncio.create_task(state.client.stream_audio(pcm, 16000, realtime=True))
+        state.playing = asyncio.create_task(play_as_microphone(state.client, pcm))
         return state
 
     async def on_interrupt(state: TabSession | None):

@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 
 
+from demo.app import fetch_session
 from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, pad_question, read_question
 from demo.tools import CALL_DONE, PageTools, card_tools
+from demo.turns import page_turn_detection, play_as_microphone
 from streaming.client import RealtimeClient
 
 CAMERA_LEAD_S = 2.0  # the page's camera runs before a question is played
@@ -53,7 +55,8 @@ async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float 
     async with RealtimeClient(url) as c:
         tools = card_tools(c.session)  # the page declares the tools the model's card names
         await c.configure(input_rate=16000, output_rate=24000, transcription=None,
-                          **({"tools": tools, "tool_choice": "auto"} if tools else {}))
+                          **({"tools": tools, "tool_choice": "auto"} if tools else {}),
+                          **page_turn_detection(c.session))  # and ends turns as the page does
         if tools:
             PageTools().start(c)
         t0 = [time.perf_counter()]  # a video starts with the camera, and again with the question
@@ -68,7 +71,7 @@ async def ask_like_the_page(url: str, scene: Scene, audio: Path, timeout: float 
             await asyncio.sleep(CAMERA_LEAD_S)
             t0[0] = time.perf_counter()
             n = len(c.events)
-            await c.stream_audio(pad_question(clip), 16000, realtime=True)
+            await play_as_microphone(c, pad_question(clip))
             reply = await c.wait_response(timeout, start=n)
             calls = [(e["name"], e["arguments"]) for e in c.events[n:] if e["type"] == CALL_DONE]
             if calls:  # the page answers them and asks for the next reply
@@ -88,9 +91,10 @@ def judge_request(q: dict, said: str, calls: list) -> bool:
 
 
 def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: bool = True,
-          videos: int = 0) -> dict:
+          videos: int = 0, turns: dict | str = "server default") -> dict:
     """Ask, judge and prune `doc` (scenes.json) in place; returns a summary. Up to `videos`
-    of the `keep` scenes are videos (when that many have a question answered right)."""
+    of the `keep` scenes are videos (when that many have a question answered right); `turns`,
+    the turn detection the page asks of this server (recorded with the results)."""
     asked = right = 0
     kept, kept_videos = [], []
     loaded = {s.id: s for s in SceneSet.load(root).scenes}
@@ -135,7 +139,7 @@ def check(doc: dict, root: Path, url: str, keep: int, per_scene: int, progress: 
         q["takes_asked"] = n
         q["takes"] = [q["audio"]]  # the others are dropped with their files
     doc["stream_check"] = {"camera_lead_s": CAMERA_LEAD_S, "question_pad_s": list(QUESTION_PAD_S),
-                           "asked": asked, "right": right}
+                           "turn_detection": turns, "asked": asked, "right": right}
     return {"scenes": len(kept), "asked": asked, "right": right,
             "requests": len(requests), "requests_right": sum(bool(q.get("stream_ok")) for q in requests),
             "request_takes_asked": sum(q.get("takes_asked", 0) for q in requests),
@@ -192,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     proc, url = start_server(server_args)
     try:
-        summary = check(doc, root, url, args.keep, args.per_scene, videos=min(args.videos, args.keep))
+        # the turn detection the page (and so every question here) asks of this server (demo.turns)
+        turns = page_turn_detection(asyncio.run(fetch_session(url))).get("turn_detection", "server default")
+        summary = check(doc, root, url, args.keep, args.per_scene, videos=min(args.videos, args.keep), turns=turns)
     finally:
         proc.terminate()
         proc.wait(30)

@@ -135,6 +135,7 @@ class SessionConfig:
                 "debug_events": self.debug_events,
                 "dense_fps": self.dense_fps,
                 "sparse_fps": self.sparse_fps,
+                "semantic_turn": self.semantic_turn,  # semantic_vad is served as asked (the model has a head)
                 **({"model": {"name": self.model, "trained": self.model_trained, **(self.model_card or {})}}
                    if self.model_trained is not None or self.model_card else {}),
             },

@@ -277,6 +277,7 @@ def test_check_scenes_keeps_what_works_the_pages_way(tmp_path, monkeypatch):
     monkeypatch.setattr(check_scenes, "ask_like_the_page", scripted)
     summary = check_scenes.check(doc, root, "ws://unused", keep=10, per_scene=2, progress=False)
     assert summary["scenes"] == 1 and summary["suggestions_right"] == 1
+    assert doc["stream_check"]["turn_detection"] == "server default"  # what check() was told the page asks
     assert summary["requests"] == 2 and summary["requests_right"] == 1 and summary["request_takes_asked"] == 3
     assert [r["stream_ok"] for r in doc["requests"]] == [True, False]
     # the page suggests the take done right, and only it is kept; a request none of whose

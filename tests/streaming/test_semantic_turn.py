@@ -53,6 +53,9 @@ def test_threshold_holds_for_half_the_longest_wait_then_falls_to_zero():
 
 
 def test_semantic_vad_is_served_as_asked_only_by_a_model_that_judges_turns():
+    # the session says which (clients such as the demo page ask for semantic_vad where it is served)
+    assert SessionConfig(semantic_turn=True).to_json()["omni"]["semantic_turn"] is True
+    assert SessionConfig().to_json()["omni"]["semantic_turn"] is False
     asked = {"turn_detection": {"type": "semantic_vad", "eagerness": "high"}}
     with_head = apply_session_update(SessionConfig(semantic_turn=True), asked)
     td = with_head.to_json()["audio"]["input"]["turn_detection"]
