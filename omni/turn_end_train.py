@@ -19,7 +19,7 @@ eagerness thresholds (omni/turn_end.py `CUT_RATE`: the share of cut questions ea
 eagerness may end at once); the held-out scores then say what those thresholds do
 on utterances they were not set on:
 
-    omni train-turn-end                               # the shipped default model, ~5 min on 2 CPU cores
+    omni train-turn-end                               # the shipped default model, ~9 min on 2 CPU cores
     omni train-turn-end --model DIR --train 400 --heldout 100 --results out.json
 """
 
