@@ -493,11 +493,6 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
     from streaming.timing import path_stats
 
     td = mode_turn_detection(spec)
-    # "+table": the head judges as ever, the server compares with the protocol's thresholds
-    head = getattr(model, "turn_end", None)
-    own = getattr(head, "thresholds", None)
-    if head is not None and mode_uses_table(spec):
-        head.thresholds = None
     srv = await OmniServer(model, ServerConfig(port=0, max_sessions=args.concurrency + 2, max_steps=args.max_steps,
                                                transcriber=None)).start()
     sem = asyncio.Semaphore(args.concurrency)
@@ -512,6 +507,12 @@ async def run_mode(model, spec: str, trials: list[Trial], args, bar) -> dict:
                 bar.update(1)
             return r
 
+    # "+table": the head judges as ever, the server compares with the protocol's thresholds
+    # (read at each judgment, so set for this mode's trials and restored however they end)
+    head = getattr(model, "turn_end", None)
+    own = getattr(head, "thresholds", None)
+    if head is not None and mode_uses_table(spec):
+        head.thresholds = None
     try:
         async with RealtimeClient(srv.url) as c:  # what the server does with the mode
             echo = await c.configure(turn_detection=td, input_rate=SR, output_rate=OUT_RATE)

@@ -25,10 +25,16 @@ from omni.synth.tool_world import LIGHT, ToolCase
 CALL_DONE = "response.function_call_arguments.done"
 
 
+def session_omni(session: dict[str, Any] | None) -> dict[str, Any]:
+    """`session.omni` of a server's session, the protocol's extension ({} where absent)."""
+    omni = session.get("omni") if isinstance(session, dict) else None
+    return omni if isinstance(omni, dict) else {}
+
+
 def session_model(session: dict[str, Any] | None) -> dict[str, Any]:
     """`session.omni.model` of a server's session: the model's name and card ({} where absent)."""
-    omni = session.get("omni") if isinstance(session, dict) and isinstance(session.get("omni"), dict) else {}
-    return omni.get("model") if isinstance(omni.get("model"), dict) else {}
+    model = session_omni(session).get("model")
+    return model if isinstance(model, dict) else {}
 
 
 def card_tools(session: dict[str, Any] | None) -> list[dict]:

@@ -4,7 +4,8 @@ A server whose model has an end-of-turn head (`session.omni.semantic_turn`, the 
 default model's has) serves `semantic_vad`: the model judges whether the question is
 complete after 128 ms of silence and waits out a pause inside it. The page asks for it
 with `eagerness: "high"`, measured against the server's default on the same trials
-(README "Calibrated thresholds", `bench/results/turn_taking_eagerness_calibrated_cpu.json`,
+(README "Which turn detection the page asks for",
+`bench/results/turn_taking_eagerness_calibrated_cpu.json`,
 the shipped model on the 2-core CPU): first audio 345 against 679 ms after a complete
 question (p50; mean 549 against 666), pauses of 600-1200 ms inside a question taken over
 6 of 24 times against 20 of 24. `auto` waits out more pauses (1 of 24) but makes four
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from demo.tools import session_omni
+
 PAGE_TURN_DETECTION = {"type": "semantic_vad", "eagerness": "high"}
 OPEN_MIC_S = 6.0  # the most silence sent after a played question (past every eagerness's longest wait)
 CHUNK_S = 0.04
@@ -31,8 +34,7 @@ CHUNK_S = 0.04
 
 def judges_turns(session: dict[str, Any] | None) -> bool:
     """Whether a server's model judges the end of a turn (`session.omni.semantic_turn`)."""
-    omni = session.get("omni") if isinstance(session, dict) else None
-    return isinstance(omni, dict) and omni.get("semantic_turn") is True
+    return session_omni(session).get("semantic_turn") is True
 
 
 def page_turn_detection(session: dict[str, Any] | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,8 +51,6 @@ CUT_RATE: dict[str, float] = {"high": 0.2, "medium": 0.1, "auto": 0.1, "low": 0.
 def calibrate_thresholds(p_incomplete, rates: dict[str, float] | None = None) -> dict[str, float]:
     """eagerness -> the lowest P(complete) that ends at most that share of the given
     incomplete turns' scores (ties end, as `SemanticTurn.ends` does: p >= threshold)."""
-    import numpy as np
-
     p = np.sort(np.asarray(p_incomplete, dtype=np.float64))[::-1]  # highest first
     if not len(p):
         raise ValueError("calibrate_thresholds: no incomplete turns to calibrate on")

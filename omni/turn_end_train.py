@@ -288,7 +288,7 @@ def main(args: argparse.Namespace) -> int:
     if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise argparse.ArgumentTypeError(f"--model {model_dir!r}: not a model directory (config.json missing)")
     if args.train < 20 or args.heldout < 10 or args.calibration < 20:
-        raise argparse.ArgumentTypeError("--train needs >= 20 utterances, --heldout and --calibration >= 10 and 20")
+        raise argparse.ArgumentTypeError("--train needs >= 20 utterances, --calibration >= 20 and --heldout >= 10")
     if not 0 <= args.rewordings <= 16:
         raise argparse.ArgumentTypeError(f"--rewordings {args.rewordings}: give 0 to 16")
     from tqdm import tqdm
