@@ -8,6 +8,13 @@ leave wide margins: this gives each run's accuracy (overall and per family) and,
 against the first, the questions only one of the two answered right and the exact two-sided
 McNemar p-value (`bench/recipe_ab.py`'s). `--field speech_ok` compares the spoken replies heard
 right instead of the text (reports that judged speech). Prints a table, writes JSON.
+
+`--pack PACK` (the held-out pack the reports judged) adds the questions' wordings: each question's
+text with the world's words (colours, shapes, numbers, places, directions) as placeholders, so
+"the red one has which shape" and "the blue one has which shape" are one wording. For each wording
+asked at least `--min-asked` times it gives every run's accuracy, and which wordings a run answers
+far better or worse than the first (by `--swing` or more): whether runs differ by the question
+types they answer or by whole wordings that flip between them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,60 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from recipe_ab import paired  # noqa: E402
+
+PLACEHOLDER = "_"
+
+
+def wording_of(text: str, vocabulary: dict[str, str]) -> str:
+    """A question's text with the world's words as placeholders: its wording."""
+    return " ".join(vocabulary.get(w, w) for w in text.lower().split())
+
+
+def world_vocabulary() -> dict[str, str]:
+    from omni.synth.world import COLOR_NAMES, DIRECTIONS, NUMBER_WORDS, POSITIONS, SHAPES
+    vocab = {}
+    # "one" stays a word: in this world's questions it is the pronoun ("the red one"), never a count
+    for name, words in (("colour", COLOR_NAMES), ("shape", SHAPES), ("number", NUMBER_WORDS),
+                        ("place", POSITIONS), ("direction", DIRECTIONS)):
+        for w in words:
+            if w != "one":
+                vocab.setdefault(w, f"<{name}>")
+    return vocab
+
+
+def by_wording(runs: list[list[dict]], paths: list[str], field: str, pack_path: str,
+               min_asked: int, swing: float) -> dict:
+    """Accuracy per wording for every run, and the wordings that swing against the first run."""
+    from omni.synth.pack import Pack
+    pack = Pack(pack_path)
+    index = {pack.sample_id(i): i for i in range(len(pack))}
+    missing = [s["id"] for s in runs[0] if s["id"] not in index]
+    if missing:
+        raise SystemExit(f"{pack_path} lacks {len(missing)} of the judged questions (e.g. {missing[0]}): not their pack")
+    vocab = world_vocabulary()
+    wording = {s["id"]: wording_of(pack.question_text(index[s["id"]]), vocab) for s in runs[0]}
+    family = {s["id"]: s["family"] for s in runs[0]}
+    groups: dict[str, list[str]] = {}
+    for qid, w in wording.items():
+        groups.setdefault(w, []).append(qid)
+    rows = []
+    for w, qids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(qids) < min_asked:
+            continue
+        acc = []
+        for r in runs:
+            ok = {s["id"]: bool(s[field]) for s in r}
+            acc.append(round(sum(ok[q] for q in qids) / len(qids), 4))
+        rows.append({"wording": w, "family": family[qids[0]], "asked": len(qids), "accuracy": acc})
+    swings = []
+    for k, p in enumerate(paths[1:], start=1):
+        up = [r["wording"] for r in rows if r["accuracy"][k] - r["accuracy"][0] >= swing]
+        down = [r["wording"] for r in rows if r["accuracy"][0] - r["accuracy"][k] >= swing]
+        asked = {r["wording"]: r["asked"] for r in rows}
+        swings.append({"report": p, "better": up, "worse": down,
+                       "questions_in_swinging_wordings": sum(asked[w] for w in up + down)})
+    return {"pack": pack_path, "min_asked": min_asked, "swing": swing, "wordings": len(groups),
+            "shown": len(rows), "questions_shown": sum(r["asked"] for r in rows), "rows": rows, "swings": swings}
 
 
 def load(path: str, field: str) -> list[dict]:
@@ -59,9 +120,17 @@ def main(argv=None) -> int:
     ap.add_argument("reports", nargs="+", help="bench/default_model.py JSON reports; the first is the reference")
     ap.add_argument("--field", default="text_ok", choices=("text_ok", "speech_ok"), help="what is compared")
     ap.add_argument("--out", default=None, help="JSON path (default: print only)")
+    ap.add_argument("--pack", default=None, help="the held-out pack the reports judged: adds accuracy per wording")
+    ap.add_argument("--min-asked", type=int, default=3, help="wordings asked fewer times are left out (--pack)")
+    ap.add_argument("--swing", type=float, default=0.4,
+                    help="a wording swings when a run's accuracy on it differs from the first's by this much (--pack)")
     a = ap.parse_args(argv)
     if len(a.reports) < 2:
         ap.error("give at least two reports")
+    if a.pack is not None and not os.path.isfile(a.pack):
+        ap.error(f"--pack {a.pack}: no such file")
+    if a.min_asked < 1 or not 0 < a.swing <= 1:
+        ap.error("--min-asked must be >= 1 and --swing in (0, 1]")
     res = compare(a.reports, a.field)
     fams = list(res["runs"][0]["families"])
     print(f"{res['questions']} questions, {a.field}")
@@ -70,6 +139,17 @@ def main(argv=None) -> int:
         tail = f"  {r['only_first']} / {r['only_this']}, p = {r['mcnemar_p']}" if "mcnemar_p" in r else ""
         print(f"{os.path.basename(r['report'])[:56]:<56} {100 * r['accuracy']:5.1f}% "
               + " ".join(f"{100 * r['families'][f]:8.1f}%" for f in fams) + tail)
+    if a.pack:
+        runs = [load(p, a.field) for p in a.reports]
+        res["by_wording"] = bw = by_wording(runs, a.reports, a.field, a.pack, a.min_asked, a.swing)
+        print(f"\nby wording: {bw['wordings']} wordings, {bw['shown']} asked >= {a.min_asked} times "
+              f"({bw['questions_shown']} questions); accuracy per run, in the reports' order")
+        for r in bw["rows"]:
+            print(f"  {r['family']:<10} {r['asked']:>3}  " + " ".join(f"{100 * x:5.1f}%" for x in r["accuracy"])
+                  + f"  {r['wording']}")
+        for sw in bw["swings"]:
+            print(f"{os.path.basename(sw['report'])}: {len(sw['better'])} wordings better and {len(sw['worse'])} worse "
+                  f"by >= {100 * a.swing:.0f} points than the first ({sw['questions_in_swinging_wordings']} questions)")
     if a.out:
         res["command"] = "python bench/compare_judged.py " + " ".join(sys.argv[1:] if argv is None else argv)
         with open(a.out, "w") as fh:

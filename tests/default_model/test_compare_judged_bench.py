@@ -40,3 +40,48 @@ def test_reports_must_hold_the_same_questions_and_the_field(tmp_path, load_bench
         cj.compare([a, a], "speech_ok")
     s = _report(tmp_path / "s.json", [True, False], speech=[False, True])
     assert cj.compare([s, s], "speech_ok")["runs"][1]["only_this"] == 0
+
+
+def test_wordings_group_questions_by_text_with_the_worlds_words_as_placeholders(load_bench):
+    cj = load_bench("compare_judged")
+    vocab = cj.world_vocabulary()
+    assert cj.wording_of("The red one has which shape", vocab) == "the <colour> one has which shape"
+    assert cj.wording_of("tell me where the blue star is", vocab) == "tell me where the <colour> <shape> is"
+    assert cj.wording_of("tell me how many triangles there are", vocab) == "tell me how many triangles there are"
+
+
+def test_by_wording_gives_each_runs_accuracy_per_wording_and_the_swings(tmp_path, load_bench, mini_pack):
+    from omni.synth.pack import Pack
+
+    cj = load_bench("compare_judged")
+    pack = Pack(str(mini_pack))
+    vocab = cj.world_vocabulary()
+    ids = [pack.sample_id(i) for i in range(len(pack))]
+    wording = {pack.sample_id(i): cj.wording_of(pack.question_text(i), vocab) for i in range(len(pack))}
+    # the most asked wording: the first run answers all of it, the second none; the rest alike
+    top = max(set(wording.values()), key=lambda w: sum(v == w for v in wording.values()))
+    asked = sum(v == top for v in wording.values())
+    assert asked >= 2, "the tiny pack repeats no wording: the test needs one asked twice"
+
+    def report(name, ok_top):
+        samples = [{"id": q, "family": pack.family(i), "text_ok": ok_top if wording[q] == top else (i % 2 == 0)}
+                   for i, q in enumerate(ids)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"samples": samples}))
+        return str(path)
+
+    a, b = report("a.json", True), report("b.json", False)
+    out = tmp_path / "w.json"
+    assert cj.main([a, b, "--pack", str(mini_pack), "--min-asked", "2", "--out", str(out)]) == 0
+    bw = json.loads(out.read_text())["by_wording"]
+    row = next(r for r in bw["rows"] if r["wording"] == top)
+    assert row["asked"] == asked and row["accuracy"] == [1.0, 0.0]
+    assert all(r["accuracy"][0] == r["accuracy"][1] for r in bw["rows"] if r["wording"] != top)
+    assert bw["swings"][0]["worse"] == [top] and bw["swings"][0]["better"] == []
+    assert bw["swings"][0]["questions_in_swinging_wordings"] == asked
+    assert all(r["asked"] >= 2 for r in bw["rows"])
+    # reports of other questions than the pack's are refused, naming the pack
+    other = tmp_path / "o.json"
+    other.write_text(json.dumps({"samples": [{"id": "elsewhere-1", "family": "attribute", "text_ok": True}]}))
+    with pytest.raises(SystemExit, match="not their pack"):
+        cj.main([str(other), str(other), "--pack", str(mini_pack)])
