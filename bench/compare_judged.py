@@ -14,7 +14,12 @@ text with the world's words (colours, shapes, numbers, places, directions) as pl
 "the red one has which shape" and "the blue one has which shape" are one wording. For each wording
 asked at least `--min-asked` times it gives every run's accuracy, and which wordings a run answers
 far better or worse than the first (by `--swing` or more): whether runs differ by the question
-types they answer or by whole wordings that flip between them.
+types they answer or by whole wordings that flip between them. A run's answers to the questions of
+one wording are not independent (a run reads a wording one way for all its questions), so McNemar's
+test, which counts questions, is too sure; with `--pack` each run against the first also gets a
+test over wordings: the paired difference in questions right summed over wordings, its p-value by
+flipping the sign of each wording's difference at random (`--resamples` times), and a 95 % interval
+of the accuracy difference from resampling whole wordings.
 """
 
 from __future__ import annotations
@@ -48,8 +53,35 @@ def world_vocabulary() -> dict[str, str]:
     return vocab
 
 
+def clustered(a: list[dict], b: list[dict], cluster: dict[str, str], field: str, resamples: int,
+              seed: int = 0) -> dict:
+    """Run b against run a, the questions grouped in clusters (wordings): a sign-flip permutation
+    p-value of the summed per-cluster difference in questions right, and a 95 % bootstrap interval
+    of the accuracy difference, resampling whole clusters."""
+    import numpy as np
+    ra = {s["id"]: bool(s[field]) for s in a}
+    rb = {s["id"]: bool(s[field]) for s in b}
+    names = sorted(set(cluster.values()))
+    pos = {c: k for k, c in enumerate(names)}
+    diff = np.zeros(len(names))
+    size = np.zeros(len(names))
+    for q, c in cluster.items():
+        diff[pos[c]] += int(rb[q]) - int(ra[q])
+        size[pos[c]] += 1
+    rng = np.random.default_rng(seed)
+    observed = abs(diff.sum())
+    flips = rng.choice((-1.0, 1.0), size=(resamples, len(names)))
+    p = (1 + int((np.abs(flips @ diff) >= observed - 1e-9).sum())) / (resamples + 1)
+    picks = rng.integers(0, len(names), size=(resamples, len(names)))
+    boot = diff[picks].sum(1) / size[picks].sum(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {"clusters": len(names), "difference": round(float(diff.sum() / size.sum()), 4),
+            "interval95": [round(float(lo), 4), round(float(hi), 4)], "p": round(float(p), 4),
+            "resamples": resamples}
+
+
 def by_wording(runs: list[list[dict]], paths: list[str], field: str, pack_path: str,
-               min_asked: int, swing: float) -> dict:
+               min_asked: int, swing: float, resamples: int = 10000) -> dict:
     """Accuracy per wording for every run, and the wordings that swing against the first run."""
     from omni.synth.pack import Pack
     pack = Pack(pack_path)
@@ -78,7 +110,8 @@ def by_wording(runs: list[list[dict]], paths: list[str], field: str, pack_path: 
         down = [r["wording"] for r in rows if r["accuracy"][0] - r["accuracy"][k] >= swing]
         asked = {r["wording"]: r["asked"] for r in rows}
         swings.append({"report": p, "better": up, "worse": down,
-                       "questions_in_swinging_wordings": sum(asked[w] for w in up + down)})
+                       "questions_in_swinging_wordings": sum(asked[w] for w in up + down),
+                       "over_wordings": clustered(runs[0], runs[k], wording, field, resamples)})
     return {"pack": pack_path, "min_asked": min_asked, "swing": swing, "wordings": len(groups),
             "shown": len(rows), "questions_shown": sum(r["asked"] for r in rows), "rows": rows, "swings": swings}
 
@@ -124,13 +157,15 @@ def main(argv=None) -> int:
     ap.add_argument("--min-asked", type=int, default=3, help="wordings asked fewer times are left out (--pack)")
     ap.add_argument("--swing", type=float, default=0.4,
                     help="a wording swings when a run's accuracy on it differs from the first's by this much (--pack)")
+    ap.add_argument("--resamples", type=int, default=10000,
+                    help="sign flips and bootstrap draws of the test over wordings (--pack)")
     a = ap.parse_args(argv)
     if len(a.reports) < 2:
         ap.error("give at least two reports")
     if a.pack is not None and not os.path.isfile(a.pack):
         ap.error(f"--pack {a.pack}: no such file")
-    if a.min_asked < 1 or not 0 < a.swing <= 1:
-        ap.error("--min-asked must be >= 1 and --swing in (0, 1]")
+    if a.min_asked < 1 or not 0 < a.swing <= 1 or a.resamples < 100:
+        ap.error("--min-asked must be >= 1, --swing in (0, 1] and --resamples >= 100")
     res = compare(a.reports, a.field)
     fams = list(res["runs"][0]["families"])
     print(f"{res['questions']} questions, {a.field}")
@@ -141,7 +176,7 @@ def main(argv=None) -> int:
               + " ".join(f"{100 * r['families'][f]:8.1f}%" for f in fams) + tail)
     if a.pack:
         runs = [load(p, a.field) for p in a.reports]
-        res["by_wording"] = bw = by_wording(runs, a.reports, a.field, a.pack, a.min_asked, a.swing)
+        res["by_wording"] = bw = by_wording(runs, a.reports, a.field, a.pack, a.min_asked, a.swing, a.resamples)
         print(f"\nby wording: {bw['wordings']} wordings, {bw['shown']} asked >= {a.min_asked} times "
               f"({bw['questions_shown']} questions); accuracy per run, in the reports' order")
         for r in bw["rows"]:
@@ -150,6 +185,9 @@ def main(argv=None) -> int:
         for sw in bw["swings"]:
             print(f"{os.path.basename(sw['report'])}: {len(sw['better'])} wordings better and {len(sw['worse'])} worse "
                   f"by >= {100 * a.swing:.0f} points than the first ({sw['questions_in_swinging_wordings']} questions)")
+            ow = sw["over_wordings"]
+            print(f"  against the first over {ow['clusters']} wordings: {100 * ow['difference']:+.1f} points, "
+                  f"95 % interval {100 * ow['interval95'][0]:+.1f} to {100 * ow['interval95'][1]:+.1f}, p = {ow['p']}")
     if a.out:
         res["command"] = "python bench/compare_judged.py " + " ".join(sys.argv[1:] if argv is None else argv)
         with open(a.out, "w") as fh:

@@ -85,3 +85,29 @@ def test_by_wording_gives_each_runs_accuracy_per_wording_and_the_swings(tmp_path
     other.write_text(json.dumps({"samples": [{"id": "elsewhere-1", "family": "attribute", "text_ok": True}]}))
     with pytest.raises(SystemExit, match="not their pack"):
         cj.main([str(other), str(other), "--pack", str(mini_pack)])
+
+
+def test_the_test_over_wordings_counts_wordings_not_questions(load_bench):
+    cj = load_bench("compare_judged")
+
+    def runs(right_a, right_b, cluster):
+        a = [{"id": q, "text_ok": right_a(q)} for q in cluster]
+        b = [{"id": q, "text_ok": right_b(q)} for q in cluster]
+        return a, b
+
+    # one wording of 12 questions flips: McNemar sees 12 discordant questions, the wordings see one
+    cluster = {f"q{i}": ("w0" if i < 12 else f"w{i}") for i in range(30)}
+    a, b = runs(lambda q: False, lambda q: cluster[q] == "w0", cluster)
+    one = cj.clustered(a, b, cluster, "text_ok", resamples=2000)
+    assert one["clusters"] == 19 and one["difference"] == round(12 / 30, 4)
+    assert one["p"] == 1.0  # flipping the one wording's sign never makes the sum smaller
+    from recipe_ab import paired
+    assert paired(a, b)["mcnemar_p"] < 0.001
+    # the same 12 questions spread over 12 wordings: now a real difference
+    spread = {f"q{i}": f"w{i}" for i in range(30)}
+    a, b = runs(lambda q: False, lambda q: int(q[1:]) < 12, spread)
+    many = cj.clustered(a, b, spread, "text_ok", resamples=2000)
+    assert many["p"] < 0.01 and many["interval95"][0] > 0
+    # identical runs: no difference, p = 1, the interval a point
+    same = cj.clustered(a, a, spread, "text_ok", resamples=500)
+    assert same["difference"] == 0 and same["p"] == 1.0 and same["interval95"] == [0.0, 0.0]
