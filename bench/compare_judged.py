@@ -33,8 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from recipe_ab import paired  # noqa: E402
 
-PLACEHOLDER = "_"
-
 
 def wording_of(text: str, vocabulary: dict[str, str]) -> str:
     """A question's text with the world's words as placeholders: its wording."""
