@@ -93,20 +93,18 @@ def by_wording(runs: list[list[dict]], paths: list[str], field: str, pack_path: 
     groups: dict[str, list[str]] = {}
     for qid, w in wording.items():
         groups.setdefault(w, []).append(qid)
+    right = [{s["id"]: bool(s[field]) for s in r} for r in runs]
     rows = []
     for w, qids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         if len(qids) < min_asked:
             continue
-        acc = []
-        for r in runs:
-            ok = {s["id"]: bool(s[field]) for s in r}
-            acc.append(round(sum(ok[q] for q in qids) / len(qids), 4))
+        acc = [round(sum(ok[q] for q in qids) / len(qids), 4) for ok in right]
         rows.append({"wording": w, "family": family[qids[0]], "asked": len(qids), "accuracy": acc})
+    asked = {r["wording"]: r["asked"] for r in rows}
     swings = []
     for k, p in enumerate(paths[1:], start=1):
         up = [r["wording"] for r in rows if r["accuracy"][k] - r["accuracy"][0] >= swing]
         down = [r["wording"] for r in rows if r["accuracy"][0] - r["accuracy"][k] >= swing]
-        asked = {r["wording"]: r["asked"] for r in rows}
         swings.append({"report": p, "better": up, "worse": down,
                        "questions_in_swinging_wordings": sum(asked[w] for w in up + down),
                        "over_wordings": clustered(runs[0], runs[k], wording, field, resamples)})
@@ -125,8 +123,9 @@ def load(path: str, field: str) -> list[dict]:
     return samples
 
 
-def compare(paths: list[str], field: str) -> dict:
-    runs = [load(p, field) for p in paths]
+def compare(paths: list[str], field: str, runs: list[list[dict]] | None = None) -> dict:
+    """Each run's accuracy, and each against the first, paired; `runs`: the reports already loaded."""
+    runs = runs if runs is not None else [load(p, field) for p in paths]
     ids = {s["id"] for s in runs[0]}
     for p, r in zip(paths[1:], runs[1:]):
         if {s["id"] for s in r} != ids:
@@ -164,7 +163,8 @@ def main(argv=None) -> int:
         ap.error(f"--pack {a.pack}: no such file")
     if a.min_asked < 1 or not 0 < a.swing <= 1 or a.resamples < 100:
         ap.error("--min-asked must be >= 1, --swing in (0, 1] and --resamples >= 100")
-    res = compare(a.reports, a.field)
+    runs = [load(p, a.field) for p in a.reports]
+    res = compare(a.reports, a.field, runs)
     fams = list(res["runs"][0]["families"])
     print(f"{res['questions']} questions, {a.field}")
     print(f"{'report':<56} {'all':>6} " + " ".join(f"{f[:9]:>9}" for f in fams) + "  only first / only this, p")
@@ -173,7 +173,6 @@ def main(argv=None) -> int:
         print(f"{os.path.basename(r['report'])[:56]:<56} {100 * r['accuracy']:5.1f}% "
               + " ".join(f"{100 * r['families'][f]:8.1f}%" for f in fams) + tail)
     if a.pack:
-        runs = [load(p, a.field) for p in a.reports]
         res["by_wording"] = bw = by_wording(runs, a.reports, a.field, a.pack, a.min_asked, a.swing, a.resamples)
         print(f"\nby wording: {bw['wordings']} wordings, {bw['shown']} asked >= {a.min_asked} times "
               f"({bw['questions_shown']} questions); accuracy per run, in the reports' order")

@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from demo.app import fetch_session
 from demo.scenes import QUESTION_PAD_S, Question, Scene, SceneSet, frame_jpeg, pad_question, read_question
 from demo.tools import CALL_DONE, PageTools, card_tools

@@ -12,7 +12,7 @@ question (p50; mean 549 against 666), pauses of 600-1200 ms inside a question ta
 complete questions in ten wait 1.3-2.5 s. A server without a head serves `semantic_vad`
 as silence alone, at a shorter silence than its default, so the page then keeps the default.
 
-A played question is the microphone while it plays (`play_question`): after its own tail of
+A played question is the microphone while it plays (`play_as_microphone`): after its own tail of
 silence the page keeps sending silence, as a live microphone would, until the server ends the
 turn. Without it a question the model judged unfinished would wait for silence that never comes.
 """

@@ -101,8 +101,7 @@ def test_the_test_over_wordings_counts_wordings_not_questions(load_bench):
     one = cj.clustered(a, b, cluster, "text_ok", resamples=2000)
     assert one["clusters"] == 19 and one["difference"] == round(12 / 30, 4)
     assert one["p"] == 1.0  # flipping the one wording's sign never makes the sum smaller
-    from recipe_ab import paired
-    assert paired(a, b)["mcnemar_p"] < 0.001
+    assert cj.paired(a, b)["mcnemar_p"] < 0.001
     # the same 12 questions spread over 12 wordings: now a real difference
     spread = {f"q{i}": f"w{i}" for i in range(30)}
     a, b = runs(lambda q: False, lambda q: int(q[1:]) < 12, spread)

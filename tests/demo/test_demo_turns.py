@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from demo.turns import PAGE_TURN_DETECTION, judges_turns, page_turn_detection
 from streaming.client import RealtimeClient
 
