@@ -115,6 +115,9 @@ SENTENCES=${SENTENCES:-8000}
 # template words dropped, swapped or added around the kept object phrase), heard as renderings of the
 # question, typed and transcribed as said. 6, the shipped model's recipe; 0: none
 REWORDINGS=${REWORDINGS:-6}
+# REWORDING_STYLE: neighbour (the shipped model's recipe: words dropped, neighbours swapped, a prefix or
+# suffix) or wide (also the object phrase first, a synonym, all template words shuffled)
+REWORDING_STYLE=${REWORDING_STYLE:-neighbour}
 sets=(--set heldout.pack=runs/data/heldout.pack.npz --set heldout.every="$EVAL_EVERY" --set heldout.samples="$EVAL_SAMPLES")
 has_tool() { "$PY" -c "import sys; from omni.synth.pack import Pack; sys.exit(not Pack(sys.argv[1]).samples_of('tool'))" "$1"; }
 # INIT: a fine-tune of that model (recipe curriculum.init_model): the dialogue stage alone, sized
@@ -164,7 +167,7 @@ done
     # a resumed call on the same machine finds the bank of the first
     [[ -f runs/data/voices.npz ]] || "$PY" -m omni.cli data voice-bank --pack runs/data/train.pack.npz \
       --out runs/data/voices.npz --renderings "$VOICE_BANK" --timbres "$TIMBRES" --sentences "$SENTENCES" \
-      --rewordings "$REWORDINGS" --no-progress
+      --rewordings "$REWORDINGS" --rewording-style "$REWORDING_STYLE" --no-progress
   fi
   [[ -n "${PREPARE_ONLY:-}" ]] && exit 0
   # the training ends within the call whatever the voice bank took (64-144 s on the same kind of

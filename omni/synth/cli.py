@@ -144,6 +144,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="also speak up to this many rewordings of every question text, one clip each "
                         "(omni.synth.rewording: template words dropped, swapped or added, the object phrase kept; "
                         "training hears them as renderings of the question; default 0)")
+    from .rewording import STYLES  # light: the world's words, no model
+    p.add_argument("--rewording-style", choices=tuple(STYLES), default="neighbour",
+                   help="neighbour: words dropped, two neighbours swapped, a prefix or suffix (default); "
+                        "wide: also the object phrase said first, a word traded for its synonym, or every "
+                        "template word shuffled, so that questions are read by their content words")
     p.add_argument("--workers", type=int_at_least(0), default=0, help="parallel espeak-ng processes (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -324,12 +329,13 @@ def _voice_bank(args: argparse.Namespace) -> int:
     sentences = random_sentences(vocabulary(texts + list(meta["answer_texts"])), args.sentences, args.seed,
                                  exclude=set(texts))
     write_voice_bank(args.out, build_voice_bank(texts, args.renderings, args.seed, args.workers, not args.no_progress,
-                                                timbres=args.timbres, sentences=sentences, rewordings=args.rewordings))
+                                                timbres=args.timbres, sentences=sentences, rewordings=args.rewordings,
+                                                rewording_style=args.rewording_style))
     bank = VoiceBank.load(args.out)
     reworded = bank.reworded_clips
     reworded_texts = len(set(bank.meta.get("reworded_of", [])))
     print(f"voice bank: {len(bank)} clips ({len(bank.clip_mulaw) / 16000:.0f} s) of {len(texts)} question texts"
-          f"{f', {reworded} rewordings of {reworded_texts} of them' if reworded else ''}"
+          f"{f', {reworded} rewordings ({args.rewording_style}) of {reworded_texts} of them' if reworded else ''}"
           f"{f' and {bank.sentence_clips} random sentences' if sentences else ''}, "
           f"{len({v.split('/')[0] for v in bank.meta['voices']})} voices, {bank.meta['espeak']}, "
           f"{time.perf_counter() - t0:.1f} s -> {args.out}")

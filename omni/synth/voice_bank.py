@@ -65,10 +65,10 @@ def espeak_version() -> str:
 
 def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: int = 0,
                      progress: bool = True, timbres: int = 0, sentences: list[str] = (),
-                     rewordings: int = 0) -> dict[str, np.ndarray]:
+                     rewordings: int = 0, rewording_style: str = "neighbour") -> dict[str, np.ndarray]:
     """Render each of `texts` `renderings` times, in the shipped human variants and
     `timbres` generated ones (drawn from `seed`), up to `rewordings` rewordings of each
-    (`omni.synth.rewording`) once each, and each of `sentences` (e.g.
+    (`omni.synth.rewording`, in `rewording_style`) once each, and each of `sentences` (e.g.
     `omni.synth.sentences.random_sentences`) once; returns the .npz arrays."""
     if renderings < 1:
         raise ValueError("renderings must be >= 1")
@@ -76,7 +76,7 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
     if not texts:
         raise ValueError("no question texts to render")
     sentences = sorted(set(sentences) - set(texts))
-    reworded = reword_texts(texts, rewordings, seed)
+    reworded = reword_texts(texts, rewordings, seed, rewording_style)
     sentences = [s for s in sentences if s not in {r for _, r in reworded}]
     check_tools(need_sox=False)
     jobs = [(t, k) for t in range(len(texts)) for k in range(renderings)]
@@ -105,6 +105,7 @@ def build_voice_bank(texts: list[str], renderings: int, seed: int = 0, workers: 
         "timbres": timbres,  # generated variants gt0..gt{timbres-1}, drawn from `seed`
         "rewordings": len(reworded_of),  # the texts after the question texts: rewordings, one clip each
         "reworded_of": reworded_of,  # the question text (index into texts) each rewording stands for
+        "rewording_style": rewording_style,  # omni.synth.rewording.STYLES
         "sentences": len(sentences),  # the last texts: random sentences, one clip each
         "espeak": espeak_version(),
     }

@@ -364,3 +364,19 @@ def test_bank_rewordings_stand_for_their_question(bank_world, tmp_path):
     pretrain_audio(StreamingAudioEncoder(cfg.audio), pack, Recording(), 1, 2, 1e-3, 0, nullcontext, pool=0,
                    bank=bank, bank_pool=12)
     assert set(said) <= set(heard)
+
+
+def test_bank_rewordings_in_the_wide_style(tmp_path):
+    """`--rewording-style wide` reaches the bank: its rewordings are the wide style's draws,
+    and the bank says which style made them."""
+    from omni.synth.rewording import reword
+    from omni.synth.voice_bank import VoiceBank, build_voice_bank, write_voice_bank
+
+    text = "what color is the square"
+    path = tmp_path / "voices.npz"
+    write_voice_bank(path, build_voice_bank([text], 1, seed=3, workers=1, progress=False, rewordings=2,
+                                            rewording_style="wide"))
+    bank = VoiceBank.load(path)
+    assert bank.meta["rewording_style"] == "wide" and bank.reworded_clips == 2
+    assert bank.clip_texts[1:] == [reword(text, 3, k, style="wide") for k in range(2)]
+    assert bank.clip_questions == [text] * 3

@@ -56,3 +56,35 @@ def test_held_out_wordings_are_redrawn():
 
 def test_unrewordable_texts_give_none():
     assert reword("hello", 0, 0) is None and reword("not a question of this world", 0, 0) is None
+
+
+def test_the_neighbour_style_keeps_the_draws_the_shipped_bank_was_made_with():
+    # pinned from the module before styles existed: the shipped model's bank is reproducible
+    assert [reword("what color is the square", 0, k) for k in range(4)] == [
+        "what color is square", "what color is the square please", "now what color the is square",
+        "what color the square"]
+    assert [reword("could you please repeat i see a blue star", 0, k) for k in range(3)] == [
+        "could please repeat i see a blue star", "please could repeat you i see a blue star",
+        "could please repeat i see a blue star"]
+
+
+def test_wide_rewordings_front_the_object_trade_synonyms_and_shuffle_yet_stay_training_words():
+    texts = all_question_texts("train")
+    words = set(vocabulary(texts))
+    wide = rewordings(texts, 6, seed=0, style="wide")
+    assert len(wide) > 5 * len(texts) and wide != rewordings(texts, 6, seed=0)
+    fronted = synonym = 0
+    for t, r in wide:
+        family, template, phrase = split_question(texts[t])
+        assert r != texts[t] and r not in texts and set(r.split()) <= words and not is_heldout_wording(r)
+        if phrase:
+            assert phrase in r
+        if family == "repeat":
+            assert r.endswith(phrase)
+        fronted += bool(phrase) and family != "repeat" and (r.startswith(phrase) or r.startswith("the " + phrase))
+        synonym += ("which" in r.split()) != ("which" in texts[t].split())
+    # each new edit happens in a good share of the rewordings, not once by chance
+    assert fronted > 0.08 * len(wide) and synonym > 0.04 * len(wide)
+    assert rewordings(texts[:40], 2, seed=0, style="wide") == rewordings(texts[:40], 2, seed=0, style="wide")
+    with pytest.raises(ValueError, match="unknown rewording style"):
+        reword("what color is the square", 0, 0, style="loose")
