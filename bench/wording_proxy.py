@@ -10,7 +10,7 @@ right (`bench/compare_judged.py --pack`). Whether a kind of rewording in the voi
 once, and one seed tells little. This proxy asks the same question of the reading alone, in
 minutes on a CPU: the picture is replaced by its exact description ("red circle top, blue star
 left moving up"), so nothing is to be seen or heard, only read; a decoder of the project's own
-architecture (`omni.llm`, the default model's LLM shape unless told otherwise) is trained from
+architecture (`omni.llm`: half the default model's LLM in width and depth; `--model mini`: that LLM) is trained from
 scratch on description + question -> answer in the training wordings, where a question is
 replaced by one of its rewordings as often as the GPU recipe's voice bank hears one (R rewordings
 beside 8 renderings of each question text: R / (8 + R) of the draws); then held-out scenes are
@@ -248,6 +248,39 @@ def summarize(runs: list[dict], styles: list[str]) -> dict:
     return out
 
 
+def plot(report: dict, path: str) -> None:
+    """Each arm's held-out and training-wording accuracy, one dot a seed, and the held-out
+    wordings' accuracy per family: where a reader looks before the tables."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs, arms = report["runs"], list(report["summary"])
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, arm in enumerate(arms):
+        mine = [r for r in runs if r["style"] == arm]
+        for dx, key, colour in ((-0.12, "heldout_wording", "tab:red"), (0.12, "training_wording", "tab:blue")):
+            ys = [100 * r[key] for r in mine]
+            ax[0].scatter([i + dx] * len(ys), ys, color=colour, s=18,
+                          label=("held-out wordings" if key == "heldout_wording" else "training wordings") if i == 0 else None)
+            ax[0].hlines(np.mean(ys), i + dx - 0.08, i + dx + 0.08, color=colour)
+    ax[0].set(xticks=range(len(arms)), xticklabels=arms, ylabel="held-out questions right %",
+              title="each seed (dot) and the mean (bar)")
+    ax[0].legend(fontsize=8)
+    fams = sorted(runs[0]["families"])
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        mine = [r for r in runs if r["style"] == arm]
+        ax[1].bar(np.arange(len(fams)) + i * width, [100 * np.mean([r["families"][f]["heldout_wording"] for r in mine])
+                                                     for f in fams], width, label=arm)
+    ax[1].set(xticks=np.arange(len(fams)) + 0.4 - width / 2, xticklabels=fams, ylabel="right %",
+              title="held-out wordings by family (mean of seeds)")
+    ax[1].legend(fontsize=8)
+    fig.suptitle(f"reading held-out wordings, {report['model']} decoder, {report['steps']} steps, CPU", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     from omni.commands.argtypes import int_at_least
     from omni.synth.rewording import STYLES
@@ -264,13 +297,20 @@ def main(argv: list[str] | None = None) -> dict:
                    help="the decoder: mini (the default model's LLM) or small (half as wide and deep; default)")
     p.add_argument("--train", type=int_at_least(100), default=20000, help="training draws (default 20000)")
     p.add_argument("--eval", type=int_at_least(10), default=600, help="held-out questions (default 600)")
-    p.add_argument("--steps", type=int_at_least(1), default=800, help="optimizer steps (default 800)")
+    p.add_argument("--steps", type=int_at_least(1), default=1500, help="optimizer steps (default 1500)")
     p.add_argument("--batch", type=int_at_least(1), default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--threads", type=int_at_least(1), default=2, help="torch threads (default 2)")
-    p.add_argument("--out", help="write the JSON here")
+    p.add_argument("--out", help="write the JSON here, and the plot beside it (.png)")
+    p.add_argument("--report", metavar="JSON", help="redraw the plot of a report this script wrote, and stop")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            report = json.load(f)
+        plot(report, os.path.splitext(args.report)[0] + ".png")
+        print(f"-> {os.path.splitext(args.report)[0]}.png")
+        return report
     import torch
     torch.set_num_threads(args.threads)
     styles = args.styles.split(",")
@@ -318,7 +358,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
-        print(f"-> {args.out}")
+        plot(report, os.path.splitext(args.out)[0] + ".png")
+        print(f"-> {args.out}, {os.path.splitext(args.out)[0]}.png")
     return report
 
 

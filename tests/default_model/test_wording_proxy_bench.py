@@ -66,6 +66,10 @@ def test_a_short_run_trains_judges_and_reports(tmp_path, load_bench):
     assert first["final_loss"] < 4.0
     assert 0.0 <= first["heldout_wording"] <= 1.0 and set(first["families"]) <= {
         "attribute", "counting", "position", "motion", "repeat"}
+    png = tmp_path / "proxy.png"
+    assert png.stat().st_size > 1000
+    png.unlink()  # --report redraws it from the JSON alone
+    assert wp.main(["--report", str(out)]) == saved and png.stat().st_size > 1000
 
 
 @pytest.mark.parametrize("arm", ["loose", "wide:0", "wide:x"])
