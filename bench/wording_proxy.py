@@ -40,10 +40,8 @@ REPEAT_SHARE = 0.1  # of the draws, "repeat after me" requests (the one rewordab
 
 def describe(scene) -> str:
     """The exact content of a scene as text: each object's colour, shape, place and motion."""
-    from omni.synth.questions import CAPTION_ORDER
-    objs = sorted(scene.objects, key=lambda o: CAPTION_ORDER.index(o.slot))
-    return ", ".join(f"{o.color} {o.shape} {o.slot}" + (f" moving {o.direction}" if o.direction else "")
-                     for o in objs)
+    from omni.synth.questions import scene_caption
+    return scene_caption(scene, motion=True)
 
 
 def _query(scene, rng: np.random.Generator, split: str):
@@ -176,33 +174,15 @@ def train(enc: Encoder, items: list, cfg, steps: int, batch: int, lr: float, see
 
 
 def answer_all(model, enc: Encoder, prompts: list[list[int]], max_new: int = 6, batch: int = 256) -> list[str]:
-    """Greedy answers: right-padded rows, each new token written where its row ends."""
+    """Greedy answers (`omni.llm.generation.generate`), the end token left out."""
     import torch
+
+    from omni.llm.generation import generate
     out = []
     with torch.no_grad():
         for s in range(0, len(prompts), batch):
-            chunk = prompts[s:s + batch]
-            lens = torch.tensor([len(p) for p in chunk])
-            buf = torch.full((len(chunk), int(lens.max()) + max_new), enc.ids.pad, dtype=torch.long)
-            for b, p in enumerate(chunk):
-                buf[b, :len(p)] = torch.tensor(p)
-            done = torch.zeros(len(chunk), dtype=torch.bool)
-            rows = torch.arange(len(chunk))
-            new = [[] for _ in chunk]
-            for j in range(max_new):
-                cur = lens + j
-                logits = model(buf[:, :int(cur.max())]).logits
-                nxt = logits[rows, cur - 1].argmax(-1)
-                buf[rows, cur] = torch.where(done, torch.full_like(nxt, enc.ids.pad), nxt)
-                for b in range(len(chunk)):
-                    if not done[b]:
-                        if int(nxt[b]) == enc.ids.eos:
-                            done[b] = True
-                        else:
-                            new[b].append(int(nxt[b]))
-                if bool(done.all()):
-                    break
-            out += [enc.tok.decode(n) for n in new]
+            for toks in generate(model, prompts[s:s + batch], max_new, eos_token_id=enc.ids.eos):
+                out.append(enc.tok.decode([t for t in toks if t != enc.ids.eos]))
     return out
 
 

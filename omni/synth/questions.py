@@ -132,10 +132,12 @@ TRANSCRIBE_PROMPT = "write down what I said"
 CAPTION_ORDER: tuple[str, ...] = ("top", "left", "center", "right", "bottom")
 
 
-def scene_caption(scene: Scene) -> str:
-    """"red circle top, blue star left": each object's color, shape and slot at t = 0."""
+def scene_caption(scene: Scene, motion: bool = False) -> str:
+    """"red circle top, blue star left": each object's color, shape and slot at t = 0;
+    with `motion`, a mover's direction too ("blue star left moving up")."""
     objs = sorted(scene.objects, key=lambda o: CAPTION_ORDER.index(o.slot))
-    return ", ".join(f"{o.color} {o.shape} {o.slot}" for o in objs)
+    return ", ".join(f"{o.color} {o.shape} {o.slot}" + (f" moving {o.direction}" if motion and o.direction else "")
+                     for o in objs)
 
 
 # --- object references ------------------------------------------------------
